@@ -1,0 +1,24 @@
+"""Series data: the container, the validation entry point and conversions back.
+
+Every estimator method passes its input through :func:`check_series` and
+gets a :class:`SeriesBatch` back; :func:`to_user_kind` formats outputs like
+the input was given.
+"""
+
+from ._container import InputSpec, QueryTimes, SeriesBatch
+from ._output import batch_to_user_kind, to_user_kind
+from ._time import TimeEncoding
+from ._validation import ID_COLUMN, TIME_COLUMN, check_query_times, check_series
+
+__all__ = [
+    "ID_COLUMN",
+    "TIME_COLUMN",
+    "InputSpec",
+    "QueryTimes",
+    "SeriesBatch",
+    "TimeEncoding",
+    "batch_to_user_kind",
+    "check_query_times",
+    "check_series",
+    "to_user_kind",
+]

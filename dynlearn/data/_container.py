@@ -1,0 +1,139 @@
+"""The series container every estimator works on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from ._time import TimeEncoding
+
+# Input kinds, named once so conversions back can dispatch on them.
+MULTIINDEX = "multiindex"  # DataFrame indexed by (series, time)
+LONG = "long"  # DataFrame with series_id and time columns
+FRAME = "frame"  # one series: DataFrame with a time index (or a time column)
+PANEL = "panel"  # ndarray (n_series, n_times, n_features)
+ARRAY = "array"  # ndarray (n_times, n_features), one series
+RAGGED = "ragged"  # list of (n_times_i, n_features) arrays
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the user passed, kept so outputs come back in the same kind."""
+
+    kind: str
+    n_features: int
+    feature_names: tuple[str, ...] | None = None
+    id_name: Any = "series_id"
+    time_name: Any = "time"
+    time_in_column: bool = False
+    time_encoding: TimeEncoding = field(default_factory=TimeEncoding)
+
+    @property
+    def is_frame(self) -> bool:
+        return self.kind in (MULTIINDEX, LONG, FRAME)
+
+
+@dataclass(frozen=True)
+class SeriesBatch:
+    """A collection of multivariate series, each with its own observation times.
+
+    Attributes
+    ----------
+    values : ndarray of shape (n_series, max_len, n_features)
+        Observations; ``0.0`` wherever ``mask`` is False, so NaN never
+        reaches a network, a solver or a loss.
+    mask : ndarray of bool, shape (n_series, max_len, n_features)
+        True where a value was observed.
+    times : ndarray of shape (n_series, max_len)
+        Float clock of each row, sorted within each series; rows past a
+        series' length repeat its last time.
+    lengths : ndarray of int, shape (n_series,)
+        Number of time rows of each series (a row may have some or all of its
+        features missing).
+    ids : ndarray of shape (n_series,)
+        Series identifiers, in order of first appearance.
+    spec : InputSpec
+        The kind of input, feature names and time encoding.
+    """
+
+    values: np.ndarray
+    mask: np.ndarray
+    times: np.ndarray
+    lengths: np.ndarray
+    ids: np.ndarray
+    spec: InputSpec
+
+    @property
+    def n_series(self) -> int:
+        return self.values.shape[0]
+
+    @property
+    def max_len(self) -> int:
+        return self.values.shape[1]
+
+    @property
+    def n_features(self) -> int:
+        return self.values.shape[2]
+
+    @property
+    def row_mask(self) -> np.ndarray:
+        """(n_series, max_len) True for rows that exist (observed or not)."""
+        return np.arange(self.max_len)[None, :] < self.lengths[:, None]
+
+    def subset(self, index: Any) -> "SeriesBatch":
+        """The series at ``index`` (integer array or boolean mask), trimmed."""
+        index = np.asarray(index)
+        if index.dtype == bool:
+            index = np.flatnonzero(index)
+        lengths = self.lengths[index]
+        width = int(lengths.max()) if len(lengths) else 0
+        return replace(
+            self,
+            values=self.values[index, :width],
+            mask=self.mask[index, :width],
+            times=self.times[index, :width],
+            lengths=lengths,
+            ids=self.ids[index],
+        )
+
+    def with_values(self, values: np.ndarray) -> "SeriesBatch":
+        """Same series and times, new values (zeroed under the mask)."""
+        return replace(self, values=np.where(self.mask, values, 0.0))
+
+    def filled_values(self) -> np.ndarray:
+        """Values with each feature's gaps filled by linear interpolation in time.
+
+        Before a feature's first observation its first value is used, after its
+        last the last value; a feature never observed in a series is 0. This is
+        how a state-space model gets a full initial state from a partly
+        observed row.
+        """
+        filled = np.zeros_like(self.values)
+        for i in range(self.n_series):
+            n = self.lengths[i]
+            times = self.times[i, :n]
+            for j in range(self.n_features):
+                seen = self.mask[i, :n, j]
+                if seen.any():
+                    filled[i, :n, j] = np.interp(times, times[seen], self.values[i, :n, j][seen])
+            if n < self.max_len:
+                filled[i, n:] = filled[i, n - 1]
+        return filled
+
+
+@dataclass(frozen=True)
+class QueryTimes:
+    """Times at which an estimator is asked for outputs, per series.
+
+    ``times`` is (n_series, n_queries) on the float clock, padded by
+    repeating the last query; ``mask`` marks the real queries.
+    """
+
+    times: np.ndarray
+    mask: np.ndarray
+
+    @property
+    def n_queries(self) -> int:
+        return self.times.shape[1]

@@ -1,0 +1,71 @@
+"""Turning model outputs back into the kind of input the user gave."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ._container import ARRAY, FRAME, LONG, MULTIINDEX, PANEL, QueryTimes, SeriesBatch
+
+SAMPLE_LEVEL = "sample"
+
+
+def to_user_kind(values: np.ndarray, query: QueryTimes, batch: SeriesBatch) -> Any:
+    """Format outputs at ``query`` times like the input ``batch`` came in.
+
+    Parameters
+    ----------
+    values : ndarray of shape (n_series, n_queries, n_outputs) or (n_samples, n_series, n_queries, n_outputs)
+        Outputs; a leading sample axis becomes a leading array axis or a
+        ``sample`` index level of a frame.
+    query : QueryTimes
+    batch : SeriesBatch
+        The validated input (for ids, names, kind and time encoding).
+    """
+    spec = batch.spec
+    sampled = values.ndim == 4
+    stack = values if sampled else values[None]
+    if not spec.is_frame:
+        if spec.kind == PANEL:
+            out = stack
+        elif spec.kind == ARRAY:
+            out = stack[:, 0]
+        else:
+            out = [[s[i][query.mask[i]] for i in range(batch.n_series)] for s in stack]
+            return out if sampled else out[0]
+        return out if sampled else out[0]
+    frames = [_frame(s, query, batch) for s in stack]
+    if not sampled:
+        return frames[0]
+    return pd.concat(frames, keys=range(len(frames)), names=[SAMPLE_LEVEL])
+
+
+def _frame(values: np.ndarray, query: QueryTimes, batch: SeriesBatch) -> pd.DataFrame:
+    spec = batch.spec
+    series, position = np.nonzero(query.mask)
+    times = spec.time_encoding.decode(query.times[series, position])
+    names = list(spec.feature_names) if spec.feature_names is not None else None
+    data = values[series, position]
+    if data.shape[1] != len(names or []):
+        names = [f"x{j}" for j in range(data.shape[1])]
+    if spec.kind == MULTIINDEX:
+        index = pd.MultiIndex.from_arrays([batch.ids[series], times], names=[spec.id_name, spec.time_name])
+        return pd.DataFrame(data, index=index, columns=names)
+    if spec.kind == LONG:
+        frame = pd.DataFrame({spec.id_name: batch.ids[series], spec.time_name: times})
+        return pd.concat([frame, pd.DataFrame(data, columns=names)], axis=1)
+    assert spec.kind == FRAME
+    if spec.time_in_column:
+        frame = pd.DataFrame({spec.time_name: times})
+        return pd.concat([frame, pd.DataFrame(data, columns=names)], axis=1)
+    return pd.DataFrame(data, index=pd.Index(times, name=spec.time_name), columns=names)
+
+
+def batch_to_user_kind(batch: SeriesBatch) -> Any:
+    """The batch itself as the user's kind (missing entries as NaN)."""
+    from ._validation import check_query_times
+
+    values = np.where(batch.mask, batch.values, np.nan)
+    return to_user_kind(values, check_query_times(None, batch), batch)

@@ -1,0 +1,519 @@
+"""The one entry point through which data reaches an estimator."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..exceptions import input_error
+from ._container import (
+    ARRAY,
+    FRAME,
+    LONG,
+    MULTIINDEX,
+    PANEL,
+    RAGGED,
+    InputSpec,
+    QueryTimes,
+    SeriesBatch,
+)
+from ._time import TimeEncoding, encoding_for, time_kind
+
+ID_COLUMN = "series_id"
+TIME_COLUMN = "time"
+
+_ACCEPTED = (
+    "a DataFrame indexed by (series, time), a DataFrame with 'series_id' and "
+    "'time' columns, a time-indexed DataFrame, an array of shape "
+    "(n_series, n_times, n_features) or (n_times, n_features), or a list of "
+    "(n_times_i, n_features) arrays"
+)
+
+
+def check_series(
+    X: Any,
+    t: Any = None,
+    *,
+    reference: InputSpec | None = None,
+    argument: str = "X",
+) -> SeriesBatch:
+    """Validate user series of any accepted kind and return a :class:`SeriesBatch`.
+
+    Parameters
+    ----------
+    X : DataFrame, ndarray or list of ndarray
+        The series; see the table of accepted inputs in the README.
+    t : array-like or list of array-like, default=None
+        Observation times for array inputs: shared ``(n_times,)`` or per
+        series ``(n_series, n_times)``; a list of 1-D arrays for a ragged
+        list. Defaults to ``0, 1, ..., n_times - 1``. Must be None for frames,
+        which carry their own times.
+    reference : InputSpec, default=None
+        The spec seen at ``fit``; when given, the feature count and names and
+        the kind of times must match it, and its time encoding is reused.
+    argument : str, default="X"
+        Name used in error messages.
+
+    Returns
+    -------
+    SeriesBatch
+    """
+    encoding = reference.time_encoding if reference is not None else None
+    if isinstance(X, pd.DataFrame):
+        if t is not None:
+            raise input_error(
+                "t",
+                f"None when {argument} is a DataFrame (frames carry their own times)",
+                f"{type(t).__name__}",
+                f"Put the times in {argument}'s index or its 'time' column and drop t.",
+            )
+        batch = _from_frame(X, encoding, argument)
+    elif isinstance(X, pd.Series):
+        raise input_error(
+            argument,
+            _ACCEPTED,
+            "a pandas Series",
+            f"Use {argument}.to_frame() for a single variable.",
+        )
+    elif isinstance(X, (list, tuple)):
+        batch = _from_list(X, t, encoding, argument)
+    else:
+        batch = _from_array(X, t, encoding, argument)
+    if reference is not None:
+        _check_matches(batch.spec, reference, argument)
+    _check_every_series_observed(batch, argument)
+    return batch
+
+
+# --------------------------------------------------------------------- frames
+def _from_frame(X: pd.DataFrame, encoding: TimeEncoding | None, argument: str) -> SeriesBatch:
+    if X.shape[0] == 0:
+        raise input_error(argument, "at least one row", "an empty DataFrame", "Pass data with observations.")
+    if isinstance(X.index, pd.MultiIndex):
+        if X.index.nlevels != 2:
+            raise input_error(
+                f"{argument}.index",
+                "a 2-level MultiIndex (series, time)",
+                f"{X.index.nlevels} levels {list(X.index.names)}",
+                "Reset the extra levels with .reset_index(level=...).",
+            )
+        ids = X.index.get_level_values(0)
+        times = X.index.get_level_values(1)
+        id_name, time_name = X.index.names
+        features = X
+        kind = MULTIINDEX
+        time_in_column = False
+    elif ID_COLUMN in X.columns:
+        if TIME_COLUMN not in X.columns:
+            raise input_error(
+                argument,
+                f"a '{TIME_COLUMN}' column beside '{ID_COLUMN}'",
+                f"columns {list(X.columns)[:10]}",
+                f"Rename the column holding observation times to '{TIME_COLUMN}'.",
+            )
+        ids = X[ID_COLUMN]
+        times = X[TIME_COLUMN]
+        id_name, time_name = ID_COLUMN, TIME_COLUMN
+        features = X.drop(columns=[ID_COLUMN, TIME_COLUMN])
+        kind = LONG
+        time_in_column = True
+    else:
+        time_in_column = TIME_COLUMN in X.columns
+        times = X[TIME_COLUMN] if time_in_column else X.index
+        ids = np.zeros(len(X), dtype=np.int64)
+        id_name, time_name = None, TIME_COLUMN if time_in_column else X.index.name
+        features = X.drop(columns=[TIME_COLUMN]) if time_in_column else X
+        kind = FRAME
+    names, values = _numeric_features(features, argument)
+    times = _as_time_values(times, f"{argument} times")
+    if encoding is None:
+        encoding = encoding_for(times)
+    clock = encoding.encode(times, f"{argument} times")
+    _check_finite_times(clock, f"{argument} times")
+    spec = InputSpec(
+        kind=kind,
+        n_features=values.shape[1],
+        feature_names=names,
+        id_name=id_name,
+        time_name=time_name,
+        time_in_column=time_in_column,
+        time_encoding=encoding,
+    )
+    return _pack_long(np.asarray(ids), clock, values, spec, argument)
+
+
+def _numeric_features(features: pd.DataFrame, argument: str) -> tuple[tuple[str, ...], np.ndarray]:
+    if features.shape[1] == 0:
+        raise input_error(
+            argument,
+            "at least one numeric feature column besides series id and time",
+            "no feature columns",
+            "Add the measured variables as columns.",
+        )
+    bad = [
+        c
+        for c, dtype in features.dtypes.items()
+        if not (pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype))
+    ]
+    if bad:
+        raise input_error(
+            argument,
+            "numeric feature columns",
+            f"non-numeric columns {bad[:10]} (dtypes {[str(features[c].dtype) for c in bad[:10]]})",
+            "Drop them or encode them as numbers before fitting.",
+        )
+    values = features.to_numpy(dtype=np.float64, na_value=np.nan)
+    return tuple(str(c) for c in features.columns), values
+
+
+def _as_time_values(times: Any, argument: str) -> Any:
+    if isinstance(times, (pd.Index, pd.Series)):
+        dtype = times.dtype
+        if not (
+            pd.api.types.is_numeric_dtype(dtype)
+            or pd.api.types.is_datetime64_any_dtype(dtype)
+            or pd.api.types.is_timedelta64_dtype(dtype)
+        ):
+            converted = _try_datetime(times)
+            if converted is None:
+                raise input_error(
+                    argument,
+                    "numbers, datetimes or timedeltas",
+                    f"values of dtype {dtype} such as {list(times[:3])}",
+                    "Convert them with pd.to_datetime or astype(float).",
+                )
+            return converted
+        if pd.api.types.is_bool_dtype(dtype):
+            raise input_error(argument, "numbers, datetimes or timedeltas", "booleans", "Pass real times.")
+    return times
+
+
+def _try_datetime(times: Any) -> Any:
+    try:
+        return pd.DatetimeIndex(pd.to_datetime(np.asarray(times)))
+    except (TypeError, ValueError):
+        return None
+
+
+def _check_finite_times(clock: np.ndarray, argument: str) -> None:
+    bad = ~np.isfinite(clock)
+    if bad.any():
+        raise input_error(
+            argument,
+            "finite times (no NaN, NaT or inf)",
+            f"{int(bad.sum())} non-finite time value(s)",
+            "Drop those rows or fill their times.",
+        )
+
+
+def _pack_long(ids: np.ndarray, clock: np.ndarray, values: np.ndarray, spec: InputSpec, argument: str) -> SeriesBatch:
+    """Long rows (id, time, features) -> padded arrays, sorted by time within series."""
+    _check_values(values, argument)
+    codes, uniques = pd.factorize(ids, sort=False, use_na_sentinel=True)
+    if (codes < 0).any():
+        raise input_error(
+            f"{argument} series ids",
+            "no missing series ids",
+            f"{int((codes < 0).sum())} missing id(s)",
+            "Drop those rows or give them an id.",
+        )
+    order = np.lexsort((clock, codes))
+    codes, clock, values = codes[order], clock[order], values[order]
+    same = (codes[1:] == codes[:-1]) & (clock[1:] == clock[:-1])
+    if same.any():
+        first = np.flatnonzero(same)[:3]
+        pairs = [(uniques[codes[i]], _show_time(spec.time_encoding, clock[i])) for i in first]
+        raise input_error(
+            argument,
+            "at most one row per (series, time)",
+            f"{int(same.sum())} duplicate row(s), e.g. {pairs}",
+            "Aggregate duplicates first, e.g. X.groupby([series, time]).mean().",
+        )
+    lengths = np.bincount(codes, minlength=len(uniques))
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    position = np.arange(len(codes)) - starts[codes]
+    n_series, width = len(uniques), int(lengths.max())
+    padded = np.full((n_series, width, values.shape[1]), np.nan)
+    padded[codes, position] = values
+    times = np.empty((n_series, width))
+    times[codes, position] = clock
+    last = times[np.arange(n_series), lengths - 1]
+    pad = np.arange(width)[None, :] >= lengths[:, None]
+    times[pad] = np.broadcast_to(last[:, None], times.shape)[pad]
+    mask = ~np.isnan(padded)
+    return SeriesBatch(
+        values=np.where(mask, padded, 0.0),
+        mask=mask,
+        times=times,
+        lengths=lengths.astype(np.int64),
+        ids=np.asarray(uniques),
+        spec=spec,
+    )
+
+
+def _show_time(encoding: TimeEncoding, clock: float) -> Any:
+    decoded = encoding.decode(np.array([clock]))
+    return decoded[0]
+
+
+def _check_values(values: np.ndarray, argument: str) -> None:
+    infinite = np.isinf(values)
+    if infinite.any():
+        raise input_error(
+            argument,
+            "finite values or NaN for missing entries",
+            f"{int(infinite.sum())} infinite value(s)",
+            "Replace inf with NaN to mark them missing, or clip them.",
+        )
+
+
+# --------------------------------------------------------------------- arrays
+def _numeric_array(X: Any, argument: str) -> np.ndarray:
+    try:
+        array = np.asarray(X)
+    except (TypeError, ValueError) as error:
+        raise input_error(argument, _ACCEPTED, f"{type(X).__name__} ({error})", "Convert the data first.") from None
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise input_error(
+            argument,
+            "a numeric array",
+            f"an array of dtype {array.dtype}",
+            "Convert it with .astype(float); mark missing entries with NaN.",
+        )
+    return array.astype(np.float64)
+
+
+def _from_array(X: Any, t: Any, encoding: TimeEncoding | None, argument: str) -> SeriesBatch:
+    if X is None or np.isscalar(X):
+        raise input_error(argument, _ACCEPTED, repr(X), "Pass the observed series.")
+    array = _numeric_array(X, argument)
+    if array.ndim == 2:
+        kind, panel = ARRAY, array[None]
+    elif array.ndim == 3:
+        kind, panel = PANEL, array
+    else:
+        raise input_error(
+            argument,
+            "an array of shape (n_series, n_times, n_features) or (n_times, n_features)",
+            f"shape {array.shape}",
+            "Reshape it; a single variable needs a trailing axis of length 1.",
+        )
+    n_series, n_times, n_features = panel.shape
+    if panel.size == 0:
+        raise input_error(argument, "a non-empty array", f"shape {array.shape}", "Pass data with observations.")
+    times = _array_times(t, n_series, n_times, kind, encoding, argument)
+    encoding = times[1]
+    spec = InputSpec(kind=kind, n_features=n_features, time_encoding=encoding)
+    ids = np.repeat(np.arange(n_series), n_times)
+    return _pack_long(ids, times[0].ravel(), panel.reshape(-1, n_features), spec, argument)
+
+
+def _array_times(
+    t: Any, n_series: int, n_times: int, kind: str, encoding: TimeEncoding | None, argument: str
+) -> tuple[np.ndarray, TimeEncoding]:
+    if t is None:
+        encoding = encoding or TimeEncoding()
+        clock = np.broadcast_to(np.arange(n_times, dtype=np.float64), (n_series, n_times))
+        if encoding.kind != "float":
+            raise input_error("t", f"{encoding.kind} times, as at fit", "None", f"Pass t for {argument}.")
+        return clock, encoding
+    t_values = _as_time_values(pd.Index(np.ravel(np.asarray(t))), "t")
+    t_shape = np.shape(t)
+    if encoding is None:
+        encoding = encoding_for(t_values)
+    clock = encoding.encode(t_values, "t").reshape(t_shape)
+    shapes = [(n_times,), (n_series, n_times)] if kind == PANEL else [(n_times,)]
+    if clock.shape not in shapes:
+        raise input_error(
+            "t",
+            " or ".join(str(s) for s in shapes) + f" to match {argument} of {n_series} series x {n_times} times",
+            f"shape {clock.shape}",
+            "Pass one time per row of each series.",
+        )
+    _check_finite_times(clock, "t")
+    return np.broadcast_to(clock, (n_series, n_times)), encoding
+
+
+def _from_list(X: Sequence[Any], t: Any, encoding: TimeEncoding | None, argument: str) -> SeriesBatch:
+    if len(X) == 0:
+        raise input_error(argument, "a non-empty list of series", "an empty list", "Pass at least one series.")
+    arrays = []
+    for i, item in enumerate(X):
+        array = _numeric_array(item, f"{argument}[{i}]")
+        if array.ndim == 1:
+            array = array[:, None]
+        if array.ndim != 2 or array.shape[0] == 0:
+            raise input_error(
+                f"{argument}[{i}]",
+                "an array of shape (n_times_i, n_features)",
+                f"shape {array.shape}",
+                "Each list item is one series, rows are times.",
+            )
+        arrays.append(array)
+    n_features = {a.shape[1] for a in arrays}
+    if len(n_features) > 1:
+        raise input_error(
+            argument,
+            "series with the same number of features",
+            f"feature counts {sorted(n_features)}",
+            "Give every series the same columns; use NaN for unmeasured ones.",
+        )
+    if t is None:
+        if encoding is not None and encoding.kind != "float":
+            raise input_error("t", f"{encoding.kind} times, as at fit", "None", f"Pass t for {argument}.")
+        encoding = encoding or TimeEncoding()
+        clocks = [np.arange(len(a), dtype=np.float64) for a in arrays]
+    else:
+        if not isinstance(t, (list, tuple)) or len(t) != len(arrays):
+            raise input_error(
+                "t",
+                f"a list of {len(arrays)} time arrays, one per series in {argument}",
+                f"{type(t).__name__} of length {len(t) if hasattr(t, '__len__') else '?'}",
+                "Pass t=[times_0, times_1, ...].",
+            )
+        if encoding is None:
+            encoding = encoding_for(pd.Index(np.concatenate([np.ravel(np.asarray(ti)) for ti in t])))
+        clocks = []
+        for i, (ti, array) in enumerate(zip(t, arrays)):
+            clock = encoding.encode(_as_time_values(pd.Index(np.ravel(np.asarray(ti))), f"t[{i}]"), f"t[{i}]")
+            if np.ndim(ti) != 1 or clock.shape[0] != array.shape[0]:
+                raise input_error(
+                    f"t[{i}]",
+                    f"a 1-D array of {array.shape[0]} times matching {argument}[{i}]",
+                    f"shape {np.shape(ti)}",
+                    "Pass one time per row.",
+                )
+            _check_finite_times(clock, f"t[{i}]")
+            clocks.append(clock)
+    spec = InputSpec(kind=RAGGED, n_features=arrays[0].shape[1], time_encoding=encoding)
+    ids = np.repeat(np.arange(len(arrays)), [len(a) for a in arrays])
+    return _pack_long(ids, np.concatenate(clocks), np.concatenate(arrays), spec, argument)
+
+
+# ----------------------------------------------------------------- agreement
+def _check_matches(spec: InputSpec, reference: InputSpec, argument: str) -> None:
+    if spec.n_features != reference.n_features:
+        raise input_error(
+            argument,
+            f"{reference.n_features} features, as seen at fit",
+            f"{spec.n_features} features",
+            "Pass the same variables the estimator was fitted on.",
+        )
+    if reference.feature_names is not None and spec.feature_names is not None:
+        if spec.feature_names != reference.feature_names:
+            raise input_error(
+                argument,
+                f"feature columns {list(reference.feature_names)} in the order seen at fit",
+                f"{list(spec.feature_names)}",
+                f"Select them with {argument}[{list(reference.feature_names)}].",
+            )
+
+
+def _check_every_series_observed(batch: SeriesBatch, argument: str) -> None:
+    empty = ~batch.mask.any(axis=(1, 2))
+    if empty.any():
+        raise input_error(
+            argument,
+            "at least one observed value in every series",
+            f"{int(empty.sum())} series with none, ids {list(batch.ids[empty][:5])}",
+            "Drop series that have no observations.",
+        )
+
+
+# -------------------------------------------------------------- query times
+def check_query_times(t: Any, batch: SeriesBatch, *, argument: str = "t") -> QueryTimes:
+    """Validate the times at which outputs are wanted for each series of ``batch``.
+
+    ``t=None`` asks for each series' own observation times. Otherwise ``t``
+    is shared ``(n_queries,)``, per series ``(n_series, n_queries)``, a list
+    of 1-D arrays (one per series), or a frame of query rows (same id and time
+    names as the input; feature columns, if any, are ignored).
+    """
+    encoding = batch.spec.time_encoding
+    if t is None:
+        return QueryTimes(times=batch.times.copy(), mask=batch.row_mask)
+    if isinstance(t, pd.DataFrame):
+        return _query_frame(t, batch, argument)
+    if isinstance(t, (list, tuple)) and len(t) and not np.isscalar(t[0]) and np.ndim(t[0]) == 1:
+        if len(t) != batch.n_series:
+            raise input_error(
+                argument,
+                f"one array of query times per series ({batch.n_series})",
+                f"a list of {len(t)}",
+                "Pass shared times as a 1-D array instead.",
+            )
+        clocks = [encoding.encode(_as_time_values(pd.Index(np.asarray(ti)), argument), argument) for ti in t]
+        return _pad_queries(clocks, argument)
+    if isinstance(t, pd.Series):
+        t = t.to_numpy()
+    values = _as_time_values(pd.Index(np.ravel(np.asarray(t))), argument) if np.ndim(t) else None
+    if values is None or np.ndim(t) not in (1, 2):
+        raise input_error(
+            argument,
+            f"query times of shape (n_queries,) or ({batch.n_series}, n_queries)",
+            f"shape {np.shape(t)}",
+            "Pass a 1-D array of times, e.g. t=[8.0, 9.0, 10.0].",
+        )
+    clock = encoding.encode(values, argument).reshape(np.shape(t))
+    if clock.ndim == 2 and clock.shape[0] != batch.n_series:
+        raise input_error(
+            argument,
+            f"per-series query times of shape ({batch.n_series}, n_queries)",
+            f"shape {clock.shape}",
+            "Pass one row of times per series, or a 1-D array shared by all.",
+        )
+    if clock.shape[-1] == 0:
+        raise input_error(argument, "at least one query time", "none", "Pass the times you want outputs at.")
+    _check_finite_times(clock, argument)
+    clock = np.broadcast_to(clock, (batch.n_series, clock.shape[-1]))
+    return _pad_queries(list(clock), argument)
+
+
+def _query_frame(t: pd.DataFrame, batch: SeriesBatch, argument: str) -> QueryTimes:
+    spec = batch.spec
+    if isinstance(t.index, pd.MultiIndex):
+        ids, times = t.index.get_level_values(0), t.index.get_level_values(1)
+    elif ID_COLUMN in t.columns and TIME_COLUMN in t.columns:
+        ids, times = t[ID_COLUMN], t[TIME_COLUMN]
+    elif spec.kind == "frame" or batch.n_series == 1:
+        times = t[TIME_COLUMN] if TIME_COLUMN in t.columns else t.index
+        ids = np.repeat(batch.ids[:1], len(t))
+    else:
+        raise input_error(
+            argument,
+            f"a frame of query rows with '{ID_COLUMN}' and '{TIME_COLUMN}' columns or a (series, time) MultiIndex",
+            f"columns {list(t.columns)[:10]}",
+            "Name the series and time of each query row.",
+        )
+    clock = spec.time_encoding.encode(_as_time_values(pd.Index(times), argument), argument)
+    _check_finite_times(clock, argument)
+    position = pd.Index(batch.ids).get_indexer(np.asarray(ids))
+    if (position < 0).any():
+        unknown = list(pd.unique(np.asarray(ids)[position < 0]))[:5]
+        raise input_error(
+            argument,
+            "query rows only for series present in X",
+            f"unknown series ids {unknown}",
+            "Query only series whose history you pass in X.",
+        )
+    clocks = [np.sort(clock[position == i]) for i in range(batch.n_series)]
+    return _pad_queries(clocks, argument, allow_empty=True)
+
+
+def _pad_queries(clocks: list[np.ndarray], argument: str, allow_empty: bool = False) -> QueryTimes:
+    counts = np.array([len(c) for c in clocks])
+    if not allow_empty and (counts == 0).any():
+        raise input_error(argument, "at least one query time per series", "none", "Pass the times you want.")
+    for i, c in enumerate(clocks):
+        if len(c) and not np.isfinite(c).all():
+            raise input_error(argument, "finite query times", f"non-finite times for series {i}", "Fix them.")
+    width = max(int(counts.max()), 1)
+    times = np.zeros((len(clocks), width))
+    mask = np.zeros((len(clocks), width), dtype=bool)
+    for i, c in enumerate(clocks):
+        times[i, : len(c)] = c
+        times[i, len(c):] = c[-1] if len(c) else 0.0
+        mask[i, : len(c)] = True
+    return QueryTimes(times=times, mask=mask)

@@ -1,0 +1,44 @@
+"""Exceptions and warnings raised by dynlearn.
+
+Every dynlearn error also subclasses the matching builtin, so code that
+catches ``ValueError`` or ``RuntimeError`` keeps working.
+"""
+
+from __future__ import annotations
+
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+
+__all__ = [
+    "DynlearnError",
+    "InputError",
+    "IntegrationError",
+    "TrainingError",
+    "ConvergenceWarning",
+    "NotFittedError",
+    "describe_problem",
+]
+
+
+class DynlearnError(Exception):
+    """Base class of every error dynlearn raises on purpose."""
+
+
+class InputError(DynlearnError, ValueError):
+    """User input has the wrong shape, type or content."""
+
+
+class IntegrationError(DynlearnError, RuntimeError):
+    """A differential-equation solve failed or ran past its step limit."""
+
+
+class TrainingError(DynlearnError, RuntimeError):
+    """Training stopped because the loss or the gradients became non-finite."""
+
+
+def describe_problem(argument: str, expected: str, received: str, fix: str) -> str:
+    """The one message shape for input errors: argument, expected, received, fix."""
+    return f"{argument}: expected {expected}; got {received}. {fix}"
+
+
+def input_error(argument: str, expected: str, received: str, fix: str) -> InputError:
+    return InputError(describe_problem(argument, expected, received, fix))

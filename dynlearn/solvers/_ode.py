@@ -1,0 +1,310 @@
+"""ODE solves over torchdiffeq with step limits, error mapping and per-series clocks."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torchdiffeq import odeint, odeint_adjoint
+
+from ..exceptions import IntegrationError, input_error
+from ._registry import MethodInfo, ode_method
+
+DEFAULT_MAX_NUM_STEPS = 10_000
+
+_ADVICE = (
+    "Try a looser rtol/atol, a larger max_num_steps, rescaling time so "
+    "observation gaps are of order one, or another solver (e.g. 'rk4' with a "
+    "fixed step)."
+)
+
+
+@dataclass
+class SolverStats:
+    """Counts of vector-field evaluations, filled in by the solve functions.
+
+    ``nfe_forward`` is the count at the end of the forward solve; whatever is
+    counted later (the adjoint's backward solve) is ``nfe_backward``.
+    """
+
+    nfe: int = 0
+    nfe_forward: int = 0
+
+    @property
+    def nfe_backward(self) -> int:
+        return self.nfe - self.nfe_forward
+
+
+class _GuardedField(nn.Module):
+    """Counts evaluations and stops a solve that runs past its budget."""
+
+    def __init__(self, func: Callable, limit: int, stats: SolverStats | None):
+        super().__init__()
+        self.func = func
+        self.limit = limit
+        self.stats = stats
+        self.calls = 0
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.stats is not None:
+            self.stats.nfe += 1
+        if self.calls > self.limit:
+            raise IntegrationError(
+                f"A solve exceeded its step limit ({self.limit} vector-field evaluations). "
+                f"Raise max_num_steps if the dynamics are stiff. {_ADVICE}"
+            )
+        return self.func(t, y)
+
+
+class _SegmentClock(nn.Module):
+    """Runs every series on its own observation times with one shared clock.
+
+    Segment ``k`` of series ``b`` (from ``times[b, k]`` to ``times[b, k+1]``)
+    is mapped to ``s`` in ``[k, k+1]``; ``dy/ds = gap[b, k] * f(t(s), y)``.
+    Every series then reaches its own ``k``-th time at ``s = k`` exactly,
+    so the batch is integrated once on ``0, 1, ..., n-1`` instead of on the
+    union of all series' times. The vector field jumps at integer ``s``; the
+    solver is told so (``jump_t`` / perturbed grid evaluations), and the
+    segment of an integer ``s`` is the one *ending* there (left-continuous),
+    which is what both the forward pass and the adjoint's reversed pass
+    evaluate at segment ends.
+    """
+
+    def __init__(self, func: Callable, times: torch.Tensor):
+        super().__init__()
+        self.func = func
+        self.register_buffer("starts", times[:, :-1].contiguous(), persistent=False)
+        self.register_buffer("gaps", (times[:, 1:] - times[:, :-1]).contiguous(), persistent=False)
+        self.last = times.shape[1] - 2
+
+    def forward(self, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        k = (torch.ceil(s) - 1).clamp(0, self.last).long().reshape(1)
+        gap = self.gaps.index_select(1, k).squeeze(1).to(y.dtype)
+        start = self.starts.index_select(1, k).squeeze(1).to(y.dtype)
+        t = start + (s.to(y.dtype) - k.to(y.dtype)) * gap
+        shape = (-1,) + (1,) * (y.dim() - 1)
+        return self.func(t, y) * gap.reshape(shape)
+
+
+def solve_ode(
+    func: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    y0: torch.Tensor,
+    t: torch.Tensor,
+    *,
+    method: str = "dopri5",
+    rtol: float = 1e-3,
+    atol: float = 1e-4,
+    adjoint: bool = False,
+    options: dict[str, Any] | None = None,
+    max_num_steps: int = DEFAULT_MAX_NUM_STEPS,
+    adjoint_params: tuple[torch.Tensor, ...] | None = None,
+    stats: SolverStats | None = None,
+) -> torch.Tensor:
+    """Integrate ``dy/dt = func(t, y)`` from ``y0`` and return ``y`` at times ``t``.
+
+    Parameters
+    ----------
+    func : callable ``(t, y) -> dy/dt``
+        The vector field; an ``nn.Module`` when ``adjoint=True`` (or pass
+        ``adjoint_params``).
+    y0 : Tensor of shape (batch, ...)
+        Initial state at ``t[0]``.
+    t : Tensor of shape (n_times,)
+        Strictly increasing or strictly decreasing output times.
+    method : str, default="dopri5"
+        A name from :func:`available_ode_methods`.
+    rtol, atol : float
+        Tolerances of adaptive methods.
+    adjoint : bool, default=False
+        Backpropagate by solving the adjoint ODE backwards (memory does not
+        grow with the number of steps) instead of through the solver's
+        operations.
+    options : dict, default=None
+        Backend options, e.g. ``{"step_size": 0.1}`` for fixed-step methods.
+    max_num_steps : int, default=10000
+        Steps allowed per solve (forward, and again for the adjoint's backward
+        solve); past it :class:`IntegrationError` is raised, so no solve hangs.
+    adjoint_params : tuple of Tensor, default=None
+        Tensors to differentiate with the adjoint when ``func`` is not a module.
+    stats : SolverStats, default=None
+        Receives evaluation counts.
+
+    Returns
+    -------
+    Tensor of shape (n_times, batch, ...)
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dynlearn.solvers import solve_ode
+    >>> y = solve_ode(lambda t, y: -y, torch.ones(1, 1), torch.tensor([0.0, 1.0]), rtol=1e-8, atol=1e-8)
+    >>> round(float(y[-1, 0, 0]), 4)
+    0.3679
+    """
+    info = ode_method(method)
+    t = _check_times(t, y0)
+    options = dict(options or {})
+    if not info.adaptive:
+        steps = _fixed_steps(options, t)
+        _check_fixed_budget(steps, max_num_steps)
+    return _integrate(func, y0, t, info, rtol, atol, adjoint, options, max_num_steps, adjoint_params, stats)
+
+
+def solve_ode_irregular(
+    func: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    y0: torch.Tensor,
+    times: torch.Tensor,
+    *,
+    method: str = "dopri5",
+    rtol: float = 1e-3,
+    atol: float = 1e-4,
+    adjoint: bool = False,
+    options: dict[str, Any] | None = None,
+    max_num_steps: int = DEFAULT_MAX_NUM_STEPS,
+    adjoint_params: tuple[torch.Tensor, ...] | None = None,
+    stats: SolverStats | None = None,
+) -> torch.Tensor:
+    """Integrate a batch where every series has its own output times.
+
+    Series ``b`` starts from ``y0[b]`` at ``times[b, 0]`` and is reported at
+    ``times[b, :]``. Each series may run forwards or backwards and may repeat
+    a time (a zero-length segment keeps the state); the batch is solved once
+    on a shared normalised clock (see :class:`_SegmentClock`) rather than on
+    the union of every series' times.
+
+    ``func(t, y)`` receives ``t`` of shape (batch,): each series' own time.
+    For fixed-step methods ``options["step_size"]`` bounds the step in real
+    time; the default takes one step per segment (a ResNet-like unrolling).
+
+    Returns
+    -------
+    Tensor of shape (batch, n_times, ...)
+    """
+    info = ode_method(method)
+    if times.dim() != 2 or times.shape[0] != y0.shape[0]:
+        raise input_error(
+            "times",
+            f"a tensor of shape (batch={y0.shape[0]}, n_times)",
+            f"shape {tuple(times.shape)}",
+            "Give one row of times per initial state.",
+        )
+    n = times.shape[1]
+    if n == 1:
+        return y0.unsqueeze(1)
+    clock = _SegmentClock(func, times.to(y0.device))
+    s = torch.arange(n, dtype=torch.float64, device=y0.device)
+    options = dict(options or {})
+    if info.adaptive:
+        if n > 2:
+            options.setdefault("jump_t", s[1:-1])
+    else:
+        step_size = options.pop("step_size", None)
+        longest = float(times.diff(dim=1).abs().max()) if step_size else 0.0
+        per_segment = max(1, math.ceil(longest / step_size - 1e-9)) if step_size else 1
+        _check_fixed_budget((n - 1) * per_segment, max_num_steps)
+        options["grid_constructor"] = _integer_aligned_grid(per_segment)
+        options["perturb"] = True
+    if adjoint and adjoint_params is None and isinstance(func, nn.Module):
+        adjoint_params = tuple(p for p in func.parameters() if p.requires_grad)
+    out = _integrate(clock, y0, s, info, rtol, atol, adjoint, options, max_num_steps, adjoint_params, stats)
+    return out.movedim(0, 1)
+
+
+# ----------------------------------------------------------------- internals
+def _check_times(t: torch.Tensor, y0: torch.Tensor) -> torch.Tensor:
+    if not torch.is_tensor(t):
+        t = torch.as_tensor(t, dtype=y0.dtype, device=y0.device)
+    if t.dim() != 1 or t.numel() < 1:
+        raise input_error("t", "a 1-D tensor of output times", f"shape {tuple(t.shape)}", "Pass t of shape (n_times,).")
+    if not torch.isfinite(t).all():
+        raise input_error("t", "finite output times", "NaN or inf", "Remove non-finite times.")
+    if t.numel() > 1:
+        d = t.diff()
+        if not ((d > 0).all() or (d < 0).all()):
+            raise input_error(
+                "t",
+                "strictly increasing or strictly decreasing output times",
+                "repeated or unordered times",
+                "Sort the times and drop duplicates.",
+            )
+    return t.to(y0.device)
+
+
+def _integer_aligned_grid(per_unit: int) -> Callable:
+    """A fixed-step grid with ``per_unit`` steps per unit that hits every integer."""
+
+    def grid(func: Any, y0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        lo, hi = round(float(t[0]) * per_unit), round(float(t[-1]) * per_unit)
+        step = 1 if hi >= lo else -1  # torchdiffeq asks reversed solves for a decreasing grid
+        return torch.arange(lo, hi + step, step, dtype=t.dtype, device=t.device) / per_unit
+
+    return grid
+
+
+def _fixed_steps(options: dict[str, Any], t: torch.Tensor) -> int:
+    step_size = options.get("step_size")
+    if step_size is None:
+        return max(t.numel() - 1, 1)
+    if not step_size > 0:
+        raise input_error("options['step_size']", "a positive step", repr(step_size), "Pass e.g. 0.01.")
+    return math.ceil(float((t[-1] - t[0]).abs()) / step_size)
+
+
+def _check_fixed_budget(steps: int, max_num_steps: int) -> None:
+    if steps > max_num_steps:
+        raise IntegrationError(
+            f"A fixed-step solve would take {steps} steps, more than max_num_steps={max_num_steps}. "
+            "Use a larger step_size, an adaptive solver, or raise max_num_steps."
+        )
+
+
+def _integrate(
+    func: Callable,
+    y0: torch.Tensor,
+    t: torch.Tensor,
+    info: MethodInfo,
+    rtol: float,
+    atol: float,
+    adjoint: bool,
+    options: dict[str, Any],
+    max_num_steps: int,
+    adjoint_params: tuple[torch.Tensor, ...] | None,
+    stats: SolverStats | None,
+) -> torch.Tensor:
+    limit = max_num_steps * info.stages + 2 * info.stages + 2
+    guarded = _GuardedField(func, limit, stats)
+    if info.adaptive:
+        options.setdefault("max_num_steps", max_num_steps)
+    kwargs = dict(rtol=rtol, atol=atol, method=info.name, options=options)
+    try:
+        if adjoint:
+            if adjoint_params is None and not isinstance(func, nn.Module):
+                raise input_error(
+                    "func",
+                    "an nn.Module when adjoint=True",
+                    type(func).__name__,
+                    "Wrap the vector field in an nn.Module or pass adjoint_params.",
+                )
+            solution = odeint_adjoint(
+                guarded,
+                y0,
+                t,
+                adjoint_params=adjoint_params if adjoint_params is not None else tuple(func.parameters()),
+                **kwargs,
+            )
+        else:
+            solution = odeint(guarded, y0, t, **kwargs)
+    except AssertionError as error:
+        raise IntegrationError(f"The {info.name} solve failed: {error}. {_ADVICE}") from None
+    if stats is not None:
+        stats.nfe_forward = stats.nfe
+    guarded.calls = 0  # the adjoint's backward solve gets its own budget
+    if not torch.isfinite(solution).all():
+        raise IntegrationError(
+            f"The {info.name} solve produced non-finite states (the vector field blew up). {_ADVICE}"
+        )
+    return solution
