@@ -6,6 +6,7 @@ the input was given.
 """
 
 from ._container import InputSpec, QueryTimes, SeriesBatch
+from ._scaling import masked_mean_scale
 from ._output import batch_to_user_kind, to_user_kind
 from ._time import TimeEncoding
 from ._validation import ID_COLUMN, TIME_COLUMN, check_query_times, check_series
@@ -20,5 +21,6 @@ __all__ = [
     "batch_to_user_kind",
     "check_query_times",
     "check_series",
+    "masked_mean_scale",
     "to_user_kind",
 ]

@@ -1,0 +1,515 @@
+"""NeuralODE: dx/dt = f(x[, t]) learned on the observed state."""
+
+from __future__ import annotations
+
+import time
+from numbers import Integral, Real
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+
+from ..data import QueryTimes, SeriesBatch, check_query_times, to_user_kind
+from ..exceptions import input_error
+from ..metrics import r2_score_masked
+from ..nn import ACTIVATIONS, MLPVectorField, SecondOrderField
+from ..solvers import solve_ode_irregular
+from ..training import History, train
+from ._base import SHARED_CONSTRAINTS, SeriesModel
+
+# Rows integrated per solve at prediction time: bounds memory on big inputs.
+_PREDICT_CHUNK = 4096
+
+
+class _ODEModel(nn.Module):
+    """Vector field plus the bookkeeping of augmented and second-order states."""
+
+    def __init__(self, n_features: int, hidden: Sequence[int], activation: str, time_dependent: bool, augment_dim: int, second_order: bool):
+        super().__init__()
+        self.n_features = n_features
+        self.augment_dim = augment_dim
+        self.second_order = second_order
+        position_dim = n_features + augment_dim
+        if second_order:
+            self.field = SecondOrderField(position_dim, hidden, activation, time_dependent)
+        else:
+            self.field = MLPVectorField(position_dim, hidden, activation, time_dependent)
+
+    def initial_state(self, x0: torch.Tensor, v0: torch.Tensor | None) -> torch.Tensor:
+        zeros = x0.new_zeros(x0.shape[0], self.augment_dim)
+        state = [x0, zeros]
+        if self.second_order:
+            state += [v0 if v0 is not None else torch.zeros_like(x0), zeros]
+        return torch.cat(state, dim=-1)
+
+    def observe(self, state: torch.Tensor) -> torch.Tensor:
+        return state[..., : self.n_features]
+
+    def forward(self, y0: torch.Tensor, times: torch.Tensor, solve: dict[str, Any]) -> torch.Tensor:
+        return solve_ode_irregular(self.field, y0, times, **solve)
+
+
+class NeuralODE(SeriesModel):
+    """Neural ordinary differential equation on the observed state.
+
+    Learns ``dx/dt = f(x)`` (or ``f(x, t)``) with ``f`` a multilayer
+    perceptron, from series observed at irregular times with missing entries
+    (Chen et al. 2018). Options add augmented dimensions (Dupont et al.
+    2019) and second-order dynamics ``d²x/dt² = f(x, dx/dt)``.
+
+    Training uses windows: each example is ``window_size`` consecutive
+    observations of one series; the model integrates from the first (its
+    missing entries filled by linear interpolation in time) through the others
+    on each series' own times, and the loss is the mean squared error over
+    the observed entries that follow. Short windows keep gradients stable on
+    long series; ``window_size=None`` uses whole series.
+
+    Predictions condition on history: the value at a query time is obtained
+    by integrating from the latest observation strictly before it (queries at
+    or before a series' first observation integrate from that observation,
+    backwards when needed). Times after the last observation are forecasts
+    from it; ``predict(X)`` gives one-step-ahead predictions at X's own times.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : tuple of int, default=(64, 64)
+        Widths of the hidden layers of ``f``; ``()`` gives a linear system.
+    activation : {"tanh", "relu", "softplus", "elu", "silu", "gelu"}, default="tanh"
+    time_dependent : bool, default=False
+        Feed time to ``f`` (non-autonomous dynamics).
+    augment_dim : int, default=0
+        Extra state dimensions that start at zero and are not observed.
+    second_order : bool, default=False
+        Learn an acceleration; initial velocities are finite differences of
+        the observations.
+    window_size : int or None, default=10
+        Observations per training window (at least 2).
+    solver : str, default="dopri5"
+        Any name of :func:`dynlearn.solvers.available_ode_methods`.
+    rtol, atol : float, default=1e-3, 1e-4
+        Solver tolerances, on the standardised scale.
+    adjoint : bool, default=False
+        Backpropagate with the adjoint method (constant memory in the number
+        of solver steps, more evaluations).
+    max_num_steps : int, default=1000
+        Step limit of each solve; past it :class:`~dynlearn.exceptions.IntegrationError`.
+    max_epochs : int, default=200
+    batch_size : int, default=64
+        Windows per minibatch.
+    learning_rate : float, default=3e-3
+    weight_decay : float, default=0.0
+        AdamW weight decay.
+    validation_fraction : float, default=0.1
+        Share of series held out for early stopping (of each series' last
+        windows when there are too few series); 0 monitors the training loss.
+    patience : int or None, default=10
+        Epochs without improvement before stopping; None trains all epochs.
+    standardize : bool, default=True
+        Scale each feature to zero mean and unit variance over observed
+        entries, and time by the median observation gap, inside the
+        estimator; predictions are in the user's units.
+    device : str, default="auto"
+        "auto", "cpu", "cuda" or "cuda:<index>".
+    dtype : {"float32", "float64"}, default="float32"
+    random_state : int, RandomState or None, default=None
+        Seeds weights and minibatch order; the global torch seed is untouched.
+    verbose : int, default=0
+        Show a progress bar when positive.
+    warm_start : bool, default=False
+        Continue training the fitted module on the next ``fit``.
+
+    Attributes
+    ----------
+    module_ : torch.nn.Module
+        The trained model (vector field inside ``module_.field``).
+    history_ : History
+        Per-epoch losses; ``history_.to_frame()`` tabulates them.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Defined when fitted on a DataFrame.
+    n_epochs_ : int
+    training_time_ : float
+        Seconds spent in the last ``fit``.
+    mean_, scale_ : ndarray of shape (n_features,)
+        Per-feature standardisation.
+    time_scale_ : float
+        Time unit the model integrates in (median observation gap).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dynlearn import NeuralODE
+    >>> t = np.linspace(0, 4, 20)
+    >>> X = np.stack([np.exp(-t), np.exp(-2 * t)], axis=-1)[None]  # one series
+    >>> model = NeuralODE(hidden_layer_sizes=(), max_epochs=5, random_state=0).fit(X, t=t)
+    >>> model.predict(X, t=[5.0, 6.0]).shape
+    (1, 2, 2)
+    """
+
+    _parameter_constraints = {
+        **SHARED_CONSTRAINTS,
+        "hidden_layer_sizes": [tuple, list],
+        "activation": [StrOptions(set(ACTIVATIONS))],
+        "time_dependent": ["boolean"],
+        "augment_dim": [Interval(Integral, 0, None, closed="left")],
+        "second_order": ["boolean"],
+        "window_size": [Interval(Integral, 2, None, closed="left"), None],
+    }
+
+    def __init__(
+        self,
+        hidden_layer_sizes: Sequence[int] = (64, 64),
+        activation: str = "tanh",
+        time_dependent: bool = False,
+        augment_dim: int = 0,
+        second_order: bool = False,
+        window_size: int | None = 10,
+        solver: str = "dopri5",
+        rtol: float = 1e-3,
+        atol: float = 1e-4,
+        adjoint: bool = False,
+        max_num_steps: int = 1000,
+        max_epochs: int = 200,
+        batch_size: int = 64,
+        learning_rate: float = 3e-3,
+        weight_decay: float = 0.0,
+        validation_fraction: float = 0.1,
+        patience: int | None = 10,
+        standardize: bool = True,
+        device: str = "auto",
+        dtype: str = "float32",
+        random_state: Any = None,
+        verbose: int = 0,
+        warm_start: bool = False,
+    ):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.time_dependent = time_dependent
+        self.augment_dim = augment_dim
+        self.second_order = second_order
+        self.window_size = window_size
+        self.solver = solver
+        self.rtol = rtol
+        self.atol = atol
+        self.adjoint = adjoint
+        self.max_num_steps = max_num_steps
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.standardize = standardize
+        self.device = device
+        self.dtype = dtype
+        self.random_state = random_state
+        self.verbose = verbose
+        self.warm_start = warm_start
+
+    # ----------------------------------------------------------------- fit
+    def fit(self, X: Any, y: Any = None, *, t: Any = None) -> "NeuralODE":
+        """Learn the vector field from the series in ``X``.
+
+        Parameters
+        ----------
+        X : DataFrame, ndarray or list of ndarray
+            Series in any accepted kind; NaN marks missing entries.
+        y : None
+            Ignored; present for pipeline compatibility.
+        t : array-like, default=None
+            Observation times for array inputs.
+
+        Returns
+        -------
+        self
+        """
+        started = time.perf_counter()
+        batch = self._setup_fit(X, t)
+        if batch.lengths.max() < 2:
+            raise input_error(
+                "X",
+                "at least one series with two or more observation times",
+                "one sample (a single time) per series",
+                "Dynamics are learned from changes over time; pass longer series.",
+            )
+        for name in self.hidden_layer_sizes:
+            if not isinstance(name, Integral) or name < 1:
+                raise input_error(
+                    "hidden_layer_sizes", "a tuple of positive ints", repr(self.hidden_layer_sizes), "E.g. (64, 64)."
+                )
+        windows = self._windows(batch)
+        train_data, valid_data = self._split(windows, batch)
+        if not (self.warm_start and hasattr(self, "module_")):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self._seed)
+                module = _ODEModel(
+                    batch.n_features,
+                    tuple(self.hidden_layer_sizes),
+                    self.activation,
+                    self.time_dependent,
+                    self.augment_dim,
+                    self.second_order,
+                )
+            self.module_ = module.to(device=self.device_, dtype=self.dtype_)
+            self.history_ = History()
+        self.module_.to(device=self.device_, dtype=self.dtype_)
+        solve = self._solve_options()
+
+        def loss_fn(module: _ODEModel, data: dict[str, torch.Tensor]) -> torch.Tensor:
+            y0 = module.initial_state(data["x0"], data.get("v0"))
+            predicted = module.observe(module(y0, data["times"], solve))
+            mask = data["mask"][:, 1:]
+            squared = (predicted[:, 1:] - data["values"][:, 1:]) ** 2 * mask
+            return squared.sum() / mask.sum().clamp_min(1)
+
+        state = train(
+            self.module_,
+            loss_fn,
+            train_data,
+            valid_data=valid_data,
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            weight_decay=self.weight_decay,
+            patience=self.patience,
+            generator=self._generator(1),
+            verbose=self.verbose,
+            history=self.history_,
+        )
+        self.n_epochs_ = len(self.history_)
+        self.best_epoch_ = state.best_epoch
+        self.training_time_ = time.perf_counter() - started
+        return self
+
+    def _solve_options(self) -> dict[str, Any]:
+        return dict(
+            method=self.solver,
+            rtol=self.rtol,
+            atol=self.atol,
+            adjoint=self.adjoint,
+            max_num_steps=self.max_num_steps,
+        )
+
+    def _internal(self, batch: SeriesBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Standardised values (gaps filled), velocities, times, and scaled observed values."""
+        filled = self._scale_values(batch.filled_values())
+        times = self._scale_times(batch.times)
+        observed = np.where(batch.mask, self._scale_values(batch.values), 0.0)
+        velocity = _finite_difference(filled, times, batch.lengths) if self.second_order else None
+        return filled, velocity, times, observed
+
+    def _windows(self, batch: SeriesBatch) -> dict[str, np.ndarray]:
+        filled, velocity, times, observed = self._internal(batch)
+        width = min(self.window_size or batch.max_len, batch.max_len)
+        stride = max(1, width // 2)
+        rows, series = [], []
+        for i, n in enumerate(batch.lengths):
+            if n < 2:
+                continue
+            starts = list(range(0, max(n - width, 0) + 1, stride))
+            if starts[-1] + width < n:
+                starts.append(n - width)
+            for s in starts:
+                rows.append(np.minimum(np.arange(s, s + width), n - 1))
+                series.append(i)
+        index = np.asarray(rows)
+        series = np.asarray(series)
+        real = np.arange(width)[None, :] < (batch.lengths[series, None] - index[:, :1])
+        windows = {
+            "series": series,
+            "times": times[series[:, None], index],
+            "values": observed[series[:, None], index],
+            "mask": batch.mask[series[:, None], index] & real[..., None],
+            "x0": filled[series, index[:, 0]],
+        }
+        if velocity is not None:
+            windows["v0"] = velocity[series, index[:, 0]]
+        return windows
+
+    def _split(self, windows: dict[str, np.ndarray], batch: SeriesBatch) -> tuple[dict, dict | None]:
+        series = windows.pop("series")
+        n_windows = len(series)
+        rng = np.random.RandomState(self._seed)
+        valid = np.zeros(n_windows, dtype=bool)
+        if self.validation_fraction > 0:
+            n_valid_series = int(round(self.validation_fraction * batch.n_series))
+            if n_valid_series >= 1 and batch.n_series - n_valid_series >= 1:
+                held = rng.permutation(batch.n_series)[:n_valid_series]
+                valid = np.isin(series, held)
+            else:
+                # Too few series: hold out the last windows of each series.
+                for i in np.unique(series):
+                    where = np.flatnonzero(series == i)
+                    k = int(round(self.validation_fraction * len(where)))
+                    if 1 <= k < len(where):
+                        valid[where[-k:]] = True
+        to_tensors = lambda keep: {k: self._tensor(v[keep]) for k, v in windows.items()}  # noqa: E731
+        train_data = to_tensors(~valid)
+        train_data["mask"] = train_data["mask"].to(self.dtype_)
+        if not valid.any():
+            return train_data, None
+        valid_data = to_tensors(valid)
+        valid_data["mask"] = valid_data["mask"].to(self.dtype_)
+        return train_data, valid_data
+
+    # ------------------------------------------------------------- predict
+    def predict(self, X: Any, t: Any = None) -> Any:
+        """State at query times, each integrated from the latest earlier observation.
+
+        Parameters
+        ----------
+        X : DataFrame, ndarray or list of ndarray
+            The history of each series to condition on.
+        t : array-like or DataFrame, default=None
+            Query times: shared ``(n_queries,)``, per series
+            ``(n_series, n_queries)``, or a frame of (series, time) rows.
+            None gives one-step-ahead predictions at X's own times.
+
+        Returns
+        -------
+        Same kind as X
+            Predictions in the user's units; for frames one row per query.
+        """
+        batch = self._check_input(X)
+        query = check_query_times(t, batch)
+        values = self._predict_batch(batch, query)
+        return to_user_kind(values, query, batch)
+
+    def _predict_batch(self, batch: SeriesBatch, query: QueryTimes) -> np.ndarray:
+        filled, velocity, times, _ = self._internal(batch)
+        q_times = self._scale_times(query.times)
+        series, anchors = _anchor_rows(times, batch.lengths, q_times)
+        x0 = filled[series, anchors]
+        segments = np.stack([times[series, anchors], q_times.ravel()], axis=1)
+        v0 = velocity[series, anchors] if velocity is not None else None
+        out = self._integrate(x0, v0, segments)
+        return self._unscale_values(out[:, -1].reshape(query.times.shape + (-1,)))
+
+    def _integrate(self, x0: np.ndarray, v0: np.ndarray | None, times: np.ndarray) -> np.ndarray:
+        """Integrate standardised states on internal times; returns (batch, n_times, n_features)."""
+        solve = self._solve_options()
+        solve["adjoint"] = False
+        module = self.module_.eval()
+        pieces = []
+        with torch.no_grad():
+            for start in range(0, len(x0), _PREDICT_CHUNK):
+                part = slice(start, start + _PREDICT_CHUNK)
+                y0 = module.initial_state(self._tensor(x0[part]), None if v0 is None else self._tensor(v0[part]))
+                pieces.append(module.observe(module(y0, self._tensor(times[part]), solve)).cpu().double().numpy())
+        return np.concatenate(pieces)
+
+    # ------------------------------------------------------------ simulate
+    def simulate(self, x0: Any, t: Any, *, v0: Any = None) -> np.ndarray:
+        """Integrate the learned dynamics from explicit initial states.
+
+        Parameters
+        ----------
+        x0 : array-like of shape (n_series, n_features) or (n_features,)
+            Initial states (user units) at ``t[..., 0]``.
+        t : array-like of shape (n_times,) or (n_series, n_times)
+            Output times (float clock of the training data); the first is the
+            time of ``x0``.
+        v0 : array-like of shape like x0, default=None
+            Initial velocities for ``second_order=True`` (zero if None).
+
+        Returns
+        -------
+        ndarray of shape (n_series, n_times, n_features), or (n_times, n_features) for a 1-D x0
+        """
+        check_is_fitted(self, "module_")
+        single = np.ndim(x0) == 1
+        x0 = _as_states(x0, self.n_features_in_, "x0")
+        t = np.asarray(t, dtype=np.float64)
+        if t.ndim not in (1, 2) or (t.ndim == 2 and t.shape[0] != len(x0)) or t.shape[-1] < 1 or not np.isfinite(t).all():
+            raise input_error(
+                "t",
+                f"finite times of shape (n_times,) or ({len(x0)}, n_times)",
+                f"shape {t.shape}",
+                "Pass the output times, starting at the time of x0.",
+            )
+        times = self._scale_times(np.broadcast_to(t, (len(x0), t.shape[-1])))
+        v = None
+        if self.second_order:
+            v = np.zeros_like(x0) if v0 is None else _as_states(v0, self.n_features_in_, "v0")
+            v = v / self.scale_ * self.time_scale_
+        out = self._unscale_values(self._integrate(self._scale_values(x0), v, times))
+        return out[0] if single else out
+
+    def vector_field(self, x: Any, t: Any = None) -> np.ndarray:
+        """The learned time derivative ``dx/dt`` at states ``x``, in user units.
+
+        Parameters
+        ----------
+        x : array-like of shape (n_points, n_features)
+            States (augmented dimensions are set to zero). For
+            ``second_order=True`` pass ``(n_points, 2 * n_features)`` positions
+            and velocities; the result is then the acceleration.
+        t : float or array-like of shape (n_points,), default=None
+            Times, used by time-dependent models (default: the first time seen
+            at fit).
+        """
+        check_is_fitted(self, "module_")
+        n = self.n_features_in_
+        width = 2 * n if self.second_order else n
+        x = _as_states(x, width, "x")
+        times = np.full(len(x), self.time_offset_) if t is None else np.broadcast_to(np.asarray(t, float), (len(x),))
+        positions = self._scale_values(x[:, :n])
+        velocities = x[:, n:] / self.scale_ * self.time_scale_ if self.second_order else None
+        module = self.module_.eval()
+        with torch.no_grad():
+            y = module.initial_state(self._tensor(positions), None if velocities is None else self._tensor(velocities))
+            dy = module.field(self._tensor(self._scale_times(times)), y).cpu().double().numpy()
+        if self.second_order:
+            start = n + self.augment_dim
+            return dy[:, start : start + n] * self.scale_ / self.time_scale_**2
+        return dy[:, :n] * self.scale_ / self.time_scale_
+
+    # --------------------------------------------------------------- score
+    def score(self, X: Any, y: Any = None, *, t: Any = None) -> float:
+        """R² of one-step-ahead predictions over X's observed entries.
+
+        Each observation after the first of its series is predicted from the
+        one before it; the coefficient of determination is averaged over
+        features (scikit-learn's ``"uniform_average"``).
+        """
+        batch = self._check_input(X, t)
+        query = check_query_times(None, batch)
+        predicted = self._predict_batch(batch, query)
+        mask = batch.mask.copy()
+        mask[:, 0] = False
+        if not mask.any():
+            raise input_error("X", "series with at least two observation times", "single observations", "Pass longer series.")
+        return r2_score_masked(batch.values, predicted, mask)
+
+
+def _anchor_rows(times: np.ndarray, lengths: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For every (series, query): the latest row strictly before it (else the first row)."""
+    series = np.repeat(np.arange(len(lengths)), queries.shape[1])
+    anchors = np.empty(queries.size, dtype=np.int64)
+    for i, n in enumerate(lengths):
+        found = np.searchsorted(times[i, :n], queries[i], side="left") - 1
+        anchors[i * queries.shape[1] : (i + 1) * queries.shape[1]] = np.clip(found, 0, n - 1)
+    return series, anchors
+
+
+def _finite_difference(values: np.ndarray, times: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Per-series time derivative by (second-order) finite differences."""
+    velocity = np.zeros_like(values)
+    for i, n in enumerate(lengths):
+        if n >= 2:
+            velocity[i, :n] = np.gradient(values[i, :n], times[i, :n], axis=0)
+    return velocity
+
+
+def _as_states(x: Any, width: int, argument: str) -> np.ndarray:
+    array = np.asarray(x, dtype=np.float64)
+    if array.ndim == 1:
+        array = array[None]
+    if array.ndim != 2 or array.shape[1] != width:
+        raise input_error(argument, f"states of shape (n_series, {width})", f"shape {np.shape(x)}", "Pass one row per state.")
+    if not np.isfinite(array).all():
+        raise input_error(argument, "finite states", "NaN or inf", "Initial states must be fully known.")
+    return array

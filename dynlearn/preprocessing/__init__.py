@@ -1,0 +1,5 @@
+"""Transformers for series data."""
+
+from ._scaler import SeriesScaler
+
+__all__ = ["SeriesScaler"]
