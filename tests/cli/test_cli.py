@@ -1,0 +1,63 @@
+"""The command line: help, demo, fit/predict on files, datasets."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import matplotlib
+import pandas as pd
+import pytest
+
+from dynlearn.cli import main
+
+matplotlib.use("Agg")
+
+
+def test_help_documents_every_command(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--help"])
+    assert stop.value.code == 0
+    text = capsys.readouterr().out
+    for command in ("demo", "fit", "predict", "datasets"):
+        assert command in text
+
+
+def test_demo_fits_forecasts_and_writes_a_plot(tmp_path, capsys):
+    out = tmp_path / "demo.png"
+    assert main(["demo", "--max-epochs", "3", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "Forecast MSE" in text and "last-value baseline" in text
+    assert out.stat().st_size > 10_000
+
+
+def test_fit_then_predict_from_files(tmp_path, capsys):
+    data = tmp_path / "data.csv"
+    assert main(["datasets", "damped_oscillator", "--out", str(data), "--param", "n_series=6", "--param", "n_times=15",
+                 "--param", "random_state=0"]) == 0
+    model = tmp_path / "model.pkl"
+    assert main(["fit", str(data), "--out", str(model), "--param", "max_epochs=2", "--param", "hidden_layer_sizes=(8,)",
+                 "--param", "device='cpu'"]) == 0
+    out = tmp_path / "forecast.csv"
+    assert main(["predict", str(model), str(data), "--horizon", "2", "--steps", "4", "--out", str(out)]) == 0
+    forecast = pd.read_csv(out)
+    assert list(forecast.columns) == ["series_id", "time", "q", "p"] and len(forecast) == 6 * 4
+    assert main(["predict", str(model), str(data), "--times", "11,12", "--out", str(out)]) == 0
+    assert len(pd.read_csv(out)) == 12
+
+
+def test_bad_input_is_an_error_message_not_a_traceback(tmp_path, capsys):
+    data = tmp_path / "bad.csv"
+    pd.DataFrame({"series_id": [0, 0], "time": [0.0, 0.0], "x": [1.0, 2.0]}).to_csv(data, index=False)
+    assert main(["fit", str(data), "--out", str(tmp_path / "m.pkl")]) == 1
+    assert "duplicate" in capsys.readouterr().err
+
+
+def test_datasets_lists_simulators(capsys):
+    assert main(["datasets"]) == 0
+    assert "damped_oscillator" in capsys.readouterr().out
+
+
+def test_python_dash_m_runs():
+    done = subprocess.run([sys.executable, "-m", "dynlearn", "--version"], capture_output=True, text=True, check=True)
+    assert done.stdout.startswith("dynlearn ")

@@ -1,0 +1,28 @@
+"""Shared fixtures: small simulated data and a small fitted model, built once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dynlearn import NeuralODE
+from dynlearn.datasets import make_damped_oscillator
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def oscillator():
+    """A long frame (series_id, time, q, p) of 24 irregular series with 10% missing, and its truth."""
+    return make_damped_oscillator(
+        n_series=24, n_times=30, t_span=(0.0, 8.0), irregular=True, missing_fraction=0.1, return_truth=True,
+        random_state=0,
+    )
+
+
+@pytest.fixture(scope="session")
+def fitted_ode(oscillator):
+    """A small NeuralODE fitted for a few epochs: for API tests, not accuracy."""
+    frame, _ = oscillator
+    return NeuralODE(hidden_layer_sizes=(16,), max_epochs=3, window_size=5, random_state=0, device="cpu").fit(frame)

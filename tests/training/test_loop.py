@@ -1,0 +1,99 @@
+"""The training loop: early stopping, best-weights restore, divergence, seeds, history, devices."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from dynlearn import InputError, TrainingError
+from dynlearn.training import Callback, resolve_device, resolve_dtype, train
+
+
+def _regression(n=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, generator=g)
+    return {"x": x, "y": x @ torch.tensor([[1.0], [-2.0], [0.5]])}
+
+
+def _mse(module, batch):
+    return ((module(batch["x"]) - batch["y"]) ** 2).mean()
+
+
+def _linear(seed=0):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return nn.Linear(3, 1)
+
+
+def test_learns_and_records_history():
+    module = _linear()
+    state = train(module, _mse, _regression(), max_epochs=200, learning_rate=0.05, patience=None,
+                  generator=torch.Generator().manual_seed(0))
+    frame = state.history.to_frame()
+    assert list(frame.columns) == ["train_loss", "valid_loss", "duration"]
+    assert len(frame) == 200 and frame["train_loss"].iloc[-1] < 1e-3 * frame["train_loss"].iloc[0]
+
+
+def test_early_stopping_restores_best_weights():
+    class Drift(Callback):  # ruin the weights after the best epoch to see them restored
+        def on_epoch_end(self, state):
+            if state.epoch > 3:
+                with torch.no_grad():
+                    state.module.weight.add_(1.0)
+
+    module = _linear()
+    data = _regression()
+    state = train(module, _mse, data, valid_data=data, max_epochs=50, learning_rate=0.01, patience=3,
+                  callbacks=[Drift()], generator=torch.Generator().manual_seed(0))
+    assert state.stop and state.epoch < 50
+    with torch.no_grad():
+        assert float(_mse(module, data)) == pytest.approx(state.best_loss, rel=1e-5)
+
+
+def test_non_finite_loss_raises_and_keeps_best_weights():
+    calls = {"n": 0}
+
+    def loss(module, batch):
+        calls["n"] += 1
+        value = _mse(module, batch)
+        return value * math.nan if calls["n"] > 6 else value
+
+    module = _linear()
+    data = _regression(n=32)
+    with pytest.raises(TrainingError, match="non-finite") as error:
+        train(module, loss, data, batch_size=16, max_epochs=10, learning_rate=0.01,
+              generator=torch.Generator().manual_seed(0))
+    assert "restored" in str(error.value)
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+
+
+def test_same_generator_seed_gives_identical_weights():
+    results = []
+    for _ in range(2):
+        module = _linear()
+        train(module, _mse, _regression(), batch_size=8, max_epochs=3, learning_rate=0.01, patience=None,
+              generator=torch.Generator().manual_seed(7))
+        results.append(torch.cat([p.detach().ravel() for p in module.parameters()]))
+    assert torch.equal(results[0], results[1])
+
+
+def test_progress_bar_when_verbose(capsys):
+    train(_linear(), _mse, _regression(), max_epochs=2, verbose=1, patience=None,
+          generator=torch.Generator().manual_seed(0))
+    assert "epoch" in capsys.readouterr().err
+
+
+def test_device_and_dtype_resolution():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    assert resolve_dtype("float64") is torch.float64
+    with pytest.raises(InputError, match="device"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="no CUDA"):
+            resolve_device("cuda:1")
+    with pytest.raises(InputError, match="dtype"):
+        resolve_dtype("float16")
