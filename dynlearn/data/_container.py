@@ -29,6 +29,9 @@ class InputSpec:
     time_name: Any = "time"
     time_in_column: bool = False
     time_encoding: TimeEncoding = field(default_factory=TimeEncoding)
+    # The frame's own column labels; ``feature_names`` holds their str() for
+    # scikit-learn, these give outputs the labels the user indexes with.
+    column_labels: tuple[Any, ...] | None = None
 
     @property
     def is_frame(self) -> bool:

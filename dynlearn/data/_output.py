@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._container import ARRAY, FRAME, LONG, MULTIINDEX, PANEL, QueryTimes, SeriesBatch
+from ._container import ARRAY, FRAME, LONG, MULTIINDEX, PANEL, InputSpec, QueryTimes, SeriesBatch
 
 SAMPLE_LEVEL = "sample"
 
@@ -23,13 +23,23 @@ def to_user_kind(values: np.ndarray, query: QueryTimes, batch: SeriesBatch) -> A
     query : QueryTimes
     batch : SeriesBatch
         The validated input (for ids, names, kind and time encoding).
+
+    Returns
+    -------
+    DataFrame, ndarray or list of ndarray
+        Frames have one row per query; a panel gets ``(n_series, n_queries,
+        n_outputs)`` with NaN where a series has fewer queries than others; a
+        single array gets ``(n_queries, n_outputs)``; a ragged list gets one
+        ``(n_queries_i, n_outputs)`` array per series.
     """
     spec = batch.spec
     sampled = values.ndim == 4
     stack = values if sampled else values[None]
     if not spec.is_frame:
         if spec.kind == PANEL:
-            out = stack
+            # Padded query slots repeat the last query; NaN keeps them from
+            # passing for real outputs.
+            out = stack if query.mask.all() else np.where(query.mask[None, :, :, None], stack, np.nan)
         elif spec.kind == ARRAY:
             out = stack[:, 0]
         else:
@@ -46,10 +56,8 @@ def _frame(values: np.ndarray, query: QueryTimes, batch: SeriesBatch) -> pd.Data
     spec = batch.spec
     series, position = np.nonzero(query.mask)
     times = spec.time_encoding.decode(query.times[series, position])
-    names = list(spec.feature_names) if spec.feature_names is not None else None
     data = values[series, position]
-    if data.shape[1] != len(names or []):
-        names = [f"x{j}" for j in range(data.shape[1])]
+    names = _column_names(spec, data.shape[1])
     if spec.kind == MULTIINDEX:
         index = pd.MultiIndex.from_arrays([batch.ids[series], times], names=[spec.id_name, spec.time_name])
         return pd.DataFrame(data, index=index, columns=names)
@@ -61,6 +69,17 @@ def _frame(values: np.ndarray, query: QueryTimes, batch: SeriesBatch) -> pd.Data
         frame = pd.DataFrame({spec.time_name: times})
         return pd.concat([frame, pd.DataFrame(data, columns=names)], axis=1)
     return pd.DataFrame(data, index=pd.Index(times, name=spec.time_name), columns=names)
+
+
+def _column_names(spec: InputSpec, n_outputs: int) -> list[Any]:
+    """Output column labels: the input's own when the outputs are its features."""
+    names = spec.feature_names
+    if names is None or len(names) != n_outputs:
+        return [f"x{j}" for j in range(n_outputs)]
+    labels = spec.column_labels
+    if labels is not None and tuple(str(c) for c in labels) == tuple(names):
+        return list(labels)
+    return list(names)
 
 
 def batch_to_user_kind(batch: SeriesBatch) -> Any:

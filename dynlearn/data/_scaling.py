@@ -23,7 +23,20 @@ def masked_mean_scale(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray,
     count = flat_mask.sum(axis=0)
     safe = np.maximum(count, 1)
     mean = np.where(flat_mask, flat_values, 0.0).sum(axis=0) / safe
-    var = np.where(flat_mask, (flat_values - mean) ** 2, 0.0).sum(axis=0) / safe
-    scale = np.sqrt(var)
-    scale = np.where((count == 0) | (scale < 10 * np.finfo(np.float64).eps * np.maximum(np.abs(mean), 1.0)), 1.0, scale)
-    return mean, scale
+    # Centre only observed entries: whatever sits under the mask must not
+    # overflow into the variance.
+    centred = np.where(flat_mask, flat_values, mean) - mean
+    scale = np.sqrt((centred**2).sum(axis=0) / safe)
+    # Summing many copies of one value leaves rounding error in the mean, and
+    # so a tiny nonzero spread; judge constancy on the values themselves.
+    constant = _observed_min(flat_values, flat_mask) >= _observed_max(flat_values, flat_mask)
+    negligible = scale < 10 * np.finfo(np.float64).eps * np.maximum(np.abs(mean), 1.0)
+    return mean, np.where(constant | negligible, 1.0, scale)
+
+
+def _observed_min(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return np.where(mask, values, np.inf).min(axis=0)
+
+
+def _observed_max(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return np.where(mask, values, -np.inf).max(axis=0)

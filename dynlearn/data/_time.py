@@ -11,6 +11,8 @@ import pandas as pd
 from ..exceptions import input_error
 
 _SECOND = pd.Timedelta(seconds=1)
+_NS_PER_SECOND = 1e9
+_UNITS = ("s", "ms", "us", "ns")
 
 
 @dataclass(frozen=True)
@@ -21,12 +23,30 @@ class TimeEncoding:
     ``origin``) or ``"timedelta"`` (seconds). The encoding found at ``fit`` is
     reused for every later call, so a forecast asked for in datetimes comes
     back on the same clock.
+
+    ``dtype`` is the dtype of the times seen at ``fit`` and ``resolution``
+    the coarsest of ``"s"``, ``"ms"``, ``"us"``, ``"ns"`` in which they were
+    all whole. The float clock carries about 16 significant digits, so
+    decoded times are rounded to that resolution and come back with that
+    dtype (integers stay integers): a round trip returns exactly the times
+    the user passed. Times that are not whole in it, such as finer query
+    times, come back at nanosecond resolution, or as floats.
     """
 
     kind: str = "float"
     origin: Any = None
+    dtype: Any = None
+    resolution: str | None = None
 
     def encode(self, values: Any, argument: str) -> np.ndarray:
+        """Float clock of ``values`` (any shape), in seconds for datetimes and timedeltas.
+
+        Raises
+        ------
+        InputError
+            If ``values`` are of another kind, or another time-zone awareness,
+            than the times this encoding was made from.
+        """
         kind = time_kind(values)
         if kind != self.kind:
             raise input_error(
@@ -37,9 +57,10 @@ class TimeEncoding:
             )
         if kind == "float":
             return np.asarray(values, dtype=np.float64)
+        shape = np.shape(values)
         if kind == "timedelta":
-            return np.asarray(pd.to_timedelta(np.ravel(values)) / _SECOND, dtype=np.float64).reshape(np.shape(values))
-        stamps = pd.DatetimeIndex(np.ravel(values))
+            return np.asarray(_timedelta_index(values) / _SECOND, dtype=np.float64).reshape(shape)
+        stamps = _datetime_index(values)
         if (stamps.tz is None) != (self.origin.tz is None):
             raise input_error(
                 argument,
@@ -48,17 +69,78 @@ class TimeEncoding:
                 f"{'naive' if stamps.tz is None else str(stamps.tz)} datetimes",
                 "Convert with .dt.tz_localize / .dt.tz_convert before calling.",
             )
-        seconds = np.asarray((stamps - self.origin) / _SECOND, dtype=np.float64)
-        return seconds.reshape(np.shape(values))
+        return np.asarray((stamps - self.origin) / _SECOND, dtype=np.float64).reshape(shape)
 
     def decode(self, clock: np.ndarray) -> Any:
+        """User times for a 1-D float ``clock``: an ndarray, DatetimeIndex or TimedeltaIndex."""
         clock = np.asarray(clock, dtype=np.float64)
         if self.kind == "float":
-            return clock
-        delta = pd.to_timedelta(np.round(clock.ravel() * 1e9).astype("int64"), unit="ns")
+            return _decode_numbers(clock, self.dtype)
+        delta = _decode_timedeltas(clock, self.resolution, _unit(self.dtype))
         if self.kind == "timedelta":
-            return pd.TimedeltaIndex(delta)
+            return delta
         return self.origin + delta
+
+
+def _datetime_index(values: Any) -> pd.DatetimeIndex:
+    # Series and Index keep their time zone when converted directly; going
+    # through np.ravel would turn tz-aware stamps into slow Python objects.
+    if isinstance(values, (pd.Series, pd.Index)):
+        return pd.DatetimeIndex(values)
+    return pd.DatetimeIndex(np.ravel(values))
+
+
+def _timedelta_index(values: Any) -> pd.TimedeltaIndex:
+    if isinstance(values, (pd.Series, pd.Index)):
+        return pd.TimedeltaIndex(values)
+    return pd.TimedeltaIndex(pd.to_timedelta(np.ravel(values)))
+
+
+def _unit(dtype: Any) -> str | None:
+    """``"s"``, ``"ms"``, ``"us"`` or ``"ns"`` for a datetime or timedelta dtype; None if unknown."""
+    if dtype is None:
+        return None
+    unit = getattr(dtype, "unit", None)  # tz-aware DatetimeTZDtype
+    return unit if unit is not None else np.datetime_data(np.dtype(dtype))[0]
+
+
+def _coarsest_whole_unit(times: pd.DatetimeIndex | pd.TimedeltaIndex) -> str:
+    """The coarsest unit, no finer than the dtype's, in which every time is a whole number."""
+    ticks = times.asi8[~times.isna()]
+    finest = _UNITS.index(times.unit)
+    for coarser, unit in enumerate(_UNITS[:finest]):
+        if np.all(ticks % 10 ** (3 * (finest - coarser)) == 0):
+            return unit
+    return times.unit
+
+
+def _rounding_tolerance(clock: np.ndarray) -> np.ndarray:
+    # A float clock holds about 16 significant digits, so a time that was a
+    # whole number of units can come back a few units in the last place off.
+    return 8 * np.finfo(np.float64).eps * np.maximum(np.abs(clock), 1.0)
+
+
+def _decode_numbers(clock: np.ndarray, dtype: Any) -> np.ndarray:
+    if dtype is None or not np.issubdtype(np.dtype(dtype), np.integer):
+        return clock
+    whole = np.round(clock)
+    if np.all(np.abs(clock - whole) <= _rounding_tolerance(clock)):
+        return whole.astype(dtype)
+    return clock
+
+
+def _decode_timedeltas(clock: np.ndarray, resolution: str | None, unit: str | None) -> pd.TimedeltaIndex:
+    clock = clock.ravel()
+    delta = pd.TimedeltaIndex(pd.to_timedelta(np.round(clock * _NS_PER_SECOND).astype(np.int64), unit="ns"))
+    if resolution is None or unit is None:
+        return delta
+    tolerance = np.maximum(_rounding_tolerance(clock) * _NS_PER_SECOND, 1.0)
+    for target in (resolution, unit):
+        rounded = delta.round(target)
+        if np.all(np.abs((rounded - delta) / pd.Timedelta(1, unit="ns")) <= tolerance):
+            # Whole in a unit no finer than the dtype's: the cast loses nothing.
+            return rounded.as_unit(unit)
+    return delta
 
 
 def time_kind(values: Any) -> str:
@@ -84,7 +166,13 @@ def time_kind(values: Any) -> str:
 def encoding_for(values: Any) -> TimeEncoding:
     """The encoding a first look at ``values`` calls for (origin = earliest time)."""
     kind = time_kind(values)
-    if kind != "datetime":
-        return TimeEncoding(kind)
-    stamps = pd.DatetimeIndex(np.ravel(values))
-    return TimeEncoding("datetime", stamps.min())
+    if kind == "datetime":
+        stamps = _datetime_index(values)
+        return TimeEncoding("datetime", stamps.min(), stamps.dtype, _coarsest_whole_unit(stamps))
+    if kind == "timedelta":
+        deltas = _timedelta_index(values)
+        return TimeEncoding("timedelta", dtype=deltas.dtype, resolution=_coarsest_whole_unit(deltas))
+    dtype = getattr(values, "dtype", None)
+    if dtype is None or not pd.api.types.is_integer_dtype(dtype):
+        return TimeEncoding("float")
+    return TimeEncoding("float", dtype=np.dtype(dtype) if isinstance(dtype, np.dtype) else np.int64)

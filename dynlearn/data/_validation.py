@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
@@ -38,6 +39,7 @@ def check_series(
     *,
     reference: InputSpec | None = None,
     argument: str = "X",
+    owner: str | None = None,
 ) -> SeriesBatch:
     """Validate user series of any accepted kind and return a :class:`SeriesBatch`.
 
@@ -55,6 +57,8 @@ def check_series(
         the kind of times must match it, and its time encoding is reused.
     argument : str, default="X"
         Name used in error messages.
+    owner : str, default=None
+        Name of the estimator asking, for error messages.
 
     Returns
     -------
@@ -77,12 +81,20 @@ def check_series(
             "a pandas Series",
             f"Use {argument}.to_frame() for a single variable.",
         )
-    elif isinstance(X, (list, tuple)):
+    elif _is_sparse(X):
+        raise input_error(
+            argument,
+            "dense series",
+            f"a sparse {type(X).__name__}; sparse input is not supported",
+            f"Convert it with {argument}.toarray() and mark missing entries with NaN.",
+        )
+    elif isinstance(X, (list, tuple)) and (len(X) == 0 or all(np.ndim(item) == 2 for item in X)):
         batch = _from_list(X, t, encoding, argument)
     else:
+        # Anything else (including a list of rows) is read as an array, as scikit-learn does.
         batch = _from_array(X, t, encoding, argument)
     if reference is not None:
-        _check_matches(batch.spec, reference, argument)
+        _check_matches(batch.spec, reference, argument, owner)
     _check_every_series_observed(batch, argument)
     return batch
 
@@ -140,6 +152,7 @@ def _from_frame(X: pd.DataFrame, encoding: TimeEncoding | None, argument: str) -
         time_name=time_name,
         time_in_column=time_in_column,
         time_encoding=encoding,
+        column_labels=tuple(features.columns),
     )
     return _pack_long(np.asarray(ids), clock, values, spec, argument)
 
@@ -181,7 +194,7 @@ def _as_time_values(times: Any, argument: str) -> Any:
                 raise input_error(
                     argument,
                     "numbers, datetimes or timedeltas",
-                    f"values of dtype {dtype} such as {list(times[:3])}",
+                    f"values of dtype {dtype} such as {_plain(np.asarray(times)[:3])}",
                     "Convert them with pd.to_datetime or astype(float).",
                 )
             return converted
@@ -191,10 +204,27 @@ def _as_time_values(times: Any, argument: str) -> Any:
 
 
 def _try_datetime(times: Any) -> Any:
-    try:
-        return pd.DatetimeIndex(pd.to_datetime(np.asarray(times)))
-    except (TypeError, ValueError):
-        return None
+    """Strings parsed as datetimes, or None when they are not datetimes."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            parsed = pd.DatetimeIndex(pd.to_datetime(np.asarray(times)))
+        except (TypeError, ValueError):
+            # pandas warns about the format before failing; the InputError
+            # raised instead says all there is to say.
+            return None
+    for warning in caught:
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return parsed
+
+
+def _plain(values: Any) -> Any:
+    """Python scalars for error messages (``1``, not ``np.int64(1)``)."""
+    if isinstance(values, np.ndarray):
+        return values.tolist()
+    if isinstance(values, np.generic):
+        return values.item()
+    return values
 
 
 def _check_finite_times(clock: np.ndarray, argument: str) -> None:
@@ -224,7 +254,7 @@ def _pack_long(ids: np.ndarray, clock: np.ndarray, values: np.ndarray, spec: Inp
     same = (codes[1:] == codes[:-1]) & (clock[1:] == clock[:-1])
     if same.any():
         first = np.flatnonzero(same)[:3]
-        pairs = [(uniques[codes[i]], _show_time(spec.time_encoding, clock[i])) for i in first]
+        pairs = [(_plain(uniques[codes[i]]), _show_time(spec.time_encoding, clock[i])) for i in first]
         raise input_error(
             argument,
             "at most one row per (series, time)",
@@ -255,7 +285,7 @@ def _pack_long(ids: np.ndarray, clock: np.ndarray, values: np.ndarray, spec: Inp
 
 def _show_time(encoding: TimeEncoding, clock: float) -> Any:
     decoded = encoding.decode(np.array([clock]))
-    return decoded[0]
+    return _plain(decoded[0])
 
 
 def _check_values(values: np.ndarray, argument: str) -> None:
@@ -275,6 +305,18 @@ def _numeric_array(X: Any, argument: str) -> np.ndarray:
         array = np.asarray(X)
     except (TypeError, ValueError) as error:
         raise input_error(argument, _ACCEPTED, f"{type(X).__name__} ({error})", "Convert the data first.") from None
+    if array.dtype == object:
+        try:  # object arrays of numbers (and None for missing) are fine
+            array = np.asarray(np.where(np.equal(array, None), np.nan, array), dtype=np.float64)
+        except (TypeError, ValueError):
+            pass
+    if np.iscomplexobj(array):
+        raise input_error(
+            argument,
+            "real numbers",
+            f"complex values (dtype {array.dtype}): Complex data not supported",
+            "Split real and imaginary parts into separate features.",
+        )
     if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
         raise input_error(
             argument,
@@ -298,9 +340,16 @@ def _from_array(X: Any, t: Any, encoding: TimeEncoding | None, argument: str) ->
             argument,
             "an array of shape (n_series, n_times, n_features) or (n_times, n_features)",
             f"shape {array.shape}",
-            "Reshape it; a single variable needs a trailing axis of length 1.",
+            "Reshape your data: a single variable needs a trailing axis of length 1, e.g. X.reshape(-1, 1).",
         )
     n_series, n_times, n_features = panel.shape
+    if n_features == 0:
+        raise input_error(
+            argument,
+            "at least one feature",
+            f"0 feature(s) (shape={array.shape}) while a minimum of 1 is required",
+            "Pass the measured variables.",
+        )
     if panel.size == 0:
         raise input_error(argument, "a non-empty array", f"shape {array.shape}", "Pass data with observations.")
     times = _array_times(t, n_series, n_times, kind, encoding, argument)
@@ -393,12 +442,19 @@ def _from_list(X: Sequence[Any], t: Any, encoding: TimeEncoding | None, argument
 
 
 # ----------------------------------------------------------------- agreement
-def _check_matches(spec: InputSpec, reference: InputSpec, argument: str) -> None:
+def _is_sparse(X: Any) -> bool:
+    import scipy.sparse
+
+    return scipy.sparse.issparse(X)
+
+
+def _check_matches(spec: InputSpec, reference: InputSpec, argument: str, owner: str | None = None) -> None:
     if spec.n_features != reference.n_features:
         raise input_error(
             argument,
             f"{reference.n_features} features, as seen at fit",
-            f"{spec.n_features} features",
+            f"{spec.n_features} features ({argument} has {spec.n_features} features, but "
+            f"{owner or 'the estimator'} is expecting {reference.n_features} features as input)",
             "Pass the same variables the estimator was fitted on.",
         )
     if reference.feature_names is not None and spec.feature_names is not None:
@@ -417,7 +473,7 @@ def _check_every_series_observed(batch: SeriesBatch, argument: str) -> None:
         raise input_error(
             argument,
             "at least one observed value in every series",
-            f"{int(empty.sum())} series with none, ids {list(batch.ids[empty][:5])}",
+            f"{int(empty.sum())} series with none, ids {_plain(batch.ids[empty][:5])}",
             "Drop series that have no observations.",
         )
 
@@ -491,7 +547,7 @@ def _query_frame(t: pd.DataFrame, batch: SeriesBatch, argument: str) -> QueryTim
     _check_finite_times(clock, argument)
     position = pd.Index(batch.ids).get_indexer(np.asarray(ids))
     if (position < 0).any():
-        unknown = list(pd.unique(np.asarray(ids)[position < 0]))[:5]
+        unknown = _plain(pd.unique(np.asarray(ids)[position < 0])[:5])
         raise input_error(
             argument,
             "query rows only for series present in X",

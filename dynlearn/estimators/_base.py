@@ -83,7 +83,7 @@ class SeriesModel(BaseEstimator):
     def _check_input(self, X: Any, t: Any = None) -> SeriesBatch:
         """Validate data passed after fit against what fit saw."""
         check_is_fitted(self, "module_")
-        return check_series(X, t, reference=self.input_spec_)
+        return check_series(X, t, reference=self.input_spec_, owner=type(self).__name__)
 
     # --------------------------------------------------------------- scaling
     def _scale_values(self, values: np.ndarray) -> np.ndarray:

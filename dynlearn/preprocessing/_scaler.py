@@ -99,7 +99,7 @@ class SeriesScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator, auto_w
 
     def _apply(self, X: Any, t: Any, function: Any) -> Any:
         check_is_fitted(self, "mean_")
-        batch = check_series(X, t, reference=self.input_spec_)
+        batch = check_series(X, t, reference=self.input_spec_, owner=type(self).__name__)
         values = np.where(batch.mask, function(batch.values), np.nan)
         if getattr(self, "_output", "default") == "pandas" and not batch.spec.is_frame:
             batch = replace(batch, spec=_as_frame_spec(batch, self.get_feature_names_out()))

@@ -21,6 +21,19 @@ _ADVICE = (
     "fixed step)."
 )
 
+# torchdiffeq reports a time that falls inside a step with a quartic
+# interpolant. For dopri5 that matches the step's accuracy; for these methods
+# it is orders of magnitude worse than the steps (dopri8 at rtol=1e-10 on an
+# oscillator: ~1e-6 interpolated, ~1e-12 at step ends, for the same work), so
+# their steps are made to end on the output times.
+_STEP_TO_OUTPUTS = frozenset({"bosh3", "dopri8"})
+
+# Options dynlearn sets unless the caller does. torchdiffeq's explicit Adams
+# climbs to order 11 by default, whose stability interval is so short that
+# dy/dt = -y with step 0.01 returns 0.74 for e^-1 = 0.37; capped at the
+# order-4 formula the registry advertises, it is stable at ordinary steps.
+_DEFAULT_OPTIONS = {"explicit_adams": {"max_order": 5}}
+
 
 @dataclass
 class SolverStats:
@@ -124,7 +137,9 @@ def solve_ode(
         grow with the number of steps) instead of through the solver's
         operations.
     options : dict, default=None
-        Backend options, e.g. ``{"step_size": 0.1}`` for fixed-step methods.
+        Backend options, e.g. ``{"step_size": 0.1}`` for fixed-step methods
+        (one-step methods then also end a step on every output time, so
+        outputs keep the method's order instead of being interpolated).
     max_num_steps : int, default=10000
         Steps allowed per solve (forward, and again for the adjoint's backward
         solve); past it :class:`IntegrationError` is raised, so no solve hangs.
@@ -147,10 +162,16 @@ def solve_ode(
     """
     info = ode_method(method)
     t = _check_times(t, y0)
-    options = dict(options or {})
+    options = _with_defaults(info, options)
     if not info.adaptive:
         steps = _fixed_steps(options, t)
         _check_fixed_budget(steps, max_num_steps)
+        if not info.multistep and "step_size" in options and "grid_constructor" not in options:
+            # Outputs between grid points would be interpolated linearly,
+            # capping every method at second order there.
+            options["grid_constructor"] = _grid_through_outputs(options.pop("step_size"))
+    elif info.name in _STEP_TO_OUTPUTS and t.numel() > 1 and "step_t" not in options:
+        options["step_t"] = _outside(t, options.get("jump_t"))
     return _integrate(func, y0, t, info, rtol, atol, adjoint, options, max_num_steps, adjoint_params, stats)
 
 
@@ -197,10 +218,13 @@ def solve_ode_irregular(
         return y0.unsqueeze(1)
     clock = _SegmentClock(func, times.to(y0.device))
     s = torch.arange(n, dtype=torch.float64, device=y0.device)
-    options = dict(options or {})
+    options = _with_defaults(info, options)
     if info.adaptive:
         if n > 2:
             options.setdefault("jump_t", s[1:-1])
+        # The last step must end on the last time too: past it the solver
+        # would report an interpolated state (see _STEP_TO_OUTPUTS).
+        options.setdefault("step_t", _outside(s[-1:], options["jump_t"] if n > 2 else None))
     else:
         step_size = options.pop("step_size", None)
         longest = float(times.diff(dim=1).abs().max()) if step_size else 0.0
@@ -210,7 +234,16 @@ def solve_ode_irregular(
         options["perturb"] = True
     if adjoint and adjoint_params is None and isinstance(func, nn.Module):
         adjoint_params = tuple(p for p in func.parameters() if p.requires_grad)
-    out = _integrate(clock, y0, s, info, rtol, atol, adjoint, options, max_num_steps, adjoint_params, stats)
+    solve = (info, rtol, atol, adjoint)
+    if info.multistep:
+        # The clock changes speed at every integer s, which a multistep
+        # formula would straddle (first-order results): restart it per segment.
+        states = [y0]
+        for k in range(n - 1):
+            piece = _integrate(clock, states[-1], s[k : k + 2], *solve, dict(options), max_num_steps, adjoint_params, stats)
+            states.append(piece[-1])
+        return torch.stack(states, dim=1)
+    out = _integrate(clock, y0, s, *solve, options, max_num_steps, adjoint_params, stats)
     return out.movedim(0, 1)
 
 
@@ -234,6 +267,37 @@ def _check_times(t: torch.Tensor, y0: torch.Tensor) -> torch.Tensor:
     return t.to(y0.device)
 
 
+def _with_defaults(info: MethodInfo, options: dict[str, Any] | None) -> dict[str, Any]:
+    """A copy of the caller's options over dynlearn's defaults for ``info``."""
+    return {**_DEFAULT_OPTIONS.get(info.name, {}), **(options or {})}
+
+
+def _grid_through_outputs(step_size: float) -> Callable:
+    """Steps of ``step_size`` from the first time, with every output time a step end."""
+
+    def grid(func: Any, y0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        span = float(t[-1] - t[0])
+        n_steps = max(1, math.ceil(abs(span) / step_size - 1e-9))
+        uniform = t[0] + torch.arange(n_steps, dtype=t.dtype, device=t.device) * math.copysign(step_size, span)
+        # A uniform point within rounding of an output time would add a step of ~1e-16.
+        ordered = t.sort().values
+        right = torch.searchsorted(ordered, uniform).clamp(1, len(ordered) - 1)
+        gap = torch.minimum((uniform - ordered[right - 1]).abs(), (uniform - ordered[right]).abs())
+        merged = torch.cat([uniform[gap > 1e-9 * step_size], t]).unique()
+        # torchdiffeq asks reversed solves for a decreasing grid.
+        return merged if span >= 0 else merged.flip(0)
+
+    return grid
+
+
+def _outside(t: torch.Tensor, excluded: Any) -> torch.Tensor:
+    """``t`` without the times in ``excluded``: torchdiffeq refuses a time in both step_t and jump_t."""
+    if excluded is None:
+        return t
+    excluded = torch.as_tensor(excluded, dtype=t.dtype, device=t.device)
+    return t[~torch.isin(t, excluded)]
+
+
 def _integer_aligned_grid(per_unit: int) -> Callable:
     """A fixed-step grid with ``per_unit`` steps per unit that hits every integer."""
 
@@ -251,7 +315,8 @@ def _fixed_steps(options: dict[str, Any], t: torch.Tensor) -> int:
         return max(t.numel() - 1, 1)
     if not step_size > 0:
         raise input_error("options['step_size']", "a positive step", repr(step_size), "Pass e.g. 0.01.")
-    return math.ceil(float((t[-1] - t[0]).abs()) / step_size)
+    # Output times between grid points become step ends too.
+    return math.ceil(float((t[-1] - t[0]).abs()) / step_size) + max(t.numel() - 2, 0)
 
 
 def _check_fixed_budget(steps: int, max_num_steps: int) -> None:

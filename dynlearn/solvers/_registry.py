@@ -13,7 +13,8 @@ class MethodInfo:
 
     ``stages`` bounds the vector-field evaluations per step, which turns a
     step limit into an evaluation limit for methods the backend cannot limit
-    itself.
+    itself. ``multistep`` methods reuse evaluations from earlier steps, so
+    they assume a vector field that is smooth across steps.
     """
 
     name: str
@@ -21,6 +22,7 @@ class MethodInfo:
     order: int | None
     stages: int
     backend: str = "torchdiffeq"
+    multistep: bool = False
 
 
 # Stage counts and orders of torchdiffeq's methods (its classes do not all
@@ -39,6 +41,7 @@ _KNOWN = {
     "explicit_adams": (False, 4, 1),
     "implicit_adams": (False, 4, 8),
 }
+_MULTISTEP = {"explicit_adams", "implicit_adams", "fixed_adams"}
 # Methods that cannot carry gradients or need extra arguments are not offered.
 _EXCLUDED = {"scipy_solver", "fixed_adams"}
 ALIASES = {"rk45": "dopri5", "rk8": "dopri8", "rk23": "bosh3", "forward_euler": "euler"}
@@ -55,7 +58,7 @@ def _build_ode_registry() -> dict[str, MethodInfo]:
         adaptive, order, stages = _KNOWN.get(
             name, (issubclass(cls, AdaptiveStepsizeODESolver), getattr(cls, "order", None), 16)
         )
-        registry[name] = MethodInfo(name, adaptive, order, stages)
+        registry[name] = MethodInfo(name, adaptive, order, stages, multistep=name in _MULTISTEP)
     return registry
 
 
