@@ -26,3 +26,16 @@ def fitted_ode(oscillator):
     """A small NeuralODE fitted for a few epochs: for API tests, not accuracy."""
     frame, _ = oscillator
     return NeuralODE(hidden_layer_sizes=(16,), max_epochs=3, window_size=5, random_state=0, device="cpu").fit(frame)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread_per_worker():
+    """Tests run as parallel workers on few cores; extra BLAS/torch threads only contend."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(limits=1):
+        yield
+    torch.set_num_threads(previous)
