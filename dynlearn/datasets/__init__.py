@@ -8,12 +8,42 @@
 """
 
 # --- simulators (make_*) ---
+from ._benchmarks import make_periodic, make_spirals
+from ._physical import make_double_pendulum, make_mass_spring, make_pendulum, make_two_body
+from ._sim_dissipative import make_fitzhugh_nagumo, make_lorenz, make_lotka_volterra, make_van_der_pol
 from ._simulate import make_damped_oscillator
+from ._stochastic import make_geometric_brownian_motion, make_ou_process, make_stochastic_lorenz
 
 # --- real data (load_*, fetch_*) ---
+from ._activity import fetch_person_activity
+from ._fetch import ChecksumError, DatasetNotFoundError, DownloadError, UnsafeArchiveError, get_data_home
+from ._physionet import fetch_physionet2012
+from ._real import fetch_real_pendulum, load_lynx_hare
 
 __all__ = [
     # --- simulators ---
     "make_damped_oscillator",
+    "make_double_pendulum",
+    "make_fitzhugh_nagumo",
+    "make_geometric_brownian_motion",
+    "make_lorenz",
+    "make_lotka_volterra",
+    "make_mass_spring",
+    "make_ou_process",
+    "make_pendulum",
+    "make_periodic",
+    "make_spirals",
+    "make_stochastic_lorenz",
+    "make_two_body",
+    "make_van_der_pol",
     # --- real data ---
+    "ChecksumError",
+    "DatasetNotFoundError",
+    "DownloadError",
+    "UnsafeArchiveError",
+    "fetch_person_activity",
+    "fetch_physionet2012",
+    "fetch_real_pendulum",
+    "get_data_home",
+    "load_lynx_hare",
 ]
