@@ -1,0 +1,139 @@
+"""solve_ode_irregular: every series on its own clock, checked three independent ways."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from dynlearn.solvers import SolverStats, solve_ode, solve_ode_irregular
+
+# (method, solve keywords, largest error allowed against the exact solution).
+SETTINGS = [
+    ("dopri5", dict(rtol=1e-10, atol=1e-10), 1e-7),
+    ("dopri8", dict(rtol=1e-10, atol=1e-10), 1e-7),
+    ("bosh3", dict(rtol=1e-8, atol=1e-8), 1e-5),
+    ("rk4", dict(options={"step_size": 0.01}), 1e-7),
+    ("midpoint", dict(options={"step_size": 0.002}), 1e-4),
+    ("euler", dict(options={"step_size": 0.001}), 5e-2),
+    ("explicit_adams", dict(options={"step_size": 0.01}), 1e-6),
+    ("implicit_adams", dict(options={"step_size": 0.01}), 1e-8),
+]
+IDS = [method for method, _, _ in SETTINGS]
+
+
+def _exact(problem, times: torch.Tensor) -> torch.Tensor:
+    return problem.exact(problem.y0, times[:, 0], times)
+
+
+@pytest.mark.parametrize("method, solve, bound", SETTINGS, ids=IDS)
+def test_every_series_matches_its_exact_solution(problem, irregular_times, method, solve, bound):
+    solution = solve_ode_irregular(problem.field, problem.y0, irregular_times, method=method, **solve)
+    assert solution.shape == (len(problem.y0), irregular_times.shape[1], problem.y0.shape[1])
+    assert float((solution - _exact(problem, irregular_times)).abs().max()) < bound
+
+
+@pytest.mark.parametrize(
+    "method, solve", [("dopri5", dict(rtol=1e-6, atol=1e-6)), ("rk4", dict(options={"step_size": 0.02}))]
+)
+def test_float32_state_stays_float32_and_accurate(problem, irregular_times, method, solve):
+    y0 = problem.y0.float()
+    solution = solve_ode_irregular(problem.field, y0, irregular_times.float(), method=method, **solve)
+    assert solution.dtype == torch.float32
+    assert float((solution.double() - _exact(problem, irregular_times)).abs().max()) < 1e-4
+
+
+@pytest.mark.parametrize("method, solve", [("dopri5", dict(rtol=1e-6, atol=1e-6)), ("rk4", dict())])
+def test_a_repeated_time_keeps_the_state(problem, irregular_times, method, solve):
+    solution = solve_ode_irregular(problem.field, problem.y0, irregular_times, method=method, **solve)
+    # Series 1 is observed twice at t = 1.0 (columns 1 and 2). A fixed step
+    # adds exactly zero; an adaptive method reads both from its interpolant,
+    # which is exact only up to rounding.
+    atol = 0.0 if method == "rk4" else 1e-12
+    torch.testing.assert_close(solution[1, 2], solution[1, 1], rtol=0.0, atol=atol)
+
+
+@pytest.mark.parametrize(
+    "method, solve", [("dopri5", dict(rtol=1e-10, atol=1e-10)), ("rk4", dict(options={"step_size": 0.01}))]
+)
+def test_matches_solving_each_series_on_its_own(problem, irregular_times, method, solve):
+    together = solve_ode_irregular(problem.field, problem.y0, irregular_times, method=method, **solve)
+    for b, times in enumerate(irregular_times):
+        # solve_ode needs strictly monotone times: solve on the distinct ones
+        # (in the series' direction) and read the repeats back.
+        distinct, position = torch.unique(times, return_inverse=True)
+        if times[-1] < times[0]:
+            distinct, position = distinct.flip(0), len(distinct) - 1 - position
+        alone = solve_ode(problem.field, problem.y0[b : b + 1], distinct, method=method, **solve)[position, 0]
+        torch.testing.assert_close(together[b], alone, rtol=1e-7, atol=1e-8)
+
+
+def test_matches_the_union_of_times_formulation(problem):
+    """Solving on the sorted union of every series' times and picking each series' own."""
+    generator = torch.Generator().manual_seed(0)
+    n_series, n_times = len(problem.y0), 7
+    draws = torch.rand(n_series, n_times - 1, generator=generator, dtype=torch.float64).sort(dim=1).values * 3.0
+    times = torch.cat([torch.zeros(n_series, 1, dtype=torch.float64), draws], dim=1)
+    times[0, 3] = times[0, 2]  # a repeated observation time
+    union, where = torch.unique(times, return_inverse=True)
+    on_union = solve_ode(problem.field, problem.y0, union, rtol=1e-10, atol=1e-10)  # (n_union, batch, dim)
+    picked = on_union[where, torch.arange(n_series)[:, None]]
+    irregular = solve_ode_irregular(problem.field, problem.y0, times, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(irregular, picked, rtol=1e-7, atol=1e-8)
+
+
+def test_states_with_extra_axes_keep_their_shape(irregular_times):
+    y0 = torch.arange(24, dtype=torch.float64).reshape(4, 2, 3) / 10
+    solution = solve_ode_irregular(lambda t, y: -y, y0, irregular_times, rtol=1e-10, atol=1e-10)
+    gaps = irregular_times - irregular_times[:, :1]
+    expected = y0[:, None] * torch.exp(-gaps)[..., None, None]
+    assert solution.shape == (4, 6, 2, 3)
+    torch.testing.assert_close(solution, expected, rtol=1e-7, atol=1e-8)
+
+
+def test_a_single_time_returns_the_initial_state(problem):
+    times = torch.zeros(len(problem.y0), 1, dtype=torch.float64)
+    solution = solve_ode_irregular(problem.field, problem.y0, times)
+    assert torch.equal(solution, problem.y0[:, None])
+
+
+def test_field_receives_each_series_own_time(irregular_times):
+    """A field that records t sees one time per series, inside that series' span."""
+    seen = []
+
+    def field(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        seen.append(t.detach().clone())
+        return torch.zeros_like(y)
+
+    solve_ode_irregular(field, torch.zeros(4, 1, dtype=torch.float64), irregular_times, method="rk4")
+    seen = torch.stack(seen)
+    assert seen.shape[1:] == (4,)
+    low, high = irregular_times.min(dim=1).values, irregular_times.max(dim=1).values
+    assert bool(((seen >= low - 1e-9) & (seen <= high + 1e-9)).all())
+
+
+
+def test_work_grows_with_segments_not_with_batch_size(wide_field):
+    """A batch of smooth series costs a few steps per segment, at the tolerance's accuracy.
+
+    With equal-length segments on the clock, a step that lands exactly on a
+    segment boundary made the backend stop honouring later boundaries: steps
+    straddled the jumps, took five times the evaluations and lost accuracy.
+    """
+    generator = torch.Generator().manual_seed(1)
+    n_series, n_times = 128, 20
+    y0 = torch.randn(n_series, 8, generator=generator)
+    draws = torch.rand(n_series, n_times - 1, generator=generator).sort(dim=1).values * 5.0
+    times = torch.cat([torch.zeros(n_series, 1), draws], dim=1)
+    with torch.no_grad():
+        stats = SolverStats()
+        together = solve_ode_irregular(wide_field, y0, times, rtol=1e-5, atol=1e-6, stats=stats)
+        union, where = torch.unique(times, return_inverse=True)
+        exact_field = copy.deepcopy(wide_field).double()
+        reference = solve_ode(exact_field, y0.double(), union.double(), rtol=1e-10, atol=1e-10)
+    # A dopri5 step is 6 evaluations; about 3 steps per segment (measured: 230 in all).
+    assert stats.nfe <= 20 * (n_times - 1)
+    # States reach ~10; rtol=1e-5 per step accumulates to ~1e-3 over 19 segments.
+    expected = reference[where, torch.arange(n_series)[:, None]]
+    assert float((together.double() - expected).abs().max()) < 3e-3
