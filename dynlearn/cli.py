@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 
 MODELS = {"neuralode": "NeuralODE"}
-SIMULATORS = {"damped_oscillator": "make_damped_oscillator"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -75,13 +74,24 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", default="-", help="output CSV (default: standard output)")
     predict.set_defaults(run=_predict)
 
-    datasets = commands.add_parser("datasets", help="list the simulators or write one to a CSV file",
-                                   description="Without a name, list the available simulators.")
-    datasets.add_argument("name", nargs="?", choices=sorted(SIMULATORS), help="simulator to run")
-    datasets.add_argument("--out", default="-", help="output CSV (default: standard output)")
-    datasets.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                          help="a simulator argument, e.g. --param n_series=5 (repeatable)")
-    datasets.set_defaults(run=_datasets)
+    datasets = commands.add_parser("datasets", help="list, describe and get datasets (simulated, bundled, downloaded)",
+                                   description="The dataset catalogue. Without a subcommand, list it.")
+    datasets.set_defaults(run=_datasets_list)
+    actions = datasets.add_subparsers(dest="action", metavar="ACTION")
+    actions.add_parser("list", help="list every dataset with its kind").set_defaults(run=_datasets_list)
+    info = actions.add_parser("info", help="show a dataset's card (source, licence, variables, units)")
+    info.add_argument("name", help="a name from 'dynlearn datasets list'")
+    info.set_defaults(run=_datasets_info)
+    get = actions.add_parser("fetch", help="simulate, load or download a dataset; optionally write its table",
+                             description="Simulated datasets are generated (--param sets arguments), bundled ones "
+                             "loaded, downloaded ones fetched once into the cache (or read from --path).")
+    get.add_argument("name", help="a name from 'dynlearn datasets list'")
+    get.add_argument("--path", help="a local file, archive or folder in the original layout (downloaded datasets)")
+    get.add_argument("--data-home", help="cache folder (default: $DYNLEARN_DATA or ~/dynlearn_data)")
+    get.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                     help="an argument of the dataset function, e.g. --param n_series=5 (repeatable)")
+    get.add_argument("--out", help="write the long table to this CSV/Parquet file ('-' for standard output)")
+    get.set_defaults(run=_datasets_fetch)
     return parser
 
 
@@ -175,16 +185,36 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _datasets(args: argparse.Namespace) -> int:
-    from . import datasets
+def _datasets_list(args: argparse.Namespace) -> int:
+    from .datasets import catalogue
 
-    if args.name is None:
-        for name, function in SIMULATORS.items():
-            summary = (getattr(datasets, function).__doc__ or "").strip().splitlines()[0]
-            print(f"{name:24s} {summary}")
-        return 0
-    frame = getattr(datasets, SIMULATORS[args.name])(**_params(args.param))
-    _write_table(frame, args.out)
+    for entry in catalogue().values():
+        print(f"{entry.name:26s} {entry.kind:10s} {entry.summary}")
+    return 0
+
+
+def _datasets_info(args: argparse.Namespace) -> int:
+    from .datasets import dataset
+
+    print(dataset(args.name).description())
+    return 0
+
+
+def _datasets_fetch(args: argparse.Namespace) -> int:
+    from .datasets import dataset
+
+    entry = dataset(args.name)
+    params = _params(args.param)
+    if entry.kind == "download":
+        params.update({k: v for k, v in (("path", args.path), ("data_home", args.data_home)) if v is not None})
+    result = entry.function(**params)
+    frame = result if isinstance(result, pd.DataFrame) else result["frame"]
+    if args.out:
+        _write_table(frame, args.out)
+    if args.out != "-":
+        print(f"{entry.name}: {frame['series_id'].nunique()} series, {len(frame)} rows, "
+              f"variables {[c for c in frame.columns if c not in ('series_id', 'time')][:12]}"
+              + (f"; written to {args.out}" if args.out else ""))
     return 0
 
 

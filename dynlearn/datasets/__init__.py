@@ -7,6 +7,8 @@
 - ``fetch_*``: real data downloaded once into a cache, verified by sha256.
 """
 
+from ._catalogue import DatasetEntry, catalogue, dataset
+
 # --- simulators (make_*) ---
 from ._benchmarks import make_periodic, make_spirals
 from ._physical import make_double_pendulum, make_mass_spring, make_pendulum, make_two_body
@@ -21,6 +23,9 @@ from ._physionet import fetch_physionet2012
 from ._real import fetch_real_pendulum, load_lynx_hare
 
 __all__ = [
+    "DatasetEntry",
+    "catalogue",
+    "dataset",
     # --- simulators ---
     "make_damped_oscillator",
     "make_double_pendulum",

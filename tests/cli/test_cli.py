@@ -33,8 +33,8 @@ def test_demo_fits_forecasts_and_writes_a_plot(tmp_path, capsys):
 
 def test_fit_then_predict_from_files(tmp_path, capsys):
     data = tmp_path / "data.csv"
-    assert main(["datasets", "damped_oscillator", "--out", str(data), "--param", "n_series=6", "--param", "n_times=15",
-                 "--param", "random_state=0"]) == 0
+    assert main(["datasets", "fetch", "damped_oscillator", "--out", str(data), "--param", "n_series=6",
+                 "--param", "n_times=15", "--param", "random_state=0"]) == 0
     model = tmp_path / "model.pkl"
     assert main(["fit", str(data), "--out", str(model), "--param", "max_epochs=2", "--param", "hidden_layer_sizes=(8,)",
                  "--param", "device='cpu'"]) == 0
@@ -53,9 +53,34 @@ def test_bad_input_is_an_error_message_not_a_traceback(tmp_path, capsys):
     assert "duplicate" in capsys.readouterr().err
 
 
-def test_datasets_lists_simulators(capsys):
-    assert main(["datasets"]) == 0
-    assert "damped_oscillator" in capsys.readouterr().out
+def test_datasets_list_info_and_fetch(capsys, tmp_path):
+    from dynlearn.datasets import catalogue
+
+    assert main(["datasets", "list"]) == 0
+    listing = capsys.readouterr().out
+    for name, entry in catalogue().items():
+        assert name in listing and entry.kind in listing
+    assert main(["datasets", "info", "lynx_hare"]) == 0
+    assert "Hudson" in capsys.readouterr().out
+    assert main(["datasets", "info", "lorenz"]) == 0
+    assert "sigma" in capsys.readouterr().out.lower()
+    out = tmp_path / "lynx.csv"
+    assert main(["datasets", "fetch", "lynx_hare", "--out", str(out)]) == 0
+    assert list(pd.read_csv(out).columns) == ["series_id", "time", "hare", "lynx"]
+    assert main(["datasets", "info", "no_such_set"]) == 1
+    assert "dynlearn datasets list" in capsys.readouterr().err
+
+
+def test_datasets_fetch_offline_reads_a_local_copy_or_says_how(capsys, tmp_path):
+    from conftest import SHARED_DATA
+
+    assert main(["datasets", "fetch", "real_pendulum", "--data-home", str(tmp_path), "--param",
+                 "download_if_missing=False"]) == 1
+    assert "path=" in capsys.readouterr().err
+    if SHARED_DATA.exists():
+        assert main(["datasets", "fetch", "physionet2012", "--path",
+                     str(SHARED_DATA / "physionet2012_seta_slice")]) == 0
+        assert "400 series" in capsys.readouterr().out
 
 
 def test_python_dash_m_runs():
