@@ -1,0 +1,34 @@
+"""Tutorials run end to end in their fast mode and write their figures."""
+
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+
+import matplotlib
+import pytest
+
+from conftest import SHARED_DATA
+
+matplotlib.use("Agg")
+
+TUTORIALS = Path(__file__).resolve().parents[2] / "tutorials"
+PHYSIONET = SHARED_DATA / "physionet2012_seta_slice"
+
+
+@pytest.fixture
+def fast_mode(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DYNLEARN_TUTORIAL_FAST", "1")
+    monkeypatch.setenv("DYNLEARN_DATA", str(tmp_path / "cache"))
+    return tmp_path
+
+
+@pytest.mark.skipif(not PHYSIONET.exists(), reason="needs the PhysioNet slice of the project's shared data")
+def test_datasets_tour(fast_mode, monkeypatch):
+    monkeypatch.setenv("DYNLEARN_PHYSIONET_PATH", str(PHYSIONET))
+    namespace = runpy.run_path(str(TUTORIALS / "datasets_tour.py"), run_name="__main__")
+    assert namespace["drift"] < 1e-6
+    assert namespace["icu"]["series_id"].nunique() == 400
+    for figure in ("conservative", "predator_prey", "stochastic_chaotic", "physionet"):
+        assert (fast_mode / f"tour_{figure}.png").stat().st_size > 10_000
