@@ -12,6 +12,7 @@ __all__ = [
     "DynlearnError",
     "InputError",
     "IntegrationError",
+    "OptionalDependencyError",
     "TrainingError",
     "ConvergenceWarning",
     "NotFittedError",
@@ -29,6 +30,10 @@ class InputError(DynlearnError, ValueError):
 
 class IntegrationError(DynlearnError, RuntimeError):
     """A differential-equation solve failed or ran past its step limit."""
+
+
+class OptionalDependencyError(DynlearnError, ImportError):
+    """An optional dependency is missing, broken or of a version that does not work."""
 
 
 class TrainingError(DynlearnError, RuntimeError):
