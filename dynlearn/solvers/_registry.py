@@ -14,7 +14,9 @@ class MethodInfo:
     ``stages`` bounds the vector-field evaluations per step, which turns a
     step limit into an evaluation limit for methods the backend cannot limit
     itself. ``multistep`` methods reuse evaluations from earlier steps, so
-    they assume a vector field that is smooth across steps.
+    they assume a vector field that is smooth across steps. ``backend`` is
+    ``"torchdiffeq"`` for ODE methods and ``"symplectic"`` for dynlearn's
+    Hamiltonian steppers, whose stages are gradient evaluations.
     """
 
     name: str
@@ -83,3 +85,40 @@ def ode_method(name: str, argument: str = "method") -> MethodInfo:
             "Pick an installed method; 'dopri5' is a good default.",
         )
     return ODE_METHODS[key]
+
+
+# dynlearn's own steppers for Hamiltonian systems (torchdiffeq has no
+# symplectic methods; they live in _symplectic.py). ``stages`` counts
+# gradient evaluations per step, dH/dq and dH/dp together: the dH/dq that
+# ends one leapfrog or yoshida4 step is reused to start the next, and the
+# implicit midpoint rule spends its two per fixed-point iteration.
+SYMPLECTIC_METHODS: dict[str, MethodInfo] = {
+    "leapfrog": MethodInfo("leapfrog", adaptive=False, order=2, stages=2, backend="symplectic"),
+    "yoshida4": MethodInfo("yoshida4", adaptive=False, order=4, stages=6, backend="symplectic"),
+    "implicit_midpoint": MethodInfo("implicit_midpoint", adaptive=False, order=2, stages=2, backend="symplectic"),
+}
+SYMPLECTIC_ALIASES = {"verlet": "leapfrog", "stormer_verlet": "leapfrog"}
+
+
+def available_symplectic_methods() -> list[str]:
+    """Names accepted by :func:`~dynlearn.solvers.solve_hamiltonian`, aliases included."""
+    return sorted(SYMPLECTIC_METHODS) + sorted(SYMPLECTIC_ALIASES)
+
+
+def available_methods() -> list[str]:
+    """Every integration method name: ODE methods first, then symplectic ones."""
+    return available_ode_methods() + available_symplectic_methods()
+
+
+def symplectic_method(name: str, argument: str = "method") -> MethodInfo:
+    """Look up a symplectic method (or an alias); raise an error listing the real choices."""
+    choices = available_symplectic_methods()
+    if not isinstance(name, str):
+        raise input_error(argument, f"a method name (str), one of {choices}", repr(name), "Pass e.g. 'leapfrog'.")
+    key = SYMPLECTIC_ALIASES.get(name.lower(), name.lower())
+    if key not in SYMPLECTIC_METHODS:
+        fix = "Pick 'leapfrog' for a separable H = T(p) + V(q), 'implicit_midpoint' for any H."
+        if ALIASES.get(name.lower(), name.lower()) in ODE_METHODS:
+            fix = f"{name!r} is an ODE method (use solve_ode); symplectic solves take a symplectic method. " + fix
+        raise input_error(argument, f"one of {choices}", repr(name), fix)
+    return SYMPLECTIC_METHODS[key]
