@@ -8,7 +8,7 @@ arrays.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .estimators import NeuralODE
+from .estimators import HamiltonianNN, LagrangianNN, NeuralODE
 from .exceptions import ConvergenceWarning, DynlearnError, InputError, IntegrationError, TrainingError
 from .preprocessing import SeriesScaler
 
@@ -20,8 +20,10 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 __all__ = [
     "ConvergenceWarning",
     "DynlearnError",
+    "HamiltonianNN",
     "InputError",
     "IntegrationError",
+    "LagrangianNN",
     "NeuralODE",
     "SeriesScaler",
     "TrainingError",

@@ -1,5 +1,7 @@
 """scikit-learn estimators wrapping continuous-time models."""
 
+from ._hamiltonian import HamiltonianNN
+from ._lagrangian import LagrangianNN
 from ._neural_ode import NeuralODE
 
-__all__ = ["NeuralODE"]
+__all__ = ["HamiltonianNN", "LagrangianNN", "NeuralODE"]

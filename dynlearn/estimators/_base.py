@@ -13,7 +13,9 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ..data import SeriesBatch, check_series, masked_mean_scale
+from ..data import QueryTimes, SeriesBatch, check_query_times, check_series, masked_mean_scale
+from ..exceptions import input_error
+from ..metrics import r2_score_masked
 from ..solvers import ode_method
 from ..training import resolve_device, resolve_dtype
 
@@ -52,7 +54,7 @@ class SeriesModel(BaseEstimator):
     def _setup_fit(self, X: Any, t: Any) -> SeriesBatch:
         """Validate parameters and data, record what fit saw, resolve device and seed."""
         self._validate_params()
-        ode_method(self.solver, "solver")
+        self._check_solver()
         batch = check_series(X, t)
         spec = batch.spec
         self.input_spec_ = spec
@@ -68,12 +70,29 @@ class SeriesModel(BaseEstimator):
             self._fit_scaling(batch)
         return batch
 
+    def _check_learnable(self, batch: SeriesBatch) -> None:
+        """Fail early on data without change over time and on malformed layer sizes."""
+        if batch.lengths.max() < 2:
+            raise input_error(
+                "X",
+                "at least one series with two or more observation times",
+                "one sample (a single time) per series",
+                "Dynamics are learned from changes over time; pass longer series.",
+            )
+        for width in self.hidden_layer_sizes:
+            if not isinstance(width, Integral) or width < 1:
+                raise input_error(
+                    "hidden_layer_sizes", "a tuple of positive ints", repr(self.hidden_layer_sizes), "E.g. (64, 64)."
+                )
+
+    def _check_solver(self) -> None:
+        """Fail before any work when ``solver`` names no installed method."""
+        ode_method(self.solver, "solver")
+
     def _fit_scaling(self, batch: SeriesBatch) -> None:
         if self.standardize:
             self.mean_, self.scale_ = masked_mean_scale(batch.values, batch.mask)
-            gaps = np.diff(batch.times, axis=1)[batch.row_mask[:, 1:]]
-            gaps = gaps[gaps > 0]
-            self.time_scale_ = float(np.median(gaps)) if len(gaps) else 1.0
+            self.time_scale_ = _median_gap(batch)
         else:
             self.mean_ = np.zeros(batch.n_features)
             self.scale_ = np.ones(batch.n_features)
@@ -101,6 +120,77 @@ class SeriesModel(BaseEstimator):
     def _generator(self, offset: int = 0) -> torch.Generator:
         return torch.Generator().manual_seed(self._seed + offset)
 
+    # ------------------------------------------------------------ examples
+    def _window_index(self, batch: SeriesBatch, window_size: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Training windows: ``window_size`` consecutive rows of one series, overlapping by half.
+
+        Returns the series of each window ``(n_windows,)``, its row indices
+        ``(n_windows, width)`` (rows past a series' end repeat its last row)
+        and which of those slots are real rows ``(n_windows, width)``.
+        """
+        width = min(window_size or batch.max_len, batch.max_len)
+        stride = max(1, width // 2)
+        rows, series = [], []
+        for i, n in enumerate(batch.lengths):
+            if n < 2:
+                continue
+            starts = list(range(0, max(n - width, 0) + 1, stride))
+            if starts[-1] + width < n:
+                starts.append(n - width)
+            for s in starts:
+                rows.append(np.minimum(np.arange(s, s + width), n - 1))
+                series.append(i)
+        index = np.asarray(rows)
+        series = np.asarray(series)
+        real = np.arange(width)[None, :] < (batch.lengths[series, None] - index[:, :1])
+        return series, index, real
+
+    def _split_examples(
+        self, examples: dict[str, np.ndarray], batch: SeriesBatch
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+        """Training and validation tensors from examples tagged by their ``"series"``.
+
+        A ``validation_fraction`` of the series is held out; with too few
+        series, the last examples of each series are held out instead.
+        """
+        series = examples.pop("series")
+        rng = np.random.RandomState(self._seed)
+        valid = np.zeros(len(series), dtype=bool)
+        if self.validation_fraction > 0:
+            n_valid_series = int(round(self.validation_fraction * batch.n_series))
+            if n_valid_series >= 1 and batch.n_series - n_valid_series >= 1:
+                held = rng.permutation(batch.n_series)[:n_valid_series]
+                valid = np.isin(series, held)
+            else:
+                for i in np.unique(series):
+                    where = np.flatnonzero(series == i)
+                    k = int(round(self.validation_fraction * len(where)))
+                    if 1 <= k < len(where):
+                        valid[where[-k:]] = True
+        to_tensors = lambda keep: {k: self._tensor(v[keep]) for k, v in examples.items()}  # noqa: E731
+        return to_tensors(~valid), (to_tensors(valid) if valid.any() else None)
+
+    # --------------------------------------------------------------- score
+    def score(self, X: Any, y: Any = None, *, t: Any = None) -> float:
+        """R² of one-step-ahead predictions over X's observed entries.
+
+        Each observation after the first of its series is predicted from the
+        one before it; the coefficient of determination is averaged over
+        features (scikit-learn's ``"uniform_average"``).
+        """
+        batch = self._check_input(X, t)
+        query = check_query_times(None, batch)
+        predicted = self._predict_batch(batch, query)
+        mask = batch.mask.copy()
+        mask[:, 0] = False
+        if not mask.any():
+            raise input_error("X", "series with at least two observation times", "single observations", "Pass longer series.")
+        return r2_score_masked(batch.values, predicted, mask)
+
+    def _predict_batch(self, batch: SeriesBatch, query: QueryTimes) -> np.ndarray:
+        """Predictions ``(n_series, n_queries, n_features)`` in user units; subclasses provide it."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------- pickling
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
@@ -127,3 +217,53 @@ class SeriesModel(BaseEstimator):
         tags.target_tags.required = False
         tags.non_deterministic = False
         return tags
+
+
+def _median_gap(batch: SeriesBatch) -> float:
+    """Median positive gap between consecutive observation times (1.0 when there is none)."""
+    gaps = np.diff(batch.times, axis=1)[batch.row_mask[:, 1:]]
+    gaps = gaps[gaps > 0]
+    return float(np.median(gaps)) if len(gaps) else 1.0
+
+
+def _anchor_rows(times: np.ndarray, lengths: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For every (series, query): the latest row strictly before it (else the first row)."""
+    series = np.repeat(np.arange(len(lengths)), queries.shape[1])
+    anchors = np.empty(queries.size, dtype=np.int64)
+    for i, n in enumerate(lengths):
+        found = np.searchsorted(times[i, :n], queries[i], side="left") - 1
+        anchors[i * queries.shape[1] : (i + 1) * queries.shape[1]] = np.clip(found, 0, n - 1)
+    return series, anchors
+
+
+def _finite_difference(values: np.ndarray, times: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Per-series time derivative by (second-order) finite differences."""
+    velocity = np.zeros_like(values)
+    for i, n in enumerate(lengths):
+        if n >= 2:
+            velocity[i, :n] = np.gradient(values[i, :n], times[i, :n], axis=0)
+    return velocity
+
+
+def _as_states(x: Any, width: int, argument: str) -> np.ndarray:
+    array = np.asarray(x, dtype=np.float64)
+    if array.ndim == 1:
+        array = array[None]
+    if array.ndim != 2 or array.shape[1] != width:
+        raise input_error(argument, f"states of shape (n_series, {width})", f"shape {np.shape(x)}", "Pass one row per state.")
+    if not np.isfinite(array).all():
+        raise input_error(argument, "finite states", "NaN or inf", "Initial states must be fully known.")
+    return array
+
+
+def _output_times(t: Any, n_series: int) -> np.ndarray:
+    """``simulate``'s output times, broadcast to ``(n_series, n_times)``."""
+    t = np.asarray(t, dtype=np.float64)
+    if t.ndim not in (1, 2) or (t.ndim == 2 and t.shape[0] != n_series) or t.shape[-1] < 1 or not np.isfinite(t).all():
+        raise input_error(
+            "t",
+            f"finite times of shape (n_times,) or ({n_series}, n_times)",
+            f"shape {t.shape}",
+            "Pass the output times, starting at the time of x0.",
+        )
+    return np.broadcast_to(t, (n_series, t.shape[-1]))

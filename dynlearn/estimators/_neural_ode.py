@@ -13,12 +13,10 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from ..data import QueryTimes, SeriesBatch, check_query_times, to_user_kind
-from ..exceptions import input_error
-from ..metrics import r2_score_masked
 from ..nn import ACTIVATIONS, MLPVectorField, SecondOrderField
 from ..solvers import solve_ode_irregular
 from ..training import History, train
-from ._base import SHARED_CONSTRAINTS, SeriesModel
+from ._base import SHARED_CONSTRAINTS, SeriesModel, _anchor_rows, _as_states, _finite_difference, _output_times
 
 # Rows integrated per solve at prediction time: bounds memory on big inputs.
 _PREDICT_CHUNK = 4096
@@ -228,20 +226,8 @@ class NeuralODE(SeriesModel):
         """
         started = time.perf_counter()
         batch = self._setup_fit(X, t)
-        if batch.lengths.max() < 2:
-            raise input_error(
-                "X",
-                "at least one series with two or more observation times",
-                "one sample (a single time) per series",
-                "Dynamics are learned from changes over time; pass longer series.",
-            )
-        for name in self.hidden_layer_sizes:
-            if not isinstance(name, Integral) or name < 1:
-                raise input_error(
-                    "hidden_layer_sizes", "a tuple of positive ints", repr(self.hidden_layer_sizes), "E.g. (64, 64)."
-                )
-        windows = self._windows(batch)
-        train_data, valid_data = self._split(windows, batch)
+        self._check_learnable(batch)
+        train_data, valid_data = self._split_examples(self._windows(batch), batch)
         if not (self.warm_start and hasattr(self, "module_")):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self._seed)
@@ -303,21 +289,7 @@ class NeuralODE(SeriesModel):
 
     def _windows(self, batch: SeriesBatch) -> dict[str, np.ndarray]:
         filled, velocity, times, observed = self._internal(batch)
-        width = min(self.window_size or batch.max_len, batch.max_len)
-        stride = max(1, width // 2)
-        rows, series = [], []
-        for i, n in enumerate(batch.lengths):
-            if n < 2:
-                continue
-            starts = list(range(0, max(n - width, 0) + 1, stride))
-            if starts[-1] + width < n:
-                starts.append(n - width)
-            for s in starts:
-                rows.append(np.minimum(np.arange(s, s + width), n - 1))
-                series.append(i)
-        index = np.asarray(rows)
-        series = np.asarray(series)
-        real = np.arange(width)[None, :] < (batch.lengths[series, None] - index[:, :1])
+        series, index, real = self._window_index(batch, self.window_size)
         windows = {
             "series": series,
             "times": times[series[:, None], index],
@@ -328,32 +300,6 @@ class NeuralODE(SeriesModel):
         if velocity is not None:
             windows["v0"] = velocity[series, index[:, 0]]
         return windows
-
-    def _split(self, windows: dict[str, np.ndarray], batch: SeriesBatch) -> tuple[dict, dict | None]:
-        series = windows.pop("series")
-        n_windows = len(series)
-        rng = np.random.RandomState(self._seed)
-        valid = np.zeros(n_windows, dtype=bool)
-        if self.validation_fraction > 0:
-            n_valid_series = int(round(self.validation_fraction * batch.n_series))
-            if n_valid_series >= 1 and batch.n_series - n_valid_series >= 1:
-                held = rng.permutation(batch.n_series)[:n_valid_series]
-                valid = np.isin(series, held)
-            else:
-                # Too few series: hold out the last windows of each series.
-                for i in np.unique(series):
-                    where = np.flatnonzero(series == i)
-                    k = int(round(self.validation_fraction * len(where)))
-                    if 1 <= k < len(where):
-                        valid[where[-k:]] = True
-        to_tensors = lambda keep: {k: self._tensor(v[keep]) for k, v in windows.items()}  # noqa: E731
-        train_data = to_tensors(~valid)
-        train_data["mask"] = train_data["mask"].to(self.dtype_)
-        if not valid.any():
-            return train_data, None
-        valid_data = to_tensors(valid)
-        valid_data["mask"] = valid_data["mask"].to(self.dtype_)
-        return train_data, valid_data
 
     # ------------------------------------------------------------- predict
     def predict(self, X: Any, t: Any = None) -> Any:
@@ -422,15 +368,7 @@ class NeuralODE(SeriesModel):
         check_is_fitted(self, "module_")
         single = np.ndim(x0) == 1
         x0 = _as_states(x0, self.n_features_in_, "x0")
-        t = np.asarray(t, dtype=np.float64)
-        if t.ndim not in (1, 2) or (t.ndim == 2 and t.shape[0] != len(x0)) or t.shape[-1] < 1 or not np.isfinite(t).all():
-            raise input_error(
-                "t",
-                f"finite times of shape (n_times,) or ({len(x0)}, n_times)",
-                f"shape {t.shape}",
-                "Pass the output times, starting at the time of x0.",
-            )
-        times = self._scale_times(np.broadcast_to(t, (len(x0), t.shape[-1])))
+        times = self._scale_times(_output_times(t, len(x0)))
         v = None
         if self.second_order:
             v = np.zeros_like(x0) if v0 is None else _as_states(v0, self.n_features_in_, "v0")
@@ -466,50 +404,3 @@ class NeuralODE(SeriesModel):
             start = n + self.augment_dim
             return dy[:, start : start + n] * self.scale_ / self.time_scale_**2
         return dy[:, :n] * self.scale_ / self.time_scale_
-
-    # --------------------------------------------------------------- score
-    def score(self, X: Any, y: Any = None, *, t: Any = None) -> float:
-        """R² of one-step-ahead predictions over X's observed entries.
-
-        Each observation after the first of its series is predicted from the
-        one before it; the coefficient of determination is averaged over
-        features (scikit-learn's ``"uniform_average"``).
-        """
-        batch = self._check_input(X, t)
-        query = check_query_times(None, batch)
-        predicted = self._predict_batch(batch, query)
-        mask = batch.mask.copy()
-        mask[:, 0] = False
-        if not mask.any():
-            raise input_error("X", "series with at least two observation times", "single observations", "Pass longer series.")
-        return r2_score_masked(batch.values, predicted, mask)
-
-
-def _anchor_rows(times: np.ndarray, lengths: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For every (series, query): the latest row strictly before it (else the first row)."""
-    series = np.repeat(np.arange(len(lengths)), queries.shape[1])
-    anchors = np.empty(queries.size, dtype=np.int64)
-    for i, n in enumerate(lengths):
-        found = np.searchsorted(times[i, :n], queries[i], side="left") - 1
-        anchors[i * queries.shape[1] : (i + 1) * queries.shape[1]] = np.clip(found, 0, n - 1)
-    return series, anchors
-
-
-def _finite_difference(values: np.ndarray, times: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Per-series time derivative by (second-order) finite differences."""
-    velocity = np.zeros_like(values)
-    for i, n in enumerate(lengths):
-        if n >= 2:
-            velocity[i, :n] = np.gradient(values[i, :n], times[i, :n], axis=0)
-    return velocity
-
-
-def _as_states(x: Any, width: int, argument: str) -> np.ndarray:
-    array = np.asarray(x, dtype=np.float64)
-    if array.ndim == 1:
-        array = array[None]
-    if array.ndim != 2 or array.shape[1] != width:
-        raise input_error(argument, f"states of shape (n_series, {width})", f"shape {np.shape(x)}", "Pass one row per state.")
-    if not np.isfinite(array).all():
-        raise input_error(argument, "finite states", "NaN or inf", "Initial states must be fully known.")
-    return array

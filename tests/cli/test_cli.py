@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import matplotlib
 import pandas as pd
@@ -72,14 +73,13 @@ def test_datasets_list_info_and_fetch(capsys, tmp_path):
 
 
 def test_datasets_fetch_offline_reads_a_local_copy_or_says_how(capsys, tmp_path):
-    from conftest import SHARED_DATA
-
+    shared_data = Path(__file__).resolve().parents[2].parent / "shared" / "data"
     assert main(["datasets", "fetch", "real_pendulum", "--data-home", str(tmp_path), "--param",
                  "download_if_missing=False"]) == 1
     assert "path=" in capsys.readouterr().err
-    if SHARED_DATA.exists():
+    if shared_data.exists():
         assert main(["datasets", "fetch", "physionet2012", "--path",
-                     str(SHARED_DATA / "physionet2012_seta_slice")]) == 0
+                     str(shared_data / "physionet2012_seta_slice")]) == 0
         assert "400 series" in capsys.readouterr().out
 
 

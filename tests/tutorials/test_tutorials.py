@@ -8,11 +8,12 @@ from pathlib import Path
 import matplotlib
 import pytest
 
-from conftest import SHARED_DATA
 
 matplotlib.use("Agg")
 
-TUTORIALS = Path(__file__).resolve().parents[2] / "tutorials"
+ROOT = Path(__file__).resolve().parents[2]
+TUTORIALS = ROOT / "tutorials"
+SHARED_DATA = ROOT.parent / "shared" / "data"  # the project's measured data, beside the checkout
 PHYSIONET = SHARED_DATA / "physionet2012_seta_slice"
 
 

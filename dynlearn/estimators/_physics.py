@@ -1,0 +1,420 @@
+"""What the energy-based estimators share: phase-space coordinates, training modes, energy outputs."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+
+from ..data import InputSpec, QueryTimes, SeriesBatch, check_query_times, to_user_kind
+from ..exceptions import input_error
+from ..nn import ACTIVATIONS
+from ..solvers import ode_method, solve_ode_irregular
+from ..training import History, train
+from ._base import (
+    SHARED_CONSTRAINTS,
+    SeriesModel,
+    _anchor_rows,
+    _as_states,
+    _finite_difference,
+    _median_gap,
+    _output_times,
+)
+
+# Rows integrated per solve at prediction time: bounds memory on big inputs.
+_PREDICT_CHUNK = 4096
+
+FIT_ON = ("auto", "derivatives", "trajectories")
+
+PHASE_SPACE_CONSTRAINTS: dict[str, list[Any]] = {
+    **SHARED_CONSTRAINTS,
+    "hidden_layer_sizes": [tuple, list],
+    "activation": [StrOptions(set(ACTIVATIONS))],
+    "positions": ["array-like", None],
+    "fit_on": [StrOptions(set(FIT_ON))],
+    "window_size": [Interval(Integral, 2, None, closed="left"), None],
+    "step_size": [Interval(Real, 0, None, closed="neither"), None],
+}
+
+
+class PhaseSpaceModel(SeriesModel):
+    """Base of estimators whose state is positions plus a conjugate half (not public).
+
+    A subclass names the conjugate half (``_conjugate``: ``"momenta"`` or
+    ``"velocities"``, also its constructor argument), builds the energy
+    field (``_make_field``), couples the scales of the two halves so the
+    mechanics survive standardisation (``_couple_scales``), says which
+    time derivatives its field is trained on (``_trained_outputs``) and
+    which training stages ``fit_on="auto"`` runs (``_auto_fit_on``).
+
+    Internally a state is ``[positions, conjugates]`` in the model's
+    standardised units; ``_order`` maps user columns to that layout.
+    """
+
+    _conjugate: str
+    _auto_fit_on: tuple[str, ...]
+
+    # ----------------------------------------------------------- coordinates
+    def _resolve_coordinates(self, spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:
+        """Column indices of the positions and of the conjugate half, validated."""
+        n = spec.n_features
+        conjugate = self._conjugate
+        positions = self._columns(self.positions, spec, "positions")
+        others = self._columns(getattr(self, conjugate), spec, conjugate)
+        if positions is None and others is None:
+            if n % 2:
+                raise input_error(
+                    "X",
+                    f"an even number of features (positions first, then {conjugate}) unless positions= and "
+                    f"{conjugate}= say which columns are which",
+                    f"{n} feature(s)",
+                    f"Pass positions=[...] and {conjugate}=[...] (column names or indices), one per coordinate.",
+                )
+            return np.arange(n // 2), np.arange(n // 2, n)
+        rest = lambda chosen: np.setdiff1d(np.arange(n), chosen)  # noqa: E731
+        positions = rest(others) if positions is None else positions
+        others = rest(positions) if others is None else others
+        if len(positions) != len(others) or np.intersect1d(positions, others).size or len(positions) + len(others) != n:
+            raise input_error(
+                f"positions / {conjugate}",
+                f"two disjoint sets of equally many columns that together cover all {n} features",
+                f"positions {positions.tolist()} and {conjugate} {others.tolist()}",
+                f"Give one {self._conjugate_singular} column per position column.",
+            )
+        return positions, others
+
+    @staticmethod
+    def _columns(chosen: Any, spec: InputSpec, argument: str) -> np.ndarray | None:
+        """Feature indices of ``chosen`` (names or integer indices); None stays None."""
+        if chosen is None:
+            return None
+        names = list(spec.feature_names or [])
+        index = []
+        for item in np.atleast_1d(np.asarray(chosen, dtype=object)):
+            if isinstance(item, (Integral, np.integer)) and not isinstance(item, bool):
+                found = int(item) if 0 <= item < spec.n_features else None
+            else:
+                found = names.index(str(item)) if str(item) in names else None
+            if found is None:
+                raise input_error(
+                    argument,
+                    f"column names of X ({names}) or indices below {spec.n_features}"
+                    if names
+                    else f"indices below {spec.n_features}",
+                    repr(item),
+                    "Name existing feature columns.",
+                )
+            index.append(found)
+        if len(set(index)) != len(index) or not index:
+            raise input_error(argument, "distinct columns, at least one", repr(chosen), "Drop the repeats.")
+        return np.asarray(index)
+
+    def _set_coordinates(self, spec: InputSpec) -> None:
+        positions, others = self._resolve_coordinates(spec)
+        self.position_columns_ = positions
+        setattr(self, f"{self._conjugate_singular}_columns_", others)
+        self.n_coordinates_ = len(positions)
+
+    @property
+    def _conjugate_singular(self) -> str:
+        return {"momenta": "momentum", "velocities": "velocity"}[self._conjugate]
+
+    @property
+    def _order(self) -> np.ndarray:
+        return np.concatenate([self.position_columns_, getattr(self, f"{self._conjugate_singular}_columns_")])
+
+    # --------------------------------------------------------------- scaling
+    def _fit_scaling(self, batch: SeriesBatch) -> None:
+        super()._fit_scaling(batch)
+        self._median_gap = _median_gap(batch)
+        self._set_coordinates(batch.spec)
+        self._couple_scales()
+        self.reference_state_ = self._to_user(np.zeros(batch.n_features))
+
+    def _couple_scales(self) -> None:
+        raise NotImplementedError
+
+    def _to_internal(self, values: np.ndarray) -> np.ndarray:
+        """User-unit states ``(..., n_features)`` to standardised ``[positions, conjugates]``."""
+        return self._scale_values(values)[..., self._order]
+
+    def _to_user(self, internal: np.ndarray) -> np.ndarray:
+        values = np.empty_like(internal)
+        values[..., self._order] = internal
+        return self._unscale_values(values)
+
+    def _internal(self, batch: SeriesBatch) -> tuple[np.ndarray, np.ndarray]:
+        """Standardised states (gaps filled by interpolation) and times."""
+        return self._to_internal(batch.filled_values()), self._scale_times(batch.times)
+
+    # -------------------------------------------------------------------- fit
+    def fit(self, X: Any, y: Any = None, *, t: Any = None) -> "PhaseSpaceModel":
+        """Learn the energy function from the series in ``X``.
+
+        Parameters
+        ----------
+        X : DataFrame, ndarray or list of ndarray
+            Series in any accepted kind; NaN marks missing entries.
+        y : None
+            Ignored; present for pipeline compatibility.
+        t : array-like, default=None
+            Observation times for array inputs.
+
+        Returns
+        -------
+        self
+        """
+        started = time.perf_counter()
+        batch = self._setup_fit(X, t)
+        self._check_learnable(batch)
+        self._set_coordinates(batch.spec)
+        stages = self._stages(batch)
+        self.fit_on_ = tuple(mode for mode, _, _ in stages)
+        if not (self.warm_start and hasattr(self, "module_")):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self._seed)
+                module = self._make_field(self.n_coordinates_)
+            self.module_ = module.to(device=self.device_, dtype=self.dtype_)
+            self.history_ = History()
+        self.module_.to(device=self.device_, dtype=self.dtype_)
+        for mode, examples, epochs in stages:
+            train_data, valid_data = self._split_examples(examples, batch)
+            first = len(self.history_)
+            state = train(
+                self.module_,
+                self._derivative_loss if mode == "derivatives" else self._trajectory_loss,
+                train_data,
+                valid_data=valid_data,
+                max_epochs=epochs,
+                batch_size=self.batch_size,
+                learning_rate=self.learning_rate,
+                weight_decay=self.weight_decay,
+                patience=self.patience,
+                generator=self._generator(1),
+                verbose=self.verbose,
+                history=self.history_,
+            )
+            for record in self.history_[first:]:
+                record["fit_on"] = mode
+        self.n_epochs_ = len(self.history_)
+        self.best_epoch_ = state.best_epoch
+        self.training_time_ = time.perf_counter() - started
+        return self
+
+    def _stages(self, batch: SeriesBatch) -> list[tuple[str, dict[str, np.ndarray], int]]:
+        """``(fit_on, examples, max_epochs)`` of each training stage, in order.
+
+        ``"auto"`` runs the subclass's ``_auto_fit_on`` stages. Trajectory
+        matching after derivative matching refines the fit for a quarter of
+        ``max_epochs``; without three consecutive observed rows anywhere,
+        only trajectories are matched.
+        """
+        wanted = self._auto_fit_on if self.fit_on == "auto" else (self.fit_on,)
+        derivatives = self._derivative_examples(batch) if "derivatives" in wanted else None
+        if derivatives is None or not len(derivatives["series"]):
+            if self.fit_on == "derivatives":
+                raise input_error(
+                    "fit_on",
+                    "'derivatives' only for series with three consecutive observed rows (central differences)",
+                    "no such rows",
+                    "Use fit_on='trajectories' (or 'auto'), or pass longer, less gappy series.",
+                )
+            return [("trajectories", self._windows(batch), self.max_epochs)]
+        stages = [("derivatives", derivatives, self.max_epochs)]
+        if "trajectories" in wanted:
+            stages.append(("trajectories", self._windows(batch), max(1, self.max_epochs // 4)))
+        return stages
+
+    def _derivative_examples(self, batch: SeriesBatch) -> dict[str, np.ndarray]:
+        """One example per interior row: the state and central-difference time derivatives.
+
+        A target entry is kept where that feature is observed on the row and
+        on both neighbours, so every difference is of observed values.
+        """
+        states, times = self._internal(batch)
+        rates = _finite_difference(states, times, batch.lengths)
+        seen = batch.mask[..., self._order]
+        interior = np.zeros(batch.row_mask.shape, dtype=bool)
+        interior[:, 1:-1] = np.arange(1, batch.max_len - 1)[None, :] < batch.lengths[:, None] - 1
+        keep = np.zeros_like(seen)
+        keep[:, 1:-1] = seen[:, :-2] & seen[:, 1:-1] & seen[:, 2:]
+        keep &= interior[..., None] & self._trained_outputs()
+        series, rows = np.nonzero(keep.any(axis=-1))
+        return {"series": series, "x": states[series, rows], "rates": rates[series, rows], "mask": keep[series, rows]}
+
+    def _windows(self, batch: SeriesBatch) -> dict[str, np.ndarray]:
+        states, times = self._internal(batch)
+        observed = np.where(batch.mask, self._scale_values(batch.values), 0.0)[..., self._order]
+        series, index, real = self._window_index(batch, self.window_size)
+        return {
+            "series": series,
+            "times": times[series[:, None], index],
+            "values": observed[series[:, None], index],
+            "mask": batch.mask[..., self._order][series[:, None], index] & real[..., None],
+            "x0": states[series, index[:, 0]],
+        }
+
+    def _derivative_loss(self, module: nn.Module, data: dict[str, torch.Tensor]) -> torch.Tensor:
+        predicted = module(None, data["x"])
+        mask = data["mask"]
+        return ((predicted - data["rates"]) ** 2 * mask).sum() / mask.sum().clamp_min(1)
+
+    def _trajectory_loss(self, module: nn.Module, data: dict[str, torch.Tensor]) -> torch.Tensor:
+        predicted = self._solve(module, data["x0"], data["times"], adjoint=self.adjoint)
+        mask = data["mask"][:, 1:]
+        return ((predicted[:, 1:] - data["values"][:, 1:]) ** 2 * mask).sum() / mask.sum().clamp_min(1)
+
+    def _trained_outputs(self) -> np.ndarray:
+        """Which internal time derivatives the derivative loss compares (all by default)."""
+        return np.ones(2 * self.n_coordinates_, dtype=bool)
+
+    def _make_field(self, n_coordinates: int) -> nn.Module:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ integration
+    def _solve(self, field: nn.Module, y0: torch.Tensor, times: torch.Tensor, *, adjoint: bool) -> torch.Tensor:
+        """States ``(batch, n_times, 2 d)`` of ``field``'s flow from ``y0`` on each row's ``times``."""
+        options = {} if ode_method(self.solver).adaptive else {"step_size": self._internal_step()}
+        return solve_ode_irregular(
+            field,
+            y0,
+            times,
+            method=self.solver,
+            rtol=self.rtol,
+            atol=self.atol,
+            adjoint=adjoint,
+            options=options,
+            max_num_steps=self.max_num_steps,
+        )
+
+    def _internal_step(self) -> float:
+        """Largest step of fixed-step solvers on the internal clock."""
+        step = self._median_gap if self.step_size is None else self.step_size
+        return step / self.time_scale_
+
+    def _integrate(self, x0: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """Integrate standardised states on internal times; returns (batch, n_times, 2 d)."""
+        module = self.module_.eval()
+        pieces = []
+        with torch.no_grad():
+            for start in range(0, len(x0), _PREDICT_CHUNK):
+                part = slice(start, start + _PREDICT_CHUNK)
+                out = self._solve(module, self._tensor(x0[part]), self._tensor(times[part]), adjoint=False)
+                pieces.append(out.cpu().double().numpy())
+        return np.concatenate(pieces)
+
+    # --------------------------------------------------------------- predict
+    def predict(self, X: Any, t: Any = None) -> Any:
+        """State at query times, each integrated from the latest earlier observation.
+
+        Parameters
+        ----------
+        X : DataFrame, ndarray or list of ndarray
+            The history of each series to condition on.
+        t : array-like or DataFrame, default=None
+            Query times: shared ``(n_queries,)``, per series
+            ``(n_series, n_queries)``, or a frame of (series, time) rows.
+            None gives one-step-ahead predictions at X's own times.
+
+        Returns
+        -------
+        Same kind as X
+            Predictions in the user's units; for frames one row per query.
+        """
+        batch = self._check_input(X)
+        query = check_query_times(t, batch)
+        return to_user_kind(self._predict_batch(batch, query), query, batch)
+
+    def _predict_internal(self, batch: SeriesBatch, query: QueryTimes) -> np.ndarray:
+        states, times = self._internal(batch)
+        q_times = self._scale_times(query.times)
+        series, anchors = _anchor_rows(times, batch.lengths, q_times)
+        segments = np.stack([times[series, anchors], q_times.ravel()], axis=1)
+        out = self._integrate(states[series, anchors], segments)
+        return out[:, -1].reshape(query.times.shape + (-1,))
+
+    def _predict_batch(self, batch: SeriesBatch, query: QueryTimes) -> np.ndarray:
+        return self._to_user(self._predict_internal(batch, query))
+
+    def simulate(self, x0: Any, t: Any) -> np.ndarray:
+        """Integrate the learned dynamics from explicit initial states.
+
+        Parameters
+        ----------
+        x0 : array-like of shape (n_series, n_features) or (n_features,)
+            Initial states (user units and column order) at ``t[..., 0]``.
+        t : array-like of shape (n_times,) or (n_series, n_times)
+            Output times (float clock of the training data); the first is the
+            time of ``x0``.
+
+        Returns
+        -------
+        ndarray of shape (n_series, n_times, n_features), or (n_times, n_features) for a 1-D x0
+        """
+        check_is_fitted(self, "module_")
+        single = np.ndim(x0) == 1
+        x0 = _as_states(x0, self.n_features_in_, "x0")
+        times = self._scale_times(_output_times(t, len(x0)))
+        out = self._to_user(self._integrate(self._to_internal(x0), times))
+        return out[0] if single else out
+
+    def vector_field(self, x: Any) -> np.ndarray:
+        """The learned time derivative ``dx/dt`` at states ``x``, in user units and column order.
+
+        Parameters
+        ----------
+        x : array-like of shape (n_points, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_points, n_features)
+        """
+        check_is_fitted(self, "module_")
+        x = _as_states(x, self.n_features_in_, "x")
+        with torch.no_grad():
+            internal = self.module_.eval()(None, self._tensor(self._to_internal(x))).cpu().double().numpy()
+        rates = np.empty_like(internal)
+        rates[:, self._order] = internal
+        return rates * self.scale_ / self.time_scale_
+
+    # ---------------------------------------------------------------- energy
+    def energy(self, X: Any, t: Any = None) -> Any:
+        """The learned energy along the series in ``X``, in the user's units.
+
+        Parameters
+        ----------
+        X : DataFrame, ndarray or list of ndarray
+            Series in any accepted kind.
+        t : array-like or DataFrame, default=None
+            None evaluates the energy at X's own rows (missing entries filled
+            by linear interpolation in time); otherwise at the states
+            :meth:`predict` gives at these query times.
+
+        Returns
+        -------
+        Same kind as X, with a single column ``"energy"``
+            Arrays get shape ``(n_series, n_times, 1)`` (``(n_times, 1)`` for
+            one series). The energy is defined up to an additive constant;
+            it is reported as zero at the state ``reference_state_``.
+        """
+        batch = self._check_input(X)
+        query = check_query_times(t, batch)
+        states = self._internal(batch)[0] if t is None else self._predict_internal(batch, query)
+        values = self._energy_of(states.reshape(-1, states.shape[-1])).reshape(states.shape[:-1] + (1,))
+        spec = replace(batch.spec, feature_names=("energy",), column_labels=None)
+        return to_user_kind(values, query, replace(batch, spec=spec))
+
+    def _energy_of(self, internal: np.ndarray) -> np.ndarray:
+        """Energy in user units at standardised states ``(n, 2 d)``, zero at the internal origin."""
+        module = self.module_.eval()
+        states = self._tensor(np.vstack([np.zeros((1, internal.shape[1])), internal]))
+        with torch.no_grad():
+            values = module.energy(states).cpu().double().numpy()
+        return (values[1:] - values[0]) * self.energy_scale_

@@ -1,0 +1,131 @@
+"""LagrangianNN: the scikit-learn contract, what it learns, and its guard against singular Lagrangians."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from dynlearn import ConvergenceWarning, IntegrationError, LagrangianNN, NeuralODE
+from dynlearn.datasets import make_pendulum
+
+SMALL = dict(hidden_layer_sizes=(8,), max_epochs=2, window_size=4, random_state=0, device="cpu")
+
+ODD_FEATURES = "the check's data has an odd number of features, which cannot split into positions and velocities"
+EXPECTED_FAILED_CHECKS = {
+    "check_dtype_object": "a non-numeric entry raises dynlearn's InputError (a ValueError naming the argument "
+    "and the fix), not numpy's TypeError; numeric object arrays are accepted",
+    "check_methods_sample_order_invariance": "rows of a 2-D array are the time steps of one series; reordering "
+    "or dropping rows changes the series",
+    "check_methods_subset_invariance": "rows of a 2-D array are the time steps of one series; reordering or "
+    "dropping rows changes the series",
+    "check_fit_idempotent": "its two columns (both near 100) are no position and velocity: the 'velocity' of 100 "
+    "moves the position a hundred spreads per unit time, the rollout leaves the data, and the untrained "
+    "Lagrangian's velocity Hessian degenerates there, which raises IntegrationError",
+    **{
+        name: ODD_FEATURES
+        for name in (
+            "check_fit_score_takes_y",
+            "check_dont_overwrite_parameters",
+            "check_estimators_dtypes",
+            "check_pipeline_consistency",
+            "check_estimators_pickle",
+            "check_f_contiguous_array_estimator",
+            "check_dict_unchanged",
+            "check_fit2d_predict1d",
+        )
+    },
+}
+
+
+@parametrize_with_checks([LagrangianNN(**SMALL)], expected_failed_checks=lambda _: EXPECTED_FAILED_CHECKS)
+def test_sklearn_compatible(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check(estimator)
+
+
+# ------------------------------------------------------------- pendulum
+def _pendulum_energy(states: np.ndarray) -> np.ndarray:
+    """Energy of make_pendulum's defaults (m = l = 1, g = 9.81) at (angle, angular velocity)."""
+    return states[..., 1] ** 2 / 2 + 9.81 * (1 - np.cos(states[..., 0]))
+
+
+@pytest.fixture(scope="module")
+def pendulum():
+    """Noisy pendulum swings as (angle, angular velocity); with m = l = 1 make_pendulum's p is dq/dt."""
+    train = make_pendulum(n_series=10, n_times=60, t_span=(0.0, 3.0), noise=0.05, random_state=0)
+    test, truth = make_pendulum(n_series=10, n_times=50, t_span=(0.0, 3.0), return_truth=True, random_state=100)
+    settings = dict(hidden_layer_sizes=(64, 64), max_epochs=60, patience=None, validation_fraction=0.0, random_state=0, device="cpu")
+    lnn = LagrangianNN(**settings).fit(train.rename(columns={"p": "dq"}))
+    baseline = NeuralODE(**settings).fit(train.rename(columns={"p": "dq"}))
+    return lnn, baseline, test.rename(columns={"p": "dq"}), truth
+
+
+def test_learned_energy_tracks_the_true_energy(pendulum):
+    lnn, _, test, truth = pendulum
+    learned = lnn.energy(test)["energy"]
+    # L is learned up to a factor, which may be negative.
+    assert abs(np.corrcoef(learned, truth.energy.ravel())[0, 1]) > 0.99
+
+
+def test_rollouts_conserve_energy_better_than_a_neural_ode(pendulum):
+    lnn, baseline, _, truth = pendulum
+    times = np.linspace(0.0, 30.0, 301)  # ten times the training span, about fifteen swings
+    errors = []
+    for model in (lnn, baseline):
+        tight = copy.deepcopy(model).set_params(rtol=1e-6, atol=1e-7, max_num_steps=100_000)
+        states = tight.simulate(truth.states[:, 0], times)
+        errors.append(np.mean((_pendulum_energy(states) - truth.energy[:, :1]) ** 2))
+        if model is lnn:
+            learned = lnn.energy(states)[..., 0]
+            assert np.all(np.ptp(learned, axis=1) < 0.01 * np.abs(learned).mean(axis=1))
+    lnn_error, baseline_error = errors
+    assert baseline_error >= 10 * lnn_error, (lnn_error, baseline_error)
+
+
+def test_positions_move_at_the_observed_velocities(pendulum):
+    lnn, _, test, _ = pendulum
+    states = test[["q", "dq"]].to_numpy()[:20]
+    rates = lnn.vector_field(states)
+    np.testing.assert_allclose(rates[:, 0], states[:, 1], rtol=1e-5, atol=1e-6)
+    assert lnn.score(test) > 0.99
+
+
+# ------------------------------------------------------ singular Hessians
+def test_singular_velocity_hessian_raises_a_clear_error():
+    frame = make_pendulum(n_series=4, n_times=20, random_state=0)
+    # A ReLU network is piecewise linear in the velocities: ∂²L/∂q̇² = 0 everywhere.
+    with pytest.raises(IntegrationError, match=r"singular.*softplus"):
+        LagrangianNN(**{**SMALL, "activation": "relu"}).fit(frame)
+
+
+# ------------------------------------------------------- clone and pickle
+def test_clone_and_pickle_give_identical_predictions():
+    frame = make_pendulum(n_series=6, n_times=40, t_span=(0.0, 4.0), random_state=0).rename(columns={"p": "dq"})
+    # Trained enough that its velocity Hessian is regular along the forecasts.
+    model = LagrangianNN(hidden_layer_sizes=(16,), max_epochs=30, velocities=["dq"], random_state=0, device="cpu")
+    model.fit(frame)
+    assert model.velocity_columns_.tolist() == [1]
+    expected = model.predict(frame, t=[4.5, 5.0])
+    pd.testing.assert_frame_equal(pickle.loads(pickle.dumps(model)).predict(frame, t=[4.5, 5.0]), expected)
+    pd.testing.assert_frame_equal(clone(model).fit(frame).predict(frame, t=[4.5, 5.0]), expected)
+    pd.testing.assert_frame_equal(pickle.loads(pickle.dumps(model)).energy(frame), model.energy(frame))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_fit_matches_cpu():
+    frame = make_pendulum(n_series=6, n_times=40, t_span=(0.0, 4.0), random_state=0)
+    settings = dict(hidden_layer_sizes=(16,), max_epochs=3, random_state=0, dtype="float64")
+    gpu = LagrangianNN(device="cuda", **settings).fit(frame)
+    cpu = LagrangianNN(device="cpu", **settings).fit(frame)
+    np.testing.assert_allclose(gpu.vector_field(frame[["q", "p"]].to_numpy()[:10]),
+                               cpu.vector_field(frame[["q", "p"]].to_numpy()[:10]), rtol=1e-6, atol=1e-9)
