@@ -7,6 +7,7 @@ import pytest
 from dynlearn import NeuralODE
 from dynlearn.datasets import make_damped_oscillator
 
+
 @pytest.fixture(scope="session")
 def oscillator():
     """A long frame (series_id, time, q, p) of 24 irregular series with 10% missing, and its truth."""
