@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TUTORIALS = ROOT / "tutorials"
 SHARED_DATA = ROOT.parent / "shared" / "data"  # the project's measured data, beside the checkout
 PHYSIONET = SHARED_DATA / "physionet2012_seta_slice"
+PENDULUM = SHARED_DATA / "lipson_pendulum_real"
 
 
 @pytest.fixture
@@ -33,3 +34,14 @@ def test_datasets_tour(fast_mode, monkeypatch):
     assert namespace["icu"]["series_id"].nunique() == 400
     for figure in ("conservative", "predator_prey", "stochastic_chaotic", "physionet"):
         assert (fast_mode / f"tour_{figure}.png").stat().st_size > 10_000
+
+
+@pytest.mark.skipif(not PENDULUM.exists(), reason="needs the real pendulum of the project's shared data")
+def test_conserved_quantity(fast_mode, monkeypatch):
+    monkeypatch.setenv("DYNLEARN_PENDULUM_PATH", str(PENDULUM))
+    namespace = runpy.run_path(str(TUTORIALS / "conserved_quantity.py"), run_name="__main__")
+    # The HNN's rollout follows a level set of its learned energy; the baseline's does not.
+    assert namespace["hnn_drift"] < 1e-3
+    assert namespace["hnn_drift"] < namespace["baseline_drift"]
+    for figure in ("landscape", "phase", "rollouts"):
+        assert (fast_mode / f"conserved_{figure}.png").stat().st_size > 10_000
