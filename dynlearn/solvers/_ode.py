@@ -163,8 +163,9 @@ def solve_ode(
         (one-step methods then also end a step on every output time, so
         outputs keep the method's order instead of being interpolated).
     max_num_steps : int, default=10000
-        Steps allowed per solve (forward, and again for the adjoint's backward
-        solve); past it :class:`IntegrationError` is raised, so no solve hangs.
+        Steps allowed per solve beyond one per output time (forward, and
+        again for the adjoint's backward solve); past it
+        :class:`IntegrationError` is raised, so no solve hangs.
     adjoint_params : tuple of Tensor, default=None
         Tensors to differentiate with the adjoint when ``func`` is not a module.
     stats : SolverStats, default=None
@@ -366,7 +367,10 @@ def _integrate(
     adjoint_params: tuple[torch.Tensor, ...] | None,
     stats: SolverStats | None,
 ) -> torch.Tensor:
-    limit = max_num_steps * info.stages + 2 * info.stages + 2
+    # Every output time ends a step, so a solve with many outputs is allowed
+    # one step per output on top of the budget: the limit is for stalls, not
+    # for dense output grids.
+    limit = (max_num_steps + len(t)) * info.stages + 2 * info.stages + 2
     guarded = _GuardedField(func, limit, stats)
     if info.adaptive:
         options.setdefault("max_num_steps", max_num_steps)

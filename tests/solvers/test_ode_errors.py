@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -133,3 +135,11 @@ def test_user_jump_t_on_an_output_time_is_accepted():
     solution = solve_ode(_decay, Y0, T, method="dopri8", rtol=1e-10, atol=1e-10, options={"jump_t": T[1:2]})
     torch.testing.assert_close(solution[:, 0, 0], torch.exp(-T), rtol=1e-8, atol=1e-10)
 
+
+
+def test_dense_output_grid_is_not_a_stall():
+    """Many output times need many steps; the step budget counts steps beyond one per output."""
+    times = torch.linspace(0.0, 10.0, 3001, dtype=torch.float64)[None]  # the per-series clock ends a step at each
+    y = solve_ode_irregular(lambda t, y: -y, torch.ones(1, 1, dtype=torch.float64), times, max_num_steps=100)
+    assert y.shape == (1, 3001, 1)
+    assert abs(float(y[0, -1, 0]) - math.exp(-10.0)) < 1e-5
