@@ -60,8 +60,9 @@ class HamiltonianNN(PhaseSpaceModel):
     **Training.** ``fit_on="derivatives"`` regresses the vector field on
     time derivatives estimated from the observed series by central finite
     differences of each series on its own times (``numpy.gradient``, on
-    interior rows whose neighbours are observed); derivative columns are
-    not an input. ``fit_on="trajectories"`` matches windows of
+    interior rows whose neighbours are observed) — or on measured
+    derivatives passed as ``fit(X, derivatives=dXdt)``, which
+    ``fit_on="auto"`` then uses alone. ``fit_on="trajectories"`` matches windows of
     ``window_size`` observations through the integrator, like
     :class:`NeuralODE`. ``"auto"`` does both: derivatives for
     ``max_epochs``, then trajectories for ``max_epochs // 4`` (trajectories

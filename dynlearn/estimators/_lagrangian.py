@@ -33,7 +33,10 @@ class LagrangianNN(PhaseSpaceModel):
 
     **Training.** ``fit_on="derivatives"`` regresses the accelerations on
     central finite differences of the observed velocities of each series on
-    its own times (on interior rows whose neighbours are observed);
+    its own times (on interior rows whose neighbours are observed), or on
+    measured accelerations passed as ``fit(X, derivatives=dXdt)`` (the
+    columns of ``dXdt`` under the velocities; those under the positions
+    are not used);
     ``fit_on="trajectories"`` matches windows of ``window_size``
     observations through the integrator, like :class:`NeuralODE`, with
     second derivatives of ``L`` at every evaluation. ``"auto"`` matches

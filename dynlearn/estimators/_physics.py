@@ -13,7 +13,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from ..data import InputSpec, QueryTimes, SeriesBatch, check_query_times, to_user_kind
+from ..data import InputSpec, QueryTimes, SeriesBatch, check_query_times, check_series, to_user_kind
 from ..exceptions import input_error
 from ..nn import ACTIVATIONS
 from ..solvers import ode_method, solve_ode_irregular
@@ -155,7 +155,7 @@ class PhaseSpaceModel(SeriesModel):
         return self._to_internal(batch.filled_values()), self._scale_times(batch.times)
 
     # -------------------------------------------------------------------- fit
-    def fit(self, X: Any, y: Any = None, *, t: Any = None) -> "PhaseSpaceModel":
+    def fit(self, X: Any, y: Any = None, *, t: Any = None, derivatives: Any = None) -> "PhaseSpaceModel":
         """Learn the energy function from the series in ``X``.
 
         Parameters
@@ -166,6 +166,13 @@ class PhaseSpaceModel(SeriesModel):
             Ignored; present for pipeline compatibility.
         t : array-like, default=None
             Observation times for array inputs.
+        derivatives : same kind and layout as X, default=None
+            Measured time derivatives ``dX/dt`` at X's rows (same series,
+            times and columns; NaN where unknown). When given, the
+            derivative stage regresses on them instead of on finite
+            differences, and ``fit_on="auto"`` trains on them alone (the
+            protocol of Greydanus et al. 2019). In a pipeline pass it as
+            ``fit(X, model__derivatives=...)``.
 
         Returns
         -------
@@ -175,7 +182,8 @@ class PhaseSpaceModel(SeriesModel):
         batch = self._setup_fit(X, t)
         self._check_learnable(batch)
         self._set_coordinates(batch.spec)
-        stages = self._stages(batch)
+        measured = None if derivatives is None else self._measured_rates(batch, derivatives, t)
+        stages = self._stages(batch, measured)
         self.fit_on_ = tuple(mode for mode, _, _ in stages)
         if not (self.warm_start and hasattr(self, "module_")):
             with torch.random.fork_rng(devices=[]):
@@ -208,14 +216,33 @@ class PhaseSpaceModel(SeriesModel):
         self.training_time_ = time.perf_counter() - started
         return self
 
-    def _stages(self, batch: SeriesBatch) -> list[tuple[str, dict[str, np.ndarray], int]]:
+    def _stages(
+        self, batch: SeriesBatch, measured: dict[str, np.ndarray] | None = None
+    ) -> list[tuple[str, dict[str, np.ndarray], int]]:
         """``(fit_on, examples, max_epochs)`` of each training stage, in order.
 
-        ``"auto"`` runs the subclass's ``_auto_fit_on`` stages. Trajectory
-        matching after derivative matching refines the fit for a quarter of
-        ``max_epochs``; without three consecutive observed rows anywhere,
-        only trajectories are matched.
+        ``"auto"`` runs the subclass's ``_auto_fit_on`` stages, or derivative
+        matching alone when derivatives were measured. Trajectory matching
+        after derivative matching refines the fit for a quarter of
+        ``max_epochs``; without three consecutive observed rows anywhere
+        (and no measured derivatives), only trajectories are matched.
         """
+        if measured is not None:
+            if self.fit_on == "trajectories":
+                raise input_error(
+                    "derivatives",
+                    "None with fit_on='trajectories' (that mode matches observed states only)",
+                    "measured derivatives",
+                    "Use fit_on='auto' or 'derivatives' to train on them, or drop derivatives=.",
+                )
+            if not len(measured["series"]):
+                raise input_error(
+                    "derivatives",
+                    "at least one known derivative on a fully observed row of X",
+                    "none",
+                    "Pass derivatives where X's rows are observed (NaN marks unknown entries).",
+                )
+            return [("derivatives", measured, self.max_epochs)]
         wanted = self._auto_fit_on if self.fit_on == "auto" else (self.fit_on,)
         derivatives = self._derivative_examples(batch) if "derivatives" in wanted else None
         if derivatives is None or not len(derivatives["series"]):
@@ -248,6 +275,34 @@ class PhaseSpaceModel(SeriesModel):
         keep &= interior[..., None] & self._trained_outputs()
         series, rows = np.nonzero(keep.any(axis=-1))
         return {"series": series, "x": states[series, rows], "rates": rates[series, rows], "mask": keep[series, rows]}
+
+    def _measured_rates(self, batch: SeriesBatch, derivatives: Any, t: Any) -> dict[str, np.ndarray]:
+        """Derivative-stage examples from user-measured ``dX/dt``, checked against X's layout.
+
+        A target entry is kept where the derivative is known and X's row is
+        fully observed (the field's input must be a measured state).
+        """
+        rates = check_series(derivatives, t, reference=self.input_spec_, argument="derivatives", owner=type(self).__name__)
+        same_layout = (
+            rates.n_series == batch.n_series
+            and np.array_equal(rates.lengths, batch.lengths)
+            and np.array_equal(np.asarray(rates.ids, dtype=object), np.asarray(batch.ids, dtype=object))
+            and np.allclose(rates.times[batch.row_mask], batch.times[batch.row_mask])
+        )
+        if not same_layout:
+            raise input_error(
+                "derivatives",
+                "the time derivatives of X at X's own rows: same series, times and columns",
+                f"{rates.n_series} series with lengths {rates.lengths[:5].tolist()}... "
+                f"(X: {batch.n_series} series with lengths {batch.lengths[:5].tolist()}...)",
+                "Build derivatives with the same index (frames) or shape and t (arrays) as X.",
+            )
+        internal = (np.where(rates.mask, rates.values, 0.0) / self.scale_ * self.time_scale_)[..., self._order]
+        keep = rates.mask[..., self._order] & batch.mask.all(axis=-1, keepdims=True) & self._trained_outputs()
+        keep &= batch.row_mask[..., None]
+        series, rows = np.nonzero(keep.any(axis=-1))
+        states = self._to_internal(np.where(batch.mask, batch.values, 0.0))
+        return {"series": series, "x": states[series, rows], "rates": internal[series, rows], "mask": keep[series, rows]}
 
     def _windows(self, batch: SeriesBatch) -> dict[str, np.ndarray]:
         states, times = self._internal(batch)
