@@ -1,0 +1,270 @@
+"""ODE-RNN: a recurrent state that follows a neural ODE between observations (Rubanova et al. 2019)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from ..exceptions import IntegrationError, input_error
+from ..solvers import ode_method, solve_ode
+from ._mlp import ACTIVATIONS, MLPVectorField
+
+# Fixed-step methods whose single step is written out below (the same
+# formulas as torchdiffeq's, so "rk4" is its 3/8-rule variant): one step is a
+# few tensor operations, far cheaper than a call into the ODE backend.
+_INLINE_STEPS = frozenset({"euler", "midpoint", "rk4"})
+
+
+def _step(name: str, f: Any, h: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
+    """One step of length ``dt`` (shape (N, 1)) of ``dh/dt = f(h)``."""
+    if name == "euler":
+        return h + dt * f(h)
+    if name == "midpoint":
+        return h + dt * f(h + 0.5 * dt * f(h))
+    k1 = f(h)
+    k2 = f(h + dt * k1 / 3)
+    k3 = f(h + dt * (k2 - k1 / 3))
+    k4 = f(h + dt * (k1 - k2 + k3))
+    return h + (k1 + 3 * (k2 + k3) + k4) * dt * 0.125
+
+
+class _GapScaledField(nn.Module):
+    """``dh/ds = gap * f(h)`` on ``s`` in [0, 1]: every row reaches its own gap at ``s = 1``."""
+
+    def __init__(self, net: nn.Module, gaps: torch.Tensor):
+        super().__init__()
+        self.net = net
+        self.gaps = gaps
+
+    def forward(self, s: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return self.net(h) * self.gaps
+
+
+class _GRUUnit(nn.Module):
+    """The GRU of the ODE-RNN paper: update gate, reset gate and candidate are small MLPs of ``[h, x]``."""
+
+    def __init__(self, input_dim: int, hidden_dim: int, width: int):
+        super().__init__()
+        self.update = nn.Sequential(nn.Linear(hidden_dim + input_dim, width), nn.Tanh(), nn.Linear(width, hidden_dim), nn.Sigmoid())
+        self.reset = nn.Sequential(nn.Linear(hidden_dim + input_dim, width), nn.Tanh(), nn.Linear(width, hidden_dim), nn.Sigmoid())
+        self.candidate = nn.Sequential(nn.Linear(hidden_dim + input_dim, width), nn.Tanh(), nn.Linear(width, hidden_dim))
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        hx = torch.cat([h, x], dim=-1)
+        z = self.update(hx)
+        r = self.reset(hx)
+        candidate = self.candidate(torch.cat([h * r, x], dim=-1))
+        return (1 - z) * candidate + z * h
+
+
+class ODERNNEncoder(nn.Module):
+    """ODE-RNN over each series' own observation times (Rubanova et al. 2019).
+
+    Between consecutive observations of a series the hidden state follows
+    ``dh/dt = f(h)`` (a multilayer perceptron); at each observation a GRU cell
+    updates it from ``[values * mask, mask]``, so only observed variables carry
+    information. Rows that are padding, or that have no observed entry, leave
+    the state unchanged (it still evolves through their time).
+
+    The loop runs over the observation index ``k`` (up to the longest series
+    of the batch), never over the union of the batch's times: at step ``k``
+    every series moves from its own ``(k-1)``-th to its ``k``-th observation
+    time at once, each with its own gap (see :meth:`evolve`). A series' state
+    therefore never depends on another series' times.
+
+    Parameters
+    ----------
+    n_features : int
+        Observed variables per time.
+    hidden_dim : int
+        Size of the hidden state.
+    ode_hidden : sequence of int, default=(64,)
+        Hidden widths of the ODE's vector field.
+    activation : str, default="tanh"
+        Activation of the vector field (a name of ``dynlearn.nn.ACTIVATIONS``).
+    gru_hidden : int or None, default=None
+        None uses :class:`torch.nn.GRUCell`; an int uses the paper's GRU, whose
+        gates and candidate are one-hidden-layer MLPs of that width.
+
+    Notes
+    -----
+    ``solve`` (a dict with ``method``, ``rtol``, ``atol``, ``adjoint``,
+    ``max_num_steps`` and optionally ``options``) chooses how the state is
+    integrated between observations:
+
+    - fixed-step methods ``"euler"``, ``"midpoint"`` and ``"rk4"`` take their
+      steps inline. Without ``options["step_size"]`` a gap is one step (the
+      cheapest, a ResNet-like unrolling); with it each row takes
+      ``ceil(|gap| / step_size)`` equal steps of its own, rows that need fewer
+      steps being held once done, so a row's result is the same whatever else
+      is in the batch;
+    - any other method (adaptive ones such as ``"dopri5"``) integrates
+      ``dh/ds = gap * f(h)`` over ``s`` in [0, 1] with
+      :func:`dynlearn.solvers.solve_ode`, all rows together.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dynlearn.nn import ODERNNEncoder
+    >>> encoder = ODERNNEncoder(n_features=2, hidden_dim=8)
+    >>> values, mask = torch.randn(3, 5, 2), torch.ones(3, 5, 2, dtype=torch.bool)
+    >>> times, lengths = torch.arange(5.0).expand(3, 5), torch.tensor([5, 4, 2])
+    >>> states, final = encoder(values, mask, times, lengths, solve=dict(method="rk4"))
+    >>> tuple(states.shape), tuple(final.shape)
+    ((3, 5, 8), (3, 8))
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        hidden_dim: int,
+        ode_hidden: Sequence[int] = (64,),
+        activation: str = "tanh",
+        gru_hidden: int | None = None,
+    ):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise input_error("activation", f"one of {sorted(ACTIVATIONS)}", repr(activation), "Pick a listed name.")
+        self.n_features = n_features
+        self.hidden_dim = hidden_dim
+        self.field = MLPVectorField(hidden_dim, tuple(ode_hidden), activation)
+        if gru_hidden is None:
+            self.gru: nn.Module = nn.GRUCell(2 * n_features, hidden_dim)
+        else:
+            self.gru = _GRUUnit(2 * n_features, hidden_dim, gru_hidden)
+
+    # ----------------------------------------------------------- evolve
+    def evolve(self, h: torch.Tensor, gaps: torch.Tensor, *, solve: dict[str, Any]) -> torch.Tensor:
+        """Integrate hidden states ``h`` (N, H) by per-row time gaps ``gaps`` (N,).
+
+        Gaps may be zero (the state is returned unchanged) or negative (the
+        state is integrated backwards in time). Returns (N, H).
+        """
+        return self._evolver(solve)(h, gaps.to(h.dtype).reshape(-1, 1))
+
+    def _evolver(self, solve: dict[str, Any]):
+        """A function ``(h, gaps (N, 1)) -> h`` for the method in ``solve``."""
+        solve = dict(solve)
+        info = ode_method(solve.pop("method", "rk4"))
+        options = dict(solve.pop("options", None) or {})
+        net = self.field.net
+        max_num_steps = solve.get("max_num_steps", 10_000)
+        if info.name in _INLINE_STEPS:
+            step_size = options.pop("step_size", None)
+            if step_size is not None and not step_size > 0:
+                raise input_error("options['step_size']", "a positive step", repr(step_size), "Pass e.g. 0.5.")
+
+            def evolve_inline(h: torch.Tensor, gaps: torch.Tensor) -> torch.Tensor:
+                if step_size is None:
+                    return _step(info.name, net, h, gaps)
+                # Each row takes its own number of equal steps; a row that is done is held.
+                n_steps = torch.ceil(gaps.abs() / step_size - 1e-9).clamp_min(1)
+                most = int(n_steps.max())
+                if most > max_num_steps:
+                    raise IntegrationError(
+                        f"A gap needs {most} fixed steps of {step_size}, more than max_num_steps={max_num_steps}. "
+                        "Use a larger step_size, an adaptive solver, or raise max_num_steps."
+                    )
+                dt = gaps / n_steps
+                for i in range(most):
+                    stepped = _step(info.name, net, h, dt)
+                    h = stepped if i == 0 else torch.where(n_steps > i, stepped, h)
+                return h
+
+            return evolve_inline
+
+        def evolve_solver(h: torch.Tensor, gaps: torch.Tensor) -> torch.Tensor:
+            field = _GapScaledField(net, gaps)
+            s = torch.tensor([0.0, 1.0], dtype=h.dtype, device=h.device)
+            params = tuple(p for p in net.parameters() if p.requires_grad)
+            out = solve_ode(field, h, s, method=info.name, options=dict(options), adjoint_params=params, **solve)[-1]
+            # torchdiffeq reports s = 1 through its interpolant, which keeps a resting row only to rounding.
+            return torch.where(gaps == 0, h, out)
+
+        return evolve_solver
+
+    # ---------------------------------------------------------- forward
+    def forward(
+        self,
+        values: torch.Tensor,
+        mask: torch.Tensor,
+        times: torch.Tensor,
+        lengths: torch.Tensor,
+        *,
+        solve: dict[str, Any],
+        reverse: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the ODE-RNN over every series' observations.
+
+        Parameters
+        ----------
+        values, mask : Tensor of shape (batch, n_times, n_features)
+            Padded observations (values are ignored where the mask is False).
+        times : Tensor of shape (batch, n_times)
+            Observation times, padded with each series' last time.
+        lengths : Tensor of shape (batch,)
+            Number of rows of each series.
+        solve : dict
+            ``method``, ``rtol``, ``atol``, ``adjoint``, ``max_num_steps``
+            (and optionally ``options``); see the class notes.
+        reverse : bool, default=False
+            Process each series from its last observation back to its first.
+
+        Returns
+        -------
+        states : Tensor of shape (batch, n_times, hidden_dim)
+            The state just after the update at each observation, indexed by
+            observation in time order (for ``reverse=True``, index ``k`` holds
+            the state after processing observations ``k .. n-1`` backwards).
+            Padding rows hold the final state.
+        final : Tensor of shape (batch, hidden_dim)
+            The state after the last processed observation: at the series'
+            last observation time (forward) or its first (reverse).
+        """
+        batch, n_times, n_features = values.shape
+        if n_features != self.n_features or mask.shape != values.shape or times.shape != (batch, n_times):
+            raise input_error(
+                "values, mask, times",
+                f"values and mask of shape (batch, n_times, {self.n_features}) and times (batch, n_times)",
+                f"values {tuple(values.shape)}, mask {tuple(mask.shape)}, times {tuple(times.shape)}",
+                "Pass padded tensors from one SeriesBatch.",
+            )
+        device = values.device
+        lengths = lengths.to(device)
+        mask = mask.to(device=device, dtype=torch.bool)
+        rows = torch.arange(n_times, device=device).expand(batch, n_times)
+        real = rows < lengths[:, None]
+        if reverse:
+            # Row j of the processing order is observation n-1-j of the series.
+            order = torch.where(real, lengths[:, None] - 1 - rows, torch.zeros_like(rows))
+            values = values.gather(1, order[..., None].expand_as(values))
+            mask = mask.gather(1, order[..., None].expand_as(mask))
+            times = times.gather(1, order)
+        mask = mask & real[..., None]
+        inputs = torch.cat([values * mask, mask.to(values.dtype)], dim=-1)
+        update = mask.any(dim=-1, keepdim=True)  # (batch, n_times, 1)
+        gaps = torch.zeros(batch, n_times, 1, dtype=values.dtype, device=device)
+        gaps[:, 1:, 0] = torch.where(real[:, 1:], times[:, 1:] - times[:, :-1], 0).to(values.dtype)
+        moves = (gaps[:, 1:, 0] != 0).any(dim=0).tolist()  # one host sync for the whole loop
+        evolve = self._evolver(solve)
+
+        h = values.new_zeros(batch, self.hidden_dim)
+        states = []
+        for k in range(n_times):
+            if k > 0 and moves[k - 1]:
+                h = evolve(h, gaps[:, k])
+            h = torch.where(update[:, k], self.gru(inputs[:, k], h), h)
+            states.append(h)
+        states = torch.stack(states, dim=1)
+        if not torch.isfinite(h).all():
+            raise IntegrationError(
+                "The ODE-RNN state became non-finite. Try a smaller learning rate, a step_size bound, "
+                "an adaptive solver, or rescaling time so observation gaps are of order one."
+            )
+        if reverse:
+            # Processing row j = n-1-k holds observation k; padding rows get the final state.
+            back = torch.where(real, lengths[:, None] - 1 - rows, torch.full_like(rows, n_times - 1))
+            states = states.gather(1, back[..., None].expand_as(states))
+        return states, h

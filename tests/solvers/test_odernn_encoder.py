@@ -1,0 +1,165 @@
+"""ODERNNEncoder: masking, per-series exactness against a one-series-at-a-time reference, evolve, gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dynlearn.nn import ODERNNEncoder
+from dynlearn.solvers import solve_ode
+
+TIGHT = dict(rtol=1e-10, atol=1e-12, adjoint=False, max_num_steps=10_000)
+
+
+def _encoder(gru_hidden=None, seed=0):
+    torch.manual_seed(seed)
+    return ODERNNEncoder(n_features=2, hidden_dim=5, ode_hidden=(16,), gru_hidden=gru_hidden).double()
+
+
+def _panel(seed=1):
+    """Three series of lengths 5, 3, 1 on different irregular clocks, with missing entries and an all-missing row."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor([5, 3, 1])
+    times = torch.zeros(3, 5, dtype=torch.float64)
+    for b, n in enumerate(lengths.tolist()):
+        t = torch.cumsum(0.2 + 1.5 * torch.rand(n, generator=g, dtype=torch.float64), 0) - 0.5 * b
+        times[b, :n] = t
+        times[b, n:] = t[-1]
+    values = torch.randn(3, 5, 2, generator=g, dtype=torch.float64)
+    mask = torch.rand(3, 5, 2, generator=g) < 0.7
+    mask[0, 2] = False  # a row without any observed entry
+    mask[1, 0] = True
+    rows = torch.arange(5)[None, :] < lengths[:, None]
+    mask &= rows[..., None]
+    values = torch.where(mask, values, torch.zeros_like(values))
+    return values, mask, times, lengths
+
+
+def _reference(encoder, values, mask, times, n, method, reverse, options=None):
+    """One series on its own: a solve over each real interval, then a GRU update where anything is observed."""
+    order = range(n - 1, -1, -1) if reverse else range(n)
+    h = torch.zeros(1, encoder.hidden_dim, dtype=values.dtype)
+    states, previous = {}, None
+    field = lambda t, y: encoder.field.net(y)  # noqa: E731
+    for k in order:
+        if previous is not None and times[k] != times[previous]:
+            span = torch.stack([times[previous], times[k]])
+            h = solve_ode(field, h, span, method=method, options=options, **TIGHT)[-1]
+        if mask[k].any():
+            x = torch.cat([values[k] * mask[k], mask[k].double()])[None]
+            h = encoder.gru(x, h)
+        states[k] = h[0]
+        previous = k
+    return torch.stack([states[k] for k in range(n)]), h[0]
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("gru_hidden", [None, 7])
+def test_matches_per_series_reference_rk4(reverse, gru_hidden):
+    """One inline rk4 step per gap equals torchdiffeq's rk4 over that gap, series by series."""
+    encoder = _encoder(gru_hidden)
+    values, mask, times, lengths = _panel()
+    with torch.no_grad():
+        states, final = encoder(values, mask, times, lengths, solve=dict(method="rk4"), reverse=reverse)
+        for b, n in enumerate(lengths.tolist()):
+            expected, expected_final = _reference(encoder, values[b], mask[b], times[b], n, "rk4", reverse)
+            torch.testing.assert_close(states[b, :n], expected, rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(final[b], expected_final, rtol=1e-10, atol=1e-12)
+            # Padding rows hold the final state.
+            torch.testing.assert_close(states[b, n:], final[b].expand(5 - n, -1))
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_matches_per_series_reference_adaptive_and_bounded_steps(reverse):
+    """dopri5 on the [0, 1] gap clock and bounded inline steps both converge to the per-series flow."""
+    encoder = _encoder()
+    values, mask, times, lengths = _panel()
+    with torch.no_grad():
+        adaptive, _ = encoder(values, mask, times, lengths, solve=dict(method="dopri5", **TIGHT), reverse=reverse)
+        bounded, _ = encoder(
+            values, mask, times, lengths, solve=dict(method="rk4", options={"step_size": 0.02}), reverse=reverse
+        )
+        for b, n in enumerate(lengths.tolist()):
+            expected, _ = _reference(encoder, values[b], mask[b], times[b], n, "dopri5", reverse)
+            torch.testing.assert_close(adaptive[b, :n], expected, rtol=1e-7, atol=1e-8)
+            torch.testing.assert_close(bounded[b, :n], expected, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("method", ["rk4", "euler", "midpoint", "dopri5"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_masked_entries_never_change_outputs(method, reverse):
+    encoder = _encoder()
+    values, mask, times, lengths = _panel()
+    noisy = torch.where(mask, values, 1e3 * torch.randn_like(values))
+    solve = dict(method=method, rtol=1e-6, atol=1e-8)
+    with torch.no_grad():
+        states, final = encoder(values, mask, times, lengths, solve=solve, reverse=reverse)
+        states2, final2 = encoder(noisy, mask, times, lengths, solve=solve, reverse=reverse)
+    assert torch.equal(states, states2) and torch.equal(final, final2)
+
+
+def test_a_series_does_not_depend_on_its_batch_mates():
+    """Changing the other series' times and values leaves series 0 unchanged (bounded inline steps)."""
+    encoder = _encoder()
+    values, mask, times, lengths = _panel()
+    solve = dict(method="rk4", options={"step_size": 0.3})
+    other_times = times.clone()
+    other_times[1:] = other_times[1:] * 3.7 + 1.0
+    other_values = values.clone()
+    other_values[1:] += 1.0
+    with torch.no_grad():
+        alone, _ = encoder(values[:1], mask[:1], times[:1], lengths[:1], solve=solve)
+        together, _ = encoder(other_values, mask, other_times, lengths, solve=solve)
+    torch.testing.assert_close(together[0], alone[0], rtol=1e-12, atol=1e-14)
+
+
+def test_unobserved_row_only_moves_the_clock():
+    """A row with nothing observed gives the same states as dropping it (up to solver tolerance)."""
+    encoder = _encoder()
+    values, mask, times, lengths = _panel()
+    keep = [0, 1, 3, 4]  # row 2 of series 0 has no observed entry
+    solve = dict(method="dopri5", **TIGHT)
+    with torch.no_grad():
+        full, _ = encoder(values[:1], mask[:1], times[:1], lengths[:1], solve=solve)
+        dropped, _ = encoder(values[:1, keep], mask[:1, keep], times[:1, keep], torch.tensor([4]), solve=solve)
+    torch.testing.assert_close(full[0, keep], dropped[0], rtol=1e-7, atol=1e-8)
+
+
+@pytest.mark.parametrize("method", ["rk4", "euler", "midpoint", "dopri5", "bosh3"])
+def test_evolve_zero_gap_is_identity_and_negative_gap_goes_back(method):
+    encoder = _encoder()
+    h = torch.randn(4, 5, dtype=torch.float64)
+    solve = dict(method=method, **TIGHT)
+    with torch.no_grad():
+        assert torch.equal(encoder.evolve(h, torch.zeros(4, dtype=torch.float64), solve=solve), h)
+        gaps = torch.tensor([0.3, -0.2, 0.0, 0.5], dtype=torch.float64)
+        if method in ("rk4", "euler", "midpoint"):
+            solve["options"] = {"step_size": 0.01}
+        there = encoder.evolve(h, gaps, solve=solve)
+        back = encoder.evolve(there, -gaps, solve=solve)
+    tolerance = 1e-4 if method == "euler" else 1e-6  # first order: error ~ step * gap
+    torch.testing.assert_close(back, h, rtol=tolerance, atol=tolerance)
+    assert torch.equal(there[2], h[2])
+    assert not torch.allclose(there[0], h[0])
+
+
+@pytest.mark.parametrize(
+    "solve",
+    [dict(method="rk4"), dict(method="rk4", options={"step_size": 0.5}), dict(method="dopri5", rtol=1e-5, atol=1e-6, adjoint=True)],
+)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_gradients_are_finite_and_reach_every_parameter(solve, reverse):
+    encoder = _encoder()
+    values, mask, times, lengths = _panel()
+    states, final = encoder(values, mask, times, lengths, solve=solve, reverse=reverse)
+    (states.pow(2).sum() + final.sum()).backward()
+    for name, p in encoder.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+
+
+def test_rejects_mismatched_shapes():
+    encoder = _encoder()
+    values, mask, times, lengths = _panel()
+    with pytest.raises(ValueError, match="n_times, 2"):
+        encoder(values[..., :1], mask[..., :1], times, lengths, solve=dict(method="rk4"))
