@@ -1,4 +1,5 @@
-"""Numerical integration on tensors: ODE solves over torchdiffeq, symplectic Hamiltonian solves.
+"""Numerical integration on tensors: ODE solves over torchdiffeq, SDE solves over torchsde,
+symplectic Hamiltonian solves.
 
 Nothing here knows about pandas, scikit-learn or estimators.
 """
@@ -14,20 +15,27 @@ from ._registry import (
     ode_method,
     symplectic_method,
 )
+from ._sde import SDE_METHODS, SDEMethodInfo, available_sde_methods, sde_method, solve_sde, solve_sde_irregular
 from ._symplectic import solve_hamiltonian
 
 __all__ = [
     "DEFAULT_MAX_NUM_STEPS",
     "MethodInfo",
     "ODE_METHODS",
+    "SDEMethodInfo",
+    "SDE_METHODS",
     "SYMPLECTIC_METHODS",
     "SolverStats",
     "available_methods",
     "available_ode_methods",
+    "available_sde_methods",
     "available_symplectic_methods",
     "ode_method",
+    "sde_method",
     "solve_hamiltonian",
     "solve_ode",
     "solve_ode_irregular",
+    "solve_sde",
+    "solve_sde_irregular",
     "symplectic_method",
 ]
