@@ -208,6 +208,7 @@ class PhaseSpaceModel(SeriesModel):
                 generator=self._generator(1),
                 verbose=self.verbose,
                 history=self.history_,
+                epochs_name="max_epochs" if epochs == self.max_epochs else f"max_epochs // 4 (the {mode} stage)",
             )
             for record in self.history_[first:]:
                 record["fit_on"] = mode

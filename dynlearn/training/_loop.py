@@ -92,6 +92,7 @@ def train(
     callbacks: Sequence[Callback] = (),
     history: History | None = None,
     optimizer: torch.optim.Optimizer | None = None,
+    epochs_name: str = "max_epochs",
 ) -> TrainState:
     """Fit ``module`` by minimising ``loss_fn`` over minibatches of ``train_data``.
 
@@ -117,6 +118,9 @@ def train(
         the global seed.
     verbose : int
         Show a progress bar when positive.
+    epochs_name : str
+        How the ``ConvergenceWarning`` names the epoch limit, for estimators
+        whose stages derive it from their own ``max_epochs``.
 
     Raises
     ------
@@ -179,7 +183,7 @@ def train(
     module.eval()
     if not state.stop and patience is not None:
         warnings.warn(
-            f"Training stopped at max_epochs={max_epochs} while the loss was still improving "
+            f"Training stopped at {epochs_name}={max_epochs} while the loss was still improving "
             f"(best at epoch {state.best_epoch}). Increase max_epochs or learning_rate.",
             ConvergenceWarning,
             stacklevel=3,
