@@ -8,7 +8,7 @@ arrays.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .estimators import HamiltonianNN, LagrangianNN, NeuralODE
+from .estimators import HamiltonianNN, LagrangianNN, NeuralODE, NeuralSDE
 from .exceptions import ConvergenceWarning, DynlearnError, InputError, IntegrationError, TrainingError
 from .preprocessing import SeriesScaler
 
@@ -25,6 +25,7 @@ __all__ = [
     "IntegrationError",
     "LagrangianNN",
     "NeuralODE",
+    "NeuralSDE",
     "SeriesScaler",
     "TrainingError",
     "__version__",

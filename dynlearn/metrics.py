@@ -13,9 +13,19 @@ import numpy as np
 import pandas as pd
 
 from .data import ID_COLUMN, TIME_COLUMN
+from .data._output import SAMPLE_LEVEL
 from .exceptions import input_error
 
-__all__ = ["mean_absolute_error", "mean_squared_error", "r2_score", "r2_score_masked"]
+__all__ = [
+    "crps_ensemble",
+    "crps_from_samples",
+    "gaussian_nll",
+    "interval_coverage",
+    "mean_absolute_error",
+    "mean_squared_error",
+    "r2_score",
+    "r2_score_masked",
+]
 
 
 def mean_squared_error(y_true: Any, y_pred: Any, *, multioutput: str = "uniform_average") -> Any:
@@ -56,6 +66,87 @@ def r2_score_masked(true: np.ndarray, pred: np.ndarray, mask: np.ndarray, *, mul
     with np.errstate(divide="ignore", invalid="ignore"):
         score = np.where(total > 0, 1.0 - residual / total, np.where(residual > 0, 0.0, 1.0))
     return _finish(score, multioutput)
+
+
+# ------------------------------------------------------------ probabilistic
+def crps_ensemble(y_true: Any, y_samples: Any, *, multioutput: str = "uniform_average") -> Any:
+    """Continuous ranked probability score of a sample ensemble, over observed entries (lower is better).
+
+    For each entry, ``CRPS = E|X - y| - E|X - X'| / 2`` with ``X, X'``
+    drawn independently from the ``m`` samples (the plain ensemble estimator,
+    all ``m²`` pairs); an ensemble of identical members scores the absolute
+    error, and the score is in the units of ``y``.
+
+    Parameters
+    ----------
+    y_true : DataFrame, ndarray or list of ndarray
+        Observations; NaN marks a missing entry, which is ignored.
+    y_samples : DataFrame, ndarray or list
+        What ``sample`` returns for the same rows: an array with a leading
+        sample axis ``(n_samples, *y_true.shape)``, a frame with an outer
+        ``sample`` index level (each sample aligned on series and time), or a
+        list of ``n_samples`` ragged lists.
+    multioutput : {"uniform_average", "raw_values"}
+    """
+    true, samples, mask = _aligned_samples(y_true, y_samples)
+    ordered = np.sort(samples, axis=0)
+    m = ordered.shape[0]
+    weights = (2.0 * np.arange(1, m + 1) - m - 1).reshape((m,) + (1,) * (ordered.ndim - 1))
+    spread = 2.0 * (weights * ordered).sum(axis=0) / m**2  # E|X - X'| from the sorted members
+    score = np.abs(samples - true).mean(axis=0) - 0.5 * spread
+    return _reduce(np.where(mask, score, 0.0), mask, multioutput)
+
+
+crps_from_samples = crps_ensemble
+
+
+def interval_coverage(y_true: Any, y_lower: Any, y_upper: Any, *, multioutput: str = "uniform_average") -> Any:
+    """Share of observed entries inside ``[y_lower, y_upper]``.
+
+    A calibrated 90% interval (e.g. the 0.05 and 0.95 quantiles of
+    ``predict_quantiles``) covers about 0.9 of the observations.
+    """
+    true, lower, mask = _aligned(y_true, y_lower)
+    _, upper, _ = _aligned(y_true, y_upper)
+    inside = (lower <= true) & (true <= upper)
+    return _reduce(np.where(mask, inside, 0.0), mask, multioutput)
+
+
+def gaussian_nll(y_true: Any, y_mean: Any, y_std: Any, *, multioutput: str = "uniform_average") -> Any:
+    """Mean negative log-density of observed entries under independent ``N(y_mean, y_std²)`` (lower is better).
+
+    Per entry ``log(2π σ²) / 2 + (y - μ)² / (2σ²)``, in nats; ``y_mean``,
+    ``y_std`` as returned by ``predict(X, t, return_std=True)``.
+    """
+    true, mean, mask = _aligned(y_true, y_mean)
+    _, std, _ = _aligned(y_true, y_std)
+    if not (std[mask] > 0).all():
+        raise input_error("y_std", "positive standard deviations where y_true is observed", "zero or negative values",
+                          "Drop entries predicted with zero spread (e.g. a query at its own anchor observation).")
+    safe = np.where(mask, std, 1.0)
+    nll = 0.5 * np.log(2 * np.pi * safe**2) + 0.5 * ((true - mean) / safe) ** 2
+    return _reduce(np.where(mask, nll, 0.0), mask, multioutput)
+
+
+def _aligned_samples(y_true: Any, y_samples: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``y_true`` and every sample aligned like :func:`_aligned`; samples stacked on a leading axis."""
+    if isinstance(y_true, pd.DataFrame):
+        if not isinstance(y_samples, pd.DataFrame) or SAMPLE_LEVEL not in (y_samples.index.names or []):
+            raise input_error("y_samples", f"a DataFrame with a {SAMPLE_LEVEL!r} index level", type(y_samples).__name__,
+                              "Pass what model.sample(...) returns for y_true's rows.")
+        draws = [group.droplevel(SAMPLE_LEVEL) for _, group in y_samples.groupby(level=SAMPLE_LEVEL, sort=True)]
+    elif isinstance(y_true, (list, tuple)):
+        draws = list(y_samples)
+    else:
+        draws = np.asarray(y_samples, dtype=float)
+        if draws.shape[1:] != np.shape(y_true):
+            raise input_error("y_samples", f"shape (n_samples, {', '.join(map(str, np.shape(y_true)))})",
+                              f"shape {draws.shape}", "Put the samples on a leading axis, as model.sample returns.")
+    if len(draws) == 0:
+        raise input_error("y_samples", "at least one sample", "none", "Draw samples with model.sample(...).")
+    aligned = [_aligned(y_true, draw) for draw in draws]
+    true, mask = aligned[0][0], aligned[0][2]
+    return true, np.stack([pred for _, pred, _ in aligned]), mask
 
 
 def _reduce(errors: np.ndarray, mask: np.ndarray, multioutput: str) -> Any:

@@ -3,5 +3,6 @@
 from ._hamiltonian import HamiltonianNN
 from ._lagrangian import LagrangianNN
 from ._neural_ode import NeuralODE
+from ._neural_sde import NeuralSDE
 
-__all__ = ["HamiltonianNN", "LagrangianNN", "NeuralODE"]
+__all__ = ["HamiltonianNN", "LagrangianNN", "NeuralODE", "NeuralSDE"]

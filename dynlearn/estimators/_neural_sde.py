@@ -1,0 +1,564 @@
+"""NeuralSDE: dx = f(x[, t]) dt + g(x[, t]) dW learned on the observed state by transition likelihood."""
+
+from __future__ import annotations
+
+import math
+import time
+from numbers import Integral, Real
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.special import ndtri
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from torch import nn
+from torch.nn import functional as F
+
+from ..data import QueryTimes, SeriesBatch, check_query_times, to_user_kind
+from ..exceptions import IntegrationError, input_error
+from ..nn import ACTIVATIONS, make_mlp
+from ..solvers import sde_method, solve_sde_irregular
+from ..training import History, train
+from ._base import SHARED_CONSTRAINTS, SeriesModel, _anchor_rows
+
+# Rows propagated or simulated per call at prediction time: bounds memory on big inputs.
+_PREDICT_CHUNK = 4096
+_SAMPLE_CHUNK = 65536
+QUANTILE_LEVEL = "quantile"
+
+
+class _SDEModel(nn.Module):
+    """Neural drift and diffusion of an Itô SDE, with Gaussian moment propagation.
+
+    ``f`` / ``g`` follow torchsde's interface (``t`` first) so the module is
+    handed to the SDE solvers as it is; ``moments`` propagates a Gaussian
+    through Euler–Maruyama sub-steps with a local linearisation of the drift.
+    """
+
+    sde_type = "ito"
+
+    def __init__(self, n_features: int, hidden: Sequence[int], activation: str, time_dependent: bool,
+                 noise_type: str, floor: float):
+        super().__init__()
+        self.n_features = n_features
+        self.time_dependent = time_dependent
+        self.noise_type = noise_type
+        self.floor = floor
+        width = n_features + int(time_dependent)
+        self.drift_net = make_mlp(width, n_features, hidden, activation)
+        self.diffusion_net = make_mlp(width, n_features, hidden, activation)
+
+    def _inputs(self, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if not self.time_dependent:
+            return y
+        t = t.to(y.dtype).reshape(-1, 1).expand(y.shape[0], 1)
+        return torch.cat([y, t], dim=-1)
+
+    def drift(self, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.drift_net(self._inputs(y, t))
+
+    def diffusion(self, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Per-feature diffusion amplitudes (batch, d): softplus plus a floor, so always positive."""
+        return F.softplus(self.diffusion_net(self._inputs(y, t))) + self.floor
+
+    # torchsde's interface
+    def f(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.drift(y, t)
+
+    def g(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        amplitude = self.diffusion(y, t)
+        return amplitude if self.noise_type == "diagonal" else amplitude.unsqueeze(-1)
+
+    def _drift_and_jacobian(self, y: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Drift (batch, d) and its Jacobian (batch, d, d), rows independent.
+
+        One reverse pass per feature (the state is low-dimensional); the
+        graph is kept when gradients are being recorded, for training.
+        """
+        training = torch.is_grad_enabled()
+        with torch.enable_grad():
+            if not y.requires_grad:
+                y = y.detach().requires_grad_(True)
+            f = self.drift(y, t)
+            rows = [
+                torch.autograd.grad(f[:, i].sum(), y, create_graph=training, retain_graph=True)[0]
+                for i in range(self.n_features)
+            ]
+        jacobian = torch.stack(rows, dim=1)
+        return (f, jacobian) if training else (f.detach(), jacobian.detach())
+
+    def moments(self, x0: torch.Tensor, t0: torch.Tensor, gap: torch.Tensor, n_steps: int,
+                covariance: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Mean (batch, d) and covariance (batch, d, d) of the state ``gap`` after ``x0``.
+
+        Each row takes ``n_steps`` equal sub-steps ``h`` of its own gap:
+        ``m ← m + h f(m)``, ``P ← A P Aᵀ + h g gᵀ`` with ``A = I + h ∂f/∂x(m)``
+        (Euler–Maruyama with the drift linearised about the mean). For a
+        linear drift and additive noise this is the exact transition as
+        ``h → 0``; one sub-step is the Euler–Maruyama transition density.
+        """
+        h = (gap / n_steps)[:, None]
+        mean = x0
+        cov = x0.new_zeros(x0.shape[0], self.n_features, self.n_features) if covariance else None
+        eye = torch.eye(self.n_features, dtype=x0.dtype, device=x0.device)
+        for k in range(n_steps):
+            t = t0 + k * h[:, 0]
+            if covariance:
+                f, jacobian = self._drift_and_jacobian(mean, t)
+                g = self.diffusion(mean, t)
+                a = eye + h[..., None] * jacobian
+                noise = torch.diag_embed(g**2) if self.noise_type == "diagonal" else g[:, :, None] * g[:, None, :]
+                cov = a @ cov @ a.transpose(1, 2) + h[..., None] * noise
+            else:
+                f = self.drift(mean, t)
+            mean = mean + h * f
+        return mean, cov
+
+
+def _masked_gaussian_nll(y: torch.Tensor, mask: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
+    """Negative log-density of the observed entries of each row under N(mean, cov), summed over rows.
+
+    The marginal of a Gaussian over the observed entries ``o`` is
+    ``N(mean_o, cov_oo)``; it is evaluated on the full matrix by replacing
+    the rows and columns of missing entries with those of the identity and
+    zeroing their residuals, which leaves the determinant and quadratic form
+    of ``cov_oo``. Returns NaN when a covariance is not positive definite,
+    which the training loop turns into an error.
+    """
+    m = mask.to(cov.dtype)
+    outer = m[:, :, None] * m[:, None, :]
+    marginal = cov * outer + torch.diag_embed(1.0 - m)
+    chol, info = torch.linalg.cholesky_ex(marginal)
+    if bool(info.any()):
+        return cov.new_tensor(float("nan"))
+    residual = ((y - mean) * m).unsqueeze(-1)
+    z = torch.linalg.solve_triangular(chol, residual, upper=False).squeeze(-1)
+    log_det = 2.0 * torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(dim=1)
+    return 0.5 * ((z**2).sum(dim=1) + log_det + m.sum(dim=1) * math.log(2 * math.pi)).sum()
+
+
+class NeuralSDE(SeriesModel):
+    """Neural stochastic differential equation on the observed state.
+
+    Learns the Itô SDE ``dx = f(x) dt + g(x) dW`` (or with ``t`` as an input
+    too), ``f`` and ``g`` multilayer perceptrons, ``g`` kept positive by a
+    softplus plus ``diffusion_floor``. With ``noise_type="diagonal"`` each
+    feature has its own Brownian motion; with ``"scalar"`` one Brownian
+    motion drives every feature, with per-feature amplitudes.
+
+    **Objective.** Maximum likelihood of the observed transitions: each
+    observation is scored under the Gaussian transition density from the one
+    before it, over that series' own (possibly irregular) gap. The density
+    comes from moment propagation: the gap is split into equal sub-steps no
+    longer than ``step_size`` and a mean and covariance are carried through
+    Euler–Maruyama steps with the drift linearised about the mean
+    (``m ← m + h f(m)``, ``P ← A P Aᵀ + h g gᵀ``, ``A = I + h ∂f/∂x``).
+    With one sub-step this is the Euler–Maruyama likelihood; sub-steps make
+    it accurate over long gaps (exact for linear drift and additive noise as
+    the sub-steps shrink). Entries missing in the observed row are
+    marginalised out (likelihood of the observed entries only); the starting
+    row's missing entries are filled by linear interpolation in time, as for
+    :class:`NeuralODE`. The product of transition densities is the exact
+    likelihood of a fully observed Markov path.
+
+    **Predictions** condition on the latest observation strictly before each
+    query (the first observation for a query at it); queries after the last
+    observation are forecasts from it. ``predict`` returns the mean of the
+    predictive distribution from the same moment propagation (deterministic;
+    ``return_std=True`` adds the standard deviation), ``predict_quantiles``
+    Gaussian quantiles of it (or empirical quantiles of samples), and
+    ``sample`` simulates paths with the SDE ``solver``; paths from one anchor
+    through several queries are one path. ``predict(X)`` gives one-step-ahead
+    predictions at X's own times and ``score`` their R².
+
+    Parameters
+    ----------
+    hidden_layer_sizes : tuple of int, default=(64, 64)
+        Widths of the hidden layers of the drift and of the diffusion network.
+    activation : {"tanh", "relu", "softplus", "elu", "silu", "gelu"}, default="tanh"
+    time_dependent : bool, default=False
+        Feed time to both networks.
+    noise_type : {"diagonal", "scalar"}, default="diagonal"
+    diffusion_floor : float, default=1e-3
+        Smallest diffusion amplitude, on the standardised scale.
+    step_size : float, default=0.5
+        Longest sub-step of the moment propagation and of the sampler, in
+        model time units (the median observation gap when ``standardize``).
+    solver : str, default="euler"
+        SDE method for ``sample``: an Itô method of
+        :func:`dynlearn.solvers.available_sde_methods` ("euler", "milstein",
+        "srk").
+    max_num_steps : int, default=1000
+        Most sub-steps per propagation or per sampled gap; beyond it
+        :class:`~dynlearn.exceptions.IntegrationError`.
+    max_epochs : int, default=200
+    batch_size : int, default=128
+        Transitions per minibatch.
+    learning_rate : float, default=3e-3
+    weight_decay : float, default=0.0
+    validation_fraction : float, default=0.1
+        Share of series held out for early stopping on their likelihood.
+    patience : int or None, default=10
+    standardize : bool, default=True
+        Scale features and time inside the estimator (see :class:`NeuralODE`).
+    device : str, default="auto"
+    dtype : {"float32", "float64"}, default="float32"
+    random_state : int, RandomState or None, default=None
+        Seeds weights and minibatch order (``sample`` takes its own).
+    verbose : int, default=0
+    warm_start : bool, default=False
+
+    ``rtol``, ``atol`` and ``adjoint`` are not parameters: every solve is
+    fixed-step and training backpropagates through the moment propagation,
+    not through an SDE solve.
+
+    Attributes
+    ----------
+    module_ : torch.nn.Module
+        ``module_.drift_net`` and ``module_.diffusion_net`` on the standardised scale.
+    history_ : History
+        Per-epoch losses (negative log-likelihood per observed entry).
+    n_features_in_, feature_names_in_, n_epochs_, training_time_, mean_, scale_, time_scale_
+        As for :class:`NeuralODE`.
+
+    Examples
+    --------
+    >>> from dynlearn import NeuralSDE
+    >>> from dynlearn.datasets import make_ou_process
+    >>> frame = make_ou_process(n_series=4, n_times=20, random_state=0)
+    >>> model = NeuralSDE(hidden_layer_sizes=(8,), max_epochs=3, random_state=0).fit(frame)
+    >>> model.sample(frame, t=[5.5, 6.0], n_samples=10, random_state=0).shape
+    (80, 3)
+    """
+
+    _parameter_constraints = {
+        **SHARED_CONSTRAINTS,
+        "hidden_layer_sizes": [tuple, list],
+        "activation": [StrOptions(set(ACTIVATIONS))],
+        "time_dependent": ["boolean"],
+        "noise_type": [StrOptions({"diagonal", "scalar"})],
+        "diffusion_floor": [Interval(Real, 0, None, closed="neither")],
+        "step_size": [Interval(Real, 0, None, closed="neither")],
+    }
+
+    def __init__(
+        self,
+        hidden_layer_sizes: Sequence[int] = (64, 64),
+        activation: str = "tanh",
+        time_dependent: bool = False,
+        noise_type: str = "diagonal",
+        diffusion_floor: float = 1e-3,
+        step_size: float = 0.5,
+        solver: str = "euler",
+        max_num_steps: int = 1000,
+        max_epochs: int = 200,
+        batch_size: int = 128,
+        learning_rate: float = 3e-3,
+        weight_decay: float = 0.0,
+        validation_fraction: float = 0.1,
+        patience: int | None = 10,
+        standardize: bool = True,
+        device: str = "auto",
+        dtype: str = "float32",
+        random_state: Any = None,
+        verbose: int = 0,
+        warm_start: bool = False,
+    ):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.time_dependent = time_dependent
+        self.noise_type = noise_type
+        self.diffusion_floor = diffusion_floor
+        self.step_size = step_size
+        self.solver = solver
+        self.max_num_steps = max_num_steps
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.standardize = standardize
+        self.device = device
+        self.dtype = dtype
+        self.random_state = random_state
+        self.verbose = verbose
+        self.warm_start = warm_start
+
+    def _check_solver(self) -> None:
+        info = sde_method(self.solver, "solver")
+        if "ito" not in info.sde_types or self.noise_type not in info.noise_types:
+            raise input_error(
+                "solver", f"an Itô SDE method for {self.noise_type} noise (e.g. 'euler', 'milstein', 'srk')",
+                repr(self.solver), "NeuralSDE learns an Itô SDE; Stratonovich methods would change its meaning.",
+            )
+
+    # ----------------------------------------------------------------- fit
+    def fit(self, X: Any, y: Any = None, *, t: Any = None) -> "NeuralSDE":
+        """Learn drift and diffusion by maximum likelihood of the observed transitions.
+
+        Parameters
+        ----------
+        X : DataFrame, ndarray or list of ndarray
+            Series in any accepted kind; NaN marks missing entries.
+        y : None
+            Ignored; present for pipeline compatibility.
+        t : array-like, default=None
+            Observation times for array inputs.
+
+        Returns
+        -------
+        self
+        """
+        started = time.perf_counter()
+        batch = self._setup_fit(X, t)
+        self._check_learnable(batch)
+        examples = self._transitions(batch)
+        if len(examples["series"]) == 0:
+            raise input_error("X", "two consecutive rows with an observed entry in the second", "none",
+                              "Pass series with at least two observed rows.")
+        train_data, valid_data = self._split_examples(examples, batch)
+        if not (self.warm_start and hasattr(self, "module_")):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self._seed)
+                module = _SDEModel(batch.n_features, tuple(self.hidden_layer_sizes), self.activation,
+                                   self.time_dependent, self.noise_type, float(self.diffusion_floor))
+            self.module_ = module.to(device=self.device_, dtype=self.dtype_)
+            self.history_ = History()
+        self.module_.to(device=self.device_, dtype=self.dtype_)
+
+        def loss_fn(module: _SDEModel, data: dict[str, torch.Tensor]) -> torch.Tensor:
+            mean, cov = module.moments(data["x0"], data["t0"], data["gap"], self._n_substeps(data["gap"]))
+            nll = _masked_gaussian_nll(data["values"], data["mask"], mean, cov)
+            return nll / data["mask"].sum().clamp_min(1)
+
+        state = train(
+            self.module_, loss_fn, train_data, valid_data=valid_data, max_epochs=self.max_epochs,
+            batch_size=self.batch_size, learning_rate=self.learning_rate, weight_decay=self.weight_decay,
+            patience=self.patience, generator=self._generator(1), verbose=self.verbose, history=self.history_,
+        )
+        self.n_epochs_ = len(self.history_)
+        self.best_epoch_ = state.best_epoch
+        self.training_time_ = time.perf_counter() - started
+        return self
+
+    def _n_substeps(self, gap: torch.Tensor | np.ndarray) -> int:
+        longest = float(gap.max()) if len(gap) else 0.0
+        n = max(1, math.ceil(longest / self.step_size - 1e-9))
+        if n > self.max_num_steps:
+            raise IntegrationError(
+                f"A gap of {longest:.4g} model time units needs {n} sub-steps of step_size={self.step_size}, more "
+                f"than max_num_steps={self.max_num_steps}. Raise step_size or max_num_steps, or query closer to "
+                "the observations."
+            )
+        return n
+
+    def _internal(self, batch: SeriesBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Standardised values with gaps filled, model times, and standardised observed values."""
+        filled = self._scale_values(batch.filled_values())
+        times = self._scale_times(batch.times)
+        observed = np.where(batch.mask, self._scale_values(batch.values), 0.0)
+        return filled, times, observed
+
+    def _transitions(self, batch: SeriesBatch) -> dict[str, np.ndarray]:
+        """Every pair of consecutive rows whose second row has an observed entry."""
+        filled, times, observed = self._internal(batch)
+        series, row = np.nonzero(batch.row_mask[:, 1:] & batch.mask[:, 1:].any(axis=2))
+        row = row + 1
+        return {
+            "series": series,
+            "x0": filled[series, row - 1],
+            "t0": times[series, row - 1],
+            "gap": times[series, row] - times[series, row - 1],
+            "values": observed[series, row],
+            "mask": batch.mask[series, row],
+        }
+
+    # ------------------------------------------------------------- predict
+    def predict(self, X: Any, t: Any = None, *, return_std: bool = False) -> Any:
+        """Mean of the predictive distribution at query times.
+
+        Parameters
+        ----------
+        X : DataFrame, ndarray or list of ndarray
+            The history of each series to condition on.
+        t : array-like or DataFrame, default=None
+            Query times (shared, per series, or a frame of query rows), at or
+            after each series' first observation. None gives one-step-ahead
+            predictions at X's own times.
+        return_std : bool, default=False
+            Also return the predictive standard deviation of each entry.
+
+        Returns
+        -------
+        mean : same kind as X
+        std : same kind as X
+            Only with ``return_std=True``.
+        """
+        batch = self._check_input(X)
+        query = check_query_times(t, batch)
+        mean, var = self._query_moments(batch, query, covariance=return_std)
+        if not return_std:
+            return to_user_kind(mean, query, batch)
+        return to_user_kind(mean, query, batch), to_user_kind(np.sqrt(var), query, batch)
+
+    def _predict_batch(self, batch: SeriesBatch, query: QueryTimes) -> np.ndarray:
+        return self._query_moments(batch, query, covariance=False)[0]
+
+    def predict_quantiles(self, X: Any, t: Any = None, quantiles: Sequence[float] = (0.05, 0.95), *,
+                          n_samples: int | None = None, random_state: Any = None) -> Any:
+        """Quantiles of the predictive distribution of each entry at query times.
+
+        Parameters
+        ----------
+        X, t :
+            As for :meth:`predict`.
+        quantiles : sequence of float in (0, 1), default=(0.05, 0.95)
+            The default is the central 90% interval.
+        n_samples : int, default=None
+            None: quantiles of the Gaussian predictive distribution of the
+            moment propagation (deterministic). An int: empirical quantiles of
+            that many paths from :meth:`sample`.
+        random_state : int, RandomState or None, default=None
+            Seeds the paths when ``n_samples`` is given.
+
+        Returns
+        -------
+        Same kind as X with a leading quantile axis
+            Arrays ``(n_quantiles, ...)``; frames gain an outer ``quantile``
+            index level whose values are the quantiles; a ragged list becomes
+            one list per quantile.
+        """
+        levels = np.asarray(quantiles, dtype=float).ravel()
+        if levels.size == 0 or not np.all((levels > 0) & (levels < 1)):
+            raise input_error("quantiles", "levels strictly between 0 and 1", repr(quantiles),
+                              "Pass e.g. (0.05, 0.95) for a 90% interval.")
+        batch = self._check_input(X)
+        query = check_query_times(t, batch)
+        if n_samples is None:
+            mean, var = self._query_moments(batch, query, covariance=True)
+            values = mean[None] + np.sqrt(var)[None] * ndtri(levels)[:, None, None, None]
+        else:
+            paths = self._sample_batch(batch, query, _check_n_samples(n_samples), random_state)
+            values = np.quantile(paths, levels, axis=0)
+        if not batch.spec.is_frame:
+            return to_user_kind(values, query, batch)
+        frames = [to_user_kind(v, query, batch) for v in values]
+        return pd.concat(frames, keys=list(levels), names=[QUANTILE_LEVEL])
+
+    def _query_moments(self, batch: SeriesBatch, query: QueryTimes,
+                       covariance: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Predictive mean and variance (n_series, n_queries, n_features) in user units."""
+        filled, times, _ = self._internal(batch)
+        q_times = self._scale_times(query.times)
+        series, anchors = _anchor_rows(times, batch.lengths, q_times)
+        start = times[series, anchors]
+        gaps = q_times.ravel() - start
+        _check_forward(gaps, query)
+        n_steps = self._n_substeps(gaps)
+        x0 = filled[series, anchors]
+        module = self.module_.eval()
+        means, variances = [], []
+        with torch.no_grad():
+            for first in range(0, len(x0), _PREDICT_CHUNK):
+                part = slice(first, first + _PREDICT_CHUNK)
+                mean, cov = module.moments(self._tensor(x0[part]), self._tensor(start[part]),
+                                           self._tensor(gaps[part]), n_steps, covariance=covariance)
+                means.append(mean.cpu().double().numpy())
+                if covariance:
+                    variances.append(torch.diagonal(cov, dim1=1, dim2=2).cpu().double().numpy())
+        shape = query.times.shape + (-1,)
+        mean = self._unscale_values(np.concatenate(means).reshape(shape))
+        var = np.concatenate(variances).reshape(shape) * self.scale_**2 if covariance else None
+        return mean, var
+
+    # -------------------------------------------------------------- sample
+    def sample(self, X: Any, t: Any = None, n_samples: int = 100, random_state: Any = None) -> Any:
+        """Draw paths of the learned SDE from each series' latest observation before the queries.
+
+        Parameters
+        ----------
+        X : DataFrame, ndarray or list of ndarray
+            The history of each series to condition on.
+        t : array-like or DataFrame, default=None
+            Query times as for :meth:`predict`; None samples each observation
+            of X from the one before it.
+        n_samples : int, default=100
+        random_state : int, RandomState or None, default=None
+            Seeds the Brownian paths: the same value gives the same samples.
+
+        Returns
+        -------
+        Same kind as X with a leading sample axis
+            Arrays ``(n_samples, ...)``; frames gain an outer ``sample``
+            index level; a ragged list becomes one list per sample.
+        """
+        batch = self._check_input(X)
+        query = check_query_times(t, batch)
+        paths = self._sample_batch(batch, query, _check_n_samples(n_samples), random_state)
+        return to_user_kind(paths, query, batch)
+
+    def _sample_batch(self, batch: SeriesBatch, query: QueryTimes, n_samples: int,
+                      random_state: Any) -> np.ndarray:
+        """Paths (n_samples, n_series, n_queries, n_features) in user units.
+
+        Queries sharing an anchor (series, latest earlier observation) form
+        one group, simulated as one path through its sorted query times.
+        """
+        filled, times, _ = self._internal(batch)
+        q_times = self._scale_times(query.times)
+        series, anchors = _anchor_rows(times, batch.lengths, q_times)
+        flat_q = q_times.ravel()
+        start = times[series, anchors]
+        _check_forward(flat_q - start, query)
+        key = series * batch.max_len + anchors
+        order = np.lexsort((flat_q, key))
+        group_keys, group_of_sorted = np.unique(key[order], return_inverse=True)
+        group_start = np.searchsorted(key[order], group_keys)
+        position = np.arange(len(order)) - group_start[group_of_sorted]
+        n_groups, width = len(group_keys), int(position.max()) + 1
+        grid = np.empty((n_groups, width + 1))
+        first = order[group_start]
+        grid[:, 0] = start[first]
+        last = np.zeros(n_groups, dtype=np.int64)
+        np.maximum.at(last, group_of_sorted, position)
+        for p in range(width):  # slots past a group's end repeat its last query (zero gaps hold the state)
+            slot = order[group_start + np.minimum(p, last)]
+            grid[:, p + 1] = flat_q[slot]
+        x0 = filled[series[first], anchors[first]]
+        seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+        rows = np.repeat(np.arange(n_groups)[None], n_samples, axis=0).ravel()
+        n_chunks = max(1, math.ceil(len(rows) / _SAMPLE_CHUNK))
+        seeds = np.random.SeedSequence(seed).generate_state(n_chunks)
+        module = self.module_.eval()
+        pieces = []
+        with torch.no_grad():
+            for c in range(n_chunks):
+                part = rows[c * _SAMPLE_CHUNK : (c + 1) * _SAMPLE_CHUNK]
+                out = solve_sde_irregular(
+                    module, self._tensor(x0[part]), self._tensor(grid[part]), method=self.solver,
+                    step_size=self.step_size, seed=int(seeds[c]), max_num_steps=self.max_num_steps,
+                )
+                pieces.append(out[:, 1:].cpu().double().numpy())
+        simulated = np.concatenate(pieces).reshape(n_samples, n_groups, width, -1)
+        paths = np.empty((n_samples, len(flat_q), batch.n_features))
+        paths[:, order] = simulated[:, group_of_sorted, position]
+        paths = paths.reshape((n_samples,) + query.times.shape + (-1,))
+        return self._unscale_values(paths)
+
+
+def _check_n_samples(n_samples: Any) -> int:
+    if isinstance(n_samples, bool) or not isinstance(n_samples, Integral) or n_samples < 1:
+        raise input_error("n_samples", "a positive int", repr(n_samples), "Pass e.g. n_samples=100.")
+    return int(n_samples)
+
+
+def _check_forward(gaps: np.ndarray, query: QueryTimes) -> None:
+    early = (gaps < 0) & query.mask.ravel()
+    if early.any():
+        raise input_error(
+            "t", "query times at or after each series' first observation", f"{int(early.sum())} earlier queries",
+            "An SDE is simulated forwards in time from an observation; drop queries before a series starts.",
+        )
