@@ -1,4 +1,4 @@
-"""Command line: ``dynlearn demo``, ``fit``, ``predict`` and ``datasets``."""
+"""Command line: ``dynlearn demo``, ``fit``, ``predict``, ``datasets`` and ``bench``."""
 
 from __future__ import annotations
 
@@ -92,6 +92,25 @@ def _parser() -> argparse.ArgumentParser:
                      help="an argument of the dataset function, e.g. --param n_series=5 (repeatable)")
     get.add_argument("--out", help="write the long table to this CSV/Parquet file ('-' for standard output)")
     get.set_defaults(run=_datasets_fetch)
+
+    bench = commands.add_parser(
+        "bench", help="compare every model on every task and write one report (results.csv, report.md, figures)",
+        description="Fit every registered model (each public estimator, ResNet-style and linear-multistep "
+        "discretisations, a last-value baseline) on every registered task (irregular, conservative, chaotic, "
+        "stochastic, real data) over several seeds, add the performance rows, and write report.md, results.csv "
+        "and PNG figures into --out.")
+    size = bench.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="small data and training (under 10 min on 2 cores)")
+    size.add_argument("--tiny", action="store_true", help="a smoke test of the machinery (seconds; numbers mean nothing)")
+    bench.add_argument("--device", default="cpu", help="'cpu' or 'cuda' (default cpu)")
+    bench.add_argument("--out", default="dynlearn_bench", help="output folder (default ./dynlearn_bench)")
+    bench.add_argument("--seeds", type=int, help="seeds per cell (default 3; 2 with --quick or --tiny)")
+    bench.add_argument("--only", nargs="+", metavar="NAME", help="run only these tasks, models or performance rows")
+    bench.add_argument("--list", action="store_true", help="list the registered tasks, models and rows, then stop")
+    bench.add_argument("--pendulum-path", help="local copy of the real pendulum (default: $DYNLEARN_PENDULUM_PATH)")
+    bench.add_argument("--physionet-path", help="local PhysioNet 2012 folder (default: $DYNLEARN_PHYSIONET_PATH)")
+    bench.add_argument("--no-figures", action="store_true", help="write no PNG figures")
+    bench.set_defaults(run=_bench)
     return parser
 
 
@@ -216,6 +235,43 @@ def _datasets_fetch(args: argparse.Namespace) -> int:
               f"variables {[c for c in frame.columns if c not in ('series_id', 'time')][:12]}"
               + (f"; written to {args.out}" if args.out else ""))
     return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import os
+
+    import torch
+
+    from . import bench
+
+    if args.list:
+        for kind, registry in (("task", bench.TASKS), ("model", bench.MODELS), ("performance", bench.PERF)):
+            for name, entry in registry.items():
+                print(f"{kind:12s} {name:16s} {entry.description[:100]}")
+        return 0
+    if args.seeds is not None and args.seeds < 1:
+        raise ValueError(f"--seeds: expected a positive number of seeds; got {args.seeds}. Pass e.g. --seeds 2.")
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda: no CUDA device is visible to torch; run with --device cpu.")
+    for path, variable in ((args.pendulum_path, bench.PENDULUM_PATH_VARIABLE),
+                           (args.physionet_path, bench.PHYSIONET_PATH_VARIABLE)):
+        if path is not None:
+            os.environ[variable] = path  # the tasks read their data paths from these variables
+    tasks, models, perf = bench.select(args.only)
+    size = "tiny" if args.tiny else "quick" if args.quick else "full"
+    result = bench.run_suite(size=size, device=args.device, seeds=args.seeds, tasks=tasks, models=models,
+                             perf=perf, command=_bench_command(args))
+    written = bench.write_report(result, args.out, figures=not args.no_figures)
+    print(f"Wrote {written['report']}, {written['csv']} and {len(written) - 2} figure(s) in {result.seconds:.0f} s.")
+    return 0
+
+
+def _bench_command(args: argparse.Namespace) -> str:
+    parts = ["dynlearn bench"] + (["--quick"] if args.quick else ["--tiny"] if args.tiny else [])
+    parts += [f"--device {args.device}"]
+    parts += [f"--seeds {args.seeds}"] if args.seeds is not None else []
+    parts += ["--only " + " ".join(args.only)] if args.only else []
+    return " ".join(parts)
 
 
 # ------------------------------------------------------------------ helpers

@@ -1,0 +1,159 @@
+"""What the suite measures around a fit: iterations, vector-field evaluations, peak memory; and scores."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
+
+from ..solvers import _ode
+
+
+@dataclass
+class Counts:
+    """What :func:`instrument` saw: optimizer steps, vector-field evaluations, autograd memory.
+
+    ``graph_bytes`` is the largest number of bytes autograd held for one
+    training step's backward pass (distinct storages saved between two
+    optimizer steps): what direct backpropagation through a solver costs
+    and the adjoint method saves, on any device.
+    """
+
+    iterations: int = 0
+    nfe_forward: int = 0
+    nfe_backward: int = 0
+    graph_bytes: int = 0
+    _step_storages: dict[int, int] = field(default_factory=dict)
+
+    def _saved(self, tensor: torch.Tensor) -> torch.Tensor:
+        if torch._C._current_graph_task_id() == -1:  # graphs built inside a backward pass die with it
+            storage = tensor.untyped_storage()
+            self._step_storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    def _step(self) -> None:
+        self.iterations += 1
+        self.graph_bytes = max(self.graph_bytes, sum(self._step_storages.values()))
+        self._step_storages.clear()
+
+
+_ACTIVE: list[Counts] = []
+
+
+def record_evaluation() -> None:
+    """Count one vector-field evaluation in every open :func:`instrument` context.
+
+    Evaluations made while autograd runs a backward pass (the adjoint's
+    backward solve) count as backward ones.
+    """
+    if not _ACTIVE:
+        return
+    backward = torch._C._current_graph_task_id() != -1
+    for counts in _ACTIVE:
+        if backward:
+            counts.nfe_backward += 1
+        else:
+            counts.nfe_forward += 1
+
+
+class _CountingField(_ode._GuardedField):
+    """dynlearn's guarded vector field, counting each evaluation (used only inside :func:`instrument`)."""
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        record_evaluation()
+        return super().forward(t, y)
+
+
+@contextmanager
+def instrument() -> Iterator[Counts]:
+    """Count optimizer steps (any torch optimizer), evaluations of every dynlearn ODE solve and autograd memory.
+
+    Every ODE solve of dynlearn goes through one guarded vector field; for
+    the duration of the context the solver builds a counting subclass of it.
+    Solves outside ``dynlearn.solvers`` (SDE solvers) are not counted.
+    """
+    counts = Counts()
+
+    handle = register_optimizer_step_post_hook(lambda optimizer, args, kwargs: counts._step())
+    original = _ode._GuardedField
+    _ode._GuardedField = _CountingField
+    _ACTIVE.append(counts)
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(counts._saved, lambda tensor: tensor):
+            yield counts
+    finally:
+        _ACTIVE.remove(counts)
+        _ode._GuardedField = original
+        handle.remove()
+
+
+class PeakMemory:
+    """Peak GPU memory allocated in a block above what was allocated when it began, in MiB (NaN on a CPU).
+
+    On a CPU the resident set is too coarse a gauge (the allocator keeps
+    freed pages); :class:`Counts.graph_bytes` is the figure to compare there.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.mib = float("nan")
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._start = torch.cuda.memory_allocated(self.device)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.mib = (torch.cuda.max_memory_allocated(self.device) - self._start) / 2**20
+
+
+def n_parameters(model: Any) -> float:
+    """Trainable parameters of an estimator's ``module_`` (NaN for models without one)."""
+    module = getattr(model, "module_", None)
+    if not isinstance(module, torch.nn.Module):
+        return float("nan")
+    return float(sum(p.numel() for p in module.parameters() if p.requires_grad))
+
+
+# -------------------------------------------------------------- probabilistic
+def crps_from_samples(samples: np.ndarray, observed: np.ndarray) -> float:
+    """Mean continuous ranked probability score over the finite entries of ``observed``.
+
+    ``samples`` has a leading sample axis over ``observed``'s shape. Uses the
+    sample form ``E|X - y| - E|X - X'| / 2`` (lower is better; for a point
+    forecast it is the absolute error).
+    """
+    mask = np.isfinite(observed)
+    s = samples[:, mask]  # (n_samples, n_entries)
+    y = observed[mask]
+    accuracy = np.abs(s - y).mean(axis=0)
+    ordered = np.sort(s, axis=0)
+    m = len(ordered)
+    # E|X - X'| over all sample pairs from the sorted samples in O(m log m).
+    weights = (2 * np.arange(1, m + 1) - m - 1)[:, None]
+    spread = 2 * (weights * ordered).sum(axis=0) / (m * m)
+    return float((accuracy - spread / 2).mean())
+
+
+def interval_coverage(samples: np.ndarray, observed: np.ndarray, level: float = 0.9) -> float:
+    """Share of the finite entries of ``observed`` inside the central ``level`` interval of the samples."""
+    mask = np.isfinite(observed)
+    lower, upper = np.quantile(samples[:, mask], [(1 - level) / 2, (1 + level) / 2], axis=0)
+    y = observed[mask]
+    return float(((y >= lower) & (y <= upper)).mean())
+
+
+def masked_mse(predicted: np.ndarray, observed: np.ndarray) -> float:
+    """Mean squared error over the finite entries of ``observed``."""
+    mask = np.isfinite(observed)
+    if not mask.any():
+        return float("nan")
+    return float(np.mean((predicted[mask] - observed[mask]) ** 2))

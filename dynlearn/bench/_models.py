@@ -1,0 +1,318 @@
+"""The suite's models: every public estimator, discrete-depth counterparts, and a naive baseline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ..data import ID_COLUMN, TIME_COLUMN
+from ..estimators import HamiltonianNN, LagrangianNN, NeuralODE
+from ._measure import record_evaluation
+from ._tasks import Task, TaskData, pick
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One registered model.
+
+    Parameters
+    ----------
+    name : str
+        Row label and ``--only`` name.
+    estimator : str or None
+        The public dynlearn estimator it is built on (None for baselines
+        outside dynlearn's estimators).
+    family : str
+        What kind of model it is, for the report ("continuous, adaptive",
+        "discrete depth", "energy-based", "latent", "stochastic", "baseline").
+    description : str
+        One line for the report: settings and what they mean.
+    build : callable ``(data, size, seed, device) -> estimator``
+        A fresh, unfitted estimator for a task's data (``data.n_features``
+        etc.); ``size`` is "tiny", "quick" or "full" (see :func:`pick`).
+    applies : callable ``(task, data) -> str or None``
+        None when the model applies to the task, else the reason it does not.
+    rollout : bool
+        Forecast by stepping ``simulate`` through the query times from the
+        last observed state (the depth discrete models were trained with)
+        instead of ``predict(history, t=queries)``.
+    counts_evaluations : bool
+        Whether its vector-field evaluations go through ``dynlearn.solvers``
+        (or :func:`adams_bashforth2`), so that NFE is measured (0 is then a
+        real zero: a model trained without solves).
+    """
+
+    name: str
+    estimator: str | None
+    family: str
+    description: str
+    build: Callable[[TaskData, str, int, str], Any]
+    applies: Callable[[Task, TaskData], str | None] = lambda task, data: None
+    rollout: bool = False
+    counts_evaluations: bool = True
+
+
+MODELS: dict[str, ModelSpec] = {}
+
+
+def register_model(spec: ModelSpec, *, replace: bool = False) -> ModelSpec:
+    """Add ``spec`` to :data:`MODELS`; that is all a new model needs."""
+    if spec.name in MODELS and not replace:
+        raise ValueError(f"A model named {spec.name!r} is already registered; pass replace=True to swap it.")
+    MODELS[spec.name] = spec
+    return spec
+
+
+def public_estimators() -> list[str]:
+    """Names in ``dynlearn.__all__`` that are estimators with ``fit`` and ``predict``."""
+    import dynlearn
+
+    names = []
+    for name in dynlearn.__all__:
+        value = getattr(dynlearn, name)
+        if isinstance(value, type) and all(callable(getattr(value, verb, None)) for verb in ("fit", "predict")):
+            names.append(name)
+    return names
+
+
+# ------------------------------------------------------------- shared settings
+def training(size: str, seed: int, device: str) -> dict[str, Any]:
+    """Optimisation settings every neural model of the suite shares (estimator keyword arguments)."""
+    return dict(
+        max_epochs=pick(size, tiny=2, quick=25, full=400),
+        patience=pick(size, tiny=None, quick=None, full=30),
+        batch_size=64,
+        learning_rate=pick(size, tiny=1e-2, quick=1e-2, full=3e-3),
+        random_state=seed,
+        device=device,
+    )
+
+
+def hidden(size: str) -> tuple[int, ...]:
+    """Hidden layer widths of the suite's networks."""
+    return pick(size, tiny=(8,), quick=(32, 32), full=(64, 64))
+
+
+def energy_epochs(size: str) -> int:
+    """Epochs of the energy-based models, whose derivative-matching epochs cost no solve."""
+    return pick(size, tiny=4, quick=80, full=800)
+
+
+def _needs_phase_space(task: Task, data: TaskData) -> str | None:
+    if not task.phase_space:
+        return (
+            f"needs columns that are positions then their momenta/velocities; {task.name}'s "
+            f"{data.n_features} variable(s) are not a phase space"
+        )
+    return None
+
+
+# ------------------------------------------------------------ continuous depth
+register_model(
+    ModelSpec(
+        "NeuralODE",
+        "NeuralODE",
+        "continuous, adaptive",
+        "NeuralODE, dopri5 (rtol 1e-3, atol 1e-4) on each series' own times; 2 × 32 tanh (full: 2 × 64).",
+        lambda data, size, seed, device: NeuralODE(hidden_layer_sizes=hidden(size), **training(size, seed, device)),
+    )
+)
+
+register_model(
+    ModelSpec(
+        "ResNet",
+        "NeuralODE",
+        "discrete depth",
+        "ResNet-style: NeuralODE with solver='euler', one forward-Euler step per observation gap "
+        "(x_{k+1} = x_k + Δ_k f(x_k)); forecasts step through the query times.",
+        lambda data, size, seed, device: NeuralODE(
+            hidden_layer_sizes=hidden(size), solver="euler", **training(size, seed, device)
+        ),
+        rollout=True,
+    )
+)
+
+
+# ------------------------------------------------------------ linear multistep
+def adams_bashforth2(field: nn.Module, y0: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+    """Unroll the two-step Adams–Bashforth formula over each row's own ``times``.
+
+    With gaps ``h_k = t_{k+1} - t_k`` and ``f_k = f(t_k, y_k)``::
+
+        y_1     = y_0 + h_0 f_0                                   (a forward-Euler start)
+        y_{k+1} = y_k + h_k [(1 + r_k / 2) f_k - (r_k / 2) f_{k-1}],   r_k = h_k / h_{k-1}
+
+    the variable-step form, second-order on uneven gaps (with equal gaps it
+    is ``y_k + h (3 f_k - f_{k-1}) / 2``). It is the linear-multistep
+    network of Lu et al. (LM-ResNet, 2018) with the coefficients of a
+    consistent multistep method: one evaluation of ``f`` per gap, like a
+    ResNet, but each update also uses the previous evaluation. A gap of zero
+    (padding) holds the state; the step after it restarts with Euler.
+
+    Parameters
+    ----------
+    field : module ``(t, y) -> dy/dt`` with ``t`` of shape (batch,)
+    y0 : Tensor of shape (batch, dim)
+    times : Tensor of shape (batch, n_times)
+
+    Returns
+    -------
+    Tensor of shape (batch, n_times, dim)
+    """
+    states = [y0]
+    previous: torch.Tensor | None = None
+    gaps = times.diff(dim=1)
+    for k in range(times.shape[1] - 1):
+        h = gaps[:, k : k + 1]
+        record_evaluation()
+        current = field(times[:, k], states[-1])
+        if previous is None:
+            step = h * current
+        else:
+            before = gaps[:, k - 1 : k]
+            ratio = torch.where(before != 0, h / torch.where(before != 0, before, torch.ones_like(before)), 0.0)
+            step = h * ((1 + ratio / 2) * current - ratio / 2 * previous)
+        states.append(states[-1] + step)
+        previous = current
+    return torch.stack(states, dim=1)
+
+
+class _AdamsBashforthFlow(nn.Module):
+    """NeuralODE's module with its flow replaced by :func:`adams_bashforth2` over the observation times."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    @property
+    def field(self) -> nn.Module:
+        return self.model.field
+
+    def initial_state(self, x0: torch.Tensor, v0: torch.Tensor | None) -> torch.Tensor:
+        return self.model.initial_state(x0, v0)
+
+    def observe(self, state: torch.Tensor) -> torch.Tensor:
+        return self.model.observe(state)
+
+    def forward(self, y0: torch.Tensor, times: torch.Tensor, solve: dict[str, Any]) -> torch.Tensor:
+        return adams_bashforth2(self.model.field, y0, times)
+
+
+class LinearMultistepODE(NeuralODE):
+    """NeuralODE trained and rolled out with a two-step Adams–Bashforth unrolling (LM-ResNet style).
+
+    Everything (data entry, windows, scaling, training, ``predict``,
+    ``simulate``) is :class:`~dynlearn.NeuralODE`'s; only the flow differs:
+    :func:`adams_bashforth2` over the observation times instead of a
+    solver. ``solver``, ``rtol``, ``atol`` and ``adjoint`` are unused
+    (gradients flow directly through the unrolling). A prediction from one
+    anchor to one query is a single step, hence forward Euler.
+    """
+
+    @property
+    def module_(self) -> nn.Module:
+        try:
+            return self.__dict__["module_"]
+        except KeyError:
+            raise AttributeError("module_") from None
+
+    @module_.setter
+    def module_(self, module: nn.Module) -> None:
+        # NeuralODE.fit builds its module and assigns it here: wrap its flow.
+        if not isinstance(module, _AdamsBashforthFlow):
+            module = _AdamsBashforthFlow(module)
+        self.__dict__["module_"] = module
+
+
+register_model(
+    ModelSpec(
+        "LM-ResNet",
+        "NeuralODE",
+        "discrete depth",
+        "Linear-multistep network: NeuralODE whose flow is a two-step Adams–Bashforth unrolling over the "
+        "observation gaps (one evaluation per gap, variable-step coefficients, Euler start); forecasts step "
+        "through the query times.",
+        lambda data, size, seed, device: LinearMultistepODE(
+            hidden_layer_sizes=hidden(size), solver="euler", **training(size, seed, device)
+        ),
+        rollout=True,
+    )
+)
+
+
+# --------------------------------------------------------------- energy-based
+register_model(
+    ModelSpec(
+        "HamiltonianNN",
+        "HamiltonianNN",
+        "energy-based",
+        "HamiltonianNN, fit_on='auto' (central differences, then trajectory windows for a quarter of the "
+        "epochs), dopri5; 2 × 32 tanh (full: 2 × 64).",
+        lambda data, size, seed, device: HamiltonianNN(
+            hidden_layer_sizes=hidden(size), **{**training(size, seed, device), "max_epochs": energy_epochs(size)}
+        ),
+        applies=_needs_phase_space,
+    )
+)
+
+register_model(
+    ModelSpec(
+        "LagrangianNN",
+        "LagrangianNN",
+        "energy-based",
+        "LagrangianNN, fit_on='auto' (central differences of the velocities only: no solves in training), "
+        "dopri5 rollouts; 2 × 32 softplus (full: 2 × 64). Columns read as positions and velocities (for the "
+        "mass-spring task p = m q̇ with m = 1).",
+        lambda data, size, seed, device: LagrangianNN(
+            hidden_layer_sizes=hidden(size), **{**training(size, seed, device), "max_epochs": energy_epochs(size)}
+        ),
+        applies=_needs_phase_space,
+    )
+)
+
+
+# ------------------------------------------------------------------ baseline
+class LastValue:
+    """Naive baseline: every query gets the latest observed value of each variable at or before it.
+
+    A variable a series has not observed yet takes its first later value,
+    and one it never observed the mean seen at fit.
+    """
+
+    def fit(self, X: pd.DataFrame, y: Any = None) -> "LastValue":
+        self.feature_names_in_ = [c for c in X.columns if c not in (ID_COLUMN, TIME_COLUMN)]
+        self.mean_ = X[self.feature_names_in_].mean()
+        return self
+
+    def predict(self, X: pd.DataFrame, t: pd.DataFrame) -> pd.DataFrame:
+        names = self.feature_names_in_
+        history = X.sort_values([ID_COLUMN, TIME_COLUMN])
+        known = history[[ID_COLUMN, TIME_COLUMN]].join(history.groupby(ID_COLUMN)[names].ffill())
+        # Whatever is still unknown at a series' start takes its first observed value.
+        known[names] = known.groupby(ID_COLUMN)[names].bfill()
+        queries = t[[ID_COLUMN, TIME_COLUMN]].reset_index(drop=True).assign(_row=lambda f: np.arange(len(f)))
+        ordered = queries.sort_values(TIME_COLUMN)
+        kw = dict(on=TIME_COLUMN, by=ID_COLUMN)
+        before = pd.merge_asof(ordered, known.sort_values(TIME_COLUMN), direction="backward", **kw)
+        after = pd.merge_asof(ordered, known.sort_values(TIME_COLUMN), direction="forward", **kw)
+        values = before[names].fillna(after[names]).fillna(self.mean_)
+        out = pd.concat([before[[ID_COLUMN, TIME_COLUMN, "_row"]], values], axis=1).sort_values("_row")
+        return out.drop(columns="_row").reset_index(drop=True)
+
+
+register_model(
+    ModelSpec(
+        "LastValue",
+        None,
+        "baseline",
+        "Naive persistence: the latest observed value of each variable (no training). A model that does "
+        "not beat it has learned nothing useful for the task.",
+        lambda data, size, seed, device: LastValue(),
+        counts_evaluations=False,
+    )
+)
