@@ -15,162 +15,25 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
-from torchdiffeq import odeint
 
 from dynlearn import NeuralODE
+from dynlearn.bench import PERF
 from dynlearn.datasets import make_damped_oscillator
-from dynlearn.nn import MLPVectorField
-from dynlearn.solvers import SolverStats, solve_ode, solve_ode_irregular
 
 # harness.py sits beside this file, which Python puts on sys.path when run as a script.
-from harness import BENCHMARKS, Context, Environment, Record, median, register, run_all, time_interleaved, write_results
+from harness import BENCHMARKS, Context, Environment, Record, register, run_all, write_results
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
-# ------------------------------------------------------------ solve_overhead
-BATCH, STATE_DIM, HIDDEN = 256, 8, (64, 64)
-N_OUTPUT_TIMES, N_SERIES_TIMES, T_END = 50, 20, 5.0
-SOLVE = dict(method="dopri5", rtol=1e-5, atol=1e-6)
-# Backpropagating through the union formulation grows with the square of the
-# number of union times (torchdiffeq writes each output into one tensor in
-# place): about a minute for 256 series on two cores. Quick runs use fewer.
-QUICK_IRREGULAR_SERIES = 64
-
-
-def _vector_field(device: torch.device) -> MLPVectorField:
-    """dynlearn's 2-layer tanh MLP on an 8-D state, with weights large enough for non-trivial dynamics."""
-    generator = torch.Generator().manual_seed(0)
-    field = MLPVectorField(STATE_DIM, HIDDEN, "tanh")
-    with torch.no_grad():
-        for parameter in field.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) / parameter.shape[-1] ** 0.5)
-    return field.to(device)
-
-
-class _Counted(torch.nn.Module):
-    """Counts evaluations of a field called straight from torchdiffeq (untimed runs only)."""
-
-    def __init__(self, field: torch.nn.Module):
-        super().__init__()
-        self.field, self.calls = field, 0
-
-    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        return self.field(t, y)
-
-
-def _forward_only(solve: Callable[[], torch.Tensor]) -> Callable[[], None]:
-    """A candidate that solves without building a graph, as prediction does."""
-
-    def run() -> None:
-        with torch.no_grad():
-            solve()
-
-    return run
-
-
-def _forward_and_backward(solve: Callable[[], torch.Tensor]) -> Callable[[], None]:
-    """A candidate that solves and backpropagates the sum of the solution, as training does."""
-
-    def run() -> None:
-        solve().sum().backward()
-
-    return run
-
-
-def _compare(
-    benchmark: str, names: tuple[str, str], solves: tuple[Callable, Callable], context: Context
-) -> list[Record]:
-    """Median seconds of two solves, forward and forward+backward, and their paired ratio first/second."""
-    first, second = names
-    records = []
-    for mode, wrap in (("forward", _forward_only), ("forward_backward", _forward_and_backward)):
-        seconds = time_interleaved({name: wrap(solve) for name, solve in zip(names, solves)}, context)
-        # The ratio is the median of per-round ratios: each round's A and B
-        # ran back to back, so load that drifts between rounds cancels out.
-        ratios = [a / b for a, b in zip(seconds[first], seconds[second])]
-        records += [
-            Record(benchmark, f"{mode}_{first}", median(seconds[first]), "s"),
-            Record(benchmark, f"{mode}_{second}", median(seconds[second]), "s"),
-            Record(benchmark, f"{mode}_ratio_{first}_over_{second}", median(ratios), "x"),
-            Record(benchmark, f"{mode}_rounds_{first}_vs_{second}", len(seconds[first]), "runs"),
-        ]
-    return records
-
-
-def _wrapper_overhead(field: torch.nn.Module, context: Context) -> list[Record]:
-    """solve_ode against torchdiffeq.odeint on one shared time grid."""
-    generator = torch.Generator().manual_seed(1)
-    y0 = torch.randn(BATCH, STATE_DIM, generator=generator).to(context.device)
-    t = torch.linspace(0.0, T_END, N_OUTPUT_TIMES, device=context.device)
-    records = _compare(
-        "solve_overhead",
-        ("dynlearn", "direct"),
-        (lambda: solve_ode(field, y0, t, **SOLVE), lambda: odeint(field, y0, t, **SOLVE)),
-        context,
-    )
-    stats, counted = SolverStats(), _Counted(field)
-    with torch.no_grad():
-        solve_ode(field, y0, t, stats=stats, **SOLVE)
-        odeint(counted, y0, t, **SOLVE)
-    return records + [
-        Record("solve_overhead", "nfe_dynlearn", stats.nfe, "evaluations"),
-        Record("solve_overhead", "nfe_direct", counted.calls, "evaluations"),
-    ]
-
-
-def _per_series_times(n_series: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    """(n_series, N_SERIES_TIMES) sorted times, all starting at 0 (the union formulation needs one start)."""
-    draws = torch.rand(n_series, N_SERIES_TIMES - 1, generator=generator) * T_END
-    return torch.cat([torch.zeros(n_series, 1), draws.sort(dim=1).values], dim=1).to(device)
-
-
-def _solve_on_union(field, y0: torch.Tensor, times: torch.Tensor, stats: SolverStats | None = None) -> torch.Tensor:
-    """Solve once on the sorted union of every series' times, then pick each series' own rows."""
-    union, where = torch.unique(times, return_inverse=True)
-    on_union = solve_ode(field, y0, union, stats=stats, **SOLVE)  # (n_union, batch, dim)
-    return on_union[where, torch.arange(len(y0), device=y0.device)[:, None]]
-
-
-def _irregular_vs_union(field: torch.nn.Module, context: Context) -> list[Record]:
-    """The per-series clock against the union of all times, on series that each have their own times."""
-    n_series = QUICK_IRREGULAR_SERIES if context.quick else BATCH
-    generator = torch.Generator().manual_seed(2)
-    y0 = torch.randn(n_series, STATE_DIM, generator=generator).to(context.device)
-    times = _per_series_times(n_series, generator, context.device)
-    records = _compare(
-        "solve_overhead",
-        ("irregular", "union"),
-        (lambda: solve_ode_irregular(field, y0, times, **SOLVE), lambda: _solve_on_union(field, y0, times)),
-        context,
-    )
-    clock_stats, union_stats = SolverStats(), SolverStats()
-    with torch.no_grad():
-        on_clock = solve_ode_irregular(field, y0, times, stats=clock_stats, **SOLVE)
-        on_union = _solve_on_union(field, y0, times, stats=union_stats)
-    difference = float((on_clock - on_union).abs().max())
-    return records + [
-        Record("solve_overhead", "irregular_n_series", n_series, "series"),
-        Record("solve_overhead", "union_n_times", len(torch.unique(times)), "times"),
-        Record("solve_overhead", "nfe_irregular", clock_stats.nfe, "evaluations"),
-        Record("solve_overhead", "nfe_union", union_stats.nfe, "evaluations"),
-        Record("solve_overhead", "max_abs_difference_irregular_vs_union", difference, "state units"),
-    ]
-
-
-@register(
-    "solve_overhead",
-    "dynlearn.solvers.solve_ode vs torchdiffeq.odeint on the same problem (2-layer tanh MLP, batch 256, "
-    "state 8, dopri5, rtol 1e-5, 50 output times); then solve_ode_irregular (per-series clock; each series "
-    "has its own 20 sorted random times in [0, 5]) vs solve_ode on the sorted union of all times, then gather.",
-)
-def solve_overhead(context: Context) -> list[Record]:
-    field = _vector_field(context.device)
-    return _wrapper_overhead(field, context) + _irregular_vs_union(field, context)
+# ---------------------------------------------- solve_overhead, adjoint_memory, long_frame_load
+# These measurements live in the package (dynlearn.bench, the performance rows
+# of `dynlearn bench`); registered here under the same names, so both write
+# the same rows.
+for _row in PERF.values():
+    register(_row.name, _row.description)(_row.function)
 
 
 # ------------------------------------------------------------ neuralode_epoch
