@@ -66,6 +66,7 @@ def neuralode_epoch(context: Context) -> list[Record]:
 # ----------------------------------------------- energy-based estimators
 # Imported here so that they register (and run) after the benchmarks above.
 from physics import PENDULUM_PATH_VARIABLE  # noqa: E402
+import irregular  # noqa: E402,F401  (ODE-RNN and Latent ODE: speed against the union of times, published tables)
 
 
 # ---------------------------------------------------------------------- main

@@ -48,6 +48,8 @@ import torch
 from torch import nn
 from torchdiffeq import odeint
 
+from dynlearn.nn import make_mlp
+
 # The paper's toy periodic sizes (see the module docstring).
 PAPER_SIZES = dict(latent_dim=10, recognition_dim=20, ode_hidden=(100, 100), gru_hidden=100, head_hidden=100)
 PAPER_SOLVER = dict(method="dopri5", rtol=1e-3, atol=1e-4)
@@ -63,17 +65,6 @@ MINIMUM_STEP_FRACTION = 50
 
 
 # ------------------------------------------------------------------ networks
-def mlp(in_dim: int, out_dim: int, hidden: tuple[int, ...], activation: type[nn.Module] = nn.Tanh) -> nn.Sequential:
-    """Linear layers of widths ``hidden`` with ``activation`` between them."""
-    layers: list[nn.Module] = []
-    width = in_dim
-    for h in hidden:
-        layers += [nn.Linear(width, h), activation()]
-        width = h
-    layers.append(nn.Linear(width, out_dim))
-    return nn.Sequential(*layers)
-
-
 class Autonomous(nn.Module):
     """``dh/dt = net(h)``, called as torchdiffeq calls a vector field."""
 
@@ -96,9 +87,9 @@ class GRUUpdate(nn.Module):
     def __init__(self, hidden_dim: int, n_features: int, gru_hidden: int):
         super().__init__()
         width = hidden_dim + 2 * n_features
-        self.update_gate = nn.Sequential(mlp(width, hidden_dim, (gru_hidden,)), nn.Sigmoid())
-        self.reset_gate = nn.Sequential(mlp(width, hidden_dim, (gru_hidden,)), nn.Sigmoid())
-        self.candidate = mlp(width, hidden_dim, (gru_hidden,))
+        self.update_gate = nn.Sequential(make_mlp(width, hidden_dim, (gru_hidden,)), nn.Sigmoid())
+        self.reset_gate = nn.Sequential(make_mlp(width, hidden_dim, (gru_hidden,)), nn.Sigmoid())
+        self.candidate = make_mlp(width, hidden_dim, (gru_hidden,))
 
     def forward(self, h: torch.Tensor, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         inputs = torch.cat([h, x * m, m], dim=-1)
@@ -287,7 +278,7 @@ class ODERNNModel(nn.Module):
 
 def make_odernn_model(n_features: int, hidden_dim: int = 10, **solver) -> ODERNNModel:
     """The paper's ODE-RNN at the toy sizes, with freshly initialised weights."""
-    field = Autonomous(mlp(hidden_dim, hidden_dim, PAPER_SIZES["ode_hidden"]))
+    field = Autonomous(make_mlp(hidden_dim, hidden_dim, PAPER_SIZES["ode_hidden"]))
     update = GRUUpdate(hidden_dim, n_features, PAPER_SIZES["gru_hidden"])
     encoder = UnionODERNN(field, update, hidden_dim, **{**PAPER_SOLVER, **solver})
     return ODERNNModel(encoder, nn.Linear(hidden_dim, n_features))
@@ -374,14 +365,14 @@ def make_latent_ode(n_features: int, **solver) -> UnionLatentODE:
     latent, recognition = PAPER_SIZES["latent_dim"], PAPER_SIZES["recognition_dim"]
     hidden = PAPER_SIZES["ode_hidden"]
     encoder = UnionODERNN(
-        Autonomous(mlp(recognition, recognition, hidden)),
+        Autonomous(make_mlp(recognition, recognition, hidden)),
         GRUUpdate(recognition, n_features, PAPER_SIZES["gru_hidden"]),
         recognition,
         **{**PAPER_SOLVER, **solver},
     )
-    head = mlp(recognition, 2 * latent, (PAPER_SIZES["head_hidden"],))
+    head = make_mlp(recognition, 2 * latent, (PAPER_SIZES["head_hidden"],))
     return UnionLatentODE(
-        encoder, head, Autonomous(mlp(latent, latent, hidden)), nn.Linear(latent, n_features),
+        encoder, head, Autonomous(make_mlp(latent, latent, hidden)), nn.Linear(latent, n_features),
         **{**PAPER_SOLVER, **solver},
     )
 
