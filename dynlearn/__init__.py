@@ -8,7 +8,7 @@ arrays.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .estimators import HamiltonianNN, LagrangianNN, NeuralODE, NeuralSDE
+from .estimators import HamiltonianNN, LagrangianNN, LatentSDE, NeuralODE, NeuralSDE
 from .exceptions import ConvergenceWarning, DynlearnError, InputError, IntegrationError, TrainingError
 from .preprocessing import SeriesScaler
 
@@ -24,6 +24,7 @@ __all__ = [
     "InputError",
     "IntegrationError",
     "LagrangianNN",
+    "LatentSDE",
     "NeuralODE",
     "NeuralSDE",
     "SeriesScaler",
