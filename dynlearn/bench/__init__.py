@@ -16,7 +16,7 @@ Adding a model or a task is one call to :func:`register_model` or
 :func:`register_task`.
 """
 
-from ._measure import Counts, PeakMemory, crps_from_samples, instrument, interval_coverage
+from ._measure import Counts, PeakMemory, instrument
 from ._models import (
     MODELS,
     LastValue,
@@ -69,11 +69,9 @@ __all__ = [
     "TaskUnavailable",
     "adams_bashforth2",
     "compare_solves",
-    "crps_from_samples",
     "format_value",
     "hidden",
     "instrument",
-    "interval_coverage",
     "irregular_vs_union",
     "median",
     "pick",

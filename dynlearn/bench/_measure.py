@@ -123,34 +123,6 @@ def n_parameters(model: Any) -> float:
     return float(sum(p.numel() for p in module.parameters() if p.requires_grad))
 
 
-# -------------------------------------------------------------- probabilistic
-def crps_from_samples(samples: np.ndarray, observed: np.ndarray) -> float:
-    """Mean continuous ranked probability score over the finite entries of ``observed``.
-
-    ``samples`` has a leading sample axis over ``observed``'s shape. Uses the
-    sample form ``E|X - y| - E|X - X'| / 2`` (lower is better; for a point
-    forecast it is the absolute error).
-    """
-    mask = np.isfinite(observed)
-    s = samples[:, mask]  # (n_samples, n_entries)
-    y = observed[mask]
-    accuracy = np.abs(s - y).mean(axis=0)
-    ordered = np.sort(s, axis=0)
-    m = len(ordered)
-    # E|X - X'| over all sample pairs from the sorted samples in O(m log m).
-    weights = (2 * np.arange(1, m + 1) - m - 1)[:, None]
-    spread = 2 * (weights * ordered).sum(axis=0) / (m * m)
-    return float((accuracy - spread / 2).mean())
-
-
-def interval_coverage(samples: np.ndarray, observed: np.ndarray, level: float = 0.9) -> float:
-    """Share of the finite entries of ``observed`` inside the central ``level`` interval of the samples."""
-    mask = np.isfinite(observed)
-    lower, upper = np.quantile(samples[:, mask], [(1 - level) / 2, (1 + level) / 2], axis=0)
-    y = observed[mask]
-    return float(((y >= lower) & (y <= upper)).mean())
-
-
 def masked_mse(predicted: np.ndarray, observed: np.ndarray) -> float:
     """Mean squared error over the finite entries of ``observed``."""
     mask = np.isfinite(observed)

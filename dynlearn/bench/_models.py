@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..data import ID_COLUMN, TIME_COLUMN
-from ..estimators import HamiltonianNN, LagrangianNN, NeuralODE
+from ..estimators import HamiltonianNN, LagrangianNN, NeuralODE, NeuralSDE
 from ._measure import record_evaluation
 from ._tasks import Task, TaskData, pick
 
@@ -272,6 +272,26 @@ register_model(
             hidden_layer_sizes=hidden(size), **{**training(size, seed, device), "max_epochs": energy_epochs(size)}
         ),
         applies=_needs_phase_space,
+    )
+)
+
+
+# ----------------------------------------------------------------- stochastic
+register_model(
+    ModelSpec(
+        "NeuralSDE",
+        "NeuralSDE",
+        "stochastic",
+        "NeuralSDE: neural drift and diagonal diffusion fitted by the Gaussian transition likelihood (moment "
+        "propagation, sub-steps ≤ half the median gap); forecasts are its predictive mean, CRPS and coverage "
+        "come from sampled paths (Euler–Maruyama); 2 × 32 tanh (full: 2 × 64). Its training solves no ODE "
+        "(no NFE).",
+        # Sampling steps every gap of a path by its longest one's sub-steps: forecasts far past the history
+        # need more than the default step limit.
+        lambda data, size, seed, device: NeuralSDE(
+            hidden_layer_sizes=hidden(size), max_num_steps=20_000, **training(size, seed, device)
+        ),
+        counts_evaluations=False,
     )
 )
 

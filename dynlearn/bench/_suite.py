@@ -15,8 +15,10 @@ import pandas as pd
 import torch
 
 from ..data import ID_COLUMN, TIME_COLUMN
+from ..data._output import SAMPLE_LEVEL
 from ..exceptions import DynlearnError, input_error
-from ._measure import PeakMemory, crps_from_samples, instrument, interval_coverage, masked_mse, n_parameters
+from ..metrics import crps_ensemble, interval_coverage
+from ._measure import PeakMemory, instrument, masked_mse, n_parameters
 from ._models import MODELS, ModelSpec
 from ._perf import PERF
 from ._tasks import TASKS, Task, TaskData, TaskUnavailable, pick
@@ -232,8 +234,9 @@ def _measure_cell(
     if callable(getattr(model, "sample", None)):
         samples = _samples(model, data.history, data.future[[ID_COLUMN, TIME_COLUMN]], n_samples, seed)
         observed = data.future[data.feature_names].to_numpy(float)
-        values["crps"] = crps_from_samples(samples, observed)
-        values["coverage90"] = interval_coverage(samples, observed, 0.9)
+        values["crps"] = crps_ensemble(observed, samples)
+        lower, upper = np.quantile(samples, [0.05, 0.95], axis=0)
+        values["coverage90"] = interval_coverage(observed, lower, upper)
     if data.energy is not None:
         drift = _energy_drift(model, data)
         if drift is not None:
@@ -304,17 +307,15 @@ def _rollout(model: Any, history: pd.DataFrame, queries: pd.DataFrame) -> pd.Dat
 
 def _samples(model: Any, history: pd.DataFrame, queries: pd.DataFrame, n_samples: int, seed: int) -> np.ndarray:
     """(n_samples, n_queries, n_features) sampled forecasts in ``queries``' row order."""
-    kwargs: dict[str, Any] = {"t": queries}
-    parameters = inspect.signature(model.sample).parameters
-    kwargs["n_samples"] = n_samples
-    if "random_state" in parameters:
+    kwargs: dict[str, Any] = {"t": queries, "n_samples": n_samples}
+    if "random_state" in inspect.signature(model.sample).parameters:
         kwargs["random_state"] = seed
     drawn = model.sample(history, **kwargs)
     names = [c for c in history.columns if c not in (ID_COLUMN, TIME_COLUMN)]
-    if isinstance(drawn, pd.DataFrame):
-        sample_column = next(c for c in drawn.columns if c not in names + [ID_COLUMN, TIME_COLUMN])
-        return np.stack([_aligned(part, queries, names) for _, part in drawn.groupby(sample_column, sort=True)])
-    return np.asarray(drawn, dtype=float).reshape(n_samples, len(queries), len(names))
+    if not isinstance(drawn, pd.DataFrame) or SAMPLE_LEVEL not in (drawn.index.names or []):
+        raise TypeError(f"{type(model).__name__}.sample must return a frame with a {SAMPLE_LEVEL!r} index level")
+    draws = drawn.groupby(level=SAMPLE_LEVEL, sort=True)
+    return np.stack([_aligned(part.reset_index(drop=True), queries, names) for _, part in draws])
 
 
 def _energy_drift(model: Any, data: TaskData) -> tuple[np.ndarray, np.ndarray] | None:

@@ -26,9 +26,7 @@ from dynlearn.bench import (
     Task,
     TaskData,
     adams_bashforth2,
-    crps_from_samples,
     instrument,
-    interval_coverage,
     register_model,
     register_task,
     run_suite,
@@ -263,16 +261,3 @@ def test_direct_backpropagation_memory_grows_with_steps_and_the_adjoint_does_not
             out.sum().backward()
     assert 8 < graph[100, False] / graph[10, False] < 12
     assert graph[100, True] == graph[10, True]
-
-
-def test_crps_and_coverage_of_samples():
-    rng = np.random.RandomState(0)
-    observed = np.array([[0.0], [np.nan]])
-    point = np.full((5, 2, 1), 0.5)
-    assert crps_from_samples(point, observed) == pytest.approx(0.5)  # a point forecast scores its absolute error
-    normal = rng.normal(size=(4000, 1, 1))
-    # CRPS of N(0, 1) at its mean: 2 φ(0) − 1/√π ≈ 0.2337.
-    assert crps_from_samples(normal, np.zeros((1, 1))) == pytest.approx(0.2337, abs=0.01)
-    truth = rng.normal(size=(2000, 1))
-    assert interval_coverage(rng.normal(size=(500, 2000, 1)), truth, 0.9) == pytest.approx(0.9, abs=0.03)
-    assert interval_coverage(rng.normal(size=(500, 2000, 1)) * 0.1, truth, 0.9) < 0.2
