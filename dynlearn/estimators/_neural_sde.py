@@ -13,6 +13,7 @@ import torch
 from scipy.special import ndtri
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from torch.nn import functional as F
 
@@ -21,7 +22,7 @@ from ..exceptions import IntegrationError, input_error
 from ..nn import ACTIVATIONS, make_mlp
 from ..solvers import sde_method, solve_sde_irregular
 from ..training import History, train
-from ._base import SHARED_CONSTRAINTS, SeriesModel, _anchor_rows
+from ._base import SHARED_CONSTRAINTS, SeriesModel, _anchor_rows, _as_states, _output_times
 
 # Rows propagated or simulated per call at prediction time: bounds memory on big inputs.
 _PREDICT_CHUNK = 4096
@@ -547,6 +548,72 @@ class NeuralSDE(SeriesModel):
         paths[:, order] = simulated[:, group_of_sorted, position]
         paths = paths.reshape((n_samples,) + query.times.shape + (-1,))
         return self._unscale_values(paths)
+
+
+    # ------------------------------------------------------------ simulate
+    def simulate(self, x0: Any, t: Any, *, n_samples: int = 1, random_state: Any = None) -> np.ndarray:
+        """Simulate the learned SDE from explicit initial states.
+
+        Parameters
+        ----------
+        x0 : array-like of shape (n_series, n_features) or (n_features,)
+            Initial states (user units) at ``t[..., 0]``.
+        t : array-like of shape (n_times,) or (n_series, n_times)
+            Non-decreasing output times on the training data's float clock;
+            the first is the time of ``x0``.
+        n_samples : int, default=1
+        random_state : int, RandomState or None, default=None
+            Seeds the Brownian paths.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_series, n_times, n_features)
+            ``(n_samples, n_times, n_features)`` for a 1-D ``x0``.
+        """
+        check_is_fitted(self, "module_")
+        single = np.ndim(x0) == 1
+        states = _as_states(x0, self.n_features_in_, "x0")
+        times = self._scale_times(_output_times(t, len(states)))
+        if (np.diff(times, axis=1) < 0).any():
+            raise input_error("t", "non-decreasing output times", "a decreasing step",
+                              "An SDE is simulated forwards in time; sort the times.")
+        n_samples = _check_n_samples(n_samples)
+        seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+        rows = np.tile(np.arange(len(states)), n_samples)
+        with torch.no_grad():
+            out = solve_sde_irregular(
+                self.module_.eval(), self._tensor(self._scale_values(states)[rows]), self._tensor(times[rows]),
+                method=self.solver, step_size=self.step_size, seed=seed, max_num_steps=self.max_num_steps,
+            )
+        paths = self._unscale_values(out.cpu().double().numpy()).reshape(n_samples, len(states), times.shape[1], -1)
+        return paths[:, 0] if single else paths
+
+    def drift(self, x: Any, t: Any = None) -> np.ndarray:
+        """The learned drift ``f`` at states ``x`` (n_points, n_features), in user units per time unit."""
+        f, _ = self._coefficients(x, t)
+        return f
+
+    def diffusion(self, x: Any, t: Any = None) -> np.ndarray:
+        """The learned diffusion amplitudes ``g`` at states ``x`` (n_points, n_features), in user units.
+
+        Per feature: the standard deviation of an increment over a short
+        time ``h`` is ``g * sqrt(h)`` (for ``noise_type="scalar"`` one
+        Brownian motion drives every feature).
+        """
+        _, g = self._coefficients(x, t)
+        return g
+
+    def _coefficients(self, x: Any, t: Any) -> tuple[np.ndarray, np.ndarray]:
+        check_is_fitted(self, "module_")
+        states = _as_states(x, self.n_features_in_, "x")
+        times = np.full(len(states), self.time_offset_) if t is None else np.broadcast_to(
+            np.asarray(t, float), (len(states),))
+        module = self.module_.eval()
+        with torch.no_grad():
+            y, s = self._tensor(self._scale_values(states)), self._tensor(self._scale_times(times))
+            f = module.drift(y, s).cpu().double().numpy()
+            g = module.diffusion(y, s).cpu().double().numpy()
+        return f * self.scale_ / self.time_scale_, g * self.scale_ / np.sqrt(self.time_scale_)
 
 
 def _check_n_samples(n_samples: Any) -> int:

@@ -50,6 +50,26 @@ def test_recovers_the_ou_transition(ou_fit, x0):
     assert float(std.ravel()[0]) ** 2 == pytest.approx(exact_var, rel=0.15)
 
 
+def test_learned_coefficients_are_the_ou_drift_and_diffusion(ou_fit):
+    model, truth = ou_fit
+    x = np.linspace(-0.5, 0.5, 11)[:, None]
+    slope = np.polyfit(x[:, 0], model.drift(x)[:, 0], 1)[0]
+    assert slope == pytest.approx(-truth.parameters["theta"], rel=0.15)
+    np.testing.assert_allclose(model.diffusion(x), truth.parameters["sigma"], rtol=0.15)
+
+
+def test_simulate_from_explicit_states(ou_fit):
+    model, truth = ou_fit
+    paths = model.simulate([1.0], [0.0, 0.25, 0.5], n_samples=3000, random_state=0)
+    assert paths.shape == (3000, 3, 1)
+    np.testing.assert_allclose(paths[:, 0], 1.0, rtol=1e-6)  # float32 round trip of the scaling
+    assert paths[:, 2].mean() == pytest.approx(truth.transition_mean(1.0, 0.5), rel=0.15)
+    assert paths[:, 2].var() == pytest.approx(truth.transition_variance(1.0, 0.5), rel=0.15)
+    np.testing.assert_array_equal(paths, model.simulate([1.0], [0.0, 0.25, 0.5], n_samples=3000, random_state=0))
+    with pytest.raises(InputError, match="non-decreasing"):
+        model.simulate([1.0], [0.0, -0.5])
+
+
 def test_long_horizon_reaches_the_stationary_law(ou_fit):
     model, truth = ou_fit
     paths = model.sample(np.full((1, 1, 1), 1.0), t=[6.0], n_samples=3000, random_state=1)
