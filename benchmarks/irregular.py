@@ -12,7 +12,9 @@ from the published protocols, is in ``benchmarks/README.md``.
 from __future__ import annotations
 
 import importlib
+import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -28,6 +30,7 @@ from physics import single_thread
 
 PHYSIONET_PATH_VARIABLE = "DYNLEARN_PHYSIONET_PATH"
 PHYSIONET_FULL_VARIABLE = "DYNLEARN_PHYSIONET_FULL"
+WORKERS_VARIABLE = "DYNLEARN_BENCH_WORKERS"
 
 # The paper's toy periodic data: 1,000 series of 100 irregular times on
 # [0, 5] (one draw shared by all series), noise 0.01, 80% of the series train.
@@ -94,6 +97,19 @@ def masked_mse(predicted: pd.DataFrame, truth: pd.DataFrame, features: list[str]
     if not np.isfinite(squared).all():
         raise RuntimeError("A prediction is missing or non-finite; the figure would be meaningless.")
     return float(squared.mean())
+
+
+def last_value(given: pd.DataFrame, query: pd.DataFrame, features: list[str], fallback: pd.Series) -> pd.DataFrame:
+    """Baseline: each variable's latest conditioned value at or before the query time (else the next one after it,
+    else ``fallback``)."""
+    query = query.sort_values("time").reset_index(drop=True)
+    predicted = query.copy()
+    for name in features:
+        seen = given.loc[given[name].notna(), ["series_id", "time", name]].sort_values("time")
+        before = pd.merge_asof(query, seen, on="time", by="series_id", direction="backward")[name]
+        after = pd.merge_asof(query, seen, on="time", by="series_id", direction="forward")[name]
+        predicted[name] = before.fillna(after).fillna(fallback[name]).to_numpy()
+    return predicted
 
 
 # ---------------------------------------------------------------- speed
@@ -189,13 +205,17 @@ def subsampled_rows(mask: torch.Tensor, fraction: float, generator: torch.Genera
     return rows & (scores.argsort(1).argsort(1) < keep[:, None])
 
 
-def reference_latent_loss(reference: Any, data: dict[str, torch.Tensor], fraction: float) -> Callable[[], torch.Tensor]:
+def reference_latent_loss(
+    reference: Any, data: dict[str, torch.Tensor], fraction: float, encoder_time_unit: float
+) -> Callable[[], torch.Tensor]:
     """The union reference's training loss on dynlearn's prepared minibatch, as the authors' loop computes it.
 
     Each call draws which rows the encoder sees (their other rows stay on
     the union grid with an empty mask, as in the authors' subsampling),
     collates the batch onto the union of its times and returns minus the
-    importance-weighted bound with 3 draws of ``z0``.
+    importance-weighted bound with 3 draws of ``z0``. The encoder reads
+    times in units of ``encoder_time_unit`` (as dynlearn's encoder does),
+    the latent ODE in the internal units of ``data``.
     """
     from union_reference import collate_union
 
@@ -205,7 +225,8 @@ def reference_latent_loss(reference: Any, data: dict[str, torch.Tensor], fractio
 
     def loss() -> torch.Tensor:
         kept = subsampled_rows(mask, fraction, generator).to(mask.device)
-        encoded = collate_union(values, (mask & kept[..., None]).to(values.dtype), times, lengths)
+        shown = (mask & kept[..., None]).to(values.dtype)
+        encoded = collate_union(values, shown, times / encoder_time_unit, lengths)
         target = collate_union(values, mask.to(values.dtype), times, lengths)
         return reference.loss(encoded, target, generator=generator)
 
@@ -313,7 +334,9 @@ def latent_ode_speed(frame: pd.DataFrame, scenario: str, context: Context) -> li
     from union_reference import latent_ode_from_dynlearn
 
     with captured_training("dynlearn.estimators._latent_ode") as seen:
-        LatentODE(**LATENT_SPEED, **ONE_MINIBATCH, device=context.device.type).fit(frame)
+        estimator = LatentODE(**LATENT_SPEED, **ONE_MINIBATCH, device=context.device.type).fit(frame)
+    # The recognition network reads times in its own unit (a series' window), the latent ODE in internal units.
+    time_unit = getattr(estimator, "encoder_time_unit_", 1.0)
     data = seen["train_data"]
     ours = seen["module"]
     theirs = copy.deepcopy(ours)  # same initial weights, trained separately
@@ -325,7 +348,9 @@ def latent_ode_speed(frame: pd.DataFrame, scenario: str, context: Context) -> li
     candidates = {
         "dynlearn": dynlearn_iteration(seen),
         "union": reference_iteration(
-            reference, reference_latent_loss(reference, data, SPEED_OBSERVED_FRACTION), LATENT_SPEED["learning_rate"]
+            reference,
+            reference_latent_loss(reference, data, SPEED_OBSERVED_FRACTION, time_unit),
+            LATENT_SPEED["learning_rate"],
         ),
     }
     networks = {
@@ -337,148 +362,6 @@ def latent_ode_speed(frame: pd.DataFrame, scenario: str, context: Context) -> li
     return compare_iterations(name, candidates, networks, context) + [
         Record("irregular_speed", f"{name}.union_times", union_times, "times"),
     ]
-
-
-# ------------------------------------------------------------- accuracy
-@dataclass(frozen=True)
-class Protocol:
-    """How much of a published protocol a run affords.
-
-    Parameters
-    ----------
-    toy_series : int
-        Series drawn from ``make_periodic`` (published: 1,000), 80% train.
-    toy_epochs : int
-        Training epochs per toy model (published: 500).
-    fractions : tuple of float
-        Observed fractions of the toy table.
-    physionet_epochs : int
-        Training epochs per PhysioNet model (published: 100).
-    seeds : tuple of int
-        Each seed draws data, split, subsampling and initial weights.
-
-    Every epoch is trained (no early stopping, as published) on all the
-    training series; dynlearn's loop keeps the weights of the epoch with the
-    lowest training loss.
-    """
-
-    name: str
-    toy_series: int
-    toy_epochs: int
-    fractions: tuple[float, ...]
-    physionet_epochs: int
-    seeds: tuple[int, ...]
-
-
-PROTOCOLS = {
-    "quick": Protocol("quick", toy_series=100, toy_epochs=3, fractions=(0.5,), physionet_epochs=1, seeds=(0,)),
-    "reduced": Protocol(
-        "reduced", toy_series=1000, toy_epochs=10, fractions=FRACTIONS, physionet_epochs=10, seeds=(0,)
-    ),
-    "published": Protocol(
-        "published", toy_series=1000, toy_epochs=500, fractions=FRACTIONS, physionet_epochs=100, seeds=(0, 1, 2)
-    ),
-}
-PROTOCOL_VARIABLE = "DYNLEARN_IRREGULAR_PROTOCOL"
-
-
-def protocol_for(context: Context) -> Protocol:
-    """``quick`` for quick runs, else ``$DYNLEARN_IRREGULAR_PROTOCOL``: ``reduced`` (default) or ``published``."""
-    if context.quick:
-        return PROTOCOLS["quick"]
-    name = os.environ.get(PROTOCOL_VARIABLE, "reduced")
-    if name not in PROTOCOLS:
-        raise ValueError(f"${PROTOCOL_VARIABLE} must be one of {sorted(PROTOCOLS)}; got {name!r}.")
-    return PROTOCOLS[name]
-
-
-# ------------------------------------------------------------ toy periodic
-# The toy run's Latent ODE (the speed benchmark's sizes), trained as published: Adamax at 1e-2 in the paper,
-# dynlearn's AdamW (no weight decay) at 1e-2 here.
-LATENT_TOY = {key: value for key, value in LATENT_SPEED.items() if key != "observed_fraction"}
-# The toy run's ODE-RNN at the paper's sizes, with dynlearn's default solver (one rk4 step per gap).
-ODERNN_TOY = {key: value for key, value in ODERNN_SPEED.items() if key not in ("observed_fraction", "solver")}
-TOY_MODELS = (("odernn", "interpolation"), ("latent_ode", "interpolation"), ("latent_ode", "extrapolation"))
-
-
-def toy_estimator(model: str, task: str, fraction: float, protocol: Protocol, seed: int, device: str) -> Any:
-    """A dynlearn estimator configured as the paper's toy run, training for ``task`` with ``fraction`` observed."""
-    common = dict(
-        max_epochs=protocol.toy_epochs, batch_size=SPEED_BATCH, patience=None, validation_fraction=0.0,
-        random_state=seed, device=device,
-    )
-    if model == "latent_ode":
-        from dynlearn import LatentODE
-
-        return LatentODE(**LATENT_TOY, observed_fraction=fraction, task=task, **common)
-    from dynlearn import ODERNN
-
-    return ODERNN(**ODERNN_TOY, observed_fraction=fraction, task=task, **common)
-
-
-def toy_score(model: str, task: str, fraction: float, protocol: Protocol, seed: int, device: str) -> dict[str, float]:
-    """Fit on 80% of the series; MSE on the others, conditioned on a random ``fraction`` of their points.
-
-    Interpolation: the model sees ``fraction`` of each test series' 100
-    points and is scored at all 100. Extrapolation: it sees ``fraction`` of
-    the points in the first half of the window and is scored on the second
-    half. MSE is in the data's units against the noisy observations, as in
-    the paper.
-    """
-    rng = np.random.default_rng(seed)
-    train, test = split_series(toy_frame(protocol.toy_series, seed), TRAIN_FRACTION, rng)
-    if task == "interpolation":
-        given, truth = keep_fraction(test, fraction, rng), test
-    else:
-        early, truth = first_half(test)
-        given = keep_fraction(early, fraction, rng)
-    estimator = toy_estimator(model, task, fraction, protocol, seed, device)
-    estimator.fit(train)
-    predicted = estimator.predict(given, t=truth[["series_id", "time"]])
-    return {
-        "mse": masked_mse(predicted, truth, ["y"]),
-        "fit_time": estimator.training_time_,
-        "epochs": estimator.n_epochs_,
-    }
-
-
-BENCHMARK_TOY = "latent_toy_periodic"
-
-
-@register(
-    BENCHMARK_TOY,
-    "Toy periodic protocol of Rubanova et al. (2019): make_periodic (sinusoids, 100 irregular points on [0, 5] shared "
-    "by all series, noise 0.01), 80% of the series train; test MSE (data units, against the noisy points) with "
-    "10/20/30/50% of each test series' points observed: ODERNN and LatentODE interpolation (scored at all 100 "
-    "points), LatentODE extrapolation (conditioned on the first half, scored on the second). Paper sizes (latent 10, "
-    "recognition state 20, ODE MLPs 2 × 100, batch 50, lr 1e-2, dopri5 rtol 1e-3 atol 1e-4). Beside the published "
-    "table. Protocol from $DYNLEARN_IRREGULAR_PROTOCOL (reduced: 1,000 series, 10 epochs, 1 seed; published: 500 "
-    "epochs, 3 seeds); quick: 100 series, 3 epochs, 50% only.",
-)
-def latent_toy_periodic(context: Context) -> list[Record]:
-    protocol = protocol_for(context)
-    records = [
-        Record(BENCHMARK_TOY, "protocol.series", protocol.toy_series, "series"),
-        Record(BENCHMARK_TOY, "protocol.epochs", protocol.toy_epochs, "epochs"),
-        Record(BENCHMARK_TOY, "protocol.seeds", len(protocol.seeds), "seeds"),
-    ]
-    with single_thread():
-        for model, task in TOY_MODELS:
-            for fraction in protocol.fractions:
-                name = f"{model}.{task[:6]}.{round(100 * fraction)}pct"
-                published = PUBLISHED_TOY[model, task][fraction]
-                device = context.device.type
-                scores = [toy_score(model, task, fraction, protocol, seed, device) for seed in protocol.seeds]
-                mse = [score["mse"] for score in scores]
-                fit_time = float(np.mean([score["fit_time"] for score in scores]))
-                records += [Record(BENCHMARK_TOY, f"{name}.mse.seed{s}", m, "mse") for s, m in zip(protocol.seeds, mse)]
-                records += [
-                    Record(BENCHMARK_TOY, f"{name}.mse.mean", float(np.mean(mse)), "mse"),
-                    Record(BENCHMARK_TOY, f"{name}.mse.published", published, "mse"),
-                    Record(BENCHMARK_TOY, f"{name}.fit_time.mean", fit_time, "s"),
-                ]
-                print(f"  {name}: mse {np.mean(mse):.5f} (published {published:.5f})", flush=True)
-    return records
 
 
 def reference_odernn_loss(reference: Any, data: dict[str, torch.Tensor], fraction: float) -> Callable[[], torch.Tensor]:
@@ -552,6 +435,175 @@ def irregular_speed(context: Context) -> list[Record]:
     return records
 
 
+# ------------------------------------------------------------- accuracy
+@dataclass(frozen=True)
+class Protocol:
+    """How much of a published protocol a run affords.
+
+    Parameters
+    ----------
+    toy_series : int
+        Series drawn from ``make_periodic`` (published: 1,000), 80% train.
+    toy_epochs : int
+        Training epochs per toy model (published: 500).
+    fractions : tuple of float
+        Observed fractions of the toy table.
+    physionet_epochs : int
+        Training epochs per PhysioNet model (published: 100).
+    seeds : tuple of int
+        Each seed draws data, split, subsampling and initial weights.
+
+    Every epoch is trained (no early stopping, as published) on all the
+    training series; dynlearn's loop keeps the weights of the epoch with the
+    lowest training loss.
+    """
+
+    name: str
+    toy_series: int
+    toy_epochs: int
+    fractions: tuple[float, ...]
+    physionet_epochs: int
+    seeds: tuple[int, ...]
+
+
+PROTOCOLS = {
+    "quick": Protocol("quick", toy_series=100, toy_epochs=3, fractions=(0.5,), physionet_epochs=1, seeds=(0,)),
+    "reduced": Protocol(
+        "reduced", toy_series=1000, toy_epochs=5, fractions=FRACTIONS, physionet_epochs=10, seeds=(0,)
+    ),
+    "published": Protocol(
+        "published", toy_series=1000, toy_epochs=500, fractions=FRACTIONS, physionet_epochs=100, seeds=(0, 1, 2)
+    ),
+}
+PROTOCOL_VARIABLE = "DYNLEARN_IRREGULAR_PROTOCOL"
+
+
+def protocol_for(context: Context) -> Protocol:
+    """``quick`` for quick runs, else ``$DYNLEARN_IRREGULAR_PROTOCOL``: ``reduced`` (default) or ``published``."""
+    if context.quick:
+        return PROTOCOLS["quick"]
+    name = os.environ.get(PROTOCOL_VARIABLE, "reduced")
+    if name not in PROTOCOLS:
+        raise ValueError(f"${PROTOCOL_VARIABLE} must be one of {sorted(PROTOCOLS)}; got {name!r}.")
+    return PROTOCOLS[name]
+
+
+# ------------------------------------------------------------ toy periodic
+# The toy run's Latent ODE (the speed benchmark's sizes), trained as published: Adamax at 1e-2 in the paper,
+# dynlearn's AdamW (no weight decay) at 1e-2 here.
+LATENT_TOY = {key: value for key, value in LATENT_SPEED.items() if key != "observed_fraction"}
+# The toy run's ODE-RNN at the paper's sizes, with dynlearn's default solver (one rk4 step per gap).
+ODERNN_TOY = {key: value for key, value in ODERNN_SPEED.items() if key not in ("observed_fraction", "solver")}
+TOY_MODELS = (("odernn", "interpolation"), ("latent_ode", "interpolation"), ("latent_ode", "extrapolation"))
+
+
+def toy_estimator(model: str, task: str, fraction: float, protocol: Protocol, seed: int, device: str) -> Any:
+    """A dynlearn estimator configured as the paper's toy run, training for ``task`` with ``fraction`` observed."""
+    common = dict(
+        max_epochs=protocol.toy_epochs, batch_size=SPEED_BATCH, patience=None, validation_fraction=0.0,
+        random_state=seed, device=device,
+    )
+    if model == "latent_ode":
+        from dynlearn import LatentODE
+
+        return LatentODE(**LATENT_TOY, observed_fraction=fraction, task=task, **common)
+    from dynlearn import ODERNN
+
+    return ODERNN(**ODERNN_TOY, observed_fraction=fraction, task=task, **common)
+
+
+def toy_score(model: str, task: str, fraction: float, protocol: Protocol, seed: int, device: str) -> dict[str, float]:
+    """Fit on 80% of the series; MSE on the others, conditioned on a random ``fraction`` of their points.
+
+    Interpolation: the model sees ``fraction`` of each test series' 100
+    points and is scored at all 100. Extrapolation: it sees ``fraction`` of
+    the points in the first half of the window and is scored on the second
+    half. MSE is in the data's units against the noisy observations, as in
+    the paper. ``mse_last_value`` scores a baseline that carries each
+    shown value forward.
+    """
+    rng = np.random.default_rng(seed)
+    train, test = split_series(toy_frame(protocol.toy_series, seed), TRAIN_FRACTION, rng)
+    if task == "interpolation":
+        given, truth = keep_fraction(test, fraction, rng), test
+    else:
+        early, truth = first_half(test)
+        given = keep_fraction(early, fraction, rng)
+    query = truth[["series_id", "time"]]
+    estimator = toy_estimator(model, task, fraction, protocol, seed, device)
+    estimator.fit(train)
+    return {
+        "mse": masked_mse(estimator.predict(given, t=query), truth, ["y"]),
+        "mse_last_value": masked_mse(last_value(given, query, ["y"], train[["y"]].mean()), truth, ["y"]),
+        "fit_time": estimator.training_time_,
+    }
+
+
+BENCHMARK_TOY = "latent_toy_periodic"
+
+
+@register(
+    BENCHMARK_TOY,
+    "Toy periodic protocol of Rubanova et al. (2019): make_periodic (sinusoids, 100 irregular points on [0, 5] shared "
+    "by all series, noise 0.01), 80% of the series train; test MSE (data units, against the noisy points) with "
+    "10/20/30/50% of each test series' points observed: ODERNN and LatentODE interpolation (scored at all 100 "
+    "points), LatentODE extrapolation (conditioned on the first half, scored on the second); mse_last_value: "
+    "each shown value carried forward, a baseline. Paper sizes (latent 10, "
+    "recognition state 20, ODE MLPs 2 × 100, batch 50, lr 1e-2, dopri5 rtol 1e-3 atol 1e-4). Beside the published "
+    "table. Protocol from $DYNLEARN_IRREGULAR_PROTOCOL (reduced: 1,000 series, 5 epochs, 1 seed; published: 500 "
+    "epochs, 3 seeds); quick: 100 series, 3 epochs, 50% only.",
+)
+def latent_toy_periodic(context: Context) -> list[Record]:
+    protocol = protocol_for(context)
+    records = [
+        Record(BENCHMARK_TOY, "protocol.series", protocol.toy_series, "series"),
+        Record(BENCHMARK_TOY, "protocol.epochs", protocol.toy_epochs, "epochs"),
+        Record(BENCHMARK_TOY, "protocol.seeds", len(protocol.seeds), "seeds"),
+    ]
+    configurations = [(model, task, fraction) for model, task in TOY_MODELS for fraction in protocol.fractions]
+    device = context.device.type
+    jobs = [(*configuration, protocol, seed, device) for configuration in configurations for seed in protocol.seeds]
+    scores = dict(zip([(job[:3], job[4]) for job in jobs], run_jobs(toy_job, jobs)))
+    for model, task, fraction in configurations:
+        name = f"{model}.{task[:6]}.{round(100 * fraction)}pct"
+        published = PUBLISHED_TOY[model, task][fraction]
+        runs = [scores[(model, task, fraction), seed] for seed in protocol.seeds]
+        mse = [run["mse"] for run in runs]
+        records += [Record(BENCHMARK_TOY, f"{name}.mse.seed{s}", m, "mse") for s, m in zip(protocol.seeds, mse)]
+        records += [
+            Record(BENCHMARK_TOY, f"{name}.mse.mean", float(np.mean(mse)), "mse"),
+            Record(BENCHMARK_TOY, f"{name}.mse.published", published, "mse"),
+            Record(BENCHMARK_TOY, f"{name}.mse_last_value.mean", float(np.mean([r["mse_last_value"] for r in runs])),
+                   "mse"),
+            Record(BENCHMARK_TOY, f"{name}.fit_time.mean", float(np.mean([run["fit_time"] for run in runs])), "s"),
+        ]
+    return records
+
+
+def toy_job(job: tuple) -> dict[str, float]:
+    """One toy fit and score on one torch thread (a worker process, or the benchmark's own)."""
+    model, task, fraction, protocol, seed, device = job
+    with single_thread():
+        score = toy_score(model, task, fraction, protocol, seed, device)
+    published = PUBLISHED_TOY[model, task][fraction]
+    print(f"  {model} {task} {fraction:.0%} seed {seed}: mse {score['mse']:.5f} (published {published:.5f})",
+          flush=True)
+    return score
+
+
+def run_jobs(function: Callable[[Any], Any], jobs: list) -> list:
+    """``[function(job) for job in jobs]``, in ``$DYNLEARN_BENCH_WORKERS`` processes when that is above 1.
+
+    Each fit runs on one thread; on a machine with idle cores, independent
+    fits in parallel processes finish sooner than one fit on many threads.
+    """
+    workers = int(os.environ.get(WORKERS_VARIABLE, "1"))
+    if workers <= 1 or len(jobs) <= 1:
+        return [function(job) for job in jobs]
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("fork")) as pool:
+        return list(pool.map(function, jobs))
+
+
 # --------------------------------------------------------------- PhysioNet
 # The paper's PhysioNet runs (authors' README: -l 20 --rec-dims 40 --rec-layers 3 --gen-layers 3 --units 50
 # --gru-units 50): latent 20, recognition state 40, ODE MLPs of 4 hidden layers of 50 units, GRU width 50.
@@ -590,19 +642,6 @@ def min_max_scaled(frame: pd.DataFrame, reference: pd.DataFrame, features: list[
     scaled = frame.copy()
     scaled[features] = (frame[features] - low) / (high - low).where(high > low, 1.0)
     return scaled
-
-
-def last_value(given: pd.DataFrame, query: pd.DataFrame, features: list[str], fallback: pd.Series) -> pd.DataFrame:
-    """Baseline: each variable's latest conditioned value at or before the query time (else the next one after it,
-    else ``fallback``)."""
-    query = query.sort_values("time").reset_index(drop=True)
-    predicted = query.copy()
-    for name in features:
-        seen = given.loc[given[name].notna(), ["series_id", "time", name]].sort_values("time")
-        before = pd.merge_asof(query, seen, on="time", by="series_id", direction="backward")[name]
-        after = pd.merge_asof(query, seen, on="time", by="series_id", direction="forward")[name]
-        predicted[name] = before.fillna(after).fillna(fallback[name]).to_numpy()
-    return predicted
 
 
 @register(
