@@ -200,7 +200,10 @@ class NeuralSDE(SeriesModel):
     learning_rate : float, default=3e-3
     weight_decay : float, default=0.0
     validation_fraction : float, default=0.1
-        Share of series held out for early stopping on their likelihood.
+        Share of series held out for early stopping on their likelihood. The
+        likelihood is flat near its optimum, so a small held-out share is a
+        noisy stopping signal; with few series, 0 (train on all, monitor the
+        training loss) recovers the coefficients better.
     patience : int or None, default=10
     standardize : bool, default=True
         Scale features and time inside the estimator (see :class:`NeuralODE`).
