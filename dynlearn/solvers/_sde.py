@@ -209,8 +209,10 @@ def solve_sde(
     adjoint_params : tuple of Tensor, default=None
         Tensors to differentiate with the adjoint when ``sde`` is not a module.
     bm : torchsde Brownian motion, default=None
-        Of shape (batch, m) covering ``[ts[0], ts[-1]]``. Default: a
-        ``BrownianInterval`` seeded from ``seed`` / ``generator``.
+        Of shape (batch, m) covering ``[ts[0], ts[-1]]`` (``m = d + 1`` for
+        diagonal noise with ``logqp``: torchsde integrates the KL term as an
+        extra state channel). Default: a ``BrownianInterval`` seeded from
+        ``seed`` / ``generator``.
     seed : int, default=None
         Entropy of the default Brownian motion: the same seed gives the same
         paths, and the global random state is never used or changed.
