@@ -8,7 +8,7 @@ arrays.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .estimators import HamiltonianNN, LagrangianNN, LatentSDE, NeuralODE, NeuralSDE
+from .estimators import HamiltonianNN, LagrangianNN, LatentODE, LatentSDE, NeuralODE, NeuralSDE, ODERNN, ODERNNClassifier
 from .exceptions import ConvergenceWarning, DynlearnError, InputError, IntegrationError, TrainingError
 from .preprocessing import SeriesScaler
 
@@ -24,9 +24,12 @@ __all__ = [
     "InputError",
     "IntegrationError",
     "LagrangianNN",
+    "LatentODE",
     "LatentSDE",
     "NeuralODE",
     "NeuralSDE",
+    "ODERNN",
+    "ODERNNClassifier",
     "SeriesScaler",
     "TrainingError",
     "__version__",

@@ -2,8 +2,10 @@
 
 from ._hamiltonian import HamiltonianNN
 from ._lagrangian import LagrangianNN
+from ._latent_ode import LatentODE
 from ._latent_sde import LatentSDE
 from ._neural_ode import NeuralODE
 from ._neural_sde import NeuralSDE
+from ._odernn import ODERNN, ODERNNClassifier
 
-__all__ = ["HamiltonianNN", "LagrangianNN", "LatentSDE", "NeuralODE", "NeuralSDE"]
+__all__ = ["HamiltonianNN", "LagrangianNN", "LatentODE", "LatentSDE", "NeuralODE", "NeuralSDE", "ODERNN", "ODERNNClassifier"]

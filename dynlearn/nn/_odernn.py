@@ -18,16 +18,97 @@ _INLINE_STEPS = frozenset({"euler", "midpoint", "rk4"})
 
 
 def _step(name: str, f: Any, h: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
-    """One step of length ``dt`` (shape (N, 1)) of ``dh/dt = f(h)``."""
+    """One step of length ``dt`` (shape (N, 1)) of ``dh/dt = f(h)``.
+
+    Written with fused multiply-adds: on small batches the cost is the number
+    of autograd nodes, not the arithmetic.
+    """
     if name == "euler":
-        return h + dt * f(h)
+        return torch.addcmul(h, dt, f(h))
     if name == "midpoint":
-        return h + dt * f(h + 0.5 * dt * f(h))
+        return torch.addcmul(h, dt, f(torch.addcmul(h, 0.5 * dt, f(h))))
+    third, eighth = dt / 3, dt * 0.125
     k1 = f(h)
-    k2 = f(h + dt * k1 / 3)
-    k3 = f(h + dt * (k2 - k1 / 3))
-    k4 = f(h + dt * (k1 - k2 + k3))
-    return h + (k1 + 3 * (k2 + k3) + k4) * dt * 0.125
+    k2 = f(torch.addcmul(h, third, k1))
+    k3 = f(torch.addcmul(torch.addcmul(h, dt, k2), -third, k1))
+    k4 = f(torch.addcmul(torch.addcmul(torch.addcmul(h, dt, k1), -dt, k2), dt, k3))
+    return torch.addcmul(torch.addcmul(h, eighth, k1 + k4), 3 * eighth, k2 + k3)
+
+
+# Parameter-free activations called as functions in the loop.
+_FUNCTIONAL = {nn.Tanh: torch.tanh, nn.ReLU: torch.relu, nn.SiLU: nn.functional.silu}
+
+
+def _functional(net: nn.Sequential) -> Any:
+    """``net`` as a plain function of its current parameters (skips per-module call overhead in the loop)."""
+    layers: list[Any] = []
+    for layer in net:
+        if isinstance(layer, nn.Linear):
+            layers.append((layer.weight, layer.bias))
+        else:
+            layers.append(_FUNCTIONAL.get(type(layer), layer))
+
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        for layer in layers:
+            x = nn.functional.linear(x, *layer) if isinstance(layer, tuple) else layer(x)
+        return x
+
+    return apply
+
+def _step_size(options: dict[str, Any] | None) -> float | None:
+    step_size = (options or {}).get("step_size")
+    if step_size is not None and not (isinstance(step_size, (int, float)) and step_size > 0):
+        raise input_error("options['step_size']", "a positive step", repr(step_size), "Pass e.g. 0.5.")
+    return None if step_size is None else float(step_size)
+
+
+def _substeps(gaps: torch.Tensor, step_size: float, max_num_steps: int) -> torch.Tensor:
+    """Equal steps per gap, each at most ``step_size`` long (at least one)."""
+    n_steps = torch.ceil(gaps.abs() / step_size - 1e-9).clamp_min(1)
+    most = int(n_steps.max()) if n_steps.numel() else 1
+    if most > max_num_steps:
+        raise IntegrationError(
+            f"A gap needs {most} fixed steps of {step_size}, more than max_num_steps={max_num_steps}. "
+            "Use a larger step size, an adaptive solver, or raise max_num_steps."
+        )
+    return n_steps
+
+
+def _refine(
+    inputs: torch.Tensor,
+    update: torch.Tensor,
+    gaps: torch.Tensor,
+    real: torch.Tensor,
+    step_size: float,
+    max_num_steps: int,
+) -> tuple[torch.Tensor, ...]:
+    """Split every gap into equal steps of at most ``step_size`` by inserting rows that observe nothing.
+
+    Each series is refined on its own times only, so it takes the same steps
+    whatever else is in the batch, and the loop then takes one step per row.
+    Returns the refined inputs, update flags and gaps, and the refined
+    position of every original row (padding rows point at the last refined row).
+    """
+    batch, n_times, _ = inputs.shape
+    n_steps = _substeps(gaps[..., 0], step_size, max_num_steps).long()
+    n_steps = torch.where(real, n_steps, torch.zeros_like(n_steps))
+    n_steps[:, 0] = 1
+    position = n_steps.cumsum(dim=1) - 1  # refined index of each original row
+    width = int(position[:, -1].max()) + 1
+    rows = torch.arange(width, device=inputs.device).expand(batch, width)
+    position = torch.where(real, position, torch.full_like(position, width - 1))
+    # The original row each refined row leads up to (rows past a series' end: beyond its last row).
+    owner = torch.searchsorted(position.contiguous(), rows.contiguous()).clamp_max(n_times - 1)
+    inside = rows <= position.gather(1, (real.sum(dim=1, keepdim=True) - 1))
+    step = (gaps[..., 0] / n_steps.clamp_min(1)).gather(1, owner)
+    refined_gaps = torch.where(inside & (rows > 0), step, torch.zeros_like(step))[..., None]
+    # Padding rows are written to a spare last slot, so they never overwrite a real row.
+    index = torch.where(real, position, torch.full_like(position, width))[..., None]
+    refined_inputs = inputs.new_zeros(batch, width + 1, inputs.shape[-1])
+    refined_update = update.new_zeros(batch, width + 1, 1)
+    refined_inputs.scatter_(1, index.expand_as(inputs), inputs)
+    refined_update.scatter_(1, index, update & real[..., None])
+    return refined_inputs[:, :width], refined_update[:, :width], refined_gaps, position
 
 
 class _GapScaledField(nn.Module):
@@ -47,9 +128,12 @@ class _GRUUnit(nn.Module):
 
     def __init__(self, input_dim: int, hidden_dim: int, width: int):
         super().__init__()
-        self.update = nn.Sequential(nn.Linear(hidden_dim + input_dim, width), nn.Tanh(), nn.Linear(width, hidden_dim), nn.Sigmoid())
-        self.reset = nn.Sequential(nn.Linear(hidden_dim + input_dim, width), nn.Tanh(), nn.Linear(width, hidden_dim), nn.Sigmoid())
-        self.candidate = nn.Sequential(nn.Linear(hidden_dim + input_dim, width), nn.Tanh(), nn.Linear(width, hidden_dim))
+        def mlp(*tail: nn.Module) -> nn.Sequential:
+            return nn.Sequential(nn.Linear(hidden_dim + input_dim, width), nn.Tanh(), nn.Linear(width, hidden_dim), *tail)
+
+        self.update = mlp(nn.Sigmoid())
+        self.reset = mlp(nn.Sigmoid())
+        self.candidate = mlp()
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         hx = torch.cat([h, x], dim=-1)
@@ -149,26 +233,19 @@ class ODERNNEncoder(nn.Module):
         solve = dict(solve)
         info = ode_method(solve.pop("method", "rk4"))
         options = dict(solve.pop("options", None) or {})
+        step_size = _step_size(options)
         net = self.field.net
         max_num_steps = solve.get("max_num_steps", 10_000)
         if info.name in _INLINE_STEPS:
-            step_size = options.pop("step_size", None)
-            if step_size is not None and not step_size > 0:
-                raise input_error("options['step_size']", "a positive step", repr(step_size), "Pass e.g. 0.5.")
+            net = _functional(net)
 
             def evolve_inline(h: torch.Tensor, gaps: torch.Tensor) -> torch.Tensor:
                 if step_size is None:
                     return _step(info.name, net, h, gaps)
                 # Each row takes its own number of equal steps; a row that is done is held.
-                n_steps = torch.ceil(gaps.abs() / step_size - 1e-9).clamp_min(1)
-                most = int(n_steps.max())
-                if most > max_num_steps:
-                    raise IntegrationError(
-                        f"A gap needs {most} fixed steps of {step_size}, more than max_num_steps={max_num_steps}. "
-                        "Use a larger step_size, an adaptive solver, or raise max_num_steps."
-                    )
+                n_steps = _substeps(gaps, step_size, max_num_steps)
                 dt = gaps / n_steps
-                for i in range(most):
+                for i in range(int(n_steps.max())):
                     stepped = _step(info.name, net, h, dt)
                     h = stepped if i == 0 else torch.where(n_steps > i, stepped, h)
                 return h
@@ -179,7 +256,11 @@ class ODERNNEncoder(nn.Module):
             field = _GapScaledField(net, gaps)
             s = torch.tensor([0.0, 1.0], dtype=h.dtype, device=h.device)
             params = tuple(p for p in net.parameters() if p.requires_grad)
-            out = solve_ode(field, h, s, method=info.name, options=dict(options), adjoint_params=params, **solve)[-1]
+            step_options = dict(options)
+            if step_size is not None:
+                # On the [0, 1] clock one step must stay within step_size for the longest gap.
+                step_options["step_size"] = step_size / max(float(gaps.abs().max()), step_size)
+            out = solve_ode(field, h, s, method=info.name, options=step_options, adjoint_params=params, **solve)[-1]
             # torchdiffeq reports s = 1 through its interpolant, which keeps a resting row only to rounding.
             return torch.where(gaps == 0, h, out)
 
@@ -195,7 +276,8 @@ class ODERNNEncoder(nn.Module):
         *,
         solve: dict[str, Any],
         reverse: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return_before: bool = False,
+    ) -> tuple[torch.Tensor, ...]:
         """Run the ODE-RNN over every series' observations.
 
         Parameters
@@ -222,6 +304,11 @@ class ODERNNEncoder(nn.Module):
         final : Tensor of shape (batch, hidden_dim)
             The state after the last processed observation: at the series'
             last observation time (forward) or its first (reverse).
+        before : Tensor of shape (batch, n_times, hidden_dim)
+            Only with ``return_before=True``: the state just before the update
+            at each observation, i.e. evolved there from the previous one
+            (the state at the first processed observation is zero); decoded,
+            it predicts each observation from the ones before it alone.
         """
         batch, n_times, n_features = values.shape
         if n_features != self.n_features or mask.shape != values.shape or times.shape != (batch, n_times):
@@ -247,17 +334,29 @@ class ODERNNEncoder(nn.Module):
         update = mask.any(dim=-1, keepdim=True)  # (batch, n_times, 1)
         gaps = torch.zeros(batch, n_times, 1, dtype=values.dtype, device=device)
         gaps[:, 1:, 0] = torch.where(real[:, 1:], times[:, 1:] - times[:, :-1], 0).to(values.dtype)
+        step_size = _step_size(solve.get("options"))
+        position = None
+        if step_size is not None and ode_method(solve.get("method", "rk4")).name in _INLINE_STEPS:
+            limit = solve.get("max_num_steps", 10_000)
+            inputs, update, gaps, position = _refine(inputs, update, gaps, real, step_size, limit)
+            solve = {**solve, "options": {k: v for k, v in solve["options"].items() if k != "step_size"}}
         moves = (gaps[:, 1:, 0] != 0).any(dim=0).tolist()  # one host sync for the whole loop
         evolve = self._evolver(solve)
 
         h = values.new_zeros(batch, self.hidden_dim)
-        states = []
-        for k in range(n_times):
+        states, priors = [], []
+        for k in range(inputs.shape[1]):
             if k > 0 and moves[k - 1]:
                 h = evolve(h, gaps[:, k])
+            priors.append(h)
             h = torch.where(update[:, k], self.gru(inputs[:, k], h), h)
             states.append(h)
         states = torch.stack(states, dim=1)
+        before = torch.stack(priors, dim=1) if return_before else None
+        if position is not None:
+            where = position[..., None].expand(-1, -1, self.hidden_dim)
+            states = states.gather(1, where)
+            before = before.gather(1, where) if return_before else None
         if not torch.isfinite(h).all():
             raise IntegrationError(
                 "The ODE-RNN state became non-finite. Try a smaller learning rate, a step_size bound, "
@@ -267,4 +366,5 @@ class ODERNNEncoder(nn.Module):
             # Processing row j = n-1-k holds observation k; padding rows get the final state.
             back = torch.where(real, lengths[:, None] - 1 - rows, torch.full_like(rows, n_times - 1))
             states = states.gather(1, back[..., None].expand_as(states))
-        return states, h
+            before = before.gather(1, back[..., None].expand_as(before)) if return_before else None
+        return (states, h, before) if return_before else (states, h)

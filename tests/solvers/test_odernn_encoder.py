@@ -85,6 +85,23 @@ def test_matches_per_series_reference_adaptive_and_bounded_steps(reverse):
             torch.testing.assert_close(bounded[b, :n], expected, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("reverse", [False, True])
+def test_bounded_steps_when_a_short_series_needs_the_most_steps(reverse):
+    """Refining gaps into steps keeps every row in place when a padded series has the longest refined clock."""
+    encoder = _encoder()
+    values, mask, times, lengths = _panel()
+    times = times.clone()
+    times[1] = times[1] * 4.0  # series 1 (3 rows, padded) now spans far more time than series 0
+    solve = dict(method="rk4", options={"step_size": 0.05})
+    with torch.no_grad():
+        states, final = encoder(values, mask, times, lengths, solve=solve, reverse=reverse)
+        for b, n in enumerate(lengths.tolist()):
+            expected, expected_final = _reference(encoder, values[b], mask[b], times[b], n, "dopri5", reverse)
+            torch.testing.assert_close(states[b, :n], expected, rtol=1e-6, atol=1e-7)
+            torch.testing.assert_close(final[b], expected_final, rtol=1e-6, atol=1e-7)
+            torch.testing.assert_close(states[b, n:], final[b].expand(5 - n, -1))
+
+
 @pytest.mark.parametrize("method", ["rk4", "euler", "midpoint", "dopri5"])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_masked_entries_never_change_outputs(method, reverse):
