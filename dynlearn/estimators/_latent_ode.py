@@ -1,0 +1,667 @@
+"""LatentODE: a variational latent ODE with an ODE-RNN encoder (Rubanova, Chen & Duvenaud 2019)."""
+
+from __future__ import annotations
+
+import math
+import time
+from numbers import Integral, Real
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.base import TransformerMixin
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+from torch.nn import functional
+
+from ..data import QueryTimes, SeriesBatch, check_query_times, to_user_kind
+from ..exceptions import input_error
+from ..metrics import r2_score_masked
+from ..nn import ACTIVATIONS, MLPVectorField, ODERNNEncoder, make_mlp
+from ..solvers import ode_method, solve_ode_irregular
+from ..training import History, train
+from ._base import SHARED_CONSTRAINTS, SeriesModel
+
+# Series encoded at once, and trajectories decoded at once, outside training: bounds memory on big inputs.
+_ENCODE_CHUNK = 1024
+_DECODE_CHUNK = 4096
+# Floor of the posterior standard deviation: keeps log q(z0 | x) finite.
+_MIN_STD = 1e-4
+_LOG_2PI = math.log(2 * math.pi)
+# softplus(_INITIAL_STD_BIAS) = 0.05: the posterior's initial standard deviation.
+_INITIAL_STD_BIAS = math.log(math.expm1(0.05))
+
+
+class _LatentODEModel(nn.Module):
+    """Encoder to q(z0 | x), latent vector field, decoder to observations."""
+
+    def __init__(
+        self,
+        n_features: int,
+        latent_dim: int,
+        encoder_dim: int,
+        encoder_layers: Sequence[int],
+        ode_layers: Sequence[int],
+        decoder_layers: Sequence[int],
+        activation: str,
+    ):
+        super().__init__()
+        self.encoder = ODERNNEncoder(n_features, encoder_dim, tuple(encoder_layers), activation)
+        self.posterior = make_mlp(encoder_dim, 2 * latent_dim, (max(encoder_dim, 2 * latent_dim),), activation)
+        with torch.no_grad():
+            # Means start spread like the encoder states (make_mlp shrinks last layers for vector fields),
+            # standard deviations small: early training is close to a deterministic autoencoder, whose
+            # decoder cannot learn to ignore z0 because the draws would drown the encoder's signal.
+            last = self.posterior[-1]
+            last.weight[:latent_dim].mul_(10.0)
+            last.bias[latent_dim:].fill_(_INITIAL_STD_BIAS)
+        self.field = MLPVectorField(latent_dim, tuple(ode_layers), activation)
+        self.decoder = make_mlp(latent_dim, n_features, tuple(decoder_layers), activation)
+
+    def encode(
+        self, rows: dict[str, torch.Tensor], origin: torch.Tensor, solve: dict[str, Any], time_unit: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and standard deviation ``(n_series, latent_dim)`` of q(z0 | x) at times ``origin``.
+
+        ``rows`` are the observations given to the encoder, packed to the
+        front of each series (``values``, ``mask``, ``times``, ``lengths``);
+        the encoder reads times divided by ``time_unit``.
+        """
+        times = rows["times"] / time_unit
+        _, state = self.encoder(rows["values"], rows["mask"], times, rows["lengths"], solve=solve, reverse=True)
+        # The backward pass ends at the first encoded time; carry it on to the origin when that is earlier.
+        gap = origin / time_unit - times[:, 0]
+        if bool((gap != 0).any()):
+            state = self.encoder.evolve(state, gap, solve=solve)
+        mean, raw = self.posterior(state).chunk(2, dim=-1)
+        return mean, functional.softplus(raw) + _MIN_STD
+
+    def decode(self, z0: torch.Tensor, times: torch.Tensor, solve: dict[str, Any]) -> torch.Tensor:
+        """Observations ``(n, n_times - 1, n_features)`` at ``times[:, 1:]``; ``z0`` is the state at ``times[:, 0]``."""
+        path = solve_ode_irregular(self.field, z0, times, **solve)
+        return self.decoder(path[:, 1:])
+
+
+class LatentODE(TransformerMixin, SeriesModel):
+    """Latent ODE with an ODE-RNN encoder, trained as a variational autoencoder.
+
+    The model of Rubanova, Chen & Duvenaud, "Latent ODEs for
+    Irregularly-Sampled Time Series", NeurIPS 2019. Each series has a latent
+    initial state ``z0`` at its first observation time. The encoder, an
+    ODE-RNN (:class:`dynlearn.nn.ODERNNEncoder`), reads the series' observed
+    entries backwards in time (missing entries never enter it) and gives the
+    approximate posterior ``q(z0 | x) = N(mu, diag(sigma²))``; the prior is
+    ``N(0, I)``. The latent state follows ``dz/dt = f(z)`` (an autonomous
+    multilayer perceptron) on each series' own clock, and a decoder maps it
+    to observations, observed with Gaussian noise of fixed standard
+    deviation ``obs_std``.
+
+    **Objective.** Training maximises the importance-weighted bound (Burda et
+    al. 2016) with ``K = n_samples_train`` draws ``z_k ~ q(z0 | x_enc)``::
+
+        log p(x_target) >= E[ log (1/K) sum_k p(x_target | z_k) p(z_k) / q(z_k | x_enc) ]
+
+    per series, where ``p(x_target | z)`` is the Gaussian likelihood of the
+    observed target entries only. The loss is minus the bound summed over
+    the series of a minibatch, divided by the number of target entries (a
+    per-entry figure). ``K = 1`` is the ordinary evidence lower bound.
+
+    **Training tasks.** ``task="interpolation"``: in every minibatch the
+    encoder sees a fresh random ``observed_fraction`` of each series'
+    observation times, and all observed entries are reconstructed.
+    ``task="extrapolation"``: the encoder sees (the same random fraction of)
+    the observations in the first half of each series' time window, and the
+    observations in the second half are the targets. Validation uses one
+    fixed draw of the encoded subsets.
+
+    Parameters
+    ----------
+    latent_dim : int, default=10
+        Dimension of the latent state ``z``.
+    encoder_dim : int, default=20
+        Size of the ODE-RNN encoder's hidden state.
+    encoder_layer_sizes : tuple of int, default=(100, 100)
+        Hidden widths of the encoder's vector field.
+    ode_layer_sizes : tuple of int, default=(100, 100)
+        Hidden widths of the latent vector field ``f``.
+    decoder_layer_sizes : tuple of int, default=()
+        Hidden widths of the decoder; ``()`` is a linear decoder.
+    activation : {"tanh", "relu", "softplus", "elu", "silu", "gelu"}, default="tanh"
+    obs_std : float, default=0.01
+        Standard deviation of the observation noise, in standardised units
+        when ``standardize=True`` (the paper's "noise weight").
+    n_samples_train : int, default=3
+        Importance samples of ``z0`` per series in the training bound.
+    observed_fraction : float, default=0.5
+        Share of each series' (candidate) observation times given to the
+        encoder in each training minibatch, at least one.
+    task : {"interpolation", "extrapolation"}, default="interpolation"
+        What training asks of the model (see above).
+    encoder_solver : str, default="euler"
+        Method of the encoder's solves between observations (the paper uses
+        Euler steps there); one step per observation gap for fixed-step methods.
+    solver : str, default="dopri5"
+        Method of the latent ODE; any name of :func:`dynlearn.solvers.available_ode_methods`.
+    rtol, atol : float, default=1e-3, 1e-4
+        Solver tolerances, on the internal scale.
+    adjoint : bool, default=False
+        Backpropagate through the latent ODE with the adjoint method.
+    max_num_steps : int, default=1000
+        Step limit of each solve; past it :class:`~dynlearn.exceptions.IntegrationError`.
+    max_epochs : int, default=200
+    batch_size : int, default=50
+        Series per minibatch.
+    learning_rate : float, default=1e-2
+    weight_decay : float, default=0.0
+    validation_fraction : float, default=0.1
+        Share of series held out for early stopping; 0 monitors the training loss.
+    patience : int or None, default=20
+        Epochs without improvement before stopping; None trains all epochs.
+    standardize : bool, default=True
+        Scale each feature to zero mean and unit variance over observed
+        entries, and time by the median observation gap; outputs are in the
+        user's units.
+    device : str, default="auto"
+    dtype : {"float32", "float64"}, default="float32"
+    random_state : int, RandomState or None, default=None
+        Seeds weights, minibatches, the encoded subsets and the training
+        draws of ``z0``; the global torch seed is untouched.
+    verbose : int, default=0
+    warm_start : bool, default=False
+
+    Attributes
+    ----------
+    module_ : torch.nn.Module
+        ``encoder`` (ODE-RNN), ``posterior`` (state to mean and std),
+        ``field`` (latent vector field), ``decoder``.
+    history_ : History
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Defined when fitted on a DataFrame.
+    n_epochs_ : int
+    training_time_ : float
+    mean_, scale_ : ndarray of shape (n_features,)
+    time_scale_ : float
+
+    Notes
+    -----
+    ``predict`` decodes the posterior mean of ``z0`` (a single trajectory, not
+    the mean of sampled trajectories); ``sample`` draws ``z0`` from the
+    posterior (or the prior) and decodes each draw. ``transform`` returns the
+    posterior mean of ``z0``, one row per series in order of first
+    appearance, so the estimator can feed a classifier in a ``Pipeline``
+    with one label per series.
+
+    Examples
+    --------
+    >>> from dynlearn import LatentODE
+    >>> from dynlearn.datasets import make_periodic
+    >>> frame = make_periodic(n_series=8, n_times=12, irregular=True, random_state=0)
+    >>> model = LatentODE(latent_dim=2, encoder_dim=4, encoder_layer_sizes=(8,), ode_layer_sizes=(8,),
+    ...                   max_epochs=2, random_state=0).fit(frame)
+    >>> model.transform(frame).shape
+    (8, 2)
+    >>> model.sample(frame, t=[5.5, 6.0], n_samples=3, random_state=0).shape
+    (48, 1)
+    """
+
+    _parameter_constraints = {
+        **SHARED_CONSTRAINTS,
+        "latent_dim": [Interval(Integral, 1, None, closed="left")],
+        "encoder_dim": [Interval(Integral, 1, None, closed="left")],
+        "encoder_layer_sizes": [tuple, list],
+        "ode_layer_sizes": [tuple, list],
+        "decoder_layer_sizes": [tuple, list],
+        "activation": [StrOptions(set(ACTIVATIONS))],
+        "obs_std": [Interval(Real, 0, None, closed="neither")],
+        "n_samples_train": [Interval(Integral, 1, None, closed="left")],
+        "observed_fraction": [Interval(Real, 0, 1, closed="right")],
+        "task": [StrOptions({"interpolation", "extrapolation"})],
+        "encoder_solver": [str],
+    }
+
+    def __init__(
+        self,
+        latent_dim: int = 10,
+        encoder_dim: int = 20,
+        encoder_layer_sizes: Sequence[int] = (100, 100),
+        ode_layer_sizes: Sequence[int] = (100, 100),
+        decoder_layer_sizes: Sequence[int] = (),
+        activation: str = "tanh",
+        obs_std: float = 0.01,
+        n_samples_train: int = 3,
+        observed_fraction: float = 0.5,
+        task: str = "interpolation",
+        encoder_solver: str = "euler",
+        solver: str = "dopri5",
+        rtol: float = 1e-3,
+        atol: float = 1e-4,
+        adjoint: bool = False,
+        max_num_steps: int = 1000,
+        max_epochs: int = 200,
+        batch_size: int = 50,
+        learning_rate: float = 1e-2,
+        weight_decay: float = 0.0,
+        validation_fraction: float = 0.1,
+        patience: int | None = 20,
+        standardize: bool = True,
+        device: str = "auto",
+        dtype: str = "float32",
+        random_state: Any = None,
+        verbose: int = 0,
+        warm_start: bool = False,
+    ):
+        self.latent_dim = latent_dim
+        self.encoder_dim = encoder_dim
+        self.encoder_layer_sizes = encoder_layer_sizes
+        self.ode_layer_sizes = ode_layer_sizes
+        self.decoder_layer_sizes = decoder_layer_sizes
+        self.activation = activation
+        self.obs_std = obs_std
+        self.n_samples_train = n_samples_train
+        self.observed_fraction = observed_fraction
+        self.task = task
+        self.encoder_solver = encoder_solver
+        self.solver = solver
+        self.rtol = rtol
+        self.atol = atol
+        self.adjoint = adjoint
+        self.max_num_steps = max_num_steps
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.standardize = standardize
+        self.device = device
+        self.dtype = dtype
+        self.random_state = random_state
+        self.verbose = verbose
+        self.warm_start = warm_start
+
+    # ----------------------------------------------------------------- fit
+    def fit(self, X: Any, y: Any = None, *, t: Any = None) -> "LatentODE":
+        """Train encoder, latent dynamics and decoder on the series in ``X``.
+
+        Parameters
+        ----------
+        X : DataFrame, ndarray or list of ndarray
+            Series in any accepted kind; NaN marks missing entries.
+        y : None
+            Ignored; present for pipeline compatibility.
+        t : array-like, default=None
+            Observation times for array inputs.
+
+        Returns
+        -------
+        self
+        """
+        started = time.perf_counter()
+        batch = self._setup_fit(X, t)
+        self._check_settings(batch)
+        train_data, valid_data = self._split_examples(self._examples(batch), batch)
+        if not (self.warm_start and hasattr(self, "module_")):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self._seed)
+                module = _LatentODEModel(
+                    batch.n_features,
+                    self.latent_dim,
+                    self.encoder_dim,
+                    self.encoder_layer_sizes,
+                    self.ode_layer_sizes,
+                    self.decoder_layer_sizes,
+                    self.activation,
+                )
+            self.module_ = module.to(device=self.device_, dtype=self.dtype_)
+            self.history_ = History()
+        self.module_.to(device=self.device_, dtype=self.dtype_)
+        draws = self._generator(2)
+
+        def loss_fn(module: _LatentODEModel, data: dict[str, torch.Tensor]) -> torch.Tensor:
+            # Training draws fresh subsets and z0 samples; validation (eval mode) one fixed draw.
+            return self._negative_bound(module, data, draws if module.training else None)
+
+        state = train(
+            self.module_,
+            loss_fn,
+            train_data,
+            valid_data=valid_data,
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            weight_decay=self.weight_decay,
+            patience=self.patience,
+            generator=self._generator(1),
+            verbose=self.verbose,
+            history=self.history_,
+        )
+        self.n_epochs_ = len(self.history_)
+        self.best_epoch_ = state.best_epoch
+        self.training_time_ = time.perf_counter() - started
+        return self
+
+    def fit_transform(self, X: Any, y: Any = None, *, t: Any = None) -> np.ndarray:
+        """``fit(X, y, t=t)`` then ``transform(X, t=t)``."""
+        return self.fit(X, y, t=t).transform(X, t=t)
+
+    def _fit_scaling(self, batch: SeriesBatch) -> None:
+        super()._fit_scaling(batch)
+        # The latent ODE runs in units of the median gap (observations are taken at the pace of the
+        # dynamics, so rates of change are of order one there); the encoder reads times in units of the
+        # median series window, as in the paper's [0, 1] clock: it takes one fixed step per gap, which
+        # must be small for the steps to be stable.
+        spans = batch.times[np.arange(batch.n_series), batch.lengths - 1] - batch.times[:, 0]
+        spans = spans[spans > 0]
+        self.encoder_time_unit_ = max(float(np.median(spans)) / self.time_scale_, 1.0) if len(spans) else 1.0
+
+    def _check_settings(self, batch: SeriesBatch) -> None:
+        if batch.lengths.max() < 2:
+            raise input_error(
+                "X",
+                "at least one series with two or more observation times",
+                "one sample (a single time) per series",
+                "Dynamics are learned from changes over time; pass longer series.",
+            )
+        for name in ("encoder_layer_sizes", "ode_layer_sizes", "decoder_layer_sizes"):
+            sizes = getattr(self, name)
+            if not all(isinstance(w, Integral) and w >= 1 for w in sizes):
+                raise input_error(name, "a tuple of positive ints", repr(sizes), "E.g. (100, 100), or () for none.")
+        ode_method(self.encoder_solver, "encoder_solver")
+
+    def _solve(self) -> dict[str, Any]:
+        return dict(method=self.solver, rtol=self.rtol, atol=self.atol, adjoint=self.adjoint, max_num_steps=self.max_num_steps)
+
+    def _encoder_solve(self) -> dict[str, Any]:
+        return dict(method=self.encoder_solver, rtol=self.rtol, atol=self.atol, adjoint=False, max_num_steps=self.max_num_steps)
+
+    def _internal(self, batch: SeriesBatch) -> dict[str, np.ndarray]:
+        """Standardised values (0 under the mask), mask, internal times and lengths of each series."""
+        return {
+            "values": np.where(batch.mask, self._scale_values(batch.values), 0.0),
+            "mask": batch.mask.astype(np.float64),
+            "times": self._scale_times(batch.times),
+            "lengths": batch.lengths.astype(np.float64),
+        }
+
+    def _examples(self, batch: SeriesBatch) -> dict[str, np.ndarray]:
+        """One example per series; ``scores`` fix the encoded subsets used for validation."""
+        examples = self._internal(batch)
+        examples["scores"] = np.random.RandomState(self._seed).uniform(size=batch.times.shape)
+        examples["series"] = np.arange(batch.n_series)
+        return examples
+
+    # ----------------------------------------------------------- objective
+    def _negative_bound(
+        self, module: _LatentODEModel, data: dict[str, torch.Tensor], generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """Minus the importance-weighted bound of a minibatch, per target entry.
+
+        ``generator=None`` uses the stored subset scores and a fixed draw of
+        ``z0``, so the figure is a deterministic function of the weights.
+        """
+        width = int(data["lengths"].max())
+        values, mask, times = data["values"][:, :width], data["mask"][:, :width] > 0.5, data["times"][:, :width]
+        lengths = data["lengths"].round().long()
+        if generator is None:
+            scores, generator = data["scores"][:, :width], torch.Generator().manual_seed(self._seed + 3)
+        else:
+            scores = torch.rand(times.shape, generator=generator, dtype=times.dtype).to(times.device)
+        observed_rows = mask.any(-1)
+        origin = times[:, 0]
+        if self.task == "interpolation":
+            candidates = observed_rows
+            target_mask = mask
+        else:
+            split = origin + (times[:, -1] - origin) / 2
+            early = times <= split[:, None]
+            first = torch.zeros_like(observed_rows).scatter_(1, observed_rows.long().argmax(1, keepdim=True), True)
+            candidates = observed_rows & (early | first)
+            target_mask = mask & ~early[..., None]
+        encoded = _pack_rows(values, mask, times, _random_subset(candidates, scores, self.observed_fraction))
+        target = _pack_rows(values, target_mask, times, target_mask.any(-1))
+        mean, std = module.encode(encoded, origin, self._encoder_solve(), self.encoder_time_unit_)
+        k = self.n_samples_train
+        eps = torch.randn((k,) + mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
+        z0 = (mean + std * eps).reshape(-1, mean.shape[-1])
+        decode_times = torch.cat([origin[:, None], target["times"]], dim=1).repeat(k, 1)
+        predicted = module.decode(z0, decode_times, self._solve()).reshape((k,) + target["values"].shape)
+        counts = target["mask"].sum(dim=(1, 2))
+        squared = ((predicted - target["values"]) ** 2 * target["mask"]).sum(dim=(2, 3))
+        log_likelihood = -0.5 * squared / self.obs_std**2 - counts * (math.log(self.obs_std) + 0.5 * _LOG_2PI)
+        # log p(z) - log q(z | x) with z = mean + std * eps; the 2π terms cancel.
+        log_ratio = (-0.5 * (mean + std * eps) ** 2 + 0.5 * eps**2 + torch.log(std)).sum(-1)
+        bound = torch.logsumexp(log_likelihood + log_ratio, dim=0) - math.log(k)
+        return -bound.sum() / counts.sum().clamp_min(1)
+
+    # ------------------------------------------------------------- encoding
+    def _posterior(self, batch: SeriesBatch) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        """Posterior mean and std of z0 (n_series, latent_dim), and each series' origin on the internal clock."""
+        data = self._internal(batch)
+        module = self.module_.eval()
+        means, stds = [], []
+        with torch.no_grad():
+            for start in range(0, batch.n_series, _ENCODE_CHUNK):
+                part = slice(start, start + _ENCODE_CHUNK)
+                width = int(batch.lengths[part].max())
+                values = self._tensor(data["values"][part, :width])
+                mask = self._tensor(data["mask"][part, :width]) > 0.5
+                times = self._tensor(data["times"][part, :width])
+                rows = _pack_rows(values, mask, times, mask.any(-1))
+                mean, std = module.encode(rows, times[:, 0], self._encoder_solve(), self.encoder_time_unit_)
+                means.append(mean)
+                stds.append(std)
+        return torch.cat(means), torch.cat(stds), data["times"][:, 0]
+
+    def transform(self, X: Any, *, t: Any = None) -> np.ndarray:
+        """Posterior mean of each series' latent initial state.
+
+        Parameters
+        ----------
+        X : DataFrame, ndarray or list of ndarray
+            Series in any accepted kind.
+        t : array-like, default=None
+            Observation times for array inputs.
+
+        Returns
+        -------
+        ndarray of shape (n_series, latent_dim)
+            One row per series, in order of first appearance (for frames) or
+            of the array's first axis; ``z0`` is the state at the series'
+            first observation time.
+        """
+        batch = self._check_input(X, t)
+        mean, _, _ = self._posterior(batch)
+        return mean.cpu().double().numpy()
+
+    # ------------------------------------------------------------- predict
+    def predict(self, X: Any, t: Any = None) -> Any:
+        """Posterior-mean trajectory of each series at query times.
+
+        Each series is encoded from all its observations; the latent ODE is
+        integrated from the posterior mean of ``z0`` (at the series' first
+        observation time) to the query times and decoded.
+
+        Parameters
+        ----------
+        X : DataFrame, ndarray or list of ndarray
+            The observations of each series to condition on.
+        t : array-like or DataFrame, default=None
+            Query times: shared ``(n_queries,)``, per series
+            ``(n_series, n_queries)``, or a frame of (series, time) rows.
+            None reconstructs X at its own times (the encoder has seen
+            them: with a small ``latent_dim`` this is a reconstruction
+            through a bottleneck, not a copy).
+
+        Returns
+        -------
+        Same kind as X
+            Values in the user's units.
+        """
+        batch = self._check_input(X)
+        query = check_query_times(t, batch)
+        return to_user_kind(self._predict_batch(batch, query), query, batch)
+
+    def _predict_batch(self, batch: SeriesBatch, query: QueryTimes) -> np.ndarray:
+        mean, _, origin = self._posterior(batch)
+        return self._decode(mean, origin, self._scale_times(query.times))
+
+    def _decode(self, z0: torch.Tensor, origin: np.ndarray, q_times: np.ndarray) -> np.ndarray:
+        """Decode ``z0`` (n, latent_dim) at ``q_times`` (n, n_queries); user units (n, n_queries, n_features).
+
+        Queries are integrated in increasing order (first from the origin to
+        the earliest query, backwards if it is earlier) and put back in place.
+        """
+        order = np.argsort(q_times, axis=1, kind="stable")
+        sorted_times = np.take_along_axis(q_times, order, axis=1)
+        times = np.concatenate([origin[:, None], sorted_times], axis=1)
+        module = self.module_.eval()
+        solve = {**self._solve(), "adjoint": False}
+        pieces = []
+        with torch.no_grad():
+            for start in range(0, len(z0), _DECODE_CHUNK):
+                part = slice(start, start + _DECODE_CHUNK)
+                pieces.append(module.decode(z0[part], self._tensor(times[part]), solve).cpu().double().numpy())
+        decoded = np.empty_like(np.concatenate(pieces))
+        np.put_along_axis(decoded, order[..., None], np.concatenate(pieces), axis=1)
+        return self._unscale_values(decoded)
+
+    def score(self, X: Any, y: Any = None, *, t: Any = None) -> float:
+        """R² of the reconstruction of X over its observed entries.
+
+        Each series is encoded from all its observations and decoded at its
+        own times from the posterior mean of ``z0`` (``predict(X)``); the
+        coefficient of determination is averaged over features. The latent
+        state is a bottleneck, so this measures how well the model's
+        trajectories explain whole series.
+        """
+        batch = self._check_input(X, t)
+        predicted = self._predict_batch(batch, check_query_times(None, batch))
+        return r2_score_masked(batch.values, predicted, batch.mask)
+
+    # -------------------------------------------------------------- sample
+    def sample(
+        self, X: Any = None, t: Any = None, n_samples: int = 100, random_state: Any = None, prior: bool = False
+    ) -> Any:
+        """Trajectories decoded from draws of the latent initial state.
+
+        Parameters
+        ----------
+        X : DataFrame, ndarray, list of ndarray or None
+            Series to condition on: ``z0`` is drawn from ``q(z0 | X)`` at
+            each series' first observation time. None (with ``prior=True``)
+            draws ``n_samples`` unconditional trajectories.
+        t : array-like or DataFrame, default=None
+            Query times as in :meth:`predict` (None: X's own times). With
+            ``X=None``, a 1-D array of times; ``z0`` is then the state at the
+            earliest of them.
+        n_samples : int, default=100
+        random_state : int, RandomState or None, default=None
+            Seeds the draws; equal seeds give equal samples.
+        prior : bool, default=False
+            Draw ``z0`` from the prior ``N(0, I)`` instead of the posterior
+            (X then only gives series ids, first times and query times).
+
+        Returns
+        -------
+        Same kind as X, with a leading sample axis
+            Arrays: ``(n_samples, n_series, n_queries, n_features)`` for a
+            panel, ``(n_samples, n_queries, n_features)`` for one series;
+            frames gain a leading ``sample`` index level (a ``sample`` level
+            for MultiIndex frames, a ``sample`` key of the row index
+            otherwise); a ragged list becomes one list per sample. With
+            ``X=None``: ndarray ``(n_samples, n_times, n_features)``.
+            Each draw is a noise-free trajectory (the decoder's mean); the
+            observation noise ``obs_std`` is not added.
+        """
+        check_is_fitted(self, "module_")
+        if not isinstance(n_samples, Integral) or isinstance(n_samples, bool) or n_samples < 1:
+            raise input_error("n_samples", "a positive int", repr(n_samples), "E.g. n_samples=100.")
+        generator = torch.Generator().manual_seed(int(check_random_state(random_state).randint(np.iinfo(np.int32).max)))
+        if X is None:
+            return self._sample_prior_times(t, n_samples, generator, prior)
+        batch = self._check_input(X)
+        query = check_query_times(t, batch)
+        if prior:
+            origin = self._scale_times(batch.times[:, 0])
+            mean = torch.zeros(batch.n_series, self.latent_dim, dtype=self.dtype_, device=self.device_)
+            std = torch.ones_like(mean)
+        else:
+            mean, std, origin = self._posterior(batch)
+        values = self._draw(mean, std, origin, self._scale_times(query.times), n_samples, generator)
+        return to_user_kind(values, query, batch)
+
+    def _sample_prior_times(self, t: Any, n_samples: int, generator: torch.Generator, prior: bool) -> np.ndarray:
+        if not prior:
+            raise input_error(
+                "X", "series to condition on (posterior samples)", "None", "Pass X, or prior=True for unconditional draws."
+            )
+        if t is None or np.ndim(t) != 1 or len(t) == 0:
+            raise input_error("t", "a 1-D array of times when X is None", f"shape {np.shape(t)}", "E.g. t=np.linspace(0, 5, 50).")
+        clock = self.input_spec_.time_encoding.encode(pd.Index(np.asarray(t)), "t")
+        if not np.isfinite(clock).all():
+            raise input_error("t", "finite times", "NaN or inf", "Remove non-finite times.")
+        times = self._scale_times(clock)
+        mean = torch.zeros(1, self.latent_dim, dtype=self.dtype_, device=self.device_)
+        values = self._draw(mean, torch.ones_like(mean), np.array([times.min()]), times[None], n_samples, generator)
+        return values[:, 0]
+
+    def _draw(
+        self,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        origin: np.ndarray,
+        q_times: np.ndarray,
+        n_samples: int,
+        generator: torch.Generator,
+    ) -> np.ndarray:
+        """Decoded draws (n_samples, n_series, n_queries, n_features) of z0 ~ N(mean, std²)."""
+        eps = torch.randn((n_samples,) + tuple(mean.shape), generator=generator, dtype=mean.dtype).to(mean.device)
+        z0 = (mean + std * eps).reshape(-1, mean.shape[-1])
+        n = mean.shape[0]
+        decoded = self._decode(z0, np.tile(origin, n_samples), np.tile(q_times, (n_samples, 1)))
+        return decoded.reshape((n_samples, n) + decoded.shape[1:])
+
+    def __sklearn_tags__(self):  # noqa: D105
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = False
+        return tags
+
+
+def _random_subset(candidates: torch.Tensor, scores: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Rows (n, width) keeping ``ceil(fraction * count)`` candidates of each series: those of lowest score."""
+    counts = candidates.sum(dim=1)
+    keep = torch.ceil(fraction * counts.to(scores.dtype)).long().clamp_min(1)
+    order = torch.where(candidates, scores, torch.full_like(scores, 2.0)).argsort(dim=1)
+    rank = order.argsort(dim=1)
+    return candidates & (rank < keep[:, None])
+
+
+def _pack_rows(values: torch.Tensor, mask: torch.Tensor, times: torch.Tensor, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The selected ``rows`` of each series moved to the front, in time order, with encoder-style padding.
+
+    Entries outside the selection are masked and zeroed; padding repeats each
+    series' last selected time. Series with no selected row keep their first
+    time and an empty mask.
+    """
+    width = values.shape[1]
+    position = torch.arange(width, device=values.device)
+    key = torch.where(rows, position, position + width)
+    index = key.argsort(dim=1)
+    lengths = rows.sum(dim=1)
+    new_width = max(int(lengths.max()), 1)
+    index = index[:, :new_width]
+    present = position[:new_width][None, :] < lengths[:, None]
+    packed_times = times.gather(1, index)
+    last = packed_times.gather(1, (lengths - 1).clamp_min(0)[:, None])
+    packed_mask = mask.gather(1, index[..., None].expand(-1, -1, mask.shape[-1])) & present[..., None]
+    packed_values = values.gather(1, index[..., None].expand(-1, -1, values.shape[-1])) * packed_mask
+    return {
+        "values": packed_values,
+        "mask": packed_mask,
+        "times": torch.where(present, packed_times, last),
+        "lengths": lengths.clamp_min(1),
+    }
