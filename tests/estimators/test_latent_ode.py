@@ -1,0 +1,180 @@
+"""LatentODE learns: interpolation beats a last-value baseline, posterior spread, masks, latent features."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from dynlearn import ConvergenceWarning, LatentODE
+from dynlearn.data import check_query_times
+from dynlearn.datasets import make_periodic
+
+SPAN = 2.5
+TINY = dict(latent_dim=4, encoder_dim=8, encoder_layer_sizes=(16,), ode_layer_sizes=(16,), solver="rk4", device="cpu")
+
+
+def _fit(model, X, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return model.fit(X, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def sinusoids():
+    """32 irregular sinusoids (random offsets), half of each series' points (after the first) held out."""
+    frame = make_periodic(
+        n_series=32, n_times=16, t_span=(0.0, SPAN), frequency_range=(0.5, 0.5), irregular=True, random_state=0
+    )
+    held = np.random.RandomState(0).uniform(size=len(frame)) < 0.5
+    held &= frame.groupby("series_id").cumcount().to_numpy() > 0
+    return frame[~held], frame[held]
+
+
+@pytest.fixture(scope="module")
+def trained(sinusoids):
+    observed, _ = sinusoids
+    model = LatentODE(**TINY, max_epochs=150, batch_size=32, validation_fraction=0.0, patience=None, random_state=0)
+    return _fit(model, observed)
+
+
+def _last_value(observed, queries):
+    """Each query answered with the latest observation of its series at or before it."""
+    out = []
+    for sid, rows in queries.groupby("series_id", sort=False):
+        seen = observed[observed["series_id"] == sid]
+        index = np.searchsorted(seen["time"].to_numpy(), rows["time"].to_numpy(), side="right") - 1
+        out.append(seen["y"].to_numpy()[np.clip(index, 0, None)])
+    return np.concatenate(out)
+
+
+def test_interpolates_held_out_points_far_better_than_last_value(trained, sinusoids):
+    observed, held = sinusoids
+    predicted = trained.predict(observed, t=held[["series_id", "time"]])
+    assert (predicted["series_id"].to_numpy() == held["series_id"].to_numpy()).all()
+    model_mse = np.mean((predicted["y"].to_numpy() - held["y"].to_numpy()) ** 2)
+    baseline_mse = np.mean((_last_value(observed, held) - held["y"].to_numpy()) ** 2)
+    assert model_mse * 5 < baseline_mse, (model_mse, baseline_mse)
+
+
+def _spread(samples):
+    return samples.groupby(["series_id", "time"])["y"].std().mean()
+
+
+def test_sample_spread_is_small_where_the_data_are(trained, sinusoids):
+    observed, _ = sinusoids
+    series = observed[observed["series_id"] < 8]
+    inside = np.linspace(0.0, SPAN, 9)
+    draws = dict(n_samples=64, random_state=0)
+    within = _spread(trained.sample(series, t=inside, **draws))
+    far = _spread(trained.sample(series, t=inside + 4 * SPAN, **draws))
+    prior = _spread(trained.sample(series, t=inside, prior=True, **draws))
+    assert within < 0.6 * far, (within, far)
+    assert within < 0.2 * prior, (within, prior)
+
+
+def test_predict_is_the_decoded_posterior_mean(trained, sinusoids):
+    observed, _ = sinusoids
+    batch = trained._check_input(observed)
+    query = check_query_times(np.array([0.5, 1.5]), batch)
+    mean, std, origin = trained._posterior(batch)
+    np.testing.assert_allclose(
+        trained._predict_batch(batch, query),
+        trained._decode(mean, origin, trained._scale_times(query.times)),
+    )
+    draws = trained.sample(observed, t=[0.5, 1.5], n_samples=200, random_state=0)
+    assert np.abs(draws.groupby(["series_id", "time"])["y"].mean().to_numpy() - trained.predict(observed, t=[0.5, 1.5])["y"].to_numpy()).max() < 0.2
+    assert float(std.max()) < 1.0  # the data narrowed the posterior below the prior's unit scale
+
+
+# ------------------------------------------------------------ masks
+@pytest.fixture(scope="module")
+def fitted_on_gaps(oscillator):
+    frame, _ = oscillator
+    return _fit(LatentODE(**TINY, max_epochs=2, random_state=0), frame)
+
+
+def test_values_under_the_mask_change_nothing(fitted_on_gaps, oscillator):
+    frame, _ = oscillator
+    model = fitted_on_gaps
+    batch = model._check_input(frame)
+    assert not batch.mask.all()  # some entries are missing
+    garbage = np.random.RandomState(0).normal(scale=1e6, size=batch.values.shape)
+    tampered = replace(batch, values=np.where(batch.mask, batch.values, garbage))
+    for a, b in zip(model._posterior(batch)[:2], model._posterior(tampered)[:2]):
+        assert torch.equal(a, b)
+    query = check_query_times(np.array([8.5, 9.5]), batch)
+    np.testing.assert_array_equal(model._predict_batch(batch, query), model._predict_batch(tampered, query))
+    examples = [model._examples(b) for b in (batch, tampered)]
+    data = [{k: model._tensor(v) for k, v in e.items() if k != "series"} for e in examples]
+    module = model.module_.eval()
+    with torch.no_grad():
+        assert torch.equal(model._negative_bound(module, data[0], None), model._negative_bound(module, data[1], None))
+        losses = [model._negative_bound(module.train(), d, torch.Generator().manual_seed(0)) for d in data]
+    assert torch.equal(losses[0], losses[1])
+
+
+def test_missing_rows_are_not_encoded(fitted_on_gaps):
+    model = fitted_on_gaps
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(3, 8, 2))
+    t = np.linspace(0.0, 7.0, 8)
+    gapped = X.copy()
+    gapped[:, 3] = np.nan  # a row with no observed entry between two that have
+    dropped = np.delete(X, 3, axis=1)
+    np.testing.assert_allclose(
+        model.transform(gapped, t=t), model.transform(dropped, t=np.delete(t, 3)), rtol=1e-5, atol=1e-6
+    )
+
+
+# ------------------------------------------------------- latent features
+def test_transform_feeds_a_classifier_in_a_pipeline():
+    t_span = (0.0, 5.0)
+    common = dict(n_series=24, n_times=20, t_span=t_span, irregular=False)
+    slow = make_periodic(**common, frequency_range=(0.2, 0.3), random_state=0)
+    fast = make_periodic(**common, frequency_range=(0.9, 1.0), random_state=1)
+    times = slow["time"].unique()
+    X = np.concatenate([slow["y"].to_numpy().reshape(24, 20, 1), fast["y"].to_numpy().reshape(24, 20, 1)])
+    y = np.repeat([0, 1], 24)
+    order = np.random.RandomState(0).permutation(48)
+    train, test = order[:32], order[32:]
+    pipe = Pipeline(
+        [
+            ("latent", LatentODE(**TINY, max_epochs=30, validation_fraction=0.0, patience=None, random_state=0)),
+            ("scale", StandardScaler()),  # latent coordinates have no common scale
+            ("clf", LogisticRegression()),
+        ]
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        pipe.fit(X[train], y[train], latent__t=times)
+    assert pipe["latent"].transform(X[test], t=times).shape == (16, 4)
+    accuracy = (pipe[1:].predict(pipe["latent"].transform(X[test], t=times)) == y[test]).mean()
+    assert accuracy >= 0.85, accuracy
+
+
+def test_extrapolation_task_encodes_the_first_half_and_reconstructs_the_second(sinusoids, monkeypatch):
+    observed, _ = sinusoids
+    model = _fit(LatentODE(**TINY, task="extrapolation", observed_fraction=1.0, max_epochs=3, random_state=0), observed)
+    assert np.isfinite(model.history_.to_frame()["train_loss"]).all()
+    batch = model._check_input(observed)
+    data = {k: model._tensor(v) for k, v in model._examples(batch).items() if k != "series"}
+    first, last = data["times"][:, :1], data["times"][:, -1:]
+    late = data["times"] > first + (last - first) / 2
+    module = model.module_.eval()
+    seen, encode = [], module.encode
+    monkeypatch.setattr(module, "encode", lambda rows, *a: seen.append(rows) or encode(rows, *a))
+    moved = dict(data, values=torch.where(late[..., None] & (data["mask"] > 0.5), data["values"] + 1.0, data["values"]))
+    with torch.no_grad():
+        before, after = model._negative_bound(module, data, None), model._negative_bound(module, moved, None)
+    assert not torch.equal(before, after)  # the second half is what is reconstructed
+    for rows in seen:
+        encoded_times = torch.where(rows["mask"].any(-1), rows["times"], first)
+        assert bool((encoded_times <= first + (last - first) / 2).all())  # only the first half is encoded
+    torch.testing.assert_close(seen[0]["values"], seen[1]["values"])
