@@ -114,10 +114,12 @@ def test_masked_values_change_nothing_in_the_reference():
 
 def test_latent_decoder_on_the_union_grid_matches_dynlearn():
     """The latent ODE solved once on the union grid reads each series' own times as dynlearn's per-series clock does."""
-    from dynlearn.estimators._latent_ode import _LatentODEModel
+    from dynlearn import LatentODE
+    from dynlearn.datasets import make_periodic
 
-    torch.manual_seed(0)
-    module = _LatentODEModel(1, 3, 4, (8,), (16,), (), "tanh").double()
+    small = dict(latent_dim=3, encoder_dim=4, encoder_layer_sizes=(8,), ode_layer_sizes=(16,), max_epochs=1)
+    module = LatentODE(**small, random_state=0).fit(make_periodic(n_series=4, n_times=6, random_state=0)).module_
+    module = module.double()
     reference = latent_ode_from_dynlearn(module, encoder=EXACT_UNION, latent=TIGHT)
     _, _, times, lengths = irregular_batch(n_features=1, common_end=True, seed=3)
     z0 = torch.randn(1, len(times), 3, dtype=torch.float64)
