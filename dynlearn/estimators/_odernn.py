@@ -13,6 +13,7 @@ from sklearn.base import ClassifierMixin
 from sklearn.metrics import accuracy_score
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
@@ -125,7 +126,7 @@ def _extrapolation_loss(
     index = torch.arange(times.shape[1], device=times.device).expand_as(times)
     anchor = torch.where(condition, index, torch.zeros_like(index)).max(dim=1, keepdim=True).values
     _, _, before = module.encoder(values, mask & condition[..., None], times, lengths, solve=solve, return_before=True)
-    return _masked_mse(module.decoder(before), values, mask & (index > anchor))
+    return _masked_mse(module.decoder(before), values, mask & (index > anchor)[..., None])
 
 
 class _ODERNNBase(SeriesModel):
@@ -494,7 +495,12 @@ class ODERNN(_ODERNNBase):
 def _series_labels(y: Any, batch: SeriesBatch) -> np.ndarray:
     """One label per series of ``batch``: by id for a pandas Series and frame input, else by position."""
     if y is None:
-        raise input_error("y", "one label per series", "None", "Pass y of length n_series.")
+        raise input_error(
+            "y",
+            "one label per series (the classifier requires y to be passed, but the target y is None)",
+            "None",
+            "Pass y of length n_series.",
+        )
     if isinstance(y, pd.DataFrame) and y.shape[1] == 1:
         y = y.iloc[:, 0]
     if isinstance(y, pd.Series) and batch.spec.is_frame and batch.n_series > 0:
@@ -511,6 +517,8 @@ def _series_labels(y: Any, batch: SeriesBatch) -> np.ndarray:
     labels = np.asarray(y)
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
+    if labels.ndim == 1:
+        check_classification_targets(labels)
     if labels.ndim != 1 or len(labels) != batch.n_series:
         raise input_error(
             "y",
@@ -732,7 +740,8 @@ class ODERNNClassifier(ClassifierMixin, _ODERNNBase):
         -------
         ndarray of shape (n_series,)
         """
-        return self.classes_[np.argmax(self._logits(X, t), axis=1)]
+        logits = self._logits(X, t)
+        return self.classes_[np.argmax(logits, axis=1)]
 
     def score(self, X: Any, y: Any, sample_weight: Any = None, *, t: Any = None) -> float:
         """Accuracy of :meth:`predict` against ``y`` (aligned like in ``fit``)."""
