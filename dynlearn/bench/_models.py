@@ -11,7 +11,16 @@ import torch
 from torch import nn
 
 from ..data import ID_COLUMN, TIME_COLUMN
-from ..estimators import HamiltonianNN, LagrangianNN, NeuralODE, NeuralSDE
+from ..estimators import (
+    HamiltonianNN,
+    LagrangianNN,
+    LatentODE,
+    LatentSDE,
+    NeuralODE,
+    NeuralSDE,
+    ODERNN,
+    ODERNNClassifier,
+)
 from ._measure import record_evaluation
 from ._tasks import Task, TaskData, pick
 
@@ -84,7 +93,7 @@ def public_estimators() -> list[str]:
 def training(size: str, seed: int, device: str) -> dict[str, Any]:
     """Optimisation settings every neural model of the suite shares (estimator keyword arguments)."""
     return dict(
-        max_epochs=pick(size, tiny=2, quick=25, full=400),
+        max_epochs=pick(size, tiny=2, quick=20, full=400),
         patience=pick(size, tiny=None, quick=None, full=30),
         batch_size=64,
         learning_rate=pick(size, tiny=1e-2, quick=1e-2, full=3e-3),
@@ -296,12 +305,86 @@ register_model(
 )
 
 
+# ------------------------------------------------------- latent and recurrent
+def _not_a_forecaster(task: Task, data: TaskData) -> str | None:
+    return (
+        "a classifier: it predicts one label per series (e.g. mortality) from the whole history; every "
+        "task of the suite scores forecasts of the observed variables"
+    )
+
+
+register_model(
+    ModelSpec(
+        "ODERNN",
+        "ODERNN",
+        "recurrent, continuous",
+        "ODERNN (Rubanova et al. 2019): a GRU updates a hidden state at each observation, a neural ODE (Euler "
+        "on each series' own clock) evolves it between them; hidden 16, ODE 1 × 32 (full: 20, 1 × 64); "
+        "trained to interpolate with 80% of rows shown.",
+        lambda data, size, seed, device: ODERNN(
+            hidden_dim=pick(size, tiny=8, quick=16, full=20),
+            ode_hidden_layer_sizes=pick(size, tiny=(8,), quick=(32,), full=(64,)),
+            **training(size, seed, device),
+        ),
+    )
+)
+
+register_model(
+    ModelSpec(
+        "ODERNNClassifier",
+        "ODERNNClassifier",
+        "recurrent, continuous",
+        "ODERNNClassifier: the ODE-RNN encoder with a classification head (labels per series).",
+        lambda data, size, seed, device: ODERNNClassifier(**training(size, seed, device)),
+        applies=_not_a_forecaster,
+    )
+)
+
+register_model(
+    ModelSpec(
+        "LatentODE",
+        "LatentODE",
+        "latent, continuous",
+        "LatentODE (Rubanova et al. 2019): ODE-RNN encoder to q(z0 | history), latent neural ODE (dopri5), "
+        "linear decoder; latent 6, layers 2 × 32 (full: latent 10, 2 × 64); forecasts are the decoded posterior "
+        "mean, CRPS and coverage from posterior samples (noise-free trajectories: obs_std not added).",
+        lambda data, size, seed, device: LatentODE(
+            latent_dim=pick(size, tiny=3, quick=6, full=10),
+            encoder_dim=pick(size, tiny=8, quick=16, full=20),
+            encoder_layer_sizes=hidden(size),
+            ode_layer_sizes=hidden(size),
+            **training(size, seed, device),
+        ),
+    )
+)
+
+register_model(
+    ModelSpec(
+        "LatentSDE",
+        "LatentSDE",
+        "latent, stochastic",
+        "LatentSDE (Li et al. 2020): posterior and prior latent SDEs with a learned diffusion, fitted by the "
+        "ELBO; latent 4, 2 × 32 (full: 2 × 64); forecasts are the mean of its samples, CRPS and coverage from "
+        "them. Its solves go through torchsde (no NFE counted).",
+        lambda data, size, seed, device: LatentSDE(
+            latent_dim=pick(size, tiny=2, quick=4, full=4),
+            context_dim=pick(size, tiny=4, quick=8, full=16),
+            hidden_layer_sizes=hidden(size),
+            encoder_hidden_size=pick(size, tiny=8, quick=16, full=32),
+            n_samples_predict=pick(size, tiny=4, quick=8, full=32),
+            **training(size, seed, device),
+        ),
+        counts_evaluations=False,
+    )
+)
+
+
 # ------------------------------------------------------------------ baseline
 class LastValue:
     """Naive baseline: every query gets the latest observed value of each variable at or before it.
 
     A variable a series has not observed yet takes its first later value,
-    and one it never observed the mean seen at fit.
+    one it never observed the mean seen at fit (0 when fit never saw it).
     """
 
     def fit(self, X: pd.DataFrame, y: Any = None) -> "LastValue":
@@ -320,7 +403,8 @@ class LastValue:
         kw = dict(on=TIME_COLUMN, by=ID_COLUMN)
         before = pd.merge_asof(ordered, known.sort_values(TIME_COLUMN), direction="backward", **kw)
         after = pd.merge_asof(ordered, known.sort_values(TIME_COLUMN), direction="forward", **kw)
-        values = before[names].fillna(after[names]).fillna(self.mean_)
+        # A variable never observed anywhere gets 0 (the data carry no level for it).
+        values = before[names].fillna(after[names]).fillna(self.mean_).fillna(0.0)
         out = pd.concat([before[[ID_COLUMN, TIME_COLUMN, "_row"]], values], axis=1).sort_values("_row")
         return out.drop(columns="_row").reset_index(drop=True)
 

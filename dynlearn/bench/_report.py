@@ -259,13 +259,19 @@ def _cost_figure(plt, result: SuiteResult, stats: pd.DataFrame) -> object:
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False)
     for ax, task in zip(axes.ravel(), tasks):
         for i, model in enumerate(result.models):
-            pick = stats[(stats["task"] == task) & (stats["model"] == model)].set_index("metric")["mean"]
-            if "fit_time" in pick and "forecast_mse" in pick and pick["fit_time"] > 0:
-                ax.loglog(pick["fit_time"], pick["forecast_mse"], "o", color=f"C{i % 10}", label=model)
+            found = stats[(stats["task"] == task) & (stats["model"] == model)].set_index("metric")["mean"]
+            if "fit_time" not in found or "forecast_mse" not in found:
+                continue
+            if MODELS[model].family == "baseline":  # trains for no time: a reference level, not a point
+                ax.axhline(found["forecast_mse"], color=f"C{i % 10}", linestyle="--", linewidth=1, label=model)
+            else:
+                ax.loglog(found["fit_time"], found["forecast_mse"], "o", color=f"C{i % 10}", label=model)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
         ax.set_title(task, fontsize=8)
         ax.set_xlabel("fit time (s)", fontsize=7)
         ax.set_ylabel("forecast MSE", fontsize=7)
-        ax.tick_params(labelsize=6)
+        ax.tick_params(which="both", labelsize=6)
     for ax in axes.ravel()[len(tasks):]:
         ax.axis("off")
     handles, labels = {}, {}

@@ -42,8 +42,11 @@ METRICS: dict[str, tuple[str, str]] = {
 }
 
 
-# Metrics that may be unmeasurable for a cell (no interpolation rows, no torch module).
-_MAY_BE_MISSING = ("interp_mse", "n_parameters", "graph_memory")
+# Sample paths per rollout for models whose simulate draws them (stochastic models).
+ROLLOUT_SAMPLES = 8
+
+# Metrics that may be unmeasurable for a cell (no torch module).
+_MAY_BE_MISSING = ("n_parameters", "graph_memory")
 
 
 @dataclass
@@ -227,8 +230,9 @@ def _measure_cell(
             fit_time = time.perf_counter() - began
     iterations = counts.iterations
     values: dict[str, float] = {}
-    values["interp_mse"] = _mse(model.predict(data.history, t=data.interpolation[[ID_COLUMN, TIME_COLUMN]]),
-                                data.interpolation) if len(data.interpolation) else math.nan
+    if len(data.interpolation):
+        interpolated = model.predict(data.history, t=data.interpolation[[ID_COLUMN, TIME_COLUMN]])
+        values["interp_mse"] = _mse(interpolated, data.interpolation)
     forecast = _forecast(spec, model, data.history, data.future[[ID_COLUMN, TIME_COLUMN]])
     values["forecast_mse"] = _mse(forecast, data.future)
     if callable(getattr(model, "sample", None)):
@@ -238,7 +242,7 @@ def _measure_cell(
         lower, upper = np.quantile(samples, [0.05, 0.95], axis=0)
         values["coverage90"] = interval_coverage(observed, lower, upper)
     if data.energy is not None:
-        drift = _energy_drift(model, data)
+        drift = _energy_drift(model, data, seed)
         if drift is not None:
             times, relative = drift
             values["energy_drift"] = float(relative[:, -1].mean())
@@ -260,7 +264,7 @@ def _measure_cell(
     bad = [m for m, v in values.items() if not math.isfinite(v) and m not in _MAY_BE_MISSING]
     if bad:
         raise RuntimeError(f"non-finite {bad}")
-    # What could not be measured (no held-out rows, no module) is left out rather than written as NaN.
+    # What could not be measured (a model without a torch module) is left out rather than written as NaN.
     return {m: v for m, v in values.items() if math.isfinite(v)}
 
 
@@ -318,14 +322,25 @@ def _samples(model: Any, history: pd.DataFrame, queries: pd.DataFrame, n_samples
     return np.stack([_aligned(part.reset_index(drop=True), queries, names) for _, part in draws])
 
 
-def _energy_drift(model: Any, data: TaskData) -> tuple[np.ndarray, np.ndarray] | None:
-    """Relative change of the true energy along ``simulate`` rollouts from the task's initial states."""
+def _energy_drift(model: Any, data: TaskData, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Relative change of the true energy along ``simulate`` rollouts from the task's initial states.
+
+    Returns the rollout times and ``|H(t) - H(0)| / |H(0)|`` per rollout
+    ``(n_series, n_times)``; for models that simulate sample paths (a
+    leading sample axis), the mean over ``ROLLOUT_SAMPLES`` paths.
+    """
     if not callable(getattr(model, "simulate", None)) or data.rollout_x0 is None:
         return None
-    path = np.asarray(model.simulate(data.rollout_x0, data.rollout_times), dtype=float)
-    energy = data.energy(path)  # (n_series, n_times)
+    kwargs: dict[str, Any] = {}
+    parameters = inspect.signature(model.simulate).parameters
+    if "n_samples" in parameters:
+        kwargs["n_samples"] = ROLLOUT_SAMPLES
+    if "random_state" in parameters:
+        kwargs["random_state"] = seed
+    path = np.asarray(model.simulate(data.rollout_x0, data.rollout_times, **kwargs), dtype=float)
     start = data.energy(data.rollout_x0)[:, None]
-    return data.rollout_times, np.abs(energy - start) / np.abs(start)
+    relative = np.abs(data.energy(path) - start) / np.abs(start)  # (..., n_series, n_times)
+    return data.rollout_times, relative.reshape((-1,) + relative.shape[-2:]).mean(axis=0)
 
 
 def _curve(spec: ModelSpec, model: Any, data: TaskData, n_samples: int, seed: int) -> dict[str, Any]:

@@ -42,7 +42,6 @@ class TaskData:
     energy: Callable[[np.ndarray], np.ndarray] | None = None
     rollout_x0: np.ndarray | None = None
     rollout_times: np.ndarray | None = None
-    notes: str = ""
 
     @property
     def feature_names(self) -> list[str]:
@@ -154,21 +153,25 @@ PERIODIC_PUBLISHED = "Rubanova et al. 2019, toy periodic, 1,000 series × 100 po
 def _periodic(size: str, seed: int) -> TaskData:
     from ..datasets import make_periodic
 
-    n_series, n_times = pick(size, tiny=(10, 12), quick=(32, 30), full=(1000, 100))
-    frame = make_periodic(n_series=n_series, n_times=n_times, irregular=True, random_state=seed)
+    n_series, n_times = pick(size, tiny=(10, 12), quick=(24, 30), full=(1000, 100))
+    # The published protocol draws one set of irregular times for all series; smaller runs give
+    # each series its own, which the per-series clock is for.
+    irregular = pick(size, tiny=True, quick=True, full="shared")
+    frame = make_periodic(n_series=n_series, n_times=n_times, irregular=irregular, random_state=seed)
     # Half the span conditions, half is forecast; half of the history is
     # held out for interpolation: the "50% observed" cells of the protocol.
     parts = split_series(frame, split_time=2.5, seed=seed, test_fraction=0.2, interpolation_fraction=0.5)
-    return TaskData(*parts, notes="each series on its own irregular times")
+    return TaskData(*parts)
 
 
 register_task(
     Task(
         "periodic",
         "irregular",
-        "make_periodic: sinusoids on [0, 5], each series on its own irregular times, noise 0.01; 20% of the "
+        "make_periodic: sinusoids on [0, 5] at irregular times (quick: each series its own; full: shared, as "
+        "published), noise 0.01; 20% of the "
         "series held out, conditioned on t ≤ 2.5 with half those rows hidden (interpolation targets), "
-        "forecast t > 2.5. Quick: 32 series × 30 points; full: 1,000 × 100 (the Latent ODE toy protocol).",
+        "forecast t > 2.5. Quick: 24 series × 30 points; full: 1,000 × 100 (the Latent ODE toy protocol).",
         _periodic,
         published={
             ("ODERNN", "interp_mse"): (0.01666, float("nan"), PERIODIC_PUBLISHED),
@@ -201,7 +204,6 @@ def _mass_spring(size: str, seed: int) -> TaskData:
         energy=mass_spring_energy,
         rollout_x0=x0,
         rollout_times=np.arange(0.0, horizon + 1e-9, 0.1),
-        notes="noise σ = 0.1 on q and p",
     )
 
 
@@ -224,7 +226,7 @@ def _lorenz(size: str, seed: int) -> TaskData:
     n_series, n_times = pick(size, tiny=(8, 15), quick=(24, 40), full=(128, 200))
     frame = make_lorenz(n_series=n_series, n_times=n_times, t_span=(0.0, 2.0), noise=0.1, irregular=True,
                         random_state=seed)
-    return TaskData(*split_series(frame, split_time=1.5, seed=seed), notes="irregular times, noise 0.1")
+    return TaskData(*split_series(frame, split_time=1.5, seed=seed))
 
 
 register_task(
@@ -244,7 +246,7 @@ def _ou(size: str, seed: int) -> TaskData:
 
     n_series, n_times = pick(size, tiny=(8, 12), quick=(48, 30), full=(512, 40))
     frame = make_ou_process(n_series=n_series, n_times=n_times, t_span=(0.0, 5.0), irregular=True, random_state=seed)
-    return TaskData(*split_series(frame, split_time=3.5, seed=seed), notes="θ = 1, μ = 0, σ = 0.5; exact transitions")
+    return TaskData(*split_series(frame, split_time=3.5, seed=seed))
 
 
 register_task(
@@ -266,7 +268,7 @@ def _lynx_hare(size: str, seed: int) -> TaskData:
     frame = load_lynx_hare().frame
     frame = frame.assign(time=frame[TIME_COLUMN].astype(float))
     parts = split_series(frame, split_time=1915.0, seed=seed, test_fraction=None, interpolation_fraction=0.15)
-    return TaskData(*parts, notes="one series of 21 years: train on 1900–1915 less held-out years")
+    return TaskData(*parts)
 
 
 register_task(
@@ -295,7 +297,7 @@ def _real_pendulum(size: str, seed: int) -> TaskData:
     frame = frame[frame[TIME_COLUMN] < frame[TIME_COLUMN].min() + seconds]
     split = _span_split(frame, 0.8)
     parts = split_series(frame, split_time=split, seed=seed, test_fraction=None, interpolation_fraction=0.2)
-    return TaskData(*parts, notes=f"forecast after t = {split:.1f} s")
+    return TaskData(*parts)
 
 
 register_task(
@@ -328,14 +330,14 @@ def _physionet(size: str, seed: int) -> TaskData:
         ) from None
     frame = data.frame
     ids = frame[ID_COLUMN].unique()
-    frame = frame[frame[ID_COLUMN].isin(ids[: pick(size, tiny=12, quick=60, full=len(ids))])]
+    frame = frame[frame[ID_COLUMN].isin(ids[: pick(size, tiny=12, quick=16, full=len(ids))])]
     # Each variable scaled to [0, 1] over the data, as in the published protocol.
     values = frame[data.feature_names]
     low, high = values.min(), values.max()
     scaled = (values - low) / (high - low).where(high > low, 1.0)
     frame = pd.concat([frame[[ID_COLUMN, TIME_COLUMN]], scaled], axis=1)
     frame = frame.loc[:, frame.notna().any()]
-    return TaskData(*split_series(frame, split_time=24.0, seed=seed), notes="variables scaled to [0, 1]")
+    return TaskData(*split_series(frame, split_time=24.0, seed=seed))
 
 
 register_task(
@@ -344,7 +346,7 @@ register_task(
         "real",
         "fetch_physionet2012 set A (--physionet-path or the cache, never downloaded here): 37 sparse ICU "
         "variables scaled to [0, 1]; 25% of the patients held out, conditioned on the first 24 h (20% of rows "
-        "hidden), forecast 24–48 h. Quick: 60 patients on an hourly grid; full: every patient, 6-minute grid.",
+        "hidden), forecast 24–48 h. Quick: 16 patients on an hourly grid; full: every patient, 6-minute grid.",
         _physionet,
         published={
             ("ODERNN", "interp_mse"): (2.361e-3, 0.086e-3, PHYSIONET_PUBLISHED),
