@@ -179,11 +179,12 @@ class ODERNNEncoder(nn.Module):
     integrated between observations:
 
     - fixed-step methods ``"euler"``, ``"midpoint"`` and ``"rk4"`` take their
-      steps inline. Without ``options["step_size"]`` a gap is one step (the
-      cheapest, a ResNet-like unrolling); with it each row takes
-      ``ceil(|gap| / step_size)`` equal steps of its own, rows that need fewer
-      steps being held once done, so a row's result is the same whatever else
-      is in the batch;
+      steps inline. Without ``options["step_size"]`` a gap is one step (a
+      ResNet-like unrolling); with it each series' gaps are split into
+      ``ceil(|gap| / step_size)`` equal steps by inserting rows that observe
+      nothing into that series alone, so a series' result is the same
+      whatever else is in the batch (:meth:`evolve` holds rows that need
+      fewer steps instead);
     - any other method (adaptive ones such as ``"dopri5"``) integrates
       ``dh/ds = gap * f(h)`` over ``s`` in [0, 1] with
       :func:`dynlearn.solvers.solve_ode`, all rows together.
