@@ -89,8 +89,10 @@ class _Encoder(nn.Module):
 class _LatentDynamics(nn.Module):
     """The posterior and prior SDEs in the form torchsde integrates.
 
-    ``f`` is the posterior drift ``h_phi(z, context(t), r(t))``, ``h`` the
-    prior drift ``h_theta(z)``, ``g`` the shared diagonal diffusion. The
+    ``f`` is the posterior drift ``h_theta(z) + u_phi(z, context(t), r(t))``,
+    ``h`` the prior drift ``h_theta(z)``, ``g`` the shared diagonal
+    diffusion. Writing the posterior as the prior plus a correction starts
+    it at the prior and makes the KL integrand ``|u_phi / g|² / 2``. The
     context of a series on ``[t_k, t_{k+1})`` is the encoder's output at row
     ``k+1`` (the next observation; piecewise constant, the last row's after
     the end) and ``r(t) = t_{k+1} - t`` the time left until it. A fixed-step
@@ -161,11 +163,12 @@ class _LatentDynamics(nn.Module):
         return context.repeat(self._repeats, 1)
 
     def f(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        posterior = self.posterior(torch.cat([z, self._row_context(t)], dim=-1))
+        prior = self.prior(z)
+        correction = self.posterior(torch.cat([z, self._row_context(t)], dim=-1))
         if not self._forecast:
-            return posterior
+            return prior + correction
         last = self._times.gather(1, self._last_row[:, None]).repeat(self._repeats, 1)
-        return torch.where(t.to(last.dtype) <= last, posterior, self.prior(z))
+        return torch.where(t.to(last.dtype) <= last, prior + correction, prior)
 
     def h(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return self.prior(z)
@@ -275,14 +278,15 @@ class LatentSDE(SeriesModel):
     Observations ``x(t)`` are a linear decoding of a latent diffusion
     ``z(t)`` plus Gaussian noise. The generative model is the prior SDE
     ``dz = h_theta(z) dt + g(z) dW`` from ``z0 ~ N(m, s²)``; inference uses
-    a posterior SDE ``dz = h_phi(z, c(t)) dt + g(z) dW`` sharing the
-    diffusion, driven by a context ``c(t)`` that a GRU reads backwards in
-    time over the observed values and masks (between two observations, the
-    context of the later one, its values and the time left until it), with
-    ``z0`` drawn from a Gaussian read off the context at the first row. Training maximises the evidence
+    a posterior SDE ``dz = (h_theta(z) + u_phi(z, c(t))) dt + g(z) dW``
+    sharing the diffusion, driven by a context ``c(t)`` that a GRU reads
+    backwards in time over the observed values and masks (between two
+    observations, the context of the later one, its values and the time
+    left until it), with ``z0`` drawn from a Gaussian read off the context
+    at the first row. Training maximises the evidence
     lower bound: the Gaussian log-likelihood of the observed entries, minus
     the KL divergence of the initial posterior from the prior, minus the
-    path-space KL ``∫ ½ |(h_phi - h_theta) / g|² dt`` that torchsde
+    path-space KL ``∫ ½ |u_phi / g|² dt`` that torchsde
     accumulates alongside the solve (``logqp``). The loss is the negative
     ELBO of a minibatch divided by its number of observed entries, so its
     scale does not depend on window length or missingness.
