@@ -421,7 +421,6 @@ class LatentODE(TransformerMixin, SeriesModel):
         """
         width = int(data["lengths"].max())
         values, mask, times = data["values"][:, :width], data["mask"][:, :width] > 0.5, data["times"][:, :width]
-        lengths = data["lengths"].round().long()
         if generator is None:
             scores, generator = data["scores"][:, :width], torch.Generator().manual_seed(self._seed + 3)
         else:

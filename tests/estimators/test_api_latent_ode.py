@@ -94,6 +94,14 @@ def test_same_seed_same_fit_and_samples_without_touching_global_seed(fitted, per
     assert not np.allclose(fitted.sample(periodic, t=[5.5], n_samples=4, random_state=4)["y"], first["y"])
 
 
+def test_fit_transform_is_fit_then_transform(fitted, periodic):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        features = clone(fitted).fit_transform(periodic)
+    np.testing.assert_array_equal(features, fitted.transform(periodic))
+    assert features.shape == (periodic["series_id"].nunique(), 2) and features.dtype == np.float64
+
+
 def test_warm_start_continues_training(periodic):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
