@@ -364,14 +364,16 @@ register_model(
         "LatentSDE",
         "latent, stochastic",
         "LatentSDE (Li et al. 2020): posterior and prior latent SDEs with a learned diffusion, fitted by the "
-        "ELBO; latent 4, 2 × 32 (full: 2 × 64); forecasts are the mean of its samples, CRPS and coverage from "
-        "them. Its solves go through torchsde (no NFE counted).",
+        "ELBO; latent 4, 2 × 32, windows of 20 observations (full: 2 × 64, whole series); forecasts are the "
+        "mean of its samples, CRPS and coverage from them. Its solves go through torchsde (no NFE counted).",
         lambda data, size, seed, device: LatentSDE(
             latent_dim=pick(size, tiny=2, quick=4, full=4),
             context_dim=pick(size, tiny=4, quick=8, full=16),
             hidden_layer_sizes=hidden(size),
             encoder_hidden_size=pick(size, tiny=8, quick=16, full=32),
             n_samples_predict=pick(size, tiny=4, quick=8, full=32),
+            # Whole long series (the real pendulum) cost hundreds of SDE steps per example: quick runs use windows.
+            window_size=pick(size, tiny=None, quick=20, full=None),
             **training(size, seed, device),
         ),
         counts_evaluations=False,
