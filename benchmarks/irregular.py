@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pandas as pd
 import torch
+from torch.overrides import TorchFunctionMode
 
 from dynlearn.datasets import make_periodic
 
@@ -233,22 +234,30 @@ def reference_latent_loss(
     return loss
 
 
-class EvaluationCounter:
-    """Counts forward calls of the given networks (hooks; removed by :meth:`close`)."""
+class EvaluationCounter(TorchFunctionMode):
+    """Counts evaluations of networks while active: calls of ``linear`` on each network's first weight.
+
+    Watching the first layer's weight sees every evaluation, whether the
+    network is called as a module or, as dynlearn's encoder does in its
+    loop, as a plain function of its parameters.
+    """
 
     def __init__(self, **networks: torch.nn.Module):
+        super().__init__()
+        self.names = {}
+        for name, net in networks.items():
+            first = next(layer for layer in net.modules() if isinstance(layer, torch.nn.Linear))
+            self.names[id(first.weight)] = name
         self.counts = dict.fromkeys(networks, 0)
-        self.handles = [net.register_forward_hook(self._hook(name)) for name, net in networks.items()]
 
-    def _hook(self, name: str) -> Callable:
-        def count(*_: Any) -> None:
-            self.counts[name] += 1
-
-        return count
-
-    def close(self) -> None:
-        for handle in self.handles:
-            handle.remove()
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.nn.functional.linear:
+            weight = args[1] if len(args) > 1 else kwargs.get("weight")
+            name = self.names.get(id(weight))
+            if name is not None:
+                self.counts[name] += 1
+        return func(*args, **kwargs)
 
 
 def saved_for_backward_bytes(iteration: Callable[[], Any]) -> int:
@@ -288,11 +297,10 @@ def compare_iterations(
     """Seconds per iteration of ``dynlearn`` and ``union`` (interleaved), their ratio, evaluations and memory."""
     records: list[Record] = []
     for candidate, iteration in candidates.items():
-        counter = EvaluationCounter(**networks[candidate])
-        iteration()
+        with EvaluationCounter(**networks[candidate]) as counter:
+            iteration()
         for network, count in counter.counts.items():
             records.append(Record("irregular_speed", f"{name}.nfe_{network}.{candidate}", count, "evaluations"))
-        counter.close()
         if context.device.type == "cuda":
             peak = peak_cuda_bytes(iteration, context.device)
             records.append(Record("irregular_speed", f"{name}.peak_cuda_memory.{candidate}", peak / 2**20, "MiB"))
