@@ -389,10 +389,14 @@ class LatentODE(TransformerMixin, SeriesModel):
         ode_method(self.encoder_solver, "encoder_solver")
 
     def _solve(self) -> dict[str, Any]:
-        return dict(method=self.solver, rtol=self.rtol, atol=self.atol, adjoint=self.adjoint, max_num_steps=self.max_num_steps)
+        return dict(
+            method=self.solver, rtol=self.rtol, atol=self.atol, adjoint=self.adjoint, max_num_steps=self.max_num_steps
+        )
 
     def _encoder_solve(self) -> dict[str, Any]:
-        return dict(method=self.encoder_solver, rtol=self.rtol, atol=self.atol, adjoint=False, max_num_steps=self.max_num_steps)
+        return dict(
+            method=self.encoder_solver, rtol=self.rtol, atol=self.atol, adjoint=False, max_num_steps=self.max_num_steps
+        )
 
     def _internal(self, batch: SeriesBatch) -> dict[str, np.ndarray]:
         """Standardised values (0 under the mask), mask, internal times and lengths of each series."""
@@ -612,10 +616,15 @@ class LatentODE(TransformerMixin, SeriesModel):
     def _sample_prior_times(self, t: Any, n_samples: int, generator: torch.Generator, prior: bool) -> np.ndarray:
         if not prior:
             raise input_error(
-                "X", "series to condition on (posterior samples)", "None", "Pass X, or prior=True for unconditional draws."
+                "X",
+                "series to condition on (posterior samples)",
+                "None",
+                "Pass X, or prior=True for unconditional draws.",
             )
         if t is None or np.ndim(t) != 1 or len(t) == 0:
-            raise input_error("t", "a 1-D array of times when X is None", f"shape {np.shape(t)}", "E.g. t=np.linspace(0, 5, 50).")
+            raise input_error(
+                "t", "a 1-D array of times when X is None", f"shape {np.shape(t)}", "E.g. t=np.linspace(0, 5, 50)."
+            )
         clock = self.input_spec_.time_encoding.encode(pd.Index(np.asarray(t)), "t")
         if not np.isfinite(clock).all():
             raise input_error("t", "finite times", "NaN or inf", "Remove non-finite times.")
@@ -640,11 +649,6 @@ class LatentODE(TransformerMixin, SeriesModel):
         decoded = self._decode(z0, np.tile(origin, n_samples), np.tile(q_times, (n_samples, 1)))
         return decoded.reshape((n_samples, n) + decoded.shape[1:])
 
-    def __sklearn_tags__(self):  # noqa: D105
-        tags = super().__sklearn_tags__()
-        tags.non_deterministic = False
-        return tags
-
 
 def _random_subset(candidates: torch.Tensor, scores: torch.Tensor, fraction: float) -> torch.Tensor:
     """Rows (n, width) keeping ``ceil(fraction * count)`` candidates of each series: those of lowest score."""
@@ -655,7 +659,9 @@ def _random_subset(candidates: torch.Tensor, scores: torch.Tensor, fraction: flo
     return candidates & (rank < keep[:, None])
 
 
-def _pack_rows(values: torch.Tensor, mask: torch.Tensor, times: torch.Tensor, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+def _pack_rows(
+    values: torch.Tensor, mask: torch.Tensor, times: torch.Tensor, rows: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """The selected ``rows`` of each series moved to the front, in time order, with encoder-style padding.
 
     Entries outside the selection are masked and zeroed; padding repeats each
