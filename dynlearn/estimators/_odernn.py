@@ -85,6 +85,41 @@ def _masked_mse(predicted: torch.Tensor, values: torch.Tensor, mask: torch.Tenso
     return ((predicted - values) ** 2 * weight).sum() / weight.sum().clamp_min(1)
 
 
+def _shown_rows(keep: torch.Tensor, *tensors: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Each series' rows where ``keep`` holds, moved to the front in time order (padding repeats the last).
+
+    Returns the packed tensors, their lengths, and for every original row the
+    packed position of the latest shown row strictly before it (0 if none).
+    """
+    n_rows = keep.shape[1]
+    index = torch.arange(n_rows, device=keep.device).expand_as(keep)
+    order = torch.sort(torch.where(keep, index, index + n_rows), dim=1).indices
+    lengths = keep.sum(dim=1)
+    width = int(lengths.max())
+    last = torch.minimum(torch.arange(width, device=keep.device)[None, :], (lengths - 1)[:, None])
+    rows = order.gather(1, last)
+    packed = [
+        t.gather(1, rows.reshape(rows.shape + (1,) * (t.dim() - 2)).expand(rows.shape + t.shape[2:])) for t in tensors
+    ]
+    shown_before = keep.cumsum(dim=1) - keep.long()
+    return packed, lengths, (shown_before - 1).clamp_min(0)
+
+
+def _shown_and_predicted(
+    module: _ODERNNModel,
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    times: torch.Tensor,
+    keep: torch.Tensor,
+    anchors: torch.Tensor | None,
+    solve: dict,
+) -> torch.Tensor:
+    """Encode only the rows in ``keep``; decode every row from its anchor's state evolved to the row's time."""
+    (p_values, p_mask, p_times), lengths, latest = _shown_rows(keep, values, mask, times)
+    states, _ = module.encoder(p_values, p_mask, p_times, lengths, solve=solve)
+    return module.decode_at(states, p_times, latest if anchors is None else anchors, times, solve)
+
+
 def _interpolation_loss(
     module: _ODERNNModel,
     data: dict[str, torch.Tensor],
@@ -92,20 +127,22 @@ def _interpolation_loss(
     observed_fraction: float,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """Every observation after the first, predicted from the encoder's state just before it.
+    """Every observation after the first, predicted from the latest earlier row shown to the encoder.
 
     A random ``1 - observed_fraction`` of each series' rows (never the first)
-    is hidden from the encoder; hidden rows are interpolated, shown rows are
-    predicted one step ahead (the state evolved from the previous row, before
-    the row's own update), so no target ever informs its own prediction.
+    is hidden from the encoder, which runs over the shown rows only; every
+    observed row after the first is then decoded from the state after the
+    latest shown row strictly before it, evolved to the row's time (hidden
+    rows are interpolated, shown rows predicted one step ahead), so no target
+    informs its own prediction.
     """
     values, mask, times, real, lengths = _unpack(data)
     keep = real.clone()
     if observed_fraction < 1:
         keep &= torch.rand(real.shape, generator=generator).to(real.device) < observed_fraction
     keep[:, 0] = True
-    _, _, before = module.encoder(values, mask & keep[..., None], times, lengths, solve=solve, return_before=True)
-    return _masked_mse(module.decoder(before[:, 1:]), values[:, 1:], mask[:, 1:])
+    predicted = _shown_and_predicted(module, values, mask, times, keep, None, solve)
+    return _masked_mse(predicted[:, 1:], values[:, 1:], mask[:, 1:])
 
 
 def _extrapolation_loss(
@@ -125,8 +162,10 @@ def _extrapolation_loss(
     condition[:, 0] = True
     index = torch.arange(times.shape[1], device=times.device).expand_as(times)
     anchor = torch.where(condition, index, torch.zeros_like(index)).max(dim=1, keepdim=True).values
-    _, _, before = module.encoder(values, mask & condition[..., None], times, lengths, solve=solve, return_before=True)
-    return _masked_mse(module.decoder(before), values, mask & (index > anchor)[..., None])
+    # Forecasts start from the last shown row (the packed rows end there).
+    shown = (condition.sum(dim=1, keepdim=True) - 1).expand_as(index)
+    predicted = _shown_and_predicted(module, values, mask, times, condition, shown, solve)
+    return _masked_mse(predicted, values, mask & (index > anchor)[..., None])
 
 
 class _ODERNNBase(SeriesModel):
@@ -162,7 +201,9 @@ class _ODERNNBase(SeriesModel):
         times = self._scale_times(batch.times)
         gaps = np.diff(times, axis=1)[batch.row_mask[:, 1:]]
         gaps = gaps[gaps > 0]
-        self.max_step_ = float(np.mean(gaps)) if len(gaps) else 1.0
+        # The encoder sees observed_fraction of the rows in training, so its typical gap is this much longer.
+        shown = getattr(self, "observed_fraction", 1.0)
+        self.max_step_ = float(np.mean(gaps)) / shown if len(gaps) else 1.0
 
     def _solve_options(self) -> dict[str, Any]:
         solve = dict(
@@ -235,19 +276,20 @@ _SHARED_DOC = """
     step_size : float or None, default=None
         Longest step of fixed-step solvers, in the data's time units; each
         gap is split into equal steps no longer than this, on each series'
-        own clock. None: the mean gap between consecutive observations seen
-        in ``fit``. Ignored by adaptive solvers.
+        own clock. None: the mean gap between the rows the encoder is shown
+        in training (the mean observation gap seen in ``fit``, over
+        ``observed_fraction`` where there is one). Ignored by adaptive solvers.
     solver : str, default="euler"
         Any name of :func:`dynlearn.solvers.available_ode_methods`.
         ``"euler"``, ``"midpoint"`` and ``"rk4"`` take their steps inline, a
         few tensor operations per step. The default, Euler steps no longer
-        than the mean observation gap, is the resolution of the paper's own
-        implementation (one Euler step for gaps shorter than the time span
-        over 50, a grid of that spacing otherwise; the mean gap for its toy
-        data) at the lowest cost per training iteration; ``"rk4"`` costs
-        about four times as much per step, and adaptive methods such as
-        ``"dopri5"`` solve each gap to ``rtol``/``atol`` at several times
-        the cost.
+        than the typical gap the encoder sees, is the resolution of the
+        paper's own implementation (one Euler step for gaps shorter than the
+        time span over 50, Euler steps of that length through longer ones:
+        the mean gap its encoder sees on the toy data) at the lowest cost per
+        training iteration; ``"rk4"`` costs about four times as much per
+        step, and adaptive methods such as ``"dopri5"`` solve each gap to
+        ``rtol``/``atol`` at several times the cost.
     rtol, atol : float, default=1e-3, 1e-4
         Tolerances of adaptive solvers, on the standardised scale.
     adjoint : bool, default=False
@@ -477,10 +519,11 @@ class ODERNN(_ODERNNBase):
     def _predict_batch(self, batch: SeriesBatch, query: QueryTimes) -> np.ndarray:
         q_times = self._scale_times(query.times)
         out = np.empty(query.times.shape + (batch.n_features,))
+        times = self._scale_times(batch.times)
         for part, tensors, states, _, solve in self._encode_chunks(batch):
             queries = q_times[part]
-            times = tensors["times"].cpu().double().numpy()
-            _, anchors = _anchor_rows(times, batch.lengths[part], queries)
+            # Anchors from float64 times: a query at an observation time must not see that observation.
+            _, anchors = _anchor_rows(times[part, : states.shape[1]], batch.lengths[part], queries)
             predicted = self.module_.decode_at(
                 states,
                 tensors["times"],

@@ -183,8 +183,8 @@ class ODERNNEncoder(nn.Module):
       ResNet-like unrolling); with it each series' gaps are split into
       ``ceil(|gap| / step_size)`` equal steps by inserting rows that observe
       nothing into that series alone, so a series' result is the same
-      whatever else is in the batch (:meth:`evolve` holds rows that need
-      fewer steps instead);
+      whatever else is in the batch (:meth:`evolve` steps each row its own
+      number of times instead);
     - any other method (adaptive ones such as ``"dopri5"``) integrates
       ``dh/ds = gap * f(h)`` over ``s`` in [0, 1] with
       :func:`dynlearn.solvers.solve_ode`, all rows together.
@@ -243,12 +243,16 @@ class ODERNNEncoder(nn.Module):
             def evolve_inline(h: torch.Tensor, gaps: torch.Tensor) -> torch.Tensor:
                 if step_size is None:
                     return _step(info.name, net, h, gaps)
-                # Each row takes its own number of equal steps; a row that is done is held.
+                # Each row takes its own number of equal steps; after the first, only the
+                # rows that still have steps to take are stepped (cost: the sum of steps).
                 n_steps = _substeps(gaps, step_size, max_num_steps)
                 dt = gaps / n_steps
-                for i in range(int(n_steps.max())):
-                    stepped = _step(info.name, net, h, dt)
-                    h = stepped if i == 0 else torch.where(n_steps > i, stepped, h)
+                h = _step(info.name, net, h, dt)
+                remaining = n_steps[:, 0]
+                for i in range(1, int(remaining.max())):
+                    rows = torch.nonzero(remaining > i).squeeze(1)
+                    stepped = _step(info.name, net, h.index_select(0, rows), dt.index_select(0, rows))
+                    h = h.index_copy(0, rows, stepped)
                 return h
 
             return evolve_inline

@@ -170,6 +170,15 @@ def test_predict_interpolates_inside_and_forecasts_beyond_each_window(fitted, pe
     assert np.isfinite(beyond["y"]).all() and len(beyond) == 2
 
 
+def test_a_query_at_an_observation_time_never_sees_that_observation(fitted, periodic_split):
+    observed, _ = periodic_split
+    first = observed[observed["series_id"] == 0].reset_index(drop=True)
+    one_step = fitted.predict(first)["y"].to_numpy()
+    for k in range(1, len(first)):
+        alone = fitted.predict(first.iloc[:k], t=[first["time"].iloc[k]])["y"].to_numpy()
+        np.testing.assert_allclose(one_step[k], alone[0], rtol=1e-5, atol=1e-6)
+
+
 def test_one_step_ahead_default_and_score(fitted, periodic_split):
     observed, _ = periodic_split
     predicted = fitted.predict(observed)
