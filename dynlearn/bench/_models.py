@@ -320,12 +320,14 @@ register_model(
         "recurrent, continuous",
         "ODERNN (Rubanova et al. 2019): a GRU updates a hidden state at each observation, a neural ODE (Euler "
         "on each series' own clock) evolves it between them; hidden 16, ODE 1 × 32 (full: 20, 1 × 64); "
-        "trained to interpolate with 80% of rows shown.",
+        "trained to interpolate with 80% of rows shown. Its Euler steps are taken inline, outside "
+        "dynlearn.solvers (no NFE counted).",
         lambda data, size, seed, device: ODERNN(
             hidden_dim=pick(size, tiny=8, quick=16, full=20),
             ode_hidden_layer_sizes=pick(size, tiny=(8,), quick=(32,), full=(64,)),
             **training(size, seed, device),
         ),
+        counts_evaluations=False,
     )
 )
 
@@ -347,7 +349,8 @@ register_model(
         "latent, continuous",
         "LatentODE (Rubanova et al. 2019): ODE-RNN encoder to q(z0 | history), latent neural ODE (dopri5), "
         "linear decoder; latent 6, layers 2 × 32 (full: latent 10, 2 × 64); forecasts are the decoded posterior "
-        "mean, CRPS and coverage from posterior samples (noise-free trajectories: obs_std not added).",
+        "mean, CRPS and coverage from posterior samples (noise-free trajectories: obs_std not added). NFE "
+        "counts the latent dopri5 solves, not the encoder's inline Euler steps.",
         lambda data, size, seed, device: LatentODE(
             latent_dim=pick(size, tiny=3, quick=6, full=10),
             encoder_dim=pick(size, tiny=8, quick=16, full=20),

@@ -132,6 +132,7 @@ def markdown(result: SuiteResult, figure_names: list[str], figure_note: str = ""
         if name in result.skipped_tasks:
             lines.append(f"  - *Skipped*: {result.skipped_tasks[name]}.")
     metrics_seen = set(stats["metric"]) if not stats.empty else set()
+    lines += _at_a_glance(result, stats)
     for name in result.tasks:
         if name in result.skipped_tasks:
             continue
@@ -159,6 +160,34 @@ def markdown(result: SuiteResult, figure_names: list[str], figure_note: str = ""
         if figure_note:
             lines.append(figure_note)
     return "\n".join(lines) + "\n"
+
+
+# (metric, what "best" means in the summary): all are lower-is-better.
+_GLANCE = (("interp_mse", "interpolation"), ("forecast_mse", "forecast"), ("crps", "CRPS"),
+           ("energy_drift", "energy drift"))
+
+
+def _at_a_glance(result: SuiteResult, stats: pd.DataFrame) -> list[str]:
+    """Per task: the model with the lowest mean of each headline metric, and the last-value baseline's."""
+    rows = []
+    for task in result.tasks:
+        if task in result.skipped_tasks:
+            continue
+        cells = []
+        for metric, label in _GLANCE:
+            found = stats[(stats["task"] == task) & (stats["metric"] == metric)]
+            if found.empty:
+                continue
+            best = found.loc[found["mean"].idxmin()]
+            text = f"{label}: **{best['model']}** {format_value(best['mean'])}"
+            baseline = found[found["model"].map(lambda m: MODELS[m].family == "baseline")]
+            if len(baseline) and baseline["model"].iloc[0] != best["model"]:
+                text += f" (LastValue {format_value(baseline['mean'].iloc[0])})"
+            cells.append(text)
+        rows.append(f"- **{task}**: " + "; ".join(cells) + ".")
+    if not rows:
+        return []
+    return ["", "## At a glance", "", "Lowest mean over seeds per task (lower is better for each):", "", *rows]
 
 
 def _published(result: SuiteResult, stats: pd.DataFrame) -> list[str]:

@@ -355,7 +355,3 @@ register_task(
         },
     )
 )
-
-
-def available_task_names() -> list[str]:
-    return list(TASKS)
