@@ -21,7 +21,7 @@ from ..solvers import sde_method, solve_sde
 from ..training import Callback, History, TrainState, train
 from ._base import SHARED_CONSTRAINTS, SeriesModel
 
-# Smallest diffusion: keeps the KL integrand (f - h) / g finite.
+# Smallest diffusion: keeps the KL integrand |u / g|² / 2 finite.
 _DIFFUSION_FLOOR = 1e-3
 # Smallest learned observation standard deviation (standardised units).
 _OBS_STD_FLOOR = 1e-3
@@ -58,8 +58,8 @@ class _Encoder(nn.Module):
     The input of a row is its values (0 where missing), its mask and the gap
     to the series' next row; the output at row ``k`` is a summary of rows
     ``k`` to the series' end followed by row ``k``'s values and mask
-    (``context_dim + 2 * n_features`` numbers). Each series is read on its own rows only, so
-    batch-mates and padding never change its context.
+    (``context_dim + 2 * n_features`` numbers). Each series is read on its
+    own rows only, so batch-mates and padding never change its context.
     """
 
     def __init__(self, n_features: int, hidden: int, context_dim: int):
@@ -115,7 +115,7 @@ class _LatentDynamics(nn.Module):
     ):
         super().__init__()
         self.sde_type = sde_type
-        self.posterior = make_mlp(latent_dim + context_dim + 1, latent_dim, hidden, activation)
+        self.correction = make_mlp(latent_dim + context_dim + 1, latent_dim, hidden, activation)
         self.prior = make_mlp(latent_dim, latent_dim, hidden, activation)
         self.diffusion = _Diffusion(latent_dim, diffusion_hidden, activation)
         self._context: torch.Tensor | None = None
@@ -164,7 +164,7 @@ class _LatentDynamics(nn.Module):
 
     def f(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         prior = self.prior(z)
-        correction = self.posterior(torch.cat([z, self._row_context(t)], dim=-1))
+        correction = self.correction(torch.cat([z, self._row_context(t)], dim=-1))
         if not self._forecast:
             return prior + correction
         last = self._times.gather(1, self._last_row[:, None]).repeat(self._repeats, 1)
@@ -376,8 +376,8 @@ class LatentSDE(SeriesModel):
     Attributes
     ----------
     module_ : torch.nn.Module
-        The trained model (encoder, ``dynamics`` with posterior and prior
-        drifts and the diffusion, decoder).
+        The trained model (encoder, ``dynamics`` with the prior drift, the
+        posterior's correction and the diffusion, decoder).
     history_ : History
     n_features_in_ : int
     feature_names_in_ : ndarray of str
