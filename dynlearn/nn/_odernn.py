@@ -128,8 +128,11 @@ class _GRUUnit(nn.Module):
 
     def __init__(self, input_dim: int, hidden_dim: int, width: int):
         super().__init__()
+        self.hidden_dim = hidden_dim
+
         def mlp(*tail: nn.Module) -> nn.Sequential:
-            return nn.Sequential(nn.Linear(hidden_dim + input_dim, width), nn.Tanh(), nn.Linear(width, hidden_dim), *tail)
+            first, last = nn.Linear(hidden_dim + input_dim, width), nn.Linear(width, hidden_dim)
+            return nn.Sequential(first, nn.Tanh(), last, *tail)
 
         self.update = mlp(nn.Sigmoid())
         self.reset = mlp(nn.Sigmoid())
@@ -141,6 +144,37 @@ class _GRUUnit(nn.Module):
         r = self.reset(hx)
         candidate = self.candidate(torch.cat([h * r, x], dim=-1))
         return (1 - z) * candidate + z * h
+
+    def stepper(self, inputs: torch.Tensor):
+        """``forward`` for the rows of ``inputs`` (batch, n_rows, input_dim), as ``step(k, h)``.
+
+        The inputs' share of every first layer is computed for all rows at
+        once, so each step only multiplies the state: the same function with
+        fewer, smaller operations inside the loop.
+        """
+        n = self.hidden_dim
+        (update, _, update_out, _), (reset, _, reset_out, _) = self.update, self.reset
+        candidate, _, candidate_out = self.candidate
+        gates_h = torch.cat([update.weight[:, :n], reset.weight[:, :n]]).t()
+        gates_x = nn.functional.linear(
+            inputs, torch.cat([update.weight[:, n:], reset.weight[:, n:]]), torch.cat([update.bias, reset.bias])
+        )
+        candidate_h = candidate.weight[:, :n].t()
+        candidate_x = nn.functional.linear(inputs, candidate.weight[:, n:], candidate.bias)
+        # One unbind: its backward stacks the rows' gradients once (slicing per row would fill a full-size zero
+        # gradient at every step).
+        gates_x, candidate_x = gates_x.unbind(1), candidate_x.unbind(1)
+        width = update.weight.shape[0]
+
+        def step(k: int, h: torch.Tensor) -> torch.Tensor:
+            hidden = torch.tanh(torch.addmm(gates_x[k], h, gates_h))
+            z = torch.sigmoid(nn.functional.linear(hidden[:, :width], update_out.weight, update_out.bias))
+            r = torch.sigmoid(nn.functional.linear(hidden[:, width:], reset_out.weight, reset_out.bias))
+            c = torch.tanh(torch.addmm(candidate_x[k], h * r, candidate_h))
+            c = nn.functional.linear(c, candidate_out.weight, candidate_out.bias)
+            return torch.addcmul(c, z, h - c)
+
+        return step
 
 
 class ODERNNEncoder(nn.Module):
@@ -347,6 +381,10 @@ class ODERNNEncoder(nn.Module):
             solve = {**solve, "options": {k: v for k, v in solve["options"].items() if k != "step_size"}}
         moves = (gaps[:, 1:, 0] != 0).any(dim=0).tolist()  # one host sync for the whole loop
         evolve = self._evolver(solve)
+        if isinstance(self.gru, _GRUUnit):
+            gru = self.gru.stepper(inputs)
+        else:
+            gru = lambda k, h: self.gru(inputs[:, k], h)  # noqa: E731
 
         h = values.new_zeros(batch, self.hidden_dim)
         states, priors = [], []
@@ -354,7 +392,7 @@ class ODERNNEncoder(nn.Module):
             if k > 0 and moves[k - 1]:
                 h = evolve(h, gaps[:, k])
             priors.append(h)
-            h = torch.where(update[:, k], self.gru(inputs[:, k], h), h)
+            h = torch.where(update[:, k], gru(k, h), h)
             states.append(h)
         states = torch.stack(states, dim=1)
         before = torch.stack(priors, dim=1) if return_before else None
