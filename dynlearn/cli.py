@@ -98,7 +98,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Fit every registered model (each public estimator, ResNet-style and linear-multistep "
         "discretisations, a last-value baseline) on every registered task (irregular, conservative, chaotic, "
         "stochastic, real data) over several seeds, add the performance rows, and write report.md, results.csv "
-        "and PNG figures into --out.")
+        "and PNG figures into --out. Without --quick or --tiny this is the full run (published data sizes, "
+        "3 seeds: hours).")
     size = bench.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="small data and training (under 10 min on 2 cores)")
     size.add_argument("--tiny", action="store_true", help="a smoke test of the machinery (seconds; numbers mean nothing)")

@@ -6,6 +6,7 @@ import csv
 import math
 import os
 import pickle
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -162,7 +163,7 @@ def _constant_task(size: str, seed: int) -> TaskData:
     return TaskData(*split_series(frame, split_time=4.0, seed=seed, test_fraction=0.5))
 
 
-def test_a_model_and_a_task_are_one_registration_each(tmp_path):
+def test_a_model_and_a_task_are_one_registration_each(tmp_path, monkeypatch):
     task = register_task(Task("constant", "toy", "Constant series.", _constant_task))
     register_model(ModelSpec("Zero", None, "toy", "Predicts zero.", lambda data, size, seed, device: _Zero(),
                              counts_evaluations=False))
@@ -171,6 +172,8 @@ def test_a_model_and_a_task_are_one_registration_each(tmp_path):
         result = run_suite(size="tiny", seeds=2, tasks=["constant"], models=["Zero", "LastValue"], perf=[],
                            log=lambda line: None)
         written = write_report(result, tmp_path)
+        monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the plot extra were not installed
+        without = write_report(result, tmp_path / "without_matplotlib")
     finally:
         TASKS.pop("constant")
         MODELS.pop("Zero")
@@ -184,6 +187,8 @@ def test_a_model_and_a_task_are_one_registration_each(tmp_path):
     assert "## constant" in report and "| Zero |" in report
     zero_row = next(line for line in report.splitlines() if line.startswith("| Zero | ") and "±" in line)
     assert zero_row.count("±") >= 2  # mean ± std over the two seeds
+    assert "Figures skipped: matplotlib is not installed" in without["report"].read_text()
+    assert not list((tmp_path / "without_matplotlib").glob("*.png"))
 
 
 def test_registering_a_taken_name_is_refused():
