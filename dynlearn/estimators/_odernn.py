@@ -547,6 +547,17 @@ def _series_labels(y: Any, batch: SeriesBatch) -> np.ndarray:
     if isinstance(y, pd.DataFrame) and y.shape[1] == 1:
         y = y.iloc[:, 0]
     if isinstance(y, pd.Series) and batch.spec.is_frame and batch.n_series > 0:
+        if not y.index.is_unique:
+            # One label per row of a long frame, indexed by series id (what cross-validation splitting rows gives).
+            by_series = y.groupby(level=0, sort=False)
+            if (by_series.nunique(dropna=False) > 1).any():
+                raise input_error(
+                    "y",
+                    "one label per series",
+                    "different labels on rows of the same series id",
+                    "Give every row of a series the same label, or pass one label per series.",
+                )
+            y = by_series.first()
         missing = pd.Index(batch.ids).difference(y.index)
         if len(missing) == 0:
             return np.asarray(y.loc[batch.ids])
@@ -588,12 +599,16 @@ class ODERNNClassifier(ClassifierMixin, _ODERNNBase):
     Labels: one per series, aligned with the series of ``X`` in the order
     :func:`dynlearn.data.check_series` gives them (rows of a 3-D array,
     items of a list, first appearance in a long frame). For frame input a
-    pandas Series indexed by series id is aligned by id. Cross-validation
+    pandas Series indexed by series id is aligned by id; it may also hold
+    one label per row, indexed by each row's series id. Cross-validation
     splits rows of ``X``: with a 3-D array or a list those are series, so
-    ``cross_val_score(clf, X, y, cv=5)`` works as is; for long frames pass
-    ``cv=GroupKFold(...)`` with ``groups=<series ids of the rows>`` and
-    labels per row, or convert the frame to a list of series first. A 2-D
-    array is one series (rows are its times), as everywhere in dynlearn.
+    ``cross_val_score(clf, X, y, cv=5, scoring="roc_auc")`` works as is.
+    For a long frame, ``cross_val_score`` with its default scoring (this
+    estimator's accuracy) works with ``y`` as per-row labels indexed by
+    series id and ``cv=GroupKFold(...)``, ``groups=<series id of each row>``;
+    scikit-learn's named scorers compare ``y`` with the predictions row by
+    row, so for those pass the series as a list or a 3-D array. A 2-D array
+    is one series (rows are its times), as everywhere in dynlearn.
 
     Parameters
     ----------

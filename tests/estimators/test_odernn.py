@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.model_selection import GroupKFold, StratifiedKFold, cross_val_score
 
 from dynlearn import ConvergenceWarning, InputError, ODERNN, ODERNNClassifier
 from dynlearn.data import check_query_times
@@ -219,6 +219,22 @@ def test_classifier_on_a_long_frame_with_labels_by_series_id():
     assert proba.shape == (12, 2) and np.allclose(proba.sum(axis=1), 1)
     assert set(clf.predict(frame)) <= {"fast", "slow"}
     assert clf.score(frame, labels) == np.mean(clf.predict(frame) == labels.loc[[f"s{i}" for i in range(11, -1, -1)]])
+
+
+def test_classifier_cross_validates_a_long_frame_with_group_kfold():
+    X, y = _frequency_panel(n_series=12)
+    frame = pd.concat(
+        [pd.DataFrame({"series_id": i, "time": np.arange(30) * 0.25, "y": X[i, :, 0]}).dropna() for i in range(12)],
+        ignore_index=True,
+    )
+    per_row = pd.Series(y[frame["series_id"]], index=frame["series_id"].to_numpy())
+    # Default scoring is the classifier's own accuracy, which reads per-row labels by series id.
+    scores = cross_val_score(ODERNNClassifier(**SMALL), frame, per_row, groups=frame["series_id"], cv=GroupKFold(3))
+    assert scores.shape == (3,) and ((scores >= 0) & (scores <= 1)).all()
+    mixed = per_row.copy()
+    mixed.iloc[1] = "fast" if mixed.iloc[0] == "slow" else "slow"  # row 1 belongs to series 0 too
+    with pytest.raises(InputError, match="different labels on rows of the same series"):
+        ODERNNClassifier(**SMALL).fit(frame, mixed)
 
 
 def test_bad_hyperparameters_and_inputs():
