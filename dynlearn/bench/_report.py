@@ -282,6 +282,8 @@ def _forecast_figure(plt, task: str, curves: dict) -> object:
 
 
 def _cost_figure(plt, result: SuiteResult, stats: pd.DataFrame) -> object:
+    from matplotlib.ticker import NullFormatter
+
     tasks = [t for t in result.tasks if t not in result.skipped_tasks]
     cols = min(len(tasks), 3) or 1
     rows = int(np.ceil(len(tasks) / cols)) or 1
@@ -292,7 +294,7 @@ def _cost_figure(plt, result: SuiteResult, stats: pd.DataFrame) -> object:
             if "fit_time" not in found or "forecast_mse" not in found:
                 continue
             if MODELS[model].family == "baseline":  # trains for no time: a reference level, not a point
-                ax.axhline(found["forecast_mse"], color=f"C{i % 10}", linestyle="--", linewidth=1, label=model)
+                ax.axhline(found["forecast_mse"], color="black", linestyle="--", linewidth=1, label=model)
             else:
                 ax.loglog(found["fit_time"], found["forecast_mse"], "o", color=f"C{i % 10}", label=model)
         ax.set_xscale("log")
@@ -301,6 +303,10 @@ def _cost_figure(plt, result: SuiteResult, stats: pd.DataFrame) -> object:
         ax.set_xlabel("fit time (s)", fontsize=7)
         ax.set_ylabel("forecast MSE", fontsize=7)
         ax.tick_params(which="both", labelsize=6)
+        # Minor labels crowd an axis spanning decades (which then has major labels); keep them otherwise.
+        for axis, (low, high) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            if low > 0 and high / low > 10:
+                axis.set_minor_formatter(NullFormatter())
     for ax in axes.ravel()[len(tasks):]:
         ax.axis("off")
     handles, labels = {}, {}

@@ -147,7 +147,10 @@ def _span_split(frame: pd.DataFrame, fraction: float) -> float:
 
 
 # ------------------------------------------------------------------ built-ins
-PERIODIC_PUBLISHED = "Rubanova et al. 2019, toy periodic, 1,000 series × 100 points, 50% observed"
+PERIODIC_PUBLISHED = (
+    "Rubanova et al. 2019, toy periodic: 1,000 series × 100 shared points, 50% observed (interpolation), "
+    "first half conditions the second (extrapolation)"
+)
 
 
 def _periodic(size: str, seed: int) -> TaskData:
@@ -313,7 +316,10 @@ register_task(
 )
 
 
-PHYSIONET_PUBLISHED = "Rubanova et al. 2019, 8,000 patients, ×10⁻³ on [0, 1]-scaled variables"
+PHYSIONET_PUBLISHED = (
+    "Rubanova et al. 2019: 8,000 patients, 0.1 h grid, variables scaled to [0, 1], interpolation from 50% of "
+    "the points, extrapolation of the second 24 h; this task hides 20% of the rows and forecasts after 24 h"
+)
 
 
 def _physionet(size: str, seed: int) -> TaskData:
