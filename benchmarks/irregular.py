@@ -579,6 +579,10 @@ def latent_toy_periodic(context: Context) -> list[Record]:
         mse = [run["mse"] for run in runs]
         records += [Record(BENCHMARK_TOY, f"{name}.mse.seed{s}", m, "mse") for s, m in zip(protocol.seeds, mse)]
         records += [
+            Record(BENCHMARK_TOY, f"{name}.failed.seed{seed}", 1, run["failed"])
+            for seed, run in zip(protocol.seeds, runs) if "failed" in run
+        ]
+        records += [
             Record(BENCHMARK_TOY, f"{name}.mse.mean", float(np.mean(mse)), "mse"),
             Record(BENCHMARK_TOY, f"{name}.mse.published", published, "mse"),
             Record(BENCHMARK_TOY, f"{name}.mse_last_value.mean", float(np.mean([r["mse_last_value"] for r in runs])),
@@ -590,9 +594,17 @@ def latent_toy_periodic(context: Context) -> list[Record]:
 
 def toy_job(job: tuple) -> dict[str, float]:
     """One toy fit and score on one torch thread (a worker process, or the benchmark's own)."""
+    from dynlearn.exceptions import DynlearnError
+
     model, task, fraction, protocol, seed, device = job
-    with single_thread():
-        score = toy_score(model, task, fraction, protocol, seed, device)
+    try:
+        with single_thread():
+            score = toy_score(model, task, fraction, protocol, seed, device)
+    except DynlearnError as error:
+        # A fit that fails (e.g. a solve past its step limit) is reported, not allowed to void the table.
+        reason = str(error).split(". ")[0]
+        print(f"  {model} {task} {fraction:.0%} seed {seed} failed: {reason}", flush=True)
+        return {"mse": float("nan"), "mse_last_value": float("nan"), "fit_time": float("nan"), "failed": reason}
     published = PUBLISHED_TOY[model, task][fraction]
     print(f"  {model} {task} {fraction:.0%} seed {seed}: mse {score['mse']:.5f} (published {published:.5f})",
           flush=True)
