@@ -272,6 +272,8 @@ def _bench_command(args: argparse.Namespace) -> str:
     parts += [f"--device {args.device}"]
     parts += [f"--seeds {args.seeds}"] if args.seeds is not None else []
     parts += ["--only " + " ".join(args.only)] if args.only else []
+    parts += [f"--pendulum-path {args.pendulum_path}"] if args.pendulum_path else []
+    parts += [f"--physionet-path {args.physionet_path}"] if args.physionet_path else []
     return " ".join(parts)
 
 
