@@ -97,7 +97,8 @@ def _cell(stats: pd.DataFrame, model: str, task: str, metric: str) -> str:
         return ""
     mean, std = found["mean"].iloc[0], found["std"].iloc[0]
     text = format_value(mean)
-    return f"{text} ± {format_value(std)}" if np.isfinite(std) else text
+    # Deterministic figures (parameter counts, evaluations of a fixed grid) vary by nothing: no "± 0".
+    return f"{text} ± {std:.2g}" if np.isfinite(std) and std > 0 else text
 
 
 def markdown(result: SuiteResult, figure_names: list[str], figure_note: str = "") -> str:
