@@ -120,6 +120,37 @@ def _shown_and_predicted(
     return module.decode_at(states, p_times, latest if anchors is None else anchors, times, solve)
 
 
+def _interpolated(
+    module: _ODERNNModel,
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    times: torch.Tensor,
+    real: torch.Tensor,
+    keep: torch.Tensor,
+    solve: dict,
+) -> torch.Tensor:
+    """Encode only the rows in ``keep``; decode every row from the latest shown row strictly before it.
+
+    The same predictions as :func:`_shown_and_predicted` with each row's
+    latest earlier shown row as anchor, for less work: a shown row's state,
+    evolved from the previous shown row to its time, is what the encoder
+    computed just before updating on it (``return_before``), so only the
+    hidden real rows are evolved here.
+    """
+    (p_values, p_mask, p_times), lengths, latest = _shown_rows(keep, values, mask, times)
+    states, _, before = module.encoder(p_values, p_mask, p_times, lengths, solve=solve, return_before=True)
+    batch, n_rows = keep.shape
+    dim = states.shape[-1]
+    position = (keep.cumsum(dim=1) - 1).clamp_min(0)  # packed index of each shown row
+    h = before.gather(1, position[..., None].expand(-1, -1, dim)).reshape(batch * n_rows, dim)
+    hidden = torch.nonzero((real & ~keep).reshape(-1)).squeeze(1)
+    if hidden.numel():
+        series, anchor = hidden // n_rows, latest.reshape(-1)[hidden]
+        gaps = times.reshape(-1)[hidden] - p_times[series, anchor]
+        h = h.index_copy(0, hidden, module.encoder.evolve(states[series, anchor], gaps, solve=solve))
+    return module.decoder(h).reshape(batch, n_rows, -1)
+
+
 def _interpolation_loss(
     module: _ODERNNModel,
     data: dict[str, torch.Tensor],
@@ -141,7 +172,7 @@ def _interpolation_loss(
     if observed_fraction < 1:
         keep &= torch.rand(real.shape, generator=generator).to(real.device) < observed_fraction
     keep[:, 0] = True
-    predicted = _shown_and_predicted(module, values, mask, times, keep, None, solve)
+    predicted = _interpolated(module, values, mask, times, real, keep, solve)
     return _masked_mse(predicted[:, 1:], values[:, 1:], mask[:, 1:])
 
 

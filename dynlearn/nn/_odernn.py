@@ -39,21 +39,35 @@ def _step(name: str, f: Any, h: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
 _FUNCTIONAL = {nn.Tanh: torch.tanh, nn.ReLU: torch.relu, nn.SiLU: nn.functional.silu}
 
 
-def _functional(net: nn.Sequential) -> Any:
-    """``net`` as a plain function of its current parameters (skips per-module call overhead in the loop)."""
+def _functional(net: nn.Sequential, *, pretranspose: bool = True) -> Any:
+    """``net`` as a plain function of its current parameters (skips per-module call overhead in the loop).
+
+    With ``pretranspose`` every weight is transposed once here, so a call
+    records one ``addmm`` per layer in the autograd graph instead of a
+    transpose and a matrix product (the same arithmetic); use it only when
+    the function runs in the autograd graph that calls this one.
+    """
     layers: list[Any] = []
     for layer in net:
         if isinstance(layer, nn.Linear):
-            layers.append((layer.weight, layer.bias))
+            layers.append((layer.weight.t() if pretranspose else layer.weight, layer.bias))
         else:
             layers.append(_FUNCTIONAL.get(type(layer), layer))
 
+    def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if not pretranspose:
+            return nn.functional.linear(x, weight, bias)
+        if x.dim() != 2:
+            return linear(x.reshape(-1, x.shape[-1]), weight, bias).reshape(x.shape[:-1] + (-1,))
+        return torch.mm(x, weight) if bias is None else torch.addmm(bias, x, weight)
+
     def apply(x: torch.Tensor) -> torch.Tensor:
         for layer in layers:
-            x = nn.functional.linear(x, *layer) if isinstance(layer, tuple) else layer(x)
+            x = linear(x, *layer) if isinstance(layer, tuple) else layer(x)
         return x
 
     return apply
+
 
 def _step_size(options: dict[str, Any] | None) -> float | None:
     step_size = (options or {}).get("step_size")
@@ -159,22 +173,47 @@ class _GRUUnit(nn.Module):
         gates_x = nn.functional.linear(
             inputs, torch.cat([update.weight[:, n:], reset.weight[:, n:]]), torch.cat([update.bias, reset.bias])
         )
+        # Both gates' last layers as one block-diagonal layer: [z, r] in one product and one sigmoid.
+        gates_out = torch.block_diag(update_out.weight, reset_out.weight).t()
+        gates_out_bias = torch.cat([update_out.bias, reset_out.bias])
         candidate_h = candidate.weight[:, :n].t()
         candidate_x = nn.functional.linear(inputs, candidate.weight[:, n:], candidate.bias)
+        candidate_out_t = candidate_out.weight.t()
         # One unbind: its backward stacks the rows' gradients once (slicing per row would fill a full-size zero
         # gradient at every step).
         gates_x, candidate_x = gates_x.unbind(1), candidate_x.unbind(1)
-        width = update.weight.shape[0]
 
         def step(k: int, h: torch.Tensor) -> torch.Tensor:
             hidden = torch.tanh(torch.addmm(gates_x[k], h, gates_h))
-            z = torch.sigmoid(nn.functional.linear(hidden[:, :width], update_out.weight, update_out.bias))
-            r = torch.sigmoid(nn.functional.linear(hidden[:, width:], reset_out.weight, reset_out.bias))
+            z, r = torch.sigmoid(torch.addmm(gates_out_bias, hidden, gates_out)).split(n, dim=1)
             c = torch.tanh(torch.addmm(candidate_x[k], h * r, candidate_h))
-            c = nn.functional.linear(c, candidate_out.weight, candidate_out.bias)
+            c = torch.addmm(candidate_out.bias, c, candidate_out_t)
             return torch.addcmul(c, z, h - c)
 
         return step
+
+
+def _gru_cell_stepper(cell: nn.GRUCell, inputs: torch.Tensor):
+    """``cell(inputs[:, k], h)`` as ``step(k, h)``, with the input projection done for all rows at once.
+
+    The formulas of :class:`torch.nn.GRUCell` (reset gate applied to the
+    state's share of the candidate), written with fused operations so each
+    step records fewer autograd nodes.
+    """
+    n = cell.hidden_size
+    projected = nn.functional.linear(inputs, cell.weight_ih, cell.bias_ih)
+    gates_x, candidate_x = projected[..., : 2 * n].unbind(1), projected[..., 2 * n :].unbind(1)
+    weight_t = cell.weight_hh.t()
+    bias = cell.bias_hh
+
+    def step(k: int, h: torch.Tensor) -> torch.Tensor:
+        hidden = torch.mm(h, weight_t) if bias is None else torch.addmm(bias, h, weight_t)
+        gates_h, candidate_h = hidden.split(2 * n, dim=1)
+        r, z = torch.sigmoid(gates_h + gates_x[k]).split(n, dim=1)
+        c = torch.tanh(torch.addcmul(candidate_x[k], candidate_h, r))
+        return torch.addcmul(c, h - c, z)
+
+    return step
 
 
 class ODERNNEncoder(nn.Module):
@@ -379,20 +418,21 @@ class ODERNNEncoder(nn.Module):
             limit = solve.get("max_num_steps", 10_000)
             inputs, update, gaps, position = _refine(inputs, update, gaps, real, step_size, limit)
             solve = {**solve, "options": {k: v for k, v in solve["options"].items() if k != "step_size"}}
-        moves = (gaps[:, 1:, 0] != 0).any(dim=0).tolist()  # one host sync for the whole loop
+        # One host sync for the whole loop: which steps move any clock, and which update every row.
+        moves, updates_all = torch.stack([(gaps[..., 0] != 0).any(dim=0), update[..., 0].all(dim=0)]).tolist()
         evolve = self._evolver(solve)
         if isinstance(self.gru, _GRUUnit):
             gru = self.gru.stepper(inputs)
         else:
-            gru = lambda k, h: self.gru(inputs[:, k], h)  # noqa: E731
+            gru = _gru_cell_stepper(self.gru, inputs)
 
         h = values.new_zeros(batch, self.hidden_dim)
         states, priors = [], []
         for k in range(inputs.shape[1]):
-            if k > 0 and moves[k - 1]:
+            if k > 0 and moves[k]:
                 h = evolve(h, gaps[:, k])
             priors.append(h)
-            h = torch.where(update[:, k], gru(k, h), h)
+            h = gru(k, h) if updates_all[k] else torch.where(update[:, k], gru(k, h), h)
             states.append(h)
         states = torch.stack(states, dim=1)
         before = torch.stack(priors, dim=1) if return_before else None
