@@ -21,6 +21,7 @@ from ..data import QueryTimes, SeriesBatch, check_query_times, to_user_kind
 from ..exceptions import input_error
 from ..metrics import r2_score_masked
 from ..nn import ACTIVATIONS, MLPVectorField, ODERNNEncoder, make_mlp
+from ..nn._odernn import _functional
 from ..solvers import ode_method, solve_ode, solve_ode_irregular
 from ..training import History, train
 from ._base import SHARED_CONSTRAINTS, SeriesModel
@@ -33,6 +34,23 @@ _MIN_STD = 1e-4
 _LOG_2PI = math.log(2 * math.pi)
 # softplus(_INITIAL_STD_BIAS) = 0.05: the posterior's initial standard deviation.
 _INITIAL_STD_BIAS = math.log(math.expm1(0.05))
+
+
+class _PlainField(nn.Module):
+    """A multilayer-perceptron field called as one function of its parameters.
+
+    The same arithmetic as ``field(t, y)`` without a module call per layer
+    at every solver stage; weights are transposed once per solve unless the
+    adjoint (which re-evaluates the field in its own graphs) is used.
+    """
+
+    def __init__(self, field: MLPVectorField, adjoint: bool):
+        super().__init__()
+        self.field = field
+        self.net = None if field.time_dependent else _functional(field.net, pretranspose=not adjoint)
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.field(t, y) if self.net is None else self.net(y)
 
 
 class _LatentODEModel(nn.Module):
@@ -88,6 +106,7 @@ class _LatentODEModel(nn.Module):
         problem is solved on that clock with :func:`solve_ode`, whose
         adaptive steps need not end on every output time.
         """
+        field = _PlainField(self.field, bool(solve.get("adjoint")))
         shared = times[0]
         if bool((times == shared).all()):
             grid, position = torch.unique(shared, sorted=True, return_inverse=True)
@@ -95,9 +114,9 @@ class _LatentODEModel(nn.Module):
                 if grid.numel() == 1:
                     path = z0.unsqueeze(1).expand(-1, times.shape[1], -1)
                 else:
-                    path = solve_ode(self.field, z0, grid, **solve).movedim(0, 1)[:, position]
+                    path = solve_ode(field, z0, grid, **solve).movedim(0, 1)[:, position]
                 return self.decoder(path[:, 1:])
-        path = solve_ode_irregular(self.field, z0, times, **solve)
+        path = solve_ode_irregular(field, z0, times, **solve)
         return self.decoder(path[:, 1:])
 
 
