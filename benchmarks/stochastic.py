@@ -170,18 +170,21 @@ def synthetic_task(system: str, size: str, seed: int) -> list[Record]:
         if label == "NeuralODE":
             point = model.predict(history, t=queries)[features].to_numpy()
             # A point forecast is an ensemble of one: its CRPS is its mean absolute error.
-            records.append(Record(name, f"{prefix}.crps.seed{seed}", float(crps_ensemble(y_future, point[None])), "data units"))
-            records.append(Record(name, f"{prefix}.mse.seed{seed}", float(np.mean((point - y_future) ** 2)), "data units²"))
+            crps = float(crps_ensemble(y_future, point[None]))
+            records.append(Record(name, f"{prefix}.crps.seed{seed}", crps, "data units"))
+            mse = float(np.mean((point - y_future) ** 2))
+            records.append(Record(name, f"{prefix}.mse.seed{seed}", mse, "data units²"))
             mean_at = point[at_horizon]
             records += _path_statistics(name, prefix, seed, mean_at, None, true_mean, true_std)
             continue
         paths = model.sample(history, t=queries, n_samples=N_SAMPLES, random_state=seed)
         samples = sample_array(paths, future, features, N_SAMPLES)
         crps, coverage = probabilistic_scores(y_future, samples)
+        mse = float(np.mean((samples.mean(axis=0) - y_future) ** 2))
         records += [
             Record(name, f"{prefix}.crps.seed{seed}", crps, "data units"),
             Record(name, f"{prefix}.coverage90.seed{seed}", coverage, "share"),
-            Record(name, f"{prefix}.mse.seed{seed}", float(np.mean((samples.mean(axis=0) - y_future) ** 2)), "data units²"),
+            Record(name, f"{prefix}.mse.seed{seed}", mse, "data units²"),
         ]
         at = samples[:, at_horizon]  # (n_samples, n_test, n_horizons, n_features)
         records += _path_statistics(name, prefix, seed, at.mean(axis=0), at.std(axis=0), true_mean, true_std)
@@ -199,7 +202,8 @@ def _path_statistics(
         error = np.abs(mean[:, index] - true_mean[:, index]).mean() / scale
         records.append(Record(name, f"{prefix}.mean_error_h{horizon:g}.seed{seed}", float(error), "true stds"))
         if prefix.endswith("NeuralODE"):  # once per task: the scale of the two rows above and below
-            records.append(Record(name, f"{prefix.split('.')[0]}.true_std_h{horizon:g}.seed{seed}", float(scale), "data units"))
+            system = prefix.split(".")[0]
+            records.append(Record(name, f"{system}.true_std_h{horizon:g}.seed{seed}", float(scale), "data units"))
         if std is not None:
             ratio = std[:, index].mean() / scale
             records.append(Record(name, f"{prefix}.std_ratio_h{horizon:g}.seed{seed}", float(ratio), "model / true"))
@@ -217,7 +221,8 @@ def _summaries(name: str, records: list[Record]) -> list[Record]:
     out = []
     for stem, values in groups.items():
         out.append(Record(name, f"{stem}.mean", float(np.mean(values)), units[stem]))
-        out.append(Record(name, f"{stem}.std", float(np.std(values, ddof=1)) if len(values) > 1 else float("nan"), units[stem]))
+        spread = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+        out.append(Record(name, f"{stem}.std", spread, units[stem]))
     return out
 
 
@@ -247,7 +252,8 @@ MOCAP_TRAIN_SHARE = 0.7  # of each sequence's frames, from its start, for traini
 def load_mocap6(path: Path) -> tuple[pd.DataFrame, list[str]]:
     """The six CMU sequences of ``mocap6_tidy.csv`` as ``sequence, time_s`` and 12 joint channels."""
     table = pd.read_csv(path / "mocap6_tidy.csv", dtype={"sequence": str})
-    channels = [column for column in table.columns if column not in ("sequence", "t_index", "time_s", "action_id", "action")]
+    bookkeeping = ("sequence", "t_index", "time_s", "action_id", "action")
+    channels = [column for column in table.columns if column not in bookkeeping]
     return table, channels
 
 
@@ -414,11 +420,11 @@ def sde_adjoint_memory(context: Context) -> list[Record]:
             if done.returncode != 0:
                 raise RuntimeError(f"adjoint child {config} failed:\n{done.stderr[-2000:]}")
             found[adjoint] = json.loads(done.stdout.strip().splitlines()[-1])
-            mode = "adjoint" if adjoint else "direct"
+            stem = f"steps_x{multiple}.{'adjoint' if adjoint else 'direct'}"
             records += [
-                Record(name, f"steps_x{multiple}.{mode}.seconds_per_iteration", found[adjoint]["seconds_per_iteration"], "s"),
-                Record(name, f"steps_x{multiple}.{mode}.peak_rss_growth", found[adjoint]["peak_rss_growth"] / 2**20, "MiB"),
-            ]  # fmt: skip
+                Record(name, f"{stem}.seconds_per_iteration", found[adjoint]["seconds_per_iteration"], "s"),
+                Record(name, f"{stem}.peak_rss_growth", found[adjoint]["peak_rss_growth"] / 2**20, "MiB"),
+            ]
         records += [
             Record(name, f"steps_x{multiple}.time_ratio_adjoint_over_direct",
                    found[True]["seconds_per_iteration"] / found[False]["seconds_per_iteration"], "ratio"),
