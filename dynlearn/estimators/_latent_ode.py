@@ -40,14 +40,13 @@ class _PlainField(nn.Module):
     """A multilayer-perceptron field called as one function of its parameters.
 
     The same arithmetic as ``field(t, y)`` without a module call per layer
-    at every solver stage; weights are transposed once per solve unless the
-    adjoint (which re-evaluates the field in its own graphs) is used.
+    at every solver stage.
     """
 
-    def __init__(self, field: MLPVectorField, adjoint: bool):
+    def __init__(self, field: MLPVectorField):
         super().__init__()
         self.field = field
-        self.net = None if field.time_dependent else _functional(field.net, pretranspose=not adjoint)
+        self.net = None if field.time_dependent else _functional(field.net)
 
     def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.field(t, y) if self.net is None else self.net(y)
@@ -106,7 +105,7 @@ class _LatentODEModel(nn.Module):
         problem is solved on that clock with :func:`solve_ode`, whose
         adaptive steps need not end on every output time.
         """
-        field = _PlainField(self.field, bool(solve.get("adjoint")))
+        field = _PlainField(self.field)
         shared = times[0]
         if bool((times == shared).all()):
             grid, position = torch.unique(shared, sorted=True, return_inverse=True)

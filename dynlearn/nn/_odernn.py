@@ -39,31 +39,18 @@ def _step(name: str, f: Any, h: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
 _FUNCTIONAL = {nn.Tanh: torch.tanh, nn.ReLU: torch.relu, nn.SiLU: nn.functional.silu}
 
 
-def _functional(net: nn.Sequential, *, pretranspose: bool = True) -> Any:
-    """``net`` as a plain function of its current parameters (skips per-module call overhead in the loop).
-
-    With ``pretranspose`` every weight is transposed once here, so a call
-    records one ``addmm`` per layer in the autograd graph instead of a
-    transpose and a matrix product (the same arithmetic); use it only when
-    the function runs in the autograd graph that calls this one.
-    """
+def _functional(net: nn.Sequential) -> Any:
+    """``net`` as a plain function of its current parameters (skips per-module call overhead in the loop)."""
     layers: list[Any] = []
     for layer in net:
         if isinstance(layer, nn.Linear):
-            layers.append((layer.weight.t() if pretranspose else layer.weight, layer.bias))
+            layers.append((layer.weight, layer.bias))
         else:
             layers.append(_FUNCTIONAL.get(type(layer), layer))
 
-    def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        if not pretranspose:
-            return nn.functional.linear(x, weight, bias)
-        if x.dim() != 2:
-            return linear(x.reshape(-1, x.shape[-1]), weight, bias).reshape(x.shape[:-1] + (-1,))
-        return torch.mm(x, weight) if bias is None else torch.addmm(bias, x, weight)
-
     def apply(x: torch.Tensor) -> torch.Tensor:
         for layer in layers:
-            x = linear(x, *layer) if isinstance(layer, tuple) else layer(x)
+            x = nn.functional.linear(x, *layer) if isinstance(layer, tuple) else layer(x)
         return x
 
     return apply
