@@ -14,7 +14,14 @@ from sklearn.model_selection import GroupKFold, StratifiedKFold, cross_val_score
 from dynlearn import ConvergenceWarning, InputError, ODERNN, ODERNNClassifier
 from dynlearn.data import check_query_times
 from dynlearn.datasets import make_periodic
-from dynlearn.estimators._odernn import _extrapolation_loss, _interpolation_loss, _series_labels
+from dynlearn.estimators._odernn import (
+    _extrapolation_loss,
+    _interpolated,
+    _interpolation_loss,
+    _series_labels,
+    _shown_and_predicted,
+    _unpack,
+)
 
 SMALL = dict(hidden_dim=8, ode_hidden_layer_sizes=(16,), max_epochs=3, batch_size=8, random_state=0, device="cpu")
 
@@ -124,6 +131,30 @@ def test_values_under_the_mask_never_change_predictions(fitted, periodic_split):
     tampered = replace(holes, values=np.where(holes.mask, holes.values, garbage))
     np.testing.assert_array_equal(fitted._predict_batch(holes, query), fitted._predict_batch(tampered, query))
     assert not np.allclose(fitted._predict_batch(batch, query), fitted._predict_batch(holes, query))
+
+
+@pytest.mark.parametrize(("solver", "tolerance"), [("euler", 1e-12), ("rk4", 1e-12), ("dopri5", 1e-5)])
+def test_interpolation_reuses_encoder_states_with_the_same_predictions(periodic_split, solver, tolerance):
+    """Shown rows take the encoder's state before their update; every row still equals evolving its anchor."""
+    observed, _ = periodic_split
+    model = ODERNN(**{**SMALL, "max_epochs": 1}, gru_hidden_size=6, solver=solver, dtype="float64").fit(observed)
+    batch = model._check_input(observed)
+    data = {k: model._tensor(v[:10]) for k, v in model._internal(batch).items()}
+    values, mask, times, real, _ = _unpack(data)
+    keep = real & (torch.rand(real.shape, generator=torch.Generator().manual_seed(0)) < 0.4)
+    keep[:, 0] = True
+    solve = {**model._solve_options(), "rtol": 1e-9, "atol": 1e-11}
+    results = []
+    for predict in (_interpolated, _shown_and_predicted):
+        model.module_.zero_grad()
+        args = (real, keep, solve) if predict is _interpolated else (keep, None, solve)
+        predicted = predict(model.module_, values, mask, times, *args)
+        ((predicted[:, 1:] - values[:, 1:]) ** 2 * mask[:, 1:]).sum().backward()
+        grads = torch.cat([q.grad.flatten() for q in model.module_.parameters() if q.grad is not None])
+        results.append((predicted[:, 1:][real[:, 1:]].detach(), grads))
+    assert (~keep & real).any() and (keep[:, 1:] & real[:, 1:]).any()
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=tolerance, atol=tolerance)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=tolerance, atol=tolerance)
 
 
 @pytest.mark.parametrize("task", ["interpolation", "extrapolation"])
