@@ -143,7 +143,13 @@ print(f"Gaussian NLL per entry: NeuralSDE {nll_neural_sde:.3f}, exact law {nll_e
 # the mean fairly well (their MSE is near that of the SDEs' mean paths), but
 # a single curve carries no spread, so its CRPS — the absolute error — is
 # worse, and it offers no interval at all. Noise injection changes how the
-# ODE is trained, not what it predicts: one curve still.
+# ODE is trained, not what it predicts: one curve still. A full run
+# (`python tutorials/probabilistic_forecasting.py`, 200 training series, about
+# 6 minutes on one core) printed: CRPS 0.261 for `NeuralSDE`, 0.264 for
+# `LatentSDE` and for the exact law, 0.374 for `NeuralODE` and 0.388 with
+# noise injection; 90% coverage 0.90 (`NeuralSDE`), 0.88 (`LatentSDE`), 0.88
+# (exact law); MSE of the mean 0.217 for all three, 0.215 and 0.226 for the
+# ODEs.
 #
 # How wide is the learned noise? Far ahead the OU process forgets its start,
 # so the spread of the forecast should approach the stationary σ/√(2θ).
