@@ -479,6 +479,9 @@ PROTOCOLS = {
     "reduced": Protocol(
         "reduced", toy_series=1000, toy_epochs=5, fractions=FRACTIONS, physionet_epochs=10, seeds=(0,)
     ),
+    "longer": Protocol(
+        "longer", toy_series=1000, toy_epochs=50, fractions=FRACTIONS, physionet_epochs=10, seeds=(0,)
+    ),
     "published": Protocol(
         "published", toy_series=1000, toy_epochs=500, fractions=FRACTIONS, physionet_epochs=100, seeds=(0, 1, 2)
     ),
@@ -487,7 +490,7 @@ PROTOCOL_VARIABLE = "DYNLEARN_IRREGULAR_PROTOCOL"
 
 
 def protocol_for(context: Context) -> Protocol:
-    """``quick`` for quick runs, else ``$DYNLEARN_IRREGULAR_PROTOCOL``: ``reduced`` (default) or ``published``."""
+    """``quick`` for quick runs, else ``$DYNLEARN_IRREGULAR_PROTOCOL``: ``reduced`` (default), ``longer`` or ``published``."""
     if context.quick:
         return PROTOCOLS["quick"]
     name = os.environ.get(PROTOCOL_VARIABLE, "reduced")
@@ -558,7 +561,8 @@ BENCHMARK_TOY = "latent_toy_periodic"
     "points), LatentODE extrapolation (conditioned on the first half, scored on the second); mse_last_value: "
     "each shown value carried forward, a baseline. Paper sizes (latent 10, "
     "recognition state 20, ODE MLPs 2 × 100, batch 50, lr 1e-2, dopri5 rtol 1e-3 atol 1e-4). Beside the published "
-    "table. Protocol from $DYNLEARN_IRREGULAR_PROTOCOL (reduced: 1,000 series, 5 epochs, 1 seed; published: 500 "
+    "table. Protocol from $DYNLEARN_IRREGULAR_PROTOCOL (reduced: 1,000 series, 5 epochs, 1 seed; longer: 50 epochs, "
+    "1 seed; published: 500 "
     "epochs, 3 seeds); quick: 100 series, 3 epochs, 50% only.",
 )
 def latent_toy_periodic(context: Context) -> list[Record]:
