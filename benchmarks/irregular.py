@@ -341,7 +341,7 @@ def latent_ode_speed(frame: pd.DataFrame, scenario: str, context: Context) -> li
     from dynlearn import LatentODE
     from union_reference import latent_ode_from_dynlearn
 
-    with captured_training("dynlearn.estimators._latent_ode") as seen:
+    with captured_training("dynlearn.estimators._base") as seen:
         estimator = LatentODE(**LATENT_SPEED, **ONE_MINIBATCH, device=context.device.type).fit(frame)
     # The recognition network reads times in its own unit (a series' window), the latent ODE in internal units.
     time_unit = getattr(estimator, "encoder_time_unit_", 1.0)
@@ -398,7 +398,7 @@ def odernn_speed(frame: pd.DataFrame, scenario: str, context: Context) -> list[R
 
     iterations, networks = {}, {}
     for candidate, solver in (("dynlearn", "euler"), ("dynlearn_rk4", "rk4")):
-        with captured_training("dynlearn.estimators._odernn") as seen:
+        with captured_training("dynlearn.estimators._base") as seen:
             ODERNN(**{**ODERNN_SPEED, "solver": solver}, **ONE_MINIBATCH, device=context.device.type).fit(frame)
         iterations[candidate] = dynlearn_iteration(seen)
         networks[candidate] = {"encoder": seen["module"].encoder.field.net}

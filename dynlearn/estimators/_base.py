@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ from ..data import QueryTimes, SeriesBatch, check_query_times, check_series, mas
 from ..exceptions import input_error
 from ..metrics import r2_score_masked
 from ..solvers import ode_method
-from ..training import resolve_device, resolve_dtype
+from ..training import History, TrainState, resolve_device, resolve_dtype, train
 
 SHARED_CONSTRAINTS: dict[str, list[Any]] = {
     "solver": [str],
@@ -69,6 +69,45 @@ class SeriesModel(BaseEstimator):
         if not (self.warm_start and hasattr(self, "module_")):
             self._fit_scaling(batch)
         return batch
+
+    def _init_module(self, build: Callable[[], torch.nn.Module]) -> None:
+        """Set ``module_`` to ``build()`` and start a fresh ``history_``, unless warm-starting a fitted module.
+
+        Weights are drawn from ``random_state`` inside ``fork_rng``, so the
+        global torch seed is never touched; the module ends on the fit's
+        device and dtype either way.
+        """
+        if not (self.warm_start and hasattr(self, "module_")):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self._seed)
+                module = build()
+            self.module_ = module
+            self.history_ = History()
+        self.module_.to(device=self.device_, dtype=self.dtype_)
+
+    def _train(
+        self, loss_fn: Any, train_data: dict[str, torch.Tensor], valid_data: dict[str, torch.Tensor] | None, **options: Any
+    ) -> TrainState:
+        """Run :func:`dynlearn.training.train` on ``module_`` with the estimator's optimisation settings.
+
+        ``options`` override or add to them (a stage's ``max_epochs``,
+        ``callbacks``, ``epochs_name``). Records ``n_epochs_`` and ``best_epoch_``.
+        """
+        settings = dict(
+            valid_data=valid_data,
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            weight_decay=self.weight_decay,
+            patience=self.patience,
+            generator=self._generator(1),
+            verbose=self.verbose,
+            history=self.history_,
+        )
+        state = train(self.module_, loss_fn, train_data, **{**settings, **options})
+        self.n_epochs_ = len(self.history_)
+        self.best_epoch_ = state.best_epoch
+        return state
 
     def _check_learnable(self, batch: SeriesBatch) -> None:
         """Fail early on data without change over time and on malformed layer sizes."""

@@ -23,7 +23,6 @@ from ..metrics import r2_score_masked
 from ..nn import ACTIVATIONS, MLPVectorField, ODERNNEncoder, make_mlp
 from ..nn._odernn import _functional
 from ..solvers import ode_method, solve_ode, solve_ode_irregular
-from ..training import History, train
 from ._base import SHARED_CONSTRAINTS, SeriesModel
 
 # Series encoded at once, and trajectories decoded at once, outside training: bounds memory on big inputs.
@@ -338,43 +337,24 @@ class LatentODE(TransformerMixin, SeriesModel):
         batch = self._setup_fit(X, t)
         self._check_settings(batch)
         train_data, valid_data = self._split_examples(self._examples(batch), batch)
-        if not (self.warm_start and hasattr(self, "module_")):
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self._seed)
-                module = _LatentODEModel(
-                    batch.n_features,
-                    self.latent_dim,
-                    self.encoder_dim,
-                    self.encoder_layer_sizes,
-                    self.ode_layer_sizes,
-                    self.decoder_layer_sizes,
-                    self.activation,
-                )
-            self.module_ = module.to(device=self.device_, dtype=self.dtype_)
-            self.history_ = History()
-        self.module_.to(device=self.device_, dtype=self.dtype_)
+        self._init_module(
+            lambda: _LatentODEModel(
+                batch.n_features,
+                self.latent_dim,
+                self.encoder_dim,
+                self.encoder_layer_sizes,
+                self.ode_layer_sizes,
+                self.decoder_layer_sizes,
+                self.activation,
+            )
+        )
         draws = self._generator(2)
 
         def loss_fn(module: _LatentODEModel, data: dict[str, torch.Tensor]) -> torch.Tensor:
             # Training draws fresh subsets and z0 samples; validation (eval mode) one fixed draw.
             return self._negative_bound(module, data, draws if module.training else None)
 
-        state = train(
-            self.module_,
-            loss_fn,
-            train_data,
-            valid_data=valid_data,
-            max_epochs=self.max_epochs,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
-            weight_decay=self.weight_decay,
-            patience=self.patience,
-            generator=self._generator(1),
-            verbose=self.verbose,
-            history=self.history_,
-        )
-        self.n_epochs_ = len(self.history_)
-        self.best_epoch_ = state.best_epoch
+        self._train(loss_fn, train_data, valid_data)
         self.training_time_ = time.perf_counter() - started
         return self
 

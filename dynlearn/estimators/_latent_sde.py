@@ -18,7 +18,7 @@ from ..exceptions import input_error
 from ..metrics import r2_score_masked
 from ..nn import ACTIVATIONS, make_mlp
 from ..solvers import sde_method, solve_sde
-from ..training import Callback, History, TrainState, train
+from ..training import Callback, TrainState
 from ._base import SHARED_CONSTRAINTS, SeriesModel
 
 # Smallest diffusion: keeps the KL integrand |u / g|² / 2 finite.
@@ -507,22 +507,19 @@ class LatentSDE(SeriesModel):
         train_data, valid_data = self._split_examples(self._windows(batch), batch)
         if not (self.warm_start and hasattr(self, "module_")):
             self.method_ = sde_method(self.solver).name
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self._seed)
-                module = _LatentSDEModel(
-                    batch.n_features,
-                    self.latent_dim,
-                    self.context_dim,
-                    tuple(self.hidden_layer_sizes),
-                    self.encoder_hidden_size,
-                    self.diffusion_hidden_size,
-                    self.activation,
-                    self._sde_type(),
-                    None if self.obs_std == "learned" else float(self.obs_std),
-                )
-            self.module_ = module.to(device=self.device_, dtype=self.dtype_)
-            self.history_ = History()
-        self.module_.to(device=self.device_, dtype=self.dtype_)
+        self._init_module(
+            lambda: _LatentSDEModel(
+                batch.n_features,
+                self.latent_dim,
+                self.context_dim,
+                tuple(self.hidden_layer_sizes),
+                self.encoder_hidden_size,
+                self.diffusion_hidden_size,
+                self.activation,
+                self._sde_type(),
+                None if self.obs_std == "learned" else float(self.obs_std),
+            )
+        )
         weight = {"kl_weight": float(self.kl_weight)}
         generator = self._generator(2)
         adjoint = self.adjoint
@@ -532,25 +529,14 @@ class LatentSDE(SeriesModel):
             return self._negative_elbo(module, data, beta, generator, adjoint and module.training)
 
         try:
-            state = train(
-                self.module_,
+            self._train(
                 loss_fn,
                 train_data,
-                valid_data=valid_data,
-                max_epochs=self.max_epochs,
-                batch_size=self.batch_size,
-                learning_rate=self.learning_rate,
-                weight_decay=self.weight_decay,
-                patience=self.patience,
-                generator=self._generator(1),
-                verbose=self.verbose,
-                history=self.history_,
+                valid_data,
                 callbacks=[_KLAnnealing(float(self.kl_weight), self.kl_anneal_epochs, weight)],
             )
         finally:
             self.module_.dynamics.release()
-        self.n_epochs_ = len(self.history_)
-        self.best_epoch_ = state.best_epoch
         self.training_time_ = time.perf_counter() - started
         return self
 

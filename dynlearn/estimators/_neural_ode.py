@@ -15,7 +15,6 @@ from torch import nn
 from ..data import QueryTimes, SeriesBatch, check_query_times, to_user_kind
 from ..nn import ACTIVATIONS, MLPVectorField, SecondOrderField
 from ..solvers import solve_ode_irregular, solve_sde_irregular
-from ..training import History, train
 from ._base import SHARED_CONSTRAINTS, SeriesModel, _anchor_rows, _as_states, _finite_difference, _output_times
 
 # Rows integrated per solve at prediction time: bounds memory on big inputs.
@@ -271,20 +270,16 @@ class NeuralODE(SeriesModel):
         batch = self._setup_fit(X, t)
         self._check_learnable(batch)
         train_data, valid_data = self._split_examples(self._windows(batch), batch)
-        if not (self.warm_start and hasattr(self, "module_")):
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self._seed)
-                module = _ODEModel(
-                    batch.n_features,
-                    tuple(self.hidden_layer_sizes),
-                    self.activation,
-                    self.time_dependent,
-                    self.augment_dim,
-                    self.second_order,
-                )
-            self.module_ = module.to(device=self.device_, dtype=self.dtype_)
-            self.history_ = History()
-        self.module_.to(device=self.device_, dtype=self.dtype_)
+        self._init_module(
+            lambda: _ODEModel(
+                batch.n_features,
+                tuple(self.hidden_layer_sizes),
+                self.activation,
+                self.time_dependent,
+                self.augment_dim,
+                self.second_order,
+            )
+        )
         solve = self._solve_options()
         noise_seeds = self._generator(2)
 
@@ -299,22 +294,7 @@ class NeuralODE(SeriesModel):
             squared = (predicted[:, 1:] - data["values"][:, 1:]) ** 2 * mask
             return squared.sum() / mask.sum().clamp_min(1)
 
-        state = train(
-            self.module_,
-            loss_fn,
-            train_data,
-            valid_data=valid_data,
-            max_epochs=self.max_epochs,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
-            weight_decay=self.weight_decay,
-            patience=self.patience,
-            generator=self._generator(1),
-            verbose=self.verbose,
-            history=self.history_,
-        )
-        self.n_epochs_ = len(self.history_)
-        self.best_epoch_ = state.best_epoch
+        self._train(loss_fn, train_data, valid_data)
         self.training_time_ = time.perf_counter() - started
         return self
 

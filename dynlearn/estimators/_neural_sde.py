@@ -21,7 +21,6 @@ from ..data import QueryTimes, SeriesBatch, check_query_times, to_user_kind
 from ..exceptions import IntegrationError, input_error
 from ..nn import ACTIVATIONS, make_mlp
 from ..solvers import sde_method, solve_sde_irregular
-from ..training import History, train
 from ._base import SHARED_CONSTRAINTS, SeriesModel, _anchor_rows, _as_states, _output_times
 
 # Rows propagated or simulated per call at prediction time: bounds memory on big inputs.
@@ -324,27 +323,17 @@ class NeuralSDE(SeriesModel):
             raise input_error("X", "two consecutive rows with an observed entry in the second", "none",
                               "Pass series with at least two observed rows.")
         train_data, valid_data = self._split_examples(examples, batch)
-        if not (self.warm_start and hasattr(self, "module_")):
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self._seed)
-                module = _SDEModel(batch.n_features, tuple(self.hidden_layer_sizes), self.activation,
-                                   self.time_dependent, self.noise_type, float(self.diffusion_floor))
-            self.module_ = module.to(device=self.device_, dtype=self.dtype_)
-            self.history_ = History()
-        self.module_.to(device=self.device_, dtype=self.dtype_)
+        self._init_module(
+            lambda: _SDEModel(batch.n_features, tuple(self.hidden_layer_sizes), self.activation,
+                              self.time_dependent, self.noise_type, float(self.diffusion_floor))
+        )
 
         def loss_fn(module: _SDEModel, data: dict[str, torch.Tensor]) -> torch.Tensor:
             mean, cov = module.moments(data["x0"], data["t0"], data["gap"], self._n_substeps(data["gap"]))
             nll = _masked_gaussian_nll(data["values"], data["mask"], mean, cov)
             return nll / data["mask"].sum().clamp_min(1)
 
-        state = train(
-            self.module_, loss_fn, train_data, valid_data=valid_data, max_epochs=self.max_epochs,
-            batch_size=self.batch_size, learning_rate=self.learning_rate, weight_decay=self.weight_decay,
-            patience=self.patience, generator=self._generator(1), verbose=self.verbose, history=self.history_,
-        )
-        self.n_epochs_ = len(self.history_)
-        self.best_epoch_ = state.best_epoch
+        self._train(loss_fn, train_data, valid_data)
         self.training_time_ = time.perf_counter() - started
         return self
 

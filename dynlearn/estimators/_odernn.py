@@ -21,7 +21,6 @@ from ..data import QueryTimes, SeriesBatch, check_query_times, to_user_kind
 from ..exceptions import input_error
 from ..nn import ACTIVATIONS, ODERNNEncoder, make_mlp
 from ..solvers import ode_method
-from ..training import History, train
 from ._base import SHARED_CONSTRAINTS, SeriesModel, _anchor_rows
 
 # Series encoded together at prediction time: bounds memory on big inputs.
@@ -209,9 +208,8 @@ class _ODERNNBase(SeriesModel):
                 raise input_error(name, "a tuple of positive ints", repr(sizes), "E.g. (64,).")
 
     def _build(self, batch: SeriesBatch, n_classes: int | None = None) -> None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self._seed)
-            module = _ODERNNModel(
+        self._init_module(
+            lambda: _ODERNNModel(
                 batch.n_features,
                 self.hidden_dim,
                 tuple(self.ode_hidden_layer_sizes),
@@ -221,8 +219,7 @@ class _ODERNNBase(SeriesModel):
                 n_classes,
                 tuple(getattr(self, "head_hidden_layer_sizes", ())),
             )
-        self.module_ = module.to(device=self.device_, dtype=self.dtype_)
-        self.history_ = History()
+        )
 
     def _fit_step(self, batch: SeriesBatch) -> None:
         """The longest fixed step, in internal time units."""
@@ -252,25 +249,6 @@ class _ODERNNBase(SeriesModel):
             "times": self._scale_times(batch.times),
             "real": batch.row_mask,
         }
-
-    def _train(self, loss_fn: Any, examples: dict[str, np.ndarray], batch: SeriesBatch) -> None:
-        train_data, valid_data = self._split_examples(examples, batch)
-        state = train(
-            self.module_,
-            loss_fn,
-            train_data,
-            valid_data=valid_data,
-            max_epochs=self.max_epochs,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
-            weight_decay=self.weight_decay,
-            patience=self.patience,
-            generator=self._generator(1),
-            verbose=self.verbose,
-            history=self.history_,
-        )
-        self.n_epochs_ = len(self.history_)
-        self.best_epoch_ = state.best_epoch
 
     def _encode_chunks(self, batch: SeriesBatch):
         """Yield (series slice, internal tensors, forward states) for chunks of series, without gradients."""
@@ -506,8 +484,7 @@ class ODERNN(_ODERNNBase):
             )
         if not (self.warm_start and hasattr(self, "module_")):
             self._fit_step(batch)
-            self._build(batch)
-        self.module_.to(device=self.device_, dtype=self.dtype_)
+        self._build(batch)
         solve = self._solve_options()
         generator = self._generator(2)
         fraction, split = self.observed_fraction, self.extrapolation_split
@@ -521,7 +498,7 @@ class ODERNN(_ODERNNBase):
             return _interpolation_loss(module, data, solve, fraction, draws)
 
         examples = {"series": np.arange(batch.n_series), **self._internal(batch)}
-        self._train(loss_fn, examples, batch)
+        self._train(loss_fn, *self._split_examples(examples, batch))
         self.training_time_ = time.perf_counter() - started
         return self
 
@@ -766,7 +743,7 @@ class ODERNNClassifier(ClassifierMixin, _ODERNNBase):
                 )
             self.classes_ = encoder.classes_
             self._fit_step(batch)
-            self._build(batch, n_classes=len(self.classes_))
+        self._build(batch, n_classes=len(self.classes_))
         codes = np.searchsorted(self.classes_, labels)
         known = np.isin(labels, self.classes_)
         if not known.all():
@@ -776,7 +753,6 @@ class ODERNNClassifier(ClassifierMixin, _ODERNNBase):
                 f"new labels {list(np.unique(labels[~known]))[:5]}",
                 "Refit without warm_start.",
             )
-        self.module_.to(device=self.device_, dtype=self.dtype_)
         solve = self._solve_options()
         weight = float(self.reconstruction_weight)
 
@@ -789,7 +765,7 @@ class ODERNNClassifier(ClassifierMixin, _ODERNNBase):
             return loss
 
         examples = {"series": np.arange(batch.n_series), **self._internal(batch), "label": codes.astype(np.float64)}
-        self._train(loss_fn, examples, batch)
+        self._train(loss_fn, *self._split_examples(examples, batch))
         self.training_time_ = time.perf_counter() - started
         return self
 

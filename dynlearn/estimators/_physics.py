@@ -17,7 +17,6 @@ from ..data import InputSpec, QueryTimes, SeriesBatch, check_query_times, check_
 from ..exceptions import input_error
 from ..nn import ACTIVATIONS
 from ..solvers import ode_method, solve_ode_irregular
-from ..training import History, train
 from ._base import (
     SHARED_CONSTRAINTS,
     SeriesModel,
@@ -185,35 +184,19 @@ class PhaseSpaceModel(SeriesModel):
         measured = None if derivatives is None else self._measured_rates(batch, derivatives, t)
         stages = self._stages(batch, measured)
         self.fit_on_ = tuple(mode for mode, _, _ in stages)
-        if not (self.warm_start and hasattr(self, "module_")):
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self._seed)
-                module = self._make_field(self.n_coordinates_)
-            self.module_ = module.to(device=self.device_, dtype=self.dtype_)
-            self.history_ = History()
-        self.module_.to(device=self.device_, dtype=self.dtype_)
+        self._init_module(lambda: self._make_field(self.n_coordinates_))
         for mode, examples, epochs in stages:
             train_data, valid_data = self._split_examples(examples, batch)
             first = len(self.history_)
-            state = train(
-                self.module_,
+            self._train(
                 self._derivative_loss if mode == "derivatives" else self._trajectory_loss,
                 train_data,
-                valid_data=valid_data,
+                valid_data,
                 max_epochs=epochs,
-                batch_size=self.batch_size,
-                learning_rate=self.learning_rate,
-                weight_decay=self.weight_decay,
-                patience=self.patience,
-                generator=self._generator(1),
-                verbose=self.verbose,
-                history=self.history_,
                 epochs_name="max_epochs" if epochs == self.max_epochs else f"max_epochs // 4 (the {mode} stage)",
             )
             for record in self.history_[first:]:
                 record["fit_on"] = mode
-        self.n_epochs_ = len(self.history_)
-        self.best_epoch_ = state.best_epoch
         self.training_time_ = time.perf_counter() - started
         return self
 
