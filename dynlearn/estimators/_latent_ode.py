@@ -23,6 +23,7 @@ from ..metrics import r2_score_masked
 from ..nn import ACTIVATIONS, MLPVectorField, ODERNNEncoder, make_mlp
 from ..nn._odernn import _functional
 from ..solvers import ode_method, solve_ode, solve_ode_irregular
+from ..training import Callback, TrainState
 from ._base import SHARED_CONSTRAINTS, SeriesModel
 
 # Series encoded at once, and trajectories decoded at once, outside training: bounds memory on big inputs.
@@ -33,6 +34,8 @@ _MIN_STD = 1e-4
 _LOG_2PI = math.log(2 * math.pi)
 # softplus(_INITIAL_STD_BIAS) = 0.05: the posterior's initial standard deviation.
 _INITIAL_STD_BIAS = math.log(math.expm1(0.05))
+# Length of the median series window on the latent clock (standardize=True).
+_LATENT_WINDOW = 5.0
 
 
 class _PlainField(nn.Module):
@@ -66,7 +69,10 @@ class _LatentODEModel(nn.Module):
     ):
         super().__init__()
         self.encoder = ODERNNEncoder(n_features, encoder_dim, tuple(encoder_layers), activation)
-        self.posterior = make_mlp(encoder_dim, 2 * latent_dim, (max(encoder_dim, 2 * latent_dim),), activation)
+        # A linear map from the encoder state to the posterior's mean and raw scale. With a hidden tanh
+        # layer (the paper's), the first epochs push its units into saturation while the decoder learns the
+        # average path: every series then gets the same code and the encoder never recovers.
+        self.posterior = make_mlp(encoder_dim, 2 * latent_dim, (), activation)
         with torch.no_grad():
             # Means start spread like the encoder states (make_mlp shrinks last layers for vector fields),
             # standard deviations small: early training is close to a deterministic autoencoder, whose
@@ -140,7 +146,20 @@ class LatentODE(TransformerMixin, SeriesModel):
     per series, where ``p(x_target | z)`` is the Gaussian likelihood of the
     observed target entries only. The loss is minus the bound summed over
     the series of a minibatch, divided by the number of target entries (a
-    per-entry figure). ``K = 1`` is the ordinary evidence lower bound.
+    per-entry figure). ``K = 1`` (the default) is the ordinary evidence lower
+    bound. With a small ``obs_std`` the likelihood is so sharp that the
+    ``K``-sample bound rewards the best of the draws, which pushes ``q`` wide
+    and lets the decoder ignore ``z0``: use ``K > 1`` with a larger ``obs_std``.
+
+    **Schedule.** As in the paper, the KL part of the bound
+    (``log p(z) - log q(z | x)``) is weighed by 0 for the first
+    ``kl_warmup_epochs`` epochs and by ``1 - kl_anneal_rate ** (epoch -
+    kl_warmup_epochs)`` after, and the learning rate decays by
+    ``learning_rate_decay`` per minibatch down to ``learning_rate / 10``. The
+    warm-up lets the encoder learn codes the decoder uses before the prior
+    pulls them together; without it the posterior collapses onto the prior
+    and every series decodes to the same mean path. Validation scores the
+    bound itself (weight 1), so early stopping follows the true objective.
 
     **Training tasks.** ``task="interpolation"``: in every minibatch the
     encoder sees a fresh random ``observed_fraction`` of each series'
@@ -166,8 +185,13 @@ class LatentODE(TransformerMixin, SeriesModel):
     obs_std : float, default=0.01
         Standard deviation of the observation noise, in standardised units
         when ``standardize=True`` (the paper's "noise weight").
-    n_samples_train : int, default=3
+    n_samples_train : int, default=1
         Importance samples of ``z0`` per series in the training bound.
+    kl_warmup_epochs : int, default=10
+        Epochs trained with the KL term weighed by 0 (see Schedule).
+    kl_anneal_rate : float, default=0.99
+        After the warm-up the KL weight is ``1 - kl_anneal_rate ** n`` after
+        ``n`` epochs; 0 gives weight 1 at once.
     observed_fraction : float, default=0.5
         Share of each series' (candidate) observation times given to the
         encoder in each training minibatch, at least one.
@@ -188,6 +212,9 @@ class LatentODE(TransformerMixin, SeriesModel):
     batch_size : int, default=50
         Series per minibatch.
     learning_rate : float, default=1e-2
+    learning_rate_decay : float, default=0.999
+        Factor applied to the learning rate per minibatch (updated at each
+        epoch's end), down to ``learning_rate / 10``; 1 keeps it constant.
     weight_decay : float, default=0.0
     validation_fraction : float, default=0.1
         Share of series held out for early stopping; 0 monitors the training loss.
@@ -195,8 +222,9 @@ class LatentODE(TransformerMixin, SeriesModel):
         Epochs without improvement before stopping; None trains all epochs.
     standardize : bool, default=True
         Scale each feature to zero mean and unit variance over observed
-        entries, and time by the median observation gap; outputs are in the
-        user's units.
+        entries, and time so that the median series window spans 5 units
+        (the paper's toy clock); outputs are in the user's units. False
+        keeps values and times as given.
     device : str, default="auto"
     dtype : {"float32", "float64"}, default="float32"
     random_state : int, RandomState or None, default=None
@@ -251,6 +279,9 @@ class LatentODE(TransformerMixin, SeriesModel):
         "activation": [StrOptions(set(ACTIVATIONS))],
         "obs_std": [Interval(Real, 0, None, closed="neither")],
         "n_samples_train": [Interval(Integral, 1, None, closed="left")],
+        "kl_warmup_epochs": [Interval(Integral, 0, None, closed="left")],
+        "kl_anneal_rate": [Interval(Real, 0, 1, closed="both")],
+        "learning_rate_decay": [Interval(Real, 0, 1, closed="right")],
         "observed_fraction": [Interval(Real, 0, 1, closed="right")],
         "task": [StrOptions({"interpolation", "extrapolation"})],
         "encoder_solver": [str],
@@ -265,7 +296,9 @@ class LatentODE(TransformerMixin, SeriesModel):
         decoder_layer_sizes: Sequence[int] = (),
         activation: str = "tanh",
         obs_std: float = 0.01,
-        n_samples_train: int = 3,
+        n_samples_train: int = 1,
+        kl_warmup_epochs: int = 10,
+        kl_anneal_rate: float = 0.99,
         observed_fraction: float = 0.5,
         task: str = "interpolation",
         encoder_solver: str = "euler",
@@ -277,6 +310,7 @@ class LatentODE(TransformerMixin, SeriesModel):
         max_epochs: int = 200,
         batch_size: int = 50,
         learning_rate: float = 1e-2,
+        learning_rate_decay: float = 0.999,
         weight_decay: float = 0.0,
         validation_fraction: float = 0.1,
         patience: int | None = 20,
@@ -295,6 +329,8 @@ class LatentODE(TransformerMixin, SeriesModel):
         self.activation = activation
         self.obs_std = obs_std
         self.n_samples_train = n_samples_train
+        self.kl_warmup_epochs = kl_warmup_epochs
+        self.kl_anneal_rate = kl_anneal_rate
         self.observed_fraction = observed_fraction
         self.task = task
         self.encoder_solver = encoder_solver
@@ -306,6 +342,7 @@ class LatentODE(TransformerMixin, SeriesModel):
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
+        self.learning_rate_decay = learning_rate_decay
         self.weight_decay = weight_decay
         self.validation_fraction = validation_fraction
         self.patience = patience
@@ -349,12 +386,16 @@ class LatentODE(TransformerMixin, SeriesModel):
             )
         )
         draws = self._generator(2)
+        schedule = _Schedule(self, n_batches=math.ceil(len(train_data["values"]) / self.batch_size))
 
         def loss_fn(module: _LatentODEModel, data: dict[str, torch.Tensor]) -> torch.Tensor:
-            # Training draws fresh subsets and z0 samples; validation (eval mode) one fixed draw.
-            return self._negative_bound(module, data, draws if module.training else None)
+            # Training draws fresh subsets and z0 samples and weighs the KL term by the schedule;
+            # validation (eval mode) scores the bound itself on one fixed draw.
+            if module.training:
+                return self._negative_bound(module, data, draws, kl_weight=schedule.kl_weight)
+            return self._negative_bound(module, data, None)
 
-        self._train(loss_fn, train_data, valid_data)
+        self._train(loss_fn, train_data, valid_data, callbacks=[schedule])
         self.training_time_ = time.perf_counter() - started
         return self
 
@@ -364,12 +405,16 @@ class LatentODE(TransformerMixin, SeriesModel):
 
     def _fit_scaling(self, batch: SeriesBatch) -> None:
         super()._fit_scaling(batch)
-        # The latent ODE runs in units of the median gap (observations are taken at the pace of the
-        # dynamics, so rates of change are of order one there); the encoder reads times in units of the
-        # median series window, as in the paper's [0, 1] clock: it takes one fixed step per gap, which
-        # must be small for the steps to be stable.
+        # The latent ODE carries a whole series from its first time, so its clock is set by the length of
+        # a series, not by the gap between samples: with standardize=True the median series window spans
+        # _LATENT_WINDOW units (the paper's toy clock, [0, 5]). On a clock of gaps a densely sampled series
+        # spans hundreds of units; the field must then be tiny and its solves are long and unstable.
+        # The encoder reads times in units of the median window, as on the paper's [0, 1] clock: it takes
+        # one fixed step per gap, which must be small for the steps to be stable.
         spans = batch.times[np.arange(batch.n_series), batch.lengths - 1] - batch.times[:, 0]
         spans = spans[spans > 0]
+        if self.standardize and len(spans):
+            self.time_scale_ = float(np.median(spans)) / _LATENT_WINDOW
         self.encoder_time_unit_ = max(float(np.median(spans)) / self.time_scale_, 1.0) if len(spans) else 1.0
 
     def _check_settings(self, batch: SeriesBatch) -> None:
@@ -414,12 +459,17 @@ class LatentODE(TransformerMixin, SeriesModel):
 
     # ----------------------------------------------------------- objective
     def _negative_bound(
-        self, module: _LatentODEModel, data: dict[str, torch.Tensor], generator: torch.Generator | None
+        self,
+        module: _LatentODEModel,
+        data: dict[str, torch.Tensor],
+        generator: torch.Generator | None,
+        kl_weight: float = 1.0,
     ) -> torch.Tensor:
         """Minus the importance-weighted bound of a minibatch, per target entry.
 
         ``generator=None`` uses the stored subset scores and a fixed draw of
         ``z0``, so the figure is a deterministic function of the weights.
+        ``kl_weight`` scales ``log p(z) - log q(z | x)`` (1: the bound itself).
         """
         width = int(data["lengths"].max())
         values, mask, times = data["values"][:, :width], data["mask"][:, :width] > 0.5, data["times"][:, :width]
@@ -451,7 +501,7 @@ class LatentODE(TransformerMixin, SeriesModel):
         log_likelihood = -0.5 * squared / self.obs_std**2 - counts * (math.log(self.obs_std) + 0.5 * _LOG_2PI)
         # log p(z) - log q(z | x) with z = mean + std * eps; the 2π terms cancel.
         log_ratio = (-0.5 * (mean + std * eps) ** 2 + 0.5 * eps**2 + torch.log(std)).sum(-1)
-        bound = torch.logsumexp(log_likelihood + log_ratio, dim=0) - math.log(k)
+        bound = torch.logsumexp(log_likelihood + kl_weight * log_ratio, dim=0) - math.log(k)
         return -bound.sum() / counts.sum().clamp_min(1)
 
     # ------------------------------------------------------------- encoding
@@ -646,6 +696,36 @@ class LatentODE(TransformerMixin, SeriesModel):
         n = mean.shape[0]
         decoded = self._decode(z0, np.tile(origin, n_samples), np.tile(q_times, (n_samples, 1)))
         return decoded.reshape((n_samples, n) + decoded.shape[1:])
+
+
+class _Schedule(Callback):
+    """The KL weight and learning rate of each training epoch (Rubanova et al.'s schedule).
+
+    Epoch ``e`` (counted over warm starts too) weighs the KL term by 0 for
+    ``e <= kl_warmup_epochs`` and by ``1 - kl_anneal_rate ** (e - kl_warmup_epochs)``
+    after; the learning rate is ``learning_rate * learning_rate_decay ** i``
+    after ``i`` minibatches, never below ``learning_rate / 10``.
+    """
+
+    def __init__(self, estimator: LatentODE, n_batches: int):
+        self.estimator = estimator
+        self.n_batches = n_batches
+        self.kl_weight = 1.0
+
+    def _set(self, state: TrainState, epoch: int) -> None:
+        model = self.estimator
+        warmup = model.kl_warmup_epochs
+        self.kl_weight = 0.0 if epoch <= warmup else 1.0 - model.kl_anneal_rate ** (epoch - warmup)
+        rate = max(model.learning_rate * model.learning_rate_decay ** ((epoch - 1) * self.n_batches),
+                   model.learning_rate / 10)
+        for group in state.optimizer.param_groups:
+            group["lr"] = rate
+
+    def on_train_begin(self, state: TrainState) -> None:
+        self._set(state, len(state.history) + 1)
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        self._set(state, state.epoch + 1)
 
 
 def _random_subset(candidates: torch.Tensor, scores: torch.Tensor, fraction: float) -> torch.Tensor:

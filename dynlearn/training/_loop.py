@@ -46,7 +46,11 @@ class Callback:
 
 @dataclass
 class TrainState:
-    """What callbacks see; setting ``stop`` ends training after this epoch."""
+    """What callbacks see; setting ``stop`` ends training after this epoch.
+
+    ``optimizer`` is the one being stepped: a callback may change its
+    learning rates between epochs.
+    """
 
     module: nn.Module
     history: History
@@ -56,6 +60,7 @@ class TrainState:
     best_epoch: int = 0
     stop: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    optimizer: torch.optim.Optimizer | None = None
 
 
 class ProgressBar(Callback):
@@ -133,6 +138,7 @@ def train(
     history = history if history is not None else History()
     state = TrainState(module=module, history=history, max_epochs=max_epochs)
     optimizer = optimizer or torch.optim.AdamW(module.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    state.optimizer = optimizer
     callbacks = list(callbacks) + ([ProgressBar()] if verbose else [])
     n_train = _n_examples(train_data)
     best_weights = copy.deepcopy(module.state_dict())
