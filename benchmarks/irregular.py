@@ -201,7 +201,8 @@ def reference_iteration(
 def subsampled_rows(mask: torch.Tensor, fraction: float, generator: torch.Generator) -> torch.Tensor:
     """(n_series, n_times) rows kept for the encoder: a random ``ceil(fraction × observed rows)`` of each series."""
     rows = mask.any(-1)
-    scores = torch.where(rows, torch.rand(rows.shape, generator=generator, dtype=torch.float64), 2.0)
+    draws = torch.rand(rows.shape, generator=generator, dtype=torch.float64).to(rows.device)
+    scores = torch.where(rows, draws, 2.0)
     keep = torch.ceil(fraction * rows.sum(1).double()).clamp_min(1)
     return rows & (scores.argsort(1).argsort(1) < keep[:, None])
 
