@@ -413,9 +413,10 @@ class LatentODE(TransformerMixin, SeriesModel):
         # one fixed step per gap, which must be small for the steps to be stable.
         spans = batch.times[np.arange(batch.n_series), batch.lengths - 1] - batch.times[:, 0]
         spans = spans[spans > 0]
-        if self.standardize and len(spans):
-            self.time_scale_ = float(np.median(spans)) / _LATENT_WINDOW
-        self.encoder_time_unit_ = max(float(np.median(spans)) / self.time_scale_, 1.0) if len(spans) else 1.0
+        window = float(np.median(spans)) if len(spans) else None
+        if self.standardize and window is not None:
+            self.time_scale_ = window / _LATENT_WINDOW
+        self.encoder_time_unit_ = max(window / self.time_scale_, 1.0) if window is not None else 1.0
 
     def _check_settings(self, batch: SeriesBatch) -> None:
         if batch.lengths.max() < 2:
