@@ -57,16 +57,23 @@ def toy_frame(n_series: int, seed: int) -> pd.DataFrame:
 
 
 def keep_fraction(frame: pd.DataFrame, fraction: float, rng: np.random.Generator) -> pd.DataFrame:
-    """A random ``fraction`` of each series' rows (at least one), in time order.
+    """The values of a random ``fraction`` of each series' rows (at least one); the others become missing.
 
-    Every series keeps ``max(1, int(fraction * n_rows))`` rows, as the
-    paper's subsampling does.
+    Every series keeps ``max(1, int(fraction * n_rows))`` values, as the
+    paper's subsampling does. As there, the hidden points stay on the time
+    grid with a missing value rather than being dropped: a series still
+    starts at its first time, which is where a latent model's ``z0`` sits.
+    (On the toy data every series has the same times, so the rows reveal
+    nothing about a series.)
     """
     keys = rng.random(len(frame))
     rank = pd.Series(keys, index=frame.index).groupby(frame["series_id"]).rank(method="first")
     size = frame.groupby("series_id")["time"].transform("size")
-    kept = rank <= np.maximum(1, (fraction * size).astype(int))
-    return frame[kept.to_numpy()].reset_index(drop=True)
+    kept = (rank <= np.maximum(1, (fraction * size).astype(int))).to_numpy()
+    values = [name for name in frame.columns if name not in ("series_id", "time")]
+    masked = frame.copy()
+    masked.loc[~kept, values] = np.nan
+    return masked.reset_index(drop=True)
 
 
 def first_half(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -483,6 +490,9 @@ PROTOCOLS = {
     "longer": Protocol(
         "longer", toy_series=1000, toy_epochs=50, fractions=FRACTIONS, physionet_epochs=10, seeds=(0,)
     ),
+    "published_one_seed": Protocol(
+        "published_one_seed", toy_series=1000, toy_epochs=500, fractions=FRACTIONS, physionet_epochs=100, seeds=(0,)
+    ),
     "published": Protocol(
         "published", toy_series=1000, toy_epochs=500, fractions=FRACTIONS, physionet_epochs=100, seeds=(0, 1, 2)
     ),
@@ -502,10 +512,15 @@ def protocol_for(context: Context) -> Protocol:
 
 # ------------------------------------------------------------ toy periodic
 # The toy run's Latent ODE (the speed benchmark's sizes), trained as published: Adamax at 1e-2 in the paper,
-# dynlearn's AdamW (no weight decay) at 1e-2 here.
+# dynlearn's AdamW (no weight decay) here, at the learning rate below.
 # The toy accuracy runs train with LatentODE's own objective (one draw of z0 per series, the KL warm-up);
 # the speed rows keep the paper's three draws so both implementations do the same work.
-LATENT_TOY = {key: value for key, value in LATENT_SPEED.items() if key not in ("observed_fraction", "n_samples_train")}
+# The learning rate is 3e-3, not the paper's 1e-2: at 1e-2, two of three 50-epoch interpolation fits diverged
+# (non-finite gradients), while 3e-3 trains steadily (benchmarks/latent_toy_grid.py).
+LATENT_TOY = {
+    **{key: value for key, value in LATENT_SPEED.items() if key not in ("observed_fraction", "n_samples_train")},
+    "learning_rate": 3e-3,
+}
 # The toy run's ODE-RNN at the paper's sizes, with dynlearn's default solver (one rk4 step per gap).
 ODERNN_TOY = {key: value for key, value in ODERNN_SPEED.items() if key not in ("observed_fraction", "solver")}
 TOY_MODELS = (("odernn", "interpolation"), ("latent_ode", "interpolation"), ("latent_ode", "extrapolation"))
@@ -563,9 +578,9 @@ BENCHMARK_TOY = "latent_toy_periodic"
     "10/20/30/50% of each test series' points observed: ODERNN and LatentODE interpolation (scored at all 100 "
     "points), LatentODE extrapolation (conditioned on the first half, scored on the second); mse_last_value: "
     "each shown value carried forward, a baseline. Paper sizes (latent 10, "
-    "recognition state 20, ODE MLPs 2 × 100, batch 50, lr 1e-2, dopri5 rtol 1e-3 atol 1e-4). Beside the published "
+    "recognition state 20, ODE MLPs 2 × 100, batch 50, lr 1e-2 (LatentODE 3e-3), dopri5 rtol 1e-3 atol 1e-4). Beside the published "
     "table. Protocol from $DYNLEARN_IRREGULAR_PROTOCOL (reduced: 1,000 series, 5 epochs, 1 seed; longer: 50 epochs, "
-    "1 seed; published: 500 "
+    "1 seed; published_one_seed: 500 epochs, 1 seed; published: 500 "
     "epochs, 3 seeds); quick: 100 series, 3 epochs, 50% only.",
 )
 def latent_toy_periodic(context: Context) -> list[Record]:
@@ -732,8 +747,8 @@ def physionet_slice(context: Context) -> list[Record]:
             classifier = ODERNNClassifier(**PHYSIONET_ODERNN, random_state=seed, **common).fit(train, y_train)
             probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
             probe.fit(latent.transform(train), y_train.to_numpy())
-            key = ["series_id", "time"]
-            held_out = test[~test.set_index(key).index.isin(given.set_index(key).index)]
+            # keep_fraction hides whole rows (rows and order kept): the held-out entries are those rows'.
+            held_out = test[given[features].isna().all(axis=1).to_numpy()]
             predictions = {
                 "last_value": last_value(given, query, features, train[features].mean()),
                 "latent_ode": latent.predict(given, t=query),

@@ -506,9 +506,20 @@ class LatentODE(TransformerMixin, SeriesModel):
         return -bound.sum() / counts.sum().clamp_min(1)
 
     # ------------------------------------------------------------- encoding
-    def _posterior(self, batch: SeriesBatch) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-        """Posterior mean and std of z0 (n_series, latent_dim), and each series' origin on the internal clock."""
+    def _posterior(
+        self, batch: SeriesBatch, q_times: np.ndarray | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        """Posterior mean and std of z0 (n_series, latent_dim), and each series' origin on the internal clock.
+
+        The origin is the series' first observation time, or its earliest
+        query time ``q_times`` (internal clock) when that is earlier: ``z0``
+        is the state at the first time the model is asked about, as in
+        training, where it sits at the first time conditioned on or scored.
+        """
         data = self._internal(batch)
+        origin = data["times"][:, 0]
+        if q_times is not None:
+            origin = np.minimum(origin, q_times.min(axis=1))
         module = self.module_.eval()
         means, stds = [], []
         with torch.no_grad():
@@ -519,10 +530,10 @@ class LatentODE(TransformerMixin, SeriesModel):
                 mask = self._tensor(data["mask"][part, :width]) > 0.5
                 times = self._tensor(data["times"][part, :width])
                 rows = _pack_rows(values, mask, times, mask.any(-1))
-                mean, std = module.encode(rows, times[:, 0], self._encoder_solve(), self.encoder_time_unit_)
+                mean, std = module.encode(rows, self._tensor(origin[part]), self._encoder_solve(), self.encoder_time_unit_)
                 means.append(mean)
                 stds.append(std)
-        return torch.cat(means), torch.cat(stds), data["times"][:, 0]
+        return torch.cat(means), torch.cat(stds), origin
 
     def transform(self, X: Any, *, t: Any = None) -> np.ndarray:
         """Posterior mean of each series' latent initial state.
@@ -550,8 +561,13 @@ class LatentODE(TransformerMixin, SeriesModel):
         """Posterior-mean trajectory of each series at query times.
 
         Each series is encoded from all its observations; the latent ODE is
-        integrated from the posterior mean of ``z0`` (at the series' first
-        observation time) to the query times and decoded.
+        integrated from the posterior mean of ``z0`` to the query times and
+        decoded. ``z0`` is the state at the earliest time asked about: the
+        series' first observation, or its first query when that is earlier
+        (the encoder's state is carried back to it), just as training puts
+        ``z0`` at a series' first time whether or not the encoder was shown
+        that point. A query before the first observation therefore gives the
+        same result as a row with missing values at that time.
 
         Parameters
         ----------
@@ -574,8 +590,9 @@ class LatentODE(TransformerMixin, SeriesModel):
         return to_user_kind(self._predict_batch(batch, query), query, batch)
 
     def _predict_batch(self, batch: SeriesBatch, query: QueryTimes) -> np.ndarray:
-        mean, _, origin = self._posterior(batch)
-        return self._decode(mean, origin, self._scale_times(query.times))
+        q_times = self._scale_times(query.times)
+        mean, _, origin = self._posterior(batch, q_times)
+        return self._decode(mean, origin, q_times)
 
     def _decode(self, z0: torch.Tensor, origin: np.ndarray, q_times: np.ndarray) -> np.ndarray:
         """Decode ``z0`` (n, latent_dim) at ``q_times`` (n, n_queries); user units (n, n_queries, n_features).
@@ -620,7 +637,8 @@ class LatentODE(TransformerMixin, SeriesModel):
         ----------
         X : DataFrame, ndarray, list of ndarray or None
             Series to condition on: ``z0`` is drawn from ``q(z0 | X)`` at
-            each series' first observation time. None (with ``prior=True``)
+            each series' first observation or first query time, whichever is
+            earlier (as in :meth:`predict`). None (with ``prior=True``)
             draws ``n_samples`` unconditional trajectories.
         t : array-like or DataFrame, default=None
             Query times as in :meth:`predict` (None: X's own times). With
@@ -653,13 +671,14 @@ class LatentODE(TransformerMixin, SeriesModel):
             return self._sample_prior_times(t, n_samples, generator, prior)
         batch = self._check_input(X)
         query = check_query_times(t, batch)
+        q_times = self._scale_times(query.times)
         if prior:
-            origin = self._scale_times(batch.times[:, 0])
+            origin = np.minimum(self._scale_times(batch.times[:, 0]), q_times.min(axis=1))
             mean = torch.zeros(batch.n_series, self.latent_dim, dtype=self.dtype_, device=self.device_)
             std = torch.ones_like(mean)
         else:
-            mean, std, origin = self._posterior(batch)
-        values = self._draw(mean, std, origin, self._scale_times(query.times), n_samples, generator)
+            mean, std, origin = self._posterior(batch, q_times)
+        values = self._draw(mean, std, origin, q_times, n_samples, generator)
         return to_user_kind(values, query, batch)
 
     def _sample_prior_times(self, t: Any, n_samples: int, generator: torch.Generator, prior: bool) -> np.ndarray:

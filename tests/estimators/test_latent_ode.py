@@ -6,6 +6,7 @@ import warnings
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
@@ -131,6 +132,28 @@ def test_missing_rows_are_not_encoded(fitted_on_gaps):
     dropped = np.delete(X, 3, axis=1)
     np.testing.assert_allclose(
         model.transform(gapped, t=t), model.transform(dropped, t=np.delete(t, 3)), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_z0_sits_at_the_earliest_time_asked_about(trained, sinusoids):
+    """A query before a series' first observation carries z0 back to it, as a missing row at that time would.
+
+    Training puts z0 at a series' first time even when the encoder is not
+    shown that point; predicting from later observations alone must do the
+    same, or every forecast is anchored at the wrong phase.
+    """
+    observed, _ = sinusoids
+    series = observed[observed["series_id"] < 4]
+    later = series[series.groupby("series_id").cumcount().to_numpy() > 0]
+    first_rows = series.groupby("series_id", as_index=False)["time"].min().assign(y=np.nan)
+    with_missing_row = pd.concat([first_rows, later]).sort_values(["series_id", "time"]).reset_index(drop=True)
+    query = series[["series_id", "time"]]
+    np.testing.assert_allclose(
+        trained.predict(later, t=query)["y"], trained.predict(with_missing_row, t=query)["y"], rtol=1e-6, atol=1e-7
+    )
+    draws = dict(t=query, n_samples=3, random_state=0)
+    np.testing.assert_allclose(
+        trained.sample(later, **draws)["y"], trained.sample(with_missing_row, **draws)["y"], rtol=1e-6, atol=1e-7
     )
 
 
