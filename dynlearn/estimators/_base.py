@@ -258,6 +258,20 @@ class SeriesModel(BaseEstimator):
         return tags
 
 
+# Models that carry one state across a whole series (ODE-RNN, Latent ODE) run on a clock on which the
+# median series window spans this many units (the paper's toy clock, [0, 5]): on a clock of observation
+# gaps a densely sampled series spans hundreds of units, the field must stay tiny, and long gaps (sparse
+# shown points) blow up in training.
+SERIES_WINDOW = 5.0
+
+
+def _median_window(batch: SeriesBatch) -> float | None:
+    """Median positive span from a series' first to its last observation time (None when there is none)."""
+    spans = batch.times[np.arange(batch.n_series), batch.lengths - 1] - batch.times[:, 0]
+    spans = spans[spans > 0]
+    return float(np.median(spans)) if len(spans) else None
+
+
 def _median_gap(batch: SeriesBatch) -> float:
     """Median positive gap between consecutive observation times (1.0 when there is none)."""
     gaps = np.diff(batch.times, axis=1)[batch.row_mask[:, 1:]]

@@ -24,7 +24,7 @@ from ..nn import ACTIVATIONS, MLPVectorField, ODERNNEncoder, make_mlp
 from ..nn._odernn import _functional
 from ..solvers import ode_method, solve_ode, solve_ode_irregular
 from ..training import Callback, TrainState
-from ._base import SHARED_CONSTRAINTS, SeriesModel
+from ._base import SERIES_WINDOW, SHARED_CONSTRAINTS, SeriesModel, _median_window
 
 # Series encoded at once, and trajectories decoded at once, outside training: bounds memory on big inputs.
 _ENCODE_CHUNK = 1024
@@ -34,8 +34,6 @@ _MIN_STD = 1e-4
 _LOG_2PI = math.log(2 * math.pi)
 # softplus(_INITIAL_STD_BIAS) = 0.05: the posterior's initial standard deviation.
 _INITIAL_STD_BIAS = math.log(math.expm1(0.05))
-# Length of the median series window on the latent clock (standardize=True).
-_LATENT_WINDOW = 5.0
 
 
 class _PlainField(nn.Module):
@@ -406,16 +404,12 @@ class LatentODE(TransformerMixin, SeriesModel):
     def _fit_scaling(self, batch: SeriesBatch) -> None:
         super()._fit_scaling(batch)
         # The latent ODE carries a whole series from its first time, so its clock is set by the length of
-        # a series, not by the gap between samples: with standardize=True the median series window spans
-        # _LATENT_WINDOW units (the paper's toy clock, [0, 5]). On a clock of gaps a densely sampled series
-        # spans hundreds of units; the field must then be tiny and its solves are long and unstable.
-        # The encoder reads times in units of the median window, as on the paper's [0, 1] clock: it takes
-        # one fixed step per gap, which must be small for the steps to be stable.
-        spans = batch.times[np.arange(batch.n_series), batch.lengths - 1] - batch.times[:, 0]
-        spans = spans[spans > 0]
-        window = float(np.median(spans)) if len(spans) else None
+        # a series, not by the gap between samples (see SERIES_WINDOW). The encoder reads times in units
+        # of the median window, as on the paper's [0, 1] clock: it takes one fixed step per gap, which must
+        # be small for the steps to be stable.
+        window = _median_window(batch)
         if self.standardize and window is not None:
-            self.time_scale_ = window / _LATENT_WINDOW
+            self.time_scale_ = window / SERIES_WINDOW
         self.encoder_time_unit_ = max(window / self.time_scale_, 1.0) if window is not None else 1.0
 
     def _check_settings(self, batch: SeriesBatch) -> None:

@@ -21,7 +21,7 @@ from ..data import QueryTimes, SeriesBatch, check_query_times, to_user_kind
 from ..exceptions import input_error
 from ..nn import ACTIVATIONS, ODERNNEncoder, make_mlp
 from ..solvers import ode_method
-from ._base import SHARED_CONSTRAINTS, SeriesModel, _anchor_rows
+from ._base import SERIES_WINDOW, SHARED_CONSTRAINTS, SeriesModel, _anchor_rows, _median_window
 
 # Series encoded together at prediction time: bounds memory on big inputs.
 _PREDICT_SERIES_CHUNK = 512
@@ -221,6 +221,15 @@ class _ODERNNBase(SeriesModel):
             )
         )
 
+    def _fit_scaling(self, batch: SeriesBatch) -> None:
+        super()._fit_scaling(batch)
+        # The state is carried across the whole series, so the clock is set by a series' length, not by
+        # the gap between samples (see SERIES_WINDOW). On the gap clock the toy sinusoids with 10% of their
+        # points shown never trained (test MSE 0.51, the data's variance, after 500 epochs).
+        window = _median_window(batch)
+        if self.standardize and window is not None:
+            self.time_scale_ = window / SERIES_WINDOW
+
     def _fit_step(self, batch: SeriesBatch) -> None:
         """The longest fixed step, in internal time units."""
         if self.step_size is not None:
@@ -374,6 +383,8 @@ class ODERNN(_ODERNNBase):
     training_time_ : float
     mean_, scale_ : ndarray of shape (n_features,)
     time_scale_ : float
+        One internal time unit in the data's units: with ``standardize=True``
+        the median series window spans five internal units.
     max_step_ : float
         Longest fixed step, in units of ``time_scale_``.
 
