@@ -8,7 +8,17 @@ arrays.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .estimators import HamiltonianNN, LagrangianNN, LatentODE, LatentSDE, NeuralODE, NeuralSDE, ODERNN, ODERNNClassifier
+from .estimators import (
+    HamiltonianNN,
+    LagrangianNN,
+    LatentODE,
+    LatentODEClassifier,
+    LatentSDE,
+    NeuralODE,
+    NeuralSDE,
+    ODERNN,
+    ODERNNClassifier,
+)
 from .exceptions import ConvergenceWarning, DynlearnError, InputError, IntegrationError, TrainingError
 from .preprocessing import SeriesScaler
 
@@ -25,6 +35,7 @@ __all__ = [
     "IntegrationError",
     "LagrangianNN",
     "LatentODE",
+    "LatentODEClassifier",
     "LatentSDE",
     "NeuralODE",
     "NeuralSDE",
