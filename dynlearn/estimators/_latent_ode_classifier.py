@@ -227,7 +227,9 @@ class LatentODEClassifier(ClassifierMixin, LatentODE):
         self._check_settings(batch)
         sizes = self.head_hidden_layer_sizes
         if not all(isinstance(w, Integral) and w >= 1 for w in sizes):
-            raise input_error("head_hidden_layer_sizes", "a tuple of positive ints", repr(sizes), "E.g. (300, 300), or ().")
+            raise input_error(
+                "head_hidden_layer_sizes", "a tuple of positive ints", repr(sizes), "E.g. (300, 300), or () for linear."
+            )
         labels = _series_labels(y, batch)
         fresh = not (self.warm_start and hasattr(self, "module_"))
         if fresh:
@@ -276,7 +278,7 @@ class LatentODEClassifier(ClassifierMixin, LatentODE):
                 if module.training:
                     loss = self._negative_bound(module, data, draws, kl_weight=schedule.kl_weight)
                     n_series = len(data["label"])
-                    codes = module.record["z0"].reshape(-1, n_series, self.latent_dim)
+                    codes = module.record["z0"].reshape(self.n_samples_train, n_series, self.latent_dim)
                 else:
                     loss = self._negative_bound(module, data, None)
                     codes = module.record["mean"][None]
