@@ -31,9 +31,19 @@ class _LatentODEClassifierModel(_LatentODEModel):
     of the bound's own pass, so the encoder runs once per minibatch.
     """
 
-    def __init__(self, n_classes: int, head_layers: Sequence[int], n_features: int, latent_dim: int, *args: Any):
-        super().__init__(n_features, latent_dim, *args)
-        activation = args[-1]
+    def __init__(
+        self,
+        n_features: int,
+        latent_dim: int,
+        encoder_dim: int,
+        encoder_layers: Sequence[int],
+        ode_layers: Sequence[int],
+        decoder_layers: Sequence[int],
+        activation: str,
+        n_classes: int,
+        head_layers: Sequence[int],
+    ):
+        super().__init__(n_features, latent_dim, encoder_dim, encoder_layers, ode_layers, decoder_layers, activation)
         self.head = make_mlp(latent_dim, n_classes, tuple(head_layers), activation)
         self.record: dict[str, torch.Tensor] | None = None
 
@@ -91,8 +101,8 @@ class LatentODEClassifier(ClassifierMixin, LatentODE):
         per-entry likelihood). 0 trains the Latent ODE alone and leaves the
         head at its initial, near-uniform scores.
     head_hidden_layer_sizes : tuple of int, default=()
-        Hidden widths of the head; ``()`` is linear (the paper used two
-        layers of 300 ReLU units).
+        Hidden widths of the head, with ``activation`` between layers;
+        ``()`` is linear (the paper used two layers of 300 ReLU units).
     observed_fraction : float, default=1.0
         Share of each series' observation times shown to the encoder in
         training. 1 (unlike :class:`LatentODE`'s 0.5) trains the head on
@@ -255,8 +265,6 @@ class LatentODEClassifier(ClassifierMixin, LatentODE):
         train_data, valid_data = self._split_examples(examples, batch)
         self._init_module(
             lambda: _LatentODEClassifierModel(
-                len(self.classes_),
-                self.head_hidden_layer_sizes,
                 batch.n_features,
                 self.latent_dim,
                 self.encoder_dim,
@@ -264,6 +272,8 @@ class LatentODEClassifier(ClassifierMixin, LatentODE):
                 self.ode_layer_sizes,
                 self.decoder_layer_sizes,
                 self.activation,
+                len(self.classes_),
+                self.head_hidden_layer_sizes,
             )
         )
         draws = self._generator(2)

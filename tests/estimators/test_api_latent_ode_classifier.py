@@ -208,3 +208,14 @@ def test_unfitted_and_wrong_feature_count(fitted):
         LatentODEClassifier(**SMALL).predict_proba(X, t=t)
     with pytest.raises(InputError, match="1 feature"):
         fitted.predict_proba(np.concatenate([X, X], axis=-1), t=t)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_fit_matches_cpu_and_unpickles():
+    X, y, t = _panel()
+    gpu = LatentODEClassifier(**{**SMALL, "device": "cuda"}).fit(X, y, t=t)
+    cpu = LatentODEClassifier(**SMALL).fit(X, y, t=t)
+    np.testing.assert_allclose(gpu.predict_proba(X, t=t), cpu.predict_proba(X, t=t), atol=1e-3)
+    restored = pickle.loads(pickle.dumps(gpu))
+    np.testing.assert_allclose(restored.predict_proba(X, t=t), gpu.predict_proba(X, t=t), atol=1e-6)
