@@ -293,7 +293,7 @@ class LatentODEClassifier(ClassifierMixin, LatentODE):
                     loss = self._negative_bound(module, data, None)
                     codes = module.record["mean"][None]
             finally:
-                record, module.record = module.record, None
+                module.record = None
             if weight == 0:
                 return loss
             logits = module.head(codes)
