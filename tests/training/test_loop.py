@@ -70,6 +70,33 @@ def test_non_finite_loss_raises_and_keeps_best_weights():
     assert all(torch.isfinite(p).all() for p in module.parameters())
 
 
+def test_a_finite_gradient_whose_norm_overflows_is_clipped_not_called_divergence():
+    """Gradient entries of 1e25 are finite, but the float32 norm of a few of them is inf."""
+    scale = {"value": 1.0}
+
+    def loss(module, batch):
+        return _mse(module, batch) * scale["value"]
+
+    data = _regression(n=32)
+    module = _linear()
+    scale["value"] = 1e25
+    train(module, loss, data, batch_size=32, max_epochs=1, learning_rate=0.01, clip_grad_norm=1.0,
+          generator=torch.Generator().manual_seed(0))
+    reference = _linear()
+    scale["value"] = 1.0  # the same direction, clipped to the same norm: the same step
+    train(reference, loss, data, batch_size=32, max_epochs=1, learning_rate=0.01, clip_grad_norm=1.0,
+          generator=torch.Generator().manual_seed(0))
+    for ours, theirs in zip(module.parameters(), reference.parameters()):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+    def infinite_gradient(module, batch):  # finite value, infinite slope: a real divergence
+        return torch.sqrt(module.weight - module.weight.detach()).sum() + _mse(module, batch)
+
+    with pytest.raises(TrainingError, match="gradient norm"):
+        train(_linear(), infinite_gradient, data, batch_size=32, max_epochs=1,
+              generator=torch.Generator().manual_seed(0))
+
+
 def test_same_generator_seed_gives_identical_weights():
     results = []
     for _ in range(2):
