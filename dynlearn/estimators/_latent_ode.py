@@ -23,7 +23,7 @@ from ..metrics import r2_score_masked
 from ..nn import ACTIVATIONS, MLPVectorField, ODERNNEncoder, make_mlp
 from ..nn._odernn import _functional
 from ..solvers import ode_method, solve_ode, solve_ode_irregular
-from ..training import Callback, TrainState
+from ..training import LearningRateDecay, TrainState
 from ._base import SERIES_WINDOW, SHARED_CONSTRAINTS, SeriesModel, _median_window
 
 # Series encoded at once, and trajectories decoded at once, outside training: bounds memory on big inputs.
@@ -712,34 +712,23 @@ class LatentODE(TransformerMixin, SeriesModel):
         return decoded.reshape((n_samples, n) + decoded.shape[1:])
 
 
-class _Schedule(Callback):
+class _Schedule(LearningRateDecay):
     """The KL weight and learning rate of each training epoch (Rubanova et al.'s schedule).
 
     Epoch ``e`` (counted over warm starts too) weighs the KL term by 0 for
     ``e <= kl_warmup_epochs`` and by ``1 - kl_anneal_rate ** (e - kl_warmup_epochs)``
-    after; the learning rate is ``learning_rate * learning_rate_decay ** i``
-    after ``i`` minibatches, never below ``learning_rate / 10``.
+    after; the learning rate decays as :class:`dynlearn.training.LearningRateDecay`.
     """
 
     def __init__(self, estimator: LatentODE, n_batches: int):
+        super().__init__(estimator.learning_rate, estimator.learning_rate_decay, n_batches)
         self.estimator = estimator
-        self.n_batches = n_batches
         self.kl_weight = 1.0
 
-    def _set(self, state: TrainState, epoch: int) -> None:
-        model = self.estimator
-        warmup = model.kl_warmup_epochs
-        self.kl_weight = 0.0 if epoch <= warmup else 1.0 - model.kl_anneal_rate ** (epoch - warmup)
-        rate = max(model.learning_rate * model.learning_rate_decay ** ((epoch - 1) * self.n_batches),
-                   model.learning_rate / 10)
-        for group in state.optimizer.param_groups:
-            group["lr"] = rate
-
-    def on_train_begin(self, state: TrainState) -> None:
-        self._set(state, len(state.history) + 1)
-
-    def on_epoch_end(self, state: TrainState) -> None:
-        self._set(state, state.epoch + 1)
+    def set_epoch(self, state: TrainState, epoch: int) -> None:
+        super().set_epoch(state, epoch)
+        warmup, rate = self.estimator.kl_warmup_epochs, self.estimator.kl_anneal_rate
+        self.kl_weight = 0.0 if epoch <= warmup else 1.0 - rate ** (epoch - warmup)
 
 
 def _random_subset(candidates: torch.Tensor, scores: torch.Tensor, fraction: float) -> torch.Tensor:

@@ -44,6 +44,36 @@ class Callback:
         pass
 
 
+class LearningRateDecay(Callback):
+    """Decay the learning rate by ``decay`` per minibatch, never below ``floor`` times ``learning_rate``.
+
+    The schedule of Rubanova et al. (2019): in epoch ``e`` (counted over warm
+    starts too) the rate is ``learning_rate * decay ** ((e - 1) * n_batches)``,
+    floored at ``floor * learning_rate``; it is set before the first epoch
+    and after each one. ``decay=1`` keeps the rate constant.
+    """
+
+    def __init__(self, learning_rate: float, decay: float, n_batches: int, floor: float = 0.1):
+        self.learning_rate = learning_rate
+        self.decay = decay
+        self.n_batches = n_batches
+        self.floor = floor
+
+    def rate(self, epoch: int) -> float:
+        """The learning rate of epoch ``epoch`` (1-based)."""
+        return max(self.learning_rate * self.decay ** ((epoch - 1) * self.n_batches), self.floor * self.learning_rate)
+
+    def set_epoch(self, state: "TrainState", epoch: int) -> None:
+        for group in state.optimizer.param_groups:
+            group["lr"] = self.rate(epoch)
+
+    def on_train_begin(self, state: "TrainState") -> None:
+        self.set_epoch(state, len(state.history) + 1)
+
+    def on_epoch_end(self, state: "TrainState") -> None:
+        self.set_epoch(state, state.epoch + 1)
+
+
 @dataclass
 class TrainState:
     """What callbacks see; setting ``stop`` ends training after this epoch.
