@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from dynlearn import InputError, TrainingError
-from dynlearn.training import Callback, resolve_device, resolve_dtype, train
+from dynlearn.training import Callback, LearningRateDecay, resolve_device, resolve_dtype, train
 
 
 def _regression(n=64, seed=0):
@@ -95,6 +95,23 @@ def test_a_finite_gradient_whose_norm_overflows_is_clipped_not_called_divergence
     with pytest.raises(TrainingError, match="gradient norm"):
         train(_linear(), infinite_gradient, data, batch_size=32, max_epochs=1,
               generator=torch.Generator().manual_seed(0))
+
+
+def test_learning_rate_decays_per_minibatch_to_its_floor():
+    class Record(Callback):
+        def __init__(self):
+            self.rates = []
+
+        def on_epoch_end(self, state):  # runs after the decay callback has set the next epoch's rate
+            self.rates.append(state.optimizer.param_groups[0]["lr"])
+
+    data = _regression(n=64)  # 4 minibatches of 16 per epoch
+    record = Record()
+    train(_linear(), _mse, data, batch_size=16, max_epochs=6, learning_rate=0.1, patience=None,
+          callbacks=[LearningRateDecay(0.1, 0.5, n_batches=4, floor=0.01), record],
+          generator=torch.Generator().manual_seed(0))
+    # Epoch e trains at 0.1 * 0.5 ** (4 (e - 1)), never below 0.1 * 0.01.
+    assert record.rates == pytest.approx([0.1 * max(0.5 ** (4 * e), 0.01) for e in range(1, 7)])
 
 
 def test_same_generator_seed_gives_identical_weights():
