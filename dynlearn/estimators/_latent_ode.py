@@ -466,6 +466,17 @@ class LatentODE(TransformerMixin, SeriesModel):
         ``z0``, so the figure is a deterministic function of the weights.
         ``kl_weight`` scales ``log p(z) - log q(z | x)`` (1: the bound itself).
         """
+        return self._bound_and_codes(module, data, generator, kl_weight)[0]
+
+    def _bound_and_codes(
+        self,
+        module: _LatentODEModel,
+        data: dict[str, torch.Tensor],
+        generator: torch.Generator | None,
+        kl_weight: float = 1.0,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``_negative_bound``, the posterior mean ``(n_series, latent_dim)`` and the draws of ``z0``
+        ``(n_samples_train, n_series, latent_dim)`` it integrated."""
         width = int(data["lengths"].max())
         values, mask, times = data["values"][:, :width], data["mask"][:, :width] > 0.5, data["times"][:, :width]
         if generator is None:
@@ -497,7 +508,7 @@ class LatentODE(TransformerMixin, SeriesModel):
         # log p(z) - log q(z | x) with z = mean + std * eps; the 2π terms cancel.
         log_ratio = (-0.5 * (mean + std * eps) ** 2 + 0.5 * eps**2 + torch.log(std)).sum(-1)
         bound = torch.logsumexp(log_likelihood + kl_weight * log_ratio, dim=0) - math.log(k)
-        return -bound.sum() / counts.sum().clamp_min(1)
+        return -bound.sum() / counts.sum().clamp_min(1), mean, z0.reshape((k,) + mean.shape)
 
     # ------------------------------------------------------------- encoding
     def _posterior(

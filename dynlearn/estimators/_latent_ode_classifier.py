@@ -23,13 +23,7 @@ from ._odernn import _series_labels
 
 
 class _LatentODEClassifierModel(_LatentODEModel):
-    """The Latent ODE's modules plus ``head``, a map from ``z0`` to class scores.
-
-    While ``record`` is a dict, ``encode`` stores the posterior it returns
-    (``"mean"``) and ``decode`` the initial states it integrates
-    (``"z0"``): the classification loss reads the posterior and the draws
-    of the bound's own pass, so the encoder runs once per minibatch.
-    """
+    """The Latent ODE's modules plus ``head``, a map from ``z0`` to class scores."""
 
     def __init__(
         self,
@@ -45,18 +39,6 @@ class _LatentODEClassifierModel(_LatentODEModel):
     ):
         super().__init__(n_features, latent_dim, encoder_dim, encoder_layers, ode_layers, decoder_layers, activation)
         self.head = make_mlp(latent_dim, n_classes, tuple(head_layers), activation)
-        self.record: dict[str, torch.Tensor] | None = None
-
-    def encode(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, std = super().encode(*args, **kwargs)
-        if self.record is not None:
-            self.record["mean"] = mean
-        return mean, std
-
-    def decode(self, z0: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        if self.record is not None:
-            self.record["z0"] = z0
-        return super().decode(z0, *args, **kwargs)
 
 
 class LatentODEClassifier(ClassifierMixin, LatentODE):
@@ -281,19 +263,13 @@ class LatentODEClassifier(ClassifierMixin, LatentODE):
         weight = float(self.classification_weight)
 
         def loss_fn(module: _LatentODEClassifierModel, data: dict[str, torch.Tensor]) -> torch.Tensor:
-            # The bound as LatentODE trains and validates it; the head reads the posterior and the z0 draws
-            # of that same pass. Validation scores the head at the posterior mean, as predict_proba does.
-            module.record = {}
-            try:
-                if module.training:
-                    loss = self._negative_bound(module, data, draws, kl_weight=schedule.kl_weight)
-                    n_series = len(data["label"])
-                    codes = module.record["z0"].reshape(self.n_samples_train, n_series, self.latent_dim)
-                else:
-                    loss = self._negative_bound(module, data, None)
-                    codes = module.record["mean"][None]
-            finally:
-                module.record = None
+            # The bound as LatentODE trains and validates it; the head reads the z0 draws of that same pass.
+            # Validation scores the head at the posterior mean, as predict_proba does.
+            if module.training:
+                loss, _, codes = self._bound_and_codes(module, data, draws, kl_weight=schedule.kl_weight)
+            else:
+                loss, mean, _ = self._bound_and_codes(module, data, None)
+                codes = mean[None]
             if weight == 0:
                 return loss
             logits = module.head(codes)
