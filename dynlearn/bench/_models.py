@@ -15,6 +15,7 @@ from ..estimators import (
     HamiltonianNN,
     LagrangianNN,
     LatentODE,
+    LatentODEClassifier,
     LatentSDE,
     NeuralODE,
     NeuralSDE,
@@ -338,6 +339,17 @@ register_model(
         "recurrent, continuous",
         "ODERNNClassifier: the ODE-RNN encoder with a classification head (labels per series).",
         lambda data, size, seed, device: ODERNNClassifier(**training(size, seed, device)),
+        applies=_not_a_forecaster,
+    )
+)
+
+register_model(
+    ModelSpec(
+        "LatentODEClassifier",
+        "LatentODEClassifier",
+        "latent, continuous",
+        "LatentODEClassifier: LatentODE with a head on z0 trained jointly (labels per series).",
+        lambda data, size, seed, device: LatentODEClassifier(**training(size, seed, device)),
         applies=_not_a_forecaster,
     )
 )
