@@ -526,6 +526,8 @@ LATENT_TOY = {
 # mean shown gap).
 ODERNN_TOY = {key: value for key, value in ODERNN_SPEED.items() if key not in ("observed_fraction", "solver")}
 TOY_MODELS = (("odernn", "interpolation"), ("latent_ode", "interpolation"), ("latent_ode", "extrapolation"))
+# Overrides the toy LatentODE's learning rate (e.g. 1e-2, the paper's).
+TOY_LATENT_RATE_VARIABLE = "DYNLEARN_TOY_LATENT_LR"
 # A comma-separated subset of the models above ("odernn", "latent_ode") to run; all by default.
 TOY_MODELS_VARIABLE = "DYNLEARN_TOY_MODELS"
 
@@ -550,7 +552,8 @@ def toy_estimator(model: str, task: str, fraction: float, protocol: Protocol, se
     if model == "latent_ode":
         from dynlearn import LatentODE
 
-        return LatentODE(**LATENT_TOY, observed_fraction=fraction, task=task, **common)
+        rate = float(os.environ.get(TOY_LATENT_RATE_VARIABLE, LATENT_TOY["learning_rate"]))
+        return LatentODE(**{**LATENT_TOY, "learning_rate": rate}, observed_fraction=fraction, task=task, **common)
     from dynlearn import ODERNN
 
     return ODERNN(**ODERNN_TOY, observed_fraction=fraction, task=task, **common)
