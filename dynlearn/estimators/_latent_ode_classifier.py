@@ -10,8 +10,6 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from sklearn.base import ClassifierMixin
-from sklearn.metrics import accuracy_score
-from sklearn.preprocessing import LabelEncoder
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 from torch.nn import functional
@@ -19,7 +17,7 @@ from torch.nn import functional
 from ..exceptions import input_error
 from ..nn import make_mlp
 from ._latent_ode import _ENCODE_CHUNK, LatentODE, _LatentODEModel, _Schedule
-from ._odernn import _series_labels
+from ._odernn import _SeriesClassifier, _series_labels
 
 
 class _LatentODEClassifierModel(_LatentODEModel):
@@ -41,7 +39,7 @@ class _LatentODEClassifierModel(_LatentODEModel):
         self.head = make_mlp(latent_dim, n_classes, tuple(head_layers), activation)
 
 
-class LatentODEClassifier(ClassifierMixin, LatentODE):
+class LatentODEClassifier(_SeriesClassifier, ClassifierMixin, LatentODE):
     """Latent ODE trained jointly with a classifier on the latent initial state.
 
     The per-series classification of Rubanova, Chen & Duvenaud, "Latent ODEs
@@ -223,27 +221,9 @@ class LatentODEClassifier(ClassifierMixin, LatentODE):
                 "head_hidden_layer_sizes", "a tuple of positive ints", repr(sizes), "E.g. (300, 300), or () for linear."
             )
         labels = _series_labels(y, batch)
-        fresh = not (self.warm_start and hasattr(self, "module_"))
-        if fresh:
-            classes = LabelEncoder().fit(labels).classes_
-            if len(classes) < 2:
-                raise input_error(
-                    "y",
-                    "labels of at least two classes",
-                    f"only the class {classes[0]!r}",
-                    "A classifier needs examples of two or more classes.",
-                )
-            self.classes_ = classes
-        known = np.isin(labels, self.classes_)
-        if not known.all():
-            raise input_error(
-                "y",
-                f"labels among the classes of the first fit {list(self.classes_)}",
-                f"new labels {list(np.unique(labels[~known]))[:5]}",
-                "Refit without warm_start.",
-            )
+        codes = self._fit_classes(labels, fresh=not (self.warm_start and hasattr(self, "module_")))
         examples = self._examples(batch)
-        examples["label"] = np.searchsorted(self.classes_, labels).astype(np.float64)
+        examples["label"] = codes.astype(np.float64)
         train_data, valid_data = self._split_examples(examples, batch)
         self._init_module(
             lambda: _LatentODEClassifierModel(
@@ -294,51 +274,6 @@ class LatentODEClassifier(ClassifierMixin, LatentODE):
             pieces = [module.head(mean[s : s + _ENCODE_CHUNK]) for s in range(0, len(mean), _ENCODE_CHUNK)]
         return torch.cat(pieces).cpu().double().numpy()
 
-    def decision_function(self, X: Any, t: Any = None) -> np.ndarray:
-        """Class scores (logits); for two classes the score of ``classes_[1]`` over ``classes_[0]``.
-
-        Returns
-        -------
-        ndarray of shape (n_series,) for two classes, else (n_series, n_classes)
-        """
-        logits = self._logits(X, t)
-        return logits[:, 1] - logits[:, 0] if logits.shape[1] == 2 else logits
-
-    def predict_proba(self, X: Any, t: Any = None) -> np.ndarray:
-        """Class probabilities per series, from the head at the posterior mean of ``z0``.
-
-        Returns
-        -------
-        ndarray of shape (n_series, n_classes)
-            Columns follow ``classes_``; rows the series of X in their order.
-        """
-        logits = self._logits(X, t)
-        logits = logits - logits.max(axis=1, keepdims=True)
-        probability = np.exp(logits)
-        return probability / probability.sum(axis=1, keepdims=True)
-
-    def predict(self, X: Any, t: Any = None) -> np.ndarray:
-        """The most probable label of each series.
-
-        Trajectories are :meth:`predict_trajectory` and :meth:`sample`.
-
-        Returns
-        -------
-        ndarray of shape (n_series,)
-        """
-        logits = self._logits(X, t)
-        return self.classes_[np.argmax(logits, axis=1)]
-
     def predict_trajectory(self, X: Any, t: Any = None) -> Any:
         """Posterior-mean trajectory of each series at query times (:meth:`LatentODE.predict`)."""
         return LatentODE.predict(self, X, t)
-
-    def score(self, X: Any, y: Any, sample_weight: Any = None, *, t: Any = None) -> float:
-        """Accuracy of :meth:`predict` against ``y`` (aligned as in ``fit``)."""
-        batch = self._check_input(X, t)
-        return float(accuracy_score(_series_labels(y, batch), self.predict(X, t), sample_weight=sample_weight))
-
-    def __sklearn_tags__(self):  # noqa: D105
-        tags = super().__sklearn_tags__()
-        tags.target_tags.required = True
-        return tags

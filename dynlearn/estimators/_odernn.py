@@ -622,7 +622,76 @@ def _series_labels(y: Any, batch: SeriesBatch) -> np.ndarray:
     return labels
 
 
-class ODERNNClassifier(ClassifierMixin, _ODERNNBase):
+class _SeriesClassifier:
+    """What the per-series classifiers share: label bookkeeping and the outputs built on ``_logits(X, t)``."""
+
+    def _fit_classes(self, labels: np.ndarray, fresh: bool) -> np.ndarray:
+        """Set ``classes_`` on a fresh fit (two classes at least); the class index of every label."""
+        if fresh:
+            classes = LabelEncoder().fit(labels).classes_
+            if len(classes) < 2:
+                raise input_error(
+                    "y",
+                    "labels of at least two classes",
+                    f"only the class {classes[0]!r}",
+                    "A classifier needs examples of two or more classes.",
+                )
+            self.classes_ = classes
+        known = np.isin(labels, self.classes_)
+        if not known.all():
+            raise input_error(
+                "y",
+                f"labels among the classes of the first fit {list(self.classes_)}",
+                f"new labels {list(np.unique(labels[~known]))[:5]}",
+                "Refit without warm_start.",
+            )
+        return np.searchsorted(self.classes_, labels)
+
+    def decision_function(self, X: Any, t: Any = None) -> np.ndarray:
+        """Class scores (logits); for two classes the score of ``classes_[1]`` over ``classes_[0]``.
+
+        Returns
+        -------
+        ndarray of shape (n_series,) for two classes, else (n_series, n_classes)
+        """
+        logits = self._logits(X, t)
+        return logits[:, 1] - logits[:, 0] if logits.shape[1] == 2 else logits
+
+    def predict_proba(self, X: Any, t: Any = None) -> np.ndarray:
+        """Class probabilities per series.
+
+        Returns
+        -------
+        ndarray of shape (n_series, n_classes)
+            Columns follow ``classes_``; rows the series of X in their order.
+        """
+        logits = self._logits(X, t)
+        logits = logits - logits.max(axis=1, keepdims=True)
+        probability = np.exp(logits)
+        return probability / probability.sum(axis=1, keepdims=True)
+
+    def predict(self, X: Any, t: Any = None) -> np.ndarray:
+        """The most probable label of each series.
+
+        Returns
+        -------
+        ndarray of shape (n_series,)
+        """
+        logits = self._logits(X, t)  # checks that the estimator is fitted before classes_ is read
+        return self.classes_[np.argmax(logits, axis=1)]
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None, *, t: Any = None) -> float:
+        """Accuracy of :meth:`predict` against ``y`` (aligned like in ``fit``)."""
+        batch = self._check_input(X, t)
+        return float(accuracy_score(_series_labels(y, batch), self.predict(X, t), sample_weight=sample_weight))
+
+    def __sklearn_tags__(self):  # noqa: D105
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        return tags
+
+
+class ODERNNClassifier(_SeriesClassifier, ClassifierMixin, _ODERNNBase):
     """Per-series classification from an ODE-RNN's final state.
 
     The ODE-RNN (see :class:`ODERNN`) reads each series over its own
@@ -762,27 +831,11 @@ class ODERNNClassifier(ClassifierMixin, _ODERNNBase):
         batch = self._setup_fit(X, t)
         self._check_sizes()
         labels = _series_labels(y, batch)
-        if not (self.warm_start and hasattr(self, "module_")):
-            encoder = LabelEncoder().fit(labels)
-            if len(encoder.classes_) < 2:
-                raise input_error(
-                    "y",
-                    "labels of at least two classes",
-                    f"only the class {encoder.classes_[0]!r}",
-                    "A classifier needs examples of two or more classes.",
-                )
-            self.classes_ = encoder.classes_
+        fresh = not (self.warm_start and hasattr(self, "module_"))
+        codes = self._fit_classes(labels, fresh)
+        if fresh:
             self._fit_step(batch)
         self._build(batch, n_classes=len(self.classes_))
-        codes = np.searchsorted(self.classes_, labels)
-        known = np.isin(labels, self.classes_)
-        if not known.all():
-            raise input_error(
-                "y",
-                f"labels among the classes of the first fit {list(self.classes_)}",
-                f"new labels {list(np.unique(labels[~known]))[:5]}",
-                "Refit without warm_start.",
-            )
         solve = self._solve_options()
         weight = float(self.reconstruction_weight)
 
@@ -805,45 +858,3 @@ class ODERNNClassifier(ClassifierMixin, _ODERNNBase):
         pieces = [self.module_.head(final).cpu().double().numpy() for _, _, _, final, _ in self._encode_chunks(batch)]
         return np.concatenate(pieces)
 
-    def decision_function(self, X: Any, t: Any = None) -> np.ndarray:
-        """Class scores (logits); for two classes the score of ``classes_[1]`` over ``classes_[0]``.
-
-        Returns
-        -------
-        ndarray of shape (n_series,) for two classes, else (n_series, n_classes)
-        """
-        logits = self._logits(X, t)
-        return logits[:, 1] - logits[:, 0] if logits.shape[1] == 2 else logits
-
-    def predict_proba(self, X: Any, t: Any = None) -> np.ndarray:
-        """Class probabilities per series.
-
-        Returns
-        -------
-        ndarray of shape (n_series, n_classes)
-            Columns follow ``classes_``; rows the series of X in their order.
-        """
-        logits = self._logits(X, t)
-        logits = logits - logits.max(axis=1, keepdims=True)
-        probability = np.exp(logits)
-        return probability / probability.sum(axis=1, keepdims=True)
-
-    def predict(self, X: Any, t: Any = None) -> np.ndarray:
-        """The most probable label of each series.
-
-        Returns
-        -------
-        ndarray of shape (n_series,)
-        """
-        logits = self._logits(X, t)
-        return self.classes_[np.argmax(logits, axis=1)]
-
-    def score(self, X: Any, y: Any, sample_weight: Any = None, *, t: Any = None) -> float:
-        """Accuracy of :meth:`predict` against ``y`` (aligned like in ``fit``)."""
-        batch = self._check_input(X, t)
-        return float(accuracy_score(_series_labels(y, batch), self.predict(X, t), sample_weight=sample_weight))
-
-    def __sklearn_tags__(self):  # noqa: D105
-        tags = super().__sklearn_tags__()
-        tags.target_tags.required = True
-        return tags
