@@ -164,20 +164,40 @@ def _interpolation_loss(
 ) -> torch.Tensor:
     """Every observation after the first, predicted from the latest earlier row shown to the encoder.
 
-    A random ``1 - observed_fraction`` of each series' rows (never the first)
-    is hidden from the encoder, which runs over the shown rows only; every
-    observed row after the first is then decoded from the state after the
-    latest shown row strictly before it, evolved to the row's time (hidden
-    rows are interpolated, shown rows predicted one step ahead), so no target
-    informs its own prediction.
+    A random ``1 - observed_fraction`` of each series' rows is hidden from
+    the encoder, which runs over the shown rows only; every observed row
+    after the first is then decoded from the state after the latest shown
+    row strictly before it, evolved to the row's time (hidden rows are
+    interpolated, shown rows predicted one step ahead), so no target informs
+    its own prediction. Rows before the first shown one are predicted from
+    the initial state evolved from the series' start (see :func:`_drawn_rows`).
     """
     values, mask, times, real, lengths = _unpack(data)
-    keep = real.clone()
-    if observed_fraction < 1:
-        keep &= torch.rand(real.shape, generator=generator).to(real.device) < observed_fraction
-    keep[:, 0] = True
-    predicted = _interpolated(module, values, mask, times, real, keep, solve)
+    keep, mask_shown = _drawn_rows(real, mask, real, observed_fraction, generator)
+    predicted = _interpolated(module, values, mask_shown, times, real, keep, solve)
     return _masked_mse(predicted[:, 1:], values[:, 1:], mask[:, 1:])
+
+
+def _drawn_rows(
+    candidates: torch.Tensor, mask: torch.Tensor, real: torch.Tensor, fraction: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows shown to the encoder: each of ``candidates`` with probability ``fraction``, and the first row.
+
+    The first row is always on the encoder's clock, so a series' state
+    starts at the series' start as it does in ``predict``, but its values are
+    drawn like any other row's: when they are hidden the state stays at its
+    initial value there. (Showing the first values every time left rows
+    before the first shown one untrained: with 10% of the toy sinusoids'
+    points shown at test time, they had 3.5 times the error of the rest.)
+    Returns the rows and the mask with the hidden first rows' entries off.
+    """
+    keep = candidates.clone()
+    if fraction < 1:
+        keep &= torch.rand(real.shape, generator=generator).to(real.device) < fraction
+    shown = mask.clone()
+    shown[:, 0] &= keep[:, :1]
+    keep[:, 0] = True
+    return keep, shown
 
 
 def _extrapolation_loss(
@@ -191,15 +211,13 @@ def _extrapolation_loss(
     """Observations after ``split`` of each series' window, forecast from what the encoder saw before it."""
     values, mask, times, real, lengths = _unpack(data)
     last_time = times.gather(1, (lengths - 1)[:, None])
-    condition = (times <= times[:, :1] + split * (last_time - times[:, :1])) & real
-    if observed_fraction < 1:
-        condition &= torch.rand(real.shape, generator=generator).to(real.device) < observed_fraction
-    condition[:, 0] = True
+    early = (times <= times[:, :1] + split * (last_time - times[:, :1])) & real
+    condition, mask_shown = _drawn_rows(early, mask, real, observed_fraction, generator)
     index = torch.arange(times.shape[1], device=times.device).expand_as(times)
     anchor = torch.where(condition, index, torch.zeros_like(index)).max(dim=1, keepdim=True).values
     # Forecasts start from the last shown row (the packed rows end there).
     shown = (condition.sum(dim=1, keepdim=True) - 1).expand_as(index)
-    predicted = _shown_and_predicted(module, values, mask, times, condition, shown, solve)
+    predicted = _shown_and_predicted(module, values, mask_shown, times, condition, shown, solve)
     return _masked_mse(predicted, values, mask & (index > anchor)[..., None])
 
 
