@@ -397,8 +397,12 @@ class ODERNN(_ODERNNBase):
         of its time window and the rest is forecast from there.
     observed_fraction : float in (0, 1], default=0.8
         Share of each series' rows shown to the encoder in training (a fresh
-        random draw per minibatch, the first row always shown), as the
-        subsampling of the paper's training; 1 shows every row.
+        random draw per minibatch), as the subsampling of the paper's
+        training; 1 shows every row. Each series' state still starts at its
+        first row when that row's values are hidden, so the rows before the
+        first shown value learn the typical course from a series' start,
+        which is what ``predict`` gives for a series whose first values are
+        missing.
     extrapolation_split : float in (0, 1), default=0.5
         For ``task="extrapolation"``: the share of each series' time window
         the encoder conditions on.
