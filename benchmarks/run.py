@@ -67,6 +67,7 @@ def neuralode_epoch(context: Context) -> list[Record]:
 # Imported here so that they register (and run) after the benchmarks above.
 from physics import PENDULUM_PATH_VARIABLE  # noqa: E402
 import irregular  # noqa: E402,F401  (ODE-RNN and Latent ODE: speed against the union of times, published tables)
+import authors_reference  # noqa: E402,F401  (the same, against the authors' code from a local checkout)
 import stochastic  # noqa: E402,F401  (NeuralSDE, LatentSDE: probabilistic forecasts, mocap, adjoint cost)
 
 
