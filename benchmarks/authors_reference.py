@@ -27,9 +27,12 @@ from irregular import (
     LATENT_SPEED, ODERNN_SPEED, ONE_MINIBATCH, SPEED_BATCH, EvaluationCounter, captured_training, dynlearn_iteration,
     speed_minibatch,
 )
-from physics import single_thread
+from physics import torch_threads
 
 AUTHORS_PATH_VARIABLE = "DYNLEARN_AUTHORS_LATENT_ODE"
+# Torch intra-op threads for both implementations: 1 by default (see physics.single_thread); torch's own
+# default is one per core, which is how a script that never sets it runs.
+THREADS_VARIABLE = "DYNLEARN_AUTHORS_THREADS"
 BENCHMARK = "irregular_speed_authors"
 
 # run_models.py's argparse defaults, with the options of the toy periodic runs
@@ -197,7 +200,7 @@ def compare_with_authors(
     "dataloader (collate, 50 of each series' 100 points shown), compute_all_losses, backward, optimiser step; "
     "authors_without_fetch leaves out the batch fetch (seconds_per_fetch). Interleaved round by round with "
     "dynlearn's ODERNN / LatentODE iteration at the same sizes on irregular_speed's shared_times minibatch of 50 "
-    "series; one torch thread. speedup = authors seconds / dynlearn seconds, median of per-round ratios. Both "
+    "series; one torch thread for both ($DYNLEARN_AUTHORS_THREADS sets another count). speedup = authors seconds / dynlearn seconds, median of per-round ratios. Both "
     "train while timed: nfe_*_first / nfe_*_last count each ODE network's evaluations in one iteration before and "
     "after the timed rounds.",
 )
@@ -211,10 +214,11 @@ def irregular_speed_authors(context: Context) -> list[Record]:
     from dynlearn import ODERNN, LatentODE
 
     frame = speed_minibatch("shared_times", SPEED_BATCH)
-    records = []
+    threads = int(os.environ.get(THREADS_VARIABLE, "1"))
+    records = [Record(BENCHMARK, "torch_threads", threads, "threads")]
     numpy_state = np.random.get_state()  # the authors' code seeds and draws from the global generators
     try:
-        with single_thread(), torch.random.fork_rng(devices=[]):
+        with torch_threads(threads), torch.random.fork_rng(devices=[]):
             for name, model, estimator, sizes in (
                 ("odernn", "ode_rnn", ODERNN, ODERNN_SPEED), ("latent_ode", "latent_ode", LatentODE, LATENT_SPEED)
             ):

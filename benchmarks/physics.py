@@ -145,8 +145,15 @@ def single_thread() -> Iterator[None]:
     synchronisation; and while another process keeps the other core busy,
     two threads make every step tens of times slower.
     """
+    with torch_threads(1):
+        yield
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run torch on ``n`` intra-op threads, restoring the previous setting afterwards."""
     previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(n)
     try:
         yield
     finally:
