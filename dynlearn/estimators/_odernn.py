@@ -630,6 +630,14 @@ def _series_labels(y: Any, batch: SeriesBatch) -> np.ndarray:
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
     if labels.ndim == 1:
+        missing = pd.isna(labels) | (np.isinf(labels) if labels.dtype.kind == "f" else False)
+        if missing.any():
+            raise input_error(
+                "y",
+                "a label for every series",
+                f"{int(missing.sum())} missing or infinite label(s), the first at position {int(np.argmax(missing))}",
+                "Drop the series without a label, or give them one.",
+            )
         check_classification_targets(labels)
     if labels.ndim != 1 or len(labels) != batch.n_series:
         raise input_error(
@@ -639,8 +647,6 @@ def _series_labels(y: Any, batch: SeriesBatch) -> np.ndarray:
             "A 2-D array X is one series (rows are times); pass a 3-D array (n_series, n_times, n_features), "
             "a list of series or a long frame, with one label per series.",
         )
-    if labels.dtype.kind == "f" and not np.isfinite(labels).all():
-        raise input_error("y", "finite labels", "NaN or inf", "Drop the series without a label.")
     return labels
 
 

@@ -190,7 +190,7 @@ def test_bad_labels_and_settings_are_named():
         LatentODEClassifier(**SMALL).fit(X, y[:5], t=t)
     with pytest.raises(InputError, match="two classes"):
         LatentODEClassifier(**SMALL).fit(X, np.zeros(12), t=t)
-    with pytest.raises(ValueError, match="NaN"):  # scikit-learn's check of classification targets
+    with pytest.raises(InputError, match="6 missing or infinite label"):
         LatentODEClassifier(**SMALL).fit(X, np.where(y == 1, np.nan, 0.0), t=t)
     with pytest.raises(InputError, match="head_hidden_layer_sizes"):
         LatentODEClassifier(**SMALL, head_hidden_layer_sizes=(3, 0)).fit(X, y, t=t)

@@ -237,6 +237,15 @@ def test_classifier_rejects_a_single_class_and_continuous_targets():
         ODERNNClassifier(**SMALL).fit(X, np.linspace(0, 1, 6))
 
 
+@pytest.mark.parametrize("missing", [np.nan, np.inf, None])
+def test_classifier_names_missing_labels(missing):
+    X, y = _frequency_panel(n_series=6)
+    labels = np.where(np.arange(6) % 2 == 0, 0.0, 1.0).astype(object if missing is None else float)
+    labels[3] = missing
+    with pytest.raises(InputError, match=r"y: expected a label for every series; got 1 missing or infinite label\(s\), the first at position 3"):
+        ODERNNClassifier(**SMALL).fit(X, labels)
+
+
 def test_classifier_on_a_long_frame_with_labels_by_series_id():
     X, y = _frequency_panel(n_series=12)
     rows = [
