@@ -435,7 +435,7 @@ def odernn_speed(frame: pd.DataFrame, scenario: str, context: Context) -> list[R
     "against union_reference.py (the batch collated onto the union of its times, Python loop over that union, as "
     "the authors' code), both running the same networks from the same initial weights with the same solvers: "
     "recognition ODE by Euler (union: Euler below total_time/50, Euler through intermediate points above; "
-    "dynlearn_rk4: ODERNN with solver='rk4', one rk4 step per gap; ODERNN's default is Euler with steps no longer than the mean shown gap), latent ODE by dopri5 rtol 1e-3 atol 1e-4. "
+    "dynlearn_rk4: ODERNN with solver='rk4', one rk4 step per gap; ODERNN's default is Euler with steps no longer than a fiftieth of the series window), latent ODE by dopri5 rtol 1e-3 atol 1e-4. "
     "speedup = union seconds / dynlearn seconds (median of per-round ratios). nfe_*: evaluations of each ODE "
     "network in one iteration. saved_for_backward: tensor storage autograd keeps for the backward pass (CPU); "
     "peak_cuda_memory on GPU.",
