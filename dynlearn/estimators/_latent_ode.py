@@ -390,8 +390,8 @@ class LatentODE(TransformerMixin, SeriesModel):
             # Training draws fresh subsets and z0 samples and weighs the KL term by the schedule;
             # validation (eval mode) scores the bound itself on one fixed draw.
             if module.training:
-                return self._negative_bound(module, data, draws, kl_weight=schedule.kl_weight)
-            return self._negative_bound(module, data, None)
+                return self._negative_bound(module, data, draws, kl_weight=schedule.kl_weight)[0]
+            return self._negative_bound(module, data, None)[0]
 
         self._train(loss_fn, train_data, valid_data, callbacks=[schedule])
         self.training_time_ = time.perf_counter() - started
@@ -459,24 +459,16 @@ class LatentODE(TransformerMixin, SeriesModel):
         data: dict[str, torch.Tensor],
         generator: torch.Generator | None,
         kl_weight: float = 1.0,
-    ) -> torch.Tensor:
-        """Minus the importance-weighted bound of a minibatch, per target entry.
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Minus the importance-weighted bound of a minibatch per target entry, with what it integrated.
 
         ``generator=None`` uses the stored subset scores and a fixed draw of
         ``z0``, so the figure is a deterministic function of the weights.
         ``kl_weight`` scales ``log p(z) - log q(z | x)`` (1: the bound itself).
+        Also returns the posterior mean ``(n_series, latent_dim)`` and the
+        draws of ``z0`` ``(n_samples_train, n_series, latent_dim)``, which a
+        classifier head reads from the same pass.
         """
-        return self._bound_and_codes(module, data, generator, kl_weight)[0]
-
-    def _bound_and_codes(
-        self,
-        module: _LatentODEModel,
-        data: dict[str, torch.Tensor],
-        generator: torch.Generator | None,
-        kl_weight: float = 1.0,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``_negative_bound``, the posterior mean ``(n_series, latent_dim)`` and the draws of ``z0``
-        ``(n_samples_train, n_series, latent_dim)`` it integrated."""
         width = int(data["lengths"].max())
         values, mask, times = data["values"][:, :width], data["mask"][:, :width] > 0.5, data["times"][:, :width]
         if generator is None:

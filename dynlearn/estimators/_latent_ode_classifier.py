@@ -246,9 +246,9 @@ class LatentODEClassifier(_SeriesClassifier, ClassifierMixin, LatentODE):
             # The bound as LatentODE trains and validates it; the head reads the z0 draws of that same pass.
             # Validation scores the head at the posterior mean, as predict_proba does.
             if module.training:
-                loss, _, codes = self._bound_and_codes(module, data, draws, kl_weight=schedule.kl_weight)
+                loss, _, codes = self._negative_bound(module, data, draws, kl_weight=schedule.kl_weight)
             else:
-                loss, mean, _ = self._bound_and_codes(module, data, None)
+                loss, mean, _ = self._negative_bound(module, data, None)
                 codes = mean[None]
             if weight == 0:
                 return loss

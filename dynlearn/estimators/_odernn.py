@@ -173,13 +173,13 @@ def _interpolation_loss(
     the initial state evolved from the series' start (see :func:`_drawn_rows`).
     """
     values, mask, times, real, lengths = _unpack(data)
-    keep, mask_shown = _drawn_rows(real, mask, real, observed_fraction, generator)
+    keep, mask_shown = _drawn_rows(real, mask, observed_fraction, generator)
     predicted = _interpolated(module, values, mask_shown, times, real, keep, solve)
     return _masked_mse(predicted[:, 1:], values[:, 1:], mask[:, 1:])
 
 
 def _drawn_rows(
-    candidates: torch.Tensor, mask: torch.Tensor, real: torch.Tensor, fraction: float, generator: torch.Generator
+    candidates: torch.Tensor, mask: torch.Tensor, fraction: float, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows shown to the encoder: each of ``candidates`` with probability ``fraction``, and the first row.
 
@@ -193,7 +193,7 @@ def _drawn_rows(
     """
     keep = candidates.clone()
     if fraction < 1:
-        keep &= torch.rand(real.shape, generator=generator).to(real.device) < fraction
+        keep &= torch.rand(keep.shape, generator=generator).to(keep.device) < fraction
     shown = mask.clone()
     shown[:, 0] &= keep[:, :1]
     keep[:, 0] = True
@@ -212,7 +212,7 @@ def _extrapolation_loss(
     values, mask, times, real, lengths = _unpack(data)
     last_time = times.gather(1, (lengths - 1)[:, None])
     early = (times <= times[:, :1] + split * (last_time - times[:, :1])) & real
-    condition, mask_shown = _drawn_rows(early, mask, real, observed_fraction, generator)
+    condition, mask_shown = _drawn_rows(early, mask, observed_fraction, generator)
     index = torch.arange(times.shape[1], device=times.device).expand_as(times)
     anchor = torch.where(condition, index, torch.zeros_like(index)).max(dim=1, keepdim=True).values
     # Forecasts start from the last shown row (the packed rows end there).
@@ -630,7 +630,9 @@ def _series_labels(y: Any, batch: SeriesBatch) -> np.ndarray:
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
     if labels.ndim == 1:
-        missing = pd.isna(labels) | (np.isinf(labels) if labels.dtype.kind == "f" else False)
+        missing = pd.isna(labels)
+        if labels.dtype.kind == "f":
+            missing |= np.isinf(labels)
         if missing.any():
             raise input_error(
                 "y",
