@@ -61,7 +61,8 @@ class LatentODEClassifier(_SeriesClassifier, ClassifierMixin, LatentODE):
 
     Predictions: each series is encoded from all its observed entries
     (missing entries never enter the encoder) and the head is applied to
-    the posterior mean of ``z0`` at the series' first time. ``predict``
+    the posterior mean of ``z0`` at the series' first time (refined first
+    when ``refine_steps > 0``, as in :class:`LatentODE`). ``predict``
     returns labels; trajectories are :meth:`predict_trajectory` (decoded
     from the posterior mean) and :meth:`sample` (decoded from draws), and
     :meth:`transform` gives the posterior mean of ``z0``, as in
@@ -139,6 +140,8 @@ class LatentODEClassifier(_SeriesClassifier, ClassifierMixin, LatentODE):
         kl_anneal_rate: float = 0.99,
         observed_fraction: float = 1.0,
         task: str = "interpolation",
+        refine_steps: int = 0,
+        refine_rate: float = 0.02,
         encoder_solver: str = "euler",
         solver: str = "dopri5",
         rtol: float = 1e-3,
@@ -172,6 +175,8 @@ class LatentODEClassifier(_SeriesClassifier, ClassifierMixin, LatentODE):
             kl_anneal_rate=kl_anneal_rate,
             observed_fraction=observed_fraction,
             task=task,
+            refine_steps=refine_steps,
+            refine_rate=refine_rate,
             encoder_solver=encoder_solver,
             solver=solver,
             rtol=rtol,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 from dataclasses import replace
 
@@ -14,6 +15,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from dynlearn import ConvergenceWarning, LatentODE
+from dynlearn.exceptions import TrainingError
 from dynlearn.data import check_query_times
 from dynlearn.datasets import make_periodic
 
@@ -95,6 +97,37 @@ def test_predict_is_the_decoded_posterior_mean(trained, sinusoids):
     assert float(std.max()) < 1.0  # the data narrowed the posterior below the prior's unit scale
 
 
+def _sparse(observed, per_series, seed=0):
+    """``per_series`` random observations of each series."""
+    keys = pd.Series(np.random.RandomState(seed).uniform(size=len(observed)), index=observed.index)
+    return observed[keys.groupby(observed["series_id"]).rank() <= per_series]
+
+
+def test_refining_the_posterior_fits_sparse_series_the_encoder_misses(trained, sinusoids):
+    observed, held = sinusoids
+    given = _sparse(observed, 3)
+    refined = copy.deepcopy(trained).set_params(refine_steps=40)
+    weights = {k: v.clone() for k, v in trained.module_.state_dict().items()}
+
+    def mse(model, queries, truth):
+        return np.mean((model.predict(given, t=queries[["series_id", "time"]])["y"].to_numpy() - truth) ** 2)
+
+    shown = [mse(m, given, given["y"].to_numpy()) for m in (trained, refined)]
+    unseen = [mse(m, held, held["y"].to_numpy()) for m in (trained, refined)]
+    assert shown[1] < 0.5 * shown[0], shown  # the refined z0 explains what it was given
+    assert unseen[1] < unseen[0], unseen  # and the points it was not given
+    for name, value in refined.module_.state_dict().items():
+        assert torch.equal(value, weights[name]), name  # only z0 moved
+    assert all(parameter.grad is None for parameter in refined.module_.parameters())
+    assert refined.transform(given).shape == trained.transform(given).shape
+
+
+def test_a_diverging_refinement_raises_with_advice(trained, sinusoids):
+    observed, _ = sinusoids
+    with pytest.raises(TrainingError, match="refine_rate"):
+        copy.deepcopy(trained).set_params(refine_steps=5, refine_rate=1e30).predict(_sparse(observed, 3))
+
+
 # ------------------------------------------------------------ masks
 @pytest.fixture(scope="module")
 def fitted_on_gaps(oscillator):
@@ -120,6 +153,8 @@ def test_values_under_the_mask_change_nothing(fitted_on_gaps, oscillator):
         assert torch.equal(model._negative_bound(module, data[0], None)[0], model._negative_bound(module, data[1], None)[0])
         losses = [model._negative_bound(module.train(), d, torch.Generator().manual_seed(0))[0] for d in data]
     assert torch.equal(losses[0], losses[1])
+    refining = copy.deepcopy(model).set_params(refine_steps=3)
+    torch.testing.assert_close(refining._posterior(batch)[0], refining._posterior(tampered)[0], rtol=0, atol=0)
 
 
 def test_missing_rows_are_not_encoded(fitted_on_gaps):
