@@ -214,30 +214,6 @@ fig.tight_layout()
 fig.savefig("irregular_forecast_fan.png", dpi=100)
 
 # %% [markdown]
-# With only a few points the encoder's one-pass guess of `z0` can miss what
-# the decoder could fit. `refine_steps` first moves each series' posterior
-# mean toward the mode of p(z0 | x) under the trained decoder (Adam steps on
-# `z0` alone; the weights stay as they are). Here every held-out wave shows
-# five points of its first half (the hidden ones stay as missing values, so
-# `z0` sits at the wave's start as in training) and the second half is
-# forecast. On the paper's full toy protocol (500 epochs) refinement takes
-# this forecast's error from 0.072 to 0.033 (`benchmarks/README.md`); a run
-# this short gains less or nothing.
-
-# %%
-held_waves = waves[waves["series_id"] >= int(0.8 * TOY_SERIES)]
-first_half, second_half = held_waves[held_waves["time"] < 2.5], held_waves[held_waves["time"] >= 2.5]
-five = first_half.groupby("series_id").sample(n=5, random_state=0).index
-shown_waves = first_half.assign(y=first_half["y"].where(first_half.index.isin(five)))
-forecast_mse = {}
-for steps in (0, 20):
-    predicted = forecaster.set_params(refine_steps=steps).predict(shown_waves, t=second_half[["series_id", "time"]])
-    paired = second_half.merge(predicted, on=["series_id", "time"], suffixes=("", "_forecast"))
-    forecast_mse[steps] = float(((paired["y"] - paired["y_forecast"]) ** 2).mean())
-forecaster.set_params(refine_steps=0)
-print(f"forecast MSE from five points: {forecast_mse[0]:.4f} as encoded, {forecast_mse[20]:.4f} refined (20 steps)")
-
-# %% [markdown]
 # Both parts use the same estimators the same way: long frames with missing
 # entries in, frames in the same layout out, per-series times throughout.
 # `benchmarks/irregular.py` runs the paper's full protocols (toy table and

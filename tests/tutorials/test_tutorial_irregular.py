@@ -31,7 +31,5 @@ def test_irregular_series(tmp_path, monkeypatch):
     draws = namespace["draws"]
     assert len(draws) == 100 * 101
     assert namespace["spread_forecast"] > namespace["spread_seen"] > 0
-    # Refined or not, every held-out wave's second half was forecast.
-    assert sorted(namespace["forecast_mse"]) == [0, 20] and np.isfinite(list(namespace["forecast_mse"].values())).all()
     for figure in ("icu_stay", "forecast_fan"):
         assert (tmp_path / f"irregular_{figure}.png").stat().st_size > 10_000
