@@ -553,7 +553,10 @@ class LatentODE(TransformerMixin, SeriesModel):
                 start_time = self._tensor(origin[part])
                 mean, std = module.encode(rows, start_time, self._encoder_solve(), self.encoder_time_unit_)
                 if self.refine_steps:
-                    mean = self._refined_mean(module, mean, rows, start_time)
+                    # On the series' own rows: where every series has the same times (rows without an
+                    # observation included) the decode is one solve on that clock, not one per series.
+                    given = {"values": values, "mask": mask, "times": times}
+                    mean = self._refined_mean(module, mean, given, start_time)
                 means.append(mean)
                 stds.append(std)
         return torch.cat(means), torch.cat(stds), origin
@@ -563,6 +566,7 @@ class LatentODE(TransformerMixin, SeriesModel):
     ) -> torch.Tensor:
         """``mean`` moved by ``refine_steps`` Adam steps toward the mode of p(z0 | rows) under the trained decoder.
 
+        ``rows`` holds padded ``values``, ``mask`` and ``times`` (n, width).
         The objective is minus ``log p(x | z0) + log p(z0)`` summed over
         series: the Gaussian likelihood (``obs_std``) of the observed entries
         of ``rows`` decoded from ``z0`` at ``origin``, and the N(0, I)
