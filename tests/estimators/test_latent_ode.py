@@ -119,7 +119,14 @@ def test_refining_the_posterior_fits_sparse_series_the_encoder_misses(trained, s
     for name, value in refined.module_.state_dict().items():
         assert torch.equal(value, weights[name]), name  # only z0 moved
     assert all(parameter.grad is None for parameter in refined.module_.parameters())
-    assert refined.transform(given).shape == trained.transform(given).shape
+    # sample and transform start from the same refined mean as predict.
+    queries = [0.5, 1.5]
+    draws = refined.sample(given, t=queries, n_samples=200, random_state=0)
+    sample_mean = draws.groupby(["series_id", "time"])["y"].mean().to_numpy()
+    assert np.abs(sample_mean - refined.predict(given, t=queries)["y"].to_numpy()).max() < 0.05  # unrefined: 0.95
+    batch = refined._check_input(given)
+    np.testing.assert_allclose(refined.transform(given), refined._posterior(batch)[0].numpy(), rtol=1e-6)
+    assert not np.allclose(refined.transform(given), trained.transform(given), atol=1e-3)
 
 
 def test_a_diverging_refinement_raises_with_advice(trained, sinusoids):
