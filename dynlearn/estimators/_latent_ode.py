@@ -500,17 +500,15 @@ class LatentODE(TransformerMixin, SeriesModel):
             scores = torch.rand(times.shape, generator=generator, dtype=times.dtype).to(times.device)
         observed_rows = mask.any(-1)
         origin = times[:, 0]
-        if self.task == "interpolation":
-            candidates = observed_rows
-            target_mask = mask
-        else:
+        # Both tasks reconstruct every observed entry; extrapolation only encodes the first half.
+        candidates = observed_rows
+        if self.task == "extrapolation":
             split = origin + (times[:, -1] - origin) / 2
             early = times <= split[:, None]
             first = torch.zeros_like(observed_rows).scatter_(1, observed_rows.long().argmax(1, keepdim=True), True)
             candidates = observed_rows & (early | first)
-            target_mask = mask
         encoded = _pack_rows(values, mask, times, _random_subset(candidates, scores, self.observed_fraction))
-        target = _pack_rows(values, target_mask, times, target_mask.any(-1))
+        target = _pack_rows(values, mask, times, observed_rows)
         mean, std = module.encode(encoded, origin, self._encoder_solve(), self.encoder_time_unit_)
         k = self.n_samples_train
         eps = torch.randn((k,) + mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)

@@ -161,7 +161,7 @@ def test_values_under_the_mask_change_nothing(fitted_on_gaps, oscillator):
         losses = [model._negative_bound(module.train(), d, torch.Generator().manual_seed(0))[0] for d in data]
     assert torch.equal(losses[0], losses[1])
     refining = copy.deepcopy(model).set_params(refine_steps=3)
-    torch.testing.assert_close(refining._posterior(batch)[0], refining._posterior(tampered)[0], rtol=0, atol=0)
+    assert torch.equal(refining._posterior(batch)[0], refining._posterior(tampered)[0])
 
 
 def test_missing_rows_are_not_encoded(fitted_on_gaps):
@@ -225,7 +225,7 @@ def test_transform_feeds_a_classifier_in_a_pipeline():
     assert accuracy >= 0.85, accuracy
 
 
-def test_extrapolation_task_encodes_the_first_half_and_reconstructs_the_second(sinusoids, monkeypatch):
+def test_extrapolation_task_encodes_the_first_half_and_reconstructs_all_of_it(sinusoids, monkeypatch):
     observed, _ = sinusoids
     model = _fit(LatentODE(**TINY, task="extrapolation", observed_fraction=1.0, max_epochs=3, random_state=0), observed)
     assert np.isfinite(model.history_.to_frame()["train_loss"]).all()
@@ -239,7 +239,7 @@ def test_extrapolation_task_encodes_the_first_half_and_reconstructs_the_second(s
     moved = dict(data, values=torch.where(late[..., None] & (data["mask"] > 0.5), data["values"] + 1.0, data["values"]))
     with torch.no_grad():
         before, after = model._negative_bound(module, data, None)[0], model._negative_bound(module, moved, None)[0]
-    assert not torch.equal(before, after)  # the second half is what is reconstructed
+    assert not torch.equal(before, after)  # the second half, never encoded, is reconstructed
     for rows in seen:
         encoded_times = torch.where(rows["mask"].any(-1), rows["times"], first)
         assert bool((encoded_times <= first + (last - first) / 2).all())  # only the first half is encoded
