@@ -10,6 +10,7 @@ from torch import nn
 from ..exceptions import IntegrationError, input_error
 from ..solvers import ode_method, solve_ode
 from ._mlp import ACTIVATIONS, MLPVectorField
+from ._odernn_fused import euler_gru_loop, field_layers, fusable_field
 
 # Fixed-step methods whose single step is written out below (the same
 # formulas as torchdiffeq's, so "rk4" is its 3/8-rule variant): one step is a
@@ -39,8 +40,26 @@ def _step(name: str, f: Any, h: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
 _FUNCTIONAL = {nn.Tanh: torch.tanh, nn.ReLU: torch.relu, nn.SiLU: nn.functional.silu}
 
 
-def _functional(net: nn.Sequential) -> Any:
-    """``net`` as a plain function of its current parameters (skips per-module call overhead in the loop)."""
+def _functional(net: nn.Sequential, *, rescaled: bool = False) -> Any:
+    """``net`` as a plain function of its current parameters (skips per-module call overhead in the loop).
+
+    With ``rescaled=True`` (where ``net`` allows it), hidden tanh layers run as
+    sigmoids of rescaled weights (:func:`field_layers`): the same function,
+    cheaper on CPU, but the weights are read when this is called, so the
+    function must be rebuilt after every parameter update.
+    """
+    if rescaled and fusable_field(net):
+        activations, tensors = field_layers(net)
+        hidden = [(tensors[2 * i], tensors[2 * i + 1], act) for i, act in enumerate(activations)]
+        last_t, last_bias = tensors[-2], tensors[-1]
+
+        def apply_rescaled(x: torch.Tensor) -> torch.Tensor:
+            for weight_t, bias, act in hidden:
+                x = torch.addmm(bias, x, weight_t)
+                x = torch.sigmoid(x) if act == "sigmoid" else torch.relu(x)
+            return torch.addmm(last_bias, x, last_t)
+
+        return apply_rescaled
     layers: list[Any] = []
     for layer in net:
         if isinstance(layer, nn.Linear):
@@ -298,7 +317,7 @@ class ODERNNEncoder(nn.Module):
         net = self.field.net
         max_num_steps = solve.get("max_num_steps", 10_000)
         if info.name in _INLINE_STEPS:
-            net = _functional(net)
+            net = _functional(net, rescaled=True)
 
             def evolve_inline(h: torch.Tensor, gaps: torch.Tensor) -> torch.Tensor:
                 if step_size is None:
@@ -330,6 +349,31 @@ class ODERNNEncoder(nn.Module):
             return torch.where(gaps == 0, h, out)
 
         return evolve_solver
+
+    def _loop(
+        self,
+        inputs: torch.Tensor,
+        update: torch.Tensor,
+        gaps: torch.Tensor,
+        moves: list[bool],
+        updates_all: list[bool],
+        solve: dict[str, Any],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The rows recorded by autograd, for any method: states, priors (batch, n_rows, hidden_dim) and the last state."""
+        evolve = self._evolver(solve)
+        if isinstance(self.gru, _GRUUnit):
+            gru = self.gru.stepper(inputs)
+        else:
+            gru = _gru_cell_stepper(self.gru, inputs)
+        h = inputs.new_zeros(inputs.shape[0], self.hidden_dim)
+        states, priors = [], []
+        for k in range(inputs.shape[1]):
+            if k > 0 and moves[k]:
+                h = evolve(h, gaps[:, k])
+            priors.append(h)
+            h = gru(k, h) if updates_all[k] else torch.where(update[:, k], gru(k, h), h)
+            states.append(h)
+        return torch.stack(states, dim=1), torch.stack(priors, dim=1), h
 
     # ---------------------------------------------------------- forward
     def forward(
@@ -407,22 +451,14 @@ class ODERNNEncoder(nn.Module):
             solve = {**solve, "options": {k: v for k, v in solve["options"].items() if k != "step_size"}}
         # One host sync for the whole loop: which steps move any clock, and which update every row.
         moves, updates_all = torch.stack([(gaps[..., 0] != 0).any(dim=0), update[..., 0].all(dim=0)]).tolist()
-        evolve = self._evolver(solve)
-        if isinstance(self.gru, _GRUUnit):
-            gru = self.gru.stepper(inputs)
+        if ode_method(solve.get("method", "rk4")).name == "euler" and fusable_field(self.field.net):
+            rows_first = [tensor.transpose(0, 1).contiguous() for tensor in (gaps, update, inputs)]
+            states, priors = euler_gru_loop(*rows_first[:2], moves, updates_all, self.field.net, self.gru, rows_first[2])
+            states, priors = states.transpose(0, 1), priors.transpose(0, 1)
+            h = states[:, -1]
         else:
-            gru = _gru_cell_stepper(self.gru, inputs)
-
-        h = values.new_zeros(batch, self.hidden_dim)
-        states, priors = [], []
-        for k in range(inputs.shape[1]):
-            if k > 0 and moves[k]:
-                h = evolve(h, gaps[:, k])
-            priors.append(h)
-            h = gru(k, h) if updates_all[k] else torch.where(update[:, k], gru(k, h), h)
-            states.append(h)
-        states = torch.stack(states, dim=1)
-        before = torch.stack(priors, dim=1) if return_before else None
+            states, priors, h = self._loop(inputs, update, gaps, moves, updates_all, solve)
+        before = priors if return_before else None
         if position is not None:
             where = position[..., None].expand(-1, -1, self.hidden_dim)
             states = states.gather(1, where)
