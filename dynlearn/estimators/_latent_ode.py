@@ -39,14 +39,16 @@ _INITIAL_STD_BIAS = math.log(math.expm1(0.05))
 class _PlainField(nn.Module):
     """A multilayer-perceptron field called as one function of its parameters.
 
-    The same arithmetic as ``field(t, y)`` without a module call per layer
-    at every solver stage.
+    The same function as ``field(t, y)`` without a module call per layer at
+    every solver stage, and with hidden tanh layers run as sigmoids of
+    rescaled weights (cheaper on CPU). The rescaled weights are read here, so
+    a field is built for each solve.
     """
 
     def __init__(self, field: MLPVectorField):
         super().__init__()
         self.field = field
-        self.net = None if field.time_dependent else _functional(field.net)
+        self.net = None if field.time_dependent else _functional(field.net, rescaled=True)
 
     def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.field(t, y) if self.net is None else self.net(y)
