@@ -244,16 +244,26 @@ def reference_latent_loss(
 
 
 class EvaluationCounter(TorchFunctionMode):
-    """Counts evaluations of networks while active: calls of ``linear`` on each network's first weight.
+    """Counts evaluations of networks while active: products with each network's first weight.
 
     Watching the first layer's weight sees every evaluation, whether the
-    network is called as a module or, as dynlearn's encoder does in its
-    loop, as a plain function of its parameters.
+    network is called as a module, as a plain function of its parameters, or
+    through weights derived from it once per solve (dynlearn transposes and
+    rescales them, see ``dynlearn.nn._odernn_fused``): every tensor computed
+    from a watched weight by anything but a product is watched too, and each
+    ``linear``, ``addmm`` or ``mm`` whose weight operand is watched is one
+    evaluation. Only forward passes are counted (backward passes run outside
+    the mode).
     """
+
+    _PRODUCTS = {
+        torch.nn.functional.linear: 1, torch.addmm: 2, torch.mm: 1, torch.Tensor.mm: 1, torch.matmul: 1,
+    }  # fmt: skip
 
     def __init__(self, **networks: torch.nn.Module):
         super().__init__()
-        self.names = {}
+        self.names: dict[int, str] = {}
+        self.kept: list[torch.Tensor] = []  # derived weights stay alive, so their ids are not reused
         for name, net in networks.items():
             first = next(layer for layer in net.modules() if isinstance(layer, torch.nn.Linear))
             self.names[id(first.weight)] = name
@@ -261,12 +271,19 @@ class EvaluationCounter(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func is torch.nn.functional.linear:
-            weight = args[1] if len(args) > 1 else kwargs.get("weight")
+        result = func(*args, **kwargs)
+        position = self._PRODUCTS.get(func)
+        if position is not None:
+            weight = args[position] if len(args) > position else kwargs.get("weight", kwargs.get("mat2"))
             name = self.names.get(id(weight))
             if name is not None:
                 self.counts[name] += 1
-        return func(*args, **kwargs)
+        elif isinstance(result, torch.Tensor):
+            name = next((self.names[id(a)] for a in args if isinstance(a, torch.Tensor) and id(a) in self.names), None)
+            if name is not None:
+                self.names[id(result)] = name
+                self.kept.append(result)
+        return result
 
 
 def saved_for_backward_bytes(iteration: Callable[[], Any]) -> int:
