@@ -82,9 +82,29 @@ def _step_size(options: dict[str, Any] | None) -> float | None:
     return None if step_size is None else float(step_size)
 
 
-def _substeps(gaps: torch.Tensor, step_size: float, max_num_steps: int) -> torch.Tensor:
-    """Equal steps per gap, each at most ``step_size`` long (at least one)."""
-    n_steps = torch.ceil(gaps.abs() / step_size - 1e-9).clamp_min(1)
+# How a gap is split into fixed steps of nominal length ``step_size`` (``options["step_rule"]``).
+STEP_RULES = ("bound", "paper")
+
+
+def _step_rule(options: dict[str, Any] | None) -> str:
+    rule = (options or {}).get("step_rule", "bound")
+    if rule not in STEP_RULES:
+        raise input_error("options['step_rule']", f"one of {STEP_RULES}", repr(rule), "Use 'bound' or 'paper'.")
+    return rule
+
+
+def _substeps(gaps: torch.Tensor, step_size: float, max_num_steps: int, rule: str = "bound") -> torch.Tensor:
+    """Equal steps per gap (at least one).
+
+    ``"bound"``: each step at most ``step_size`` long, ``ceil(gap / step_size)``
+    steps. ``"paper"``: the rule of the ODE-RNN authors' implementation,
+    ``max(2, int(gap / step_size)) - 1`` steps, so one step for gaps up to
+    three times ``step_size`` and steps a little longer than it on long gaps.
+    """
+    if rule == "paper":
+        n_steps = (torch.floor(gaps.abs() / step_size + 1e-9) - 1).clamp_min(1)
+    else:
+        n_steps = torch.ceil(gaps.abs() / step_size - 1e-9).clamp_min(1)
     most = int(n_steps.max()) if n_steps.numel() else 1
     if most > max_num_steps:
         raise IntegrationError(
@@ -101,8 +121,9 @@ def _refine(
     real: torch.Tensor,
     step_size: float,
     max_num_steps: int,
+    rule: str = "bound",
 ) -> tuple[torch.Tensor, ...]:
-    """Split every gap into equal steps of at most ``step_size`` by inserting rows that observe nothing.
+    """Split every gap into equal steps (see :func:`_substeps`) by inserting rows that observe nothing.
 
     Each series is refined on its own times only, so it takes the same steps
     whatever else is in the batch, and the loop then takes one step per row.
@@ -110,7 +131,7 @@ def _refine(
     position of every original row (padding rows point at the last refined row).
     """
     batch, n_times, _ = inputs.shape
-    n_steps = _substeps(gaps[..., 0], step_size, max_num_steps).long()
+    n_steps = _substeps(gaps[..., 0], step_size, max_num_steps, rule).long()
     n_steps = torch.where(real, n_steps, torch.zeros_like(n_steps))
     n_steps[:, 0] = 1
     position = n_steps.cumsum(dim=1) - 1  # refined index of each original row
@@ -260,10 +281,14 @@ class ODERNNEncoder(nn.Module):
     - fixed-step methods ``"euler"``, ``"midpoint"`` and ``"rk4"`` take their
       steps inline. Without ``options["step_size"]`` a gap is one step (a
       ResNet-like unrolling); with it each series' gaps are split into
-      ``ceil(|gap| / step_size)`` equal steps by inserting rows that observe
-      nothing into that series alone, so a series' result is the same
-      whatever else is in the batch (:meth:`evolve` steps each row its own
-      number of times instead);
+      ``ceil(|gap| / step_size)`` equal steps (``options["step_rule"] =
+      "paper"``: ``max(2, int(|gap| / step_size)) - 1``, the rule of the
+      paper's implementation) by inserting rows that observe nothing into
+      that series alone, so a series' result is the same whatever else is in
+      the batch (:meth:`evolve` steps each row its own number of times
+      instead). Euler steps through a field of linear layers with tanh or
+      ReLU between them run with a hand-written backward pass
+      (``_odernn_fused``), the same function;
     - any other method (adaptive ones such as ``"dopri5"``) integrates
       ``dh/ds = gap * f(h)`` over ``s`` in [0, 1] with
       :func:`dynlearn.solvers.solve_ode`, all rows together.
@@ -313,7 +338,8 @@ class ODERNNEncoder(nn.Module):
         solve = dict(solve)
         info = ode_method(solve.pop("method", "rk4"))
         options = dict(solve.pop("options", None) or {})
-        step_size = _step_size(options)
+        step_size, rule = _step_size(options), _step_rule(options)
+        options.pop("step_rule", None)
         net = self.field.net
         max_num_steps = solve.get("max_num_steps", 10_000)
         if info.name in _INLINE_STEPS:
@@ -324,7 +350,7 @@ class ODERNNEncoder(nn.Module):
                     return _step(info.name, net, h, gaps)
                 # Each row takes its own number of equal steps; after the first, only the
                 # rows that still have steps to take are stepped (cost: the sum of steps).
-                n_steps = _substeps(gaps, step_size, max_num_steps)
+                n_steps = _substeps(gaps, step_size, max_num_steps, rule)
                 dt = gaps / n_steps
                 h = _step(info.name, net, h, dt)
                 remaining = n_steps[:, 0]
@@ -447,8 +473,10 @@ class ODERNNEncoder(nn.Module):
         position = None
         if step_size is not None and ode_method(solve.get("method", "rk4")).name in _INLINE_STEPS:
             limit = solve.get("max_num_steps", 10_000)
-            inputs, update, gaps, position = _refine(inputs, update, gaps, real, step_size, limit)
-            solve = {**solve, "options": {k: v for k, v in solve["options"].items() if k != "step_size"}}
+            rule = _step_rule(solve.get("options"))
+            inputs, update, gaps, position = _refine(inputs, update, gaps, real, step_size, limit, rule)
+            dropped = ("step_size", "step_rule")
+            solve = {**solve, "options": {k: v for k, v in solve["options"].items() if k not in dropped}}
         # One host sync for the whole loop: which steps move any clock, and which update every row.
         moves, updates_all = torch.stack([(gaps[..., 0] != 0).any(dim=0), update[..., 0].all(dim=0)]).tolist()
         if ode_method(solve.get("method", "rk4")).name == "euler" and fusable_field(self.field.net):

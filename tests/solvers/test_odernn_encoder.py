@@ -210,3 +210,31 @@ def test_euler_loop_with_its_own_backward_matches_the_recorded_loop(monkeypatch,
     for a, b in zip(fused, recorded):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     assert all(g.abs().sum() > 0 for g in fused[2:])
+
+
+def test_paper_step_rule_takes_one_step_up_to_three_nominal_steps_then_about_one_per_step():
+    from dynlearn.nn._odernn import _substeps
+
+    gaps = torch.tensor([0.05, 0.1, 0.29, 0.3, 0.45, 1.0, -0.35], dtype=torch.float64)
+    assert _substeps(gaps, 0.1, 100, "paper").tolist() == [1, 1, 1, 2, 3, 9, 2]
+    assert _substeps(gaps, 0.1, 100, "bound").tolist() == [1, 1, 3, 3, 5, 10, 4]
+
+
+def test_paper_step_rule_is_the_same_rows_stepped_as_evolve():
+    """The rows the loop inserts under the paper's rule take the steps ``evolve`` takes on the same gaps."""
+    encoder = _encoder()
+    values, mask, times, lengths = _panel()
+    solve = dict(method="euler", options={"step_size": 0.3, "step_rule": "paper"})
+    states, _, before = encoder(values, mask, times, lengths, solve=solve, return_before=True)
+    for b, n in enumerate(lengths.tolist()):
+        for k in range(1, n):
+            gap = (times[b, k] - times[b, k - 1]).reshape(1)
+            evolved = encoder.evolve(states[b, k - 1][None], gap, solve=solve)
+            torch.testing.assert_close(evolved[0], before[b, k], rtol=1e-12, atol=1e-12)
+
+
+def test_unknown_step_rule_is_an_input_error():
+    encoder = _encoder()
+    values, mask, times, lengths = _panel()
+    with pytest.raises(ValueError, match="step_rule"):
+        encoder(values, mask, times, lengths, solve=dict(method="euler", options={"step_size": 0.3, "step_rule": "x"}))
