@@ -25,7 +25,8 @@ import torch
 
 from harness import Context, Record, median, register, time_interleaved
 from irregular import (
-    LATENT_SPEED, ODERNN_SPEED, ONE_MINIBATCH, SPEED_BATCH, EvaluationCounter, captured_training, speed_minibatch,
+    LATENT_SPEED, ODERNN_SPEED, ONE_MINIBATCH, SPEED_BATCH, EvaluationCounter, captured_training, dynlearn_iteration,
+    speed_minibatch,
 )
 from physics import torch_threads
 
@@ -33,7 +34,9 @@ AUTHORS_PATH_VARIABLE = "DYNLEARN_AUTHORS_LATENT_ODE"
 # Torch intra-op threads for both implementations: 1 by default (see physics.single_thread); torch's own
 # default is one per core, which is how a script that never sets it runs.
 THREADS_VARIABLE = "DYNLEARN_AUTHORS_THREADS"
-# The authors' toy runs train on 80% of 1,000 series: 16 minibatches of 50, stepped through in turn.
+# The authors' toy runs train on 80% of 1,000 series: 16 minibatches of 50, stepped through in turn. dynlearn's
+# iterations do the same: repeating one minibatch instead lets its latent ODE fit it until its dynamics stiffen
+# (from 20 to about 220 latent evaluations per iteration in 20 rounds), which a real fit does not do.
 TRAIN_SERIES = 800
 ONE_EPOCH = {**ONE_MINIBATCH, "max_epochs": 1}
 BENCHMARK = "irregular_speed_authors"
@@ -152,35 +155,6 @@ def authors_training(
     return iteration, fetch_seconds, networks
 
 
-def dynlearn_epoch_iteration(seen: dict[str, Any], batch_size: int) -> Callable[[], float]:
-    """dynlearn's training iteration as its loop runs an epoch: each call one minibatch step (loss, backward,
-    clip at 1, AdamW), the calls stepping through the captured training series ``batch_size`` at a time.
-
-    The authors' loop likewise steps through its training minibatches in
-    turn. Repeating one minibatch instead lets a latent ODE fit it until its
-    dynamics stiffen (dynlearn's went from 20 to about 220 latent evaluations
-    per iteration in 20 rounds), which a real fit does not do.
-    """
-    from dynlearn.training._loop import _n_examples, _run_epoch, _slice
-
-    module, loss_fn, data = seen["module"], seen["loss_fn"], seen["train_data"]
-    n = _n_examples(data)
-    starts = list(range(0, n - batch_size + 1, batch_size))
-    optimizer = torch.optim.AdamW(module.parameters(), lr=seen["kwargs"]["learning_rate"])
-    generator = torch.Generator().manual_seed(0)
-    calls = 0
-
-    def iteration() -> float:
-        nonlocal calls
-        start = starts[calls % len(starts)]
-        calls += 1
-        module.train()
-        batch = _slice(data, torch.arange(start, start + batch_size))
-        return _run_epoch(module, loss_fn, batch, batch_size, batch_size, optimizer, 1.0, generator, 1)
-
-    return iteration
-
-
 def evaluations(name: str, when: str, candidates: dict, networks: dict) -> list[Record]:
     """Evaluations of each ODE network in one iteration of each candidate (an iteration run for the count)."""
     records = []
@@ -260,7 +234,7 @@ def irregular_speed_authors(context: Context) -> list[Record]:
                 our_networks = {"encoder": seen["module"].encoder.field.net}
                 if name == "latent_ode":
                     our_networks["latent"] = seen["module"].field.net
-                candidates = {"authors": authors, "dynlearn": dynlearn_epoch_iteration(seen, SPEED_BATCH)}
+                candidates = {"authors": authors, "dynlearn": dynlearn_iteration(seen, SPEED_BATCH)}
                 networks = {"authors": their_networks, "dynlearn": our_networks}
                 records += compare_with_authors(name, candidates, networks, fetch_seconds, context)
     finally:

@@ -169,22 +169,31 @@ def captured_training(module_name: str) -> Iterator[dict[str, Any]]:
         estimator_module.train = original
 
 
-def dynlearn_iteration(seen: dict[str, Any]) -> Callable[[], float]:
+def dynlearn_iteration(seen: dict[str, Any], batch_size: int | None = None) -> Callable[[], float]:
     """One training iteration as ``dynlearn.training.train`` runs it: loss, backward, clip at 1, AdamW step.
 
-    ``train_data`` holds exactly one minibatch, so one call of the loop's
-    epoch function is one iteration.
+    Without ``batch_size``, ``train_data`` holds exactly one minibatch, so
+    one call of the loop's epoch function is one iteration. With it, each
+    call takes the next ``batch_size`` series of ``train_data`` in turn, as
+    an epoch steps through its minibatches.
     """
-    from dynlearn.training._loop import _n_examples, _run_epoch
+    from dynlearn.training._loop import _n_examples, _run_epoch, _slice
 
     module, loss_fn, data = seen["module"], seen["loss_fn"], seen["train_data"]
     n = _n_examples(data)
+    size = n if batch_size is None else batch_size
+    starts = list(range(0, n - size + 1, size))
     optimizer = torch.optim.AdamW(module.parameters(), lr=seen["kwargs"]["learning_rate"])
     generator = torch.Generator().manual_seed(0)
+    calls = 0
 
     def iteration() -> float:
+        nonlocal calls
+        start = starts[calls % len(starts)]
+        calls += 1
         module.train()
-        return _run_epoch(module, loss_fn, data, n, n, optimizer, 1.0, generator, 1)
+        batch = data if size == n else _slice(data, torch.arange(start, start + size))
+        return _run_epoch(module, loss_fn, batch, size, size, optimizer, 1.0, generator, 1)
 
     return iteration
 
