@@ -479,7 +479,9 @@ class ODERNNEncoder(nn.Module):
             solve = {**solve, "options": {k: v for k, v in solve["options"].items() if k not in dropped}}
         # One host sync for the whole loop: which steps move any clock, and which update every row.
         moves, updates_all = torch.stack([(gaps[..., 0] != 0).any(dim=0), update[..., 0].all(dim=0)]).tolist()
-        if ode_method(solve.get("method", "rk4")).name == "euler" and fusable_field(self.field.net):
+        # The hand-written backward gives no gradient to the times, so times that need one take the recorded loop.
+        fused = not gaps.requires_grad and ode_method(solve.get("method", "rk4")).name == "euler"
+        if fused and fusable_field(self.field.net):
             rows_first = [tensor.transpose(0, 1).contiguous() for tensor in (gaps, update, inputs)]
             states, priors = euler_gru_loop(*rows_first[:2], moves, updates_all, self.field.net, self.gru, rows_first[2])
             states, priors = states.transpose(0, 1), priors.transpose(0, 1)

@@ -238,3 +238,31 @@ def test_unknown_step_rule_is_an_input_error():
     values, mask, times, lengths = _panel()
     with pytest.raises(ValueError, match="step_rule"):
         encoder(values, mask, times, lengths, solve=dict(method="euler", options={"step_size": 0.3, "step_rule": "x"}))
+
+
+def test_times_that_need_a_gradient_get_one_from_the_euler_loop():
+    encoder = _encoder()
+    values, mask, times, lengths = _panel()
+    times = times.clone().requires_grad_(True)
+    states, _ = encoder(values, mask, times, lengths, solve=dict(method="euler"))
+    (gradient,) = torch.autograd.grad(states.sum(), times)
+    assert torch.isfinite(gradient).all() and gradient.abs().sum() > 0
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("gru_hidden", [None, 7])
+def test_euler_loop_with_its_own_backward_runs_on_cuda_as_on_cpu(gru_hidden):
+    encoder = _encoder(gru_hidden)
+    values, mask, times, lengths = _panel()
+    solve = dict(method="euler", options={"step_size": 0.3})
+    results = []
+    for device in ("cpu", "cuda"):
+        moved = encoder.to(device)
+        moved.zero_grad()
+        inputs = [tensor.to(device) for tensor in (values, mask, times, lengths)]
+        states, final = moved(*inputs, solve=solve)
+        (states.square().sum() + final.sum()).backward()
+        results.append([states.detach().cpu(), *(p.grad.cpu() for p in moved.parameters())])
+    for cpu, cuda in zip(*results):
+        torch.testing.assert_close(cpu, cuda, rtol=1e-9, atol=1e-10)
