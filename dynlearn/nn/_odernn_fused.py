@@ -3,7 +3,7 @@
 Recorded by autograd, one loop row (an Euler step of the vector field, then a
 GRU update) is about forty tiny graph nodes, and on minibatches of tens of
 series the engine's bookkeeping and the per-row weight-gradient products cost
-more than the arithmetic. Here the forward runs without recording, keeping
+as much as the arithmetic. Here the forward runs without recording, keeping
 only the activations the backward needs, and the backward walks the rows in
 reverse carrying just the state's gradient; every weight's gradient is then
 one matrix product over all rows at once, as recurrent-network libraries
