@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 from numbers import Integral, Real
 from typing import Any, Callable
 
@@ -241,6 +242,11 @@ class SeriesModel(BaseEstimator):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+        # A model pickled before a hyperparameter existed gets that parameter's default, which keeps the
+        # behaviour it was fitted with (new options default to the old behaviour), so get_params and clone work.
+        for name, parameter in inspect.signature(type(self).__init__).parameters.items():
+            if name != "self" and name not in self.__dict__ and parameter.default is not inspect.Parameter.empty:
+                setattr(self, name, parameter.default)
         if "module_" in state:
             device = state.get("device_", torch.device("cpu"))
             if device.type == "cuda" and not torch.cuda.is_available():

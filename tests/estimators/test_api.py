@@ -89,6 +89,19 @@ def test_clone_and_pickle_give_identical_predictions(oscillator, fitted_ode):
     pd.testing.assert_frame_equal(refit.predict(frame, t=[9.0, 10.0]), expected)
 
 
+def test_a_model_pickled_before_a_hyperparameter_existed_gets_its_default(oscillator, fitted_ode):
+    """Unpickling fills hyperparameters the pickle lacks with their defaults, so get_params and clone still work."""
+    frame, _ = oscillator
+    expected = fitted_ode.predict(frame, t=[9.0, 10.0])
+    state = fitted_ode.__getstate__()
+    state = {k: v for k, v in state.items() if k != "solver"}  # as if `solver` had been added since
+    old = NeuralODE.__new__(NeuralODE)
+    old.__setstate__(state)
+    assert old.get_params()["solver"] == NeuralODE().solver
+    pd.testing.assert_frame_equal(old.predict(frame, t=[9.0, 10.0]), expected)
+    assert clone(old).get_params() == fitted_ode.get_params()
+
+
 def test_pickled_module_holds_cpu_tensors(fitted_ode):
     state = fitted_ode.__getstate__()
     assert all(p.device.type == "cpu" for p in state["module_"].parameters())
