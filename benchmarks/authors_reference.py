@@ -39,6 +39,8 @@ THREADS_VARIABLE = "DYNLEARN_AUTHORS_THREADS"
 # (from 20 to about 220 latent evaluations per iteration in 20 rounds), which a real fit does not do.
 TRAIN_SERIES = 800
 ONE_EPOCH = {**ONE_MINIBATCH, "max_epochs": 1}
+# Iterations of the Latent ODE training curve after the timed rounds (five checkpoints).
+CURVE_QUICK, CURVE_FULL = 160, 320
 BENCHMARK = "irregular_speed_authors"
 
 # run_models.py's argparse defaults, with the options of the toy periodic runs
@@ -197,6 +199,38 @@ def compare_with_authors(
     return records + [Record(BENCHMARK, f"{name}.rounds", rounds, "rounds")]
 
 
+def latent_training_curve(
+    name: str, candidates: dict[str, Callable[[], Any]], networks: dict, iterations: int, every: int
+) -> list[Record]:
+    """Both candidates trained on, round by round, for ``iterations`` more iterations; every ``every`` of them,
+    each one's latent ODE evaluations in one iteration and the seconds of the next.
+
+    A latent ODE's solver work grows as it learns the sinusoids (a dopri5
+    solve of a few oscillations at rtol 1e-3 takes about a hundred
+    evaluations), and the two codes learn at different rates: comparing
+    their iterations at equal evaluation counts separates the cost per
+    evaluation from the progress of training.
+    """
+    records = []
+    for done in range(1, iterations + 1):
+        for iteration in candidates.values():
+            iteration()
+        if done % every:
+            continue
+        for candidate, iteration in candidates.items():
+            with EvaluationCounter(**networks[candidate]) as counter:
+                iteration()
+            begun = time.perf_counter()
+            iteration()
+            seconds = time.perf_counter() - begun
+            prefix = f"{name}.curve.it{done:04d}"
+            records += [
+                Record(BENCHMARK, f"{prefix}.nfe_latent.{candidate}", counter.counts["latent"], "evaluations"),
+                Record(BENCHMARK, f"{prefix}.seconds_per_iteration.{candidate}", seconds, "s"),
+            ]
+    return records
+
+
 @register(
     BENCHMARK,
     "One training iteration of the authors' Latent ODE code (github.com/YuliaRubanova/latent_ode; not part of "
@@ -208,7 +242,9 @@ def compare_with_authors(
     "dynlearn's ODERNN / LatentODE iteration at the same sizes on the same toy data (800 training series with the "
     "paper's shared times, stepped through 50 at a time as both training loops do); one torch thread for both ($DYNLEARN_AUTHORS_THREADS sets another count). speedup = authors seconds / dynlearn seconds, median of per-round ratios. Both "
     "train while timed: nfe_*_first / nfe_*_last count each ODE network's evaluations in one iteration before and "
-    "after the timed rounds.",
+    "after the timed rounds. latent_ode.curve.itK: both Latent ODEs trained on, round by round, K iterations past "
+    "the timed rounds (160 quick, 320 full, five checkpoints): latent evaluations in one iteration and the seconds of "
+    "the next, to compare the two at equal solver work.",
 )
 def irregular_speed_authors(context: Context) -> list[Record]:
     checkout = os.environ.get(AUTHORS_PATH_VARIABLE)
@@ -237,6 +273,9 @@ def irregular_speed_authors(context: Context) -> list[Record]:
                 candidates = {"authors": authors, "dynlearn": dynlearn_iteration(seen, SPEED_BATCH)}
                 networks = {"authors": their_networks, "dynlearn": our_networks}
                 records += compare_with_authors(name, candidates, networks, fetch_seconds, context)
+                if name == "latent_ode":
+                    length = CURVE_QUICK if context.quick else CURVE_FULL
+                    records += latent_training_curve(name, candidates, networks, length, length // 5)
     finally:
         np.random.set_state(numpy_state)
     return records
