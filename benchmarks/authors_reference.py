@@ -25,8 +25,8 @@ import torch
 
 from harness import Context, Record, median, register, time_interleaved
 from irregular import (
-    LATENT_SPEED, ODERNN_SPEED, ONE_MINIBATCH, SPEED_BATCH, EvaluationCounter, captured_training, dynlearn_iteration,
-    speed_minibatch,
+    LATENT_SPEED, ODERNN_SPEED, ONE_EPOCH, SHARED_TRAIN_SERIES, SPEED_BATCH, EvaluationCounter, captured_training,
+    dynlearn_iteration, speed_minibatch,
 )
 from physics import torch_threads
 
@@ -34,11 +34,9 @@ AUTHORS_PATH_VARIABLE = "DYNLEARN_AUTHORS_LATENT_ODE"
 # Torch intra-op threads for both implementations: 1 by default (see physics.single_thread); torch's own
 # default is one per core, which is how a script that never sets it runs.
 THREADS_VARIABLE = "DYNLEARN_AUTHORS_THREADS"
-# The authors' toy runs train on 80% of 1,000 series: 16 minibatches of 50, stepped through in turn. dynlearn's
-# iterations do the same: repeating one minibatch instead lets its latent ODE fit it until its dynamics stiffen
-# (from 20 to about 220 latent evaluations per iteration in 20 rounds), which a real fit does not do.
-TRAIN_SERIES = 800
-ONE_EPOCH = {**ONE_MINIBATCH, "max_epochs": 1}
+# The authors' toy runs train on 80% of 1,000 series (SHARED_TRAIN_SERIES): 16 minibatches of 50, stepped through
+# in turn. dynlearn's iterations do the same: repeating one minibatch instead lets its latent ODE fit it until its
+# dynamics stiffen (from 20 to about 220 latent evaluations per iteration in 20 rounds), which a real fit does not do.
 # Iterations of the Latent ODE training curve after the timed rounds (five checkpoints).
 CURVE_QUICK, CURVE_FULL = 160, 320
 BENCHMARK = "irregular_speed_authors"
@@ -255,7 +253,7 @@ def irregular_speed_authors(context: Context) -> list[Record]:
     lib = authors_modules(Path(checkout).expanduser().resolve())
     from dynlearn import ODERNN, LatentODE
 
-    frame = speed_minibatch("shared_times", TRAIN_SERIES)
+    frame = speed_minibatch("shared_times", SHARED_TRAIN_SERIES)
     threads = int(os.environ.get(THREADS_VARIABLE, "1"))
     records = [Record(BENCHMARK, "torch_threads", threads, "threads")]
     numpy_state = np.random.get_state()  # the authors' code seeds and draws from the global generators
