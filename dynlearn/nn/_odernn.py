@@ -10,7 +10,7 @@ from torch import nn
 from ..exceptions import IntegrationError, input_error
 from ..solvers import ode_method, solve_ode
 from ._mlp import ACTIVATIONS, MLPVectorField
-from ._odernn_fused import euler_gru_loop, field_layers, fusable_field
+from ._odernn_fused import euler_gru_loop, field_layers, fusable_field, gru_cell_tensors, gru_unit_tensors
 
 # Fixed-step methods whose single step is written out below (the same
 # formulas as torchdiffeq's, so "rk4" is its 3/8-rule variant): one step is a
@@ -189,32 +189,26 @@ class _GRUUnit(nn.Module):
     def stepper(self, inputs: torch.Tensor):
         """``forward`` for the rows of ``inputs`` (batch, n_rows, input_dim), as ``step(k, h)``.
 
-        The inputs' share of every first layer is computed for all rows at
-        once, so each step only multiplies the state: the same function with
-        fewer, smaller operations inside the loop.
+        Built from :func:`gru_unit_tensors`, as the fused Euler loop is: the
+        inputs' share of every first layer is computed for all rows at once,
+        both gates' last layers are one block-diagonal product, and the hidden
+        tanh layers run as rescaled sigmoids. The same function with fewer,
+        smaller operations inside the loop.
         """
         n = self.hidden_dim
-        (update, _, update_out, _), (reset, _, reset_out, _) = self.update, self.reset
-        candidate, _, candidate_out = self.candidate
-        gates_h = torch.cat([update.weight[:, :n], reset.weight[:, :n]]).t()
-        gates_x = nn.functional.linear(
-            inputs, torch.cat([update.weight[:, n:], reset.weight[:, n:]]), torch.cat([update.bias, reset.bias])
+        rows_first = inputs.transpose(0, 1)
+        gates_x, candidate_x, gates_h, gates_out, gates_out_bias, candidate_h, candidate_out, candidate_bias = (
+            gru_unit_tensors(self, rows_first)
         )
-        # Both gates' last layers as one block-diagonal layer: [z, r] in one product and one sigmoid.
-        gates_out = torch.block_diag(update_out.weight, reset_out.weight).t()
-        gates_out_bias = torch.cat([update_out.bias, reset_out.bias])
-        candidate_h = candidate.weight[:, :n].t()
-        candidate_x = nn.functional.linear(inputs, candidate.weight[:, n:], candidate.bias)
-        candidate_out_t = candidate_out.weight.t()
         # One unbind: its backward stacks the rows' gradients once (slicing per row would fill a full-size zero
         # gradient at every step).
-        gates_x, candidate_x = gates_x.unbind(1), candidate_x.unbind(1)
+        gates_x, candidate_x = gates_x.unbind(0), candidate_x.unbind(0)
 
         def step(k: int, h: torch.Tensor) -> torch.Tensor:
-            hidden = torch.tanh(torch.addmm(gates_x[k], h, gates_h))
+            hidden = torch.sigmoid(torch.addmm(gates_x[k], h, gates_h))
             z, r = torch.sigmoid(torch.addmm(gates_out_bias, hidden, gates_out)).split(n, dim=1)
-            c = torch.tanh(torch.addmm(candidate_x[k], h * r, candidate_h))
-            c = torch.addmm(candidate_out.bias, c, candidate_out_t)
+            c = torch.sigmoid(torch.addmm(candidate_x[k], h * r, candidate_h))
+            c = torch.addmm(candidate_bias, c, candidate_out)
             return torch.addcmul(c, z, h - c)
 
         return step
@@ -224,14 +218,12 @@ def _gru_cell_stepper(cell: nn.GRUCell, inputs: torch.Tensor):
     """``cell(inputs[:, k], h)`` as ``step(k, h)``, with the input projection done for all rows at once.
 
     The formulas of :class:`torch.nn.GRUCell` (reset gate applied to the
-    state's share of the candidate), written with fused operations so each
-    step records fewer autograd nodes.
+    state's share of the candidate) on :func:`gru_cell_tensors`, written
+    with fused operations so each step records fewer autograd nodes.
     """
     n = cell.hidden_size
-    projected = nn.functional.linear(inputs, cell.weight_ih, cell.bias_ih)
-    gates_x, candidate_x = projected[..., : 2 * n].unbind(1), projected[..., 2 * n :].unbind(1)
-    weight_t = cell.weight_hh.t()
-    bias = cell.bias_hh
+    projected, weight_t, bias = gru_cell_tensors(cell, inputs.transpose(0, 1))
+    gates_x, candidate_x = projected[..., : 2 * n].unbind(0), projected[..., 2 * n :].unbind(0)
 
     def step(k: int, h: torch.Tensor) -> torch.Tensor:
         hidden = torch.mm(h, weight_t) if bias is None else torch.addmm(bias, h, weight_t)

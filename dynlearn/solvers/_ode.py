@@ -14,7 +14,6 @@ try:  # torchdiffeq's own input handling and solver table, to collect adaptive o
     from torchdiffeq._impl.odeint import SOLVERS as _TORCHDIFFEQ_SOLVERS
     from torchdiffeq._impl.odeint import _check_inputs as _torchdiffeq_inputs
     from torchdiffeq._impl.rk_common import RKAdaptiveStepsizeODESolver as _RKSolver
-    from torchdiffeq._impl.solvers import AdaptiveStepsizeODESolver as _AdaptiveSolver
 except ImportError:  # pragma: no cover - another torchdiffeq layout: plain odeint
     _TORCHDIFFEQ_SOLVERS = None
 
@@ -434,13 +433,10 @@ def _odeint_stacked(func: Callable, y0: torch.Tensor, t: torch.Tensor, **kwargs:
         func, y0, t, kwargs["rtol"], kwargs["atol"], kwargs["method"], kwargs["options"], None, _TORCHDIFFEQ_SOLVERS
     )
     solver = _TORCHDIFFEQ_SOLVERS[method](func=func, y0=y0, rtol=rtol, atol=atol, **options)
-    if shapes is not None or not isinstance(solver, _AdaptiveSolver):  # pragma: no cover - tensor states only here
+    if shapes is not None or not isinstance(solver, _RKSolver):  # pragma: no cover - every adaptive method is RK
         return solver.integrate(t)
     t = t.to(solver.dtype)
     solver._before_integrate(t)
-    if not isinstance(solver, _RKSolver):  # pragma: no cover - every adaptive method registered is Runge-Kutta
-        rows = [solver.y0] + [solver._advance(t[i]) for i in range(1, len(t))]
-        return torch.stack([row.to(solver.y0.dtype) for row in rows])
     pieces, i = [solver.y0.unsqueeze(0)], 1
     while i < len(t):
         steps = 0
