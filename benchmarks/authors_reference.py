@@ -194,7 +194,44 @@ def compare_with_authors(
     for label, theirs in (("authors", seconds["authors"]), ("authors_without_fetch", computed)):
         ratios = [their / our for their, our in zip(theirs, seconds["dynlearn"])]
         records.append(Record(BENCHMARK, f"{name}.speedup_dynlearn_over_{label}", median(ratios), "x"))
+    records += matrix_product_seconds(name, candidates, median(seconds["authors"]))
     return records + [Record(BENCHMARK, f"{name}.rounds", rounds, "rounds")]
+
+
+# Torch operators that are matrix products (a linear layer's forward and backward run these).
+MATRIX_PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+
+
+def matrix_product_seconds(
+    name: str, candidates: dict[str, Callable[[], Any]], authors_seconds: float, iterations: int = 4
+) -> list[Record]:
+    """Seconds per iteration each candidate spends inside matrix products, and what that bounds.
+
+    Profiles ``iterations`` iterations of each candidate (torch's profiler,
+    self time of :data:`MATRIX_PRODUCTS`, which include their dispatch) and
+    counts the torch operators an iteration calls. ``speedup_bound`` is
+    ``authors_seconds`` over dynlearn's matrix-product seconds: the speedup
+    dynlearn's iteration would reach if it did nothing but its matrix
+    products, no elementwise work and no Python between them.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    records, products = [], {}
+    for candidate, iteration in candidates.items():
+        with profile(activities=[ProfilerActivity.CPU]) as profiler:
+            for _ in range(iterations):
+                iteration()
+        events = profiler.key_averages()
+        products[candidate] = sum(e.self_cpu_time_total for e in events if e.key in MATRIX_PRODUCTS) / 1e6 / iterations
+        operators = sum(e.count for e in events if e.key.startswith("aten::")) / iterations
+        calls = sum(e.count for e in events if e.key in MATRIX_PRODUCTS) / iterations
+        records += [
+            Record(BENCHMARK, f"{name}.matrix_product_seconds_per_iteration.{candidate}", products[candidate], "s"),
+            Record(BENCHMARK, f"{name}.matrix_products_per_iteration.{candidate}", calls, "calls"),
+            Record(BENCHMARK, f"{name}.torch_operators_per_iteration.{candidate}", operators, "calls"),
+        ]
+    bound = authors_seconds / products["dynlearn"]
+    return records + [Record(BENCHMARK, f"{name}.speedup_bound_matrix_products_only", bound, "x")]
 
 
 def latent_training_curve(
@@ -240,7 +277,9 @@ def latent_training_curve(
     "dynlearn's ODERNN / LatentODE iteration at the same sizes on the same toy data (800 training series with the "
     "paper's shared times, stepped through 50 at a time as both training loops do); one torch thread for both ($DYNLEARN_AUTHORS_THREADS sets another count). speedup = authors seconds / dynlearn seconds, median of per-round ratios. Both "
     "train while timed: nfe_*_first / nfe_*_last count each ODE network's evaluations in one iteration before and "
-    "after the timed rounds. latent_ode.curve.itK: both Latent ODEs trained on, round by round, K iterations past "
+    "after the timed rounds. matrix_product_seconds: self time of the matrix-product operators per iteration (torch "
+    "profiler, 4 iterations after the timed rounds); speedup_bound_matrix_products_only = authors seconds / dynlearn's "
+    "matrix-product seconds, the speedup of an iteration that did nothing else. latent_ode.curve.itK: both Latent ODEs trained on, round by round, K iterations past "
     "the timed rounds (160 quick, 320 full, five checkpoints): latent evaluations in one iteration and the seconds of "
     "the next, to compare the two at equal solver work.",
 )
