@@ -30,7 +30,9 @@ import numpy as np
 import pandas as pd
 
 from dynlearn import LatentODE, LatentSDE, NeuralODE, NeuralSDE
-from dynlearn.datasets import make_geometric_brownian_motion, make_stochastic_lorenz
+from dynlearn.datasets import (
+    DatasetNotFoundError, DownloadError, fetch_mocap6, make_geometric_brownian_motion, make_stochastic_lorenz,
+)
 from dynlearn.metrics import crps_ensemble, interval_coverage
 
 from harness import Context, Record, register
@@ -249,12 +251,19 @@ MOCAP_CONDITION = 3  # frames conditioned on
 MOCAP_TRAIN_SHARE = 0.7  # of each sequence's frames, from its start, for training segments
 
 
-def load_mocap6(path: Path) -> tuple[pd.DataFrame, list[str]]:
-    """The six CMU sequences of ``mocap6_tidy.csv`` as ``sequence, time_s`` and 12 joint channels."""
-    table = pd.read_csv(path / "mocap6_tidy.csv", dtype={"sequence": str})
-    bookkeeping = ("sequence", "t_index", "time_s", "action_id", "action")
-    channels = [column for column in table.columns if column not in bookkeeping]
-    return table, channels
+def load_mocap6() -> tuple[pd.DataFrame, list[str]] | None:
+    """The six CMU sequences (``fetch_mocap6``) and their 12 channels, or None when no copy is at hand.
+
+    Read from ``$DYNLEARN_MOCAP6_PATH`` or the shared data folder beside the
+    checkout when either holds ``mocap6.mat``, else from the download cache
+    (downloading it when the network allows).
+    """
+    local = Path(os.environ.get(MOCAP_PATH_VARIABLE, DEFAULT_MOCAP))
+    try:
+        data = fetch_mocap6(path=local) if (local / "mocap6.mat").is_file() else fetch_mocap6()
+    except (DatasetNotFoundError, DownloadError):
+        return None
+    return data.frame, data.feature_names
 
 
 def mocap_segments(table: pd.DataFrame, channels: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -266,8 +275,8 @@ def mocap_segments(table: pd.DataFrame, channels: list[str]) -> tuple[pd.DataFra
     """
     parts: dict[str, list[pd.DataFrame]] = {"train": [], "test": []}
     series = 0
-    for _, sequence in table.groupby("sequence", sort=True):
-        values = sequence.sort_values("t_index")
+    for _, sequence in table.groupby("series_id", sort=True):
+        values = sequence.sort_values("time")
         cut = int(MOCAP_TRAIN_SHARE * len(values))
         for split, block in (("train", values.iloc[:cut]), ("test", values.iloc[cut:])):
             for start in range(0, len(block) - MOCAP_SEGMENT + 1, MOCAP_SEGMENT):
@@ -295,10 +304,11 @@ MOCAP_EPOCHS = {"quick": (8, 8), "full": (50, 50)}  # LatentSDE, LatentODE
 def mocap_forecast(context: Context) -> list[Record]:
     _quiet()
     name = "mocap_forecast"
-    path = Path(os.environ.get(MOCAP_PATH_VARIABLE, DEFAULT_MOCAP))
-    if not (path / "mocap6_tidy.csv").exists():
-        return [Record(name, f"skipped: no mocap6_tidy.csv in {path} (set {MOCAP_PATH_VARIABLE})", float("nan"), "")]
-    table, channels = load_mocap6(path)
+    loaded = load_mocap6()
+    if loaded is None:
+        reason = f"skipped: no mocap6.mat (set {MOCAP_PATH_VARIABLE} to a folder holding it, or allow the download)"
+        return [Record(name, reason, float("nan"), "")]
+    table, channels = loaded
     train, test = mocap_segments(table, channels)
     history = test[test["time"] < (MOCAP_CONDITION - 0.5) * 0.1].reset_index(drop=True)
     future = test[test["time"] >= (MOCAP_CONDITION - 0.5) * 0.1].reset_index(drop=True)

@@ -20,6 +20,7 @@ from ._stochastic import make_geometric_brownian_motion, make_ou_process, make_s
 # --- real data (load_*, fetch_*) ---
 from ._activity import fetch_person_activity
 from ._fetch import ChecksumError, DatasetNotFoundError, DownloadError, UnsafeArchiveError, get_data_home
+from ._mocap import fetch_mocap6
 from ._physionet import fetch_physionet2012
 from ._real import fetch_real_pendulum, load_lynx_hare
 
@@ -48,6 +49,7 @@ __all__ = [
     "DatasetNotFoundError",
     "DownloadError",
     "UnsafeArchiveError",
+    "fetch_mocap6",
     "fetch_person_activity",
     "fetch_physionet2012",
     "fetch_real_pendulum",

@@ -17,6 +17,7 @@ from dynlearn.datasets import (
     DatasetNotFoundError,
     DownloadError,
     UnsafeArchiveError,
+    fetch_mocap6,
     fetch_person_activity,
     fetch_physionet2012,
     fetch_real_pendulum,
@@ -24,6 +25,7 @@ from dynlearn.datasets import (
 )
 from dynlearn.datasets import _activity, _physionet
 from dynlearn.datasets._fetch import RemoteFile, extract_archive, fetch_archive, fetch_file
+from dynlearn.datasets._mocap import MOCAP6_FILE
 from dynlearn.datasets._real import PENDULUM_ARCHIVE
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -162,7 +164,7 @@ def test_download_if_missing_false_raises_a_clear_error(monkeypatch, cache):
 
 def test_fetchers_pass_download_if_missing_through(monkeypatch, cache):
     server = serve(monkeypatch, {})
-    for fetch in (fetch_real_pendulum, fetch_person_activity, fetch_physionet2012):
+    for fetch in (fetch_real_pendulum, fetch_person_activity, fetch_physionet2012, fetch_mocap6):
         with pytest.raises(DatasetNotFoundError):
             fetch(data_home=cache, download_if_missing=False)
     assert server.requests == []
@@ -201,6 +203,17 @@ def test_pendulum_download_matches_the_pinned_hash_and_uses_the_env_cache(monkey
     assert (tmp_path / "env_cache" / "lipson_pendulum" / "invar_datasets.zip").read_bytes() == archive
     assert first.frame.equals(second.frame) and first.frame.shape == (556, 4)
     check_series(first.frame)
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "cmu_mocap6").is_dir(), reason="shared real data folder is absent")
+def test_mocap6_download_matches_the_pinned_hash(monkeypatch, cache):
+    original = (SHARED_DATA / "cmu_mocap6" / "mocap6.mat").read_bytes()
+    server = serve(monkeypatch, {MOCAP6_FILE.url: original})
+    first = fetch_mocap6(data_home=cache)
+    second = fetch_mocap6(data_home=cache, download_if_missing=False)
+    assert server.requests == [MOCAP6_FILE.url]
+    assert (cache / "cmu_mocap6" / "mocap6.mat").read_bytes() == original
+    assert first.frame.equals(second.frame) and first.frame.shape == (2058, 14)
 
 
 # ------------------------------------------------------------------ archives
