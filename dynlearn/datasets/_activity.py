@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import Bunch
 
-from ..exceptions import InputError, describe_problem, input_error
-from ._fetch import DatasetNotFoundError, PathLike, RemoteFile, fetch_file, get_data_home, local_path
+from ..exceptions import InputError, input_error
+from ._fetch import PathLike, RemoteFile, fetch_file, file_in_folder, get_data_home, local_path
 from ._real import read_description
 
 # Tag id -> where it was worn, in the order of the UCI description.
@@ -109,17 +109,7 @@ def fetch_person_activity(
 
 
 def _read_rows(source: Path) -> pd.DataFrame:
-    if source.is_dir():
-        if not (source / ACTIVITY_FILE.filename).is_file():
-            raise DatasetNotFoundError(
-                describe_problem(
-                    "path",
-                    f"a folder holding {ACTIVITY_FILE.filename}",
-                    f"{str(source)!r} without it",
-                    "Pass the file itself, or leave path=None to download it.",
-                )
-            )
-        source = source / ACTIVITY_FILE.filename
+    source = file_in_folder(source, ACTIVITY_FILE.filename)
     if zipfile.is_zipfile(source):
         with zipfile.ZipFile(source) as archive:
             members = [n for n in archive.namelist() if PurePosixPath(n).name == ACTIVITY_FILE.filename]

@@ -130,6 +130,22 @@ def local_path(path: PathLike) -> Path:
     return candidate
 
 
+def file_in_folder(source: Path, filename: str) -> Path:
+    """``source`` itself, or its ``filename`` when it is a folder; :class:`DatasetNotFoundError` if that is absent."""
+    if not source.is_dir():
+        return source
+    if not (source / filename).is_file():
+        raise DatasetNotFoundError(
+            describe_problem(
+                "path",
+                f"a folder holding {filename}",
+                f"{str(source)!r} without it",
+                "Pass the file itself, or leave path=None to download it.",
+            )
+        )
+    return source / filename
+
+
 def fetch_file(remote: RemoteFile, data_home: PathLike, download_if_missing: bool = True) -> Path:
     """Path of ``remote`` in the folder ``data_home``, downloading it the first time.
 

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import Bunch
 
-from ..exceptions import describe_problem, input_error
-from ._fetch import DatasetNotFoundError, PathLike, RemoteFile, fetch_file, get_data_home, local_path
+from ..exceptions import input_error
+from ._fetch import PathLike, RemoteFile, fetch_file, file_in_folder, get_data_home, local_path
 from ._real import read_description
 
 # The MATLAB file of github.com/michaelchughes/mocap6dataset; the URL pins the
@@ -73,18 +73,7 @@ def fetch_mocap6(
     if path is None:
         source = fetch_file(MOCAP6_FILE, get_data_home(data_home) / "cmu_mocap6", download_if_missing)
     else:
-        source = local_path(path)
-        if source.is_dir():
-            if not (source / MOCAP6_FILE.filename).is_file():
-                raise DatasetNotFoundError(
-                    describe_problem(
-                        "path",
-                        f"a folder holding {MOCAP6_FILE.filename}",
-                        f"{str(source)!r} without it",
-                        "Pass the file itself, or leave path=None to download it.",
-                    )
-                )
-            source = source / MOCAP6_FILE.filename
+        source = file_in_folder(local_path(path), MOCAP6_FILE.filename)
     frame, target, channels, actions = _mocap6_tables(_read_mat(source), source)
     return Bunch(
         frame=frame,
