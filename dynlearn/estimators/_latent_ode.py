@@ -104,11 +104,13 @@ class _LatentODEModel(nn.Module):
     def decode(self, z0: torch.Tensor, times: torch.Tensor, solve: dict[str, Any]) -> torch.Tensor:
         """Observations ``(n, n_times - 1, n_features)`` at ``times[:, 1:]``; ``z0`` is the state at ``times[:, 0]``.
 
-        Every series runs on its own clock (:func:`solve_ode_irregular`).
-        When all series of the batch share one clock that never goes back
-        before its start (the toy benchmarks, shared query times), the same
-        problem is solved on that clock with :func:`solve_ode`, whose
-        adaptive steps need not end on every output time.
+        Every series runs on its own clock (:func:`solve_ode_irregular`;
+        the latent field is autonomous, so with dopri5 the series are
+        shifted to start together and share one solve whose steps need not
+        end on any output time). When all series of the batch share one
+        clock that never goes back before its start (the toy benchmarks,
+        shared query times), the problem is solved on that clock with
+        :func:`solve_ode`.
         """
         field = _PlainField(self.field)
         shared = times[0]
@@ -120,7 +122,7 @@ class _LatentODEModel(nn.Module):
                 else:
                     path = solve_ode(field, z0, grid, **solve).movedim(0, 1)[:, position]
                 return self.decoder(path[:, 1:])
-        path = solve_ode_irregular(field, z0, times, **solve)
+        path = solve_ode_irregular(field, z0, times, autonomous=True, **solve)
         return self.decoder(path[:, 1:])
 
 

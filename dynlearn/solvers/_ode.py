@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -218,6 +219,7 @@ def solve_ode_irregular(
     max_num_steps: int = DEFAULT_MAX_NUM_STEPS,
     adjoint_params: tuple[torch.Tensor, ...] | None = None,
     stats: SolverStats | None = None,
+    autonomous: bool = False,
 ) -> torch.Tensor:
     """Integrate a batch where every series has its own output times.
 
@@ -230,6 +232,17 @@ def solve_ode_irregular(
     ``func(t, y)`` receives ``t`` of shape (batch,): each series' own time.
     For fixed-step methods ``options["step_size"]`` bounds the step in real
     time; the default takes one step per segment (a ResNet-like unrolling).
+
+    ``autonomous=True`` declares that ``func`` does not depend on ``t``.
+    Then, for the adaptive Runge–Kutta methods whose interpolant keeps their
+    accuracy (``dopri5``, ``adaptive_heun``, ``fehlberg2``) without the
+    adjoint, and when every series' times are non-decreasing, each series is
+    shifted to start at 0 and the batch takes one solve on that shared clock:
+    its steps follow the dynamics, and each series' outputs are interpolated
+    within the steps that contain them, row by row. The segment clock must
+    instead end a step on every output time of every series (with dopri5 at
+    least six evaluations per segment), which costs far more when series
+    have many times.
 
     Returns
     -------
@@ -246,6 +259,9 @@ def solve_ode_irregular(
     n = times.shape[1]
     if n == 1:
         return y0.unsqueeze(1)
+    times = times.to(y0.device)
+    if autonomous and _shifts_exactly(info, adjoint, times):
+        return _solve_shifted(func, y0, times, info, rtol, atol, options, max_num_steps, stats)
     if info.adaptive:
         s = _adaptive_knots(n, y0.device)
     else:  # fixed grids are built with whole steps per unit (_integer_aligned_grid)
@@ -279,6 +295,48 @@ def solve_ode_irregular(
         return torch.stack(states, dim=1)
     out = _integrate(clock, y0, s, *solve, options, max_num_steps, adjoint_params, stats)
     return out.movedim(0, 1)
+
+
+def _shifts_exactly(info: MethodInfo, adjoint: bool, times: torch.Tensor) -> bool:
+    """Whether :func:`_solve_shifted` applies: see ``autonomous`` in :func:`solve_ode_irregular`."""
+    return (
+        _TORCHDIFFEQ_SOLVERS is not None
+        and info.adaptive
+        and not info.multistep
+        and info.name not in _STEP_TO_OUTPUTS
+        and not adjoint
+        and bool((times.diff(dim=1) >= 0).all())
+    )
+
+
+def _solve_shifted(
+    func: Callable,
+    y0: torch.Tensor,
+    times: torch.Tensor,
+    info: MethodInfo,
+    rtol: float,
+    atol: float,
+    options: dict[str, Any] | None,
+    max_num_steps: int,
+    stats: SolverStats | None,
+) -> torch.Tensor:
+    """Every series on its own clock shifted to start at 0, in one adaptive solve (autonomous ``func``)."""
+    batch, n = times.shape
+    start = times[:, 0]
+    elapsed = (times - start[:, None]).reshape(-1)
+    order = torch.sort(elapsed, stable=True).indices
+    rows = torch.div(order, n, rounding_mode="floor")
+
+    def shifted(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return func(start + t.to(start.dtype), y)
+
+    if not bool(elapsed.max() > 0):
+        return y0.unsqueeze(1).expand(batch, n, *y0.shape[1:])
+    outputs = _integrate(
+        shifted, y0, elapsed[order], info, rtol, atol, False, _with_defaults(info, options), max_num_steps, None,
+        stats, rows=rows,
+    )  # fmt: skip
+    return outputs[torch.argsort(order)].reshape(batch, n, *y0.shape[1:])
 
 
 # ----------------------------------------------------------------- internals
@@ -373,11 +431,13 @@ def _integrate(
     max_num_steps: int,
     adjoint_params: tuple[torch.Tensor, ...] | None,
     stats: SolverStats | None,
+    rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
     # Every output time ends a step, so a solve with many outputs is allowed
     # one step per output on top of the budget: the limit is for stalls, not
-    # for dense output grids.
-    limit = (max_num_steps + len(t)) * info.stages + 2 * info.stages + 2
+    # for dense output grids. (Row by row outputs, see _odeint_stacked, are
+    # interpolated and end no step.)
+    limit = (max_num_steps + (len(t) if rows is None else 1)) * info.stages + 2 * info.stages + 2
     guarded = _GuardedField(func, limit, stats)
     if info.adaptive:
         options.setdefault("max_num_steps", max_num_steps)
@@ -399,7 +459,7 @@ def _integrate(
                 **kwargs,
             )
         elif info.adaptive:
-            solution = _odeint_stacked(guarded, y0, t, **kwargs)
+            solution = _odeint_stacked(guarded, y0, t, rows=rows, **kwargs)
         else:
             solution = odeint(guarded, y0, t, **kwargs)
     except AssertionError as error:
@@ -414,7 +474,9 @@ def _integrate(
     return solution
 
 
-def _odeint_stacked(func: Callable, y0: torch.Tensor, t: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+def _odeint_stacked(
+    func: Callable, y0: torch.Tensor, t: torch.Tensor, *, rows: torch.Tensor | None = None, **kwargs: Any
+) -> torch.Tensor:
     """``torchdiffeq.odeint`` for an adaptive method, with the outputs stacked instead of written into a buffer.
 
     torchdiffeq writes output ``i`` into row ``i`` of a preallocated tensor;
@@ -426,38 +488,58 @@ def _odeint_stacked(func: Callable, y0: torch.Tensor, t: torch.Tensor, **kwargs:
     arithmetic per output as torchdiffeq's (a few operations per step
     instead of per output), then concatenated once: same states, same
     evaluations, O(n_times) backward.
+
+    With ``rows`` (one batch row per time), ``t`` need only be
+    non-decreasing from the start time and output ``i`` is row ``rows[i]``
+    at ``t[i]``: the result has shape ``(len(t), *y0.shape[1:])``. The
+    solver then runs from ``t[0]`` to ``t[-1]`` without ending a step on
+    any output.
     """
     if _TORCHDIFFEQ_SOLVERS is None:  # pragma: no cover
         return odeint(func, y0, t, **kwargs)
-    shapes, func, y0, t, rtol, atol, method, options, _, _ = _torchdiffeq_inputs(
-        func, y0, t, kwargs["rtol"], kwargs["atol"], kwargs["method"], kwargs["options"], None, _TORCHDIFFEQ_SOLVERS
-    )
+    span = t if rows is None else torch.stack([t[0], t[-1]])
+    shapes, func, y0, span, rtol, atol, method, options, _, _ = _torchdiffeq_inputs(
+        func, y0, span, kwargs["rtol"], kwargs["atol"], kwargs["method"], kwargs["options"], None,
+        _TORCHDIFFEQ_SOLVERS,
+    )  # fmt: skip
     solver = _TORCHDIFFEQ_SOLVERS[method](func=func, y0=y0, rtol=rtol, atol=atol, **options)
     if shapes is not None or not isinstance(solver, _RKSolver):  # pragma: no cover - every adaptive method is RK
         return solver.integrate(t)
-    t = t.to(solver.dtype)
-    solver._before_integrate(t)
-    pieces, i = [solver.y0.unsqueeze(0)], 1
-    while i < len(t):
+    # torchdiffeq's input handling negates decreasing times (and the field); rows come non-decreasing.
+    t = (span if rows is None else t).to(solver.dtype)
+    solver._before_integrate(span.to(solver.dtype))
+    at_start = 1 if rows is None else int(torch.searchsorted(t, t[0], right=True))
+    pieces = [solver.y0.unsqueeze(0) if rows is None else solver.y0[rows[:at_start]]]
+    times = t.tolist()
+    i = at_start
+    while i < len(times):
         steps = 0
-        while t[i] > solver.rk_state.t1:
+        while times[i] > float(solver.rk_state.t1.detach()):
             if steps >= solver.max_num_steps:
                 raise AssertionError(f"max_num_steps exceeded ({steps}>={solver.max_num_steps})")
             solver.rk_state = solver._adaptive_step(solver.rk_state)
             steps += 1
-        end = i + 1
-        while end < len(t) and t[end] <= solver.rk_state.t1:
-            end += 1
-        pieces.append(_interpolate(solver.rk_state, t[i:end]).to(solver.y0.dtype))
+        end = bisect.bisect_right(times, float(solver.rk_state.t1.detach()), i)
+        inside = None if rows is None else rows[i:end]
+        pieces.append(_interpolate(solver.rk_state, t[i:end], inside).to(solver.y0.dtype))
         i = end
     return torch.cat(pieces)
 
 
-def _interpolate(state: Any, times: torch.Tensor) -> torch.Tensor:
-    """torchdiffeq's quartic interpolant of one step at several ``times`` at once (the same arithmetic per time)."""
+def _interpolate(state: Any, times: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """torchdiffeq's quartic interpolant of one step at several ``times`` at once (the same arithmetic per time).
+
+    Without ``rows`` every batch row is reported at every time, shape
+    ``(len(times), *state_shape)``; with ``rows``, row ``rows[i]`` at
+    ``times[i]``, shape ``(len(times), *state_shape[1:])``.
+    """
     coefficients = state.interp_coeff
     x = ((times - state.t0) / (state.t1 - state.t0)).to(coefficients[0].dtype)
-    x = x.reshape((-1,) + (1,) * coefficients[0].dim())
+    if rows is not None:
+        coefficients = [coefficient[rows] for coefficient in coefficients]
+        x = x.reshape((-1,) + (1,) * (coefficients[0].dim() - 1))
+    else:
+        x = x.reshape((-1,) + (1,) * coefficients[0].dim())
     total = coefficients[0] + x * coefficients[1]
     power = x
     for coefficient in coefficients[2:]:

@@ -91,6 +91,17 @@ def problem(request: pytest.FixtureRequest) -> KnownProblem:
     return PROBLEMS[request.param]
 
 
+@pytest.fixture(params=["decay", "oscillator"])
+def autonomous_problem(request: pytest.FixtureRequest) -> KnownProblem:
+    """Each problem whose field does not depend on time, in turn."""
+    return PROBLEMS[request.param]
+
+
+@pytest.fixture
+def oscillator() -> KnownProblem:
+    return PROBLEMS["oscillator"]
+
+
 class MLPField(nn.Module):
     """A small time-dependent tanh network ``dy/dt = net(y) * (1 + sin t / 2)``."""
 

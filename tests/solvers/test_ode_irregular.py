@@ -137,3 +137,108 @@ def test_work_grows_with_segments_not_with_batch_size(wide_field):
     # States reach ~10; rtol=1e-5 per step accumulates to ~1e-3 over 19 segments.
     expected = reference[where, torch.arange(n_series)[:, None]]
     assert float((together.double() - expected).abs().max()) < 3e-3
+
+
+# ------------------------------------------------- autonomous fields: one shifted clock
+FORWARD_TIMES = torch.tensor(
+    [
+        [0.0, 0.3, 0.9, 1.7, 2.0, 3.1],
+        [0.5, 1.0, 1.0, 1.4, 2.2, 2.5],  # a repeated time, as padding gives
+        [-1.0, -0.2, 0.0, 0.1, 0.15, 2.0],
+        [2.0, 2.0, 2.0, 2.0, 2.0, 2.0],  # a series that never moves
+    ],
+    dtype=torch.float64,
+)
+
+
+# Outputs inside a step come from the method's interpolant, as in solve_ode; the segment clock ends a step on each.
+SHIFTED = [("dopri5", 1e-9), ("adaptive_heun", 1e-6), ("fehlberg2", 1e-6)]
+
+
+@pytest.mark.parametrize("method, tolerance", SHIFTED, ids=[method for method, _ in SHIFTED])
+def test_autonomous_series_share_a_shifted_clock_as_accurate_as_the_segment_clock(autonomous_problem, method, tolerance):
+    problem, exact = autonomous_problem, _exact(autonomous_problem, FORWARD_TIMES)
+    solve = dict(method=method, rtol=tolerance, atol=tolerance)
+    shifted = solve_ode_irregular(problem.field, problem.y0, FORWARD_TIMES, autonomous=True, **solve)
+    on_segments = solve_ode_irregular(problem.field, problem.y0, FORWARD_TIMES, **solve)
+    assert shifted.shape == on_segments.shape == (4, 6, problem.y0.shape[1])
+    error, segment_error = float((shifted - exact).abs().max()), float((on_segments - exact).abs().max())
+    assert error < 3 * segment_error + 10 * tolerance
+    assert torch.equal(shifted[3], problem.y0[3].expand(6, -1))  # never moves: the start state, exactly
+
+
+def test_shifted_clock_costs_the_dynamics_not_the_outputs(wide_field):
+    """128 series with 20 times each of their own: one solve, far fewer evaluations, the same states."""
+    generator = torch.Generator().manual_seed(1)
+    n_series, n_times = 128, 20
+    y0 = torch.randn(n_series, 8, generator=generator)
+    draws = torch.rand(n_series, n_times - 1, generator=generator).sort(dim=1).values * 5.0
+    times = torch.cat([torch.zeros(n_series, 1), draws], dim=1) + torch.rand(n_series, 1, generator=generator)
+    segment, shifted = SolverStats(), SolverStats()
+    with torch.no_grad():
+        on_segments = solve_ode_irregular(wide_field, y0, times, rtol=1e-5, atol=1e-6, stats=segment)
+        together = solve_ode_irregular(wide_field, y0, times, rtol=1e-5, atol=1e-6, autonomous=True, stats=shifted)
+        exact_field = copy.deepcopy(wide_field).double()
+        reference = solve_ode_irregular(exact_field, y0.double(), times.double(), rtol=1e-10, atol=1e-10)
+    assert shifted.nfe * 3 < segment.nfe  # measured: 56 against 230
+    assert float((together.double() - reference).abs().max()) < 3e-3
+    assert float((on_segments.double() - reference).abs().max()) < 3e-3
+
+
+def test_shifted_clock_gradients_match_the_segment_clock(mlp_field, oscillator):
+    """The time-dependent test field is wrapped to ignore t, so both clocks solve the same problem."""
+
+    def autonomous_field(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return mlp_field.net(y)
+
+    gradients = []
+    for autonomous in (False, True):
+        y0 = oscillator.y0.clone().requires_grad_(True)
+        solution = solve_ode_irregular(
+            autonomous_field, y0, FORWARD_TIMES, rtol=1e-10, atol=1e-12, autonomous=autonomous
+        )
+        weights = torch.arange(1.0, 7.0, dtype=torch.float64)[None, :, None]
+        gradients.append(torch.autograd.grad((solution * weights).sum(), [y0, *mlp_field.parameters()]))
+    for segment, shifted in zip(*gradients):
+        torch.testing.assert_close(shifted, segment, rtol=1e-6, atol=1e-8)
+
+
+def test_shifted_field_still_receives_each_series_own_time():
+    seen = []
+
+    def field(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        seen.append(t.detach().clone())
+        return -y
+
+    solve_ode_irregular(field, torch.ones(4, 1, dtype=torch.float64), FORWARD_TIMES, autonomous=True)
+    seen = torch.stack(seen)
+    elapsed = seen - FORWARD_TIMES[:, 0]
+    assert seen.shape[1:] == (4,) and torch.allclose(elapsed, elapsed[:, :1].expand_as(elapsed))
+    assert float(elapsed.min()) == 0.0
+
+
+@pytest.mark.parametrize(
+    "times, solve",
+    [
+        (FORWARD_TIMES.flip(1), dict(method="dopri5")),  # backwards in time: segment clock
+        (FORWARD_TIMES, dict(method="rk4", options={"step_size": 0.05})),  # fixed steps end on outputs
+        (FORWARD_TIMES, dict(method="bosh3")),  # an interpolant too coarse for its steps
+        (FORWARD_TIMES, dict(method="dopri5", adjoint=True)),
+    ],
+    ids=["backwards", "rk4", "bosh3", "adjoint"],
+)
+def test_autonomous_falls_back_to_the_segment_clock_where_shifting_does_not_apply(oscillator, times, solve):
+    module = _FieldModule(oscillator.field)
+    default = solve_ode_irregular(module, oscillator.y0, times, **solve)
+    declared = solve_ode_irregular(module, oscillator.y0, times, autonomous=True, **solve)
+    assert torch.equal(default, declared)
+
+
+class _FieldModule(torch.nn.Module):
+    def __init__(self, field):
+        super().__init__()
+        self.field = field
+        self.scale = torch.nn.Parameter(torch.ones((), dtype=torch.float64))
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.scale * self.field(t, y)
