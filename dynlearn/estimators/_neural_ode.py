@@ -49,7 +49,8 @@ class _ODEModel(nn.Module):
         return state[..., : self.n_features]
 
     def forward(self, y0: torch.Tensor, times: torch.Tensor, solve: dict[str, Any]) -> torch.Tensor:
-        return solve_ode_irregular(self.field, y0, times, **solve)
+        # A field without a time input lets windows and series share one solve shifted to a common start.
+        return solve_ode_irregular(self.field, y0, times, autonomous=not self.field.time_dependent, **solve)
 
 
 class _NoiseInjected(nn.Module):

@@ -250,7 +250,8 @@ def test_instrument_counts_steps_and_forward_and_backward_evaluations():
     assert direct.iterations == adjoint.iterations == 6
     assert direct.nfe_forward > 0 and direct.nfe_backward == 0
     assert adjoint.nfe_backward > 0
-    assert direct.graph_bytes > 10 * adjoint.graph_bytes > 0
+    # Direct backpropagation keeps every step's activations (20 evaluations per iteration here), the adjoint none.
+    assert direct.graph_bytes > 5 * adjoint.graph_bytes > 0
 
 
 def test_direct_backpropagation_memory_grows_with_steps_and_the_adjoint_does_not():
