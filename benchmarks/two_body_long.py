@@ -1,7 +1,7 @@
 """One seed of HNN Table 1's two-body task at the published 10,000 full-batch steps.
 
 The full ``hnn_table1`` run stops at 1,000 steps (a 10,000-step fit takes
-about 35 minutes on two cores). This runs the HamiltonianNN alone, seed 0,
+about 15 minutes on one core). This runs the HamiltonianNN alone, seed 0,
 at the published budget and prints its figures (raw units) as JSON::
 
     OMP_NUM_THREADS=1 python benchmarks/two_body_long.py
