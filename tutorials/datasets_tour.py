@@ -15,7 +15,8 @@
 # current folder. `DYNLEARN_TUTORIAL_FAST=1` makes every dataset small.
 # PhysioNet 2012 set A (4000 ICU stays) is downloaded on first use; set
 # `DYNLEARN_PHYSIONET_PATH` to a local folder in the original layout (`set-a/`
-# with `Outcomes-a.txt` beside it) to read that instead.
+# with `Outcomes-a.txt` beside it) to read that instead; likewise the CMU
+# motion capture file `mocap6.mat` (383 KB) and `DYNLEARN_MOCAP6_PATH`.
 
 # %%
 import os
@@ -28,6 +29,7 @@ import numpy as np
 
 from dynlearn.datasets import (
     catalogue,
+    fetch_mocap6,
     fetch_physionet2012,
     load_lynx_hare,
     make_double_pendulum,
@@ -143,3 +145,28 @@ for ax, variable in zip(axes, ["HR", "MAP", "Temp"]):
     ax.set(title=f"stay {stay['series_id'].iloc[0]}: {variable}", xlabel="hours since admission")
 fig.tight_layout()
 fig.savefig("tour_physionet.png", dpi=100)
+
+# %% [markdown]
+# ## Real motion: CMU motion capture
+# Two people doing exercises, 12 joint channels at 10 frames per second, each
+# frame labelled with the exercise. One long frame again, with the labels in
+# `target`, row for row.
+
+# %%
+mocap = fetch_mocap6(path=os.environ.get("DYNLEARN_MOCAP6_PATH"))
+motion = mocap.frame
+print(f"mocap6: {motion['series_id'].nunique()} sequences, {len(motion)} frames, "
+      f"{len(mocap.feature_names)} channels, actions: {', '.join(mocap.action_names[:4])}, ...")
+first = motion["series_id"] == motion["series_id"].iloc[0]
+fig, ax = plt.subplots(figsize=(12, 3.5))
+for channel in ["rhumerus.rz", "lhumerus.rz", "rtibia.rx"]:
+    ax.plot(motion.loc[first, "time"], motion.loc[first, channel], lw=1, label=channel)
+actions = mocap.target[first]
+changes = actions.ne(actions.shift())  # the first frame of each exercise
+for start, action in zip(motion.loc[first, "time"][changes], actions[changes]):
+    ax.axvline(start, color="grey", lw=0.5)
+    ax.text(start, ax.get_ylim()[1], action, fontsize=7, va="top")
+ax.set(title=f"sequence {motion['series_id'].iloc[0]}", xlabel="seconds", ylabel="degrees")
+ax.legend(loc="lower right", fontsize=8)
+fig.tight_layout()
+fig.savefig("tour_mocap.png", dpi=100)

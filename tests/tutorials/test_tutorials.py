@@ -16,6 +16,7 @@ TUTORIALS = ROOT / "tutorials"
 SHARED_DATA = ROOT.parent / "shared" / "data"  # the project's measured data, beside the checkout
 PHYSIONET = SHARED_DATA / "physionet2012_seta_slice"
 PENDULUM = SHARED_DATA / "lipson_pendulum_real"
+MOCAP = SHARED_DATA / "cmu_mocap6"
 
 
 @pytest.fixture
@@ -26,13 +27,15 @@ def fast_mode(tmp_path, monkeypatch):
     return tmp_path
 
 
-@pytest.mark.skipif(not PHYSIONET.exists(), reason="needs the PhysioNet slice of the project's shared data")
+@pytest.mark.skipif(not (PHYSIONET.exists() and MOCAP.exists()), reason="needs the project's shared data")
 def test_datasets_tour(fast_mode, monkeypatch):
     monkeypatch.setenv("DYNLEARN_PHYSIONET_PATH", str(PHYSIONET))
+    monkeypatch.setenv("DYNLEARN_MOCAP6_PATH", str(MOCAP))
     namespace = runpy.run_path(str(TUTORIALS / "datasets_tour.py"), run_name="__main__")
     assert namespace["drift"] < 1e-6
     assert namespace["icu"]["series_id"].nunique() == 400
-    for figure in ("conservative", "predator_prey", "stochastic_chaotic", "physionet"):
+    assert namespace["motion"].shape == (2058, 14)
+    for figure in ("conservative", "predator_prey", "stochastic_chaotic", "physionet", "mocap"):
         assert (fast_mode / f"tour_{figure}.png").stat().st_size > 10_000
 
 
