@@ -12,7 +12,7 @@ import pandas as pd
 from sklearn.utils import Bunch
 
 from ..exceptions import InputError, input_error
-from ._fetch import PathLike, RemoteFile, fetch_file, file_in_folder, get_data_home, local_path
+from ._fetch import PathLike, RemoteFile, dataset_source, file_in_folder
 from ._real import read_description
 
 # Tag id -> where it was worn, in the order of the UCI description.
@@ -93,10 +93,7 @@ def fetch_person_activity(
     >>> data.frame.series_id.nunique()  # doctest: +SKIP
     25
     """
-    if path is None:
-        source = fetch_file(ACTIVITY_FILE, get_data_home(data_home) / "person_activity", download_if_missing)
-    else:
-        source = local_path(path)
+    source = dataset_source(ACTIVITY_FILE, "person_activity", data_home, download_if_missing, path)
     rows = _read_rows(source)
     frame, target = _activity_frame(rows, source)
     return Bunch(

@@ -130,6 +130,15 @@ def local_path(path: PathLike) -> Path:
     return candidate
 
 
+def dataset_source(
+    remote: RemoteFile, folder: str, data_home: PathLike | None, download_if_missing: bool, path: PathLike | None
+) -> Path:
+    """The user's ``path`` when given, else ``remote`` downloaded once into ``folder`` of the data home."""
+    if path is not None:
+        return local_path(path)
+    return fetch_file(remote, get_data_home(data_home) / folder, download_if_missing)
+
+
 def file_in_folder(source: Path, filename: str) -> Path:
     """``source`` itself, or its ``filename`` when it is a folder; :class:`DatasetNotFoundError` if that is absent."""
     if not source.is_dir():

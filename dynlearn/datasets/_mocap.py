@@ -10,7 +10,7 @@ import pandas as pd
 from sklearn.utils import Bunch
 
 from ..exceptions import input_error
-from ._fetch import PathLike, RemoteFile, fetch_file, file_in_folder, get_data_home, local_path
+from ._fetch import PathLike, RemoteFile, dataset_source, file_in_folder
 from ._real import read_description
 
 # The MATLAB file of github.com/michaelchughes/mocap6dataset; the URL pins the
@@ -70,10 +70,8 @@ def fetch_mocap6(
     >>> fetch_mocap6().frame.shape  # doctest: +SKIP
     (2058, 14)
     """
-    if path is None:
-        source = fetch_file(MOCAP6_FILE, get_data_home(data_home) / "cmu_mocap6", download_if_missing)
-    else:
-        source = file_in_folder(local_path(path), MOCAP6_FILE.filename)
+    source = dataset_source(MOCAP6_FILE, "cmu_mocap6", data_home, download_if_missing, path)
+    source = file_in_folder(source, MOCAP6_FILE.filename)
     frame, target, channels, actions = _mocap6_tables(_read_mat(source), source)
     return Bunch(
         frame=frame,

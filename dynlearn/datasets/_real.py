@@ -12,7 +12,7 @@ import pandas as pd
 from sklearn.utils import Bunch
 
 from ..exceptions import describe_problem, input_error
-from ._fetch import DatasetNotFoundError, PathLike, RemoteFile, fetch_file, get_data_home, local_path
+from ._fetch import DatasetNotFoundError, PathLike, RemoteFile, dataset_source
 
 LYNX_HARE_FILE = "hudson-bay-lynx-hare.csv"
 
@@ -113,10 +113,7 @@ def fetch_real_pendulum(
     >>> fetch_real_pendulum().frame.shape  # doctest: +SKIP
     (556, 4)
     """
-    if path is None:
-        source = fetch_file(PENDULUM_ARCHIVE, get_data_home(data_home) / "lipson_pendulum", download_if_missing)
-    else:
-        source = local_path(path)
+    source = dataset_source(PENDULUM_ARCHIVE, "lipson_pendulum", data_home, download_if_missing, path)
     frame = _pendulum_frame(_pendulum_text(source), source)
     return Bunch(frame=frame, feature_names=["q", "p"], description=read_description("real_pendulum"))
 
