@@ -83,9 +83,15 @@ def test_matches_the_union_of_times_formulation(problem):
     torch.testing.assert_close(irregular, picked, rtol=1e-7, atol=1e-8)
 
 
-def test_states_with_extra_axes_keep_their_shape(irregular_times):
+@pytest.mark.parametrize("forward_only", [False, True], ids=["segment_clock", "shifted_clock"])
+def test_states_with_extra_axes_keep_their_shape(irregular_times, forward_only):
+    # The third series runs backwards; dropping it leaves times the shifted clock takes (autonomous=True).
+    if forward_only:
+        irregular_times = irregular_times[[0, 1, 3, 3]]
     y0 = torch.arange(24, dtype=torch.float64).reshape(4, 2, 3) / 10
-    solution = solve_ode_irregular(lambda t, y: -y, y0, irregular_times, rtol=1e-10, atol=1e-10)
+    solution = solve_ode_irregular(
+        lambda t, y: -y, y0, irregular_times, rtol=1e-10, atol=1e-10, autonomous=forward_only
+    )
     gaps = irregular_times - irregular_times[:, :1]
     expected = y0[:, None] * torch.exp(-gaps)[..., None, None]
     assert solution.shape == (4, 6, 2, 3)
