@@ -89,7 +89,7 @@ def _read_mat(source: Path) -> dict[str, Any]:
 
     try:
         return loadmat(source, squeeze_me=True, struct_as_record=False)
-    except (MatReadError, ValueError, TypeError, OSError, NotImplementedError) as error:
+    except (MatReadError, ValueError, OSError, NotImplementedError) as error:  # v7.3 (HDF5) files: NotImplementedError
         raise input_error(
             "path",
             f"the MATLAB file {MOCAP6_FILE.filename} of the mocap6 dataset",

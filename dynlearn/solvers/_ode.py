@@ -324,14 +324,14 @@ def _solve_shifted(
     batch, n = times.shape
     start = times[:, 0]
     elapsed = (times - start[:, None]).reshape(-1)
+    if not bool(elapsed.max() > 0):  # nothing moves: every output is the start state
+        return y0.unsqueeze(1).repeat(1, n, *([1] * (y0.dim() - 1)))
     order = torch.sort(elapsed, stable=True).indices
     rows = torch.div(order, n, rounding_mode="floor")
 
     def shifted(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return func(start + t.to(start.dtype), y)
 
-    if not bool(elapsed.max() > 0):
-        return y0.unsqueeze(1).expand(batch, n, *y0.shape[1:])
     outputs = _integrate(
         shifted, y0, elapsed[order], info, rtol, atol, False, _with_defaults(info, options), max_num_steps, None,
         stats, rows=rows,
@@ -504,6 +504,8 @@ def _odeint_stacked(
     )  # fmt: skip
     solver = _TORCHDIFFEQ_SOLVERS[method](func=func, y0=y0, rtol=rtol, atol=atol, **options)
     if shapes is not None or not isinstance(solver, _RKSolver):  # pragma: no cover - every adaptive method is RK
+        if rows is not None:
+            raise RuntimeError(f"row-by-row outputs need a Runge-Kutta solver with an interpolant, not {method}")
         return solver.integrate(t)
     # torchdiffeq's input handling negates decreasing times (and the field); rows come non-decreasing.
     t = (span if rows is None else t).to(solver.dtype)
@@ -512,14 +514,16 @@ def _odeint_stacked(
     pieces = [solver.y0.unsqueeze(0) if rows is None else solver.y0[rows[:at_start]]]
     times = t.tolist()
     i = at_start
+    step_end = float(solver.rk_state.t1.detach())
     while i < len(times):
         steps = 0
-        while times[i] > float(solver.rk_state.t1.detach()):
+        while times[i] > step_end:
             if steps >= solver.max_num_steps:
                 raise AssertionError(f"max_num_steps exceeded ({steps}>={solver.max_num_steps})")
             solver.rk_state = solver._adaptive_step(solver.rk_state)
+            step_end = float(solver.rk_state.t1.detach())
             steps += 1
-        end = bisect.bisect_right(times, float(solver.rk_state.t1.detach()), i)
+        end = bisect.bisect_right(times, step_end, i)
         inside = None if rows is None else rows[i:end]
         pieces.append(_interpolate(solver.rk_state, t[i:end], inside).to(solver.y0.dtype))
         i = end
