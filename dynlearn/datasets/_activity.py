@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import warnings
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -117,7 +118,11 @@ def _read_rows(source: Path) -> pd.DataFrame:
                     f"{str(source)!r} with members {archive.namelist()[:10]}",
                     "Pass the UCI download, or the text file itself.",
                 )
-            return _parse(io.BytesIO(archive.read(members[0])), source)
+            try:
+                data = archive.read(members[0])
+            except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+                raise _format_error(source, f"a damaged zip ({type(error).__name__}: {error})") from None
+            return _parse(io.BytesIO(data), source)
     return _parse(source, source)
 
 

@@ -166,7 +166,7 @@ def _load(records: Path, outcomes: Path, quantization: float | None) -> Bunch:
     )
     static.columns.name = None
     frame = _time_series_frame(rows.drop(index=descriptors.index), records, quantization)
-    outcome_table = pd.read_csv(outcomes, index_col="RecordID").reindex(static.index)
+    outcome_table = _read_outcomes(outcomes).reindex(static.index)
     return Bunch(
         frame=frame,
         static=static,
@@ -200,12 +200,32 @@ def _read_records(files: list[Path], records: Path) -> pd.DataFrame:
     # ':' appears only in the HH:MM times, so making it a field separator lets
     # the C parser split hours from minutes: no per-row string work.
     text = b"".join(chunks).replace(b":", b",")
-    return pd.read_csv(
-        io.BytesIO(text),
-        header=None,
-        names=["hours", "minutes", "parameter", "value"],
-        dtype={"hours": np.int64, "minutes": np.int64, "parameter": str, "value": np.float64},
-    )
+    try:
+        return pd.read_csv(
+            io.BytesIO(text),
+            header=None,
+            names=["hours", "minutes", "parameter", "value"],
+            dtype={"hours": np.int64, "minutes": np.int64, "parameter": str, "value": np.float64},
+        )
+    except ValueError as error:  # also UnicodeDecodeError: damaged bytes after a valid start
+        raise input_error(
+            f"record files in {str(records)!r}",
+            "lines 'HH:MM,Parameter,Value' of UTF-8 text after each header",
+            f"a line that is not ({type(error).__name__}: {error})",
+            "Pass the record files as distributed.",
+        ) from None
+
+
+def _read_outcomes(outcomes: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(outcomes, index_col="RecordID")
+    except ValueError as error:  # also UnicodeDecodeError, and a missing RecordID column
+        raise input_error(
+            f"outcomes file {str(outcomes)!r}",
+            "comma-separated UTF-8 text with a header starting 'RecordID'",
+            f"a file that is not ({type(error).__name__}: {error})",
+            "Pass the outcomes file as distributed.",
+        ) from None
 
 
 def _descriptor_rows(rows: pd.DataFrame) -> pd.DataFrame:

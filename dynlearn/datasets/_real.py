@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+import zlib
 from importlib.resources import files
 from pathlib import Path
 
@@ -131,18 +132,25 @@ def _pendulum_text(source: Path) -> str:
                 "Pass the file itself, or leave path=None to download it.",
             )
         )
-    if not zipfile.is_zipfile(source):
-        return source.read_text(encoding="ascii")
-    with zipfile.ZipFile(source) as archive:
-        try:
+    try:
+        if not zipfile.is_zipfile(source):
+            return source.read_bytes().decode("ascii")
+        with zipfile.ZipFile(source) as archive:
+            if PENDULUM_MEMBER not in archive.namelist():
+                raise input_error(
+                    "path",
+                    f"a zip holding {PENDULUM_MEMBER}",
+                    f"{str(source)!r} with members {archive.namelist()[:10]}",
+                    f"Pass the original {PENDULUM_ARCHIVE.filename}.",
+                )
             return archive.read(PENDULUM_MEMBER).decode("ascii")
-        except KeyError:
-            raise input_error(
-                "path",
-                f"a zip holding {PENDULUM_MEMBER}",
-                f"{str(source)!r} with members {archive.namelist()[:10]}",
-                f"Pass the original {PENDULUM_ARCHIVE.filename}.",
-            ) from None
+    except (UnicodeDecodeError, zipfile.BadZipFile, zlib.error, EOFError) as error:
+        raise input_error(
+            "path",
+            f"{PENDULUM_ARCHIVE.filename} or {PENDULUM_MEMBER}: ASCII text, zipped or not",
+            f"{str(source)!r}, which is damaged or another file ({type(error).__name__}: {error})",
+            f"Pass the original {PENDULUM_ARCHIVE.filename}, or leave path=None to download it.",
+        ) from None
 
 
 def _pendulum_frame(text: str, source: Path) -> pd.DataFrame:
