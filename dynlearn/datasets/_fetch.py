@@ -377,7 +377,10 @@ def _download(remote: RemoteFile, target: Path) -> str:
     """Stream ``remote.url`` into a temporary file beside ``target``; rename it once verified; its sha256."""
     algorithm, expected = remote.checksum
     digests = {name: hashlib.new(name) for name in {algorithm, "sha256"}}
-    handle, temporary = _create_temporary(target, ".part")
+    try:
+        handle, temporary = _create_temporary(target, ".part")
+    except OSError as error:
+        raise _disk_error(remote, target, error) from error
     try:
         try:
             _stream(remote, target, handle, digests)
@@ -438,7 +441,7 @@ def _network_error(remote: RemoteFile, target: Path, error: BaseException) -> Do
 def _disk_error(remote: RemoteFile, target: Path, error: OSError) -> DownloadError:
     return DownloadError(
         f"Writing {remote.filename} into {str(target.parent)!r} failed ({type(error).__name__}: {error}); "
-        "the partial file was removed. Free some space (or fix the folder's permissions) and try again, "
+        "nothing was kept there. Free some space (or fix the folder's permissions) and try again, "
         "or pass another data_home."
     )
 

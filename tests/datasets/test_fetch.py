@@ -628,6 +628,9 @@ def test_two_processes_fetching_the_same_archive_both_succeed(monkeypatch, tmp_p
         child.start()
     for child in children:
         child.join(60)
+        if child.is_alive():  # hung on the lock: stop it so the failure is reported, not the hang
+            child.terminate()
+    assert [child.exitcode for child in children] == [0, 0]
     outcomes = [json.loads((work / f"r{i}").read_text()) for i in range(2)]
     expected = {name.removeprefix("set-a/"): sha256(data) for name, data in records.items()}
     assert outcomes == [{"ok": expected}] * 2
