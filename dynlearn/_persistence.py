@@ -185,7 +185,7 @@ def load(path: str | os.PathLike) -> Any:
         weights = archive.read(WEIGHTS_ENTRY) if WEIGHTS_ENTRY in names else None
     except zipfile.BadZipFile as error:
         what = "a pickle (a model saved by an older dynlearn with pickle)" if content[:1] == b"\x80" else (
-            "a damaged or truncated archive" if content[:2] == b"PK" else "not a zip archive"
+            "a damaged or truncated archive" if content[:2] == b"PK" else "a file that is not a zip archive"
         )
         raise _not_a_model_file(path, what) from error
     except (EOFError, zlib.error, UnicodeDecodeError, json.JSONDecodeError) as error:
