@@ -1,45 +1,101 @@
-"""Command line: ``dynlearn demo``, ``fit``, ``predict``, ``datasets`` and ``bench``."""
+"""Command line: ``dynlearn demo``, ``fit``, ``predict``, ``datasets`` and ``bench``.
+
+Nothing heavy is imported at module level: ``dynlearn --help`` and
+``--version`` answer without loading torch, pandas or scikit-learn, and each
+command imports what it needs when it runs.
+"""
 
 from __future__ import annotations
 
 import argparse
 import ast
-import pickle
+import difflib
 import sys
 import time
+import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, Sequence
 
-import numpy as np
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
-MODELS = {"neuralode": "NeuralODE"}
+# Command-line name -> public estimator. Classifiers read each series' label from --label-column.
+MODELS = {
+    "neuralode": "NeuralODE",
+    "neuralsde": "NeuralSDE",
+    "odernn": "ODERNN",
+    "latentode": "LatentODE",
+    "latentsde": "LatentSDE",
+    "hamiltoniannn": "HamiltonianNN",
+    "lagrangiannn": "LagrangianNN",
+    "odernnclassifier": "ODERNNClassifier",
+    "latentodeclassifier": "LatentODEClassifier",
+}
+DEFAULT_ID_COLUMN = "series_id"  # dynlearn.data.ID_COLUMN, spelled here so that --help imports nothing
+DEFAULT_TIME_COLUMN = "time"  # dynlearn.data.TIME_COLUMN
+PICKLE_MAGIC = b"\x80"  # the PROTO opcode that starts every pickle of protocol 2 or later
+_LITERAL_HINTS = {"true": "True", "false": "False", "none": "None", "null": "None"}
+
+
+class CommandError(ValueError):
+    """A bad invocation, reported as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line (the usage itself is under --help)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see '{self.prog} --help')\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``dynlearn`` command and ``python -m dynlearn``."""
+    """Entry point of the ``dynlearn`` command and ``python -m dynlearn``.
+
+    Every error is one line on standard error with a non-zero exit status;
+    ``--traceback`` shows the full traceback instead.
+    """
     parser = _parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "run"):
         parser.print_help()
         return 0
-    try:
-        return args.run(args)
-    except (ValueError, RuntimeError, OSError, ImportError) as error:
-        print(f"dynlearn {args.command}: error: {error}", file=sys.stderr)
-        return 1
+    command = " ".join(p for p in ("dynlearn", args.command, getattr(args, "action", None)) if p)
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda message, category, *_, **__: print(
+            f"{command}: {category.__name__}: {' '.join(str(message).split())}", file=sys.stderr
+        )
+        try:
+            return args.run(args)
+        except KeyboardInterrupt:
+            print(f"{command}: interrupted", file=sys.stderr)
+            return 130
+        except Exception as error:  # noqa: BLE001 - the command line reports every failure as one line
+            if args.traceback:
+                raise
+            print(f"{command}: error: {_one_line(error)}", file=sys.stderr)
+            return 1
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    if isinstance(error, (ValueError, OSError, ImportError)) or not text:
+        return text or type(error).__name__
+    # Not a user-input error: name its type, which is what a bug report needs.
+    return f"{type(error).__name__}: {text} (rerun with --traceback for details)"
 
 
 def _parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dynlearn",
         description="Learn dynamical systems from time series. Data files are long tables "
-        "(CSV or Parquet) with columns series_id, time and one column per variable.",
+        "(CSV or Parquet) with a series id column, a time column and one column per variable "
+        f"(by default named {DEFAULT_ID_COLUMN} and {DEFAULT_TIME_COLUMN}).",
     )
     parser.add_argument("--version", action="version", version=f"dynlearn {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--traceback", action="store_true", help="show the full traceback of an error (before the command: dynlearn --traceback fit ...)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     demo = commands.add_parser(
         "demo",
@@ -53,31 +109,48 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", default="cpu", help="'cpu', 'cuda', 'cuda:1' or 'auto' (default cpu)")
     demo.set_defaults(run=_demo)
 
-    fit = commands.add_parser("fit", help="fit a model on a CSV/Parquet long table and save it",
-                              description="Fit an estimator on a long table and pickle it.")
-    fit.add_argument("data", help="CSV or Parquet file with series_id, time and variable columns")
-    fit.add_argument("--model", choices=sorted(MODELS), default="neuralode", help="which estimator (default neuralode)")
-    fit.add_argument("--out", default="model.pkl", help="where to save the fitted model (default model.pkl)")
+    fit = commands.add_parser(
+        "fit", help="fit a model on a CSV/Parquet long table and save it",
+        description="Fit an estimator on a long table and save it as a model file (a zip of JSON and tensors "
+        "that loads without running code; see dynlearn.load).",
+    )
+    fit.add_argument("data", help="CSV or Parquet file with a series id, a time and variable columns")
+    fit.add_argument("--model", choices=list(MODELS), default="neuralode", metavar="MODEL",
+                     help=f"which estimator: {', '.join(MODELS)} (default neuralode)")
+    fit.add_argument("--out", default="model.dlm", help="where to save the fitted model (default model.dlm)")
     fit.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                     help="an estimator parameter, e.g. --param max_epochs=50 (repeatable)")
+                     help="an estimator parameter as a Python literal, e.g. --param max_epochs=50 or "
+                     "--param hidden_layer_sizes=(32,32) (repeatable)")
+    _add_column_options(fit)
+    fit.add_argument("--label-column", metavar="NAME",
+                     help="classifiers only: the column holding each series' label (one value per series)")
     fit.set_defaults(run=_fit)
 
-    predict = commands.add_parser("predict", help="forecast with a saved model from a table of histories",
-                                  description="Condition a saved model on each series' history and "
-                                  "write predictions at the requested times as a long table.")
-    predict.add_argument("model", help="a model saved by 'dynlearn fit'")
-    predict.add_argument("data", help="CSV or Parquet histories (series_id, time, variables)")
-    when = predict.add_mutually_exclusive_group(required=True)
-    when.add_argument("--times", help="comma-separated query times shared by all series, e.g. 8,9,10")
-    when.add_argument("--horizon", type=float, help="forecast this far past each series' last time")
+    predict = commands.add_parser(
+        "predict", help="forecast with a saved model from a table of histories",
+        description="Condition a saved model on each series' history and write predictions at the requested "
+        "times as a long table (classifiers: one predicted label per series).",
+    )
+    predict.add_argument("model", help="a model file saved by 'dynlearn fit' or estimator.save")
+    predict.add_argument("data", help="CSV or Parquet histories (series id, time, the model's variables; other "
+                         "columns are ignored)")
+    when = predict.add_mutually_exclusive_group()
+    when.add_argument("--times", help="comma-separated query times shared by all series: numbers (8,9,10) or, for "
+                      "a model fitted on dates, ISO dates (2024-01-08,2024-01-09T12:00)")
+    when.add_argument("--horizon", help="forecast this far past each series' last time: a positive number, or for "
+                      "a model fitted on dates a duration such as 7D, 12h or 30min")
     predict.add_argument("--steps", type=int, default=10, help="points per series with --horizon (default 10)")
-    predict.add_argument("--out", default="-", help="output CSV (default: standard output)")
+    predict.add_argument("--out", default="-", help="output CSV or Parquet (default: standard output)")
+    _add_column_options(predict)
+    predict.add_argument("--allow-pickle", action="store_true",
+                         help="also read a model pickled by an older dynlearn; unpickling runs code from the "
+                         "file, so use it only for files you trust")
     predict.set_defaults(run=_predict)
 
     datasets = commands.add_parser("datasets", help="list, describe and get datasets (simulated, bundled, downloaded)",
                                    description="The dataset catalogue. Without a subcommand, list it.")
     datasets.set_defaults(run=_datasets_list)
-    actions = datasets.add_subparsers(dest="action", metavar="ACTION")
+    actions = datasets.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     actions.add_parser("list", help="list every dataset with its kind").set_defaults(run=_datasets_list)
     info = actions.add_parser("info", help="show a dataset's card (source, licence, variables, units)")
     info.add_argument("name", help="a name from 'dynlearn datasets list'")
@@ -113,6 +186,14 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-figures", action="store_true", help="write no PNG figures")
     bench.set_defaults(run=_bench)
     return parser
+
+
+def _add_column_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--time-column", default=None, metavar="NAME",
+                         help=f"the column of observation times (default {DEFAULT_TIME_COLUMN})")
+    command.add_argument("--id-column", default=None, metavar="NAME",
+                         help=f"the column naming each series (default {DEFAULT_ID_COLUMN}; a table without it "
+                         "is one series)")
 
 
 # ------------------------------------------------------------------ commands
@@ -156,6 +237,9 @@ def _last_value_forecast(history: pd.DataFrame, queries: pd.DataFrame) -> pd.Dat
 
 
 def _demo_plot(model: Any, history: pd.DataFrame, future: pd.DataFrame, split: float, out: str) -> None:
+    import numpy as np
+    import pandas as pd
+
     try:
         import matplotlib
 
@@ -179,30 +263,333 @@ def _demo_plot(model: Any, history: pd.DataFrame, future: pd.DataFrame, split: f
 
 
 def _fit(args: argparse.Namespace) -> int:
+    from sklearn.base import is_classifier
+
     from . import estimators
 
-    estimator = getattr(estimators, MODELS[args.model])(**_params(args.param))
+    estimator_class = getattr(estimators, MODELS[args.model])
+    estimator = estimator_class(**_params(args.param, estimator_class().get_params(), f"--model {args.model}"))
+    classifier = is_classifier(estimator)
+    if classifier and args.label_column is None:
+        raise CommandError(f"--label-column: expected the column holding each series' label, which --model "
+                           f"{args.model} (a classifier) learns to predict; got none. Pass e.g. --label-column label.")
+    if not classifier and args.label_column is not None:
+        raise CommandError(f"--label-column: expected only with a classifier; got it with --model {args.model}, "
+                           "which forecasts. Drop --label-column or pick a classifier.")
+    table = _read_table(args.data)
+    labels = None
+    if classifier:
+        labels = _labels(table, args.label_column, args)
+        table = table.drop(columns=[args.label_column])
+    series = _series_frame(table, args)
     started = time.perf_counter()
-    estimator.fit(_read_table(args.data))
-    with open(args.out, "wb") as handle:
-        pickle.dump(estimator, handle)
-    print(f"Fitted {type(estimator).__name__} in {time.perf_counter() - started:.1f} s; saved to {args.out}")
+    estimator.fit(series, labels) if classifier else estimator.fit(series)
+    path = estimator.save(args.out)
+    print(f"Fitted {type(estimator).__name__} in {time.perf_counter() - started:.1f} s; saved to {path}")
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
-    with open(args.model, "rb") as handle:
-        estimator = pickle.load(handle)
-    history = _read_table(args.data)
+    from sklearn.base import is_classifier
+
+    estimator = _load_model(args.model, args.allow_pickle)
+    table = _read_table(args.data)
+    table = _default_columns_from_fit(args, estimator, table)
+    history = _series_frame(table, args, _time_kind(estimator))
+    if is_classifier(estimator):
+        if args.times is not None or args.horizon is not None:
+            raise CommandError(f"--times/--horizon: expected none for a classifier ({type(estimator).__name__} "
+                               "predicts one label per series); got one. Drop them.")
+        _write_table(_labels_frame(estimator, history), args.out)
+        return 0
+    if args.times is None and args.horizon is None:
+        raise CommandError("--times/--horizon: expected one of them; got neither. Pass e.g. --horizon 5 "
+                           "(or --horizon 7D for dates) or --times 8,9,10.")
     if args.times is not None:
-        t: Any = np.array([float(v) for v in args.times.split(",")])
+        t: Any = _parse_times(args.times, estimator)
     else:
-        last = history.groupby("series_id", sort=False)["time"].max()
-        steps = np.linspace(0, args.horizon, args.steps + 1)[1:]
-        t = pd.DataFrame({"series_id": np.repeat(last.index, len(steps)),
-                          "time": (last.to_numpy()[:, None] + steps).ravel()})
+        t = _horizon_queries(history, _parse_horizon(args.horizon, estimator), args.steps)
     _write_table(estimator.predict(history, t=t), args.out)
     return 0
+
+
+# ------------------------------------------------------------ model files
+def _load_model(path: str, allow_pickle: bool) -> Any:
+    from . import load
+    from .estimators._base import SeriesModel
+    from .exceptions import ModelFileError
+
+    try:
+        return load(path)
+    except ModelFileError:
+        with open(path, "rb") as handle:
+            is_pickle = handle.read(1) == PICKLE_MAGIC
+        if not is_pickle:
+            raise
+    if not allow_pickle:
+        raise CommandError(
+            f"model {path!r}: expected a model file written by 'dynlearn fit' (model.dlm); got a pickle, the "
+            "format older versions wrote. Unpickling runs code stored in the file: if you trust it, pass "
+            "--allow-pickle (then refit, or re-save it with estimator.save, to stop needing it)."
+        )
+    import pickle
+
+    with open(path, "rb") as handle:
+        estimator = pickle.load(handle)  # noqa: S301 - the user vouched for this file with --allow-pickle
+    if not isinstance(estimator, SeriesModel):
+        raise CommandError(f"model {path!r}: expected a pickled dynlearn estimator; got a "
+                           f"{type(estimator).__name__}. Pass a model saved by 'dynlearn fit'.")
+    return estimator
+
+
+# ------------------------------------------------------------------- tables
+def _default_columns_from_fit(args: argparse.Namespace, estimator: Any, table: pd.DataFrame) -> pd.DataFrame:
+    """Default --time-column/--id-column to the model's own columns when the table has them; drop other columns.
+
+    Columns that are neither the id, the time nor one of the model's
+    variables (a label column, notes) are dropped.
+    """
+    spec = getattr(estimator, "input_spec_", None)
+    if spec is None:
+        return table
+    if args.time_column is None and spec.time_name in table.columns:
+        args.time_column = spec.time_name
+    if args.id_column is None and spec.id_name in table.columns:
+        args.id_column = spec.id_name
+    if spec.column_labels is not None and set(spec.column_labels) <= set(table.columns):
+        # Other columns (a label, notes) are not variables of the model: keep only its own, in fit order.
+        keep = [c for c in (args.id_column, args.time_column) if c in table.columns] + list(spec.column_labels)
+        table = table.drop(columns=[c for c in table.columns if c not in keep])
+    return table
+
+
+def _read_table(path: str) -> pd.DataFrame:
+    import pandas as pd
+
+    suffix = Path(path).suffix.lower()
+    try:
+        table = pd.read_parquet(path) if suffix in (".parquet", ".pq") else pd.read_csv(path)
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise CommandError(f"data {path!r}: expected a CSV or Parquet table; got a file pandas cannot read "
+                           f"({' '.join(str(error).split())}). Pass a table with one row per observation.") from error
+    if table.empty:
+        raise CommandError(f"data {path!r}: expected at least one row; got none. Pass a table with observations.")
+    return table
+
+
+def _series_frame(table: pd.DataFrame, args: argparse.Namespace, time_kind: str | None = None) -> pd.DataFrame:
+    """The table indexed by (id, time), or by time alone when it has no id column (one series).
+
+    The user's column names become the index names, so outputs come back
+    with them. ``time_kind`` (a fitted model's) turns date strings into dates.
+    """
+    columns = list(table.columns)
+    time_column = args.time_column or DEFAULT_TIME_COLUMN
+    if time_column not in table.columns:
+        fix = (f"Name the time column with --time-column, e.g. --time-column {_time_candidates(table)[0]}"
+               if _time_candidates(table) else "Add a column of observation times")
+        raise CommandError(
+            f"--time-column: expected a column {time_column!r} of observation times; got columns {columns[:12]}. "
+            f"{fix}"
+            f"{' (and the series column with --id-column)' if DEFAULT_ID_COLUMN not in table.columns else ''}."
+        )
+    if args.id_column is not None and args.id_column not in table.columns:
+        raise CommandError(f"--id-column: expected a column {args.id_column!r}; got columns {columns[:12]}. "
+                           "Pass the column that names each series.")
+    id_column = args.id_column or (DEFAULT_ID_COLUMN if DEFAULT_ID_COLUMN in table.columns else None)
+    if id_column == time_column:
+        raise CommandError(f"--id-column/--time-column: expected two different columns; got {id_column!r} for both. "
+                           "Name the series column and the time column.")
+    table = table.assign(**{time_column: _as_times(table[time_column], time_kind, f"--time-column {time_column}")})
+    if id_column is None:
+        repeated = int(table[time_column].duplicated().sum())
+        if repeated:
+            raise CommandError(
+                f"--id-column: expected a column naming each series ({DEFAULT_ID_COLUMN!r} is missing, so the table "
+                f"was read as one series); got {repeated} rows repeating a time of that one series. Name the "
+                f"series column with --id-column (columns {columns[:12]})."
+            )
+        return table.set_index(time_column)
+    return table.set_index([id_column, time_column])
+
+
+def _time_candidates(table: pd.DataFrame) -> list[str]:
+    """Columns that could hold times: named like a time, else numeric or date-typed, in table order."""
+    import pandas as pd
+
+    named = [c for c in table.columns if any(w in str(c).lower() for w in ("time", "date", "year", "day", "hour"))]
+    typed = [c for c in table.columns if pd.api.types.is_numeric_dtype(table[c]) or
+             pd.api.types.is_datetime64_any_dtype(table[c])]
+    return [str(c) for c in dict.fromkeys(named + typed)]
+
+
+def _as_times(column: pd.Series, kind: str | None, argument: str) -> pd.Series:
+    import pandas as pd
+
+    types = pd.api.types
+    if kind not in ("datetime", "timedelta") or any(
+        check(column) for check in (types.is_numeric_dtype, types.is_datetime64_any_dtype, types.is_timedelta64_dtype)
+    ):
+        return column  # as read; at fit the data layer parses date strings itself
+    try:
+        return pd.to_datetime(column) if kind == "datetime" else pd.to_timedelta(column)
+    except (ValueError, TypeError) as error:
+        raise CommandError(f"{argument}: expected {kind}s, as the model was fitted on; got values such as "
+                           f"{column.iloc[:2].tolist()} ({' '.join(str(error).split())}).") from error
+
+
+def _labels(table: pd.DataFrame, label_column: str, args: argparse.Namespace) -> pd.Series:
+    """Each series' label from ``label_column``, indexed by series id."""
+    if label_column not in table.columns:
+        raise CommandError(f"--label-column: expected a column {label_column!r}; got columns "
+                           f"{list(table.columns)[:12]}. Pass the column holding each series' label.")
+    id_column = args.id_column or DEFAULT_ID_COLUMN
+    if id_column not in table.columns:
+        raise CommandError(f"--id-column: expected a column naming each series, which classifiers need; "
+                           f"{id_column!r} is missing from columns {list(table.columns)[:12]}. Pass --id-column.")
+    per_series = table.groupby(id_column, sort=False)[label_column]
+    mixed = per_series.nunique(dropna=False) > 1
+    if mixed.any():
+        raise CommandError(f"--label-column {label_column}: expected one label per series; got several in series "
+                           f"{mixed[mixed].index[:5].tolist()}. Give every row of a series the same label.")
+    return per_series.first()
+
+
+def _labels_frame(estimator: Any, history: pd.DataFrame) -> pd.DataFrame:
+    import pandas as pd
+
+    labels = estimator.predict(history)
+    if isinstance(history.index, pd.MultiIndex):
+        ids = history.index.get_level_values(0).unique()
+        return pd.DataFrame({history.index.names[0]: ids, "label": labels})
+    return pd.DataFrame({"label": labels})
+
+
+def _write_table(frame: pd.DataFrame, out: str) -> None:
+    index = frame.index.nlevels > 1 or frame.index.name is not None
+    if out == "-":
+        frame.to_csv(sys.stdout, index=index)
+    elif Path(out).suffix.lower() in (".parquet", ".pq"):
+        frame.to_parquet(out)
+    else:
+        frame.to_csv(out, index=index)
+
+
+# ------------------------------------------------------------- query times
+def _time_kind(estimator: Any) -> str:
+    """``"float"``, ``"datetime"`` or ``"timedelta"``: the kind of times the model was fitted on."""
+    spec = getattr(estimator, "input_spec_", None)
+    if spec is None:
+        raise CommandError(f"model: expected a fitted estimator; got an unfitted {type(estimator).__name__}. "
+                           "Save it after fit.")
+    return spec.time_encoding.kind
+
+
+def _parse_times(text: str, estimator: Any) -> Any:
+    """``--times`` as numbers, datetimes or timedeltas, whichever the model was fitted on."""
+    import numpy as np
+    import pandas as pd
+
+    kind = _time_kind(estimator)
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise CommandError(f"--times: expected comma-separated times; got {text!r}. Pass e.g. --times 8,9,10.")
+    try:
+        if kind == "float":
+            return np.array([float(item) for item in items])
+        if kind == "timedelta":
+            return pd.TimedeltaIndex([pd.Timedelta(item) for item in items])
+        stamps = pd.DatetimeIndex([pd.Timestamp(item) for item in items])
+    except ValueError as error:
+        example = {"float": "8,9.5,10", "datetime": "2024-01-08,2024-01-09T12:00", "timedelta": "1D,36h"}[kind]
+        raise CommandError(f"--times: expected {'numbers' if kind == 'float' else kind + 's'}, as the model was "
+                           f"fitted on {kind} times; got {text!r} ({' '.join(str(error).split())}). "
+                           f"Pass e.g. --times {example}.") from error
+    origin = estimator.input_spec_.time_encoding.origin
+    if stamps.tz is None and origin.tz is not None:
+        stamps = stamps.tz_localize(origin.tz)  # dates without a zone are read in the model's zone
+    return stamps
+
+
+def _parse_horizon(text: str, estimator: Any) -> Any:
+    """``--horizon`` as a positive number, or a positive duration for models fitted on dates."""
+    import pandas as pd
+
+    kind = _time_kind(estimator)
+    number = _as_number(text)
+    if kind == "float":
+        if number is None:
+            raise CommandError(f"--horizon: expected a positive number (the model was fitted on numeric times); "
+                               f"got {text!r}. Pass e.g. --horizon 5.")
+        horizon: Any = number
+    else:
+        if number is not None:
+            raise CommandError(f"--horizon: expected a duration with a unit (the model was fitted on {kind} "
+                               f"times); got the bare number {text!r}. Pass e.g. --horizon 7D, 12h or 30min.")
+        try:
+            horizon = pd.Timedelta(text)
+        except ValueError as error:
+            raise CommandError(f"--horizon: expected a duration such as 7D, 12h or 30min; got {text!r} "
+                               f"({' '.join(str(error).split())}).") from error
+    if not horizon > type(horizon)(0):
+        raise CommandError(f"--horizon: expected a positive span past each series' last time; got {text}. "
+                           "Pass e.g. --horizon 5 (use --times for times inside the history).")
+    return horizon
+
+
+def _as_number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if value == value and abs(value) != float("inf") else None
+
+
+def _horizon_queries(history: pd.DataFrame, horizon: Any, steps: int) -> Any:
+    """``steps`` evenly spaced query times per series in (last time, last time + horizon]."""
+    import numpy as np
+    import pandas as pd
+
+    if steps < 1:
+        raise CommandError(f"--steps: expected a positive number of points per series; got {steps}. "
+                           "Pass e.g. --steps 10.")
+    offsets = [horizon * (k / steps) for k in range(1, steps + 1)]
+    if not isinstance(history.index, pd.MultiIndex):
+        last = history.index.max()
+        return pd.Index([last + offset for offset in offsets])
+    id_name, time_name = history.index.names
+    last = history.index.to_frame(index=False).groupby(id_name, sort=False)[time_name].max()
+    ids = np.repeat(last.index.to_numpy(), steps)
+    times = [t + offset for t in last for offset in offsets]
+    return pd.DataFrame(index=pd.MultiIndex.from_arrays([ids, times], names=[id_name, time_name]))
+
+
+# ---------------------------------------------------------------- --param
+def _params(pairs: Sequence[str], allowed: Any, owner: str) -> dict[str, Any]:
+    """``NAME=VALUE`` pairs as keyword arguments, values read as Python literals (bare words stay strings).
+
+    ``allowed`` holds the valid names; an unknown one is an error naming the
+    closest ones, and a lower-case ``true``/``false``/``none`` is an error
+    that suggests the Python spelling.
+    """
+    params = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise CommandError(f"--param: expected NAME=VALUE; got {pair!r}. Write e.g. --param max_epochs=50.")
+        if name not in allowed:
+            close = difflib.get_close_matches(name, list(allowed), n=3)
+            hint = f"Did you mean {' or '.join(close)}?" if close else f"Valid names: {', '.join(sorted(allowed))}."
+            raise CommandError(f"--param {name}: expected a parameter of {owner}; got unknown name {name!r}. {hint}")
+        if value.strip().lower() in _LITERAL_HINTS and value.strip() not in ("True", "False", "None"):
+            raise CommandError(f"--param {pair}: expected a Python literal; got the bare word {value.strip()!r}. "
+                               f"Did you mean {name}={_LITERAL_HINTS[value.strip().lower()]}?")
+        try:
+            params[name] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            params[name] = value  # a bare word such as solver=rk4 is a string
+    return params
 
 
 def _datasets_list(args: argparse.Namespace) -> int:
@@ -221,10 +608,12 @@ def _datasets_info(args: argparse.Namespace) -> int:
 
 
 def _datasets_fetch(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from .datasets import dataset
 
     entry = dataset(args.name)
-    params = _params(args.param)
+    params = _params(args.param, _argument_names(entry.function), f"dataset {entry.name}")
     if entry.kind == "download":
         params.update({k: v for k, v in (("path", args.path), ("data_home", args.data_home)) if v is not None})
     result = entry.function(**params)
@@ -277,31 +666,8 @@ def _bench_command(args: argparse.Namespace) -> str:
     return " ".join(parts)
 
 
-# ------------------------------------------------------------------ helpers
-def _params(pairs: Sequence[str]) -> dict[str, Any]:
-    params = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep:
-            raise ValueError(f"--param: expected NAME=VALUE; got {pair!r}. Write e.g. --param max_epochs=50.")
-        try:
-            params[name] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            params[name] = value
-    return params
+def _argument_names(function: Any) -> list[str]:
+    import inspect
 
-
-def _read_table(path: str) -> pd.DataFrame:
-    suffix = Path(path).suffix.lower()
-    if suffix in (".parquet", ".pq"):
-        return pd.read_parquet(path)
-    return pd.read_csv(path)
-
-
-def _write_table(frame: pd.DataFrame, out: str) -> None:
-    if out == "-":
-        frame.to_csv(sys.stdout, index=isinstance(frame.index, pd.MultiIndex))
-    elif Path(out).suffix.lower() in (".parquet", ".pq"):
-        frame.to_parquet(out)
-    else:
-        frame.to_csv(out, index=isinstance(frame.index, pd.MultiIndex))
+    return [name for name, p in inspect.signature(function).parameters.items()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]

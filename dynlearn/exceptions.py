@@ -12,6 +12,7 @@ __all__ = [
     "DynlearnError",
     "InputError",
     "IntegrationError",
+    "ModelFileError",
     "OptionalDependencyError",
     "TrainingError",
     "ConvergenceWarning",
@@ -30,6 +31,10 @@ class InputError(DynlearnError, ValueError):
 
 class IntegrationError(DynlearnError, RuntimeError):
     """A differential-equation solve failed or ran past its step limit."""
+
+
+class ModelFileError(DynlearnError, ValueError):
+    """A file is not a dynlearn model file, is damaged, or was written by a newer format version."""
 
 
 class OptionalDependencyError(DynlearnError, ImportError):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import inspect
+import os
 from numbers import Integral, Real
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -85,6 +87,15 @@ class SeriesModel(BaseEstimator):
             self.module_ = module
             self.history_ = History()
         self.module_.to(device=self.device_, dtype=self.dtype_)
+
+    def _build_module(self) -> torch.nn.Module:
+        """A fresh module for this estimator, from its parameters and fitted attributes only.
+
+        ``fit`` builds its module with it and :func:`dynlearn.load` rebuilds
+        the module of a saved model with it, so it may read what
+        ``_setup_fit`` records (``n_features_in_``, ...) but not the data.
+        """
+        raise NotImplementedError
 
     def _train(
         self, loss_fn: Any, train_data: dict[str, torch.Tensor], valid_data: dict[str, torch.Tensor] | None, **options: Any
@@ -230,6 +241,35 @@ class SeriesModel(BaseEstimator):
     def _predict_batch(self, batch: SeriesBatch, query: QueryTimes) -> np.ndarray:
         """Predictions ``(n_series, n_queries, n_features)`` in user units; subclasses provide it."""
         raise NotImplementedError
+
+    # -------------------------------------------------------------- saving
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the estimator to a model file that :func:`dynlearn.load` reads back without running code.
+
+        The file (a zip of ``model.json`` and ``weights.pt``) holds the
+        parameters, the fitted attributes and the module's tensors. It is
+        written to a temporary file first and renamed into place, so a
+        failed write leaves an existing file at ``path`` untouched.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Where to write, conventionally ending in ``.dlm``.
+
+        Returns
+        -------
+        Path
+            The path written.
+
+        Raises
+        ------
+        ModelFileError
+            If a parameter or attribute cannot be stored (e.g. ``random_state``
+            is a ``RandomState`` instance; pass an int).
+        """
+        from .._persistence import save_model
+
+        return save_model(self, path)
 
     # ------------------------------------------------------------- pickling
     def __getstate__(self) -> dict[str, Any]:

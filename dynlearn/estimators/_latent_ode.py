@@ -399,17 +399,7 @@ class LatentODE(TransformerMixin, SeriesModel):
         batch = self._setup_fit(X, t)
         self._check_settings(batch)
         train_data, valid_data = self._split_examples(self._examples(batch), batch)
-        self._init_module(
-            lambda: _LatentODEModel(
-                batch.n_features,
-                self.latent_dim,
-                self.encoder_dim,
-                self.encoder_layer_sizes,
-                self.ode_layer_sizes,
-                self.decoder_layer_sizes,
-                self.activation,
-            )
-        )
+        self._init_module(self._build_module)
         draws = self._generator(2)
         schedule = _Schedule(self, n_batches=math.ceil(len(train_data["values"]) / self.batch_size))
 
@@ -423,6 +413,17 @@ class LatentODE(TransformerMixin, SeriesModel):
         self._train(loss_fn, train_data, valid_data, callbacks=[schedule])
         self.training_time_ = time.perf_counter() - started
         return self
+
+    def _build_module(self) -> _LatentODEModel:
+        return _LatentODEModel(
+            self.n_features_in_,
+            self.latent_dim,
+            self.encoder_dim,
+            self.encoder_layer_sizes,
+            self.ode_layer_sizes,
+            self.decoder_layer_sizes,
+            self.activation,
+        )
 
     def fit_transform(self, X: Any, y: Any = None, *, t: Any = None) -> np.ndarray:
         """``fit(X, y, t=t)`` then ``transform(X, t=t)``."""

@@ -230,19 +230,7 @@ class LatentODEClassifier(_SeriesClassifier, ClassifierMixin, LatentODE):
         examples = self._examples(batch)
         examples["label"] = codes.astype(np.float64)
         train_data, valid_data = self._split_examples(examples, batch)
-        self._init_module(
-            lambda: _LatentODEClassifierModel(
-                batch.n_features,
-                self.latent_dim,
-                self.encoder_dim,
-                self.encoder_layer_sizes,
-                self.ode_layer_sizes,
-                self.decoder_layer_sizes,
-                self.activation,
-                len(self.classes_),
-                self.head_hidden_layer_sizes,
-            )
-        )
+        self._init_module(self._build_module)
         draws = self._generator(2)
         schedule = _Schedule(self, n_batches=math.ceil(len(train_data["values"]) / self.batch_size))
         weight = float(self.classification_weight)
@@ -264,6 +252,19 @@ class LatentODEClassifier(_SeriesClassifier, ClassifierMixin, LatentODE):
         self._train(loss_fn, train_data, valid_data, callbacks=[schedule])
         self.training_time_ = time.perf_counter() - started
         return self
+
+    def _build_module(self) -> _LatentODEClassifierModel:
+        return _LatentODEClassifierModel(
+            self.n_features_in_,
+            self.latent_dim,
+            self.encoder_dim,
+            self.encoder_layer_sizes,
+            self.ode_layer_sizes,
+            self.decoder_layer_sizes,
+            self.activation,
+            len(self.classes_),
+            self.head_hidden_layer_sizes,
+        )
 
     def fit_transform(self, X: Any, y: Any = None, *, t: Any = None) -> np.ndarray:
         """``fit(X, y, t=t)`` then ``transform(X, t=t)``: the posterior mean of ``z0`` per series."""

@@ -484,6 +484,19 @@ class LatentSDE(SeriesModel):
         """The calculus of the fitted method: Itô where the method allows it, else Stratonovich."""
         return "ito" if "ito" in sde_method(self.method_).sde_types else "stratonovich"
 
+    def _build_module(self) -> _LatentSDEModel:
+        return _LatentSDEModel(
+            self.n_features_in_,
+            self.latent_dim,
+            self.context_dim,
+            tuple(self.hidden_layer_sizes),
+            self.encoder_hidden_size,
+            self.diffusion_hidden_size,
+            self.activation,
+            self._sde_type(),
+            None if self.obs_std == "learned" else float(self.obs_std),
+        )
+
     # ----------------------------------------------------------------- fit
     def fit(self, X: Any, y: Any = None, *, t: Any = None) -> "LatentSDE":
         """Fit the prior, posterior, encoder and decoder by maximising the ELBO.
@@ -507,19 +520,7 @@ class LatentSDE(SeriesModel):
         train_data, valid_data = self._split_examples(self._windows(batch), batch)
         if not (self.warm_start and hasattr(self, "module_")):
             self.method_ = sde_method(self.solver).name
-        self._init_module(
-            lambda: _LatentSDEModel(
-                batch.n_features,
-                self.latent_dim,
-                self.context_dim,
-                tuple(self.hidden_layer_sizes),
-                self.encoder_hidden_size,
-                self.diffusion_hidden_size,
-                self.activation,
-                self._sde_type(),
-                None if self.obs_std == "learned" else float(self.obs_std),
-            )
-        )
+        self._init_module(self._build_module)
         weight = {"kl_weight": float(self.kl_weight)}
         generator = self._generator(2)
         adjoint = self.adjoint

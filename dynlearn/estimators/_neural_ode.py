@@ -271,16 +271,7 @@ class NeuralODE(SeriesModel):
         batch = self._setup_fit(X, t)
         self._check_learnable(batch)
         train_data, valid_data = self._split_examples(self._windows(batch), batch)
-        self._init_module(
-            lambda: _ODEModel(
-                batch.n_features,
-                tuple(self.hidden_layer_sizes),
-                self.activation,
-                self.time_dependent,
-                self.augment_dim,
-                self.second_order,
-            )
-        )
+        self._init_module(self._build_module)
         solve = self._solve_options()
         noise_seeds = self._generator(2)
 
@@ -298,6 +289,16 @@ class NeuralODE(SeriesModel):
         self._train(loss_fn, train_data, valid_data)
         self.training_time_ = time.perf_counter() - started
         return self
+
+    def _build_module(self) -> _ODEModel:
+        return _ODEModel(
+            self.n_features_in_,
+            tuple(self.hidden_layer_sizes),
+            self.activation,
+            self.time_dependent,
+            self.augment_dim,
+            self.second_order,
+        )
 
     def _noisy_solve(self, module: _ODEModel, y0: torch.Tensor, times: torch.Tensor,
                      seeds: torch.Generator) -> torch.Tensor:

@@ -323,10 +323,7 @@ class NeuralSDE(SeriesModel):
             raise input_error("X", "two consecutive rows with an observed entry in the second", "none",
                               "Pass series with at least two observed rows.")
         train_data, valid_data = self._split_examples(examples, batch)
-        self._init_module(
-            lambda: _SDEModel(batch.n_features, tuple(self.hidden_layer_sizes), self.activation,
-                              self.time_dependent, self.noise_type, float(self.diffusion_floor))
-        )
+        self._init_module(self._build_module)
 
         def loss_fn(module: _SDEModel, data: dict[str, torch.Tensor]) -> torch.Tensor:
             mean, cov = module.moments(data["x0"], data["t0"], data["gap"], self._n_substeps(data["gap"]))
@@ -336,6 +333,10 @@ class NeuralSDE(SeriesModel):
         self._train(loss_fn, train_data, valid_data)
         self.training_time_ = time.perf_counter() - started
         return self
+
+    def _build_module(self) -> _SDEModel:
+        return _SDEModel(self.n_features_in_, tuple(self.hidden_layer_sizes), self.activation,
+                         self.time_dependent, self.noise_type, float(self.diffusion_floor))
 
     def _n_substeps(self, gap: torch.Tensor | np.ndarray) -> int:
         longest = float(gap.max()) if len(gap) else 0.0

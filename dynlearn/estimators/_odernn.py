@@ -230,18 +230,17 @@ class _ODERNNBase(SeriesModel):
             if not all(isinstance(w, Integral) and not isinstance(w, bool) and w >= 1 for w in sizes):
                 raise input_error(name, "a tuple of positive ints", repr(sizes), "E.g. (64,).")
 
-    def _build(self, batch: SeriesBatch, n_classes: int | None = None) -> None:
-        self._init_module(
-            lambda: _ODERNNModel(
-                batch.n_features,
-                self.hidden_dim,
-                tuple(self.ode_hidden_layer_sizes),
-                self.activation,
-                self.gru_hidden_size,
-                tuple(getattr(self, "decoder_hidden_layer_sizes", ())),
-                n_classes,
-                tuple(getattr(self, "head_hidden_layer_sizes", ())),
-            )
+    def _build_module(self) -> _ODERNNModel:
+        classes = getattr(self, "classes_", None)  # fitted by ODERNNClassifier only
+        return _ODERNNModel(
+            self.n_features_in_,
+            self.hidden_dim,
+            tuple(self.ode_hidden_layer_sizes),
+            self.activation,
+            self.gru_hidden_size,
+            tuple(getattr(self, "decoder_hidden_layer_sizes", ())),
+            None if classes is None else len(classes),
+            tuple(getattr(self, "head_hidden_layer_sizes", ())),
         )
 
     def _train_decaying(self, loss_fn: Any, examples: dict[str, np.ndarray], batch: SeriesBatch) -> None:
@@ -534,7 +533,7 @@ class ODERNN(_ODERNNBase):
             )
         if not (self.warm_start and hasattr(self, "module_")):
             self._fit_step(batch)
-        self._build(batch)
+        self._init_module(self._build_module)
         solve = self._solve_options()
         generator = self._generator(2)
         fraction, split = self.observed_fraction, self.extrapolation_split
@@ -865,7 +864,7 @@ class ODERNNClassifier(_SeriesClassifier, ClassifierMixin, _ODERNNBase):
         codes = self._fit_classes(labels, fresh)
         if fresh:
             self._fit_step(batch)
-        self._build(batch, n_classes=len(self.classes_))
+        self._init_module(self._build_module)
         solve = self._solve_options()
         weight = float(self.reconstruction_weight)
 

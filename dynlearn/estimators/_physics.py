@@ -184,7 +184,7 @@ class PhaseSpaceModel(SeriesModel):
         measured = None if derivatives is None else self._measured_rates(batch, derivatives, t)
         stages = self._stages(batch, measured)
         self.fit_on_ = tuple(mode for mode, _, _ in stages)
-        self._init_module(lambda: self._make_field(self.n_coordinates_))
+        self._init_module(self._build_module)
         for mode, examples, epochs in stages:
             train_data, valid_data = self._split_examples(examples, batch)
             first = len(self.history_)
@@ -316,6 +316,9 @@ class PhaseSpaceModel(SeriesModel):
 
     def _make_field(self, n_coordinates: int) -> nn.Module:
         raise NotImplementedError
+
+    def _build_module(self) -> nn.Module:
+        return self._make_field(self.n_coordinates_)
 
     # ------------------------------------------------------------ integration
     def _solve(self, field: nn.Module, y0: torch.Tensor, times: torch.Tensor, *, adjoint: bool) -> torch.Tensor:
