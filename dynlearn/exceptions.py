@@ -15,7 +15,9 @@ __all__ = [
     "ModelFileError",
     "OptionalDependencyError",
     "TrainingError",
+    "CheckpointWarning",
     "ConvergenceWarning",
+    "DivergenceWarning",
     "NotFittedError",
     "describe_problem",
 ]
@@ -43,6 +45,20 @@ class OptionalDependencyError(DynlearnError, ImportError):
 
 class TrainingError(DynlearnError, RuntimeError):
     """Training stopped because the loss or the gradients became non-finite."""
+
+
+class DivergenceWarning(ConvergenceWarning):
+    """Training ended with a training loss orders of magnitude above where it started.
+
+    A subclass of scikit-learn's ``ConvergenceWarning`` (itself a
+    ``UserWarning``): a fit that blew up has failed to converge, so filters
+    and tests written for ``ConvergenceWarning`` see it too, while code that
+    wants only this case can catch the subclass.
+    """
+
+
+class CheckpointWarning(UserWarning):
+    """A training checkpoint could not be written; training went on and the previous checkpoint was kept."""
 
 
 def describe_problem(argument: str, expected: str, received: str, fix: str) -> str:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import copy
+import functools
+import hashlib
 import inspect
 import os
+import time
 from numbers import Integral, Real
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -20,7 +23,7 @@ from ..data import QueryTimes, SeriesBatch, check_query_times, check_series, mas
 from ..exceptions import input_error
 from ..metrics import r2_score_masked
 from ..solvers import ode_method
-from ..training import History, TrainState, resolve_device, resolve_dtype, train
+from ..training import Callback, Checkpoint, History, TrainState, resolve_device, resolve_dtype, train
 
 SHARED_CONSTRAINTS: dict[str, list[Any]] = {
     "solver": [str],
@@ -40,7 +43,85 @@ SHARED_CONSTRAINTS: dict[str, list[Any]] = {
     "random_state": ["random_state"],
     "verbose": ["verbose"],
     "warm_start": ["boolean"],
+    "checkpoint": [str, os.PathLike, Checkpoint, None],
+    "callbacks": [list, tuple, None],
 }
+
+# Parameters that do not change what a fit computes: a checkpoint resumes whatever they are.
+_RESUMABLE_ACROSS = frozenset({"checkpoint", "callbacks", "verbose"})
+
+# Where a checkpoint format changes, older files are refused instead of misread.
+CHECKPOINT_FORMAT = 1
+
+# Attributes that live only while fit runs.
+_FIT_SCRATCH = ("_streams", "_resume", "_fingerprints", "_series_print", "_stage", "_interrupted", "_fitting")
+
+_SHARED_FIT_NOTES = """
+
+        Notes
+        -----
+        If fit raises (``TrainingError``, ``IntegrationError``, invalid
+        input...), the estimator is left unfitted, or, for a ``warm_start``
+        refit, as fitted before the call. On ``KeyboardInterrupt`` during
+        training the best weights seen are restored, the module is put in
+        eval mode and every fitted attribute is set (``n_epochs_``,
+        ``best_epoch_``, ``history_``, ``training_time_``, ...) before the
+        interrupt is re-raised, so the model can be used or saved. With
+        ``checkpoint`` set, a fit with the same parameters and data resumes
+        from the saved state (see :class:`dynlearn.training.Checkpoint`).
+"""
+
+
+def guarded_fit(fit: Callable[..., Any]) -> Callable[..., Any]:
+    """Make ``fit`` all-or-nothing on failure, and leave a usable model on ``KeyboardInterrupt``.
+
+    Any exception escaping ``fit`` removes the fitted attributes this call
+    made (a fresh fit ends unfitted) or, for a warm-start refit of a fitted
+    model, restores the model as it was before the call. A
+    ``KeyboardInterrupt`` during training keeps the best weights, which the
+    training loop has restored, and records ``training_time_``.
+    """
+
+    @functools.wraps(fit)
+    def guarded(self: "SeriesModel", *args: Any, **kwargs: Any) -> Any:
+        if self.__dict__.get("_fitting"):  # a fit called from another fit: the outer one guards
+            return fit(self, *args, **kwargs)
+        started = time.perf_counter()
+        before = dict(vars(self))
+        warm = bool(self.warm_start) and "module_" in before
+        if warm:  # training changes the module and the history in place
+            before["module_"] = copy.deepcopy(self.module_)
+            before["history_"] = copy.deepcopy(self.history_)
+        self._fitting = True
+        try:
+            return fit(self, *args, **kwargs)
+        except KeyboardInterrupt:
+            if self.__dict__.get("_interrupted"):
+                self.training_time_ = time.perf_counter() - started
+            else:
+                _restore(self, before, warm)
+            raise
+        except BaseException:
+            _restore(self, before, warm)
+            raise
+        finally:
+            for name in _FIT_SCRATCH:
+                self.__dict__.pop(name, None)
+
+    if fit.__doc__:  # every guarded fit documents what failures and interrupts leave behind
+        guarded.__doc__ = fit.__doc__.rstrip() + _SHARED_FIT_NOTES.rstrip() + "\n        "
+    return guarded
+
+
+def _restore(estimator: "SeriesModel", before: dict[str, Any], warm: bool) -> None:
+    kept = before if warm else {k: v for k, v in before.items() if not _is_fitted_name(k)}
+    estimator.__dict__.clear()
+    estimator.__dict__.update(kept)
+
+
+def _is_fitted_name(name: str) -> bool:
+    """scikit-learn's test of a fitted attribute (``check_is_fitted``)."""
+    return name.endswith("_") and not name.startswith("__")
 
 
 class SeriesModel(BaseEstimator):
@@ -58,6 +139,7 @@ class SeriesModel(BaseEstimator):
         """Validate parameters and data, record what fit saw, resolve device and seed."""
         self._validate_params()
         self._check_solver()
+        self._check_callbacks()
         batch = check_series(X, t)
         spec = batch.spec
         self.input_spec_ = spec
@@ -69,6 +151,9 @@ class SeriesModel(BaseEstimator):
         self.device_ = resolve_device(self.device)
         self.dtype_ = resolve_dtype(self.dtype)
         self._seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        self._streams: dict[str, torch.Generator] = {}
+        self._stage, self._fingerprints = 0, []
+        self._resume = self._read_checkpoint(batch)
         if not (self.warm_start and hasattr(self, "module_")):
             self._fit_scaling(batch)
         return batch
@@ -103,8 +188,25 @@ class SeriesModel(BaseEstimator):
         """Run :func:`dynlearn.training.train` on ``module_`` with the estimator's optimisation settings.
 
         ``options`` override or add to them (a stage's ``max_epochs``,
-        ``callbacks``, ``epochs_name``). Records ``n_epochs_`` and ``best_epoch_``.
+        ``callbacks``, ``epochs_name``); the estimator's ``callbacks`` run
+        after the internal ones, then the checkpoint. Each call is one
+        training stage: with a checkpoint, stages the saved state has
+        finished are skipped and the stage it was in resumes. Records
+        ``n_epochs_`` and ``best_epoch_``, also when interrupted.
         """
+        stage, resume = self._stage, self._resume
+        self._stage += 1
+        minibatches = self._generator(1)
+        callbacks = [*options.pop("callbacks", ()), *(self.callbacks or ())]
+        checkpoint = self._checkpoint_spec()
+        if checkpoint is not None:
+            self._fingerprints.append(_fingerprint(train_data, valid_data))
+            if resume is not None:
+                self._check_resumed_data(resume, stage)
+                if stage < resume["stage"]:
+                    return TrainState(module=self.module_, history=self.history_, max_epochs=0, completed=True)
+            callbacks.append(checkpoint.with_context(self._checkpoint_context(stage)))
+        recorder = _KeepState()
         settings = dict(
             valid_data=valid_data,
             max_epochs=self.max_epochs,
@@ -112,14 +214,118 @@ class SeriesModel(BaseEstimator):
             learning_rate=self.learning_rate,
             weight_decay=self.weight_decay,
             patience=self.patience,
-            generator=self._generator(1),
+            generator=minibatches,
+            random_streams={name: g for name, g in self._streams.items() if g is not minibatches},
             verbose=self.verbose,
             history=self.history_,
+            resume=resume if resume is not None and resume["stage"] == stage else None,
         )
-        state = train(self.module_, loss_fn, train_data, **{**settings, **options})
+        try:
+            state = train(self.module_, loss_fn, train_data, **{**settings, **options, "callbacks": [recorder, *callbacks]})
+        except KeyboardInterrupt:
+            if recorder.state is not None:
+                self._interrupted = True
+                self.n_epochs_ = len(self.history_)
+                self.best_epoch_ = recorder.state.best_epoch
+            raise
         self.n_epochs_ = len(self.history_)
         self.best_epoch_ = state.best_epoch
         return state
+
+    # ---------------------------------------------------------- checkpoints
+    def _check_callbacks(self) -> None:
+        for callback in self.callbacks or ():
+            if isinstance(callback, Checkpoint):
+                raise input_error(
+                    "callbacks", "Callback objects other than Checkpoint", repr(callback),
+                    "Pass the checkpoint as checkpoint=..., where fit also resumes from it.",
+                )
+            if not isinstance(callback, Callback):
+                raise input_error(
+                    "callbacks", "a list of dynlearn.training.Callback objects", repr(callback),
+                    "Subclass dynlearn.training.Callback and override its hooks.",
+                )
+
+    def _checkpoint_spec(self) -> Checkpoint | None:
+        if self.checkpoint is None or isinstance(self.checkpoint, Checkpoint):
+            return self.checkpoint
+        return Checkpoint(self.checkpoint)
+
+    def _checkpoint_parameters(self) -> dict[str, str]:
+        """The parameters a checkpoint must match, as comparable text."""
+        return {
+            name: _canonical(value)
+            for name, value in sorted(self.get_params(deep=False).items())
+            if name not in _RESUMABLE_ACROSS
+        }
+
+    def _checkpoint_context(self, stage: int) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "estimator": type(self).__name__,
+            "parameters": self._checkpoint_parameters(),
+            "seed": self._seed,
+            "series": self._series_print,
+            "stage": stage,
+            "data": list(self._fingerprints),
+        }
+
+    def _read_checkpoint(self, batch: SeriesBatch) -> dict[str, Any] | None:
+        """The saved state a fresh fit resumes from (None: none, or a warm start of a fitted model).
+
+        Refuses a state from another estimator or other parameters; the seed
+        it was trained with is taken back, so ``random_state=None`` resumes too.
+        """
+        checkpoint = self._checkpoint_spec()
+        if checkpoint is None:
+            return None
+        # The series as given, not only the training tensors: standardised, data in other units look the same.
+        self._series_print = _fingerprint({"values": batch.values, "times": batch.times, "lengths": batch.lengths})
+        if self.warm_start and hasattr(self, "module_"):
+            return None
+        saved = checkpoint.read()
+        if saved is None:
+            return None
+        if saved.get("format") != CHECKPOINT_FORMAT or saved.get("estimator") != type(self).__name__:
+            raise input_error(
+                "checkpoint",
+                f"a checkpoint written by {type(self).__name__}.fit (format {CHECKPOINT_FORMAT})",
+                f"{checkpoint.path}, written by {saved.get('estimator')!r} (format {saved.get('format')!r})",
+                "Use another directory for each model, or delete the file to start afresh.",
+            )
+        ours, theirs = self._checkpoint_parameters(), saved["parameters"]
+        differing = sorted(name for name in set(ours) | set(theirs) if ours.get(name) != theirs.get(name))
+        if differing:
+            received = ", ".join(f"{n}={theirs.get(n, '<absent>')} (now {ours.get(n, '<absent>')})" for n in differing)
+            raise input_error(
+                "checkpoint",
+                "a checkpoint written by a fit with the same parameters",
+                f"{checkpoint.path}, saved with {received}",
+                "Fit with the saved parameters to resume, or use another directory (or delete the file) to "
+                "start afresh; to train a fitted model further use warm_start=True.",
+            )
+        self._check_same_data(self._series_print, saved["series"])
+        self._seed = int(saved["seed"])
+        return saved
+
+    def _check_resumed_data(self, saved: Mapping[str, Any], stage: int) -> None:
+        if stage < len(saved["data"]):
+            self._check_same_data(self._fingerprints[stage], saved["data"][stage])
+
+    def _check_same_data(self, ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> None:
+        if ours == theirs:
+            return
+        shapes = lambda prints: {k: tuple(v[0]) for k, v in prints.items()}  # noqa: E731
+        if shapes(ours) != shapes(theirs):
+            received = f"data of shapes {shapes(ours)}; the checkpoint's were {shapes(theirs)}"
+        else:
+            received = "data of the checkpoint's shapes but other values"
+        raise input_error(
+            "X",
+            f"the data the checkpoint {self._checkpoint_spec().path} was written for",
+            received,
+            "Fit on the same data to resume, or use another checkpoint directory (or delete the file) to start afresh.",
+        )
 
     def _check_learnable(self, batch: SeriesBatch) -> None:
         """Fail early on data without change over time and on malformed layer sizes."""
@@ -169,7 +375,11 @@ class SeriesModel(BaseEstimator):
         return torch.as_tensor(np.ascontiguousarray(array), dtype=self.dtype_, device=self.device_)
 
     def _generator(self, offset: int = 0) -> torch.Generator:
-        return torch.Generator().manual_seed(self._seed + offset)
+        """A generator seeded from ``random_state``; fit's are saved in checkpoints and restored on resume."""
+        generator = torch.Generator().manual_seed(self._seed + offset)
+        if hasattr(self, "_streams"):
+            self._streams[str(offset)] = generator
+        return generator
 
     # ------------------------------------------------------------ examples
     def _window_index(self, batch: SeriesBatch, window_size: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -309,6 +519,35 @@ class SeriesModel(BaseEstimator):
 # gaps a densely sampled series spans hundreds of units, the field must stay tiny, and long gaps (sparse
 # shown points) blow up in training.
 SERIES_WINDOW = 5.0
+
+
+class _KeepState(Callback):
+    """Keeps the training state, for what fit records after an interrupt."""
+
+    def __init__(self) -> None:
+        self.state: TrainState | None = None
+
+    def on_train_begin(self, state: TrainState) -> None:
+        self.state = state
+
+
+def _fingerprint(*parts: Mapping[str, torch.Tensor | np.ndarray] | None) -> dict[str, list[Any]]:
+    """Shape and SHA-256 of every array, to tell a checkpoint's data from other data."""
+    prints: dict[str, list[Any]] = {}
+    for prefix, part in zip(("train", "valid"), parts):
+        for name, data in (part or {}).items():
+            array = np.ascontiguousarray(data.detach().cpu().numpy() if torch.is_tensor(data) else data)
+            prints[f"{prefix}.{name}"] = [list(array.shape), hashlib.sha256(array.tobytes()).hexdigest()]
+    return prints
+
+
+def _canonical(value: Any) -> str:
+    """Text that compares equal for parameters that fit the same model."""
+    if isinstance(value, np.random.RandomState):
+        return "RandomState"  # the seed drawn from it is saved and taken back
+    if isinstance(value, list):
+        value = tuple(value)
+    return repr(value)
 
 
 def _median_window(batch: SeriesBatch) -> float | None:

@@ -147,6 +147,17 @@ class HamiltonianNN(PhaseSpaceModel):
         Show a progress bar when positive.
     warm_start : bool, default=False
         Continue training the fitted module on the next ``fit``.
+    checkpoint : str, os.PathLike or Checkpoint, default=None
+        Directory where the training state is saved after every epoch
+        (``Checkpoint(directory, every=k)``: every ``k`` epochs); a later
+        ``fit`` with the same parameters and data resumes from it exactly,
+        and one after a finished fit restores its result. See
+        :class:`dynlearn.training.Checkpoint`.
+    callbacks : list of Callback, default=None
+        :class:`dynlearn.training.Callback` objects called during training
+        after the estimator's own (e.g. ``StepDecay``, ``CSVLogger``). The
+        objects themselves are called, not copies, so they can collect what
+        they see.
 
     Attributes
     ----------
@@ -218,6 +229,8 @@ class HamiltonianNN(PhaseSpaceModel):
         random_state: Any = None,
         verbose: int = 0,
         warm_start: bool = False,
+        checkpoint: Any = None,
+        callbacks: Sequence[Any] | None = None,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -244,6 +257,8 @@ class HamiltonianNN(PhaseSpaceModel):
         self.random_state = random_state
         self.verbose = verbose
         self.warm_start = warm_start
+        self.checkpoint = checkpoint
+        self.callbacks = callbacks
 
     def _make_field(self, n_coordinates: int) -> nn.Module:
         return HamiltonianField(n_coordinates, tuple(self.hidden_layer_sizes), self.activation, self.separable)

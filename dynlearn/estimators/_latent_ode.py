@@ -24,6 +24,7 @@ from ..nn import ACTIVATIONS, MLPVectorField, ODERNNEncoder, make_mlp
 from ..nn._odernn import _functional
 from ..solvers import ode_method, solve_ode, solve_ode_irregular
 from ..training import LearningRateDecay, TrainState
+from ._base import guarded_fit
 from ._base import SERIES_WINDOW, SHARED_CONSTRAINTS, SeriesModel, _median_window
 
 # Series encoded at once, and trajectories decoded at once, outside training: bounds memory on big inputs.
@@ -250,6 +251,17 @@ class LatentODE(TransformerMixin, SeriesModel):
         draws of ``z0``; the global torch seed is untouched.
     verbose : int, default=0
     warm_start : bool, default=False
+    checkpoint : str, os.PathLike or Checkpoint, default=None
+        Directory where the training state is saved after every epoch
+        (``Checkpoint(directory, every=k)``: every ``k`` epochs); a later
+        ``fit`` with the same parameters and data resumes from it exactly,
+        and one after a finished fit restores its result. See
+        :class:`dynlearn.training.Checkpoint`.
+    callbacks : list of Callback, default=None
+        :class:`dynlearn.training.Callback` objects called during training
+        after the estimator's own (e.g. ``StepDecay``, ``CSVLogger``). The
+        objects themselves are called, not copies, so they can collect what
+        they see.
 
     Attributes
     ----------
@@ -343,6 +355,8 @@ class LatentODE(TransformerMixin, SeriesModel):
         random_state: Any = None,
         verbose: int = 0,
         warm_start: bool = False,
+        checkpoint: Any = None,
+        callbacks: Sequence[Any] | None = None,
     ):
         self.latent_dim = latent_dim
         self.encoder_dim = encoder_dim
@@ -377,8 +391,11 @@ class LatentODE(TransformerMixin, SeriesModel):
         self.random_state = random_state
         self.verbose = verbose
         self.warm_start = warm_start
+        self.checkpoint = checkpoint
+        self.callbacks = callbacks
 
     # ----------------------------------------------------------------- fit
+    @guarded_fit
     def fit(self, X: Any, y: Any = None, *, t: Any = None) -> "LatentODE":
         """Train encoder, latent dynamics and decoder on the series in ``X``.
 

@@ -16,6 +16,7 @@ from torch.nn import functional
 
 from ..exceptions import input_error
 from ..nn import make_mlp
+from ._base import guarded_fit
 from ._latent_ode import _ENCODE_CHUNK, LatentODE, _LatentODEModel, _Schedule
 from ._odernn import _SeriesClassifier, _series_labels
 
@@ -161,6 +162,8 @@ class LatentODEClassifier(_SeriesClassifier, ClassifierMixin, LatentODE):
         random_state: Any = None,
         verbose: int = 0,
         warm_start: bool = False,
+        checkpoint: Any = None,
+        callbacks: Sequence[Any] | None = None,
     ):
         super().__init__(
             latent_dim=latent_dim,
@@ -196,11 +199,14 @@ class LatentODEClassifier(_SeriesClassifier, ClassifierMixin, LatentODE):
             random_state=random_state,
             verbose=verbose,
             warm_start=warm_start,
+            checkpoint=checkpoint,
+            callbacks=callbacks,
         )
         self.head_hidden_layer_sizes = head_hidden_layer_sizes
         self.classification_weight = classification_weight
 
     # ----------------------------------------------------------------- fit
+    @guarded_fit
     def fit(self, X: Any, y: Any, *, t: Any = None) -> "LatentODEClassifier":
         """Train the Latent ODE and the head on the series in ``X`` and their labels ``y``.
 

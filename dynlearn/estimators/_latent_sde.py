@@ -19,6 +19,7 @@ from ..metrics import r2_score_masked
 from ..nn import ACTIVATIONS, make_mlp
 from ..solvers import sde_method, solve_sde
 from ..training import Callback, TrainState
+from ._base import guarded_fit
 from ._base import SHARED_CONSTRAINTS, SeriesModel
 
 # Smallest diffusion: keeps the KL integrand |u / g|² / 2 finite.
@@ -372,6 +373,17 @@ class LatentSDE(SeriesModel):
         paths; the global torch seed is untouched.
     verbose : int, default=0
     warm_start : bool, default=False
+    checkpoint : str, os.PathLike or Checkpoint, default=None
+        Directory where the training state is saved after every epoch
+        (``Checkpoint(directory, every=k)``: every ``k`` epochs); a later
+        ``fit`` with the same parameters and data resumes from it exactly,
+        and one after a finished fit restores its result. See
+        :class:`dynlearn.training.Checkpoint`.
+    callbacks : list of Callback, default=None
+        :class:`dynlearn.training.Callback` objects called during training
+        after the estimator's own (e.g. ``StepDecay``, ``CSVLogger``). The
+        objects themselves are called, not copies, so they can collect what
+        they see.
 
     Attributes
     ----------
@@ -445,6 +457,8 @@ class LatentSDE(SeriesModel):
         random_state: Any = None,
         verbose: int = 0,
         warm_start: bool = False,
+        checkpoint: Any = None,
+        callbacks: Sequence[Any] | None = None,
     ):
         self.latent_dim = latent_dim
         self.context_dim = context_dim
@@ -475,6 +489,8 @@ class LatentSDE(SeriesModel):
         self.random_state = random_state
         self.verbose = verbose
         self.warm_start = warm_start
+        self.checkpoint = checkpoint
+        self.callbacks = callbacks
 
     def _check_solver(self) -> None:
         """Fail before any work unless ``solver`` names an SDE method (see ``available_sde_methods``)."""
@@ -498,6 +514,7 @@ class LatentSDE(SeriesModel):
         )
 
     # ----------------------------------------------------------------- fit
+    @guarded_fit
     def fit(self, X: Any, y: Any = None, *, t: Any = None) -> "LatentSDE":
         """Fit the prior, posterior, encoder and decoder by maximising the ELBO.
 

@@ -15,6 +15,7 @@ from torch import nn
 from ..data import QueryTimes, SeriesBatch, check_query_times, to_user_kind
 from ..nn import ACTIVATIONS, MLPVectorField, SecondOrderField
 from ..solvers import solve_ode_irregular, solve_sde_irregular
+from ._base import guarded_fit
 from ._base import SHARED_CONSTRAINTS, SeriesModel, _anchor_rows, _as_states, _finite_difference, _output_times
 
 # Rows integrated per solve at prediction time: bounds memory on big inputs.
@@ -155,6 +156,17 @@ class NeuralODE(SeriesModel):
         Show a progress bar when positive.
     warm_start : bool, default=False
         Continue training the fitted module on the next ``fit``.
+    checkpoint : str, os.PathLike or Checkpoint, default=None
+        Directory where the training state is saved after every epoch
+        (``Checkpoint(directory, every=k)``: every ``k`` epochs); a later
+        ``fit`` with the same parameters and data resumes from it exactly,
+        and one after a finished fit restores its result. See
+        :class:`dynlearn.training.Checkpoint`.
+    callbacks : list of Callback, default=None
+        :class:`dynlearn.training.Callback` objects called during training
+        after the estimator's own (e.g. ``StepDecay``, ``CSVLogger``). The
+        objects themselves are called, not copies, so they can collect what
+        they see.
 
     Attributes
     ----------
@@ -223,6 +235,8 @@ class NeuralODE(SeriesModel):
         random_state: Any = None,
         verbose: int = 0,
         warm_start: bool = False,
+        checkpoint: Any = None,
+        callbacks: Sequence[Any] | None = None,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -249,8 +263,11 @@ class NeuralODE(SeriesModel):
         self.random_state = random_state
         self.verbose = verbose
         self.warm_start = warm_start
+        self.checkpoint = checkpoint
+        self.callbacks = callbacks
 
     # ----------------------------------------------------------------- fit
+    @guarded_fit
     def fit(self, X: Any, y: Any = None, *, t: Any = None) -> "NeuralODE":
         """Learn the vector field from the series in ``X``.
 

@@ -21,6 +21,7 @@ from ..data import QueryTimes, SeriesBatch, check_query_times, to_user_kind
 from ..exceptions import IntegrationError, input_error
 from ..nn import ACTIVATIONS, make_mlp
 from ..solvers import sde_method, solve_sde_irregular
+from ._base import guarded_fit
 from ._base import SHARED_CONSTRAINTS, SeriesModel, _anchor_rows, _as_states, _output_times
 
 # Rows propagated or simulated per call at prediction time: bounds memory on big inputs.
@@ -212,6 +213,17 @@ class NeuralSDE(SeriesModel):
         Seeds weights and minibatch order (``sample`` takes its own).
     verbose : int, default=0
     warm_start : bool, default=False
+    checkpoint : str, os.PathLike or Checkpoint, default=None
+        Directory where the training state is saved after every epoch
+        (``Checkpoint(directory, every=k)``: every ``k`` epochs); a later
+        ``fit`` with the same parameters and data resumes from it exactly,
+        and one after a finished fit restores its result. See
+        :class:`dynlearn.training.Checkpoint`.
+    callbacks : list of Callback, default=None
+        :class:`dynlearn.training.Callback` objects called during training
+        after the estimator's own (e.g. ``StepDecay``, ``CSVLogger``). The
+        objects themselves are called, not copies, so they can collect what
+        they see.
 
     ``rtol``, ``atol`` and ``adjoint`` are not parameters: every solve is
     fixed-step and training backpropagates through the moment propagation,
@@ -268,6 +280,8 @@ class NeuralSDE(SeriesModel):
         random_state: Any = None,
         verbose: int = 0,
         warm_start: bool = False,
+        checkpoint: Any = None,
+        callbacks: Sequence[Any] | None = None,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -289,6 +303,8 @@ class NeuralSDE(SeriesModel):
         self.random_state = random_state
         self.verbose = verbose
         self.warm_start = warm_start
+        self.checkpoint = checkpoint
+        self.callbacks = callbacks
 
     def _check_solver(self) -> None:
         info = sde_method(self.solver, "solver")
@@ -299,6 +315,7 @@ class NeuralSDE(SeriesModel):
             )
 
     # ----------------------------------------------------------------- fit
+    @guarded_fit
     def fit(self, X: Any, y: Any = None, *, t: Any = None) -> "NeuralSDE":
         """Learn drift and diffusion by maximum likelihood of the observed transitions.
 

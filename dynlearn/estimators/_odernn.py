@@ -23,6 +23,7 @@ from ..exceptions import input_error
 from ..nn import ACTIVATIONS, ODERNNEncoder, make_mlp
 from ..solvers import ode_method
 from ..training import LearningRateDecay
+from ._base import guarded_fit
 from ._base import SERIES_WINDOW, SHARED_CONSTRAINTS, SeriesModel, _anchor_rows, _median_window
 
 # Series encoded together at prediction time: bounds memory on big inputs.
@@ -363,6 +364,17 @@ _SHARED_DOC = """
         Seeds weights, minibatch order and the rows hidden in training.
     verbose : int, default=0
     warm_start : bool, default=False
+    checkpoint : str, os.PathLike or Checkpoint, default=None
+        Directory where the training state is saved after every epoch
+        (``Checkpoint(directory, every=k)``: every ``k`` epochs); a later
+        ``fit`` with the same parameters and data resumes from it exactly,
+        and one after a finished fit restores its result. See
+        :class:`dynlearn.training.Checkpoint`.
+    callbacks : list of Callback, default=None
+        :class:`dynlearn.training.Callback` objects called during training
+        after the estimator's own (e.g. ``StepDecay``, ``CSVLogger``). The
+        objects themselves are called, not copies, so they can collect what
+        they see.
 """
 
 
@@ -476,6 +488,8 @@ class ODERNN(_ODERNNBase):
         random_state: Any = None,
         verbose: int = 0,
         warm_start: bool = False,
+        checkpoint: Any = None,
+        callbacks: Sequence[Any] | None = None,
     ):
         self.task = task
         self.observed_fraction = observed_fraction
@@ -504,7 +518,10 @@ class ODERNN(_ODERNNBase):
         self.random_state = random_state
         self.verbose = verbose
         self.warm_start = warm_start
+        self.checkpoint = checkpoint
+        self.callbacks = callbacks
 
+    @guarded_fit
     def fit(self, X: Any, y: Any = None, *, t: Any = None) -> "ODERNN":
         """Learn the ODE-RNN from the series in ``X``.
 
@@ -813,6 +830,8 @@ class ODERNNClassifier(_SeriesClassifier, ClassifierMixin, _ODERNNBase):
         random_state: Any = None,
         verbose: int = 0,
         warm_start: bool = False,
+        checkpoint: Any = None,
+        callbacks: Sequence[Any] | None = None,
     ):
         self.hidden_dim = hidden_dim
         self.ode_hidden_layer_sizes = ode_hidden_layer_sizes
@@ -839,7 +858,10 @@ class ODERNNClassifier(_SeriesClassifier, ClassifierMixin, _ODERNNBase):
         self.random_state = random_state
         self.verbose = verbose
         self.warm_start = warm_start
+        self.checkpoint = checkpoint
+        self.callbacks = callbacks
 
+    @guarded_fit
     def fit(self, X: Any, y: Any, *, t: Any = None) -> "ODERNNClassifier":
         """Learn to predict each series' label.
 

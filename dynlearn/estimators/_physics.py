@@ -17,6 +17,7 @@ from ..data import InputSpec, QueryTimes, SeriesBatch, check_query_times, check_
 from ..exceptions import input_error
 from ..nn import ACTIVATIONS
 from ..solvers import ode_method, solve_ode_irregular
+from ._base import guarded_fit
 from ._base import (
     SHARED_CONSTRAINTS,
     SeriesModel,
@@ -154,6 +155,7 @@ class PhaseSpaceModel(SeriesModel):
         return self._to_internal(batch.filled_values()), self._scale_times(batch.times)
 
     # -------------------------------------------------------------------- fit
+    @guarded_fit
     def fit(self, X: Any, y: Any = None, *, t: Any = None, derivatives: Any = None) -> "PhaseSpaceModel":
         """Learn the energy function from the series in ``X``.
 
@@ -187,7 +189,6 @@ class PhaseSpaceModel(SeriesModel):
         self._init_module(self._build_module)
         for mode, examples, epochs in stages:
             train_data, valid_data = self._split_examples(examples, batch)
-            first = len(self.history_)
             self._train(
                 self._derivative_loss if mode == "derivatives" else self._trajectory_loss,
                 train_data,
@@ -195,8 +196,9 @@ class PhaseSpaceModel(SeriesModel):
                 max_epochs=epochs,
                 epochs_name="max_epochs" if epochs == self.max_epochs else f"max_epochs // 4 (the {mode} stage)",
             )
-            for record in self.history_[first:]:
-                record["fit_on"] = mode
+            # The records without a stage are this stage's (a resumed stage gets its earlier ones back unlabelled).
+            for record in self.history_:
+                record.setdefault("fit_on", mode)
         self.training_time_ = time.perf_counter() - started
         return self
 

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..exceptions import ConvergenceWarning, IntegrationError, TrainingError
+from ..exceptions import ConvergenceWarning, DivergenceWarning, IntegrationError, TrainingError
 
 Batch = Mapping[str, torch.Tensor]
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
@@ -32,7 +32,32 @@ class History(list):
 
 
 class Callback:
-    """Hooks into :func:`train`; every hook is a no-op unless overridden."""
+    """Hooks into :func:`train`; every hook is a no-op unless overridden.
+
+    Hooks, in the order the loop calls them:
+
+    - ``on_train_begin(state)``: before the first epoch of a run (also of a
+      run resumed from a checkpoint, with ``state.epoch`` the last epoch done).
+    - ``on_epoch_end(state)``: after each epoch, once its record is in
+      ``state.history`` and early stopping has decided ``state.stop``; setting
+      ``state.stop = True`` ends training after this epoch, and a change to
+      ``state.optimizer``'s learning rates applies to the next epoch.
+    - ``on_train_end(state)``: once, however the run ends: ``state.completed``
+      after a normal end (the best weights restored), ``state.interrupted``
+      after a ``KeyboardInterrupt``; after a failure both are False.
+    - ``state_dict()`` / ``load_state_dict(state)``: what a checkpoint saves
+      of the callback and gives back on resume (a dict of tensors, numbers,
+      strings, lists and dicts); the default saves nothing.
+
+    Examples
+    --------
+    >>> from dynlearn.training import Callback
+    >>> class StopBelow(Callback):
+    ...     def __init__(self, threshold):
+    ...         self.threshold = threshold
+    ...     def on_epoch_end(self, state):
+    ...         state.stop = state.stop or state.history[-1]["train_loss"] < self.threshold
+    """
 
     def on_train_begin(self, state: "TrainState") -> None:
         pass
@@ -41,6 +66,12 @@ class Callback:
         pass
 
     def on_train_end(self, state: "TrainState") -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         pass
 
 
@@ -68,7 +99,7 @@ class LearningRateDecay(Callback):
             group["lr"] = self.rate(epoch)
 
     def on_train_begin(self, state: "TrainState") -> None:
-        self.set_epoch(state, len(state.history) + 1)
+        self.set_epoch(state, state.epoch + 1)
 
     def on_epoch_end(self, state: "TrainState") -> None:
         self.set_epoch(state, state.epoch + 1)
@@ -79,7 +110,12 @@ class TrainState:
     """What callbacks see; setting ``stop`` ends training after this epoch.
 
     ``optimizer`` is the one being stepped: a callback may change its
-    learning rates between epochs.
+    learning rates between epochs. ``epoch`` is the epoch being trained (the
+    last one done, in ``on_train_begin``); ``first_epoch`` is the first epoch
+    of this run (epochs count on over warm starts). ``best_weights`` is a
+    copy of the module's ``state_dict`` at ``best_epoch``.
+    ``random_streams`` are the generators training draws from (saved and
+    restored by a checkpoint), ``callbacks`` every callback of the run.
     """
 
     module: nn.Module
@@ -91,6 +127,17 @@ class TrainState:
     stop: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
     optimizer: torch.optim.Optimizer | None = None
+    first_epoch: int = 1
+    best_weights: dict[str, torch.Tensor] | None = None
+    random_streams: dict[str, torch.Generator] = field(default_factory=dict)
+    callbacks: list[Callback] = field(default_factory=list)
+    completed: bool = False
+    interrupted: bool = False
+
+    @property
+    def last_epoch(self) -> int:
+        """The epoch at which this run ends unless it stops early."""
+        return self.first_epoch + self.max_epochs - 1
 
 
 class ProgressBar(Callback):
@@ -128,6 +175,8 @@ def train(
     history: History | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     epochs_name: str = "max_epochs",
+    random_streams: Mapping[str, torch.Generator] | None = None,
+    resume: Mapping[str, Any] | None = None,
 ) -> TrainState:
     """Fit ``module`` by minimising ``loss_fn`` over minibatches of ``train_data``.
 
@@ -153,9 +202,20 @@ def train(
         the global seed.
     verbose : int
         Show a progress bar when positive.
+    callbacks : sequence of Callback
+        Called in order at each hook (a :class:`Checkpoint` goes last, so it
+        saves what the others set).
     epochs_name : str
         How the ``ConvergenceWarning`` names the epoch limit, for estimators
         whose stages derive it from their own ``max_epochs``.
+    random_streams : dict of str to torch.Generator, default=None
+        Other generators ``loss_fn`` draws from (noise, subsets), saved by a
+        checkpoint with the minibatch generator and restored on resume.
+    resume : dict, default=None
+        A state written by :class:`Checkpoint` for this same run: training
+        goes on from it (weights, optimizer, history, random streams,
+        callbacks) as if it had never stopped; a state written at the end of
+        a run restores its result without training.
 
     Raises
     ------
@@ -164,59 +224,58 @@ def train(
         restored first.
     IntegrationError
         A solve failed; the best weights seen are restored first.
+    KeyboardInterrupt
+        Re-raised after restoring the best weights seen and switching the
+        module to eval mode (``on_train_end`` sees ``state.interrupted``).
+
+    Warns
+    -----
+    ConvergenceWarning
+        ``max_epochs`` ended training while the monitored loss still improved.
+    DivergenceWarning
+        The last training loss is orders of magnitude above the first one.
     """
     history = history if history is not None else History()
-    state = TrainState(module=module, history=history, max_epochs=max_epochs)
     optimizer = optimizer or torch.optim.AdamW(module.parameters(), lr=learning_rate, weight_decay=weight_decay)
-    state.optimizer = optimizer
-    callbacks = list(callbacks) + ([ProgressBar()] if verbose else [])
+    streams = ({"minibatch": generator} if generator is not None else {}) | dict(random_streams or {})
+    state = TrainState(
+        module=module,
+        history=history,
+        max_epochs=max_epochs,
+        epoch=len(history),
+        first_epoch=len(history) + 1,
+        optimizer=optimizer,
+        best_weights=copy.deepcopy(module.state_dict()),
+        random_streams=streams,
+        callbacks=list(callbacks) + ([ProgressBar()] if verbose else []),
+    )
+    if resume is not None:
+        load_training_state(state, resume)
+        if state.completed:
+            module.eval()
+            return state
     n_train = _n_examples(train_data)
-    best_weights = copy.deepcopy(module.state_dict())
-    first_epoch = len(history) + 1
-    for callback in callbacks:
+    for callback in state.callbacks:
         callback.on_train_begin(state)
     try:
-        for epoch in range(first_epoch, first_epoch + max_epochs):
-            state.epoch = epoch
-            started = time.perf_counter()
-            module.train()
-            train_loss = _run_epoch(module, loss_fn, train_data, n_train, batch_size, optimizer, clip_grad_norm, generator, epoch)
-            valid_loss = _evaluate(module, loss_fn, valid_data, batch_size) if valid_data is not None else math.nan
-            monitored = valid_loss if valid_data is not None else train_loss
-            if not math.isfinite(monitored):
-                raise _Diverged(epoch, "validation loss" if valid_data is not None else "training loss")
-            history.append(
-                {
-                    "epoch": epoch,
-                    "train_loss": train_loss,
-                    "valid_loss": valid_loss,
-                    "duration": time.perf_counter() - started,
-                }
-            )
-            if _improved(monitored, state.best_loss):
-                state.best_loss, state.best_epoch = monitored, epoch
-                best_weights = copy.deepcopy(module.state_dict())
-            for callback in callbacks:
-                callback.on_epoch_end(state)
-            if patience is not None and epoch - state.best_epoch >= patience:
-                state.stop = True
-            if state.stop:
-                break
-    except _Diverged as diverged:
-        module.load_state_dict(best_weights)
-        raise TrainingError(
-            f"Training diverged at epoch {diverged.epoch}: the {diverged.what} became non-finite. "
-            f"The weights of the best epoch ({state.best_epoch or 'the initial weights'}) were restored. "
-            "Try a smaller learning_rate, a tighter clip, standardize=True, or a smaller rtol."
-        ) from None
-    except IntegrationError:
-        module.load_state_dict(best_weights)
+        while not state.stop and state.epoch < state.last_epoch:
+            _train_epoch(state, loss_fn, train_data, valid_data, n_train, batch_size, clip_grad_norm, patience)
+    except BaseException as error:
+        module.load_state_dict(state.best_weights)
+        module.eval()
+        state.interrupted = isinstance(error, KeyboardInterrupt)
+        _end(state)
+        if isinstance(error, _Diverged):
+            raise TrainingError(
+                f"Training diverged at epoch {error.epoch}: the {error.what} became non-finite. "
+                f"The weights of the best epoch ({state.best_epoch or 'the initial weights'}) were restored. "
+                "Try a smaller learning_rate, a tighter clip, standardize=True, or a smaller rtol."
+            ) from None
         raise
-    finally:
-        for callback in callbacks:
-            callback.on_train_end(state)
-    module.load_state_dict(best_weights)
+    module.load_state_dict(state.best_weights)
     module.eval()
+    state.completed = True
+    _end(state)
     if not state.stop and patience is not None:
         warnings.warn(
             f"Training stopped at {epochs_name}={max_epochs} while the loss was still improving "
@@ -224,7 +283,114 @@ def train(
             ConvergenceWarning,
             stacklevel=3,
         )
+    _warn_if_diverged(state)
     return state
+
+
+def _train_epoch(
+    state: TrainState,
+    loss_fn: LossFn,
+    train_data: Batch,
+    valid_data: Batch | None,
+    n_train: int,
+    batch_size: int,
+    clip_grad_norm: float | None,
+    patience: int | None,
+) -> None:
+    """One epoch: train, validate, record, keep the best weights, decide on stopping, call the callbacks."""
+    module, epoch = state.module, state.epoch + 1
+    state.epoch = epoch
+    started = time.perf_counter()
+    module.train()
+    generator = state.random_streams.get("minibatch")
+    train_loss = _run_epoch(module, loss_fn, train_data, n_train, batch_size, state.optimizer, clip_grad_norm, generator, epoch)
+    valid_loss = _evaluate(module, loss_fn, valid_data, batch_size) if valid_data is not None else math.nan
+    monitored = valid_loss if valid_data is not None else train_loss
+    if not math.isfinite(monitored):
+        raise _Diverged(epoch, "validation loss" if valid_data is not None else "training loss")
+    state.history.append(
+        {"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss, "duration": time.perf_counter() - started}
+    )
+    if _improved(monitored, state.best_loss):
+        state.best_loss, state.best_epoch = monitored, epoch
+        state.best_weights = copy.deepcopy(module.state_dict())
+    # Decided before the callbacks run, so a checkpoint written by one of them records it.
+    if patience is not None and epoch - state.best_epoch >= patience:
+        state.stop = True
+    for callback in state.callbacks:
+        callback.on_epoch_end(state)
+
+
+def _end(state: TrainState) -> None:
+    for callback in state.callbacks:
+        callback.on_train_end(state)
+
+
+# A run whose last training loss exceeds its first by more than this many times the first's size has blown up.
+DIVERGENCE_FACTOR = 100.0
+
+
+def _warn_if_diverged(state: TrainState) -> None:
+    run = [r for r in state.history if r["epoch"] >= state.first_epoch]
+    if len(run) < 2:
+        return
+    first, last = run[0]["train_loss"], run[-1]["train_loss"]
+    if last - first > DIVERGENCE_FACTOR * max(abs(first), 1e-12):
+        warnings.warn(
+            f"The training loss rose from {first:.4g} (epoch {run[0]['epoch']}) to {last:.4g} (epoch "
+            f"{run[-1]['epoch']}): training diverged. The weights of the best epoch ({state.best_epoch}) were kept. "
+            "Lower learning_rate (by a factor of 10 to start with), or use standardize=True.",
+            DivergenceWarning,
+            stacklevel=3,
+        )
+
+
+# --------------------------------------------------------------- saved state
+def training_state(state: TrainState) -> dict[str, Any]:
+    """What resumes ``state``'s run: a dict of tensors and plain containers (loadable with ``weights_only=True``)."""
+    return {
+        "module": state.module.state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "best_weights": state.best_weights,
+        "history": [{k: _plain(v) for k, v in record.items()} for record in state.history],
+        "epoch": state.epoch,
+        "first_epoch": state.first_epoch,
+        "best_loss": float(state.best_loss),
+        "best_epoch": state.best_epoch,
+        "stop": state.stop,
+        "completed": state.completed,
+        "random_streams": {name: g.get_state() for name, g in state.random_streams.items()},
+        "callbacks": {_callback_key(i, c): c.state_dict() for i, c in enumerate(state.callbacks)},
+    }
+
+
+def load_training_state(state: TrainState, saved: Mapping[str, Any]) -> None:
+    """Put ``state`` (module, optimizer, history, streams, callbacks included) back where ``saved`` left it."""
+    missing = sorted(set(state.random_streams) - set(saved["random_streams"]))
+    if missing:
+        raise ValueError(f"The saved training state has no random streams {missing}; it is from another kind of run.")
+    state.module.load_state_dict(saved["module"])
+    state.optimizer.load_state_dict(saved["optimizer"])
+    state.best_weights = saved["best_weights"]
+    state.history[:] = [dict(record) for record in saved["history"]]
+    state.epoch, state.first_epoch = saved["epoch"], saved["first_epoch"]
+    state.best_loss, state.best_epoch = saved["best_loss"], saved["best_epoch"]
+    state.stop, state.completed = saved["stop"], saved["completed"]
+    for name, generator in state.random_streams.items():
+        generator.set_state(saved["random_streams"][name])
+    for i, callback in enumerate(state.callbacks):
+        key = _callback_key(i, callback)
+        if key in saved["callbacks"]:
+            callback.load_state_dict(saved["callbacks"][key])
+
+
+def _callback_key(index: int, callback: Callback) -> str:
+    return f"{index}:{type(callback).__qualname__}"
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as Python numbers, so a saved history loads without unpickling numpy."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _improved(loss: float, best: float) -> bool:

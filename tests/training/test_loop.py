@@ -141,3 +141,33 @@ def test_device_and_dtype_resolution():
             resolve_device("cuda:1")
     with pytest.raises(InputError, match="dtype"):
         resolve_dtype("float16")
+
+
+def test_keyboard_interrupt_restores_the_best_weights_in_eval_mode():
+    class SpoilThenInterrupt(Callback):
+        def on_epoch_end(self, state):
+            if state.epoch == 3:
+                self.best = {k: v.clone() for k, v in state.best_weights.items()}
+                with torch.no_grad():
+                    state.module.weight.add_(5.0)
+                raise KeyboardInterrupt
+
+        def on_train_end(self, state):
+            self.interrupted = state.interrupted
+
+    module, spoil = _linear(), SpoilThenInterrupt()
+    with pytest.raises(KeyboardInterrupt):
+        train(module, _mse, _regression(), max_epochs=10, learning_rate=0.01, callbacks=[spoil],
+              generator=torch.Generator().manual_seed(0))
+    assert spoil.interrupted and not module.training
+    assert all(torch.equal(v, spoil.best[k]) for k, v in module.state_dict().items())
+
+
+def test_a_run_whose_loss_blows_up_warns():
+    from dynlearn.exceptions import DivergenceWarning
+
+    module = _linear()
+    too_fast = torch.optim.SGD(module.parameters(), lr=1.5)  # beyond 1 / curvature: each step doubles the error
+    with pytest.warns(DivergenceWarning, match="learning_rate"):
+        train(module, _mse, _regression(), batch_size=16, max_epochs=4, optimizer=too_fast, clip_grad_norm=None,
+              patience=None, generator=torch.Generator().manual_seed(0))
