@@ -139,13 +139,15 @@ class SeriesModel(BaseEstimator):
             self.time_scale_ = 1.0
         self.time_offset_ = float(batch.times[:, 0].min())
 
-    def _check_input(self, X: Any, t: Any = None, *, time_argument: str = "t") -> SeriesBatch:
+    def _check_input(
+        self, X: Any, t: Any = None, *, time_argument: str = "t", need_times: bool = True
+    ) -> SeriesBatch:
         """Validate data passed after fit against what fit saw.
 
         ``t`` holds X's own observation times (``time_argument`` names it in
-        errors). An array or list without them is refused when fit's times
-        were not the default ``0, 1, ...``: reading its rows at those times
-        would be a guess.
+        errors). With ``need_times``, an array or list without them is
+        refused when fit's times were not the default ``0, 1, ...``: reading
+        its rows at those times would be a guess.
         """
         check_is_fitted(self, "module_")
         return check_series(
@@ -154,7 +156,7 @@ class SeriesModel(BaseEstimator):
             reference=self.input_spec_,
             owner=type(self).__name__,
             time_argument=time_argument,
-            need_times=True,
+            need_times=need_times,
         )
 
     # --------------------------------------------------------------- scaling

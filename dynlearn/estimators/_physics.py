@@ -442,6 +442,8 @@ class PhaseSpaceModel(SeriesModel):
             None evaluates the energy at X's own rows (missing entries filled
             by linear interpolation in time); otherwise at the states
             :meth:`predict` gives at these query times.
+            The energy of fully observed rows needs no times, so an array of
+            states may come without ``X_t`` then.
         X_t : array-like or list of array-like, default=None
             Observation times of an array or list ``X``, with the same rules
             as ``fit``'s ``t``: shared ``(n_times,)``, per series
@@ -457,7 +459,11 @@ class PhaseSpaceModel(SeriesModel):
             one series). The energy is defined up to an additive constant;
             it is reported as zero at the state ``reference_state_``.
         """
-        batch = self._check_input(X, X_t, time_argument="X_t")
+        # The energy of fully observed rows is a function of their states alone; times matter for
+        # queries and for filling gaps, and then an array must come with its own.
+        batch = self._check_input(X, X_t, time_argument="X_t", need_times=False)
+        if t is not None or not batch.mask[batch.row_mask].all():
+            batch = self._check_input(X, X_t, time_argument="X_t")
         query = check_query_times(t, batch)
         states = self._internal(batch)[0] if t is None else self._predict_internal(batch, query)
         values = self._energy_of(states.reshape(-1, states.shape[-1])).reshape(states.shape[:-1] + (1,))

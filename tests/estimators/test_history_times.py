@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dynlearn import InputError, NeuralODE, NeuralSDE, ODERNN
+from dynlearn import HamiltonianNN, InputError, NeuralODE, NeuralSDE, ODERNN
 from dynlearn.exceptions import ConvergenceWarning
 
 TIMES = np.array([0.0, 0.3, 0.5, 1.2, 1.4, 2.0, 2.9, 3.1])  # irregular: reading them as 0, 1, 2, ... changes forecasts
@@ -140,3 +140,22 @@ def test_forecast_rows_come_back_in_the_query_frame_order_with_its_index():
     assert out["series_id"].tolist() == [2, 0, 2, 1] and out["time"].tolist() == [4.0, 3.5, 3.5, 4.0]
     by_series = model.predict(as_frame(panel()), t=rows.sort_values(["series_id", "time"]))
     np.testing.assert_array_equal(out.loc[by_series.index, ["x0", "x1"]].to_numpy(), by_series[["x0", "x1"]].to_numpy())
+
+
+# ------------------------------------------------------------------ energy
+def test_energy_of_states_needs_no_times_but_a_forecast_does():
+    X = panel()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = HamiltonianNN(hidden_layer_sizes=(8,), max_epochs=2, window_size=4, random_state=0, device="cpu")
+        model.fit(X, t=TIMES)
+    states = X[0]
+    np.testing.assert_array_equal(model.energy(states), model.energy(states, X_t=TIMES))
+    with pytest.raises(InputError, match="X_t"):
+        model.energy(X, t=QUERY)
+    expected = model.energy(as_frame(X), t=QUERY)["energy"].to_numpy()
+    np.testing.assert_allclose(model.energy(X, t=QUERY, X_t=TIMES).ravel(), expected, rtol=1e-6, atol=1e-9)
+    gappy = states.copy()
+    gappy[3, 0] = np.nan  # filling a gap reads the times
+    with pytest.raises(InputError, match="X_t"):
+        model.energy(gappy)
