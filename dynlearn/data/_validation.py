@@ -245,7 +245,8 @@ def _check_time_identified(X: pd.DataFrame, known: set[str], argument: str) -> N
 
 
 def _integer_like(values: np.ndarray) -> bool:
-    return values.dtype != bool and np.isfinite(values).all() and bool(np.all(values == np.round(values)))
+    """Whether float ``values`` are all whole numbers (ids are; a missing value rules a column out)."""
+    return bool(np.isfinite(values).all() and np.all(values == np.round(values)))
 
 
 def _restarts_at_blocks(values: np.ndarray, clock: np.ndarray) -> bool:
@@ -268,9 +269,7 @@ def _restarts_at_blocks(values: np.ndarray, clock: np.ndarray) -> bool:
 def _check_no_id_column(features: pd.DataFrame, clock: np.ndarray, known: set[str], argument: str) -> None:
     """Refuse an integer column of a one-series frame that reads as a series id."""
     for column, dtype in features.dtypes.items():
-        if str(column) in known or not (pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)):
-            continue
-        if pd.api.types.is_complex_dtype(dtype):
+        if str(column) in known or not pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
             continue
         values = features[column].to_numpy(dtype=np.float64, na_value=np.nan)
         if not _integer_like(values):
@@ -362,7 +361,7 @@ def _try_datetime(times: Any, argument: str) -> Any:
     if month_first is None:
         caught = caught_day_first
     elif day_first is not None and not _year_first(values) and not month_first.equals(day_first):
-        differ = np.flatnonzero(np.asarray(month_first != day_first))[:2]
+        differ = np.flatnonzero(np.asarray((month_first != day_first) & month_first.notna()))[:2]
         examples = [
             f"{values[i]!r} as {day_first[i].date()} (day first) or {month_first[i].date()} (month first)" for i in differ
         ]
@@ -392,7 +391,8 @@ def _parse_dates(values: np.ndarray, dayfirst: bool) -> tuple[pd.DatetimeIndex |
 
 
 def _year_first(values: np.ndarray) -> bool:
-    return all(isinstance(v, str) and _YEAR_FIRST.match(v) for v in values)
+    """Whether every string starts with a four-digit year (values that are not strings read one way anyway)."""
+    return all(_YEAR_FIRST.match(v) for v in values if isinstance(v, str))
 
 
 def _plain(values: Any) -> Any:

@@ -228,3 +228,9 @@ def test_equally_spaced_rows_stay_one_series_on_the_row_number():
     assert batch.n_series == 1 and batch.times[0].tolist() == [0.0, 1.0, 2.0]
     batch = check_series(pd.DataFrame({"YEAR": [1, 2, 3], "x": [0.0, 1.0, 2.0]}).assign(time=range(3)))
     assert batch.spec.feature_names == ("YEAR", "x")
+
+
+def test_a_missing_date_is_reported_as_missing_not_as_ambiguous():
+    for times in (["2024-01-02", None, "2024-02-01"], ["13/01/2024", None, "01/02/2024"]):
+        message = raises(lambda: check_series(dated(times)))
+        assert "non-finite time" in message and "dayfirst" not in message
