@@ -686,7 +686,10 @@ def check_query_times(t: Any, batch: SeriesBatch, *, argument: str = "t") -> Que
     ``t=None`` asks for each series' own observation times. Otherwise ``t``
     is shared ``(n_queries,)``, per series ``(n_series, n_queries)``, a list
     of 1-D arrays (one per series), or a frame of query rows (same id and time
-    names as the input; feature columns, if any, are ignored).
+    names as the input; feature columns, if any, are ignored). Queries are
+    sorted within each series; for a frame, ``rows`` and ``index`` of the
+    result let :func:`to_user_kind` return outputs in the frame's row order
+    with its index.
     """
     encoding = batch.spec.time_encoding
     if t is None:
