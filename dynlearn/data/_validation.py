@@ -198,7 +198,9 @@ def _from_frame(
 # Words that name a time or an id column, compared with the lower-case words of a column name.
 _TIME_WORDS = frozenset({"time", "times", "date", "dates", "year", "years", "timestamp", "datetime", "month", "day"})
 _TIME_NAMES = _TIME_WORDS | {"t", "ts"}
-_ID_WORDS = frozenset({"id", "ids", "series", "unit", "subject", "patient", "individual", "entity", "station", "sensor"})
+_ID_WORDS = frozenset(
+    {"id", "ids", "series", "unit", "subject", "patient", "individual", "entity", "station", "sensor"}
+)
 
 
 def _name_words(name: Any) -> list[str]:
@@ -363,7 +365,8 @@ def _try_datetime(times: Any, argument: str) -> Any:
     elif day_first is not None and not _year_first(values) and not month_first.equals(day_first):
         differ = np.flatnonzero(np.asarray((month_first != day_first) & month_first.notna()))[:2]
         examples = [
-            f"{values[i]!r} as {day_first[i].date()} (day first) or {month_first[i].date()} (month first)" for i in differ
+            f"{values[i]!r} as {day_first[i].date()} (day first) or {month_first[i].date()} (month first)"
+            for i in differ
         ]
         raise input_error(
             argument,

@@ -754,7 +754,9 @@ class LatentODE(TransformerMixin, SeriesModel):
         generator = torch.Generator().manual_seed(int(check_random_state(random_state).randint(np.iinfo(np.int32).max)))
         if X is None:
             if X_t is not None:
-                raise input_error("X_t", "None when X is None", "times", "Drop X_t, or pass the series X they belong to.")
+                raise input_error(
+                    "X_t", "None when X is None", "times", "Drop X_t, or pass the series X they belong to."
+                )
             return self._sample_prior_times(t, n_samples, generator, prior)
         batch = self._check_input(X, X_t, time_argument="X_t")
         query = check_query_times(t, batch)

@@ -114,10 +114,11 @@ def test_same_seed_same_samples_and_global_rng_untouched():
 def test_forecast_samples_are_paths(ou_fit):
     """Queries after the same observation lie on one path: later draws correlate with earlier ones."""
     model, _ = ou_fit
-    paths = model.sample(np.full((1, 1, 1), 1.0), t=[0.2, 0.4, 2.0], n_samples=2000, random_state=0, X_t=[0.0])[:, 0, :, 0]
+    start = np.full((1, 1, 1), 1.0)  # the state at time 0
+    paths = model.sample(start, t=[0.2, 0.4, 2.0], n_samples=2000, random_state=0, X_t=[0.0])[:, 0, :, 0]
     assert np.corrcoef(paths[:, 0], paths[:, 1])[0, 1] > 0.5
     assert paths[:, 0].var() < paths[:, 1].var() < paths[:, 2].var()
-    shuffled = model.sample(np.full((1, 1, 1), 1.0), t=[2.0, 0.4, 0.2], n_samples=2000, random_state=0, X_t=[0.0])[:, 0, ::-1, 0]
+    shuffled = model.sample(start, t=[2.0, 0.4, 0.2], n_samples=2000, random_state=0, X_t=[0.0])[:, 0, ::-1, 0]
     np.testing.assert_allclose(shuffled, paths)  # query order does not change the path
 
 
