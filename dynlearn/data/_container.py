@@ -32,6 +32,10 @@ class InputSpec:
     # The frame's own column labels; ``feature_names`` holds their str() for
     # scikit-learn, these give outputs the labels the user indexes with.
     column_labels: tuple[Any, ...] | None = None
+    # Whether the times were the default ``0, 1, ..., n_times - 1`` of an
+    # array or list given without ``t``: True or False for specs made now,
+    # None (unknown) for specs unpickled from before it was recorded.
+    default_times: bool | None = None
 
     @property
     def is_frame(self) -> bool:
@@ -132,10 +136,17 @@ class QueryTimes:
 
     ``times`` is (n_series, n_queries) on the float clock, padded by
     repeating the last query; ``mask`` marks the real queries.
+
+    For a frame of query rows, ``rows`` gives, for each of its rows in its
+    order, the position of that query among the real queries taken series
+    by series (the order of ``np.nonzero(mask)``), and ``index`` is its
+    index, so outputs come back row for row like the query frame.
     """
 
     times: np.ndarray
     mask: np.ndarray
+    rows: np.ndarray | None = None
+    index: Any = None
 
     @property
     def n_queries(self) -> int:

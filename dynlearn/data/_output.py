@@ -27,7 +27,9 @@ def to_user_kind(values: np.ndarray, query: QueryTimes, batch: SeriesBatch) -> A
     Returns
     -------
     DataFrame, ndarray or list of ndarray
-        Frames have one row per query; a panel gets ``(n_series, n_queries,
+        Frames have one row per query, in the order of a query frame with
+        its index where ``query`` came from one (an output indexed by
+        (series, time) or by time keeps that index); a panel gets ``(n_series, n_queries,
         n_outputs)`` with NaN where a series has fewer queries than others; a
         single array gets ``(n_queries, n_outputs)``; a ragged list gets one
         ``(n_queries_i, n_outputs)`` array per series.
@@ -53,6 +55,16 @@ def to_user_kind(values: np.ndarray, query: QueryTimes, batch: SeriesBatch) -> A
 
 
 def _frame(values: np.ndarray, query: QueryTimes, batch: SeriesBatch) -> pd.DataFrame:
+    frame = _frame_by_series(values, query, batch)
+    if query.rows is None:
+        return frame
+    frame = frame.iloc[query.rows]
+    if batch.spec.kind == MULTIINDEX or (batch.spec.kind == FRAME and not batch.spec.time_in_column):
+        return frame  # the index says which series and time each row is
+    return frame.set_axis(query.index, axis=0)
+
+
+def _frame_by_series(values: np.ndarray, query: QueryTimes, batch: SeriesBatch) -> pd.DataFrame:
     spec = batch.spec
     series, position = np.nonzero(query.mask)
     times = spec.time_encoding.decode(query.times[series, position])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import warnings
+from dataclasses import replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -40,6 +42,8 @@ def check_series(
     reference: InputSpec | None = None,
     argument: str = "X",
     owner: str | None = None,
+    time_argument: str = "t",
+    need_times: bool = False,
 ) -> SeriesBatch:
     """Validate user series of any accepted kind and return a :class:`SeriesBatch`.
 
@@ -59,21 +63,31 @@ def check_series(
         Name used in error messages.
     owner : str, default=None
         Name of the estimator asking, for error messages.
+    time_argument : str, default="t"
+        Name of the argument that carries ``t``, for error messages (``"X_t"``
+        where a method's ``t`` means query times).
+    need_times : bool, default=False
+        Refuse an array or list given without ``t`` when ``reference`` was
+        made from other times than the default ``0, 1, ..., n_times - 1``
+        (explicit times, or a frame): its rows would be read at times they
+        were not observed at. Models whose outputs depend on the times set it.
 
     Returns
     -------
     SeriesBatch
     """
     encoding = reference.time_encoding if reference is not None else None
+    if need_times and t is None and reference is not None and not isinstance(X, (pd.DataFrame, pd.Series)):
+        _check_default_times(reference, argument, time_argument)
     if isinstance(X, pd.DataFrame):
         if t is not None:
             raise input_error(
-                "t",
+                time_argument,
                 f"None when {argument} is a DataFrame (frames carry their own times)",
                 f"{type(t).__name__}",
-                f"Put the times in {argument}'s index or its 'time' column and drop t.",
+                f"Put the times in {argument}'s index or its 'time' column and drop {time_argument}.",
             )
-        batch = _from_frame(X, encoding, argument)
+        batch = _from_frame(X, encoding, argument, reference)
     elif isinstance(X, pd.Series):
         raise input_error(
             argument,
@@ -89,18 +103,35 @@ def check_series(
             f"Convert it with {argument}.toarray() and mark missing entries with NaN.",
         )
     elif isinstance(X, (list, tuple)) and (len(X) == 0 or all(np.ndim(item) == 2 for item in X)):
-        batch = _from_list(X, t, encoding, argument)
+        batch = _from_list(X, t, encoding, argument, time_argument)
     else:
         # Anything else (including a list of rows) is read as an array, as scikit-learn does.
-        batch = _from_array(X, t, encoding, argument)
+        batch = _from_array(X, t, encoding, argument, time_argument)
     if reference is not None:
         _check_matches(batch.spec, reference, argument, owner)
     _check_every_series_observed(batch, argument)
     return batch
 
 
+def _check_default_times(reference: InputSpec, argument: str, time_argument: str) -> None:
+    # None: a spec from before this was recorded; the old reading (0, 1, 2, ...) stays.
+    if reference.default_times is not False:
+        return
+    fitted_on = "a DataFrame" if reference.is_frame else "times other than 0, 1, ..., n_times - 1"
+    raise input_error(
+        time_argument,
+        f"the observation times of {argument}'s rows (the estimator was fitted on {fitted_on})",
+        "None: the rows would be read at times 0, 1, 2, ...",
+        f"Pass {time_argument}= with the same rules as fit's t (shared (n_times,), per series "
+        f"(n_series, n_times), or a list of 1-D arrays for a list), or pass {argument} as a DataFrame "
+        "that carries its times.",
+    )
+
+
 # --------------------------------------------------------------------- frames
-def _from_frame(X: pd.DataFrame, encoding: TimeEncoding | None, argument: str) -> SeriesBatch:
+def _from_frame(
+    X: pd.DataFrame, encoding: TimeEncoding | None, argument: str, reference: InputSpec | None = None
+) -> SeriesBatch:
     if X.shape[0] == 0:
         raise input_error(argument, "at least one row", "an empty DataFrame", "Pass data with observations.")
     if isinstance(X.index, pd.MultiIndex):
@@ -132,7 +163,11 @@ def _from_frame(X: pd.DataFrame, encoding: TimeEncoding | None, argument: str) -
         kind = LONG
         time_in_column = True
     else:
+        # Columns fit already took as measured variables are not second-guessed later.
+        known = set(reference.feature_names or ()) if reference is not None else set()
         time_in_column = TIME_COLUMN in X.columns
+        if not time_in_column:
+            _check_time_identified(X, known, argument)
         times = X[TIME_COLUMN] if time_in_column else X.index
         ids = np.zeros(len(X), dtype=np.int64)
         id_name, time_name = None, TIME_COLUMN if time_in_column else X.index.name
@@ -144,6 +179,8 @@ def _from_frame(X: pd.DataFrame, encoding: TimeEncoding | None, argument: str) -
         encoding = encoding_for(times)
     clock = encoding.encode(times, f"{argument} times")
     _check_finite_times(clock, f"{argument} times")
+    if kind == FRAME:
+        _check_no_id_column(features, clock, known, argument)
     spec = InputSpec(
         kind=kind,
         n_features=values.shape[1],
@@ -153,8 +190,107 @@ def _from_frame(X: pd.DataFrame, encoding: TimeEncoding | None, argument: str) -
         time_in_column=time_in_column,
         time_encoding=encoding,
         column_labels=tuple(features.columns),
+        default_times=False,
     )
     return _pack_long(np.asarray(ids), clock, values, spec, argument)
+
+
+# Words that name a time or an id column, compared with the lower-case words of a column name.
+_TIME_WORDS = frozenset({"time", "times", "date", "dates", "year", "years", "timestamp", "datetime", "month", "day"})
+_TIME_NAMES = _TIME_WORDS | {"t", "ts"}
+_ID_WORDS = frozenset(
+    {"id", "ids", "series", "unit", "subject", "patient", "individual", "entity", "station", "sensor"}
+)
+
+
+def _name_words(name: Any) -> list[str]:
+    """Lower-case words of a column name: ``"patientId"`` and ``"patient_id"`` give ``["patient", "id"]``."""
+    text = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", str(name))
+    return [word for word in re.split(r"[^0-9a-zA-Z]+", text.lower()) if word]
+
+
+def _index_is_row_numbers(index: pd.Index) -> bool:
+    """An unnamed integer index: row labels, not observation times."""
+    return index.name is None and pd.api.types.is_integer_dtype(index.dtype)
+
+
+def _time_candidates(X: pd.DataFrame, known: set[str]) -> list[Any]:
+    """Columns that look like observation times: datetime-like dtype, or a time-like name."""
+    found = []
+    for column, dtype in X.dtypes.items():
+        if str(column) in known:
+            continue
+        datetime_like = pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_timedelta64_dtype(dtype)
+        named = str(column).lower() in _TIME_NAMES or bool(_TIME_WORDS.intersection(_name_words(column)))
+        if datetime_like or named:
+            found.append(column)
+    return found
+
+
+def _check_time_identified(X: pd.DataFrame, known: set[str], argument: str) -> None:
+    """Refuse a one-series frame whose times would be its row numbers while a column looks like the times."""
+    if not _index_is_row_numbers(X.index):
+        return
+    candidates = _time_candidates(X, known)
+    if candidates:
+        first = candidates[0]
+        raise input_error(
+            argument,
+            f"the observation times in a '{TIME_COLUMN}' column or as the index",
+            f"no '{TIME_COLUMN}' column and row numbers as the index, beside column(s) {candidates[:10]} that "
+            "look like times (read as they are, the row number would be the time and these columns measured "
+            "variables)",
+            f"Rename the time column, X.rename(columns={{{first!r}: '{TIME_COLUMN}'}}), or make it the index, "
+            f"X.set_index({first!r}). If rows are equally spaced and none of these is the time, say so with "
+            f"X.assign({TIME_COLUMN}=range(len(X))).",
+        )
+
+
+def _integer_like(values: np.ndarray) -> bool:
+    """Whether float ``values`` are all whole numbers (ids are; a missing value rules a column out)."""
+    return bool(np.isfinite(values).all() and np.all(values == np.round(values)))
+
+
+def _restarts_at_blocks(values: np.ndarray, clock: np.ndarray) -> bool:
+    """Whether ``values`` cut the rows into contiguous blocks, each with rising times, and time restarts between them.
+
+    That is how a panel stacked series after series looks when its series
+    column is read as a measured variable; one series, sorted or not, does
+    not look like it unless its values change exactly where time goes back.
+    """
+    change = values[1:] != values[:-1]
+    starts = np.concatenate([[0], np.flatnonzero(change) + 1])
+    if len(starts) < 2 or len(np.unique(values[starts])) != len(starts):
+        return False
+    if np.diff(np.append(starts, len(values))).min() < 2:
+        return False
+    steps = np.diff(clock)
+    return bool(np.all(steps[~change] > 0) and np.all(steps[change] <= 0))
+
+
+def _check_no_id_column(features: pd.DataFrame, clock: np.ndarray, known: set[str], argument: str) -> None:
+    """Refuse an integer column of a one-series frame that reads as a series id."""
+    for column, dtype in features.dtypes.items():
+        if str(column) in known or not pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
+            continue
+        values = features[column].to_numpy(dtype=np.float64, na_value=np.nan)
+        if not _integer_like(values):
+            continue
+        n_ids = len(np.unique(values))
+        if n_ids == len(values):
+            continue
+        named = bool(_ID_WORDS.intersection(_name_words(column)))
+        if named or _restarts_at_blocks(values, clock):
+            raise input_error(
+                argument,
+                f"a '{ID_COLUMN}' column (or a (series, time) MultiIndex) for a panel of several series",
+                f"no '{ID_COLUMN}' column, and an integer column {column!r} that reads two ways: as series ids "
+                f"(a panel of {n_ids} series) or as a measured variable of one series",
+                f"If {column!r} names the series, rename it, X.rename(columns={{{column!r}: '{ID_COLUMN}'}}), "
+                f"with the times in a '{TIME_COLUMN}' column, or index X by (series, time) with "
+                f"X.set_index([{column!r}, <time column>]). If it is a measured variable, give it a name that "
+                "does not read as an id.",
+            )
 
 
 def _numeric_features(features: pd.DataFrame, argument: str) -> tuple[tuple[str, ...], np.ndarray]:
@@ -177,6 +313,14 @@ def _numeric_features(features: pd.DataFrame, argument: str) -> tuple[tuple[str,
             f"non-numeric columns {bad[:10]} (dtypes {[str(features[c].dtype) for c in bad[:10]]})",
             "Drop them or encode them as numbers before fitting.",
         )
+    complex_columns = [c for c, dtype in features.dtypes.items() if pd.api.types.is_complex_dtype(dtype)]
+    if complex_columns:
+        raise input_error(
+            argument,
+            "real-valued feature columns",
+            f"complex columns {complex_columns[:10]}",
+            "Split real and imaginary parts into separate columns, e.g. X[c].to_numpy().real and .imag.",
+        )
     values = features.to_numpy(dtype=np.float64, na_value=np.nan)
     return tuple(str(c) for c in features.columns), values
 
@@ -189,7 +333,7 @@ def _as_time_values(times: Any, argument: str) -> Any:
             or pd.api.types.is_datetime64_any_dtype(dtype)
             or pd.api.types.is_timedelta64_dtype(dtype)
         ):
-            converted = _try_datetime(times)
+            converted = _try_datetime(times, argument)
             if converted is None:
                 raise input_error(
                     argument,
@@ -203,19 +347,55 @@ def _as_time_values(times: Any, argument: str) -> Any:
     return times
 
 
-def _try_datetime(times: Any) -> Any:
-    """Strings parsed as datetimes, or None when they are not datetimes."""
+_YEAR_FIRST = re.compile(r"\s*\d{4}\D")
+
+
+def _try_datetime(times: Any, argument: str) -> Any:
+    """Strings parsed as datetimes, or None when they are not datetimes.
+
+    Strings that read as valid, different dates both day first and month
+    first ("01/02/2024") are refused rather than guessed; strings that start
+    with the year (ISO 8601) read one way only.
+    """
+    values = np.asarray(times, dtype=object)
+    month_first, caught = _parse_dates(values, dayfirst=False)
+    day_first, caught_day_first = _parse_dates(values, dayfirst=True)
+    if month_first is None:
+        caught = caught_day_first
+    elif day_first is not None and not _year_first(values) and not month_first.equals(day_first):
+        differ = np.flatnonzero(np.asarray((month_first != day_first) & month_first.notna()))[:2]
+        examples = [
+            f"{values[i]!r} as {day_first[i].date()} (day first) or {month_first[i].date()} (month first)"
+            for i in differ
+        ]
+        raise input_error(
+            argument,
+            "date strings with one reading",
+            f"strings that read as valid dates both day first and month first, e.g. {'; '.join(examples)}",
+            "Parse them first with pd.to_datetime(..., dayfirst=True) for day/month/year, or dayfirst=False for "
+            "month/day/year (or pass format=...), or write them as ISO dates (2024-02-01).",
+        )
+    for warning in caught:
+        # The order of day and month is settled above; pandas' guess about it is not news.
+        if "dayfirst" not in str(warning.message):
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return month_first if month_first is not None else day_first
+
+
+def _parse_dates(values: np.ndarray, dayfirst: bool) -> tuple[pd.DatetimeIndex | None, list[Any]]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            parsed = pd.DatetimeIndex(pd.to_datetime(np.asarray(times)))
+            return pd.DatetimeIndex(pd.to_datetime(values, dayfirst=dayfirst)), list(caught)
         except (TypeError, ValueError):
             # pandas warns about the format before failing; the InputError
             # raised instead says all there is to say.
-            return None
-    for warning in caught:
-        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-    return parsed
+            return None, []
+
+
+def _year_first(values: np.ndarray) -> bool:
+    """Whether every string starts with a four-digit year (values that are not strings read one way anyway)."""
+    return all(_YEAR_FIRST.match(v) for v in values if isinstance(v, str))
 
 
 def _plain(values: Any) -> Any:
@@ -327,7 +507,7 @@ def _numeric_array(X: Any, argument: str) -> np.ndarray:
     return array.astype(np.float64)
 
 
-def _from_array(X: Any, t: Any, encoding: TimeEncoding | None, argument: str) -> SeriesBatch:
+def _from_array(X: Any, t: Any, encoding: TimeEncoding | None, argument: str, time_argument: str = "t") -> SeriesBatch:
     if X is None or np.isscalar(X):
         raise input_error(argument, _ACCEPTED, repr(X), "Pass the observed series.")
     array = _numeric_array(X, argument)
@@ -352,40 +532,56 @@ def _from_array(X: Any, t: Any, encoding: TimeEncoding | None, argument: str) ->
         )
     if panel.size == 0:
         raise input_error(argument, "a non-empty array", f"shape {array.shape}", "Pass data with observations.")
-    times = _array_times(t, n_series, n_times, kind, encoding, argument)
-    encoding = times[1]
-    spec = InputSpec(kind=kind, n_features=n_features, time_encoding=encoding)
+    clock, encoding = _array_times(t, n_series, n_times, kind, encoding, argument, time_argument)
+    spec = InputSpec(
+        kind=kind, n_features=n_features, time_encoding=encoding, default_times=_are_default_times([*clock], encoding)
+    )
     ids = np.repeat(np.arange(n_series), n_times)
-    return _pack_long(ids, times[0].ravel(), panel.reshape(-1, n_features), spec, argument)
+    return _pack_long(ids, clock.ravel(), panel.reshape(-1, n_features), spec, argument)
+
+
+def _are_default_times(clocks: list[np.ndarray], encoding: TimeEncoding) -> bool:
+    """Whether every series' times are ``0, 1, ..., n_times - 1``, what arrays get without ``t``."""
+    return encoding.kind == "float" and all(np.array_equal(c, np.arange(len(c))) for c in clocks)
 
 
 def _array_times(
-    t: Any, n_series: int, n_times: int, kind: str, encoding: TimeEncoding | None, argument: str
+    t: Any,
+    n_series: int,
+    n_times: int,
+    kind: str,
+    encoding: TimeEncoding | None,
+    argument: str,
+    time_argument: str = "t",
 ) -> tuple[np.ndarray, TimeEncoding]:
     if t is None:
         encoding = encoding or TimeEncoding()
         clock = np.broadcast_to(np.arange(n_times, dtype=np.float64), (n_series, n_times))
         if encoding.kind != "float":
-            raise input_error("t", f"{encoding.kind} times, as at fit", "None", f"Pass t for {argument}.")
+            raise input_error(
+                time_argument, f"{encoding.kind} times, as at fit", "None", f"Pass {time_argument} for {argument}."
+            )
         return clock, encoding
-    t_values = _as_time_values(pd.Index(np.ravel(np.asarray(t))), "t")
+    t_values = _as_time_values(pd.Index(np.ravel(np.asarray(t))), time_argument)
     t_shape = np.shape(t)
     if encoding is None:
         encoding = encoding_for(t_values)
-    clock = encoding.encode(t_values, "t").reshape(t_shape)
+    clock = encoding.encode(t_values, time_argument).reshape(t_shape)
     shapes = [(n_times,), (n_series, n_times)] if kind == PANEL else [(n_times,)]
     if clock.shape not in shapes:
         raise input_error(
-            "t",
+            time_argument,
             " or ".join(str(s) for s in shapes) + f" to match {argument} of {n_series} series x {n_times} times",
             f"shape {clock.shape}",
             "Pass one time per row of each series.",
         )
-    _check_finite_times(clock, "t")
+    _check_finite_times(clock, time_argument)
     return np.broadcast_to(clock, (n_series, n_times)), encoding
 
 
-def _from_list(X: Sequence[Any], t: Any, encoding: TimeEncoding | None, argument: str) -> SeriesBatch:
+def _from_list(
+    X: Sequence[Any], t: Any, encoding: TimeEncoding | None, argument: str, time_argument: str = "t"
+) -> SeriesBatch:
     if len(X) == 0:
         raise input_error(argument, "a non-empty list of series", "an empty list", "Pass at least one series.")
     arrays = []
@@ -411,32 +607,40 @@ def _from_list(X: Sequence[Any], t: Any, encoding: TimeEncoding | None, argument
         )
     if t is None:
         if encoding is not None and encoding.kind != "float":
-            raise input_error("t", f"{encoding.kind} times, as at fit", "None", f"Pass t for {argument}.")
+            raise input_error(
+                time_argument, f"{encoding.kind} times, as at fit", "None", f"Pass {time_argument} for {argument}."
+            )
         encoding = encoding or TimeEncoding()
         clocks = [np.arange(len(a), dtype=np.float64) for a in arrays]
     else:
         if not isinstance(t, (list, tuple)) or len(t) != len(arrays):
             raise input_error(
-                "t",
+                time_argument,
                 f"a list of {len(arrays)} time arrays, one per series in {argument}",
                 f"{type(t).__name__} of length {len(t) if hasattr(t, '__len__') else '?'}",
-                "Pass t=[times_0, times_1, ...].",
+                f"Pass {time_argument}=[times_0, times_1, ...].",
             )
         if encoding is None:
             encoding = encoding_for(pd.Index(np.concatenate([np.ravel(np.asarray(ti)) for ti in t])))
         clocks = []
         for i, (ti, array) in enumerate(zip(t, arrays)):
-            clock = encoding.encode(_as_time_values(pd.Index(np.ravel(np.asarray(ti))), f"t[{i}]"), f"t[{i}]")
+            name = f"{time_argument}[{i}]"
+            clock = encoding.encode(_as_time_values(pd.Index(np.ravel(np.asarray(ti))), name), name)
             if np.ndim(ti) != 1 or clock.shape[0] != array.shape[0]:
                 raise input_error(
-                    f"t[{i}]",
+                    name,
                     f"a 1-D array of {array.shape[0]} times matching {argument}[{i}]",
                     f"shape {np.shape(ti)}",
                     "Pass one time per row.",
                 )
-            _check_finite_times(clock, f"t[{i}]")
+            _check_finite_times(clock, name)
             clocks.append(clock)
-    spec = InputSpec(kind=RAGGED, n_features=arrays[0].shape[1], time_encoding=encoding)
+    spec = InputSpec(
+        kind=RAGGED,
+        n_features=arrays[0].shape[1],
+        time_encoding=encoding,
+        default_times=_are_default_times(clocks, encoding),
+    )
     ids = np.repeat(np.arange(len(arrays)), [len(a) for a in arrays])
     return _pack_long(ids, np.concatenate(clocks), np.concatenate(arrays), spec, argument)
 
@@ -485,7 +689,10 @@ def check_query_times(t: Any, batch: SeriesBatch, *, argument: str = "t") -> Que
     ``t=None`` asks for each series' own observation times. Otherwise ``t``
     is shared ``(n_queries,)``, per series ``(n_series, n_queries)``, a list
     of 1-D arrays (one per series), or a frame of query rows (same id and time
-    names as the input; feature columns, if any, are ignored).
+    names as the input; feature columns, if any, are ignored). Queries are
+    sorted within each series; for a frame, ``rows`` and ``index`` of the
+    result let :func:`to_user_kind` return outputs in the frame's row order
+    with its index.
     """
     encoding = batch.spec.time_encoding
     if t is None:
@@ -554,8 +761,15 @@ def _query_frame(t: pd.DataFrame, batch: SeriesBatch, argument: str) -> QueryTim
             f"unknown series ids {unknown}",
             "Query only series whose history you pass in X.",
         )
-    clocks = [np.sort(clock[position == i]) for i in range(batch.n_series)]
-    return _pad_queries(clocks, argument, allow_empty=True)
+    # Each series' queries are sorted; ``rows`` remembers where every query
+    # row went, so outputs come back in the frame's order with its index.
+    order = np.lexsort((clock, position))
+    counts = np.bincount(position, minlength=batch.n_series)
+    clocks = np.split(clock[order], np.cumsum(counts)[:-1])
+    rows = np.empty(len(order), dtype=np.int64)
+    rows[order] = np.arange(len(order))
+    query = _pad_queries(clocks, argument, allow_empty=True)
+    return replace(query, rows=rows, index=t.index)
 
 
 def _pad_queries(clocks: list[np.ndarray], argument: str, allow_empty: bool = False) -> QueryTimes:

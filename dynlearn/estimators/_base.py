@@ -356,10 +356,25 @@ class SeriesModel(BaseEstimator):
             self.time_scale_ = 1.0
         self.time_offset_ = float(batch.times[:, 0].min())
 
-    def _check_input(self, X: Any, t: Any = None) -> SeriesBatch:
-        """Validate data passed after fit against what fit saw."""
+    def _check_input(
+        self, X: Any, t: Any = None, *, time_argument: str = "t", need_times: bool = True
+    ) -> SeriesBatch:
+        """Validate data passed after fit against what fit saw.
+
+        ``t`` holds X's own observation times (``time_argument`` names it in
+        errors). With ``need_times``, an array or list without them is
+        refused when fit's times were not the default ``0, 1, ...``: reading
+        its rows at those times would be a guess.
+        """
         check_is_fitted(self, "module_")
-        return check_series(X, t, reference=self.input_spec_, owner=type(self).__name__)
+        return check_series(
+            X,
+            t,
+            reference=self.input_spec_,
+            owner=type(self).__name__,
+            time_argument=time_argument,
+            need_times=need_times,
+        )
 
     # --------------------------------------------------------------- scaling
     def _scale_values(self, values: np.ndarray) -> np.ndarray:
@@ -438,6 +453,21 @@ class SeriesModel(BaseEstimator):
         Each observation after the first of its series is predicted from the
         one before it; the coefficient of determination is averaged over
         features (scikit-learn's ``"uniform_average"``).
+
+        Parameters
+        ----------
+        X : DataFrame, ndarray or list of ndarray
+            Series in any accepted kind.
+        y : None
+            Ignored.
+        t : array-like or list of array-like, default=None
+            Observation times of an array or list ``X``, as in ``fit``;
+            required when the estimator was fitted on a frame or on other
+            times than ``0, 1, ..., n_times - 1``.
+
+        Returns
+        -------
+        float
         """
         batch = self._check_input(X, t)
         query = check_query_times(None, batch)

@@ -622,8 +622,10 @@ class LatentODE(TransformerMixin, SeriesModel):
         ----------
         X : DataFrame, ndarray or list of ndarray
             Series in any accepted kind.
-        t : array-like, default=None
-            Observation times for array inputs.
+        t : array-like or list of array-like, default=None
+            Observation times of an array or list ``X``, as in ``fit``;
+            required when the estimator was fitted on a frame or on other
+            times than ``0, 1, ..., n_times - 1``.
 
         Returns
         -------
@@ -637,7 +639,7 @@ class LatentODE(TransformerMixin, SeriesModel):
         return mean.cpu().double().numpy()
 
     # ------------------------------------------------------------- predict
-    def predict(self, X: Any, t: Any = None) -> Any:
+    def predict(self, X: Any, t: Any = None, *, X_t: Any = None) -> Any:
         """Posterior-mean trajectory of each series at query times.
 
         Each series is encoded from all its observations; the latent ODE is
@@ -659,13 +661,20 @@ class LatentODE(TransformerMixin, SeriesModel):
             None reconstructs X at its own times (the encoder has seen
             them: with a small ``latent_dim`` this is a reconstruction
             through a bottleneck, not a copy).
+        X_t : array-like or list of array-like, default=None
+            Observation times of an array or list ``X``, with the same rules
+            as ``fit``'s ``t``: shared ``(n_times,)``, per series
+            ``(n_series, n_times)``, or one 1-D array per series of a list.
+            Required when the estimator was fitted on a frame or on other
+            times than ``0, 1, ..., n_times - 1``; must be None for a frame,
+            which carries its times.
 
         Returns
         -------
         Same kind as X
             Values in the user's units.
         """
-        batch = self._check_input(X)
+        batch = self._check_input(X, X_t, time_argument="X_t")
         query = check_query_times(t, batch)
         return to_user_kind(self._predict_batch(batch, query), query, batch)
 
@@ -709,7 +718,14 @@ class LatentODE(TransformerMixin, SeriesModel):
 
     # -------------------------------------------------------------- sample
     def sample(
-        self, X: Any = None, t: Any = None, n_samples: int = 100, random_state: Any = None, prior: bool = False
+        self,
+        X: Any = None,
+        t: Any = None,
+        n_samples: int = 100,
+        random_state: Any = None,
+        prior: bool = False,
+        *,
+        X_t: Any = None,
     ) -> Any:
         """Trajectories decoded from draws of the latent initial state.
 
@@ -730,6 +746,13 @@ class LatentODE(TransformerMixin, SeriesModel):
         prior : bool, default=False
             Draw ``z0`` from the prior ``N(0, I)`` instead of the posterior
             (X then only gives series ids, first times and query times).
+        X_t : array-like or list of array-like, default=None
+            Observation times of an array or list ``X``, with the same rules
+            as ``fit``'s ``t``: shared ``(n_times,)``, per series
+            ``(n_series, n_times)``, or one 1-D array per series of a list.
+            Required when the estimator was fitted on a frame or on other
+            times than ``0, 1, ..., n_times - 1``; must be None for a frame,
+            which carries its times.
 
         Returns
         -------
@@ -748,8 +771,12 @@ class LatentODE(TransformerMixin, SeriesModel):
             raise input_error("n_samples", "a positive int", repr(n_samples), "E.g. n_samples=100.")
         generator = torch.Generator().manual_seed(int(check_random_state(random_state).randint(np.iinfo(np.int32).max)))
         if X is None:
+            if X_t is not None:
+                raise input_error(
+                    "X_t", "None when X is None", "times", "Drop X_t, or pass the series X they belong to."
+                )
             return self._sample_prior_times(t, n_samples, generator, prior)
-        batch = self._check_input(X)
+        batch = self._check_input(X, X_t, time_argument="X_t")
         query = check_query_times(t, batch)
         q_times = self._scale_times(query.times)
         if prior:

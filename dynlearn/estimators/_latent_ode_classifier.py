@@ -286,6 +286,10 @@ class LatentODEClassifier(_SeriesClassifier, ClassifierMixin, LatentODE):
             pieces = [module.head(mean[s : s + _ENCODE_CHUNK]) for s in range(0, len(mean), _ENCODE_CHUNK)]
         return torch.cat(pieces).cpu().double().numpy()
 
-    def predict_trajectory(self, X: Any, t: Any = None) -> Any:
-        """Posterior-mean trajectory of each series at query times (:meth:`LatentODE.predict`)."""
-        return LatentODE.predict(self, X, t)
+    def predict_trajectory(self, X: Any, t: Any = None, *, X_t: Any = None) -> Any:
+        """Posterior-mean trajectory of each series at query times (:meth:`LatentODE.predict`).
+
+        ``t`` holds query times and ``X_t`` the observation times of an array
+        or list ``X``, as for :meth:`LatentODE.predict`.
+        """
+        return LatentODE.predict(self, X, t, X_t=X_t)

@@ -617,7 +617,7 @@ class LatentSDE(SeriesModel):
         return -elbo / mask.sum().clamp_min(1)
 
     # ------------------------------------------------------ predict, sample
-    def predict(self, X: Any, t: Any = None) -> Any:
+    def predict(self, X: Any, t: Any = None, *, X_t: Any = None) -> Any:
         """Mean of ``n_samples_predict`` decoded sample paths at the query times.
 
         Parameters
@@ -629,6 +629,13 @@ class LatentSDE(SeriesModel):
             ``(n_series, n_queries)``, or a frame of (series, time) rows.
             None reconstructs X at its own times. Times after a series' last
             observation are forecasts.
+        X_t : array-like or list of array-like, default=None
+            Observation times of an array or list ``X``, with the same rules
+            as ``fit``'s ``t``: shared ``(n_times,)``, per series
+            ``(n_series, n_times)``, or one 1-D array per series of a list.
+            Required when the estimator was fitted on a frame or on other
+            times than ``0, 1, ..., n_times - 1``; must be None for a frame,
+            which carries its times.
 
         Returns
         -------
@@ -636,7 +643,7 @@ class LatentSDE(SeriesModel):
             Predictions in the user's units. The paths are seeded from the
             fitted ``random_state``, so predictions are repeatable.
         """
-        batch = self._check_input(X)
+        batch = self._check_input(X, X_t, time_argument="X_t")
         query = check_query_times(t, batch)
         return to_user_kind(self._predict_batch(batch, query), query, batch)
 
@@ -644,7 +651,7 @@ class LatentSDE(SeriesModel):
         draws = self._sample_batch(batch, query, self.n_samples_predict, self._seed + 3, observation_noise=False)
         return draws.mean(axis=0)
 
-    def sample(self, X: Any, t: Any = None, n_samples: int = 100, random_state: Any = None) -> Any:
+    def sample(self, X: Any, t: Any = None, n_samples: int = 100, random_state: Any = None, *, X_t: Any = None) -> Any:
         """Draw from the predictive distribution of observations given each series' history.
 
         The initial latent state comes from its posterior given X, the
@@ -664,6 +671,13 @@ class LatentSDE(SeriesModel):
         random_state : int, RandomState or None, default=None
             Seeds the initial states, Brownian paths and observation noise:
             the same value gives the same samples; None draws fresh ones.
+        X_t : array-like or list of array-like, default=None
+            Observation times of an array or list ``X``, with the same rules
+            as ``fit``'s ``t``: shared ``(n_times,)``, per series
+            ``(n_series, n_times)``, or one 1-D array per series of a list.
+            Required when the estimator was fitted on a frame or on other
+            times than ``0, 1, ..., n_times - 1``; must be None for a frame,
+            which carries its times.
 
         Returns
         -------
@@ -671,7 +685,7 @@ class LatentSDE(SeriesModel):
             Arrays gain a leading axis of length ``n_samples``; frames get
             an outer ``sample`` index level.
         """
-        batch = self._check_input(X)
+        batch = self._check_input(X, X_t, time_argument="X_t")
         query = check_query_times(t, batch)
         if not isinstance(n_samples, Integral) or isinstance(n_samples, bool) or n_samples < 1:
             raise input_error("n_samples", "a positive int", repr(n_samples), "E.g. n_samples=100.")

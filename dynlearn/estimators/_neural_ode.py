@@ -358,7 +358,7 @@ class NeuralODE(SeriesModel):
         return windows
 
     # ------------------------------------------------------------- predict
-    def predict(self, X: Any, t: Any = None) -> Any:
+    def predict(self, X: Any, t: Any = None, *, X_t: Any = None) -> Any:
         """State at query times, each integrated from the latest earlier observation.
 
         Parameters
@@ -369,13 +369,20 @@ class NeuralODE(SeriesModel):
             Query times: shared ``(n_queries,)``, per series
             ``(n_series, n_queries)``, or a frame of (series, time) rows.
             None gives one-step-ahead predictions at X's own times.
+        X_t : array-like or list of array-like, default=None
+            Observation times of an array or list ``X``, with the same rules
+            as ``fit``'s ``t``: shared ``(n_times,)``, per series
+            ``(n_series, n_times)``, or one 1-D array per series of a list.
+            Required when the estimator was fitted on a frame or on other
+            times than ``0, 1, ..., n_times - 1``; must be None for a frame,
+            which carries its times.
 
         Returns
         -------
         Same kind as X
             Predictions in the user's units; for frames one row per query.
         """
-        batch = self._check_input(X)
+        batch = self._check_input(X, X_t, time_argument="X_t")
         query = check_query_times(t, batch)
         values = self._predict_batch(batch, query)
         return to_user_kind(values, query, batch)

@@ -388,7 +388,7 @@ class NeuralSDE(SeriesModel):
         }
 
     # ------------------------------------------------------------- predict
-    def predict(self, X: Any, t: Any = None, *, return_std: bool = False) -> Any:
+    def predict(self, X: Any, t: Any = None, *, return_std: bool = False, X_t: Any = None) -> Any:
         """Mean of the predictive distribution at query times.
 
         Parameters
@@ -401,6 +401,13 @@ class NeuralSDE(SeriesModel):
             predictions at X's own times.
         return_std : bool, default=False
             Also return the predictive standard deviation of each entry.
+        X_t : array-like or list of array-like, default=None
+            Observation times of an array or list ``X``, with the same rules
+            as ``fit``'s ``t``: shared ``(n_times,)``, per series
+            ``(n_series, n_times)``, or one 1-D array per series of a list.
+            Required when the estimator was fitted on a frame or on other
+            times than ``0, 1, ..., n_times - 1``; must be None for a frame,
+            which carries its times.
 
         Returns
         -------
@@ -408,7 +415,7 @@ class NeuralSDE(SeriesModel):
         std : same kind as X
             Only with ``return_std=True``.
         """
-        batch = self._check_input(X)
+        batch = self._check_input(X, X_t, time_argument="X_t")
         query = check_query_times(t, batch)
         mean, var = self._query_moments(batch, query, covariance=return_std)
         if not return_std:
@@ -419,12 +426,12 @@ class NeuralSDE(SeriesModel):
         return self._query_moments(batch, query, covariance=False)[0]
 
     def predict_quantiles(self, X: Any, t: Any = None, quantiles: Sequence[float] = (0.05, 0.95), *,
-                          n_samples: int | None = None, random_state: Any = None) -> Any:
+                          n_samples: int | None = None, random_state: Any = None, X_t: Any = None) -> Any:
         """Quantiles of the predictive distribution of each entry at query times.
 
         Parameters
         ----------
-        X, t :
+        X, t, X_t :
             As for :meth:`predict`.
         quantiles : sequence of float in (0, 1), default=(0.05, 0.95)
             The default is the central 90% interval.
@@ -446,7 +453,7 @@ class NeuralSDE(SeriesModel):
         if levels.size == 0 or not np.all((levels > 0) & (levels < 1)):
             raise input_error("quantiles", "levels strictly between 0 and 1", repr(quantiles),
                               "Pass e.g. (0.05, 0.95) for a 90% interval.")
-        batch = self._check_input(X)
+        batch = self._check_input(X, X_t, time_argument="X_t")
         query = check_query_times(t, batch)
         if n_samples is None:
             mean, var = self._query_moments(batch, query, covariance=True)
@@ -486,7 +493,7 @@ class NeuralSDE(SeriesModel):
         return mean, var
 
     # -------------------------------------------------------------- sample
-    def sample(self, X: Any, t: Any = None, n_samples: int = 100, random_state: Any = None) -> Any:
+    def sample(self, X: Any, t: Any = None, n_samples: int = 100, random_state: Any = None, *, X_t: Any = None) -> Any:
         """Draw paths of the learned SDE from each series' latest observation before the queries.
 
         Parameters
@@ -499,6 +506,13 @@ class NeuralSDE(SeriesModel):
         n_samples : int, default=100
         random_state : int, RandomState or None, default=None
             Seeds the Brownian paths: the same value gives the same samples.
+        X_t : array-like or list of array-like, default=None
+            Observation times of an array or list ``X``, with the same rules
+            as ``fit``'s ``t``: shared ``(n_times,)``, per series
+            ``(n_series, n_times)``, or one 1-D array per series of a list.
+            Required when the estimator was fitted on a frame or on other
+            times than ``0, 1, ..., n_times - 1``; must be None for a frame,
+            which carries its times.
 
         Returns
         -------
@@ -506,7 +520,7 @@ class NeuralSDE(SeriesModel):
             Arrays ``(n_samples, ...)``; frames gain an outer ``sample``
             index level; a ragged list becomes one list per sample.
         """
-        batch = self._check_input(X)
+        batch = self._check_input(X, X_t, time_argument="X_t")
         query = check_query_times(t, batch)
         paths = self._sample_batch(batch, query, _check_n_samples(n_samples), random_state)
         return to_user_kind(paths, query, batch)

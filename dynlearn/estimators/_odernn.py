@@ -568,7 +568,7 @@ class ODERNN(_ODERNNBase):
         self.training_time_ = time.perf_counter() - started
         return self
 
-    def predict(self, X: Any, t: Any = None) -> Any:
+    def predict(self, X: Any, t: Any = None, *, X_t: Any = None) -> Any:
         """Observations at query times, each from the state after the latest earlier observation.
 
         Parameters
@@ -580,13 +580,20 @@ class ODERNN(_ODERNNBase):
             ``(n_series, n_queries)``, a list of 1-D arrays, or a frame of
             (series, time) rows. None gives one-step-ahead predictions at X's
             own times (the first row of each series is reconstructed).
+        X_t : array-like or list of array-like, default=None
+            Observation times of an array or list ``X``, with the same rules
+            as ``fit``'s ``t``: shared ``(n_times,)``, per series
+            ``(n_series, n_times)``, or one 1-D array per series of a list.
+            Required when the estimator was fitted on a frame or on other
+            times than ``0, 1, ..., n_times - 1``; must be None for a frame,
+            which carries its times.
 
         Returns
         -------
         Same kind as X
             Predictions in the user's units; for frames one row per query.
         """
-        batch = self._check_input(X)
+        batch = self._check_input(X, X_t, time_argument="X_t")
         query = check_query_times(t, batch)
         return to_user_kind(self._predict_batch(batch, query), query, batch)
 

@@ -355,7 +355,7 @@ class PhaseSpaceModel(SeriesModel):
         return np.concatenate(pieces)
 
     # --------------------------------------------------------------- predict
-    def predict(self, X: Any, t: Any = None) -> Any:
+    def predict(self, X: Any, t: Any = None, *, X_t: Any = None) -> Any:
         """State at query times, each integrated from the latest earlier observation.
 
         Parameters
@@ -366,13 +366,20 @@ class PhaseSpaceModel(SeriesModel):
             Query times: shared ``(n_queries,)``, per series
             ``(n_series, n_queries)``, or a frame of (series, time) rows.
             None gives one-step-ahead predictions at X's own times.
+        X_t : array-like or list of array-like, default=None
+            Observation times of an array or list ``X``, with the same rules
+            as ``fit``'s ``t``: shared ``(n_times,)``, per series
+            ``(n_series, n_times)``, or one 1-D array per series of a list.
+            Required when the estimator was fitted on a frame or on other
+            times than ``0, 1, ..., n_times - 1``; must be None for a frame,
+            which carries its times.
 
         Returns
         -------
         Same kind as X
             Predictions in the user's units; for frames one row per query.
         """
-        batch = self._check_input(X)
+        batch = self._check_input(X, X_t, time_argument="X_t")
         query = check_query_times(t, batch)
         return to_user_kind(self._predict_batch(batch, query), query, batch)
 
@@ -429,7 +436,7 @@ class PhaseSpaceModel(SeriesModel):
         return rates * self.scale_ / self.time_scale_
 
     # ---------------------------------------------------------------- energy
-    def energy(self, X: Any, t: Any = None) -> Any:
+    def energy(self, X: Any, t: Any = None, *, X_t: Any = None) -> Any:
         """The learned energy along the series in ``X``, in the user's units.
 
         Parameters
@@ -440,6 +447,15 @@ class PhaseSpaceModel(SeriesModel):
             None evaluates the energy at X's own rows (missing entries filled
             by linear interpolation in time); otherwise at the states
             :meth:`predict` gives at these query times.
+            The energy of fully observed rows needs no times, so an array of
+            states may come without ``X_t`` then.
+        X_t : array-like or list of array-like, default=None
+            Observation times of an array or list ``X``, with the same rules
+            as ``fit``'s ``t``: shared ``(n_times,)``, per series
+            ``(n_series, n_times)``, or one 1-D array per series of a list.
+            Required when the estimator was fitted on a frame or on other
+            times than ``0, 1, ..., n_times - 1``; must be None for a frame,
+            which carries its times.
 
         Returns
         -------
@@ -448,7 +464,11 @@ class PhaseSpaceModel(SeriesModel):
             one series). The energy is defined up to an additive constant;
             it is reported as zero at the state ``reference_state_``.
         """
-        batch = self._check_input(X)
+        # The energy of fully observed rows is a function of their states alone; times matter for
+        # queries and for filling gaps, and then an array must come with its own.
+        batch = self._check_input(X, X_t, time_argument="X_t", need_times=False)
+        if t is not None or not batch.mask[batch.row_mask].all():
+            batch = self._check_input(X, X_t, time_argument="X_t")
         query = check_query_times(t, batch)
         states = self._internal(batch)[0] if t is None else self._predict_internal(batch, query)
         values = self._energy_of(states.reshape(-1, states.shape[-1])).reshape(states.shape[:-1] + (1,))

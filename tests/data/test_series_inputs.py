@@ -268,11 +268,11 @@ def test_query_list_of_unequal_lengths(long_batch):
     assert out["time"].tolist() == [4.0, 6.0, 7.0, 8.0]
 
 
-def test_query_frame_rows_come_back_one_each(long_batch):
+def test_query_frame_rows_come_back_one_each_in_its_order(long_batch):
     rows = pd.DataFrame({"series_id": ["b", "b", "a"], "time": [9.0, 8.0, 7.0]})
     query = check_query_times(rows, long_batch)
     out = to_user_kind(outputs(long_batch, query.n_queries), query, long_batch)
-    assert list(zip(out["series_id"], out["time"])) == [("a", 7.0), ("b", 8.0), ("b", 9.0)]
+    assert list(zip(out["series_id"], out["time"])) == [("b", 9.0), ("b", 8.0), ("a", 7.0)]
 
 
 def test_query_frame_may_leave_series_out(long_batch):

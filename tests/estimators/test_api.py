@@ -9,6 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
+import sklearn
 import torch
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, GroupKFold, KFold
@@ -73,10 +74,16 @@ def test_grid_search_on_arrays_with_kfold():
     rng = np.random.RandomState(0)
     t = np.linspace(0, 3, 15)
     X = np.exp(-rng.uniform(0.5, 2, size=(12, 1, 1)) * t[None, :, None])
-    search = GridSearchCV(NeuralODE(**SMALL), {"solver": ["dopri5", "rk4"]}, cv=KFold(n_splits=3))
-    search.fit(X, t=t)
+    # Times other than 0, 1, 2, ... reach score only through metadata routing; without them score refuses
+    # the arrays rather than reading them at the row numbers.
+    with sklearn.config_context(enable_metadata_routing=True):
+        model = NeuralODE(**SMALL).set_fit_request(t=True).set_score_request(t=True)
+        search = GridSearchCV(model, {"solver": ["dopri5", "rk4"]}, cv=KFold(n_splits=3))
+        search.fit(X, t=t)
     assert len(search.cv_results_["mean_test_score"]) == 2
-    assert search.best_estimator_.predict(X[:2], t=[4.0]).shape == (2, 1, 1)
+    assert search.best_estimator_.predict(X[:2], t=[4.0], X_t=t).shape == (2, 1, 1)
+    with pytest.raises(InputError, match="X_t"):
+        search.best_estimator_.predict(X[:2], t=[4.0])
 
 
 # ------------------------------------------------------- clone, pickle, seed
@@ -156,10 +163,12 @@ def test_returns_the_kind_it_was_given(oscillator, fitted_ode):
     assert list(out.columns) == ["q", "p"]
     reconstruction = fitted_ode.predict(frame)
     assert list(reconstruction.columns) == ["series_id", "time", "q", "p"] and len(reconstruction) == len(frame)
+    # Fitted on a frame: arrays and lists say at which times their rows were observed.
     panel = np.random.RandomState(0).normal(size=(3, 6, 2))
-    assert fitted_ode.predict(panel, t=[6.0, 7.0]).shape == (3, 2, 2)
-    assert fitted_ode.predict(panel[0], t=[6.0, 7.0]).shape == (2, 2)
-    ragged = fitted_ode.predict([panel[0], panel[1, :4]], t=[np.arange(6.0), np.arange(4.0)])
+    seen = np.arange(6.0)
+    assert fitted_ode.predict(panel, t=[6.0, 7.0], X_t=seen).shape == (3, 2, 2)
+    assert fitted_ode.predict(panel[0], t=[6.0, 7.0], X_t=seen).shape == (2, 2)
+    ragged = fitted_ode.predict([panel[0], panel[1, :4]], t=[seen, seen[:4]], X_t=[seen, seen[:4]])
     assert [a.shape for a in ragged] == [(6, 2), (4, 2)]
 
 

@@ -122,19 +122,21 @@ def test_returns_the_kind_it_was_given(fitted, periodic):
     assert fitted.transform(indexed).shape == (n_series, 2)
     panel = np.random.RandomState(0).normal(size=(3, 6, 1))
     t = np.linspace(0, 5, 6)
-    assert fitted.predict(panel, t=[6.0, 7.0]).shape == (3, 2, 1)
-    assert fitted.predict(panel[0], t=[6.0, 7.0]).shape == (2, 1)
+    # Fitted on a frame: arrays and lists say at which times their rows were observed.
+    assert fitted.predict(panel, t=[6.0, 7.0], X_t=t).shape == (3, 2, 1)
+    assert fitted.predict(panel[0], t=[6.0, 7.0], X_t=t).shape == (2, 1)
     assert fitted.transform(panel, t=t).shape == (3, 2)
-    ragged = fitted.predict([panel[0], panel[1, :4]], t=[np.arange(6.0), np.arange(4.0)])
+    ragged = fitted.predict([panel[0], panel[1, :4]], t=[np.arange(6.0), np.arange(4.0)], X_t=[t, t[:4]])
     assert [a.shape for a in ragged] == [(6, 1), (4, 1)]
 
 
 def test_sample_shapes(fitted, periodic):
     n_series = periodic["series_id"].nunique()
     panel = np.random.RandomState(0).normal(size=(3, 6, 1))
-    assert fitted.sample(panel, t=[6.0, 7.0], n_samples=5, random_state=0).shape == (5, 3, 2, 1)
-    assert fitted.sample(panel[0], t=[6.0, 7.0], n_samples=5, random_state=0).shape == (5, 2, 1)
-    ragged = fitted.sample([panel[0], panel[1, :4]], n_samples=2, random_state=0)
+    t = np.linspace(0, 5, 6)
+    assert fitted.sample(panel, t=[6.0, 7.0], n_samples=5, random_state=0, X_t=t).shape == (5, 3, 2, 1)
+    assert fitted.sample(panel[0], t=[6.0, 7.0], n_samples=5, random_state=0, X_t=t).shape == (5, 2, 1)
+    ragged = fitted.sample([panel[0], panel[1, :4]], n_samples=2, random_state=0, X_t=[t, t[:4]])
     assert len(ragged) == 2 and [a.shape for a in ragged[0]] == [(6, 1), (4, 1)]
     frame = fitted.sample(periodic, t=[5.5, 6.0], n_samples=4, random_state=0)
     assert frame.index.names[0] == "sample" and len(frame) == 4 * 2 * n_series

@@ -142,10 +142,13 @@ def test_outputs_are_per_series_with_the_users_labels(fitted):
 def test_trajectories_codes_and_samples_still_work(fitted):
     X, _, t = _panel()
     assert fitted.transform(X, t=t).shape == (12, 2)
-    path = fitted.predict_trajectory(X[:3], t=[5.5, 6.0])
+    path = fitted.predict_trajectory(X[:3], t=[5.5, 6.0], X_t=t)
     assert path.shape == (3, 2, 1) and np.isfinite(path).all()
-    draws = fitted.sample(X[:3], t=[5.5, 6.0], n_samples=4, random_state=0)
+    draws = fitted.sample(X[:3], t=[5.5, 6.0], n_samples=4, random_state=0, X_t=t)
     assert draws.shape == (4, 3, 2, 1) and np.isfinite(draws).all()
+    # Fitted on times 0 to 5: the history's rows are not read at 0, 1, 2, ... behind the user's back.
+    with pytest.raises(InputError, match="X_t"):
+        fitted.predict_trajectory(X[:3], t=[5.5, 6.0])
 
 
 def test_in_a_pipeline_and_as_a_pipeline_step():

@@ -89,14 +89,18 @@ def test_sample_shapes_for_every_kind(ou, fitted):
     assert len(frame) == 4 * 6 * 3
     indexed = fitted.sample(ou.set_index(["series_id", "time"]), t=[6.0], n_samples=3, random_state=0)
     assert list(indexed.index.names) == ["sample", "series_id", "time"] and len(indexed) == 3 * 6
+    # Fitted on a frame: arrays and lists say at which times their rows were observed.
     panel = np.random.RandomState(0).normal(size=(3, 8, 1))
-    assert fitted.sample(panel, t=[8.0, 9.0], n_samples=5, random_state=0).shape == (5, 3, 2, 1)
-    assert fitted.sample(panel, n_samples=2, random_state=0).shape == (2, 3, 8, 1)
-    assert fitted.sample(panel[0], t=[8.0, 9.0], n_samples=5, random_state=0).shape == (5, 2, 1)
-    ragged = fitted.sample([panel[0], panel[1, :5]], t=[np.arange(8.0), np.arange(3.0)], n_samples=2, random_state=0)
+    seen = np.arange(8.0)
+    assert fitted.sample(panel, t=[8.0, 9.0], n_samples=5, random_state=0, X_t=seen).shape == (5, 3, 2, 1)
+    assert fitted.sample(panel, n_samples=2, random_state=0, X_t=seen).shape == (2, 3, 8, 1)
+    assert fitted.sample(panel[0], t=[8.0, 9.0], n_samples=5, random_state=0, X_t=seen).shape == (5, 2, 1)
+    ragged = fitted.sample(
+        [panel[0], panel[1, :5]], t=[np.arange(8.0), np.arange(3.0)], n_samples=2, random_state=0, X_t=[seen, seen[:5]]
+    )
     assert len(ragged) == 2 and [a.shape for a in ragged[0]] == [(8, 1), (3, 1)]
-    assert fitted.predict(panel, t=[8.0, 9.0]).shape == (3, 2, 1)
-    assert fitted.predict(panel[0]).shape == (8, 1)
+    assert fitted.predict(panel, t=[8.0, 9.0], X_t=seen).shape == (3, 2, 1)
+    assert fitted.predict(panel[0], X_t=seen).shape == (8, 1)
 
 
 def test_predict_is_the_mean_of_noise_free_paths_and_repeatable(ou, fitted):

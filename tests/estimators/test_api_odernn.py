@@ -119,9 +119,10 @@ def test_frames_in_frames_out(fitted, periodic):
 def test_arrays_and_ragged_lists_come_back_as_such(fitted):
     panel = np.sin(np.linspace(0, 3, 8))[None, :, None] * np.ones((3, 1, 1))
     t = np.linspace(0, 5, 8)
-    assert fitted.predict(panel, t=[5.5, 6.0]).shape == (3, 2, 1)
-    assert fitted.predict(panel[0], t=[5.5, 6.0]).shape == (2, 1)
-    ragged = fitted.predict([panel[0], panel[1, :5]], t=[t, t[:5]])
+    # Fitted on a frame: arrays and lists say at which times their rows were observed.
+    assert fitted.predict(panel, t=[5.5, 6.0], X_t=t).shape == (3, 2, 1)
+    assert fitted.predict(panel[0], t=[5.5, 6.0], X_t=t).shape == (2, 1)
+    ragged = fitted.predict([panel[0], panel[1, :5]], t=[t, t[:5]], X_t=[t, t[:5]])
     assert [a.shape for a in ragged] == [(8, 1), (5, 1)]
     assert np.isfinite(np.concatenate(ragged)).all()
 

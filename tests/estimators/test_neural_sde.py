@@ -40,12 +40,12 @@ def test_recovers_the_ou_transition(ou_fit, x0):
     """Sampled transitions over a horizon of 0.5 match the exact OU mean and variance within 15%."""
     model, truth = ou_fit
     horizon = 0.5
-    paths = model.sample(np.full((1, 1, 1), x0), t=[horizon], n_samples=4000, random_state=0)
+    paths = model.sample(np.full((1, 1, 1), x0), t=[horizon], n_samples=4000, random_state=0, X_t=[0.0])
     exact_mean, exact_var = truth.transition_mean(x0, horizon), truth.transition_variance(x0, horizon)
     assert paths.mean() == pytest.approx(exact_mean, rel=0.15)
     assert paths.var() == pytest.approx(exact_var, rel=0.15)
     # predict / return_std come from the moment propagation and agree with the samples.
-    mean, std = model.predict(np.full((1, 1, 1), x0), t=[horizon], return_std=True)
+    mean, std = model.predict(np.full((1, 1, 1), x0), t=[horizon], return_std=True, X_t=[0.0])
     assert float(mean.ravel()[0]) == pytest.approx(exact_mean, rel=0.15)
     assert float(std.ravel()[0]) ** 2 == pytest.approx(exact_var, rel=0.15)
 
@@ -72,7 +72,7 @@ def test_simulate_from_explicit_states(ou_fit):
 
 def test_long_horizon_reaches_the_stationary_law(ou_fit):
     model, truth = ou_fit
-    paths = model.sample(np.full((1, 1, 1), 1.0), t=[6.0], n_samples=3000, random_state=1)
+    paths = model.sample(np.full((1, 1, 1), 1.0), t=[6.0], n_samples=3000, random_state=1, X_t=[0.0])
     assert abs(paths.mean() - truth.stationary_mean) < 0.1
     assert paths.var() == pytest.approx(truth.stationary_variance, rel=0.2)
 
@@ -114,10 +114,11 @@ def test_same_seed_same_samples_and_global_rng_untouched():
 def test_forecast_samples_are_paths(ou_fit):
     """Queries after the same observation lie on one path: later draws correlate with earlier ones."""
     model, _ = ou_fit
-    paths = model.sample(np.full((1, 1, 1), 1.0), t=[0.2, 0.4, 2.0], n_samples=2000, random_state=0)[:, 0, :, 0]
+    start = np.full((1, 1, 1), 1.0)  # the state at time 0
+    paths = model.sample(start, t=[0.2, 0.4, 2.0], n_samples=2000, random_state=0, X_t=[0.0])[:, 0, :, 0]
     assert np.corrcoef(paths[:, 0], paths[:, 1])[0, 1] > 0.5
     assert paths[:, 0].var() < paths[:, 1].var() < paths[:, 2].var()
-    shuffled = model.sample(np.full((1, 1, 1), 1.0), t=[2.0, 0.4, 0.2], n_samples=2000, random_state=0)[:, 0, ::-1, 0]
+    shuffled = model.sample(start, t=[2.0, 0.4, 0.2], n_samples=2000, random_state=0, X_t=[0.0])[:, 0, ::-1, 0]
     np.testing.assert_allclose(shuffled, paths)  # query order does not change the path
 
 
