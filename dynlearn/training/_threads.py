@@ -1,0 +1,133 @@
+"""How many threads torch's operators use while an estimator works, and the ``"auto"`` rule.
+
+torch starts with one intra-op thread per core. The models dynlearn trains
+by default (two hidden layers of 64, minibatches of tens of series) multiply
+matrices far too small to split: every operator then pays the threads'
+synchronisation, and beside another busy process a thread that lost its core
+stalls the others at every operator. Measured on two cores with a second
+process busy (``benchmarks/run.py --only threads``): a default NeuralODE epoch
+2-12 times slower at two threads than at one. Large products (hidden layers
+of 512, minibatches of 256) are what threads are for.
+
+Only the intra-op count is set (``torch.set_num_threads``); the inter-op
+count cannot change once torch has run parallel work.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+
+# Multiply-adds of the largest matrix product of one step (rows of a minibatch
+# times the largest weight matrix) from which "auto" uses more than one
+# thread: 2**24 is a 256-row minibatch through a 256 x 256 layer, about 10 ms
+# per training step on one core, long enough that splitting it pays for the
+# synchronisation; the defaults (64 rows x 64 x 64) are 64 times smaller.
+PARALLEL_WORK = 2**24
+
+_callers = threading.local()  # per thread: torch's setting when each active budget began
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS tells it, else all cores)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS and Windows have no affinity call
+        return max(1, os.cpu_count() or 1)
+
+
+def caller_threads() -> int:
+    """torch's intra-op thread count before the outermost active :func:`thread_budget` of this thread began.
+
+    Outside any budget, the current count. It is the caller's ceiling: it
+    follows ``OMP_NUM_THREADS``, which joblib's process workers (those of
+    ``GridSearchCV(n_jobs=k)``) receive as ``cores // k``, and any
+    ``torch.set_num_threads`` call of the caller.
+    """
+    stack = getattr(_callers, "stack", None)
+    return stack[0] if stack else torch.get_num_threads()
+
+
+def budget_active() -> bool:
+    """Whether this thread runs inside a :func:`thread_budget`."""
+    return bool(getattr(_callers, "stack", None))
+
+
+def auto_threads(work: float) -> int:
+    """The ``n_threads="auto"`` rule: one thread for small products, else every free core.
+
+    Parameters
+    ----------
+    work : float
+        Multiply-adds of the largest matrix product of one step (see
+        :func:`largest_product`).
+
+    Returns
+    -------
+    int
+        1 when ``work < PARALLEL_WORK``; otherwise the free cores: the
+        process's usable cores (:func:`usable_cores`) capped by the caller's
+        torch setting (:func:`caller_threads`), which divides the machine
+        among joblib's process workers.
+    """
+    if work < PARALLEL_WORK:
+        return 1
+    return max(1, min(usable_cores(), caller_threads()))
+
+
+def largest_product(module: torch.nn.Module | None, rows: int) -> int:
+    """Multiply-adds of ``rows`` rows through the largest weight matrix of ``module`` (0 without a module).
+
+    Weight matrices are the parameters with two or more axes (linear and
+    recurrent layers); the product of their axes is the work per row.
+    """
+    if module is None:
+        return 0
+    sizes = [p.numel() for p in module.parameters() if p.dim() >= 2]
+    return int(rows) * max(sizes, default=0)
+
+
+@contextmanager
+def thread_budget(n_threads: int | None) -> Iterator[None]:
+    """Run the block with torch using ``n_threads`` intra-op threads, then restore the caller's count.
+
+    The count in force when the block began is restored on leaving it, also
+    when the block raises. Budgets nest (an inner budget restores the outer
+    one's count) and are kept per thread, as torch's OpenMP setting is.
+
+    Parameters
+    ----------
+    n_threads : int or None
+        Threads for the block (at least 1); None leaves torch's setting alone.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dynlearn.training import thread_budget
+    >>> before = torch.get_num_threads()
+    >>> with thread_budget(1):
+    ...     torch.get_num_threads()
+    1
+    >>> torch.get_num_threads() == before
+    True
+    """
+    if n_threads is None:
+        yield
+        return
+    stack = getattr(_callers, "stack", None)
+    if stack is None:
+        stack = _callers.stack = []
+    previous = torch.get_num_threads()
+    stack.append(previous)
+    try:
+        if n_threads != previous:
+            torch.set_num_threads(int(n_threads))
+        yield
+    finally:
+        stack.pop()
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)
