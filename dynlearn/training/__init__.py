@@ -2,9 +2,9 @@
 
 from ._device import resolve_device, resolve_dtype
 from ._loop import Callback, History, LearningRateDecay, ProgressBar, TrainState, train
-from ._threads import PARALLEL_WORK, auto_threads, largest_product, thread_budget, usable_cores
+from ._threads import PARALLEL_WORK, auto_threads, largest_product, other_runnable, thread_budget, usable_cores
 
 __all__ = [
     "Callback", "History", "LearningRateDecay", "PARALLEL_WORK", "ProgressBar", "TrainState", "auto_threads",
-    "largest_product", "resolve_device", "resolve_dtype", "thread_budget", "train", "usable_cores",
+    "largest_product", "other_runnable", "resolve_device", "resolve_dtype", "thread_budget", "train", "usable_cores",
 ]  # fmt: skip

@@ -57,8 +57,23 @@ def budget_active() -> bool:
     return bool(getattr(_callers, "stack", None))
 
 
+def other_runnable() -> int:
+    """Threads of the whole machine that want a core right now, besides the one asking (Linux; 0 elsewhere).
+
+    Read from the runnable count of ``/proc/loadavg`` at the moment of the
+    call: other processes (and other threads of this one) that compete for
+    the cores.
+    """
+    try:
+        with open("/proc/loadavg") as handle:
+            runnable = int(handle.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return max(0, runnable - 1)
+
+
 def auto_threads(work: float) -> int:
-    """The ``n_threads="auto"`` rule: one thread for small products, else every free core.
+    """The ``n_threads="auto"`` rule: one thread for small products, else the free cores.
 
     Parameters
     ----------
@@ -69,14 +84,17 @@ def auto_threads(work: float) -> int:
     Returns
     -------
     int
-        1 when ``work < PARALLEL_WORK``; otherwise the free cores: the
-        process's usable cores (:func:`usable_cores`) capped by the caller's
-        torch setting (:func:`caller_threads`), which divides the machine
-        among joblib's process workers.
+        1 when ``work < PARALLEL_WORK``. Otherwise the free cores, at least
+        1: the process's usable cores (:func:`usable_cores`) less the threads
+        of other work that want a core now (:func:`other_runnable`), capped
+        by the caller's torch setting (:func:`caller_threads`, which divides
+        the machine among joblib's process workers). Beside a busy process
+        a thread that loses its core stalls the others at every operator
+        (``benchmarks/run.py --only threads``), so busy cores are not counted.
     """
     if work < PARALLEL_WORK:
         return 1
-    return max(1, min(usable_cores(), caller_threads()))
+    return max(1, min(usable_cores() - other_runnable(), caller_threads()))
 
 
 def largest_product(module: torch.nn.Module | None, rows: int) -> int:

@@ -123,6 +123,7 @@ def test_auto_gives_small_models_one_thread(frame, two_caller_threads, monkeypat
 
 def test_auto_gives_large_products_the_free_cores(frame, two_caller_threads, monkeypatch):
     monkeypatch.setattr(_threads, "usable_cores", lambda: 4)
+    monkeypatch.setattr(_threads, "other_runnable", lambda: 0)  # as on an idle machine
     # Lower the threshold rather than train a large model: the rule, not the size, is under test.
     model = _Recording(**TINY)
     _fit(model, frame)
@@ -164,6 +165,7 @@ def test_grid_search_workers_share_the_cores(frame, monkeypatch):
     torch.set_num_threads(usable_cores())
     try:
         # Precondition: in this process, with every core free, "auto" would use them all.
+        monkeypatch.setattr(_threads, "other_runnable", lambda: 0)  # here only: workers read the real load
         assert auto_threads(largest_product(torch.nn.Linear(512, 512), 256)) == usable_cores()
         search = GridSearchCV(
             NeuralODE(**large),

@@ -56,6 +56,7 @@ def test_auto_is_one_thread_below_the_work_threshold(two_caller_threads, monkeyp
 
 
 def test_auto_uses_free_cores_capped_by_the_caller_setting(two_caller_threads, monkeypatch):
+    monkeypatch.setattr(_threads, "other_runnable", lambda: 0)
     monkeypatch.setattr(_threads, "usable_cores", lambda: 8)
     assert auto_threads(PARALLEL_WORK) == 2  # the caller's 2 threads (OMP_NUM_THREADS, joblib workers) cap it
     monkeypatch.setattr(_threads, "usable_cores", lambda: 1)
@@ -64,6 +65,21 @@ def test_auto_uses_free_cores_capped_by_the_caller_setting(two_caller_threads, m
     monkeypatch.setattr(_threads, "usable_cores", lambda: 8)
     with thread_budget(1):
         assert auto_threads(PARALLEL_WORK) == 2
+
+
+def test_auto_does_not_count_cores_other_work_keeps_busy(monkeypatch):
+    monkeypatch.setattr(_threads, "usable_cores", lambda: 8)
+    monkeypatch.setattr(_threads, "caller_threads", lambda: 8)
+    monkeypatch.setattr(_threads, "other_runnable", lambda: 5)
+    assert auto_threads(PARALLEL_WORK) == 3
+    monkeypatch.setattr(_threads, "other_runnable", lambda: 12)
+    assert auto_threads(PARALLEL_WORK) == 1  # never fewer than one
+    monkeypatch.setattr(_threads, "other_runnable", lambda: 0)
+    assert auto_threads(PARALLEL_WORK) == 8
+
+
+def test_other_runnable_reads_a_count():
+    assert isinstance(_threads.other_runnable(), int) and _threads.other_runnable() >= 0
 
 
 def test_largest_product_is_rows_times_the_largest_weight_matrix():
