@@ -4,7 +4,8 @@ What it measures is what ``n_threads="auto"`` decides: a small model (the
 defaults) and a large one (hidden layers of 512, minibatches of 256), each
 trained for a few epochs at ``n_threads=1`` and ``n_threads=2`` in turn, first
 with nothing of ours beside it, then beside a subprocess that keeps one core
-busy. ``auto_*`` rows say what "auto" picks for each model in this process.
+busy. ``auto_*`` rows say what "auto" picks for each model in this process;
+it counts the cores other work keeps busy (``other_runnable``) as taken.
 """
 
 from __future__ import annotations

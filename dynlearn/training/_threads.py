@@ -4,10 +4,12 @@ torch starts with one intra-op thread per core. The models dynlearn trains
 by default (two hidden layers of 64, minibatches of tens of series) multiply
 matrices far too small to split: every operator then pays the threads'
 synchronisation, and beside another busy process a thread that lost its core
-stalls the others at every operator. Measured on two cores with a second
-process busy (``benchmarks/run.py --only threads``): a default NeuralODE epoch
-2-12 times slower at two threads than at one. Large products (hidden layers
-of 512, minibatches of 256) are what threads are for.
+stalls the others at every operator. Measured on two shared cores
+(``python benchmarks/run.py --quick --only threads``, other work on the
+machine, load average 2.6): a default NeuralODE epoch took 1.2x as long at
+two threads as at one, 4.7x beside one more busy process (9.5x and 13x at
+load 4.4); hidden layers of 512 with minibatches of 256 ran 1.5x faster at
+two threads, but 4.5x slower beside one more busy process.
 
 Only the intra-op count is set (``torch.set_num_threads``); the inter-op
 count cannot change once torch has run parallel work.
