@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
 from sklearn.utils.validation import check_is_fitted
 
 from ..data import QueryTimes, SeriesBatch, check_query_times, check_series, masked_mean_scale
@@ -24,6 +24,7 @@ from ..exceptions import input_error
 from ..metrics import r2_score_masked
 from ..solvers import ode_method
 from ..training import Callback, Checkpoint, History, TrainState, resolve_device, resolve_dtype, train
+from ..training._threads import auto_threads, budget_active, largest_product, thread_budget
 
 SHARED_CONSTRAINTS: dict[str, list[Any]] = {
     "solver": [str],
@@ -39,6 +40,7 @@ SHARED_CONSTRAINTS: dict[str, list[Any]] = {
     "patience": [Interval(Integral, 1, None, closed="left"), None],
     "standardize": ["boolean"],
     "device": [str],
+    "n_threads": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"}), None],
     "dtype": [StrOptions({"float32", "float64"})],
     "random_state": ["random_state"],
     "verbose": ["verbose"],
@@ -48,7 +50,7 @@ SHARED_CONSTRAINTS: dict[str, list[Any]] = {
 }
 
 # Parameters that do not change what a fit computes: a checkpoint resumes whatever they are.
-_RESUMABLE_ACROSS = frozenset({"checkpoint", "callbacks", "verbose"})
+_RESUMABLE_ACROSS = frozenset({"checkpoint", "callbacks", "verbose", "n_threads"})
 
 # Where a checkpoint format changes, older files are refused instead of misread.
 CHECKPOINT_FORMAT = 1
@@ -134,6 +136,45 @@ class SeriesModel(BaseEstimator):
 
     _parameter_constraints: dict[str, list[Any]] = SHARED_CONSTRAINTS
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Run every public method of an estimator class under its thread budget (``n_threads``).
+
+        Public methods are wrapped once, where the class is made, so a method
+        added later (fit, predict, sample, energy, ...) gets the budget without
+        code of its own; scikit-learn's own methods (``get_params``,
+        ``set_params``, ...) run no model and stay as they are. The wrapper
+        keeps the method's name, docstring and signature, and lives on the
+        class, so clone and pickling see only parameters.
+        """
+        super().__init_subclass__(**kwargs)
+        for name in dir(cls):
+            if name.startswith("_"):
+                continue
+            method = inspect.getattr_static(cls, name)
+            if (
+                inspect.isfunction(method)
+                and not (method.__module__ or "").startswith("sklearn.")
+                and not getattr(method, "_under_thread_budget", False)
+            ):
+                setattr(cls, name, _under_thread_budget(method))
+
+    def _thread_count(self) -> int | None:
+        """Intra-op threads for a call: ``n_threads``, or the "auto" rule for ``module_`` (None: torch's own)."""
+        n_threads = getattr(self, "n_threads", "auto")  # subclasses with their own __init__ may lack it
+        validate_parameter_constraints(
+            {"n_threads": SHARED_CONSTRAINTS["n_threads"]}, {"n_threads": n_threads}, caller_name=type(self).__name__
+        )
+        if isinstance(n_threads, str):
+            return auto_threads(largest_product(getattr(self, "module_", None), getattr(self, "batch_size", 1)))
+        return None if n_threads is None else int(n_threads)
+
+    def _apply_thread_budget(self) -> None:
+        """Set torch's threads for the module just built (its size decides "auto") and record ``n_threads_``."""
+        count = self._thread_count()
+        if count is not None and budget_active():
+            torch.set_num_threads(count)
+        self.n_threads_ = torch.get_num_threads()
+
     # ------------------------------------------------------------ fit setup
     def _setup_fit(self, X: Any, t: Any) -> SeriesBatch:
         """Validate parameters and data, record what fit saw, resolve device and seed."""
@@ -172,6 +213,7 @@ class SeriesModel(BaseEstimator):
             self.module_ = module
             self.history_ = History()
         self.module_.to(device=self.device_, dtype=self.dtype_)
+        self._apply_thread_budget()
 
     def _build_module(self) -> torch.nn.Module:
         """A fresh module for this estimator, from its parameters and fitted attributes only.
@@ -542,6 +584,18 @@ class SeriesModel(BaseEstimator):
         tags.target_tags.required = False
         tags.non_deterministic = False
         return tags
+
+
+def _under_thread_budget(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` run inside :func:`~dynlearn.training.thread_budget` with the estimator's thread count."""
+
+    @functools.wraps(method)
+    def run(self: SeriesModel, *args: Any, **kwargs: Any) -> Any:
+        with thread_budget(self._thread_count()):
+            return method(self, *args, **kwargs)
+
+    run._under_thread_budget = True  # type: ignore[attr-defined]
+    return run
 
 
 # Models that carry one state across a whole series (ODE-RNN, Latent ODE) run on a clock on which the

@@ -245,6 +245,14 @@ class LatentODE(TransformerMixin, SeriesModel):
         (the paper's toy clock); outputs are in the user's units. False
         keeps values and times as given.
     device : str, default="auto"
+    n_threads : int, "auto" or None, default="auto"
+        torch's intra-op threads while ``fit``, ``predict`` and the other
+        public methods run; the caller's setting is restored afterwards.
+        "auto" uses one thread unless a step's largest matrix product
+        (``batch_size`` rows through the largest weight matrix) reaches
+        ``dynlearn.training.PARALLEL_WORK`` multiply-adds, then the free
+        cores (see README); None leaves torch's setting alone. ``fit``
+        records the count it trained with in ``n_threads_``.
     dtype : {"float32", "float64"}, default="float32"
     random_state : int, RandomState or None, default=None
         Seeds weights, minibatches, the encoded subsets and the training
@@ -351,6 +359,7 @@ class LatentODE(TransformerMixin, SeriesModel):
         patience: int | None = 20,
         standardize: bool = True,
         device: str = "auto",
+        n_threads: int | str | None = "auto",
         dtype: str = "float32",
         random_state: Any = None,
         verbose: int = 0,
@@ -387,6 +396,7 @@ class LatentODE(TransformerMixin, SeriesModel):
         self.patience = patience
         self.standardize = standardize
         self.device = device
+        self.n_threads = n_threads
         self.dtype = dtype
         self.random_state = random_state
         self.verbose = verbose

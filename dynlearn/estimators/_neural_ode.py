@@ -149,6 +149,14 @@ class NeuralODE(SeriesModel):
         estimator; predictions are in the user's units.
     device : str, default="auto"
         "auto", "cpu", "cuda" or "cuda:<index>".
+    n_threads : int, "auto" or None, default="auto"
+        torch's intra-op threads while ``fit``, ``predict`` and the other
+        public methods run; the caller's setting is restored afterwards.
+        "auto" uses one thread unless a step's largest matrix product
+        (``batch_size`` rows through the largest weight matrix) reaches
+        ``dynlearn.training.PARALLEL_WORK`` multiply-adds, then the free
+        cores (see README); None leaves torch's setting alone. ``fit``
+        records the count it trained with in ``n_threads_``.
     dtype : {"float32", "float64"}, default="float32"
     random_state : int, RandomState or None, default=None
         Seeds weights and minibatch order; the global torch seed is untouched.
@@ -231,6 +239,7 @@ class NeuralODE(SeriesModel):
         patience: int | None = 10,
         standardize: bool = True,
         device: str = "auto",
+        n_threads: int | str | None = "auto",
         dtype: str = "float32",
         random_state: Any = None,
         verbose: int = 0,
@@ -259,6 +268,7 @@ class NeuralODE(SeriesModel):
         self.patience = patience
         self.standardize = standardize
         self.device = device
+        self.n_threads = n_threads
         self.dtype = dtype
         self.random_state = random_state
         self.verbose = verbose

@@ -208,6 +208,14 @@ class NeuralSDE(SeriesModel):
     standardize : bool, default=True
         Scale features and time inside the estimator (see :class:`NeuralODE`).
     device : str, default="auto"
+    n_threads : int, "auto" or None, default="auto"
+        torch's intra-op threads while ``fit``, ``predict`` and the other
+        public methods run; the caller's setting is restored afterwards.
+        "auto" uses one thread unless a step's largest matrix product
+        (``batch_size`` rows through the largest weight matrix) reaches
+        ``dynlearn.training.PARALLEL_WORK`` multiply-adds, then the free
+        cores (see README); None leaves torch's setting alone. ``fit``
+        records the count it trained with in ``n_threads_``.
     dtype : {"float32", "float64"}, default="float32"
     random_state : int, RandomState or None, default=None
         Seeds weights and minibatch order (``sample`` takes its own).
@@ -276,6 +284,7 @@ class NeuralSDE(SeriesModel):
         patience: int | None = 10,
         standardize: bool = True,
         device: str = "auto",
+        n_threads: int | str | None = "auto",
         dtype: str = "float32",
         random_state: Any = None,
         verbose: int = 0,
@@ -299,6 +308,7 @@ class NeuralSDE(SeriesModel):
         self.patience = patience
         self.standardize = standardize
         self.device = device
+        self.n_threads = n_threads
         self.dtype = dtype
         self.random_state = random_state
         self.verbose = verbose

@@ -359,6 +359,14 @@ _SHARED_DOC = """
         time so that the median series window spans five units, inside the
         estimator.
     device : str, default="auto"
+    n_threads : int, "auto" or None, default="auto"
+        torch's intra-op threads while ``fit``, ``predict`` and the other
+        public methods run; the caller's setting is restored afterwards.
+        "auto" uses one thread unless a step's largest matrix product
+        (``batch_size`` rows through the largest weight matrix) reaches
+        ``dynlearn.training.PARALLEL_WORK`` multiply-adds, then the free
+        cores (see README); None leaves torch's setting alone. ``fit``
+        records the count it trained with in ``n_threads_``.
     dtype : {"float32", "float64"}, default="float32"
     random_state : int, RandomState or None, default=None
         Seeds weights, minibatch order and the rows hidden in training.
@@ -484,6 +492,7 @@ class ODERNN(_ODERNNBase):
         patience: int | None = 10,
         standardize: bool = True,
         device: str = "auto",
+        n_threads: int | str | None = "auto",
         dtype: str = "float32",
         random_state: Any = None,
         verbose: int = 0,
@@ -514,6 +523,7 @@ class ODERNN(_ODERNNBase):
         self.patience = patience
         self.standardize = standardize
         self.device = device
+        self.n_threads = n_threads
         self.dtype = dtype
         self.random_state = random_state
         self.verbose = verbose
@@ -833,6 +843,7 @@ class ODERNNClassifier(_SeriesClassifier, ClassifierMixin, _ODERNNBase):
         patience: int | None = 10,
         standardize: bool = True,
         device: str = "auto",
+        n_threads: int | str | None = "auto",
         dtype: str = "float32",
         random_state: Any = None,
         verbose: int = 0,
@@ -861,6 +872,7 @@ class ODERNNClassifier(_SeriesClassifier, ClassifierMixin, _ODERNNBase):
         self.patience = patience
         self.standardize = standardize
         self.device = device
+        self.n_threads = n_threads
         self.dtype = dtype
         self.random_state = random_state
         self.verbose = verbose
