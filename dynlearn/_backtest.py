@@ -194,4 +194,16 @@ def future_rows(rows: RowTimes, horizon: Length) -> np.ndarray:
     if horizon.is_steps:
         position, count = within_series_position(rows)
         return position >= count - horizon.steps
-    return rows.clock > rows.clock.max() - horizon.span
+    return rows.clock > span_cut(rows.clock.max(), horizon.span)
+
+
+def span_cut(end: Any, span: Any) -> Any:
+    """The cut ``end - span``; on a float clock, times within rounding of it count as at or before it.
+
+    ``10 * 0.1`` and ``1.0`` differ in the last bit, so on float times a row
+    on a grid point one horizon before ``end`` would otherwise fall on
+    either side of the cut by chance.
+    """
+    if isinstance(end, (int, np.integer)):
+        return end - span
+    return end - span + 1e-9 * max(abs(float(end)), abs(float(span)))
