@@ -56,7 +56,10 @@ class SeriesTimeSplit(BaseCrossValidator):
 
         Cuts are chosen on the union of all series' times (one clock for the
         panel, as forecasts issued at one moment); with an int horizon they
-        are ``horizon`` distinct times apart.
+        are ``horizon`` distinct times of that union apart, which suits series
+        sharing their times. For series each with its own irregular times,
+        give a span: an int would step through the union of everyone's times
+        and leave most series too few observations after some cuts.
     min_train : int, float, Timedelta or str, default=None
         Smallest training part: an int counts distinct times, a span is
         measured from the earliest time. None: two distinct times. Too many
