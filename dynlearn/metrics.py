@@ -191,7 +191,9 @@ def energy_score(y_true: Any, y_samples: Any, *, fair: bool = False) -> float:
 def interval_score(
     y_true: Any, y_lower: Any, y_upper: Any, *, alpha: float, multioutput: str = "uniform_average"
 ) -> Any:
-    """Interval (Winkler) score of central ``(1 - alpha)`` prediction intervals, over observed entries (lower is better).
+    """Interval (Winkler) score of central ``(1 - alpha)`` prediction intervals (lower is better).
+
+    Averaged over the entries observed in ``y_true``.
 
     Per entry ``(u - l) + (2/α) (l - y) 1{y < l} + (2/α) (y - u) 1{y > u}``
     (Gneiting & Raftery 2007, eq. 43): the width of the interval plus a
@@ -223,7 +225,8 @@ def interval_score(
     true, lower, mask = _aligned(y_true, y_lower, argument="y_lower")
     _, upper, _ = _aligned(y_true, y_upper, argument="y_upper")
     if (lower > upper)[mask].any():
-        raise input_error("y_lower", "values no larger than y_upper", f"{int((lower > upper)[mask].sum())} entries above it",
+        above = int((lower > upper)[mask].sum())
+        raise input_error("y_lower", "values no larger than y_upper", f"{above} entries above it",
                           "Pass the lower ends first.")
     score = (upper - lower) + (2.0 / alpha) * (np.maximum(lower - true, 0.0) + np.maximum(true - upper, 0.0))
     return _reduce(np.where(mask, score, 0.0), mask, multioutput)
@@ -619,7 +622,7 @@ def _aligned_samples(
         draws = np.asarray(y_stack, dtype=float)
         if draws.shape[1:] != np.shape(y_true):
             raise input_error(argument, f"shape (n_{level}s, {', '.join(map(str, np.shape(y_true)))})",
-                              f"shape {draws.shape}", f"Stack them on a leading {level} axis, as the model returns them.")
+                              f"shape {draws.shape}", f"Stack them on a leading {level} axis, as the model does.")
     if len(draws) == 0:
         raise input_error(argument, f"at least one {level}", "none", "Pass what the model returns.")
     aligned = [_aligned(y_true, draw, argument=argument) for draw in draws]

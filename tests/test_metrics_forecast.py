@@ -275,3 +275,13 @@ def test_score_with_horizon_is_the_forecast_r2_on_frames_and_arrays(oscillator):
     panel = frame.set_index(["series_id", "time"]).to_numpy().reshape(6, 40, 2)
     times = np.sort(frame["time"].unique())
     assert model.score(panel, t=times, horizon=5) == pytest.approx(by_frame)
+
+
+@pytest.mark.parametrize("name", ["LatentODE", "LatentSDE", "NeuralSDE", "ODERNN", "HamiltonianNN"])
+def test_every_forecaster_scores_forecasts_with_a_horizon(name):
+    import dynlearn
+
+    frame = make_damped_oscillator(n_series=3, n_times=12, random_state=0)
+    model = getattr(dynlearn, name)(max_epochs=1, random_state=0, device="cpu").fit(frame)
+    assert model.score(frame, horizon=3) == forecast_score(model, frame, 3)
+    assert model.score(frame, horizon=3) != model.score(frame)

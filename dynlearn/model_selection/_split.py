@@ -198,7 +198,9 @@ def _long_enough(times: np.ndarray, train_end: Any, min_train: Length) -> bool:
     return train_end - times[0] >= min_train.span
 
 
-def _test_rows(rows: RowTimes, position: np.ndarray, count: np.ndarray, cut: Any, end: Any, horizon: Length) -> np.ndarray:
+def _test_rows(
+    rows: RowTimes, position: np.ndarray, count: np.ndarray, cut: Any, end: Any, horizon: Length
+) -> np.ndarray:
     """Rows up to ``cut`` and the next horizon, of the series that have both."""
     before = rows.clock <= cut
     n_before = np.bincount(rows.series, weights=before, minlength=rows.n_series).astype(np.int64)[rows.series]
