@@ -21,7 +21,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..data import QueryTimes, SeriesBatch, check_query_times, check_series, masked_mean_scale
 from ..exceptions import input_error
-from ..metrics import r2_score_masked
+from ..metrics import forecast_score, r2_score_masked
 from ..solvers import ode_method
 from ..training import Callback, Checkpoint, History, TrainState, resolve_device, resolve_dtype, train
 from ..training._threads import auto_threads, budget_active, largest_product, thread_budget
@@ -489,7 +489,7 @@ class SeriesModel(BaseEstimator):
         return to_tensors(~valid), (to_tensors(valid) if valid.any() else None)
 
     # --------------------------------------------------------------- score
-    def score(self, X: Any, y: Any = None, *, t: Any = None) -> float:
+    def score(self, X: Any, y: Any = None, *, t: Any = None, horizon: Any = None) -> float:
         """R² of one-step-ahead predictions over X's observed entries.
 
         Each observation after the first of its series is predicted from the
@@ -506,11 +506,18 @@ class SeriesModel(BaseEstimator):
             Observation times of an array or list ``X``, as in ``fit``;
             required when the estimator was fitted on a frame or on other
             times than ``0, 1, ..., n_times - 1``.
+        horizon : int, float, Timedelta or str, default=None
+            When given, the R² instead of forecasts of each series' last
+            ``horizon`` (an int: observations; a float or Timedelta: a span
+            of time) from the history before it, over the future's observed
+            entries; see :func:`dynlearn.metrics.forecast_score`.
 
         Returns
         -------
         float
         """
+        if horizon is not None:
+            return forecast_score(self, X, horizon, t=t)
         batch = self._check_input(X, t)
         query = check_query_times(None, batch)
         predicted = self._predict_batch(batch, query)
