@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ._backtest import describe_length, frame_feature_columns, future_rows, parse_length, row_times
-from .data import ID_COLUMN, TIME_COLUMN
+from .data import ID_COLUMN, TIME_COLUMN, check_series
 from .data._output import SAMPLE_LEVEL
 from .exceptions import input_error
 
@@ -499,6 +499,10 @@ def _as_frame(X: Any, t: Any, estimator: Any) -> pd.DataFrame:
             raise input_error("t", "None when X is a DataFrame (frames carry their own times)", type(t).__name__,
                               "Drop t.")
         return X
+    spec = getattr(estimator, "input_spec_", None)
+    if t is None and spec is not None:
+        # An array fitted at other times than 0, 1, 2, ... must say when its rows were observed.
+        check_series(X, None, reference=spec, need_times=True)
     if isinstance(X, (list, tuple)) and len(X) and all(np.ndim(item) == 2 for item in X):
         arrays = [np.asarray(item, dtype=float) for item in X]
         times = [np.arange(len(a)) for a in arrays] if t is None else list(t)

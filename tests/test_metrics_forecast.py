@@ -285,3 +285,15 @@ def test_every_forecaster_scores_forecasts_with_a_horizon(name):
     model = getattr(dynlearn, name)(max_epochs=1, random_state=0, device="cpu").fit(frame)
     assert model.score(frame, horizon=3) == forecast_score(model, frame, 3)
     assert model.score(frame, horizon=3) != model.score(frame)
+
+
+def test_forecast_score_of_an_array_needs_its_times_when_fitted_at_other_times():
+    from dynlearn import NeuralODE
+    from dynlearn.exceptions import InputError
+
+    times = np.linspace(0.0, 3.0, 12)
+    X = np.stack([np.sin(times + k) for k in range(3)])[..., None]
+    model = NeuralODE(hidden_layer_sizes=(8,), max_epochs=1, random_state=0).fit(X, t=times)
+    with pytest.raises(InputError, match="t"):
+        model.score(X, horizon=3)
+    assert np.isfinite(model.score(X, t=times, horizon=3))
