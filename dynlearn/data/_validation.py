@@ -339,7 +339,7 @@ def _as_time_values(times: Any, argument: str) -> Any:
                     argument,
                     "numbers, datetimes or timedeltas",
                     f"values of dtype {dtype} such as {_plain(np.asarray(times)[:3])}",
-                    "Convert them with pd.to_datetime or astype(float).",
+                    "Convert them with pd.to_datetime(..., format=...) or astype(float).",
                 )
             return converted
         if pd.api.types.is_bool_dtype(dtype):
@@ -386,11 +386,16 @@ def _parse_dates(values: np.ndarray, dayfirst: bool) -> tuple[pd.DatetimeIndex |
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            return pd.DatetimeIndex(pd.to_datetime(values, dayfirst=dayfirst)), list(caught)
-        except (TypeError, ValueError):
+            parsed = pd.DatetimeIndex(pd.to_datetime(values, dayfirst=dayfirst))
+        except (TypeError, ValueError, OverflowError):
             # pandas warns about the format before failing; the InputError
             # raised instead says all there is to say.
             return None, []
+    if any("Could not infer format" in str(warning.message) for warning in caught):
+        # Without one format pandas reads each string on its own and turns almost anything into a
+        # date ("t1" becomes the year 1, "t32" the year 2032): such strings are not taken as dates.
+        return None, []
+    return parsed, list(caught)
 
 
 def _year_first(values: np.ndarray) -> bool:

@@ -234,3 +234,10 @@ def test_a_missing_date_is_reported_as_missing_not_as_ambiguous():
     for times in (["2024-01-02", None, "2024-02-01"], ["13/01/2024", None, "01/02/2024"]):
         message = raises(lambda: check_series(dated(times)))
         assert "non-finite time" in message and "dayfirst" not in message
+
+
+def test_strings_pandas_can_only_guess_one_by_one_are_not_read_as_dates():
+    # pandas' per-string fallback reads "t1" as the year 1 and "t32" as 2032.
+    frame = pd.DataFrame({"series_id": [0, 0, 0], "time": ["t1", "t32", "t5"], "x": [1.0, 2.0, 3.0]})
+    with pytest.raises(InputError, match="format"):
+        check_series(frame)
