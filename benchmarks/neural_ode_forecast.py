@@ -32,6 +32,11 @@ import torch
 
 OUT = Path(__file__).resolve().parent / "results" / "neural_ode_forecast"
 SEEDS = (0, 1, 2)
+COMMANDS = """git archive <previous commit> dynlearn | tar -x -C /tmp/before
+OMP_NUM_THREADS=1 PYTHONPATH=/tmp/before python benchmarks/neural_ode_forecast.py --label before
+OMP_NUM_THREADS=1 PYTHONPATH=$PWD python benchmarks/neural_ode_forecast.py --label after --models neural_ode
+OMP_NUM_THREADS=1 PYTHONPATH=$PWD python benchmarks/neural_ode_forecast.py --label after --models neural_ode \\
+    --options '{"hidden_init": "encoder"}'   # likewise '{"hidden_init": "zeros"}', '{"augment_dim": 0}'"""
 TEST_FRACTION = 0.2
 
 
@@ -159,7 +164,7 @@ def main() -> None:
                  & old["model"].isin(frame["model"].unique()))
         frame = pd.concat([old[keep], frame], ignore_index=True)
     frame.to_csv(path, index=False)
-    write_report(frame, "OMP_NUM_THREADS=1 python benchmarks/neural_ode_forecast.py  # see the module docstring")
+    write_report(frame, COMMANDS)
 
 
 if __name__ == "__main__":
