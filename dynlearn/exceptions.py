@@ -18,6 +18,7 @@ __all__ = [
     "CheckpointWarning",
     "ConvergenceWarning",
     "DivergenceWarning",
+    "ForecastRangeWarning",
     "NotFittedError",
     "describe_problem",
 ]
@@ -54,6 +55,15 @@ class DivergenceWarning(ConvergenceWarning):
     ``UserWarning``): a fit that blew up has failed to converge, so filters
     and tests written for ``ConvergenceWarning`` see it too, while code that
     wants only this case can catch the subclass.
+    """
+
+
+class ForecastRangeWarning(UserWarning):
+    """A prediction lies far outside the range of the data the model was fitted on.
+
+    Raised when a forecast or simulation leaves the observed range of a
+    feature by more than ten times that range's width: the learned dynamics
+    diverge where they were never trained, so the values are not a forecast.
     """
 
 

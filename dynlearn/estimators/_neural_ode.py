@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
+import math
 import time
+import warnings
 from numbers import Integral, Real
 from typing import Any, Sequence
 
@@ -13,36 +16,91 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from ..data import QueryTimes, SeriesBatch, check_query_times, to_user_kind
-from ..nn import ACTIVATIONS, MLPVectorField, SecondOrderField
+from ..exceptions import ConvergenceWarning, ForecastRangeWarning, input_error
+from ..nn import ACTIVATIONS, BoxContraction, HistoryEncoder, MLPVectorField, SecondOrderField
 from ..solvers import solve_ode_irregular, solve_sde_irregular
 from ._base import guarded_fit
-from ._base import SHARED_CONSTRAINTS, SeriesModel, _anchor_rows, _as_states, _finite_difference, _output_times
+from ._base import SHARED_CONSTRAINTS, SeriesModel, _anchor_rows, _as_states, _finite_difference, _median_gap, _output_times
 
 # Rows integrated per solve at prediction time: bounds memory on big inputs.
 _PREDICT_CHUNK = 4096
 # Longest Euler-Maruyama step (model time units: a quarter of the median
 # observation gap when standardising) of the noise-injected training solve.
 _NOISE_STEP = 0.25
+# window_size="auto" without a horizon: a quarter of the median series length (forecasts are usually asked
+# for a fraction of the history ahead), within these bounds.
+_AUTO_WINDOW_SHARE = 0.25
+_AUTO_WINDOW_MIN, _AUTO_WINDOW_MAX = 10, 64
+# Training windows start every `stride` rows; the stride shrinks (down to 1) until there are at least this
+# many windows, so a few long series still give several minibatches per epoch.
+_MIN_WINDOWS = 64
+# Windows longer than this are preceded by warm-up stages on windows of _CURRICULUM_START rows, doubling,
+# that share at most half of max_epochs: long rollouts from an untrained field start far off and train slowly.
+_CURRICULUM_FROM = 8
+_CURRICULUM_START = 4
+# The stability guard's box is the observed range widened by this share of its width on each side, and
+# outside it the field is pulled back at this rate per model time unit (median gap) and unit of distance.
+_BOX_MARGIN = 1.0
+_BOX_RATE = 1.0
+# A prediction farther from the observed range than this many times its width triggers ForecastRangeWarning.
+_RANGE_FACTOR = 10.0
+# augment_dim="auto": hidden dimensions for univariate data (a one-variable autonomous ODE cannot oscillate).
+_AUTO_HIDDEN_UNIVARIATE = 2
+# Width of the history encoder's GRU state.
+_ENCODER_WIDTH = 32
 
 
 class _ODEModel(nn.Module):
-    """Vector field plus the bookkeeping of augmented and second-order states."""
+    """Vector field plus the bookkeeping of hidden (augmented) and second-order states.
 
-    def __init__(self, n_features: int, hidden: Sequence[int], activation: str, time_dependent: bool, augment_dim: int, second_order: bool):
+    ``hidden_init`` says where the hidden dimensions start: ``"zeros"``,
+    ``"encoder"`` (a :class:`~dynlearn.nn.HistoryEncoder` of the observations
+    up to the initial time) or ``"delay"`` (the observations before it,
+    newest first). ``box`` = ``(lower, upper)`` on the standardised scale
+    turns on the stability guard (:class:`~dynlearn.nn.BoxContraction`).
+    """
+
+    def __init__(self, n_features: int, hidden: Sequence[int], activation: str, time_dependent: bool, augment_dim: int,
+                 second_order: bool, hidden_init: str = "zeros", box: tuple[np.ndarray, np.ndarray] | None = None):
         super().__init__()
         self.n_features = n_features
         self.augment_dim = augment_dim
         self.second_order = second_order
+        self.hidden_init = hidden_init if augment_dim > 0 else "zeros"
         position_dim = n_features + augment_dim
         if second_order:
             self.field = SecondOrderField(position_dim, hidden, activation, time_dependent)
         else:
             self.field = MLPVectorField(position_dim, hidden, activation, time_dependent)
+        if self.hidden_init == "encoder":
+            self.encoder = HistoryEncoder(n_features, augment_dim, _ENCODER_WIDTH)
+        self.guarded = box is not None
+        if box is not None:
+            # Not saved with the weights: rebuilt from the fitted data range (older model files have none).
+            self.register_buffer("box_lower", torch.as_tensor(box[0], dtype=torch.float32), persistent=False)
+            self.register_buffer("box_upper", torch.as_tensor(box[1], dtype=torch.float32), persistent=False)
 
-    def initial_state(self, x0: torch.Tensor, v0: torch.Tensor | None) -> torch.Tensor:
-        zeros = x0.new_zeros(x0.shape[0], self.augment_dim)
-        state = [x0, zeros]
+    def dynamics(self) -> nn.Module:
+        """The field that is integrated: guarded outside the data's box when the guard is on."""
+        if not getattr(self, "guarded", False):
+            return self.field
+        return BoxContraction(self.field, self.box_lower, self.box_upper, _BOX_RATE)
+
+    def hidden_state(self, x0: torch.Tensor, history: dict[str, torch.Tensor] | None) -> torch.Tensor:
+        mode = getattr(self, "hidden_init", "zeros")
+        if mode == "zeros" or history is None:
+            return x0.new_zeros(x0.shape[0], self.augment_dim)
+        if mode == "encoder":
+            return self.encoder(history["values"], history["mask"], history["gaps"], history["present"])
+        # Delay coordinates: the filled rows before x0, newest first, as many values as there are hidden dims.
+        lags = history["filled"][:, :-1].flip(1).reshape(x0.shape[0], -1)
+        return lags[:, : self.augment_dim]
+
+    def initial_state(self, x0: torch.Tensor, v0: torch.Tensor | None,
+                      history: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        state = [x0, self.hidden_state(x0, history)]
         if self.second_order:
+            zeros = x0.new_zeros(x0.shape[0], self.augment_dim)
             state += [v0 if v0 is not None else torch.zeros_like(x0), zeros]
         return torch.cat(state, dim=-1)
 
@@ -51,7 +109,7 @@ class _ODEModel(nn.Module):
 
     def forward(self, y0: torch.Tensor, times: torch.Tensor, solve: dict[str, Any]) -> torch.Tensor:
         # A field without a time input lets windows and series share one solve shifted to a common start.
-        return solve_ode_irregular(self.field, y0, times, autonomous=not self.field.time_dependent, **solve)
+        return solve_ode_irregular(self.dynamics(), y0, times, autonomous=not self.field.time_dependent, **solve)
 
 
 class _NoiseInjected(nn.Module):
@@ -89,14 +147,29 @@ class NeuralODE(SeriesModel):
     observations of one series; the model integrates from the first (its
     missing entries filled by linear interpolation in time) through the others
     on each series' own times, and the loss is the mean squared error over
-    the observed entries that follow. Short windows keep gradients stable on
-    long series; ``window_size=None`` uses whole series.
+    the observed entries that follow — a multi-step rollout objective. By
+    default the window is chosen from the data so that training rollouts are
+    as long as the forecasts asked for (``horizon``), and long windows are
+    preceded by a warm-up on short ones.
+
+    A partially observed system (a single measured variable of an
+    oscillator, say) needs more state than it shows: ``augment_dim`` hidden
+    dimensions are carried beside the observed ones, and their value at the
+    start of each rollout is inferred from the observations before it
+    (``hidden_init="encoder"``: a small GRU over the last ``history_length``
+    observations and their time gaps, trained end to end). Univariate data
+    get hidden dimensions by default.
 
     Predictions condition on history: the value at a query time is obtained
     by integrating from the latest observation strictly before it (queries at
     or before a series' first observation integrate from that observation,
-    backwards when needed). Times after the last observation are forecasts
-    from it; ``predict(X)`` gives one-step-ahead predictions at X's own times.
+    backwards when needed), the hidden state read from the observations up to
+    it. Times after the last observation are forecasts from it;
+    ``predict(X)`` gives one-step-ahead predictions at X's own times. With
+    ``stabilize=True`` the field is contractive outside a box around the
+    data, so forecasts of a stable system stay near the data's range; a
+    prediction farther than 10 times the observed range from it raises a
+    :class:`~dynlearn.exceptions.ForecastRangeWarning`.
 
     Parameters
     ----------
@@ -105,8 +178,11 @@ class NeuralODE(SeriesModel):
     activation : {"tanh", "relu", "softplus", "elu", "silu", "gelu"}, default="tanh"
     time_dependent : bool, default=False
         Feed time to ``f`` (non-autonomous dynamics).
-    augment_dim : int, default=0
-        Extra state dimensions that start at zero and are not observed.
+    augment_dim : int or "auto", default="auto"
+        Hidden state dimensions beyond the observed ones (augmented ODE,
+        Dupont et al. 2019); their initial values follow ``hidden_init``.
+        ``"auto"``: 2 for univariate data (a one-variable autonomous ODE
+        cannot oscillate), 0 otherwise.
     second_order : bool, default=False
         Learn an acceleration; initial velocities are finite differences of
         the observations.
@@ -121,8 +197,15 @@ class NeuralODE(SeriesModel):
         deterministic ODE solves. On the standardised scale.
     noise_type : {"additive", "multiplicative"}, default="additive"
         ``g = noise_std`` or ``g = noise_std * x`` on every state component.
-    window_size : int or None, default=10
-        Observations per training window (at least 2).
+    window_size : int, "auto" or None, default="auto"
+        Observations per training window (at least 2); None uses whole
+        series. ``"auto"``: enough observations to cover ``horizon`` (at the
+        median observation gap) when it is set, otherwise a quarter of the
+        median series length, between 10 and 64. Windows start every few
+        rows (every row on short data) so that there are at least 64 of
+        them. Windows longer than 8 observations are preceded by warm-up
+        stages on windows of 4 observations, then 8, 16... (a curriculum),
+        which share at most half of ``max_epochs``.
     solver : str, default="dopri5"
         Any name of :func:`dynlearn.solvers.available_ode_methods`.
     rtol, atol : float, default=1e-3, 1e-4
@@ -164,6 +247,28 @@ class NeuralODE(SeriesModel):
         Show a progress bar when positive.
     warm_start : bool, default=False
         Continue training the fitted module on the next ``fit``.
+    hidden_init : {"delay", "encoder", "zeros"}, default="delay"
+        Initial value of the hidden dimensions at the start of a training
+        window or a prediction: ``"encoder"`` infers it with a GRU over the
+        last ``history_length`` observations (values, mask, time gaps) up to
+        that time, trained with the field; ``"delay"`` uses the observations
+        before it, newest first (delay coordinates, Takens); ``"zeros"``
+        starts them at zero. ``simulate`` reads ``x0`` as a history of one
+        observation.
+    history_length : int, default=16
+        Observations the hidden state is inferred from (including the one
+        the rollout starts at).
+    horizon : float, timedelta or None, default=None
+        How far ahead forecasts will be asked for, in the units of ``t``
+        (seconds, or a timedelta, for datetime times); with
+        ``window_size="auto"`` training windows cover it.
+    stabilize : bool, default=True
+        Stability guard: outside the observed range widened by half its
+        width on each side (and, for hidden dimensions, the widest such
+        range), the field gets a pull back ``−(x − clamp(x, box))`` per
+        median observation gap, so a bounded learned field cannot carry
+        forecasts away from the data (velocities of ``second_order`` states
+        are not guarded). Inside the box the field is unchanged.
     checkpoint : str, os.PathLike or Checkpoint, default=None
         Directory where the training state is saved after every epoch
         (``Checkpoint(directory, every=k)``: every ``k`` epochs); a later
@@ -192,6 +297,13 @@ class NeuralODE(SeriesModel):
         Per-feature standardisation.
     time_scale_ : float
         Time unit the model integrates in (median observation gap).
+    data_min_, data_max_ : ndarray of shape (n_features,)
+        Observed range of each feature at fit (user units): the stability
+        guard's box and the reference of ``ForecastRangeWarning``.
+    augment_dim_ : int
+        Hidden dimensions used (``augment_dim`` resolved).
+    window_size_ : int or None
+        Training window length used (``window_size`` resolved).
 
     Examples
     --------
@@ -209,11 +321,15 @@ class NeuralODE(SeriesModel):
         "hidden_layer_sizes": [tuple, list],
         "activation": [StrOptions(set(ACTIVATIONS))],
         "time_dependent": ["boolean"],
-        "augment_dim": [Interval(Integral, 0, None, closed="left")],
+        "augment_dim": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
         "second_order": ["boolean"],
         "noise_std": [Interval(Real, 0, None, closed="left")],
         "noise_type": [StrOptions({"additive", "multiplicative"})],
-        "window_size": [Interval(Integral, 2, None, closed="left"), None],
+        "window_size": [Interval(Integral, 2, None, closed="left"), StrOptions({"auto"}), None],
+        "hidden_init": [StrOptions({"encoder", "delay", "zeros"})],
+        "history_length": [Interval(Integral, 1, None, closed="left")],
+        "horizon": [Interval(Real, 0, None, closed="neither"), datetime.timedelta, np.timedelta64, None],
+        "stabilize": ["boolean"],
     }
 
     def __init__(
@@ -221,11 +337,11 @@ class NeuralODE(SeriesModel):
         hidden_layer_sizes: Sequence[int] = (64, 64),
         activation: str = "tanh",
         time_dependent: bool = False,
-        augment_dim: int = 0,
+        augment_dim: int | str = "auto",
         second_order: bool = False,
         noise_std: float = 0.0,
         noise_type: str = "additive",
-        window_size: int | None = 10,
+        window_size: int | str | None = "auto",
         solver: str = "dopri5",
         rtol: float = 1e-3,
         atol: float = 1e-4,
@@ -244,6 +360,10 @@ class NeuralODE(SeriesModel):
         random_state: Any = None,
         verbose: int = 0,
         warm_start: bool = False,
+        hidden_init: str = "delay",
+        history_length: int = 16,
+        horizon: Any = None,
+        stabilize: bool = True,
         checkpoint: Any = None,
         callbacks: Sequence[Any] | None = None,
     ):
@@ -273,6 +393,10 @@ class NeuralODE(SeriesModel):
         self.random_state = random_state
         self.verbose = verbose
         self.warm_start = warm_start
+        self.hidden_init = hidden_init
+        self.history_length = history_length
+        self.horizon = horizon
+        self.stabilize = stabilize
         self.checkpoint = checkpoint
         self.callbacks = callbacks
 
@@ -297,13 +421,13 @@ class NeuralODE(SeriesModel):
         started = time.perf_counter()
         batch = self._setup_fit(X, t)
         self._check_learnable(batch)
-        train_data, valid_data = self._split_examples(self._windows(batch), batch)
+        self._resolve_structure(batch)
         self._init_module(self._build_module)
         solve = self._solve_options()
         noise_seeds = self._generator(2)
 
         def loss_fn(module: _ODEModel, data: dict[str, torch.Tensor]) -> torch.Tensor:
-            y0 = module.initial_state(data["x0"], data.get("v0"))
+            y0 = module.initial_state(data["x0"], data.get("v0"), _history_part(data))
             if self.noise_std > 0 and module.training:
                 path = self._noisy_solve(module, y0, data["times"], noise_seeds)
             else:
@@ -313,24 +437,106 @@ class NeuralODE(SeriesModel):
             squared = (predicted[:, 1:] - data["values"][:, 1:]) ** 2 * mask
             return squared.sum() / mask.sum().clamp_min(1)
 
-        self._train(loss_fn, train_data, valid_data)
+        stages = self._curriculum(self.window_size_)
+        for stage, width in enumerate(stages, start=1):
+            train_data, valid_data = self._examples(batch, width)
+            if stage == len(stages):
+                self._train(loss_fn, train_data, valid_data)
+                continue
+            with warnings.catch_warnings():  # a warm-up stage that runs out of epochs is not a failed fit
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                budget = max(1, self.max_epochs // (2 * (len(stages) - 1)))
+                self._train(loss_fn, train_data, valid_data, max_epochs=budget)
         self.training_time_ = time.perf_counter() - started
         return self
 
+    def _resolve_structure(self, batch: SeriesBatch) -> None:
+        """Record the hidden dimensions, the window length and the observed range this fit uses."""
+        if self.warm_start and hasattr(self, "module_"):
+            return
+        if self.augment_dim == "auto":
+            self.augment_dim_ = _AUTO_HIDDEN_UNIVARIATE if self.n_features_in_ == 1 else 0
+        else:
+            self.augment_dim_ = int(self.augment_dim)
+        if self.hidden_init == "delay" and self.augment_dim_ > 0:
+            needed = 1 + math.ceil(self.augment_dim_ / self.n_features_in_)
+            if self.history_length < needed:
+                raise input_error(
+                    "history_length",
+                    f"at least {needed} observations for {self.augment_dim_} delay coordinates of "
+                    f"{self.n_features_in_} feature(s)",
+                    str(self.history_length),
+                    f"Set history_length={needed} or more, or use fewer hidden dimensions.",
+                )
+        self.window_size_ = self._window_width(batch)
+        observed = np.where(batch.mask, batch.values, np.nan)
+        with warnings.catch_warnings():  # a feature never observed has no range: no guard on it
+            warnings.simplefilter("ignore", RuntimeWarning)
+            self.data_min_ = np.nanmin(observed, axis=(0, 1))
+            self.data_max_ = np.nanmax(observed, axis=(0, 1))
+
+    def _window_width(self, batch: SeriesBatch) -> int | None:
+        """Observations per training window: ``window_size``, or for "auto" from the horizon or the data."""
+        if self.window_size is None:
+            return None
+        if self.window_size != "auto":
+            return int(self.window_size)
+        longest = int(batch.lengths.max())
+        if self.horizon is not None:
+            steps = math.ceil(self._horizon_clock() / _median_gap(batch) - 1e-9) + 1
+            return int(min(max(steps, 2), longest))
+        width = math.ceil(_AUTO_WINDOW_SHARE * float(np.median(batch.lengths)))
+        return int(min(max(width, _AUTO_WINDOW_MIN), _AUTO_WINDOW_MAX, longest))
+
+    def _horizon_clock(self) -> float:
+        if isinstance(self.horizon, (datetime.timedelta, np.timedelta64)):
+            return float(np.timedelta64(self.horizon, "ns").astype(np.int64)) / 1e9
+        return float(self.horizon)
+
+    @staticmethod
+    def _curriculum(width: int | None) -> list[int | None]:
+        """Window lengths of the training stages: from short windows, doubling, up to ``width``.
+
+        Long rollouts from an untrained field start far off the data and
+        learn slowly; a field first fitted on short windows starts them near
+        it.
+        """
+        if width is None or width <= _CURRICULUM_FROM:
+            return [width]
+        stages = [_CURRICULUM_START]
+        while 2 * stages[-1] < width:
+            stages.append(2 * stages[-1])
+        return stages + [width]
+
     def _build_module(self) -> _ODEModel:
+        augment_dim = getattr(self, "augment_dim_", self.augment_dim if self.augment_dim != "auto" else 0)
         return _ODEModel(
             self.n_features_in_,
             tuple(self.hidden_layer_sizes),
             self.activation,
             self.time_dependent,
-            self.augment_dim,
+            augment_dim,
             self.second_order,
+            self.hidden_init,
+            self._guard_box(augment_dim),
         )
+
+    def _guard_box(self, augment_dim: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """The stability guard's box on the standardised scale (None: guard off, or no range recorded)."""
+        if not self.stabilize or not hasattr(self, "data_min_"):
+            return None
+        low, high = self._scale_values(self.data_min_), self._scale_values(self.data_max_)
+        width = np.where(np.isfinite(high - low), high - low, np.inf)
+        lower = np.where(np.isfinite(low), low - _BOX_MARGIN * width, -np.inf)
+        upper = np.where(np.isfinite(high), high + _BOX_MARGIN * width, np.inf)
+        lower = np.concatenate([lower, np.full(augment_dim, lower.min())])
+        upper = np.concatenate([upper, np.full(augment_dim, upper.max())])
+        return lower, upper
 
     def _noisy_solve(self, module: _ODEModel, y0: torch.Tensor, times: torch.Tensor,
                      seeds: torch.Generator) -> torch.Tensor:
         """A training solve with injected noise: Euler–Maruyama on per-series clocks."""
-        sde = _NoiseInjected(module.field, float(self.noise_std), self.noise_type == "multiplicative")
+        sde = _NoiseInjected(module.dynamics(), float(self.noise_std), self.noise_type == "multiplicative")
         return solve_sde_irregular(
             sde, y0, times, method="euler", step_size=_NOISE_STEP, generator=seeds, adjoint=self.adjoint,
             max_num_steps=self.max_num_steps,
@@ -353,9 +559,32 @@ class NeuralODE(SeriesModel):
         velocity = _finite_difference(filled, times, batch.lengths) if self.second_order else None
         return filled, velocity, times, observed
 
-    def _windows(self, batch: SeriesBatch) -> dict[str, np.ndarray]:
+    def _examples(self, batch: SeriesBatch, width: int | None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+        """Training and validation windows of ``width`` rows.
+
+        With enough series, a ``validation_fraction`` of them is held out.
+        Otherwise the last ``validation_fraction`` of each series' rows (at
+        least 2, on series of 4 rows or more) is held out in time: training
+        windows end before it, and validation windows are forecasts from each
+        row from the last training row on, through the held-out rows. Windows
+        overlap, so holding out windows instead would validate on rows
+        trained on and stop on an overfit field.
+        """
+        n_valid_series = int(round(self.validation_fraction * batch.n_series))
+        if self.validation_fraction == 0 or 1 <= n_valid_series < batch.n_series:
+            return self._split_examples(self._windows(batch, _window_rows(batch.lengths, width)), batch)
+        lengths = batch.lengths
+        held = np.where(lengths >= 4, np.maximum(2, np.round(self.validation_fraction * lengths)), 0).astype(int)
+        train = self._windows(batch, _window_rows(lengths - held, width))
+        valid = self._windows(batch, _forecast_rows(lengths, lengths - held, width))
+        train.pop("series"), valid.pop("series")
+        to_tensors = lambda examples: {k: self._tensor(v) for k, v in examples.items()}  # noqa: E731
+        return to_tensors(train), (to_tensors(valid) if len(valid["x0"]) else None)
+
+    def _windows(self, batch: SeriesBatch, rows: tuple[np.ndarray, np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
+        """Window tensors from ``(series, row indices, real slots)`` as :func:`_window_rows` gives them."""
         filled, velocity, times, observed = self._internal(batch)
-        series, index, real = self._window_index(batch, self.window_size)
+        series, index, real = rows
         windows = {
             "series": series,
             "times": times[series[:, None], index],
@@ -365,7 +594,35 @@ class NeuralODE(SeriesModel):
         }
         if velocity is not None:
             windows["v0"] = velocity[series, index[:, 0]]
+        history = self._history(batch.mask, filled, times, observed, series, index[:, 0])
+        windows.update({f"history_{name}": value for name, value in history.items()})
         return windows
+
+    def _history(self, mask: np.ndarray, filled: np.ndarray, times: np.ndarray, observed: np.ndarray,
+                 series: np.ndarray, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """The ``history_length`` rows up to each (series, row), oldest first, for the hidden state.
+
+        ``mask``, ``filled``, ``times`` and ``observed`` are per-series
+        arrays on the model's scales. Slots before a series' start repeat its
+        first row and are marked absent; gaps are times since the previous
+        row on the model clock. Empty when the hidden dimensions start at zero.
+        """
+        mode = getattr(self.module_, "hidden_init", "zeros")
+        if mode == "zeros":
+            return {}
+        index = rows[:, None] + np.arange(1 - self.history_length, 1)
+        present = index >= 0
+        index = np.maximum(index, 0)
+        column = series[:, None]
+        gaps = times[column, index] - times[column, np.maximum(index - 1, 0)]
+        if mode == "delay":
+            return {"filled": filled[column, index]}
+        return {
+            "values": observed[column, index],
+            "mask": mask[column, index],
+            "gaps": np.where(present, gaps, 0.0),
+            "present": present,
+        }
 
     # ------------------------------------------------------------- predict
     def predict(self, X: Any, t: Any = None, *, X_t: Any = None) -> Any:
@@ -398,16 +655,20 @@ class NeuralODE(SeriesModel):
         return to_user_kind(values, query, batch)
 
     def _predict_batch(self, batch: SeriesBatch, query: QueryTimes) -> np.ndarray:
-        filled, velocity, times, _ = self._internal(batch)
+        filled, velocity, times, observed = self._internal(batch)
         q_times = self._scale_times(query.times)
         series, anchors = _anchor_rows(times, batch.lengths, q_times)
         x0 = filled[series, anchors]
         segments = np.stack([times[series, anchors], q_times.ravel()], axis=1)
         v0 = velocity[series, anchors] if velocity is not None else None
-        out = self._integrate(x0, v0, segments)
-        return self._unscale_values(out[:, -1].reshape(query.times.shape + (-1,)))
+        history = self._history(batch.mask, filled, times, observed, series, anchors)
+        out = self._integrate(x0, v0, segments, history)
+        values = self._unscale_values(out[:, -1].reshape(query.times.shape + (-1,)))
+        self._warn_if_out_of_range(values)
+        return values
 
-    def _integrate(self, x0: np.ndarray, v0: np.ndarray | None, times: np.ndarray) -> np.ndarray:
+    def _integrate(self, x0: np.ndarray, v0: np.ndarray | None, times: np.ndarray,
+                   history: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """Integrate standardised states on internal times; returns (batch, n_times, n_features)."""
         solve = self._solve_options()
         solve["adjoint"] = False
@@ -416,9 +677,27 @@ class NeuralODE(SeriesModel):
         with torch.no_grad():
             for start in range(0, len(x0), _PREDICT_CHUNK):
                 part = slice(start, start + _PREDICT_CHUNK)
-                y0 = module.initial_state(self._tensor(x0[part]), None if v0 is None else self._tensor(v0[part]))
+                context = {k: self._tensor(v[part]) for k, v in (history or {}).items()} or None
+                y0 = module.initial_state(self._tensor(x0[part]), None if v0 is None else self._tensor(v0[part]), context)
                 pieces.append(module.observe(module(y0, self._tensor(times[part]), solve)).cpu().double().numpy())
         return np.concatenate(pieces)
+
+    def _warn_if_out_of_range(self, values: np.ndarray) -> None:
+        """Warn when predictions lie farther than ``_RANGE_FACTOR`` observed ranges outside the observed range."""
+        if not hasattr(self, "data_min_"):
+            return
+        width = np.where(self.data_max_ > self.data_min_, self.data_max_ - self.data_min_, np.abs(self.data_max_))
+        width = np.where(width > 0, width, 1.0)
+        beyond = np.maximum(self.data_min_ - values, values - self.data_max_) / width
+        worst = np.nanmax(np.where(np.isfinite(beyond), beyond, np.inf), initial=-np.inf)
+        if worst > _RANGE_FACTOR:
+            warnings.warn(
+                f"Predictions lie up to {worst:.3g} times the observed range outside it (more than {_RANGE_FACTOR:g}): "
+                "the learned dynamics diverge there. Forecast a shorter horizon, train on longer windows "
+                "(horizon=, window_size=), or keep stabilize=True.",
+                ForecastRangeWarning,
+                stacklevel=3,
+            )
 
     # ------------------------------------------------------------ simulate
     def simulate(self, x0: Any, t: Any, *, v0: Any = None) -> np.ndarray:
@@ -446,8 +725,17 @@ class NeuralODE(SeriesModel):
         if self.second_order:
             v = np.zeros_like(x0) if v0 is None else _as_states(v0, self.n_features_in_, "v0")
             v = v / self.scale_ * self.time_scale_
-        out = self._unscale_values(self._integrate(self._scale_values(x0), v, times))
+        scaled = self._scale_values(x0)
+        history = self._history_of_states(scaled)
+        out = self._unscale_values(self._integrate(scaled, v, times, history))
+        self._warn_if_out_of_range(out)
         return out[0] if single else out
+
+    def _history_of_states(self, scaled: np.ndarray) -> dict[str, np.ndarray]:
+        """Histories in which each initial state is the only observation."""
+        n = len(scaled)
+        mask = np.ones((n, 1, self.n_features_in_), dtype=bool)
+        return self._history(mask, scaled[:, None], np.zeros((n, 1)), scaled[:, None], np.arange(n), np.zeros(n, int))
 
     def vector_field(self, x: Any, t: Any = None) -> np.ndarray:
         """The learned time derivative ``dx/dt`` at states ``x``, in user units.
@@ -472,8 +760,62 @@ class NeuralODE(SeriesModel):
         module = self.module_.eval()
         with torch.no_grad():
             y = module.initial_state(self._tensor(positions), None if velocities is None else self._tensor(velocities))
-            dy = module.field(self._tensor(self._scale_times(times)), y).cpu().double().numpy()
+            dy = module.dynamics()(self._tensor(self._scale_times(times)), y).cpu().double().numpy()
         if self.second_order:
-            start = n + self.augment_dim
+            start = n + self.module_.augment_dim
             return dy[:, start : start + n] * self.scale_ / self.time_scale_**2
         return dy[:, :n] * self.scale_ / self.time_scale_
+
+
+def _history_part(data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+    """The ``history_*`` entries of a minibatch, without their prefix (None when there are none)."""
+    prefix = "history_"
+    history = {k[len(prefix):]: v for k, v in data.items() if k.startswith(prefix)}
+    return history or None
+
+
+def _window_rows(lengths: np.ndarray, width: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Training windows of ``width`` consecutive rows (None: whole series).
+
+    Windows start every ``stride`` rows, the stride being the largest (up to
+    half the width) that still gives ``_MIN_WINDOWS`` windows, and the last
+    window of each series ends on its last row. Returns the series of each
+    window ``(n_windows,)``, its row indices ``(n_windows, width)`` (rows
+    past a series' end repeat its last row) and which slots are real rows.
+    """
+    longest = int(lengths.max())
+    width = min(width or longest, longest)
+    usable = [(i, int(n)) for i, n in enumerate(lengths) if n >= 2]
+    n_starts = sum(max(n - width, 0) + 1 for _, n in usable)
+    stride = int(min(max(n_starts // _MIN_WINDOWS, 1), max(width // 2, 1)))
+    rows, series = [], []
+    for i, n in usable:
+        starts = list(range(0, max(n - width, 0) + 1, stride))
+        if starts[-1] + width < n:
+            starts.append(n - width)
+        for start in starts:
+            rows.append(np.minimum(np.arange(start, start + width), n - 1))
+            series.append(i)
+    index = np.asarray(rows).reshape(-1, width)
+    series = np.asarray(series, dtype=np.int64)
+    real = np.arange(width)[None, :] < (lengths[series, None] - index[:, :1])
+    return series, index, real
+
+
+def _forecast_rows(lengths: np.ndarray, cut: np.ndarray, width: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validation windows that forecast the rows from ``cut`` on: one from each row ``cut - 1 … length - 2``.
+
+    Same layout as :func:`_window_rows`; each window is ``width`` rows long
+    (None: as long as the longest held-out part), slots past the series'
+    end marked unreal.
+    """
+    width = width or int(max((lengths - cut + 1).max(), 2))
+    series, rows = [], []
+    for i, (n, c) in enumerate(zip(lengths, cut)):
+        for origin in range(max(int(c) - 1, 0), int(n) - 1) if c < n else ():
+            rows.append(np.minimum(np.arange(origin, origin + width), n - 1))
+            series.append(i)
+    index = np.asarray(rows, dtype=np.int64).reshape(-1, width)
+    series = np.asarray(series, dtype=np.int64)
+    real = np.arange(width)[None, :] < (lengths[series, None] - index[:, :1])
+    return series, index, real

@@ -1,7 +1,19 @@
 """Torch modules: vector fields and their building blocks."""
 
 from ._energy import HamiltonianField, LagrangianField
+from ._guard import BoxContraction
+from ._history import HistoryEncoder
 from ._mlp import ACTIVATIONS, MLPVectorField, SecondOrderField, make_mlp
 from ._odernn import ODERNNEncoder
 
-__all__ = ["ACTIVATIONS", "HamiltonianField", "LagrangianField", "MLPVectorField", "ODERNNEncoder", "SecondOrderField", "make_mlp"]
+__all__ = [
+    "ACTIVATIONS",
+    "BoxContraction",
+    "HamiltonianField",
+    "HistoryEncoder",
+    "LagrangianField",
+    "MLPVectorField",
+    "ODERNNEncoder",
+    "SecondOrderField",
+    "make_mlp",
+]
