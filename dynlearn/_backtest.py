@@ -96,6 +96,16 @@ def parse_length(value: Any, argument: str, kind: str, *, allow_zero: bool = Fal
     raise input_error(argument, _LENGTH_HELP, f"{type(value).__name__} {value!r}", "Pass e.g. 3, 2.5 or '2h'.")
 
 
+def check_length(value: Any, argument: str, *, allow_zero: bool = False) -> None:
+    """Refuse what no kind of times makes a valid length (None, bools, non-positive or unreadable values).
+
+    For checks made before the data, and so its kind of times, is known; a
+    float or a span is checked against the kind again when data comes.
+    """
+    is_float = isinstance(value, Real) and not isinstance(value, Integral)
+    parse_length(value, argument, "float" if is_float else "timedelta", allow_zero=allow_zero)
+
+
 @dataclass(frozen=True)
 class RowTimes:
     """Per row of a frame: its series (codes ``0..n_series-1``) and its time on the exact clock."""
@@ -115,7 +125,7 @@ def row_times(X: Any, argument: str = "X") -> RowTimes:
     A 2-D array is one series observed at ``0, 1, ..., n_times - 1``.
     """
     if isinstance(X, pd.DataFrame):
-        ids, times = frame_ids_and_times(X)
+        ids, times = frame_ids_and_times(X, argument)
     else:
         ids, times = np.zeros(len(X), dtype=np.int64), pd.Index(np.arange(len(X), dtype=np.float64))
     codes, _ = pd.factorize(np.asarray(ids), sort=False, use_na_sentinel=True)
@@ -141,11 +151,18 @@ def row_times(X: Any, argument: str = "X") -> RowTimes:
     return RowTimes(series=codes.astype(np.int64), clock=clock, kind=kind)
 
 
-def frame_ids_and_times(X: pd.DataFrame) -> tuple[Any, Any]:
+def frame_ids_and_times(X: pd.DataFrame, argument: str = "X") -> tuple[Any, Any]:
     """Series ids and times of each row, read as the data layer reads them (one series when there is no id)."""
     if isinstance(X.index, pd.MultiIndex):
         return X.index.get_level_values(0), X.index.get_level_values(1)
-    if ID_COLUMN in X.columns and TIME_COLUMN in X.columns:
+    if ID_COLUMN in X.columns:
+        if TIME_COLUMN not in X.columns:  # the data layer refuses it too, rather than read row numbers as times
+            raise input_error(
+                argument,
+                f"a '{TIME_COLUMN}' column beside '{ID_COLUMN}'",
+                f"columns {list(X.columns)[:10]}",
+                f"Rename the column holding observation times to '{TIME_COLUMN}'.",
+            )
         return X[ID_COLUMN], X[TIME_COLUMN]
     times = X[TIME_COLUMN] if TIME_COLUMN in X.columns else X.index
     return np.zeros(len(X), dtype=np.int64), times

@@ -39,7 +39,7 @@ import pandas as pd
 import torch
 
 from .data import InputSpec, TimeEncoding
-from .exceptions import ModelFileError
+from .exceptions import ModelFileError, input_error
 from .training import History
 
 FORMAT = "dynlearn-model"
@@ -66,9 +66,13 @@ def save_model(estimator: Any, path: str | os.PathLike) -> Path:
     ModelFileError
         If a parameter or fitted attribute is of a type the format cannot
         hold (e.g. ``random_state`` set to a ``RandomState`` instance).
+    InputError
+        If ``path`` is not a path, is a folder, or is in a folder that does
+        not exist.
     OSError
         If the file cannot be written.
     """
+    path = _target_path(path)
     document = _describe(estimator)
     module = estimator.__dict__.get("module_")
     weights = io.BytesIO()
@@ -81,8 +85,27 @@ def save_model(estimator: Any, path: str | os.PathLike) -> Path:
             if module is not None:
                 archive.writestr(WEIGHTS_ENTRY, weights.getvalue())
 
-    path = Path(path)
     _write_atomically(path, write)
+    return path
+
+
+def _as_path(path: Any) -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise input_error("path", "a file path (str or path-like)", f"{type(path).__name__} {path!r}",
+                          f"Pass e.g. 'model{SUFFIX}'.")
+    return Path(path)
+
+
+def _target_path(path: Any) -> Path:
+    """``path`` as a Path to write a model file to: not a folder, in a folder that exists."""
+    path = _as_path(path)
+    if path.is_dir():
+        raise input_error("path", f"a file path, conventionally ending in {SUFFIX}", f"the folder {str(path)!r}",
+                          f"Pass a file name in it, e.g. {str(path / ('model' + SUFFIX))!r}.")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise input_error("path", "a file path in an existing folder", f"{str(path)!r}, whose folder does not exist",
+                          "Create the folder first, or pass another path.")
     return path
 
 
@@ -156,11 +179,13 @@ def load(path: str | os.PathLike) -> Any:
     Raises
     ------
     ModelFileError
-        If the file is not a dynlearn model file, is truncated or damaged,
+        If the file is not a dynlearn model file (or is a folder), is truncated or damaged,
         was written by a newer format version, names a class that is not a
         dynlearn estimator, or holds tensors that do not match the model.
     FileNotFoundError
         If there is no file at ``path``.
+    InputError
+        If ``path`` is not a str or path-like.
 
     Examples
     --------
@@ -173,7 +198,9 @@ def load(path: str | os.PathLike) -> Any:
     >>> bool(np.array_equal(dynlearn.load(path).predict(X), model.predict(X)))
     True
     """
-    path = Path(path)
+    path = _as_path(path)
+    if path.is_dir():
+        raise _not_a_model_file(path, "a folder")
     with open(path, "rb") as handle:
         content = handle.read()
     try:

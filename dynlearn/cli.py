@@ -276,6 +276,7 @@ def _fit(args: argparse.Namespace) -> int:
     if not classifier and args.label_column is not None:
         raise CommandError(f"--label-column: expected only with a classifier; got it with --model {args.model}, "
                            "which forecasts. Drop --label-column or pick a classifier.")
+    _check_out(args.out)
     table = _read_table(args.data)
     labels = None
     if classifier:
@@ -292,6 +293,7 @@ def _fit(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from sklearn.base import is_classifier
 
+    _check_out(args.out)
     estimator = _load_model(args.model, args.allow_pickle)
     table = _read_table(args.data)
     table = _default_columns_from_fit(args, estimator, table)
@@ -319,6 +321,10 @@ def _load_model(path: str, allow_pickle: bool) -> Any:
     from .estimators._base import SeriesModel
     from .exceptions import ModelFileError
 
+    if not Path(path).is_file():
+        got = "a folder" if Path(path).is_dir() else "no such file"
+        raise CommandError(f"model {path!r}: expected a model file written by 'dynlearn fit'; got {got}. "
+                           "Check the path.")
     try:
         return load(path)
     except ModelFileError:
@@ -363,10 +369,25 @@ def _default_columns_from_fit(args: argparse.Namespace, estimator: Any, table: p
     return table
 
 
+def _check_out(out: str) -> None:
+    """Fail before any work when ``--out`` cannot be written: a folder, or in a folder that does not exist."""
+    if out == "-":
+        return
+    path = Path(out)
+    if path.is_dir():
+        raise CommandError(f"--out: expected a file path; got the folder {out!r}. Pass a file name in it.")
+    if not (path.parent if str(path.parent) else Path(".")).is_dir():
+        raise CommandError(f"--out: expected a file in an existing folder; got {out!r}, whose folder "
+                           f"{str(path.parent)!r} does not exist. Create it first, or pass another path.")
+
+
 def _read_table(path: str) -> pd.DataFrame:
     import pandas as pd
 
     suffix = Path(path).suffix.lower()
+    if not Path(path).is_file():
+        got = "a folder" if Path(path).is_dir() else "no such file"
+        raise CommandError(f"data {path!r}: expected a CSV or Parquet file; got {got}. Check the path.")
     try:
         table = pd.read_parquet(path) if suffix in (".parquet", ".pq") else pd.read_csv(path)
     except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
@@ -427,6 +448,13 @@ def _as_times(column: pd.Series, kind: str | None, argument: str) -> pd.Series:
     import pandas as pd
 
     types = pd.api.types
+    if kind == "float" and not types.is_numeric_dtype(column):
+        numbers = pd.to_numeric(column, errors="coerce")
+        bad = column[numbers.isna() & column.notna()]
+        if len(bad):
+            raise CommandError(f"{argument}: expected numbers, as the model was fitted on; got values such as "
+                               f"{bad.iloc[:2].tolist()}. Fix or drop those rows.")
+        return numbers
     if kind not in ("datetime", "timedelta") or any(
         check(column) for check in (types.is_numeric_dtype, types.is_datetime64_any_dtype, types.is_timedelta64_dtype)
     ):
@@ -613,6 +641,8 @@ def _datasets_fetch(args: argparse.Namespace) -> int:
     from .datasets import dataset
 
     entry = dataset(args.name)
+    if args.out:
+        _check_out(args.out)
     params = _params(args.param, _argument_names(entry.function), f"dataset {entry.name}")
     if entry.kind == "download":
         params.update({k: v for k, v in (("path", args.path), ("data_home", args.data_home)) if v is not None})
@@ -641,8 +671,12 @@ def _bench(args: argparse.Namespace) -> int:
         return 0
     if args.seeds is not None and args.seeds < 1:
         raise ValueError(f"--seeds: expected a positive number of seeds; got {args.seeds}. Pass e.g. --seeds 2.")
-    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda: no CUDA device is visible to torch; run with --device cpu.")
+    if not (args.device in ("cpu", "cuda") or args.device.startswith("cuda:")):
+        raise CommandError(f"--device: expected 'cpu', 'cuda' or 'cuda:<index>'; got {args.device!r}. "
+                           "Pass e.g. --device cpu.")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise CommandError(f"--device {args.device}: expected a CUDA device visible to torch; got no CUDA device. "
+                           "Run with --device cpu.")
     for path, variable in ((args.pendulum_path, bench.PENDULUM_PATH_VARIABLE),
                            (args.physionet_path, bench.PHYSIONET_PATH_VARIABLE)):
         if path is not None:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._backtest import describe_length, frame_feature_columns, future_rows, parse_length, row_times
+from ._backtest import check_length, describe_length, frame_feature_columns, future_rows, parse_length, row_times
 from .data import ID_COLUMN, TIME_COLUMN, check_series
 from .data._output import SAMPLE_LEVEL
 from .exceptions import input_error
@@ -390,6 +390,13 @@ def forecast_score(estimator: Any, X: Any, horizon: Any, *, t: Any = None, metri
     if not (callable(metric) or metric in _ERROR_METRICS + _SCORE_METRICS):
         raise input_error("metric", f"one of {list(_SCORE_METRICS + _ERROR_METRICS)} or a callable", repr(metric),
                           "Pick a named metric or pass a function of (y_true, y_pred).")
+    if _is_classifier(estimator):
+        raise input_error(
+            "estimator",
+            "a forecaster, whose predict(X, t=query) gives the state at the query times",
+            f"the classifier {type(estimator).__name__}, whose predict gives one label per series",
+            "Score classifiers with their own score(X, y) or a scikit-learn scorer such as 'accuracy'.",
+        )
     frame = _as_frame(X, t, estimator)
     history, future, query, columns = _cut_for_forecast(frame, horizon, estimator)
     predicted = estimator.predict(history, t=query)
@@ -477,6 +484,7 @@ def make_forecast_scorer(horizon: Any, metric: Any = "mse", *, greater_is_better
     >>> result["test_score"].shape
     (2,)
     """
+    check_length(horizon, "horizon")
     if callable(metric):
         if greater_is_better is None:
             raise input_error("greater_is_better", "True or False for a callable metric", "None",
@@ -490,6 +498,12 @@ def make_forecast_scorer(horizon: Any, metric: Any = "mse", *, greater_is_better
         raise input_error("greater_is_better", f"{natural} (or None) for metric {metric!r}", repr(greater_is_better),
                           "Leave it out: named metrics know their direction.")
     return ForecastScorer(horizon, metric, 1.0 if natural else -1.0)
+
+
+def _is_classifier(estimator: Any) -> bool:
+    from sklearn.base import is_classifier
+
+    return hasattr(estimator, "__sklearn_tags__") and is_classifier(estimator)
 
 
 def _as_frame(X: Any, t: Any, estimator: Any) -> pd.DataFrame:

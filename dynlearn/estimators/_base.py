@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
@@ -182,6 +183,7 @@ class SeriesModel(BaseEstimator):
         self._check_solver()
         self._check_callbacks()
         batch = check_series(X, t)
+        _check_every_feature_observed(batch)
         spec = batch.spec
         self.input_spec_ = spec
         self.n_features_in_ = spec.n_features
@@ -641,6 +643,20 @@ def _canonical(value: Any) -> str:
     return repr(value)
 
 
+def _check_every_feature_observed(batch: SeriesBatch) -> None:
+    """Refuse training data with a feature that has no observed value: its dynamics would be made up."""
+    never = np.flatnonzero(~batch.mask.any(axis=(0, 1)))
+    if len(never):
+        names = batch.spec.feature_names
+        which = [names[i] for i in never] if names is not None else [int(i) for i in never]
+        raise input_error(
+            "X",
+            "every feature observed at least once",
+            f"no observed value (all NaN) of feature(s) {which[:10]}",
+            "Drop those features, or fit on data where they are measured.",
+        )
+
+
 def _median_window(batch: SeriesBatch) -> float | None:
     """Median positive span from a series' first to its last observation time (None when there is none)."""
     spans = batch.times[np.arange(batch.n_series), batch.lengths - 1] - batch.times[:, 0]
@@ -675,7 +691,7 @@ def _finite_difference(values: np.ndarray, times: np.ndarray, lengths: np.ndarra
 
 
 def _as_states(x: Any, width: int, argument: str) -> np.ndarray:
-    array = np.asarray(x, dtype=np.float64)
+    array = _as_numbers(x, argument, f"states of shape (n_series, {width})")
     if array.ndim == 1:
         array = array[None]
     if array.ndim != 2 or array.shape[1] != width:
@@ -685,14 +701,69 @@ def _as_states(x: Any, width: int, argument: str) -> np.ndarray:
     return array
 
 
+def _as_numbers(values: Any, argument: str, expected: str) -> np.ndarray:
+    """``values`` as a float64 array, or an error naming ``argument`` for text, dates and other non-numbers."""
+    if isinstance(values, (pd.DataFrame, pd.Series)):
+        values = values.to_numpy()
+    try:
+        kind = np.asarray(values).dtype.kind
+    except ValueError:  # ragged nesting: reported below as not numbers
+        kind = None
+    if kind in ("M", "m"):
+        raise input_error(
+            argument,
+            f"numbers ({expected}) on the float clock of the training data",
+            "datetime or timedelta values",
+            "Pass numbers; for a model fitted on dates they are seconds since its first time "
+            "(to forecast at dates, use predict).",
+        )
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise input_error(
+            argument, f"numbers ({expected})", f"{type(values).__name__} {_preview(values)}", "Convert them to floats."
+        ) from None
+
+
+def _point_times(t: Any, n_points: int, default: float) -> np.ndarray:
+    """Times of ``n_points`` states for ``vector_field``-like methods: None (``default``), one time or one per point."""
+    if t is None:
+        return np.full(n_points, default)
+    times = _as_numbers(t, "t", f"one time or {n_points} times, one per state")
+    if times.size not in (1, n_points) or times.ndim > 1 or not np.isfinite(times).all():
+        raise input_error(
+            "t", f"one finite time or {n_points} finite times, one per state", f"{_preview(t)}", "Pass e.g. t=0.0."
+        )
+    return np.broadcast_to(times.reshape(-1), (n_points,))
+
+
+def _preview(values: Any) -> str:
+    text = repr(values)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _sampling_seed(random_state: Any) -> int:
+    """The seed of one call's random draws, from its ``random_state`` argument (None, an int or a RandomState)."""
+    try:
+        generator = check_random_state(random_state)
+    except ValueError:
+        raise input_error(
+            "random_state",
+            "None, an int in [0, 2**32 - 1] or a numpy RandomState",
+            _preview(random_state),
+            "Pass e.g. random_state=0.",
+        ) from None
+    return int(generator.randint(np.iinfo(np.int32).max))
+
+
 def _output_times(t: Any, n_series: int) -> np.ndarray:
     """``simulate``'s output times, broadcast to ``(n_series, n_times)``."""
-    t = np.asarray(t, dtype=np.float64)
-    if t.ndim not in (1, 2) or (t.ndim == 2 and t.shape[0] != n_series) or t.shape[-1] < 1 or not np.isfinite(t).all():
+    expected = f"finite times of shape (n_times,) or ({n_series}, n_times)"
+    t = _as_numbers(t, "t", expected)
+    if t.ndim not in (1, 2) or (t.ndim == 2 and t.shape[0] != n_series) or t.shape[-1] < 1:
+        raise input_error("t", expected, f"shape {t.shape}", "Pass the output times, starting at the time of x0.")
+    if not np.isfinite(t).all():
         raise input_error(
-            "t",
-            f"finite times of shape (n_times,) or ({n_series}, n_times)",
-            f"shape {t.shape}",
-            "Pass the output times, starting at the time of x0.",
+            "t", expected, f"{int((~np.isfinite(t)).sum())} NaN or infinite time(s)", "Pass finite output times."
         )
     return np.broadcast_to(t, (n_series, t.shape[-1]))

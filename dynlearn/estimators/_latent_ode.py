@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.base import TransformerMixin
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
@@ -25,7 +24,7 @@ from ..nn._odernn import _functional
 from ..solvers import ode_method, solve_ode, solve_ode_irregular
 from ..training import LearningRateDecay, TrainState
 from ._base import guarded_fit
-from ._base import SERIES_WINDOW, SHARED_CONSTRAINTS, SeriesModel, _median_window
+from ._base import SERIES_WINDOW, SHARED_CONSTRAINTS, SeriesModel, _median_window, _sampling_seed
 
 # Series encoded at once, and trajectories decoded at once, outside training: bounds memory on big inputs.
 _ENCODE_CHUNK = 1024
@@ -793,7 +792,7 @@ class LatentODE(TransformerMixin, SeriesModel):
         check_is_fitted(self, "module_")
         if not isinstance(n_samples, Integral) or isinstance(n_samples, bool) or n_samples < 1:
             raise input_error("n_samples", "a positive int", repr(n_samples), "E.g. n_samples=100.")
-        generator = torch.Generator().manual_seed(int(check_random_state(random_state).randint(np.iinfo(np.int32).max)))
+        generator = torch.Generator().manual_seed(_sampling_seed(random_state))
         if X is None:
             if X_t is not None:
                 raise input_error(

@@ -9,7 +9,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
@@ -20,7 +19,7 @@ from ..nn import ACTIVATIONS, make_mlp
 from ..solvers import sde_method, solve_sde
 from ..training import Callback, TrainState
 from ._base import guarded_fit
-from ._base import SHARED_CONSTRAINTS, SeriesModel
+from ._base import SHARED_CONSTRAINTS, SeriesModel, _sampling_seed
 
 # Smallest diffusion: keeps the KL integrand |u / g|² / 2 finite.
 _DIFFUSION_FLOOR = 1e-3
@@ -699,7 +698,7 @@ class LatentSDE(SeriesModel):
         query = check_query_times(t, batch)
         if not isinstance(n_samples, Integral) or isinstance(n_samples, bool) or n_samples < 1:
             raise input_error("n_samples", "a positive int", repr(n_samples), "E.g. n_samples=100.")
-        seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+        seed = _sampling_seed(random_state)
         draws = self._sample_batch(batch, query, int(n_samples), seed, observation_noise=True)
         return to_user_kind(draws, query, batch)
 

@@ -20,7 +20,16 @@ from ..exceptions import ConvergenceWarning, ForecastRangeWarning, input_error
 from ..nn import ACTIVATIONS, BoxContraction, HistoryEncoder, MLPVectorField, SecondOrderField
 from ..solvers import solve_ode_irregular, solve_sde_irregular
 from ._base import guarded_fit
-from ._base import SHARED_CONSTRAINTS, SeriesModel, _anchor_rows, _as_states, _finite_difference, _median_gap, _output_times
+from ._base import (
+    SHARED_CONSTRAINTS,
+    SeriesModel,
+    _anchor_rows,
+    _as_states,
+    _finite_difference,
+    _median_gap,
+    _output_times,
+    _point_times,
+)
 
 # Rows integrated per solve at prediction time: bounds memory on big inputs.
 _PREDICT_CHUNK = 4096
@@ -754,7 +763,7 @@ class NeuralODE(SeriesModel):
         n = self.n_features_in_
         width = 2 * n if self.second_order else n
         x = _as_states(x, width, "x")
-        times = np.full(len(x), self.time_offset_) if t is None else np.broadcast_to(np.asarray(t, float), (len(x),))
+        times = _point_times(t, len(x), self.time_offset_)
         positions = self._scale_values(x[:, :n])
         velocities = x[:, n:] / self.scale_ * self.time_scale_ if self.second_order else None
         module = self.module_.eval()

@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy.special import ndtri
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
@@ -22,7 +21,15 @@ from ..exceptions import IntegrationError, input_error
 from ..nn import ACTIVATIONS, make_mlp
 from ..solvers import sde_method, solve_sde_irregular
 from ._base import guarded_fit
-from ._base import SHARED_CONSTRAINTS, SeriesModel, _anchor_rows, _as_states, _output_times
+from ._base import (
+    SHARED_CONSTRAINTS,
+    SeriesModel,
+    _anchor_rows,
+    _as_states,
+    _output_times,
+    _point_times,
+    _sampling_seed,
+)
 
 # Rows propagated or simulated per call at prediction time: bounds memory on big inputs.
 _PREDICT_CHUNK = 4096
@@ -459,7 +466,10 @@ class NeuralSDE(SeriesModel):
             index level whose values are the quantiles; a ragged list becomes
             one list per quantile.
         """
-        levels = np.asarray(quantiles, dtype=float).ravel()
+        try:
+            levels = np.asarray(quantiles, dtype=float).ravel()
+        except (TypeError, ValueError):
+            levels = np.empty(0)  # text or ragged nesting: reported below
         if levels.size == 0 or not np.all((levels > 0) & (levels < 1)):
             raise input_error("quantiles", "levels strictly between 0 and 1", repr(quantiles),
                               "Pass e.g. (0.05, 0.95) for a 90% interval.")
@@ -563,7 +573,7 @@ class NeuralSDE(SeriesModel):
             slot = order[group_start + np.minimum(p, last)]
             grid[:, p + 1] = flat_q[slot]
         x0 = filled[series[first], anchors[first]]
-        seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+        seed = _sampling_seed(random_state)
         simulated = np.empty((n_samples, n_groups, width, batch.n_features))
         module = self.module_.eval()
         # The solver takes the same number of steps on every row of a solve, enough for its longest gap;
@@ -618,7 +628,7 @@ class NeuralSDE(SeriesModel):
             raise input_error("t", "non-decreasing output times", "a decreasing step",
                               "An SDE is simulated forwards in time; sort the times.")
         n_samples = _check_n_samples(n_samples)
-        seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+        seed = _sampling_seed(random_state)
         rows = np.tile(np.arange(len(states)), n_samples)
         with torch.no_grad():
             out = solve_sde_irregular(
@@ -646,8 +656,7 @@ class NeuralSDE(SeriesModel):
     def _coefficients(self, x: Any, t: Any) -> tuple[np.ndarray, np.ndarray]:
         check_is_fitted(self, "module_")
         states = _as_states(x, self.n_features_in_, "x")
-        times = np.full(len(states), self.time_offset_) if t is None else np.broadcast_to(
-            np.asarray(t, float), (len(states),))
+        times = _point_times(t, len(states), self.time_offset_)
         module = self.module_.eval()
         with torch.no_grad():
             y, s = self._tensor(self._scale_values(states)), self._tensor(self._scale_times(times))

@@ -14,7 +14,7 @@ from sklearn.base import ClassifierMixin
 from sklearn.metrics import accuracy_score
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
@@ -673,7 +673,15 @@ def _series_labels(y: Any, batch: SeriesBatch) -> np.ndarray:
                 f"{int(missing.sum())} missing or infinite label(s), the first at position {int(np.argmax(missing))}",
                 "Drop the series without a label, or give them one.",
             )
-        check_classification_targets(labels)
+        try:
+            check_classification_targets(labels)
+        except ValueError:  # scikit-learn's message does not name y
+            raise input_error(
+                "y",
+                "class labels (ints, strings or whole-number floats), one per series",
+                f"{type_of_target(labels)} values such as {labels[:3].tolist()}",
+                "Pass class labels; for a continuous target use a forecaster instead of a classifier.",
+            ) from None
     if labels.ndim != 1 or len(labels) != batch.n_series:
         raise input_error(
             "y",

@@ -233,7 +233,7 @@ def test_classifier_rejects_a_single_class_and_continuous_targets():
     X, _ = _frequency_panel(n_series=6)
     with pytest.raises(InputError, match="two or more classes"):
         ODERNNClassifier(**SMALL).fit(X, ["a"] * 6)
-    with pytest.raises(ValueError, match="Unknown label type"):
+    with pytest.raises(InputError, match="y: expected class labels"):
         ODERNNClassifier(**SMALL).fit(X, np.linspace(0, 1, 6))
 
 
