@@ -68,7 +68,7 @@ def test_default_forecast_of_a_damped_system_stays_near_the_observed_range():
         warnings.simplefilter("ignore", category=UserWarning)
         warnings.simplefilter("error", category=ForecastRangeWarning)
         model.fit(x, t=t)
-        forecast = model.predict(x, t=np.linspace(10.5, 100.0, 60))
+        forecast = model.predict(x, t=np.linspace(10.5, 100.0, 60), X_t=t)
     low, high = x.min(), x.max()
     assert np.all(np.abs(forecast - (low + high) / 2) <= 10 * (high - low))
 
