@@ -203,8 +203,16 @@ class _AdamsBashforthFlow(nn.Module):
     def field(self) -> nn.Module:
         return self.model.field
 
-    def initial_state(self, x0: torch.Tensor, v0: torch.Tensor | None) -> torch.Tensor:
-        return self.model.initial_state(x0, v0)
+    @property
+    def augment_dim(self) -> int:
+        return self.model.augment_dim
+
+    def dynamics(self) -> nn.Module:
+        return self.model.dynamics()
+
+    def initial_state(self, x0: torch.Tensor, v0: torch.Tensor | None,
+                      history: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        return self.model.initial_state(x0, v0, history)
 
     def observe(self, state: torch.Tensor) -> torch.Tensor:
         return self.model.observe(state)

@@ -68,7 +68,8 @@ def test_ragged_list_takes_its_times_too(on_times):
     ragged = [X[0], X[1, :5]]
     out = model.predict(ragged, t=QUERY, X_t=[TIMES, TIMES[:5]])
     expected = model.predict(X[:1], t=QUERY, X_t=TIMES)[0]
-    np.testing.assert_allclose(out[0], expected, rtol=1e-6, atol=1e-9)
+    # Adaptive steps are chosen for the whole batch, so a batch of one differs within the solver's tolerance.
+    np.testing.assert_allclose(out[0], expected, rtol=1e-4, atol=1e-6)
     with pytest.raises(InputError, match="X_t"):
         model.predict(ragged, t=QUERY)
 
