@@ -16,6 +16,7 @@ from ..data import QueryTimes, SeriesBatch, check_query_times, to_user_kind
 from ..nn import ACTIVATIONS, MLPVectorField, SecondOrderField
 from ..solvers import solve_ode_irregular, solve_sde_irregular
 from ._base import guarded_fit
+from ._intervals import ConformalIntervals
 from ._base import SHARED_CONSTRAINTS, SeriesModel, _anchor_rows, _as_states, _finite_difference, _output_times
 
 # Rows integrated per solve at prediction time: bounds memory on big inputs.
@@ -77,7 +78,7 @@ class _NoiseInjected(nn.Module):
         return self.std * (y if self.multiplicative else torch.ones_like(y))
 
 
-class NeuralODE(SeriesModel):
+class NeuralODE(ConformalIntervals, SeriesModel):
     """Neural ordinary differential equation on the observed state.
 
     Learns ``dx/dt = f(x)`` (or ``f(x, t)``) with ``f`` a multilayer
@@ -192,6 +193,11 @@ class NeuralODE(SeriesModel):
         Per-feature standardisation.
     time_scale_ : float
         Time unit the model integrates in (median observation gap).
+    conformal_leads_, conformal_residuals_, conformal_lead_edges_ : ndarray
+        Calibration of the split conformal forecast intervals of
+        ``predict_interval`` and ``predict_quantiles`` (see ``calibrate``),
+        made by ``fit`` on the series ``validation_fraction`` holds out;
+        absent until the model is calibrated.
 
     Examples
     --------
