@@ -11,6 +11,7 @@ conformal intervals calibrated per lead time.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import replace
 from numbers import Integral, Real
 from typing import Any, Callable, Sequence
@@ -23,7 +24,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._backtest import parse_length
 from ..data import QueryTimes, SeriesBatch, check_query_times, to_user_kind
-from ..exceptions import input_error
+from ..exceptions import IntegrationError, input_error
 from ..metrics import QUANTILE_LEVEL
 from ._base import _under_thread_budget
 
@@ -316,7 +317,17 @@ class ConformalIntervals(ForecastIntervals):
         batch, held = self.__dict__.get("_fit_batch"), self.__dict__.get("_held_series")
         if batch is None or held is None or len(held) == 0:
             return
-        leads, residuals = self._forecast_residuals(batch.subset(np.sort(held)), None, None, FIT_ORIGINS)
+        try:
+            leads, residuals = self._forecast_residuals(batch.subset(np.sort(held)), None, None, FIT_ORIGINS)
+        except IntegrationError as error:
+            # The fit itself succeeded; a model that cannot forecast its held-out series is left uncalibrated.
+            warnings.warn(
+                f"{type(self).__name__} could not forecast its held-out validation series to calibrate its "
+                f"forecast intervals ({error}); call calibrate(X_calibration) on other series to get them.",
+                UserWarning,
+                stacklevel=3,
+            )
+            return
         if len(leads):
             self._store_calibration(leads, residuals)
 
@@ -365,7 +376,7 @@ class ConformalIntervals(ForecastIntervals):
         self._check_calibrated()
         point = self._predict_batch(batch, query)
         leads = lead_times(batch, query)
-        self._check_leads(leads, query)
+        self._check_leads(leads, query, batch.spec.time_encoding.kind)
         out = np.empty((len(levels),) + point.shape)
         for k, level in enumerate(levels):
             if level == 0.5:
@@ -388,15 +399,15 @@ class ConformalIntervals(ForecastIntervals):
                 "validation_fraction > 0 on enough series.",
             )
 
-    def _check_leads(self, leads: np.ndarray, query: QueryTimes) -> None:
+    def _check_leads(self, leads: np.ndarray, query: QueryTimes, kind: str) -> None:
         longest = float(self.conformal_leads_[-1])
         beyond = (leads > longest * (1 + 1e-9) + 1e-12) & query.mask
         if beyond.any():
             raise input_error(
                 "t",
-                f"queries at most {longest:g} time units after each series' latest earlier observation (the "
-                "longest lead the conformal calibration covers)",
-                f"{int(beyond.sum())} queries up to {float(leads[beyond].max()):g} ahead",
+                f"queries at most {_describe_lead(longest, kind)} after each series' latest earlier observation "
+                "(the longest lead the conformal calibration covers)",
+                f"{int(beyond.sum())} queries up to {_describe_lead(float(leads[beyond].max()), kind)} ahead",
                 "Call calibrate(X_calibration, horizon=...) with series and a horizon that reach as far, or "
                 "forecast less far ahead.",
             )
@@ -413,6 +424,11 @@ class ConformalIntervals(ForecastIntervals):
             for j in range(radii.shape[1]):
                 radii[b, j] = _conformal_quantile(self.conformal_residuals_[members, j], coverage, edges, b)
         return np.stack([np.interp(leads, centers, radii[:, j]) for j in range(radii.shape[1])], axis=-1)
+
+
+def _describe_lead(lead: float, kind: str) -> str:
+    """A lead on the float clock as the user would write it: a number, or a Timedelta for datetimes."""
+    return f"{lead:g}" if kind == "float" else str(pd.to_timedelta(round(lead * 1e9), unit="ns"))
 
 
 def _conformal_quantile(residuals: np.ndarray, coverage: float, edges: np.ndarray, b: int) -> float:

@@ -202,3 +202,17 @@ def test_latent_ode_native_intervals_cover_held_out_forecasts():
     draws = model.sample(history, t=future[KEYS], n_samples=100, random_state=0)["y"].to_numpy().reshape(100, -1)
     low, high = np.quantile(draws, [0.05, 0.95], axis=0)
     assert np.mean((low <= future["y"].to_numpy()) & (future["y"].to_numpy() <= high)) < 0.5
+
+
+def test_a_model_that_cannot_forecast_its_held_out_series_still_fits(monkeypatch):
+    from dynlearn.exceptions import IntegrationError
+
+    def failing(self, batch, query):
+        raise IntegrationError("no forecast")
+
+    model = NeuralODE(hidden_layer_sizes=(8,), max_epochs=2, window_size=4, validation_fraction=0.25,
+                      random_state=0, device="cpu")
+    monkeypatch.setattr(NeuralODE, "_predict_batch", failing)
+    with pytest.warns(UserWarning, match=r"call calibrate\(X_calibration\)"):
+        _fit(model, _oscillator(16, 0))
+    assert hasattr(model, "module_") and not hasattr(model, "conformal_residuals_")
