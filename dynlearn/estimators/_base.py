@@ -57,7 +57,10 @@ _RESUMABLE_ACROSS = frozenset({"checkpoint", "callbacks", "verbose", "n_threads"
 CHECKPOINT_FORMAT = 1
 
 # Attributes that live only while fit runs.
-_FIT_SCRATCH = ("_streams", "_resume", "_fingerprints", "_series_print", "_stage", "_interrupted", "_fitting")
+_FIT_SCRATCH = (
+    "_streams", "_resume", "_fingerprints", "_series_print", "_stage", "_interrupted", "_fitting", "_fit_batch",
+    "_held_series",
+)
 
 _SHARED_FIT_NOTES = """
 
@@ -97,7 +100,9 @@ def guarded_fit(fit: Callable[..., Any]) -> Callable[..., Any]:
             before["history_"] = copy.deepcopy(self.history_)
         self._fitting = True
         try:
-            return fit(self, *args, **kwargs)
+            fitted = fit(self, *args, **kwargs)
+            self._after_fit()
+            return fitted
         except KeyboardInterrupt:
             if self.__dict__.get("_interrupted"):
                 self.training_time_ = time.perf_counter() - started
@@ -184,6 +189,7 @@ class SeriesModel(BaseEstimator):
         self._check_callbacks()
         batch = check_series(X, t)
         _check_every_feature_observed(batch)
+        self._fit_batch = batch
         spec = batch.spec
         self.input_spec_ = spec
         self.n_features_in_ = spec.n_features
@@ -200,6 +206,9 @@ class SeriesModel(BaseEstimator):
         if not (self.warm_start and hasattr(self, "module_")):
             self._fit_scaling(batch)
         return batch
+
+    def _after_fit(self) -> None:
+        """What a model does once a fit has succeeded (conformal models calibrate); nothing by default."""
 
     def _init_module(self, build: Callable[[], torch.nn.Module]) -> None:
         """Set ``module_`` to ``build()`` and start a fresh ``history_``, unless warm-starting a fitted module.
@@ -476,11 +485,13 @@ class SeriesModel(BaseEstimator):
         series = examples.pop("series")
         rng = np.random.RandomState(self._seed)
         valid = np.zeros(len(series), dtype=bool)
+        self._held_series = None
         if self.validation_fraction > 0:
             n_valid_series = int(round(self.validation_fraction * batch.n_series))
             if n_valid_series >= 1 and batch.n_series - n_valid_series >= 1:
                 held = rng.permutation(batch.n_series)[:n_valid_series]
                 valid = np.isin(series, held)
+                self._held_series = held  # whole series the model never trains on: conformal calibration data
             else:
                 for i in np.unique(series):
                     where = np.flatnonzero(series == i)

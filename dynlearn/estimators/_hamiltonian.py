@@ -194,6 +194,11 @@ class HamiltonianNN(PhaseSpaceModel):
         Per-feature shift and scale (coupled as described above).
     time_scale_ : float
         Time unit the model integrates in (median observation gap).
+    conformal_leads_, conformal_residuals_, conformal_lead_edges_ : ndarray
+        Calibration of the split conformal forecast intervals of
+        ``predict_interval`` and ``predict_quantiles`` (see ``calibrate``),
+        made by ``fit`` on the series ``validation_fraction`` holds out;
+        absent until the model is calibrated.
 
     Examples
     --------

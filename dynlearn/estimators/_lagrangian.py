@@ -154,6 +154,11 @@ class LagrangianNN(PhaseSpaceModel):
         Per-feature shift and scale (velocities coupled to positions).
     time_scale_ : float
         Time unit the model integrates in (see Scaling).
+    conformal_leads_, conformal_residuals_, conformal_lead_edges_ : ndarray
+        Calibration of the split conformal forecast intervals of
+        ``predict_interval`` and ``predict_quantiles`` (see ``calibrate``),
+        made by ``fit`` on the series ``validation_fraction`` holds out;
+        absent until the model is calibrated.
 
     Raises
     ------

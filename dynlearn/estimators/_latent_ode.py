@@ -24,6 +24,7 @@ from ..nn._odernn import _functional
 from ..solvers import ode_method, solve_ode, solve_ode_irregular
 from ..training import LearningRateDecay, TrainState
 from ._base import guarded_fit
+from ._intervals import ForecastIntervals, check_n_samples, sample_quantiles
 from ._base import SERIES_WINDOW, SHARED_CONSTRAINTS, SeriesModel, _median_window, _sampling_seed
 
 # Series encoded at once, and trajectories decoded at once, outside training: bounds memory on big inputs.
@@ -126,7 +127,7 @@ class _LatentODEModel(nn.Module):
         return self.decoder(path[:, 1:])
 
 
-class LatentODE(TransformerMixin, SeriesModel):
+class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
     """Latent ODE with an ODE-RNN encoder, trained as a variational autoencoder.
 
     The model of Rubanova, Chen & Duvenaud, "Latent ODEs for
@@ -283,13 +284,21 @@ class LatentODE(TransformerMixin, SeriesModel):
     training_time_ : float
     mean_, scale_ : ndarray of shape (n_features,)
     time_scale_ : float
+    noise_std_ : ndarray of shape (n_features,)
+        Spread of observations about the model's predictions, in user units,
+        measured by ``fit`` on the held-out validation series (all series
+        when none are held out) at the entries the training task predicts.
 
     Notes
     -----
     ``predict`` decodes the posterior mean of ``z0`` (a single trajectory, not
     the mean of sampled trajectories; refined when ``refine_steps > 0``);
     ``sample`` draws ``z0`` from the
-    posterior (or the prior) and decodes each draw. ``transform`` returns the
+    posterior (or the prior) and decodes each draw. ``predict_quantiles``
+    and ``predict_interval`` give quantiles of the predictive distribution:
+    decoded draws of ``z0`` plus Gaussian noise of standard deviation
+    ``noise_std_`` (not ``obs_std``, a training weight far below the real
+    spread, with which the intervals would cover almost nothing). ``transform`` returns the
     posterior mean of ``z0``, one row per series in order of first
     appearance, so the estimator can feed a classifier in a ``Pipeline``
     with one label per series.
@@ -437,6 +446,7 @@ class LatentODE(TransformerMixin, SeriesModel):
             return self._negative_bound(module, data, None)[0]
 
         self._train(loss_fn, train_data, valid_data, callbacks=[schedule])
+        self._fit_noise(batch)
         self.training_time_ = time.perf_counter() - started
         return self
 
@@ -531,14 +541,8 @@ class LatentODE(TransformerMixin, SeriesModel):
             scores = torch.rand(times.shape, generator=generator, dtype=times.dtype).to(times.device)
         observed_rows = mask.any(-1)
         origin = times[:, 0]
-        # Both tasks reconstruct every observed entry; extrapolation only encodes the first half.
-        candidates = observed_rows
-        if self.task == "extrapolation":
-            split = origin + (times[:, -1] - origin) / 2
-            early = times <= split[:, None]
-            first = torch.zeros_like(observed_rows).scatter_(1, observed_rows.long().argmax(1, keepdim=True), True)
-            candidates = observed_rows & (early | first)
-        encoded = _pack_rows(values, mask, times, _random_subset(candidates, scores, self.observed_fraction))
+        shown = _random_subset(self._encoder_candidates(observed_rows, times), scores, self.observed_fraction)
+        encoded = _pack_rows(values, mask, times, shown)
         target = _pack_rows(values, mask, times, observed_rows)
         mean, std = module.encode(encoded, origin, self._encoder_solve(), self.encoder_time_unit_)
         k = self.n_samples_train
@@ -553,6 +557,71 @@ class LatentODE(TransformerMixin, SeriesModel):
         log_ratio = (-0.5 * (mean + std * eps) ** 2 + 0.5 * eps**2 + torch.log(std)).sum(-1)
         bound = torch.logsumexp(log_likelihood + kl_weight * log_ratio, dim=0) - math.log(k)
         return -bound.sum() / counts.sum().clamp_min(1), mean, z0.reshape((k,) + mean.shape)
+
+    def _encoder_candidates(self, observed_rows: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+        """Rows ``(n, width)`` the training task may show the encoder (it shows ``observed_fraction`` of them).
+
+        Both tasks reconstruct every observed entry; extrapolation only
+        encodes the first half of each series' window (and its first row).
+        """
+        if self.task != "extrapolation":
+            return observed_rows
+        origin = times[:, 0]
+        split = origin + (times[:, -1] - origin) / 2
+        early = times <= split[:, None]
+        first = torch.zeros_like(observed_rows).scatter_(1, observed_rows.long().argmax(1, keepdim=True), True)
+        return observed_rows & (early | first)
+
+    def _fit_noise(self, batch: SeriesBatch) -> None:
+        """Set ``noise_std_``: the spread of observations about the model's predictions of entries it was not shown.
+
+        On the series held out for validation (all series when none are),
+        the encoder is shown the rows the training task shows it (one fixed
+        random draw) and the posterior-mean trajectory is compared with the
+        observed entries the task predicts: the rows not shown
+        (``task="interpolation"``) or those after the encoded first half
+        (``task="extrapolation"``). The root mean square of the residuals,
+        per feature, is the maximum-likelihood standard deviation of
+        Gaussian noise about those predictions: it measures observation
+        noise and model error together, where ``obs_std`` is a fixed
+        training weight, far below both (the reason the noise-free draws of
+        :meth:`sample` cover few observations).
+        """
+        held = self.__dict__.get("_held_series")
+        chosen = batch.subset(np.sort(held) if held is not None and len(held) else np.arange(batch.n_series))
+        data = self._internal(chosen)
+        scores = np.random.RandomState(self._seed + 7).uniform(size=data["times"].shape)
+        module = self.module_.eval()
+        squared = np.zeros((2, batch.n_features))
+        counts = np.zeros((2, batch.n_features))
+        for start in range(0, chosen.n_series, _ENCODE_CHUNK):
+            part = slice(start, start + _ENCODE_CHUNK)
+            width = int(chosen.lengths[part].max())
+            values = self._tensor(data["values"][part, :width])
+            mask = self._tensor(data["mask"][part, :width]) > 0.5
+            times = self._tensor(data["times"][part, :width])
+            with torch.no_grad():
+                candidates = self._encoder_candidates(mask.any(-1), times)
+                shown = _random_subset(candidates, self._tensor(scores[part, :width]), self.observed_fraction)
+                rows = _pack_rows(values, mask, times, shown)
+                origin = times[:, 0]
+                mean, _ = module.encode(rows, origin, self._encoder_solve(), self.encoder_time_unit_)
+            if self.refine_steps:
+                mean = self._refined_mean(module, mean, {k: rows[k] for k in ("values", "mask", "times")}, origin)
+            with torch.no_grad():
+                predicted = module.decode(mean, torch.cat([origin[:, None], times], dim=1), self._solve())
+            error = ((predicted - values) ** 2).cpu().double().numpy()
+            observed = mask.cpu().numpy()
+            # The entries the task predicts: rows not shown (interpolation), rows after the encoded half (extrapolation).
+            unshown = observed & ~(shown | candidates if self.task == "extrapolation" else shown).cpu().numpy()[..., None]
+            for k, where in enumerate((unshown, observed)):
+                squared[k] += np.where(where, error, 0.0).sum(axis=(0, 1))
+                counts[k] += where.sum(axis=(0, 1))
+        # Entries the encoder was not shown; where a feature has none (observed_fraction=1), all its entries.
+        use = np.where(counts[0] > 0, 0, 1)
+        picked = np.arange(batch.n_features)
+        mean_square = squared[use, picked] / np.maximum(counts[use, picked], 1)
+        self.noise_std_ = np.sqrt(mean_square) * self.scale_
 
     # ------------------------------------------------------------- encoding
     def _posterior(
@@ -810,6 +879,20 @@ class LatentODE(TransformerMixin, SeriesModel):
             mean, std, origin = self._posterior(batch, q_times)
         values = self._draw(mean, std, origin, q_times, n_samples, generator)
         return to_user_kind(values, query, batch)
+
+    def _quantile_batch(self, batch: SeriesBatch, query: QueryTimes, levels: np.ndarray, n_samples: Any,
+                        random_state: Any) -> np.ndarray:
+        """Quantiles of the predictive distribution: decoded draws of ``z0 ~ q(z0 | X)`` plus N(0, noise_std_²) noise."""
+        if not hasattr(self, "noise_std_"):
+            raise input_error("noise_std_", "a LatentODE fitted by this version of dynlearn (fit estimates its noise)",
+                              "a model without it", "Refit the model to get native forecast intervals.")
+        n_samples = check_n_samples(n_samples)
+        seed = _sampling_seed(self._interval_seed(random_state, 5))
+        q_times = self._scale_times(query.times)
+        mean, std, origin = self._posterior(batch, q_times)
+        draws = self._draw(mean, std, origin, q_times, n_samples, torch.Generator().manual_seed(seed))
+        draws += np.random.default_rng(seed).standard_normal(draws.shape) * self.noise_std_
+        return sample_quantiles(draws, levels)
 
     def _sample_prior_times(self, t: Any, n_samples: int, generator: torch.Generator, prior: bool) -> np.ndarray:
         if not prior:

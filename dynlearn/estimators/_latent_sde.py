@@ -19,6 +19,7 @@ from ..nn import ACTIVATIONS, make_mlp
 from ..solvers import sde_method, solve_sde
 from ..training import Callback, TrainState
 from ._base import guarded_fit
+from ._intervals import ForecastIntervals, check_n_samples, sample_quantiles
 from ._base import SHARED_CONSTRAINTS, SeriesModel, _sampling_seed
 
 # Smallest diffusion: keeps the KL integrand |u / g|² / 2 finite.
@@ -272,7 +273,7 @@ class _KLAnnealing(Callback):
 
 
 # --------------------------------------------------------------- estimator
-class LatentSDE(SeriesModel):
+class LatentSDE(ForecastIntervals, SeriesModel):
     """Latent stochastic differential equation (Li, Wong, Chen & Duvenaud, AISTATS 2020).
 
     Observations ``x(t)`` are a linear decoding of a latent diffusion
@@ -659,6 +660,13 @@ class LatentSDE(SeriesModel):
     def _predict_batch(self, batch: SeriesBatch, query: QueryTimes) -> np.ndarray:
         draws = self._sample_batch(batch, query, self.n_samples_predict, self._seed + 3, observation_noise=False)
         return draws.mean(axis=0)
+
+    def _quantile_batch(self, batch: SeriesBatch, query: QueryTimes, levels: np.ndarray, n_samples: Any,
+                        random_state: Any) -> np.ndarray:
+        """Quantiles of sampled observations (paths with observation noise, as :meth:`sample` draws them)."""
+        seed = _sampling_seed(self._interval_seed(random_state, 5))
+        draws = self._sample_batch(batch, query, check_n_samples(n_samples), seed, observation_noise=True)
+        return sample_quantiles(draws, levels)
 
     def sample(self, X: Any, t: Any = None, n_samples: int = 100, random_state: Any = None, *, X_t: Any = None) -> Any:
         """Draw from the predictive distribution of observations given each series' history.

@@ -20,6 +20,7 @@ from ..exceptions import ConvergenceWarning, ForecastRangeWarning, input_error
 from ..nn import ACTIVATIONS, BoxContraction, HistoryEncoder, MLPVectorField, SecondOrderField
 from ..solvers import solve_ode_irregular, solve_sde_irregular
 from ._base import guarded_fit
+from ._intervals import ConformalIntervals
 from ._base import (
     SHARED_CONSTRAINTS,
     SeriesModel,
@@ -144,7 +145,7 @@ class _NoiseInjected(nn.Module):
         return self.std * (y if self.multiplicative else torch.ones_like(y))
 
 
-class NeuralODE(SeriesModel):
+class NeuralODE(ConformalIntervals, SeriesModel):
     """Neural ordinary differential equation on the observed state.
 
     Learns ``dx/dt = f(x)`` (or ``f(x, t)``) with ``f`` a multilayer
@@ -313,6 +314,11 @@ class NeuralODE(SeriesModel):
         Hidden dimensions used (``augment_dim`` resolved).
     window_size_ : int or None
         Training window length used (``window_size`` resolved).
+    conformal_leads_, conformal_residuals_, conformal_lead_edges_ : ndarray
+        Calibration of the split conformal forecast intervals of
+        ``predict_interval`` and ``predict_quantiles`` (see ``calibrate``),
+        made by ``fit`` on the series ``validation_fraction`` holds out;
+        absent until the model is calibrated.
 
     Examples
     --------

@@ -8,7 +8,6 @@ from numbers import Integral, Real
 from typing import Any, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 from scipy.special import ndtri
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -18,9 +17,11 @@ from torch.nn import functional as F
 
 from ..data import QueryTimes, SeriesBatch, check_query_times, to_user_kind
 from ..exceptions import IntegrationError, input_error
+from ..metrics import QUANTILE_LEVEL  # noqa: F401  (the level predict_quantiles writes)
 from ..nn import ACTIVATIONS, make_mlp
 from ..solvers import sde_method, solve_sde_irregular
 from ._base import guarded_fit
+from ._intervals import ForecastIntervals, sample_quantiles
 from ._base import (
     SHARED_CONSTRAINTS,
     SeriesModel,
@@ -34,7 +35,6 @@ from ._base import (
 # Rows propagated or simulated per call at prediction time: bounds memory on big inputs.
 _PREDICT_CHUNK = 4096
 _SAMPLE_CHUNK = 65536
-QUANTILE_LEVEL = "quantile"
 
 
 class _SDEModel(nn.Module):
@@ -147,7 +147,7 @@ def _masked_gaussian_nll(y: torch.Tensor, mask: torch.Tensor, mean: torch.Tensor
     return 0.5 * ((z**2).sum(dim=1) + log_det + m.sum(dim=1) * math.log(2 * math.pi)).sum()
 
 
-class NeuralSDE(SeriesModel):
+class NeuralSDE(ForecastIntervals, SeriesModel):
     """Neural stochastic differential equation on the observed state.
 
     Learns the Itô SDE ``dx = f(x) dt + g(x) dW`` (or with ``t`` as an input
@@ -442,49 +442,14 @@ class NeuralSDE(SeriesModel):
     def _predict_batch(self, batch: SeriesBatch, query: QueryTimes) -> np.ndarray:
         return self._query_moments(batch, query, covariance=False)[0]
 
-    def predict_quantiles(self, X: Any, t: Any = None, quantiles: Sequence[float] = (0.05, 0.95), *,
-                          n_samples: int | None = None, random_state: Any = None, X_t: Any = None) -> Any:
-        """Quantiles of the predictive distribution of each entry at query times.
-
-        Parameters
-        ----------
-        X, t, X_t :
-            As for :meth:`predict`.
-        quantiles : sequence of float in (0, 1), default=(0.05, 0.95)
-            The default is the central 90% interval.
-        n_samples : int, default=None
-            None: quantiles of the Gaussian predictive distribution of the
-            moment propagation (deterministic). An int: empirical quantiles of
-            that many paths from :meth:`sample`.
-        random_state : int, RandomState or None, default=None
-            Seeds the paths when ``n_samples`` is given.
-
-        Returns
-        -------
-        Same kind as X with a leading quantile axis
-            Arrays ``(n_quantiles, ...)``; frames gain an outer ``quantile``
-            index level whose values are the quantiles; a ragged list becomes
-            one list per quantile.
-        """
-        try:
-            levels = np.asarray(quantiles, dtype=float).ravel()
-        except (TypeError, ValueError):
-            levels = np.empty(0)  # text or ragged nesting: reported below
-        if levels.size == 0 or not np.all((levels > 0) & (levels < 1)):
-            raise input_error("quantiles", "levels strictly between 0 and 1", repr(quantiles),
-                              "Pass e.g. (0.05, 0.95) for a 90% interval.")
-        batch = self._check_input(X, X_t, time_argument="X_t")
-        query = check_query_times(t, batch)
+    def _quantile_batch(self, batch: SeriesBatch, query: QueryTimes, levels: np.ndarray, n_samples: Any,
+                        random_state: Any) -> np.ndarray:
+        """Gaussian quantiles of the moment propagation (``n_samples=None``), else quantiles of sampled paths."""
         if n_samples is None:
             mean, var = self._query_moments(batch, query, covariance=True)
-            values = mean[None] + np.sqrt(var)[None] * ndtri(levels)[:, None, None, None]
-        else:
-            paths = self._sample_batch(batch, query, _check_n_samples(n_samples), random_state)
-            values = np.quantile(paths, levels, axis=0)
-        if not batch.spec.is_frame:
-            return to_user_kind(values, query, batch)
-        frames = [to_user_kind(v, query, batch) for v in values]
-        return pd.concat(frames, keys=list(levels), names=[QUANTILE_LEVEL])
+            return mean[None] + np.sqrt(var)[None] * ndtri(levels)[:, None, None, None]
+        paths = self._sample_batch(batch, query, _check_n_samples(n_samples), self._interval_seed(random_state, 5))
+        return sample_quantiles(paths, levels)
 
     def _query_moments(self, batch: SeriesBatch, query: QueryTimes,
                        covariance: bool) -> tuple[np.ndarray, np.ndarray | None]:

@@ -24,6 +24,7 @@ from ..nn import ACTIVATIONS, ODERNNEncoder, make_mlp
 from ..solvers import ode_method
 from ..training import LearningRateDecay
 from ._base import guarded_fit
+from ._intervals import ConformalIntervals
 from ._base import SERIES_WINDOW, SHARED_CONSTRAINTS, SeriesModel, _anchor_rows, _median_window
 
 # Series encoded together at prediction time: bounds memory on big inputs.
@@ -386,7 +387,7 @@ _SHARED_DOC = """
 """
 
 
-class ODERNN(_ODERNNBase):
+class ODERNN(ConformalIntervals, _ODERNNBase):
     """ODE-RNN for series observed at irregular times with missing entries.
 
     The model of Rubanova, Chen & Duvenaud, "Latent ODEs for
@@ -443,6 +444,11 @@ class ODERNN(_ODERNNBase):
         the median series window spans five internal units.
     max_step_ : float
         Longest fixed step, in units of ``time_scale_``.
+    conformal_leads_, conformal_residuals_, conformal_lead_edges_ : ndarray
+        Calibration of the split conformal forecast intervals of
+        ``predict_interval`` and ``predict_quantiles`` (see ``calibrate``),
+        made by ``fit`` on the series ``validation_fraction`` holds out;
+        absent until the model is calibrated.
 
     Examples
     --------

@@ -18,6 +18,7 @@ from ..exceptions import input_error
 from ..nn import ACTIVATIONS
 from ..solvers import ode_method, solve_ode_irregular
 from ._base import guarded_fit
+from ._intervals import ConformalIntervals
 from ._base import (
     SHARED_CONSTRAINTS,
     SeriesModel,
@@ -44,7 +45,7 @@ PHASE_SPACE_CONSTRAINTS: dict[str, list[Any]] = {
 }
 
 
-class PhaseSpaceModel(SeriesModel):
+class PhaseSpaceModel(ConformalIntervals, SeriesModel):
     """Base of estimators whose state is positions plus a conjugate half (not public).
 
     A subclass names the conjugate half (``_conjugate``: ``"momenta"`` or

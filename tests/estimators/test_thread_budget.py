@@ -20,7 +20,8 @@ from dynlearn.training import _threads, auto_threads, largest_product, usable_co
 
 TINY = dict(hidden_layer_sizes=(8,), max_epochs=1, window_size=4, random_state=0, device="cpu")
 MODEL_METHODS = {
-    "fit", "fit_transform", "predict", "predict_proba", "predict_quantiles", "predict_trajectory",
+    "fit", "fit_transform", "predict", "predict_proba", "predict_quantiles", "predict_interval", "calibrate",
+    "predict_trajectory",
     "decision_function", "score", "sample", "simulate", "transform", "energy", "vector_field", "drift", "diffusion",
 }  # fmt: skip
 
