@@ -18,6 +18,8 @@ __all__ = [
     "CheckpointWarning",
     "ConvergenceWarning",
     "DivergenceWarning",
+    "NoImprovementWarning",
+    "SlowFitWarning",
     "NotFittedError",
     "describe_problem",
 ]
@@ -54,6 +56,26 @@ class DivergenceWarning(ConvergenceWarning):
     ``UserWarning``): a fit that blew up has failed to converge, so filters
     and tests written for ``ConvergenceWarning`` see it too, while code that
     wants only this case can catch the subclass.
+    """
+
+
+class NoImprovementWarning(ConvergenceWarning):
+    """Early stopping restored the weights of a run's first epoch: no later epoch improved on it.
+
+    A subclass of scikit-learn's ``ConvergenceWarning``: the fit ran more
+    epochs but the monitored loss was never lower than after the first, so
+    the model returned is a one-epoch model.
+    """
+
+
+class SlowFitWarning(UserWarning):
+    """A fit without a progress bar is projected, from its first epoch, to run for a long time.
+
+    Raised once per training run after its first epoch when ``verbose=0``
+    and the first epoch's duration times the run's epoch limit exceeds
+    ``dynlearn.training.SLOW_FIT_SECONDS``. Silence it with
+    ``warnings.filterwarnings("ignore", category=SlowFitWarning)`` or show
+    progress with ``verbose=1``.
     """
 
 
