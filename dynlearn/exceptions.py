@@ -19,6 +19,8 @@ __all__ = [
     "ConvergenceWarning",
     "DivergenceWarning",
     "ForecastRangeWarning",
+    "NoImprovementWarning",
+    "SlowFitWarning",
     "NotFittedError",
     "describe_problem",
 ]
@@ -64,6 +66,26 @@ class ForecastRangeWarning(UserWarning):
     Raised when a forecast or simulation leaves the observed range of a
     feature by more than ten times that range's width: the learned dynamics
     diverge where they were never trained, so the values are not a forecast.
+    """
+
+
+class NoImprovementWarning(ConvergenceWarning):
+    """Early stopping restored the weights of a run's first epoch: no later epoch improved on it.
+
+    A subclass of scikit-learn's ``ConvergenceWarning``: the fit ran more
+    epochs but the monitored loss was never lower than after the first, so
+    the model returned is a one-epoch model.
+    """
+
+
+class SlowFitWarning(UserWarning):
+    """A fit without a progress bar is projected, from its first epoch, to run for a long time.
+
+    Raised once per training run after its first epoch when ``verbose=0``
+    and the first epoch's duration times the run's epoch limit exceeds
+    ``dynlearn.training.SLOW_FIT_SECONDS``. Silence it with
+    ``warnings.filterwarnings("ignore", category=SlowFitWarning)`` or show
+    progress with ``verbose=1``.
     """
 
 

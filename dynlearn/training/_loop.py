@@ -14,7 +14,14 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..exceptions import ConvergenceWarning, DivergenceWarning, IntegrationError, TrainingError
+from ..exceptions import (
+    ConvergenceWarning,
+    DivergenceWarning,
+    IntegrationError,
+    NoImprovementWarning,
+    SlowFitWarning,
+    TrainingError,
+)
 
 Batch = Mapping[str, torch.Tensor]
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
@@ -22,6 +29,14 @@ LossFn = Callable[[nn.Module, Batch], torch.Tensor]
 # An epoch counts as an improvement when the monitored loss drops by more
 # than this fraction of the best loss so far.
 RELATIVE_IMPROVEMENT = 1e-3
+
+# A run without a progress bar whose first epoch, times its epoch limit, exceeds this many seconds says so.
+SLOW_FIT_SECONDS = 60.0
+
+
+def _clock() -> float:
+    """Seconds on the loop's timer (one name, so tests can stand a fake clock in for it)."""
+    return time.perf_counter()
 
 
 class History(list):
@@ -234,6 +249,12 @@ def train(
         ``max_epochs`` ended training while the monitored loss still improved.
     DivergenceWarning
         The last training loss is orders of magnitude above the first one.
+    NoImprovementWarning
+        The run trained more than one epoch but its first epoch stayed the
+        best, so the weights of that epoch were restored.
+    SlowFitWarning
+        With ``verbose=0``, the first epoch's duration times ``max_epochs``
+        exceeds ``SLOW_FIT_SECONDS`` (said once, after the first epoch).
     """
     history = history if history is not None else History()
     optimizer = optimizer or torch.optim.AdamW(module.parameters(), lr=learning_rate, weight_decay=weight_decay)
@@ -260,6 +281,8 @@ def train(
     try:
         while not state.stop and state.epoch < state.last_epoch:
             _train_epoch(state, loss_fn, train_data, valid_data, n_train, batch_size, clip_grad_norm, patience)
+            if state.epoch == state.first_epoch and not verbose:
+                _warn_if_slow(state, epochs_name, patience)
     except BaseException as error:
         module.load_state_dict(state.best_weights)
         module.eval()
@@ -284,6 +307,7 @@ def train(
             stacklevel=3,
         )
     _warn_if_diverged(state)
+    _warn_if_never_improved(state, patience)
     return state
 
 
@@ -300,7 +324,7 @@ def _train_epoch(
     """One epoch: train, validate, record, keep the best weights, decide on stopping, call the callbacks."""
     module, epoch = state.module, state.epoch + 1
     state.epoch = epoch
-    started = time.perf_counter()
+    started = _clock()
     module.train()
     generator = state.random_streams.get("minibatch")
     train_loss = _run_epoch(module, loss_fn, train_data, n_train, batch_size, state.optimizer, clip_grad_norm, generator, epoch)
@@ -309,7 +333,7 @@ def _train_epoch(
     if not math.isfinite(monitored):
         raise _Diverged(epoch, "validation loss" if valid_data is not None else "training loss")
     state.history.append(
-        {"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss, "duration": time.perf_counter() - started}
+        {"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss, "duration": _clock() - started}
     )
     if _improved(monitored, state.best_loss):
         state.best_loss, state.best_epoch = monitored, epoch
@@ -343,6 +367,47 @@ def _warn_if_diverged(state: TrainState) -> None:
             DivergenceWarning,
             stacklevel=3,
         )
+
+
+def _warn_if_never_improved(state: TrainState, patience: int | None) -> None:
+    """Warn when the weights restored are those of the run's first epoch although later epochs ran."""
+    ran = state.epoch - state.first_epoch + 1
+    if ran < 2 or state.best_epoch != state.first_epoch:
+        return
+    stopped = f"early stopping (patience={patience}) ended it" if state.stop else "it ran to its epoch limit"
+    warnings.warn(
+        f"Training never improved on its first epoch: {ran} epochs ran, {stopped}, and the weights of epoch "
+        f"{state.best_epoch} (the best monitored loss, {state.best_loss:.4g}) were restored. The model is a "
+        "one-epoch model. Try a lower learning_rate (by a factor of 10 to start with), more series or longer "
+        "ones, or check the scaling of values and times (standardize=True).",
+        NoImprovementWarning,
+        stacklevel=4,
+    )
+
+
+def _warn_if_slow(state: TrainState, epochs_name: str, patience: int | None) -> None:
+    """After a run's first epoch: warn when that epoch's duration times the epoch limit is long."""
+    seconds = state.history[-1]["duration"]
+    projected = seconds * state.max_epochs
+    if projected <= SLOW_FIT_SECONDS:
+        return
+    early = f"; early stopping (patience={patience}) may end it sooner" if patience is not None else ""
+    warnings.warn(
+        f"This fit is projected to take about {_duration(projected)}: its first epoch took {seconds:.3g} s and "
+        f"{epochs_name}={state.max_epochs}{early}. To shorten it lower {epochs_name} or patience, or raise "
+        "batch_size (fewer, larger minibatches); verbose=1 shows a progress bar instead of this message, and "
+        'warnings.filterwarnings("ignore", category=dynlearn.exceptions.SlowFitWarning) silences it.',
+        SlowFitWarning,
+        stacklevel=4,
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 # --------------------------------------------------------------- saved state
