@@ -502,12 +502,20 @@ class SeriesModel(BaseEstimator):
         return to_tensors(~valid), (to_tensors(valid) if valid.any() else None)
 
     # --------------------------------------------------------------- score
+    # Latent models score how well their trajectories reconstruct whole series
+    # (predict(X) at X's own times, every entry); the others one step ahead.
+    _score_reconstructs = False
+
     def score(self, X: Any, y: Any = None, *, t: Any = None, horizon: Any = None) -> float:
         """R² of one-step-ahead predictions over X's observed entries.
 
         Each observation after the first of its series is predicted from the
         one before it; the coefficient of determination is averaged over
-        features (scikit-learn's ``"uniform_average"``).
+        features (scikit-learn's ``"uniform_average"``). Latent models
+        (:class:`LatentODE`, :class:`LatentSDE`) instead score the
+        reconstruction ``predict(X)`` of every observed entry from the
+        posterior given the whole series: a measure of fit, not of
+        forecasting skill (pass ``horizon`` for that).
 
         Parameters
         ----------
@@ -534,6 +542,8 @@ class SeriesModel(BaseEstimator):
         batch = self._check_input(X, t)
         query = check_query_times(None, batch)
         predicted = self._predict_batch(batch, query)
+        if self._score_reconstructs:
+            return r2_score_masked(batch.values, predicted, batch.mask)
         mask = batch.mask.copy()
         mask[:, 0] = False
         if not mask.any():

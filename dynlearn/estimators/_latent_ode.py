@@ -18,7 +18,6 @@ from torch.nn import functional
 
 from ..data import QueryTimes, SeriesBatch, check_query_times, to_user_kind
 from ..exceptions import TrainingError, input_error
-from ..metrics import forecast_score, r2_score_masked
 from ..nn import ACTIVATIONS, MLPVectorField, ODERNNEncoder, make_mlp
 from ..nn._odernn import _functional
 from ..solvers import ode_method, solve_ode, solve_ode_irregular
@@ -315,6 +314,8 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
     >>> model.sample(frame, t=[5.5, 6.0], n_samples=3, random_state=0).shape
     (48, 3)
     """
+
+    _score_reconstructs = True
 
     _parameter_constraints = {
         **SHARED_CONSTRAINTS,
@@ -781,32 +782,6 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
         np.put_along_axis(decoded, order[..., None], np.concatenate(pieces), axis=1)
         return self._unscale_values(decoded)
 
-    def score(self, X: Any, y: Any = None, *, t: Any = None, horizon: Any = None) -> float:
-        """R² of the reconstruction of X over its observed entries.
-
-        Each series is encoded from all its observations and decoded at its
-        own times from the posterior mean of ``z0`` (``predict(X)``); the
-        coefficient of determination is averaged over features. The latent
-        state is a bottleneck, so this measures how well the model's
-        trajectories explain whole series.
-
-        Parameters
-        ----------
-        X : DataFrame, ndarray or list of ndarray
-        y : ignored
-        t : array-like, default=None
-            Observation times of array input.
-        horizon : int, float, Timedelta or str, default=None
-            When given, the R² instead of forecasts of each series' last
-            ``horizon`` (an int: observations; a float or Timedelta: a span
-            of time) from the history before it, over the future's observed
-            entries; see :func:`dynlearn.metrics.forecast_score`.
-        """
-        if horizon is not None:
-            return forecast_score(self, X, horizon, t=t)
-        batch = self._check_input(X, t)
-        predicted = self._predict_batch(batch, check_query_times(None, batch))
-        return r2_score_masked(batch.values, predicted, batch.mask)
 
     # -------------------------------------------------------------- sample
     def sample(

@@ -14,7 +14,6 @@ from torch import nn
 
 from ..data import QueryTimes, SeriesBatch, check_query_times, to_user_kind
 from ..exceptions import input_error
-from ..metrics import forecast_score, r2_score_masked
 from ..nn import ACTIVATIONS, make_mlp
 from ..solvers import sde_method, solve_sde
 from ..training import Callback, TrainState
@@ -418,6 +417,8 @@ class LatentSDE(ForecastIntervals, SeriesModel):
     (160, 3)
     """
 
+    _score_reconstructs = True
+
     _parameter_constraints = {
         **SHARED_CONSTRAINTS,
         "latent_dim": [Interval(Integral, 1, None, closed="left")],
@@ -781,27 +782,3 @@ class LatentSDE(ForecastIntervals, SeriesModel):
         return decoded.reshape(n_samples, n_series, *decoded.shape[1:]).cpu().double().numpy()
 
     # --------------------------------------------------------------- score
-    def score(self, X: Any, y: Any = None, *, t: Any = None, horizon: Any = None) -> float:
-        """R² of the reconstruction ``predict(X)`` over X's observed entries.
-
-        Every observation is reconstructed from the posterior given the whole
-        of X (so this measures fit, not forecasting skill); the coefficient
-        of determination is averaged over features.
-
-        Parameters
-        ----------
-        X : DataFrame, ndarray or list of ndarray
-        y : ignored
-        t : array-like, default=None
-            Observation times of array input.
-        horizon : int, float, Timedelta or str, default=None
-            When given, the R² instead of forecasts of each series' last
-            ``horizon`` (an int: observations; a float or Timedelta: a span
-            of time) from the history before it, over the future's observed
-            entries; see :func:`dynlearn.metrics.forecast_score`.
-        """
-        if horizon is not None:
-            return forecast_score(self, X, horizon, t=t)
-        batch = self._check_input(X, t)
-        predicted = self._predict_batch(batch, check_query_times(None, batch))
-        return r2_score_masked(batch.values, predicted, batch.mask)
