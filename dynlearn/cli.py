@@ -104,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
         "NeuralODE, forecasts held-out futures and prints the error beside a last-value baseline.",
     )
     demo.add_argument("--out", default="dynlearn_demo.png", help="where to write the plot (PNG; needs matplotlib)")
-    demo.add_argument("--max-epochs", type=int, default=150, help="training epochs (default 150)")
+    demo.add_argument("--max-epochs", type=_positive_int, default=150, help="training epochs (default 150)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument("--device", default="cpu", help="'cpu', 'cuda', 'cuda:1' or 'auto' (default cpu)")
     demo.set_defaults(run=_demo)
@@ -139,7 +139,7 @@ def _parser() -> argparse.ArgumentParser:
                       "a model fitted on dates, ISO dates (2024-01-08,2024-01-09T12:00)")
     when.add_argument("--horizon", help="forecast this far past each series' last time: a positive number, or for "
                       "a model fitted on dates a duration such as 7D, 12h or 30min")
-    predict.add_argument("--steps", type=int, default=10, help="points per series with --horizon (default 10)")
+    predict.add_argument("--steps", type=_positive_int, default=10, help="points per series with --horizon (default 10)")
     predict.add_argument("--out", default="-", help="output CSV or Parquet (default: standard output)")
     _add_column_options(predict)
     predict.add_argument("--allow-pickle", action="store_true",
@@ -178,7 +178,7 @@ def _parser() -> argparse.ArgumentParser:
     size.add_argument("--tiny", action="store_true", help="a smoke test of the machinery (seconds; numbers mean nothing)")
     bench.add_argument("--device", default="cpu", help="'cpu' or 'cuda' (default cpu)")
     bench.add_argument("--out", default="dynlearn_bench", help="output folder (default ./dynlearn_bench)")
-    bench.add_argument("--seeds", type=int, help="seeds per cell (default 3; 2 with --quick or --tiny)")
+    bench.add_argument("--seeds", type=_positive_int, help="seeds per cell (default 3; 2 with --quick or --tiny)")
     bench.add_argument("--only", nargs="+", metavar="NAME", help="run only these tasks, models or performance rows")
     bench.add_argument("--list", action="store_true", help="list the registered tasks, models and rows, then stop")
     bench.add_argument("--pendulum-path", help="local copy of the real pendulum (default: $DYNLEARN_PENDULUM_PATH)")
@@ -186,6 +186,17 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-figures", action="store_true", help="write no PNG figures")
     bench.set_defaults(run=_bench)
     return parser
+
+
+def _positive_int(text: str) -> int:
+    """argparse type of counts: an error names what was given and what is needed."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1; got {value}")
+    return value
 
 
 def _add_column_options(command: argparse.ArgumentParser) -> None:

@@ -54,6 +54,16 @@ def test_bad_input_is_an_error_message_not_a_traceback(tmp_path, capsys):
     assert "duplicate" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv", [["demo", "--max-epochs", "0"], ["demo", "--max-epochs", "ten"]])
+def test_counts_are_checked_as_options(argv, capsys):
+    # The message names the option the user typed, not the estimator parameter behind it.
+    with pytest.raises(SystemExit) as raised:
+        main(argv)
+    assert raised.value.code != 0
+    err = capsys.readouterr().err
+    assert "--max-epochs" in err and "at least 1" in err and "max_epochs" not in err
+
+
 def test_datasets_list_info_and_fetch(capsys, tmp_path):
     from dynlearn.datasets import catalogue
 
