@@ -15,7 +15,9 @@ in ``benchmarks/results/neural_ode_forecast/``. ``--label before`` with
 ``PYTHONPATH`` pointing at an older checkout of the package measures that
 version with the same script. ``--models neural_ode`` or ``--models
 reference`` runs only one group; ``--options '{"augment_dim": 0}'`` passes
-parameters to NeuralODE (recorded in the label).
+parameters to NeuralODE (recorded in the label). ``--ensemble 5`` fits a
+``SeedEnsemble`` of five NeuralODEs per seed instead of one model, which
+measures how much averaging over seeds narrows the spread between seeds.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ COMMANDS = """git archive <previous commit> dynlearn | tar -x -C /tmp/before
 OMP_NUM_THREADS=1 PYTHONPATH=/tmp/before python benchmarks/neural_ode_forecast.py --label before
 OMP_NUM_THREADS=1 PYTHONPATH=$PWD python benchmarks/neural_ode_forecast.py --label after --models neural_ode
 OMP_NUM_THREADS=1 PYTHONPATH=$PWD python benchmarks/neural_ode_forecast.py --label after --models neural_ode \\
-    --options '{"hidden_init": "encoder"}'   # likewise '{"hidden_init": "zeros"}', '{"augment_dim": 0}'"""
+    --options '{"hidden_init": "encoder"}'   # likewise '{"hidden_init": "zeros"}', '{"augment_dim": 0}'
+OMP_NUM_THREADS=1 PYTHONPATH=$PWD python benchmarks/neural_ode_forecast.py --label after --models neural_ode --ensemble 5"""
 TEST_FRACTION = 0.2
 
 
@@ -61,14 +64,16 @@ def split(times: np.ndarray, values: np.ndarray):
     return times[:n_train], values[:n_train], times[n_train:], values[n_train:]
 
 
-def neural_ode_rows(name, times, values, label, options):
-    from dynlearn import NeuralODE
+def neural_ode_rows(name, times, values, label, options, ensemble=0):
+    from dynlearn import NeuralODE, SeedEnsemble
 
     t_train, x_train, t_test, x_test = split(times, values)
     naive = np.mean((x_test - x_train[-1]) ** 2)
     rows = []
     for seed in SEEDS:
         model = NeuralODE(random_state=seed, device="cpu", **options)
+        if ensemble:
+            model = SeedEnsemble(model, n_members=ensemble, random_state=seed)
         started = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -80,8 +85,10 @@ def neural_ode_rows(name, times, values, label, options):
             except RuntimeError as error:  # a forecast that blows up fails its solve (IntegrationError)
                 forecast, status = np.full(len(x_test), np.inf), type(error).__name__
         mse = float(np.mean((forecast - x_test) ** 2))
-        rows.append(dict(label=label, series=name, model="NeuralODE", seed=seed, mse_over_naive=mse / naive,
-                         status=status, fit_time_s=fit_time, epochs=model.n_epochs_, n_train=len(x_train), n_test=len(x_test),
+        members = model.estimators_ if ensemble else [model]
+        rows.append(dict(label=label, series=name, model=f"SeedEnsemble(NeuralODE, {ensemble})" if ensemble else "NeuralODE",
+                         seed=seed, mse_over_naive=mse / naive,
+                         status=status, fit_time_s=fit_time, epochs=int(np.median([m.n_epochs_ for m in members])), n_train=len(x_train), n_test=len(x_test),
                          max_abs_forecast_over_range=float(np.max(np.abs(forecast - x_train.mean())) / np.ptp(x_train))))
         print(json.dumps(rows[-1]), flush=True)
     return rows
@@ -143,6 +150,7 @@ def main() -> None:
     parser.add_argument("--models", choices=["all", "neural_ode", "reference"], default="all")
     parser.add_argument("--options", default="{}", help="JSON of NeuralODE parameters")
     parser.add_argument("--series", nargs="*", default=None)
+    parser.add_argument("--ensemble", type=int, default=0, help="members of a SeedEnsemble per seed (0: one model)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     options = json.loads(args.options)
@@ -154,7 +162,7 @@ def main() -> None:
         if args.models in ("all", "reference"):
             rows += reference_rows(name, times, values)
         if args.models in ("all", "neural_ode"):
-            rows += neural_ode_rows(name, times, values, label, options)
+            rows += neural_ode_rows(name, times, values, label, options, args.ensemble)
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / "results.csv"
     frame = pd.DataFrame(rows)

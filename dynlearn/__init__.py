@@ -16,6 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._ensemble import SeedEnsemble
     from ._persistence import load
     from .estimators import (
         HamiltonianNN,
@@ -54,6 +55,7 @@ _LAZY = {
         ["ConvergenceWarning", "DynlearnError", "InputError", "IntegrationError", "ModelFileError", "TrainingError"],
         "exceptions",
     ),
+    "SeedEnsemble": "_ensemble",
     "SeriesScaler": "preprocessing",
     "load": "_persistence",
 }
@@ -77,6 +79,7 @@ __all__ = [
     "NeuralSDE",
     "ODERNN",
     "ODERNNClassifier",
+    "SeedEnsemble",
     "SeriesScaler",
     "TrainingError",
     "__version__",
