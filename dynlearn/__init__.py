@@ -16,6 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._auto import AutoForecaster, LastValueForecaster
     from ._persistence import load
     from .estimators import (
         HamiltonianNN,
@@ -55,6 +56,7 @@ _LAZY = {
         "exceptions",
     ),
     "SeriesScaler": "preprocessing",
+    **dict.fromkeys(["AutoForecaster", "LastValueForecaster"], "_auto"),
     "load": "_persistence",
 }
 _SUBMODULES = {
@@ -63,6 +65,7 @@ _SUBMODULES = {
 }
 
 __all__ = [
+    "AutoForecaster",
     "ConvergenceWarning",
     "DynlearnError",
     "HamiltonianNN",
@@ -72,6 +75,7 @@ __all__ = [
     "LatentODE",
     "LatentODEClassifier",
     "LatentSDE",
+    "LastValueForecaster",
     "ModelFileError",
     "NeuralODE",
     "NeuralSDE",
