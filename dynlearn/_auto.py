@@ -395,7 +395,7 @@ class AutoForecaster(BaseEstimator):
         if _is_int(self.cv):
             if self.cv < 1:
                 raise input_error("cv", "an int >= 1 or a cross-validator", repr(self.cv), "Pass e.g. cv=3.")
-        elif not callable(getattr(self.cv, "split", None)):
+        elif isinstance(self.cv, str) or not callable(getattr(self.cv, "split", None)):
             raise input_error("cv", "an int >= 1 or a cross-validator with split(X)", f"{type(self.cv).__name__}",
                               "Pass e.g. cv=3 or SeriesTimeSplit(n_splits=3, horizon=...).")
         if not (callable(self.metric) or self.metric in ERROR_METRICS):
@@ -413,7 +413,7 @@ class AutoForecaster(BaseEstimator):
         given = self.candidates
         if given is None:
             return list(self.default_candidates(span, self.random_state).items())
-        if isinstance(given, dict):
+        if isinstance(given, dict) and len(given):
             pairs = list(given.items())
         elif isinstance(given, (list, tuple)) and len(given):
             if all(isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) for item in given):
