@@ -88,7 +88,7 @@ class LastValueForecaster(ConformalIntervals, SeriesModel):
     def __init__(self) -> None:
         pass
 
-    def fit(self, X: Any, y: Any = None, *, t: Any = None) -> "LastValueForecaster":
+    def fit(self, X: Any, y: Any = None, *, t: Any = None) -> LastValueForecaster:
         """Record what the data look like and calibrate the forecast intervals on it.
 
         Parameters
@@ -186,7 +186,9 @@ class AutoForecaster(BaseEstimator):
         Timedelta or string such as ``"2h"`` a span for datetime times (see
         :class:`~dynlearn.model_selection.SeriesTimeSplit`). The default
         candidates train their rollouts to cover it. None: a fifth of the
-        median series length in observations (at least one).
+        median series length, in observations (at least one) when all series
+        share their times, otherwise as a span of time (a fifth of the median
+        series duration), which is what irregular panels need.
     candidates : dict, list or None, default=None
         The models to try: a dict ``{name: estimator}``, a list of
         ``(name, estimator)`` pairs, or a list of estimators (named by their
@@ -328,7 +330,7 @@ class AutoForecaster(BaseEstimator):
         }
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X: Any, y: Any = None, *, t: Any = None) -> "AutoForecaster":
+    def fit(self, X: Any, y: Any = None, *, t: Any = None) -> AutoForecaster:
         """Backtest the candidates on X, pick the one with the lowest horizon error and refit it on all of X.
 
         Parameters
@@ -406,8 +408,16 @@ class AutoForecaster(BaseEstimator):
         if self.horizon is not None:
             parse_length(self.horizon, "horizon", rows.kind)  # a float for datetimes is refused here
             return self.horizon
-        median_length = float(np.median(np.bincount(rows.series)))
-        return max(1, int(round(0.2 * median_length)))
+        counts = np.bincount(rows.series)
+        order = np.lexsort((rows.clock, rows.series))
+        clock = rows.clock[order]
+        if len(counts) == 1 or (np.all(counts == counts[0]) and np.all(clock.reshape(len(counts), -1) == clock[:counts[0]])):
+            return max(1, round(0.2 * float(np.median(counts))))
+        # Series on their own times: a span, so that every fold's cut has series on both sides of it.
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        durations = clock[starts + counts - 1].astype(float) - clock[starts].astype(float)
+        span = 0.2 * float(np.median(durations))
+        return span if rows.kind == "float" else pd.Timedelta(round(span), unit="ns")
 
     def _candidate_list(self, span: Any) -> list[tuple[str, Any]]:
         given = self.candidates
@@ -531,7 +541,7 @@ class AutoForecaster(BaseEstimator):
         return self._best().sample(_as_input(X), t, n_samples, random_state, **kwargs)
 
     @available_if(lambda self: hasattr(self._best(), "calibrate"))
-    def calibrate(self, X: Any, **kwargs: Any) -> "AutoForecaster":
+    def calibrate(self, X: Any, **kwargs: Any) -> AutoForecaster:
         """Recalibrate the winner's conformal intervals on series it was not trained on."""
         self._best().calibrate(_as_input(X), **kwargs)
         return self
@@ -544,7 +554,7 @@ class AutoForecaster(BaseEstimator):
         check_is_fitted(self, "best_estimator_")
         return self.best_estimator_
 
-    def __sklearn_tags__(self):  # noqa: D105
+    def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True
         tags.input_tags.two_d_array = True
@@ -656,7 +666,7 @@ def _calibrate_on_backtest(model: Any, fold_models: list[tuple[Any, pd.DataFrame
     """
     leads, residuals = [], []
     for fold_model, test in fold_models:
-        history, truth, query, columns = _cut_for_forecast(test, horizon, fold_model)
+        history, truth, query, _ = _cut_for_forecast(test, horizon, fold_model)
         predicted = fold_model.predict(history, t=query)
         batch = fold_model._check_input(history)
         queries = check_query_times(query, batch)

@@ -273,3 +273,13 @@ TIME_ORDER = "rows of a 2-D array are the time steps of one series; reordering o
 )
 def test_last_value_is_a_scikit_learn_estimator(estimator, check):
     check(estimator)
+
+
+def test_default_horizon_is_steps_on_shared_times_and_a_span_on_irregular_panels():
+    regular = make_damped_oscillator(n_series=3, n_times=30, random_state=0)
+    auto = AutoForecaster(candidates=[NeuralODE(**SMALL_NODE)], cv=2).fit(regular)
+    assert auto.horizon_ == 6  # a fifth of 30 observations
+    irregular = make_damped_oscillator(n_series=6, n_times=30, t_span=(0, 10), irregular=True, random_state=0)
+    auto = AutoForecaster(candidates=[NeuralODE(**SMALL_NODE)], cv=2).fit(irregular)
+    assert isinstance(auto.horizon_, float) and 1.5 < auto.horizon_ < 2.5  # a fifth of each series' 10 units
+    assert (auto.leaderboard_["status"] == "ok").all()
