@@ -248,11 +248,12 @@ class AutoForecaster(BaseEstimator):
 
     Notes
     -----
-    The error of a deterministic winner's forecast intervals: when the
-    winner's own fit leaves it without a conformal calibration (one series,
-    whose series cannot be held out), it is calibrated on its backtest
-    forecasts, which are out of sample, so ``predict_interval`` works on a
-    single long series. Candidates take no covariates.
+    Forecast intervals of a deterministic winner: when its own fit leaves
+    it without a conformal calibration (one series, which cannot be held out
+    whole), it is calibrated on its backtest forecasts, which are out of
+    sample, so ``predict_interval`` works on a single long series. With few
+    folds there are few residuals: ``n_splits * horizon`` per variable bound
+    the coverage it can give. Candidates take no covariates.
 
     An ``AutoForecaster`` pickles (with ``pickle`` or ``joblib``); the
     winner alone can be written with ``best_estimator_.save(path)``.
@@ -494,7 +495,7 @@ class AutoForecaster(BaseEstimator):
         for record in order:
             model = clone(record["estimator"])
             try:
-                model.fit(data, t=t)
+                model.fit(data) if t is None else model.fit(data, t=t)  # candidates need not take t
             except Exception as failure:
                 problems.append(f"{record['name']}: {type(failure).__name__}: {_first_line(failure)}")
                 self.leaderboard_.loc[self.leaderboard_["candidate"] == record["name"], "note"] = (

@@ -283,3 +283,11 @@ def test_default_horizon_is_steps_on_shared_times_and_a_span_on_irregular_panels
     auto = AutoForecaster(candidates=[NeuralODE(**SMALL_NODE)], cv=2).fit(irregular)
     assert isinstance(auto.horizon_, float) and 1.5 < auto.horizon_ < 2.5  # a fifth of each series' 10 units
     assert (auto.leaderboard_["status"] == "ok").all()
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import dynlearn._auto
+
+    assert doctest.testmod(dynlearn._auto, optionflags=doctest.NORMALIZE_WHITESPACE).failed == 0

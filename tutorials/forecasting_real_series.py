@@ -32,7 +32,6 @@
 import os
 import warnings
 
-import numpy as np
 import pandas as pd
 from sklearn.model_selection import GridSearchCV
 
@@ -162,7 +161,7 @@ print(f"held-out years inside the 90% intervals: {coverage:.0%}")
 if plt is not None:
     forecast = auto.predict(train, t=queries)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
-    for ax, name in zip(axes, ["hare", "lynx"]):
+    for ax, name in zip(axes, ["hare", "lynx"], strict=True):
         for level in sorted(levels, reverse=True):
             lower, upper = intervals[level]
             ax.fill_between(queries["time"], lower[name], upper[name], color="C0", alpha=0.18,
