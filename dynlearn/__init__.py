@@ -16,6 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._auto import AutoForecaster, LastValueForecaster
     from ._ensemble import SeedEnsemble
     from ._persistence import load
     from .estimators import (
@@ -57,6 +58,7 @@ _LAZY = {
     ),
     "SeedEnsemble": "_ensemble",
     "SeriesScaler": "preprocessing",
+    **dict.fromkeys(["AutoForecaster", "LastValueForecaster"], "_auto"),
     "load": "_persistence",
 }
 _SUBMODULES = {
@@ -65,12 +67,14 @@ _SUBMODULES = {
 }
 
 __all__ = [
+    "AutoForecaster",
     "ConvergenceWarning",
     "DynlearnError",
     "HamiltonianNN",
     "InputError",
     "IntegrationError",
     "LagrangianNN",
+    "LastValueForecaster",
     "LatentODE",
     "LatentODEClassifier",
     "LatentSDE",

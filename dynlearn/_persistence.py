@@ -320,8 +320,10 @@ def _rebuild_module(estimator: Any, description: dict[str, Any], tensors: dict[s
 
 def _allowed_classes() -> dict[str, type]:
     from . import estimators
+    from ._auto import LastValueForecaster
 
-    return {name: getattr(estimators, name) for name in estimators.__all__}
+    return {**{name: getattr(estimators, name) for name in estimators.__all__},
+            "LastValueForecaster": LastValueForecaster}
 
 
 # ------------------------------------------------------------ JSON values

@@ -8,19 +8,43 @@ from pathlib import Path
 import matplotlib
 import pandas as pd
 
+from dynlearn import LastValueForecaster
+from dynlearn.metrics import mean_squared_error
+
 matplotlib.use("Agg")
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def _python_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+def _python_block(containing: str) -> str:
+    """The one README python block with ``containing`` in it, found by content so that edits elsewhere keep it."""
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S) if containing in b]
+    assert len(blocks) == 1, f"expected one README python block containing {containing!r}, found {len(blocks)}"
+    return blocks[0]
 
 
-def test_quickstart_runs_and_forecasts_in_user_kind(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def _run(block: str, name: str) -> dict:
     namespace: dict = {}
-    exec(compile(_python_blocks()[0], "README quickstart", "exec"), namespace)
+    exec(compile(block, name, "exec"), namespace)
+    return namespace
+
+
+def test_quickstart_forecasts_the_real_table_better_than_naive(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    namespace = _run(_python_block("AutoForecaster("), "README quickstart")
+    future, train, test = namespace["future"], namespace["train"], namespace["test"]
+    assert list(future.columns) == ["series_id", "time", "hare", "lynx"] and len(future) == 4
+    assert (namespace["lower"][["hare", "lynx"]] <= namespace["upper"][["hare", "lynx"]]).all().all()
+    assert len(namespace["auto"].leaderboard_) == 5
+    # The chosen model beats persistence on the held-out years, as the text after the block says.
+    naive = LastValueForecaster().fit(train).predict(train, t=namespace["queries"])
+    assert mean_squared_error(test, future) < mean_squared_error(test, naive)
+    assert list(namespace["by_hand"].columns) == ["series_id", "time", "hare", "lynx"]
+
+
+def test_panel_example_runs_and_forecasts_in_user_kind(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    namespace = _run(_python_block("make_damped_oscillator(n_series=40"), "README panel example")
     future = namespace["future"]
     assert isinstance(future, pd.DataFrame)
     assert list(future.columns) == ["series_id", "time", "q", "p"]

@@ -19,7 +19,6 @@ Adding a model or a task is one call to :func:`register_model` or
 from ._measure import Counts, PeakMemory, instrument
 from ._models import (
     MODELS,
-    LastValue,
     LinearMultistepODE,
     ModelSpec,
     adams_bashforth2,
@@ -50,7 +49,6 @@ __all__ = [
     "CSV_COLUMNS",
     "Counts",
     "Environment",
-    "LastValue",
     "LinearMultistepODE",
     "METRICS",
     "MODELS",

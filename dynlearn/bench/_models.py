@@ -5,12 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
-from ..data import ID_COLUMN, TIME_COLUMN
+from .._auto import AutoForecaster, LastValueForecaster
 from ..estimators import (
     HamiltonianNN,
     LagrangianNN,
@@ -405,43 +403,41 @@ register_model(
 
 
 # ------------------------------------------------------------------ baseline
-class LastValue:
-    """Naive baseline: every query gets the latest observed value of each variable at or before it.
+register_model(
+    ModelSpec(
+        "LastValue",
+        "LastValueForecaster",
+        "baseline",
+        "Naive persistence: the latest observed value of each variable (no training). A model that does "
+        "not beat it has learned nothing useful for the task.",
+        lambda data, size, seed, device: LastValueForecaster(),
+        counts_evaluations=False,
+    )
+)
 
-    A variable a series has not observed yet takes its first later value,
-    one it never observed the mean seen at fit (0 when fit never saw it).
-    """
 
-    def fit(self, X: pd.DataFrame, y: Any = None) -> "LastValue":
-        self.feature_names_in_ = [c for c in X.columns if c not in (ID_COLUMN, TIME_COLUMN)]
-        self.mean_ = X[self.feature_names_in_].mean()
-        return self
-
-    def predict(self, X: pd.DataFrame, t: pd.DataFrame) -> pd.DataFrame:
-        names = self.feature_names_in_
-        history = X.sort_values([ID_COLUMN, TIME_COLUMN])
-        known = history[[ID_COLUMN, TIME_COLUMN]].join(history.groupby(ID_COLUMN)[names].ffill())
-        # Whatever is still unknown at a series' start takes its first observed value.
-        known[names] = known.groupby(ID_COLUMN)[names].bfill()
-        queries = t[[ID_COLUMN, TIME_COLUMN]].reset_index(drop=True).assign(_row=lambda f: np.arange(len(f)))
-        ordered = queries.sort_values(TIME_COLUMN)
-        kw = dict(on=TIME_COLUMN, by=ID_COLUMN)
-        before = pd.merge_asof(ordered, known.sort_values(TIME_COLUMN), direction="backward", **kw)
-        after = pd.merge_asof(ordered, known.sort_values(TIME_COLUMN), direction="forward", **kw)
-        # A variable never observed anywhere gets 0 (the data carry no level for it).
-        values = before[names].fillna(after[names]).fillna(self.mean_).fillna(0.0)
-        out = pd.concat([before[[ID_COLUMN, TIME_COLUMN, "_row"]], values], axis=1).sort_values("_row")
-        return out.drop(columns="_row").reset_index(drop=True)
+def _auto_candidates(size: str, seed: int, device: str) -> dict[str, Any]:
+    """AutoForecaster's candidates at the suite's size: the naive forecaster and two NeuralODEs with hidden state."""
+    common = dict(hidden_layer_sizes=hidden(size), **training(size, seed, device))
+    return {
+        "last_value": LastValueForecaster(),
+        "node_delay": NeuralODE(augment_dim=2, hidden_init="delay", **common),
+        "node_encoder": NeuralODE(augment_dim=4, hidden_init="encoder", **common),
+    }
 
 
 register_model(
     ModelSpec(
-        "LastValue",
-        None,
-        "baseline",
-        "Naive persistence: the latest observed value of each variable (no training). A model that does "
-        "not beat it has learned nothing useful for the task.",
-        lambda data, size, seed, device: LastValue(),
+        "Auto",
+        "AutoForecaster",
+        "model selection",
+        "AutoForecaster: backtests LastValue and two NeuralODEs with hidden state (delay coordinates; a GRU "
+        "encoder) on 3 expanding-window folds of a fifth of the series' length, within 60 s (full: 600 s), "
+        "and refits the one with the lowest forecast MSE.",
+        lambda data, size, seed, device: AutoForecaster(
+            candidates=_auto_candidates(size, seed, device), time_budget=pick(size, tiny=60, quick=60, full=600),
+            cv=3, random_state=seed,
+        ),
         counts_evaluations=False,
     )
 )

@@ -141,6 +141,8 @@ class SeriesModel(BaseEstimator):
     """
 
     _parameter_constraints: dict[str, list[Any]] = SHARED_CONSTRAINTS
+    # The attribute fit sets last, which methods that need a fitted model check for.
+    _fitted_attribute = "module_"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Run every public method of an estimator class under its thread budget (``n_threads``).
@@ -419,7 +421,7 @@ class SeriesModel(BaseEstimator):
         refused when fit's times were not the default ``0, 1, ...``: reading
         its rows at those times would be a guess.
         """
-        check_is_fitted(self, "module_")
+        check_is_fitted(self, self._fitted_attribute)
         return check_series(
             X,
             t,

@@ -292,7 +292,7 @@ class ConformalIntervals(ForecastIntervals):
             ``conformal_lead_edges_`` set (see the class's Attributes);
             ``save`` and pickling keep them.
         """
-        check_is_fitted(self, "module_")
+        check_is_fitted(self, self._fitted_attribute)
         if isinstance(n_origins, bool) or not isinstance(n_origins, Integral) or n_origins < 1:
             raise input_error("n_origins", "a positive int", repr(n_origins), "Pass e.g. n_origins=5.")
         batch = self._check_input(X, X_t, time_argument="X_t")
@@ -387,7 +387,7 @@ class ConformalIntervals(ForecastIntervals):
         return out
 
     def _check_calibrated(self) -> None:
-        check_is_fitted(self, "module_")
+        check_is_fitted(self, self._fitted_attribute)
         if not hasattr(self, "conformal_residuals_"):
             raise input_error(
                 "calibration",

@@ -48,3 +48,16 @@ def test_conserved_quantity(fast_mode, monkeypatch):
     assert namespace["hnn_drift"] < namespace["baseline_drift"]
     for figure in ("landscape", "phase", "rollouts"):
         assert (fast_mode / f"conserved_{figure}.png").stat().st_size > 10_000
+
+
+def test_forecasting_real_series(fast_mode):
+    namespace = runpy.run_path(str(TUTORIALS / "forecasting_real_series.py"), run_name="__main__")
+    leaderboard = namespace["leaderboard"]
+    # Every default candidate was backtested on the lynx–hare training years, the naive one among them.
+    assert set(leaderboard["candidate"]) == {"last_value", "node_delay", "node_encoder", "odernn", "neural_sde"}
+    assert (leaderboard["status"] == "ok").all() and (leaderboard["n_folds"] == 3).all()
+    assert leaderboard["candidate"].iloc[0] == namespace["auto"].best_name_
+    # The chosen model beats persistence on the four held-out years, and the 90% fan holds most of them.
+    assert namespace["ratio"] < 1.0
+    assert namespace["coverage"] >= 0.5
+    assert (fast_mode / "forecasting_fan.png").stat().st_size > 10_000
