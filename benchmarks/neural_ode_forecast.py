@@ -80,7 +80,7 @@ def neural_ode_rows(name, times, values, label, options, ensemble=0):
             model.fit(x_train[:, None], t=t_train)
             fit_time = time.perf_counter() - started
             try:
-                forecast = model.predict(x_train[:, None], t=t_test)[:, 0]
+                forecast = model.predict(x_train[:, None], t=t_test, X_t=t_train)[:, 0]
                 status = "ok"
             except RuntimeError as error:  # a forecast that blows up fails its solve (IntegrationError)
                 forecast, status = np.full(len(x_test), np.inf), type(error).__name__

@@ -50,3 +50,13 @@ def test_panel_example_runs_and_forecasts_in_user_kind(tmp_path, monkeypatch):
     assert list(future.columns) == ["series_id", "time", "q", "p"]
     assert len(future) == 8 * 3 and future[["q", "p"]].notna().all().all()
     assert (tmp_path / "forecast.png").stat().st_size > 10_000
+
+
+def test_seed_ensemble_example_averages_its_members(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    namespace = _run(_python_block("SeedEnsemble("), "README seed ensemble example")
+    ensemble, frame = namespace["ensemble"], namespace["frame"]
+    assert len(ensemble.estimators_) == 3
+    forecast = ensemble.predict(frame, t=[21.0])
+    members = [m.predict(frame, t=[21.0])[["q", "p"]].to_numpy() for m in ensemble.estimators_]
+    assert abs(forecast[["q", "p"]].to_numpy() - sum(members) / 3).max() < 1e-12
