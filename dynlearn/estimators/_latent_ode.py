@@ -779,7 +779,7 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
                 pieces.append(module.decode(z0[part], self._tensor(times[part]), solve).cpu().double().numpy())
         decoded = np.empty_like(np.concatenate(pieces))
         np.put_along_axis(decoded, order[..., None], np.concatenate(pieces), axis=1)
-        return self._unscale_values(decoded)
+        return self._note_forecast_range(self._unscale_values(decoded))
 
     def score(self, X: Any, y: Any = None, *, t: Any = None, horizon: Any = None) -> float:
         """R² of the reconstruction of X over its observed entries.

@@ -740,7 +740,7 @@ class LatentSDE(ForecastIntervals, SeriesModel):
                     )
                 )
         draws = np.concatenate(pieces, axis=1)
-        return self._unscale_values(draws)
+        return self._note_forecast_range(self._unscale_values(draws))
 
     def _sample_chunk(
         self,
