@@ -284,6 +284,9 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
     training_time_ : float
     mean_, scale_ : ndarray of shape (n_features,)
     time_scale_ : float
+    data_min_, data_max_ : ndarray of shape (n_features,)
+        Observed range of each feature at fit (user units), the reference
+        of :class:`~dynlearn.exceptions.ForecastRangeWarning`.
     noise_std_ : ndarray of shape (n_features,)
         Spread of observations about the model's predictions, in user units,
         measured by ``fit`` on the held-out validation series (all series

@@ -407,6 +407,9 @@ class LatentSDE(ForecastIntervals, SeriesModel):
         The torchsde method the model was fitted with.
     mean_, scale_ : ndarray of shape (n_features,)
     time_scale_ : float
+    data_min_, data_max_ : ndarray of shape (n_features,)
+        Observed range of each feature at fit (user units), the reference
+        of :class:`~dynlearn.exceptions.ForecastRangeWarning`.
 
     Examples
     --------

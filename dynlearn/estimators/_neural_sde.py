@@ -252,6 +252,9 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
         Per-epoch losses (negative log-likelihood per observed entry).
     n_features_in_, feature_names_in_, n_epochs_, training_time_, mean_, scale_, time_scale_
         As for :class:`NeuralODE`.
+    data_min_, data_max_ : ndarray of shape (n_features,)
+        Observed range of each feature at fit (user units), the reference
+        of :class:`~dynlearn.exceptions.ForecastRangeWarning`.
 
     Examples
     --------
