@@ -8,6 +8,7 @@ import hashlib
 import inspect
 import os
 import time
+import warnings
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -21,7 +22,7 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 from sklearn.utils.validation import check_is_fitted
 
 from ..data import QueryTimes, SeriesBatch, check_query_times, check_series, masked_mean_scale
-from ..exceptions import input_error
+from ..exceptions import ForecastRangeWarning, input_error
 from ..metrics import forecast_score, r2_score_masked
 from ..solvers import ode_method
 from ..training import Callback, Checkpoint, History, TrainState, resolve_device, resolve_dtype, train
@@ -52,6 +53,10 @@ SHARED_CONSTRAINTS: dict[str, list[Any]] = {
 
 # Parameters that do not change what a fit computes: a checkpoint resumes whatever they are.
 _RESUMABLE_ACROSS = frozenset({"checkpoint", "callbacks", "verbose", "n_threads"})
+
+# A prediction farther outside a feature's observed range than this many times the range's width triggers
+# ForecastRangeWarning: nothing an estimator fitted to the data should forecast lies that far out.
+RANGE_FACTOR = 10.0
 
 # Where a checkpoint format changes, older files are refused instead of misread.
 CHECKPOINT_FORMAT = 1
@@ -207,6 +212,7 @@ class SeriesModel(BaseEstimator):
         self._resume = self._read_checkpoint(batch)
         if not (self.warm_start and hasattr(self, "module_")):
             self._fit_scaling(batch)
+            self._record_data_range(batch)
         return batch
 
     def _after_fit(self) -> None:
@@ -410,6 +416,54 @@ class SeriesModel(BaseEstimator):
             self.scale_ = np.ones(batch.n_features)
             self.time_scale_ = 1.0
         self.time_offset_ = float(batch.times[:, 0].min())
+
+    def _record_data_range(self, batch: SeriesBatch) -> None:
+        """Set ``data_min_`` / ``data_max_``: each feature's observed range in user units."""
+        observed = np.where(batch.mask, batch.values, np.nan)
+        # Every feature is observed somewhere (_check_every_feature_observed), so no slice is all-NaN.
+        self.data_min_ = np.nanmin(observed, axis=(0, 1))
+        self.data_max_ = np.nanmax(observed, axis=(0, 1))
+
+    # Advice closing ForecastRangeWarning's message; models with their own remedies (a guard, a training
+    # horizon) name them.
+    _range_advice = (
+        "Forecast a shorter horizon, train on longer series or for more epochs, "
+        "and check the forecasts on held-out data (score(X, horizon=...))."
+    )
+
+    def _note_forecast_range(self, values: np.ndarray) -> np.ndarray:
+        """Warn (ForecastRangeWarning) when predictions lie far outside the range observed at fit; return them.
+
+        ``values`` are predictions in user units with features last. A value
+        counts as out of range when its distance outside the feature's
+        ``[data_min_, data_max_]`` exceeds ``RANGE_FACTOR`` times the range's
+        width (for a constant feature, its magnitude, or 1 when it is zero).
+        Non-finite values count as infinitely far. Models fitted before the
+        range was recorded are not checked.
+        """
+        if not hasattr(self, "data_min_") or np.size(values) == 0:
+            return values
+        low, high = self.data_min_, self.data_max_
+        width = np.where(high > low, high - low, np.maximum(np.abs(low), np.abs(high)))
+        width = np.where(width > 0, width, 1.0)
+        flat = np.asarray(values, dtype=float).reshape(-1, len(low))
+        beyond = np.maximum(low - flat, flat - high) / width
+        beyond = np.where(np.isnan(flat), np.inf, beyond)
+        row, feature = np.unravel_index(int(np.argmax(beyond)), beyond.shape)
+        if beyond[row, feature] <= RANGE_FACTOR:
+            return values
+        names = getattr(self, "feature_names_in_", None)
+        name = repr(str(names[feature])) if names is not None else str(int(feature))
+        warnings.warn(
+            f"{type(self).__name__} predicts {flat[row, feature]:.4g} for feature {name}, "
+            f"{beyond[row, feature]:.3g} times the width of its observed range "
+            f"[{low[feature]:.4g}, {high[feature]:.4g}] outside it (the limit is {RANGE_FACTOR:g}): the learned "
+            f"dynamics diverge where they were never trained, so these values are not a forecast. "
+            f"{self._range_advice}",
+            ForecastRangeWarning,
+            stacklevel=_caller_level(),
+        )
+        return values
 
     def _check_input(
         self, X: Any, t: Any = None, *, time_argument: str = "t", need_times: bool = True
@@ -664,6 +718,17 @@ def _canonical(value: Any) -> str:
     if isinstance(value, list):
         value = tuple(value)
     return repr(value)
+
+
+_PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside dynlearn (the user's call)."""
+    frame, level = inspect.currentframe(), 0
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    return max(level, 1)
 
 
 def _check_every_feature_observed(batch: SeriesBatch) -> None:

@@ -194,6 +194,9 @@ class HamiltonianNN(PhaseSpaceModel):
         Per-feature shift and scale (coupled as described above).
     time_scale_ : float
         Time unit the model integrates in (median observation gap).
+    data_min_, data_max_ : ndarray of shape (n_features,)
+        Observed range of each feature at fit (user units), the reference
+        of :class:`~dynlearn.exceptions.ForecastRangeWarning`.
     conformal_leads_, conformal_residuals_, conformal_lead_edges_ : ndarray
         Calibration of the split conformal forecast intervals of
         ``predict_interval`` and ``predict_quantiles`` (see ``calibrate``),

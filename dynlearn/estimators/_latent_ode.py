@@ -283,6 +283,9 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
     training_time_ : float
     mean_, scale_ : ndarray of shape (n_features,)
     time_scale_ : float
+    data_min_, data_max_ : ndarray of shape (n_features,)
+        Observed range of each feature at fit (user units), the reference
+        of :class:`~dynlearn.exceptions.ForecastRangeWarning`.
     noise_std_ : ndarray of shape (n_features,)
         Spread of observations about the model's predictions, in user units,
         measured by ``fit`` on the held-out validation series (all series
@@ -780,7 +783,7 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
                 pieces.append(module.decode(z0[part], self._tensor(times[part]), solve).cpu().double().numpy())
         decoded = np.empty_like(np.concatenate(pieces))
         np.put_along_axis(decoded, order[..., None], np.concatenate(pieces), axis=1)
-        return self._unscale_values(decoded)
+        return self._note_forecast_range(self._unscale_values(decoded))
 
 
     # -------------------------------------------------------------- sample

@@ -406,6 +406,9 @@ class LatentSDE(ForecastIntervals, SeriesModel):
         The torchsde method the model was fitted with.
     mean_, scale_ : ndarray of shape (n_features,)
     time_scale_ : float
+    data_min_, data_max_ : ndarray of shape (n_features,)
+        Observed range of each feature at fit (user units), the reference
+        of :class:`~dynlearn.exceptions.ForecastRangeWarning`.
 
     Examples
     --------
@@ -741,7 +744,7 @@ class LatentSDE(ForecastIntervals, SeriesModel):
                     )
                 )
         draws = np.concatenate(pieces, axis=1)
-        return self._unscale_values(draws)
+        return self._note_forecast_range(self._unscale_values(draws))
 
     def _sample_chunk(
         self,

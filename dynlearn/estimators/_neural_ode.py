@@ -16,7 +16,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from ..data import QueryTimes, SeriesBatch, check_query_times, to_user_kind
-from ..exceptions import ConvergenceWarning, ForecastRangeWarning, input_error
+from ..exceptions import ConvergenceWarning, input_error
 from ..nn import ACTIVATIONS, BoxContraction, HistoryEncoder, MLPVectorField, SecondOrderField
 from ..solvers import solve_ode_irregular, solve_sde_irregular
 from ._base import guarded_fit
@@ -52,8 +52,6 @@ _CURRICULUM_START = 4
 # outside it the field is pulled back at this rate per model time unit (median gap) and unit of distance.
 _BOX_MARGIN = 1.0
 _BOX_RATE = 1.0
-# A prediction farther from the observed range than this many times its width triggers ForecastRangeWarning.
-_RANGE_FACTOR = 10.0
 # augment_dim="auto": hidden dimensions for univariate data (a one-variable autonomous ODE cannot oscillate).
 _AUTO_HIDDEN_UNIVARIATE = 2
 # Width of the history encoder's GRU state.
@@ -331,6 +329,11 @@ class NeuralODE(ConformalIntervals, SeriesModel):
     (1, 2, 2)
     """
 
+    _range_advice = (
+        "Forecast a shorter horizon, train on rollouts as long as the forecasts (horizon=, window_size=), "
+        "or keep stabilize=True."
+    )
+
     _parameter_constraints = {
         **SHARED_CONSTRAINTS,
         "hidden_layer_sizes": [tuple, list],
@@ -466,7 +469,7 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         return self
 
     def _resolve_structure(self, batch: SeriesBatch) -> None:
-        """Record the hidden dimensions, the window length and the observed range this fit uses."""
+        """Record the hidden dimensions and the window length this fit uses."""
         if self.warm_start and hasattr(self, "module_"):
             return
         if self.augment_dim == "auto":
@@ -484,11 +487,6 @@ class NeuralODE(ConformalIntervals, SeriesModel):
                     f"Set history_length={needed} or more, or use fewer hidden dimensions.",
                 )
         self.window_size_ = self._window_width(batch)
-        observed = np.where(batch.mask, batch.values, np.nan)
-        with warnings.catch_warnings():  # a feature never observed has no range: no guard on it
-            warnings.simplefilter("ignore", RuntimeWarning)
-            self.data_min_ = np.nanmin(observed, axis=(0, 1))
-            self.data_max_ = np.nanmax(observed, axis=(0, 1))
 
     def _window_width(self, batch: SeriesBatch) -> int | None:
         """Observations per training window: ``window_size``, or for "auto" from the horizon or the data."""
@@ -678,9 +676,7 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         v0 = velocity[series, anchors] if velocity is not None else None
         history = self._history(batch.mask, filled, times, observed, series, anchors)
         out = self._integrate(x0, v0, segments, history)
-        values = self._unscale_values(out[:, -1].reshape(query.times.shape + (-1,)))
-        self._warn_if_out_of_range(values)
-        return values
+        return self._note_forecast_range(self._unscale_values(out[:, -1].reshape(query.times.shape + (-1,))))
 
     def _integrate(self, x0: np.ndarray, v0: np.ndarray | None, times: np.ndarray,
                    history: dict[str, np.ndarray] | None = None) -> np.ndarray:
@@ -696,23 +692,6 @@ class NeuralODE(ConformalIntervals, SeriesModel):
                 y0 = module.initial_state(self._tensor(x0[part]), None if v0 is None else self._tensor(v0[part]), context)
                 pieces.append(module.observe(module(y0, self._tensor(times[part]), solve)).cpu().double().numpy())
         return np.concatenate(pieces)
-
-    def _warn_if_out_of_range(self, values: np.ndarray) -> None:
-        """Warn when predictions lie farther than ``_RANGE_FACTOR`` observed ranges outside the observed range."""
-        if not hasattr(self, "data_min_"):
-            return
-        width = np.where(self.data_max_ > self.data_min_, self.data_max_ - self.data_min_, np.abs(self.data_max_))
-        width = np.where(width > 0, width, 1.0)
-        beyond = np.maximum(self.data_min_ - values, values - self.data_max_) / width
-        worst = np.nanmax(np.where(np.isfinite(beyond), beyond, np.inf), initial=-np.inf)
-        if worst > _RANGE_FACTOR:
-            warnings.warn(
-                f"Predictions lie up to {worst:.3g} times the observed range outside it (more than {_RANGE_FACTOR:g}): "
-                "the learned dynamics diverge there. Forecast a shorter horizon, train on longer windows "
-                "(horizon=, window_size=), or keep stabilize=True.",
-                ForecastRangeWarning,
-                stacklevel=3,
-            )
 
     # ------------------------------------------------------------ simulate
     def simulate(self, x0: Any, t: Any, *, v0: Any = None) -> np.ndarray:
@@ -742,8 +721,7 @@ class NeuralODE(ConformalIntervals, SeriesModel):
             v = v / self.scale_ * self.time_scale_
         scaled = self._scale_values(x0)
         history = self._history_of_states(scaled)
-        out = self._unscale_values(self._integrate(scaled, v, times, history))
-        self._warn_if_out_of_range(out)
+        out = self._note_forecast_range(self._unscale_values(self._integrate(scaled, v, times, history)))
         return out[0] if single else out
 
     def _history_of_states(self, scaled: np.ndarray) -> dict[str, np.ndarray]:

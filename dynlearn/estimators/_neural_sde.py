@@ -252,6 +252,9 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
         Per-epoch losses (negative log-likelihood per observed entry).
     n_features_in_, feature_names_in_, n_epochs_, training_time_, mean_, scale_, time_scale_
         As for :class:`NeuralODE`.
+    data_min_, data_max_ : ndarray of shape (n_features,)
+        Observed range of each feature at fit (user units), the reference
+        of :class:`~dynlearn.exceptions.ForecastRangeWarning`.
 
     Examples
     --------
@@ -473,7 +476,7 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
                 if covariance:
                     variances.append(torch.diagonal(cov, dim1=1, dim2=2).cpu().double().numpy())
         shape = query.times.shape + (-1,)
-        mean = self._unscale_values(np.concatenate(means).reshape(shape))
+        mean = self._note_forecast_range(self._unscale_values(np.concatenate(means).reshape(shape)))
         var = np.concatenate(variances).reshape(shape) * self.scale_**2 if covariance else None
         return mean, var
 
@@ -562,7 +565,7 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
         paths = np.empty((n_samples, len(flat_q), batch.n_features))
         paths[:, order] = simulated[:, group_of_sorted, position]
         paths = paths.reshape((n_samples,) + query.times.shape + (-1,))
-        return self._unscale_values(paths)
+        return self._note_forecast_range(self._unscale_values(paths))
 
 
     # ------------------------------------------------------------ simulate
@@ -601,6 +604,7 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
                 method=self.solver, step_size=self.step_size, seed=seed, max_num_steps=self.max_num_steps,
             )
         paths = self._unscale_values(out.cpu().double().numpy()).reshape(n_samples, len(states), times.shape[1], -1)
+        self._note_forecast_range(paths)
         return paths[:, 0] if single else paths
 
     def drift(self, x: Any, t: Any = None) -> np.ndarray:

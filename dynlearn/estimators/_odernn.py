@@ -31,6 +31,9 @@ from ._base import SERIES_WINDOW, SHARED_CONSTRAINTS, SeriesModel, _anchor_rows,
 _PREDICT_SERIES_CHUNK = 512
 # Default fixed steps per median series window (the paper's minimum step: the time span over 50).
 _STEPS_PER_WINDOW = 50
+# stabilize=True: the box the hidden state is kept in while evolved to a query time is the range of the
+# states the encoder reached on the training data, widened by this share of its width on each side.
+_STATE_MARGIN = 0.1
 
 _MODEL_CONSTRAINTS: dict[str, list[Any]] = {
     "hidden_dim": [Interval(Integral, 1, None, closed="left")],
@@ -62,13 +65,22 @@ class _ODERNNModel(nn.Module):
         self.head = make_mlp(hidden_dim, n_classes, head_hidden, activation) if n_classes else None
 
     def decode_at(
-        self, states: torch.Tensor, times: torch.Tensor, anchors: torch.Tensor, queries: torch.Tensor, solve: dict
+        self,
+        states: torch.Tensor,
+        times: torch.Tensor,
+        anchors: torch.Tensor,
+        queries: torch.Tensor,
+        solve: dict,
+        bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Observations at ``queries`` (B, Q), each from the state at row ``anchors`` (B, Q) evolved to it."""
+        """Observations at ``queries`` (B, Q), each from the state at row ``anchors`` (B, Q) evolved to it.
+
+        ``bounds`` keeps the evolving state in a box (see :meth:`ODERNNEncoder.evolve`).
+        """
         batch, n_queries = queries.shape
         h = states.gather(1, anchors[..., None].expand(-1, -1, states.shape[-1]))
         gaps = queries - times.gather(1, anchors)
-        h = self.encoder.evolve(h.reshape(batch * n_queries, -1), gaps.reshape(-1), solve=solve)
+        h = self.encoder.evolve(h.reshape(batch * n_queries, -1), gaps.reshape(-1), solve=solve, bounds=bounds)
         return self.decoder(h).reshape(batch, n_queries, -1)
 
 
@@ -290,8 +302,12 @@ class _ODERNNBase(SeriesModel):
             "real": batch.row_mask,
         }
 
-    def _encode_chunks(self, batch: SeriesBatch):
-        """Yield (series slice, internal tensors, forward states) for chunks of series, without gradients."""
+    def _encode_chunks(self, batch: SeriesBatch, return_before: bool = False):
+        """Yield (series slice, internal tensors, forward states) for chunks of series, without gradients.
+
+        With ``return_before`` the states are paired with the states just
+        before each observation's update (the evolved ones).
+        """
         solve = self._solve_options()
         solve["adjoint"] = False
         module = self.module_.eval()
@@ -302,14 +318,16 @@ class _ODERNNBase(SeriesModel):
                 lengths = batch.lengths[part]
                 width = int(lengths.max())
                 tensors = {k: self._tensor(v[part, :width]) for k, v in internal.items() if k != "real"}
-                states, final = module.encoder(
+                out = module.encoder(
                     tensors["values"],
                     tensors["mask"] > 0.5,
                     tensors["times"],
                     torch.as_tensor(lengths, device=self.device_),
                     solve=solve,
+                    return_before=return_before,
                 )
-                yield part, tensors, states, final, solve
+                states = (out[0], out[2]) if return_before else out[0]
+                yield part, tensors, states, out[1], solve
 
 
 _SHARED_DOC = """
@@ -404,7 +422,11 @@ class ODERNN(ConformalIntervals, _ODERNNBase):
     before it, evolved to the query time. Inside a series' window this
     interpolates; after its last observation it forecasts.
     ``predict(X)`` gives one-step-ahead predictions at X's own times and
-    :meth:`score` is their R².
+    :meth:`score` is their R². With ``stabilize=True`` the evolving state is
+    kept inside the box of states seen in training, so a forecast far ahead
+    does not follow the learned field out to where it was never trained; a
+    prediction farther than 10 times the observed range from it raises a
+    :class:`~dynlearn.exceptions.ForecastRangeWarning`.
 
     Parameters
     ----------
@@ -428,6 +450,16 @@ class ODERNN(ConformalIntervals, _ODERNNBase):
         the encoder conditions on.
     decoder_hidden_layer_sizes : tuple of int, default=()
         Hidden widths of the decoder from ``h`` to observations; ``()`` is linear.
+    stabilize : bool, default=True
+        Keep the hidden state, while it is evolved from an observation to a
+        query time, inside the box of the states the encoder reached on the
+        training data (``state_min_``, ``state_max_``; the range widened by
+        a tenth of its width on each side): the state follows the learned
+        flow inside the box and slides along its faces instead of leaving
+        it. Long forecasts then stay within what the decoder maps from
+        states it was trained on, instead of following the learned field
+        where it never saw data. It changes predictions only where the
+        state would leave the box; ``False`` evolves the state freely.
     {shared}
     Attributes
     ----------
@@ -444,6 +476,12 @@ class ODERNN(ConformalIntervals, _ODERNNBase):
         the median series window spans five internal units.
     max_step_ : float
         Longest fixed step, in units of ``time_scale_``.
+    data_min_, data_max_ : ndarray of shape (n_features,)
+        Observed range of each feature at fit (user units), the reference
+        of :class:`~dynlearn.exceptions.ForecastRangeWarning`.
+    state_min_, state_max_ : ndarray of shape (hidden_dim,)
+        The box of ``stabilize``: the range of the hidden states reached on
+        the training data, widened by a tenth of its width on each side.
     conformal_leads_, conformal_residuals_, conformal_lead_edges_ : ndarray
         Calibration of the split conformal forecast intervals of
         ``predict_interval`` and ``predict_quantiles`` (see ``calibrate``),
@@ -471,7 +509,12 @@ class ODERNN(ConformalIntervals, _ODERNNBase):
         "observed_fraction": [Interval(Real, 0, 1, closed="right")],
         "extrapolation_split": [Interval(Real, 0, 1, closed="neither")],
         "decoder_hidden_layer_sizes": [tuple, list],
+        "stabilize": ["boolean"],
     }
+
+    _range_advice = (
+        "Forecast a shorter horizon, keep stabilize=True, or train on forecasts (task='extrapolation')."
+    )
 
     def __init__(
         self,
@@ -482,6 +525,7 @@ class ODERNN(ConformalIntervals, _ODERNNBase):
         ode_hidden_layer_sizes: Sequence[int] = (64,),
         gru_hidden_size: int | None = None,
         decoder_hidden_layer_sizes: Sequence[int] = (),
+        stabilize: bool = True,
         activation: str = "tanh",
         step_size: float | None = None,
         solver: str = "euler",
@@ -513,6 +557,7 @@ class ODERNN(ConformalIntervals, _ODERNNBase):
         self.ode_hidden_layer_sizes = ode_hidden_layer_sizes
         self.gru_hidden_size = gru_hidden_size
         self.decoder_hidden_layer_sizes = decoder_hidden_layer_sizes
+        self.stabilize = stabilize
         self.activation = activation
         self.step_size = step_size
         self.solver = solver
@@ -581,8 +626,32 @@ class ODERNN(ConformalIntervals, _ODERNNBase):
 
         examples = {"series": np.arange(batch.n_series), **self._internal(batch)}
         self._train_decaying(loss_fn, examples, batch)
+        self._record_state_range(batch)
         self.training_time_ = time.perf_counter() - started
         return self
+
+    def _record_state_range(self, batch: SeriesBatch) -> None:
+        """Set ``state_min_`` / ``state_max_``: the box of hidden states the trained encoder reaches on ``batch``.
+
+        Every state counts: the one after each observation's update and the
+        one evolved to it before. The box is that range widened by
+        ``_STATE_MARGIN`` of its width on each side.
+        """
+        low = high = None
+        for part, _, (states, before), _, _ in self._encode_chunks(batch, return_before=True):
+            real = torch.arange(states.shape[1], device=states.device)[None, :] < torch.as_tensor(
+                batch.lengths[part], device=states.device)[:, None]
+            seen = torch.cat([states[real], before[real]]).cpu().double().numpy()
+            low = seen.min(axis=0) if low is None else np.minimum(low, seen.min(axis=0))
+            high = seen.max(axis=0) if high is None else np.maximum(high, seen.max(axis=0))
+        margin = _STATE_MARGIN * (high - low)
+        self.state_min_, self.state_max_ = low - margin, high + margin
+
+    def _state_bounds(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The hidden-state box of ``stabilize`` as tensors (None: guard off, or a model fitted without one)."""
+        if not self.stabilize or not hasattr(self, "state_min_"):
+            return None
+        return self._tensor(self.state_min_), self._tensor(self.state_max_)
 
     def predict(self, X: Any, t: Any = None, *, X_t: Any = None) -> Any:
         """Observations at query times, each from the state after the latest earlier observation.
@@ -617,6 +686,7 @@ class ODERNN(ConformalIntervals, _ODERNNBase):
         q_times = self._scale_times(query.times)
         out = np.empty(query.times.shape + (batch.n_features,))
         times = self._scale_times(batch.times)
+        bounds = self._state_bounds()
         for part, tensors, states, _, solve in self._encode_chunks(batch):
             queries = q_times[part]
             # Anchors from float64 times: a query at an observation time must not see that observation.
@@ -627,9 +697,10 @@ class ODERNN(ConformalIntervals, _ODERNNBase):
                 torch.as_tensor(anchors.reshape(queries.shape), device=self.device_),
                 self._tensor(queries),
                 solve,
+                bounds,
             )
             out[part] = predicted.cpu().double().numpy()
-        return self._unscale_values(out)
+        return self._note_forecast_range(self._unscale_values(out))
 
 
 def _series_labels(y: Any, batch: SeriesBatch) -> np.ndarray:

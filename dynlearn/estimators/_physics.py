@@ -393,7 +393,7 @@ class PhaseSpaceModel(ConformalIntervals, SeriesModel):
         return out[:, -1].reshape(query.times.shape + (-1,))
 
     def _predict_batch(self, batch: SeriesBatch, query: QueryTimes) -> np.ndarray:
-        return self._to_user(self._predict_internal(batch, query))
+        return self._note_forecast_range(self._to_user(self._predict_internal(batch, query)))
 
     def simulate(self, x0: Any, t: Any) -> np.ndarray:
         """Integrate the learned dynamics from explicit initial states.
@@ -414,7 +414,7 @@ class PhaseSpaceModel(ConformalIntervals, SeriesModel):
         single = np.ndim(x0) == 1
         x0 = _as_states(x0, self.n_features_in_, "x0")
         times = self._scale_times(_output_times(t, len(x0)))
-        out = self._to_user(self._integrate(self._to_internal(x0), times))
+        out = self._note_forecast_range(self._to_user(self._integrate(self._to_internal(x0), times)))
         return out[0] if single else out
 
     def vector_field(self, x: Any) -> np.ndarray:

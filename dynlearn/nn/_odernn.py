@@ -164,6 +164,24 @@ class _GapScaledField(nn.Module):
         return self.net(h) * self.gaps
 
 
+class _ProjectedField(nn.Module):
+    """``field`` with its components pointing out of the box ``[lower, upper]`` zeroed where the state is on or past a face.
+
+    A state that starts in the box stays in it: the flow slides along a face
+    instead of leaving through it, and leaves the face as soon as the field
+    points back inside.
+    """
+
+    def __init__(self, field: nn.Module, lower: torch.Tensor, upper: torch.Tensor):
+        super().__init__()
+        self.field, self.lower, self.upper = field, lower, upper
+
+    def forward(self, s: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        dh = self.field(s, h)
+        leaving = ((h >= self.upper) & (dh > 0)) | ((h <= self.lower) & (dh < 0))
+        return torch.where(leaving, torch.zeros_like(dh), dh)
+
+
 class _GRUUnit(nn.Module):
     """The GRU of the ODE-RNN paper: update gate, reset gate and candidate are small MLPs of ``[h, x]``."""
 
@@ -317,16 +335,28 @@ class ODERNNEncoder(nn.Module):
             self.gru = _GRUUnit(2 * n_features, hidden_dim, gru_hidden)
 
     # ----------------------------------------------------------- evolve
-    def evolve(self, h: torch.Tensor, gaps: torch.Tensor, *, solve: dict[str, Any]) -> torch.Tensor:
+    def evolve(
+        self,
+        h: torch.Tensor,
+        gaps: torch.Tensor,
+        *,
+        solve: dict[str, Any],
+        bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """Integrate hidden states ``h`` (N, H) by per-row time gaps ``gaps`` (N,).
 
         Gaps may be zero (the state is returned unchanged) or negative (the
-        state is integrated backwards in time). Returns (N, H).
+        state is integrated backwards in time). With ``bounds`` = ``(lower,
+        upper)``, tensors of shape (H,), the state follows the projected flow
+        on that box: it starts clamped into the box and stays in it (fixed
+        steps are clamped after each step; adaptive solves integrate a field
+        whose components pointing out of the box vanish on its faces).
+        Returns (N, H).
         """
-        return self._evolver(solve)(h, gaps.to(h.dtype).reshape(-1, 1))
+        return self._evolver(solve, bounds)(h, gaps.to(h.dtype).reshape(-1, 1))
 
-    def _evolver(self, solve: dict[str, Any]):
-        """A function ``(h, gaps (N, 1)) -> h`` for the method in ``solve``."""
+    def _evolver(self, solve: dict[str, Any], bounds: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """A function ``(h, gaps (N, 1)) -> h`` for the method in ``solve``, projected on ``bounds`` if given."""
         solve = dict(solve)
         info = ode_method(solve.pop("method", "rk4"))
         options = dict(solve.pop("options", None) or {})
@@ -337,25 +367,33 @@ class ODERNNEncoder(nn.Module):
         if info.name in _INLINE_STEPS:
             net = _functional(net, rescaled=True)
 
+            def step(h: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
+                out = _step(info.name, net, h, dt)
+                return out if bounds is None else torch.clamp(out, *bounds)
+
             def evolve_inline(h: torch.Tensor, gaps: torch.Tensor) -> torch.Tensor:
+                if bounds is not None:
+                    h = torch.clamp(h, *bounds)
                 if step_size is None:
-                    return _step(info.name, net, h, gaps)
+                    return step(h, gaps)
                 # Each row takes its own number of equal steps; after the first, only the
                 # rows that still have steps to take are stepped (cost: the sum of steps).
                 n_steps = _substeps(gaps, step_size, max_num_steps, rule)
                 dt = gaps / n_steps
-                h = _step(info.name, net, h, dt)
+                h = step(h, dt)
                 remaining = n_steps[:, 0]
                 for i in range(1, int(remaining.max())):
                     rows = torch.nonzero(remaining > i).squeeze(1)
-                    stepped = _step(info.name, net, h.index_select(0, rows), dt.index_select(0, rows))
+                    stepped = step(h.index_select(0, rows), dt.index_select(0, rows))
                     h = h.index_copy(0, rows, stepped)
                 return h
 
             return evolve_inline
 
         def evolve_solver(h: torch.Tensor, gaps: torch.Tensor) -> torch.Tensor:
-            field = _GapScaledField(net, gaps)
+            field: nn.Module = _GapScaledField(net, gaps)
+            if bounds is not None:
+                h, field = torch.clamp(h, *bounds), _ProjectedField(field, *bounds)
             s = torch.tensor([0.0, 1.0], dtype=h.dtype, device=h.device)
             params = tuple(p for p in net.parameters() if p.requires_grad)
             step_options = dict(options)
@@ -363,6 +401,8 @@ class ODERNNEncoder(nn.Module):
                 # On the [0, 1] clock one step must stay within step_size for the longest gap.
                 step_options["step_size"] = step_size / max(float(gaps.abs().max()), step_size)
             out = solve_ode(field, h, s, method=info.name, options=step_options, adjoint_params=params, **solve)[-1]
+            if bounds is not None:  # what the solver's error control lets through the faces
+                out = torch.clamp(out, *bounds)
             # torchdiffeq reports s = 1 through its interpolant, which keeps a resting row only to rounding.
             return torch.where(gaps == 0, h, out)
 

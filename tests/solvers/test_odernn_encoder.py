@@ -266,3 +266,29 @@ def test_euler_loop_with_its_own_backward_runs_on_cuda_as_on_cpu(gru_hidden):
         results.append([states.detach().cpu(), *(p.grad.cpu() for p in moved.parameters())])
     for cpu, cuda in zip(*results):
         torch.testing.assert_close(cpu, cuda, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("method, options", [("euler", {"step_size": 0.05}), ("rk4", {"step_size": 0.05}),
+                                             ("dopri5", None)])
+def test_evolve_with_bounds_follows_the_projected_flow(method, options):
+    encoder = _encoder()
+    with torch.no_grad():  # a constant drift of 3 per unit time along every dimension
+        last = encoder.field.net[-1]
+        last.weight.zero_()
+        last.bias.fill_(3.0)
+    h = torch.zeros(4, 5, dtype=torch.float64)
+    gaps = torch.tensor([0.0, 0.1, 1.0, 10.0], dtype=torch.float64)
+    solve = dict(method=method, options=options, **TIGHT)
+    lower, upper = torch.full((5,), -0.5, dtype=torch.float64), torch.full((5,), 1.0, dtype=torch.float64)
+    lower[0], upper[0] = -2.0, 2.0
+    out = encoder.evolve(h, gaps, solve=solve, bounds=(lower, upper))
+    free = encoder.evolve(h, gaps, solve=solve)
+    # Inside the box the flow is untouched; pushed outwards the state stops on the face it reaches.
+    torch.testing.assert_close(out[:2], free[:2])
+    torch.testing.assert_close(out[2], torch.tensor([2.0, 1.0, 1.0, 1.0, 1.0], dtype=torch.float64))
+    torch.testing.assert_close(out[3], torch.tensor([2.0, 1.0, 1.0, 1.0, 1.0], dtype=torch.float64))
+    assert float(free[3, 0].detach()) == pytest.approx(30.0)
+    # A state that starts outside is first clamped into the box; backwards in time the drift pulls it to the lower face.
+    start = torch.full((1, 5), 4.0, dtype=torch.float64)
+    back = encoder.evolve(start, torch.tensor([-10.0], dtype=torch.float64), solve=solve, bounds=(lower, upper))
+    torch.testing.assert_close(back[0], lower)
