@@ -32,6 +32,9 @@ _PREDICT_SERIES_CHUNK = 512
 # Default fixed steps per median series window (the paper's minimum step: the time span over 50).
 _STEPS_PER_WINDOW = 50
 
+# Head input width per pooling, in hidden states.
+_POOLED_WIDTH = {"last": 1, "last_mean": 2}
+
 _MODEL_CONSTRAINTS: dict[str, list[Any]] = {
     "hidden_dim": [Interval(Integral, 1, None, closed="left")],
     "ode_hidden_layer_sizes": [tuple, list],
@@ -55,11 +58,23 @@ class _ODERNNModel(nn.Module):
         decoder_hidden: Sequence[int],
         n_classes: int | None = None,
         head_hidden: Sequence[int] = (),
+        pooling: str = "last",
     ):
         super().__init__()
         self.encoder = ODERNNEncoder(n_features, hidden_dim, ode_hidden, activation, gru_hidden)
         self.decoder = make_mlp(hidden_dim, n_features, decoder_hidden, activation)
-        self.head = make_mlp(hidden_dim, n_classes, head_hidden, activation) if n_classes else None
+        self.pooling = pooling
+        head_in = hidden_dim * _POOLED_WIDTH[pooling]
+        self.head = make_mlp(head_in, n_classes, head_hidden, activation) if n_classes else None
+
+    def pooled(self, states: torch.Tensor, final: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """What the head reads: the final state, with ``"last_mean"`` also the mean state over each series' rows."""
+        if self.pooling == "last":
+            return final
+        rows = torch.arange(states.shape[1], device=states.device)[None, :] < lengths[:, None]
+        weight = rows.to(states.dtype)[..., None]
+        mean = (states * weight).sum(dim=1) / weight.sum(dim=1).clamp_min(1)
+        return torch.cat([final, mean], dim=-1)
 
     def decode_at(
         self, states: torch.Tensor, times: torch.Tensor, anchors: torch.Tensor, queries: torch.Tensor, solve: dict
@@ -243,6 +258,7 @@ class _ODERNNBase(SeriesModel):
             tuple(getattr(self, "decoder_hidden_layer_sizes", ())),
             None if classes is None else len(classes),
             tuple(getattr(self, "head_hidden_layer_sizes", ())),
+            getattr(self, "pooling", "last"),
         )
 
     def _train_decaying(self, loss_fn: Any, examples: dict[str, np.ndarray], batch: SeriesBatch) -> None:
@@ -831,6 +847,7 @@ class ODERNNClassifier(_SeriesClassifier, ClassifierMixin, _ODERNNBase):
         **SHARED_CONSTRAINTS,
         **_MODEL_CONSTRAINTS,
         "head_hidden_layer_sizes": [tuple, list],
+        "pooling": [StrOptions(set(_POOLED_WIDTH))],
         "reconstruction_weight": [Interval(Real, 0, None, closed="left")],
     }
 
@@ -840,6 +857,7 @@ class ODERNNClassifier(_SeriesClassifier, ClassifierMixin, _ODERNNBase):
         ode_hidden_layer_sizes: Sequence[int] = (64,),
         gru_hidden_size: int | None = None,
         head_hidden_layer_sizes: Sequence[int] = (),
+        pooling: str = "last_mean",
         reconstruction_weight: float = 1.0,
         activation: str = "tanh",
         step_size: float | None = None,
@@ -848,12 +866,12 @@ class ODERNNClassifier(_SeriesClassifier, ClassifierMixin, _ODERNNBase):
         atol: float = 1e-4,
         adjoint: bool = False,
         max_num_steps: int = 1000,
-        max_epochs: int = 100,
+        max_epochs: int = 200,
         batch_size: int = 50,
         learning_rate: float = 1e-2,
         learning_rate_decay: float = 0.999,
         weight_decay: float = 0.0,
-        validation_fraction: float = 0.1,
+        validation_fraction: float = 0.0,
         patience: int | None = 10,
         standardize: bool = True,
         device: str = "auto",
@@ -869,6 +887,7 @@ class ODERNNClassifier(_SeriesClassifier, ClassifierMixin, _ODERNNBase):
         self.ode_hidden_layer_sizes = ode_hidden_layer_sizes
         self.gru_hidden_size = gru_hidden_size
         self.head_hidden_layer_sizes = head_hidden_layer_sizes
+        self.pooling = pooling
         self.reconstruction_weight = reconstruction_weight
         self.activation = activation
         self.step_size = step_size
@@ -925,8 +944,9 @@ class ODERNNClassifier(_SeriesClassifier, ClassifierMixin, _ODERNNBase):
 
         def loss_fn(module: _ODERNNModel, data: dict[str, torch.Tensor]) -> torch.Tensor:
             values, mask, times, real, lengths = _unpack(data)
-            _, final, before = module.encoder(values, mask, times, lengths, solve=solve, return_before=True)
-            loss = nn.functional.cross_entropy(module.head(final), data["label"].long())
+            states, final, before = module.encoder(values, mask, times, lengths, solve=solve, return_before=True)
+            logits = module.head(module.pooled(states, final, lengths))
+            loss = nn.functional.cross_entropy(logits, data["label"].long())
             if weight > 0:
                 loss = loss + weight * _masked_mse(module.decoder(before[:, 1:]), values[:, 1:], mask[:, 1:])
             return loss
@@ -939,6 +959,9 @@ class ODERNNClassifier(_SeriesClassifier, ClassifierMixin, _ODERNNBase):
     def _logits(self, X: Any, t: Any = None) -> np.ndarray:
         check_is_fitted(self, "module_")
         batch = self._check_input(X, t)
-        pieces = [self.module_.head(final).cpu().double().numpy() for _, _, _, final, _ in self._encode_chunks(batch)]
+        pieces = []
+        for part, _, states, final, _ in self._encode_chunks(batch):
+            lengths = torch.as_tensor(batch.lengths[part], device=self.device_)
+            pieces.append(self.module_.head(self.module_.pooled(states, final, lengths)).cpu().double().numpy())
         return np.concatenate(pieces)
 
