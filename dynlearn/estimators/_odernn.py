@@ -990,7 +990,10 @@ class ODERNNClassifier(_SeriesClassifier, ClassifierMixin, _ODERNNBase):
 
     def _logits(self, X: Any, t: Any = None) -> np.ndarray:
         check_is_fitted(self, "module_")
-        batch = self._check_input(X, t)
+        return self._batch_logits(self._check_input(X, t))
+
+    def _batch_logits(self, batch: SeriesBatch) -> np.ndarray:
+        """Class scores of every series of a checked batch, encoded in chunks without gradients."""
         pieces = []
         for part, _, states, final, _ in self._encode_chunks(batch):
             lengths = torch.as_tensor(batch.lengths[part], device=self.device_)
