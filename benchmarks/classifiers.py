@@ -13,6 +13,7 @@ Registered in ``run.py`` as ``classifiers``; run on its own with::
     OMP_NUM_THREADS=1 python benchmarks/run.py --only classifiers --out benchmarks/results/classifiers
     OMP_NUM_THREADS=1 python benchmarks/classifiers.py --sets basic_motions --models ODERNNClassifier \\
         --param pooling=last --seeds 0 1      # one variant, printed (nothing written)
+    python benchmarks/classifiers.py --table benchmarks/results/classifiers/results.csv   # the README table
 """
 
 from __future__ import annotations
@@ -122,7 +123,11 @@ def classifiers(context: Context) -> list[Record]:
     for set_name in sets:
         data = (load(set_name, "train"), load(set_name, "test"))
         for model in (BASELINE, *MODELS):
-            scores = [evaluate(set_name, model, seed, params, context.device.type, data) for seed in seeds]
+            scores = []
+            for seed in seeds:
+                scores.append(evaluate(set_name, model, seed, params, context.device.type, data))
+                print(f"  {set_name} {model} seed {seed}: accuracy {scores[-1][0]:.3f}, fit {scores[-1][1]:.1f} s",
+                      flush=True)  # fits take minutes: progress before the records are listed
             for seed, (accuracy, seconds) in zip(seeds, scores):
                 records.append(Record("classifiers", f"{set_name}.{model}.accuracy.seed{seed}", accuracy, "fraction"))
                 records.append(Record("classifiers", f"{set_name}.{model}.fit_time.seed{seed}", seconds, "s"))
@@ -144,13 +149,36 @@ def _parse_params(pairs: list[str]) -> dict[str, Any]:
     return params
 
 
+def accuracy_table(results_csv: str) -> str:
+    """Markdown table of a run's accuracies (mean and per seed) and fit seconds, one row per set."""
+    rows = pd.read_csv(results_csv)
+    rows = rows[rows["benchmark"] == "classifiers"]
+    parts = rows["metric"].str.split(".", n=3, expand=True)
+    rows = rows.assign(set=parts[0], model=parts[1], kind=parts[2], which=parts[3])
+    models = [BASELINE, *MODELS]
+    lines = ["| set | " + " | ".join(models) + " |", "|---|" + "---:|" * len(models)]
+    for set_name in dict.fromkeys(rows["set"]):
+        cells = []
+        for model in models:
+            mine = rows[(rows["set"] == set_name) & (rows["model"] == model)]
+            seeds = mine[(mine["kind"] == "accuracy") & mine["which"].str.startswith("seed")]["value"]
+            seconds = mine[mine["kind"] == "fit_time"]["value"]
+            cells.append(f"{seeds.mean():.3f} ({' / '.join(f'{v:.3f}' for v in seeds)}; {seconds.mean():.0f} s)")
+        lines.append(f"| {set_name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="One classifier variant on some sets, printed.")
     parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
     parser.add_argument("--models", nargs="+", default=[BASELINE, *MODELS], choices=[BASELINE, *MODELS])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--param", nargs="*", default=[], help="estimator parameters as name=value")
+    parser.add_argument("--table", metavar="RESULTS_CSV", help="print a run's results as a markdown table and stop")
     args = parser.parse_args()
+    if args.table:
+        print(accuracy_table(args.table))
+        return
     params = _parse_params(args.param)
     for set_name in args.sets:
         data = (load(set_name, "train"), load(set_name, "test"))
