@@ -129,7 +129,7 @@ class LatentODEClassifier(_SeriesClassifier, ClassifierMixin, LatentODE):
     >>> X = np.sin(2 * np.pi * freq[:, None, None] * t[None, :, None])
     >>> clf = LatentODEClassifier(latent_dim=2, encoder_dim=4, encoder_layer_sizes=(8,), ode_layer_sizes=(8,),
     ...                           solver="rk4", max_epochs=2, random_state=0)
-    >>> clf.fit(X, ["slow", "slow", "fast", "fast"], t=t).predict_proba(X).shape
+    >>> clf.fit(X, ["slow", "slow", "fast", "fast"], t=t).predict_proba(X, t=t).shape
     (4, 2)
     >>> clf.transform(X, t=t).shape
     (4, 2)

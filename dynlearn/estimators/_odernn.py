@@ -869,7 +869,7 @@ class ODERNNClassifier(_SeriesClassifier, ClassifierMixin, _ODERNNBase):
     >>> freq = np.array([1.0, 1.0, 3.0, 3.0])
     >>> X = np.sin(freq[:, None, None] * t[None, :, None])
     >>> clf = ODERNNClassifier(hidden_dim=8, max_epochs=3, random_state=0).fit(X, ["slow", "slow", "fast", "fast"], t=t)
-    >>> clf.predict_proba(X).shape
+    >>> clf.predict_proba(X, t=t).shape
     (4, 2)
     """
 
