@@ -71,6 +71,7 @@ import authors_reference  # noqa: E402,F401  (the same, against the authors' cod
 import stochastic  # noqa: E402,F401  (NeuralSDE, LatentSDE: probabilistic forecasts, mocap, adjoint cost)
 import threads  # noqa: E402,F401  (n_threads: epoch time at one and two torch threads, alone and beside a busy core)
 import horizon_vs_one_step  # noqa: E402,F401  (NeuralODE: multi-step rollout training against one-step training)
+import classifiers  # noqa: E402,F401  (ODERNNClassifier, LatentODEClassifier against a feature baseline on UCR/UEA sets)
 
 
 # ---------------------------------------------------------------------- main
