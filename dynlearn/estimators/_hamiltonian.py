@@ -210,7 +210,7 @@ class HamiltonianNN(PhaseSpaceModel):
     >>> t = np.linspace(0, 6, 40)
     >>> X = np.stack([np.cos(t), -np.sin(t)], axis=-1)  # q, p of a unit oscillator
     >>> model = HamiltonianNN(hidden_layer_sizes=(32,), max_epochs=5, random_state=0).fit(X, t=t)
-    >>> model.predict(X, t=[7.0, 8.0]).shape, model.energy(X).shape
+    >>> model.predict(X, t=[7.0, 8.0], X_t=t).shape, model.energy(X, X_t=t).shape
     ((2, 2), (40, 1))
     """
 

@@ -176,8 +176,8 @@ class LagrangianNN(PhaseSpaceModel):
     >>> from dynlearn import LagrangianNN
     >>> t = np.linspace(0, 6, 40)
     >>> X = np.stack([np.cos(t), -np.sin(t)], axis=-1)  # q, dq/dt of a unit oscillator
-    >>> model = LagrangianNN(hidden_layer_sizes=(32,), max_epochs=5, random_state=0).fit(X, t=t)
-    >>> model.predict(X, t=[7.0, 8.0]).shape, model.energy(X).shape
+    >>> model = LagrangianNN(hidden_layer_sizes=(32,), max_epochs=20, random_state=0).fit(X, t=t)
+    >>> model.predict(X, t=[7.0, 8.0], X_t=t).shape, model.energy(X, X_t=t).shape
     ((2, 2), (40, 1))
     """
 

@@ -325,7 +325,7 @@ class NeuralODE(ConformalIntervals, SeriesModel):
     >>> t = np.linspace(0, 4, 20)
     >>> X = np.stack([np.exp(-t), np.exp(-2 * t)], axis=-1)[None]  # one series
     >>> model = NeuralODE(hidden_layer_sizes=(), max_epochs=5, random_state=0).fit(X, t=t)
-    >>> model.predict(X, t=[5.0, 6.0]).shape
+    >>> model.predict(X, t=[5.0, 6.0], X_t=t).shape
     (1, 2, 2)
     """
 

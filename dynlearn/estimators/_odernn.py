@@ -523,7 +523,7 @@ class ODERNN(ConformalIntervals, _ODERNNBase):
     >>> X = np.sin(t[None, :, None] + np.arange(4)[:, None, None])  # 4 series
     >>> X[:, ::3] = np.nan  # a third of the points missing
     >>> model = ODERNN(hidden_dim=8, max_epochs=3, random_state=0).fit(X, t=t)
-    >>> model.predict(X, t=[6.5, 7.0]).shape
+    >>> model.predict(X, t=[6.5, 7.0], X_t=t).shape
     (4, 2, 1)
     """
 
