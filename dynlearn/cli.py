@@ -139,7 +139,7 @@ def _parser() -> argparse.ArgumentParser:
                       "a model fitted on dates, ISO dates (2024-01-08,2024-01-09T12:00)")
     when.add_argument("--horizon", help="forecast this far past each series' last time: a positive number, or for "
                       "a model fitted on dates a duration such as 7D, 12h or 30min")
-    predict.add_argument("--steps", type=_positive_int, default=10, help="points per series with --horizon (default 10)")
+    predict.add_argument("--steps", type=int, default=10, help="points per series with --horizon (default 10)")
     predict.add_argument("--out", default="-", help="output CSV or Parquet (default: standard output)")
     _add_column_options(predict)
     predict.add_argument("--allow-pickle", action="store_true",
@@ -178,7 +178,7 @@ def _parser() -> argparse.ArgumentParser:
     size.add_argument("--tiny", action="store_true", help="a smoke test of the machinery (seconds; numbers mean nothing)")
     bench.add_argument("--device", default="cpu", help="'cpu' or 'cuda' (default cpu)")
     bench.add_argument("--out", default="dynlearn_bench", help="output folder (default ./dynlearn_bench)")
-    bench.add_argument("--seeds", type=_positive_int, help="seeds per cell (default 3; 2 with --quick or --tiny)")
+    bench.add_argument("--seeds", type=int, help="seeds per cell (default 3; 2 with --quick or --tiny)")
     bench.add_argument("--only", nargs="+", metavar="NAME", help="run only these tasks, models or performance rows")
     bench.add_argument("--list", action="store_true", help="list the registered tasks, models and rows, then stop")
     bench.add_argument("--pendulum-path", help="local copy of the real pendulum (default: $DYNLEARN_PENDULUM_PATH)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import inspect
 import os
 import pickle
 import sys
@@ -52,7 +53,9 @@ def public_estimator_names() -> list[str]:
     names = []
     for name in dynlearn.__all__:
         value = getattr(dynlearn, name)
-        if isinstance(value, type) and issubclass(value, BaseEstimator) and hasattr(value, "predict"):
+        wraps = "estimator" in inspect.signature(value).parameters if isinstance(value, type) else False
+        # A wrapper such as SeedEnsemble is measured through the estimator it wraps.
+        if isinstance(value, type) and issubclass(value, BaseEstimator) and hasattr(value, "predict") and not wraps:
             names.append(name)
     return names
 
