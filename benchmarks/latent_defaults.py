@@ -6,7 +6,7 @@ probability 0.5. The models are fitted on 240 series' observed entries; each of 
 series is conditioned on its observed entries and predicted at its unobserved times. Prints one
 JSON line per configuration (``name=key=value,...`` arguments, values read as Python literals):
 
-    OMP_NUM_THREADS=1 python benchmarks/latent_defaults.py default refined=refine_steps=100,refine_rate=0.1,patience=50
+    OMP_NUM_THREADS=1 python benchmarks/latent_defaults.py default former=refine_steps=0,refine_rate=0.02,patience=20
 
 An argument ``grid:name=key=value,...`` fits once and prints the held-out MSE at several
 ``refine_steps`` and ``refine_rate`` (set after the fit).
@@ -74,15 +74,11 @@ def run(name: str, params: dict, seed: int = 0) -> dict:
     if isinstance(model, LatentODE):
         started = time.perf_counter()
         lower, upper = (part["y"].to_numpy() for part in
-                        _bounds(model.predict_interval(given, t=hidden[["series_id", "time"]], coverage=0.9)))
+                        model.predict_interval(given, t=hidden[["series_id", "time"]], coverage=0.9))
         result["coverage"] = float(np.mean((truth >= lower) & (truth <= upper)))
         result["interval_time"] = time.perf_counter() - started
         result["noise_std"] = float(model.noise_std_[0])
     return result
-
-
-def _bounds(intervals):
-    return intervals
 
 
 def refine_grid(name: str, params: dict, seed: int = 0) -> list[dict]:
