@@ -333,7 +333,7 @@ def mocap_forecast(context: Context) -> list[Record]:
                                     random_state=seed),
             "latent_ode": LatentODE(latent_dim=6, encoder_dim=16, encoder_layer_sizes=(30,), ode_layer_sizes=(30, 30),
                                     task="extrapolation", solver="rk4", batch_size=8, max_epochs=ode_epochs,
-                                    validation_fraction=0.0, patience=None, random_state=seed),
+                                    validation_fraction=0.0, patience=None, refine_steps=0, random_state=seed),
         }  # fmt: skip
         for label, model in models.items():
             started = time.perf_counter()

@@ -23,6 +23,9 @@ SMALL = dict(
     n_samples_train=2,
     solver="rk4",
     max_epochs=2,
+    # The default refinement path, with a few steps: at the default 100 every prediction of these checks
+    # is an optimisation and the file takes ten times as long (110 s of one thread against 11).
+    refine_steps=3,
     random_state=0,
     device="cpu",
 )

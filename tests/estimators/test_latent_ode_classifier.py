@@ -90,9 +90,10 @@ def test_weight_zero_trains_exactly_the_latent_ode():
     # The bound, its draws, schedule and minibatches are LatentODE's: with no classification term the latent
     # model's weights follow the same path, so the codes agree to the last bit.
     frame, labels = _sinusoids(16, 2)
-    # The classifier's own defaults for the noise and the split differ from LatentODE's: both get the same here.
+    # The classifier's own defaults for the noise, the split and z0 refinement (none: refining is not training)
+    # differ from LatentODE's: both get the same here.
     settings = dict(TINY, max_epochs=3, batch_size=8, n_samples_train=2, observed_fraction=0.5, obs_std=0.1,
-                    validation_fraction=0.1, patience=20)
+                    validation_fraction=0.1, patience=20, refine_steps=0)
     classifier = LatentODEClassifier(**settings, classification_weight=0.0).fit(frame, labels)
     latent = LatentODE(**settings).fit(frame)
     np.testing.assert_array_equal(classifier.transform(frame), latent.transform(frame))

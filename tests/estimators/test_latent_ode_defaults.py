@@ -1,0 +1,76 @@
+"""A LatentODE with its default settings interpolates a half-observed panel of varied sinusoids.
+
+The panel: sinusoids ``a sin(2π f t + φ)`` of 100 evenly spaced times on [0, 5] with frequency
+``f ~ U(0.5, 1.5) × 0.25``, amplitude ``a ~ U(0.5, 1.5)``, phase ``φ ~ U(0, 2π)`` and N(0, 0.01²)
+noise, each entry observed with probability 0.5. The model is fitted on the observed entries of
+training series; held-back series are then conditioned on their observed half and predicted at
+their unobserved times. benchmarks/latent_defaults.py scores the same panel at 300 series (240
+fitted, 60 held back); here it has N_SERIES series to keep the fit, with every default, near a
+minute on one thread.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dynlearn import ConvergenceWarning, LatentODE
+
+N_SERIES, N_HELD, N_TIMES, SPAN, BASE_FREQUENCY, NOISE = 200, 40, 100, 5.0, 0.25, 0.01
+KEYS = ["series_id", "time"]
+
+
+@pytest.fixture(scope="module")
+def panel():
+    """Observed training rows, observed held-back rows, and the unobserved held-back rows (with their values)."""
+    rng = np.random.RandomState(0)
+    times = np.linspace(0.0, SPAN, N_TIMES)
+    frequency = BASE_FREQUENCY * rng.uniform(0.5, 1.5, N_SERIES)
+    amplitude = rng.uniform(0.5, 1.5, N_SERIES)
+    phase = rng.uniform(0.0, 2 * np.pi, N_SERIES)
+    values = amplitude[:, None] * np.sin(2 * np.pi * frequency[:, None] * times + phase[:, None])
+    values += NOISE * rng.standard_normal(values.shape)
+    frame = pd.DataFrame({"series_id": np.repeat(np.arange(N_SERIES), N_TIMES),
+                          "time": np.tile(times, N_SERIES), "y": values.ravel()})
+    observed = rng.uniform(size=len(frame)) < 0.5
+    held = frame["series_id"].to_numpy() >= N_SERIES - N_HELD
+    return frame[observed & ~held], frame[observed & held], frame[~observed & held]
+
+
+@pytest.fixture(scope="module")
+def fitted(panel):
+    train, _, _ = panel
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return LatentODE(random_state=0, device="cpu", n_threads=1).fit(train)
+
+
+def _last_value(given, queries):
+    """Each query answered with its series' latest observation before it (the first one when none is)."""
+    out = []
+    for sid, rows in queries.groupby("series_id", sort=False):
+        seen = given[given["series_id"] == sid]
+        index = np.searchsorted(seen["time"].to_numpy(), rows["time"].to_numpy(), side="right") - 1
+        out.append(seen["y"].to_numpy()[np.clip(index, 0, None)])
+    return np.concatenate(out)
+
+
+def test_default_latent_ode_interpolates_held_out_series_five_times_better_than_last_value(fitted, panel):
+    _, given, hidden = panel
+    predicted = fitted.predict(given, t=hidden[KEYS])
+    assert (predicted[KEYS].to_numpy() == hidden[KEYS].to_numpy()).all()
+    truth = hidden["y"].to_numpy()
+    model_mse = np.mean((predicted["y"].to_numpy() - truth) ** 2)
+    baseline_mse = np.mean((_last_value(given, hidden) - truth) ** 2)
+    assert model_mse * 5 < baseline_mse, (model_mse, baseline_mse)
+
+
+def test_default_latent_ode_native_intervals_cover_held_out_points(fitted, panel):
+    _, given, hidden = panel
+    lower, upper = fitted.predict_interval(given, t=hidden[KEYS], coverage=0.9)
+    truth = hidden["y"].to_numpy()
+    coverage = np.mean((lower["y"].to_numpy() <= truth) & (truth <= upper["y"].to_numpy()))
+    assert 0.75 <= coverage <= 0.98, coverage
