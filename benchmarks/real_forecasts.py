@@ -354,8 +354,13 @@ def missing_extras() -> list[str]:
     return [name for name in EXTRAS if importlib.util.find_spec(name) is None]
 
 
-def run(options: Options, log: Callable[[str], None] = print) -> list[dict]:
-    """Every selected model on every selected series, on one thread; one row per (series, model, seed)."""
+def run(options: Options, log: Callable[[str], None] = print,
+        after_series: Callable[[list[dict]], object] | None = None) -> list[dict]:
+    """Every selected model on every selected series, on one thread; one row per (series, model, seed).
+
+    ``after_series`` gets the rows so far after each series (the script writes its files there, so an
+    interrupted run keeps what it measured).
+    """
     rows: list[dict] = []
     previous = torch.get_num_threads()
     torch.set_num_threads(THREADS)
@@ -363,6 +368,8 @@ def run(options: Options, log: Callable[[str], None] = print) -> list[dict]:
         with threadpool_limits(limits=THREADS):
             for name in options.series:
                 rows += run_series(SERIES[name], options, log)
+                if after_series is not None:
+                    after_series(rows)
     finally:
         torch.set_num_threads(previous)
     return rows
@@ -525,9 +532,9 @@ def environment(options: Options) -> dict:
                 seeds=list(options.seeds), max_epochs=options.max_epochs, not_run=NOT_RUN)
 
 
-def write(rows: list[dict], options: Options, out: Path, command: str) -> tuple[Path, Path]:
+def write(rows: list[dict], options: Options, out: Path, command: str, env: dict | None = None) -> tuple[Path, Path]:
     """``real_forecasts[_quick].json`` and ``.md`` in ``out``."""
-    env = environment(options)
+    env = env or environment(options)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"real_forecasts{env['suffix']}"
     protocol = {s.name: {"source": s.source, "sampling": s.sampling, "period": s.period, "horizon": s.horizon,
@@ -542,18 +549,20 @@ def write(rows: list[dict], options: Options, out: Path, command: str) -> tuple[
     return json_path, md_path
 
 
-def report_from(json_path: Path) -> Path:
-    """Rewrite the markdown of an earlier run from the rows of its JSON (the protocol notes as the script has them)."""
-    payload = json.loads(json_path.read_text())
+def merge(json_paths: list[Path], out: Path) -> tuple[Path, Path]:
+    """One pair of files from earlier runs' JSON (e.g. runs of different ``--series`` side by side)."""
+    payloads = [json.loads(path.read_text()) for path in json_paths]
     rows = [{k: (float("nan") if v is None and k in ("mse", "mse_over_naive", "coverage90") else v)
-             for k, v in row.items()} for row in payload["rows"]]
-    md_path = json_path.with_suffix(".md")
-    md_path.write_text(markdown(rows, payload["environment"], payload["command"]))
-    return md_path
+             for k, v in row.items()} for payload in payloads for row in payload["rows"]]
+    first = payloads[0]
+    options = Options(**{**first["options"], "series": tuple(dict.fromkeys(r["series"] for r in rows)),
+                         "estimators": tuple(first["options"]["estimators"]), "seeds": tuple(first["options"]["seeds"])})
+    command = " & ".join(payload["command"] for payload in payloads)
+    return write(rows, options, out, command, env=first["environment"])
 
 
 # ------------------------------------------------------------------------ main
-def parse(argv: list[str]) -> tuple[Options | Path, Path | None]:
+def parse(argv: list[str]) -> tuple[Options | list[Path], Path]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run: series {', '.join(QUICK_SERIES)}, {QUICK_EPOCHS} epochs, one seed")
@@ -562,11 +571,11 @@ def parse(argv: list[str]) -> tuple[Options | Path, Path | None]:
     parser.add_argument("--seeds", nargs="+", type=int, help="NeuralODE's seeds (the others use the first)")
     parser.add_argument("--device", default="cpu", help="torch device of the dynlearn models (default cpu)")
     parser.add_argument("--out", type=Path, default=OUT, help=f"output folder (default: {OUT})")
-    parser.add_argument("--report-from", type=Path, metavar="JSON",
-                        help="fit nothing: rewrite the markdown beside an earlier run's JSON from its rows")
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
+                        help="fit nothing: merge earlier runs' JSON files into one pair of files in --out")
     args = parser.parse_args(argv)
-    if args.report_from:
-        return args.report_from, None
+    if args.merge:
+        return args.merge, args.out
     options = default_options(args.quick)
     if args.estimators:
         unknown = sorted(set(args.estimators) - set(available_estimators()))
@@ -608,12 +617,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"real_forecasts needs {', '.join(missing)}: pip install 'dynlearn[bench]'.", file=sys.stderr)
         return 2
     options, out = parse(argv)
-    if out is None:
-        print(f"Wrote {report_from(options)}")
-        return 0
-    rows = run(options)
-    command = "OMP_NUM_THREADS=1 python benchmarks/real_forecasts.py " + shlex.join(argv)
-    paths = write(rows, options, out, command.strip())
+    if isinstance(options, list):
+        paths = merge(options, out)
+    else:
+        command = ("OMP_NUM_THREADS=1 python benchmarks/real_forecasts.py " + shlex.join(argv)).strip()
+        rows = run(options, after_series=lambda rows: write(rows, options, out, command))
+        paths = write(rows, options, out, command)
     print("Wrote " + " and ".join(map(str, paths)))
     return 0
 

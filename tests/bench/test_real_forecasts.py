@@ -71,6 +71,14 @@ def test_a_run_on_nile_scores_every_model_against_a_hand_computed_naive(tmp_path
     report = md_path.read_text()
     assert "| nile | 20 |" in report and "NeuralODE" in report
 
+    # Runs of different series side by side merge into one pair of files.
+    lynx_rows = [dict(row, series="lynx_hare") for row in rows]
+    other_json, _ = real_forecasts.write(lynx_rows, options, tmp_path / "other", "other command")
+    merged_json, merged_md = real_forecasts.merge([json_path, other_json], tmp_path / "merged")
+    merged = json.loads(merged_json.read_text())
+    assert len(merged["rows"]) == 2 * len(rows) and merged["command"] == "command & other command"
+    assert "| nile | 20 |" in merged_md.read_text() and "| lynx_hare | 20 |" in merged_md.read_text()
+
 
 def test_a_model_that_fails_its_forecast_is_reported_not_raised(monkeypatch):
     class Exploding:
