@@ -557,6 +557,10 @@ def merge(json_paths: list[Path], out: Path) -> tuple[Path, Path]:
     payloads = [json.loads(path.read_text()) for path in json_paths]
     rows = [{k: (float("nan") if v is None and k in ("mse", "mse_over_naive", "coverage90") else v)
              for k, v in row.items()} for payload in payloads for row in payload["rows"]]
+    keys = [(row["series"], row["model"], row["seed"]) for row in rows]
+    if len(set(keys)) != len(keys):
+        twice = sorted({key[0] for key in keys if keys.count(key) > 1})
+        raise ValueError(f"--merge: series {twice} are in more than one file; merge runs of different series.")
     first = payloads[0]
     options = Options(**{**first["options"], "series": tuple(dict.fromkeys(r["series"] for r in rows)),
                          "estimators": tuple(first["options"]["estimators"]), "seeds": tuple(first["options"]["seeds"])})
