@@ -72,6 +72,24 @@ import stochastic  # noqa: E402,F401  (NeuralSDE, LatentSDE: probabilistic forec
 import threads  # noqa: E402,F401  (n_threads: epoch time at one and two torch threads, alone and beside a busy core)
 import horizon_vs_one_step  # noqa: E402,F401  (NeuralODE: multi-step rollout training against one-step training)
 import classifiers  # noqa: E402,F401  (ODERNNClassifier, LatentODEClassifier against a feature baseline on UCR/UEA sets)
+import real_forecasts  # noqa: E402  (every forecaster against naive, ETS and auto-ARIMA on real series)
+
+
+@register(
+    real_forecasts.NAME,
+    "MSE over naive, 90% interval coverage and fit time of every dynlearn forecaster at its defaults, ETS, "
+    "auto-ARIMA and (seasonal) naive on real series shipped in wheels; quick: "
+    f"{', '.join(real_forecasts.QUICK_SERIES)} at {real_forecasts.QUICK_EPOCHS} epochs. "
+    "benchmarks/real_forecasts.py runs it alone and writes real_forecasts.{json,md}.",
+)
+def real_forecasts_benchmark(context: Context) -> list[Record]:
+    missing = real_forecasts.missing_extras()
+    if missing:
+        reason = f"skipped: needs {', '.join(missing)} (pip install 'dynlearn[bench]')"
+        return [Record(real_forecasts.NAME, "skipped", 1, reason)]
+    options = real_forecasts.default_options(context.quick)
+    options.device = context.device.type
+    return real_forecasts.records(options)
 
 
 # ---------------------------------------------------------------------- main
