@@ -68,6 +68,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -553,17 +554,20 @@ def write(rows: list[dict], options: Options, out: Path, command: str, env: dict
 
 
 def merge(json_paths: list[Path], out: Path) -> tuple[Path, Path]:
-    """One pair of files from earlier runs' JSON (e.g. runs of different ``--series`` side by side)."""
+    """One pair of files from earlier runs' JSON: runs of different ``--series`` side by side, or a later run of
+    some ``--estimators`` measured again, whose cells replace the earlier file's (same series, model and seed)."""
     payloads = [json.loads(path.read_text()) for path in json_paths]
-    rows = [{k: (float("nan") if v is None and k in ("mse", "mse_over_naive", "coverage90") else v)
-             for k, v in row.items()} for payload in payloads for row in payload["rows"]]
-    keys = [(row["series"], row["model"], row["seed"]) for row in rows]
-    if len(set(keys)) != len(keys):
-        twice = sorted({key[0] for key in keys if keys.count(key) > 1})
-        raise ValueError(f"--merge: series {twice} are in more than one file; merge runs of different series.")
+    cells: dict[tuple[Any, Any, Any], dict[str, Any]] = {}
+    for payload in payloads:
+        for row in payload["rows"]:
+            row = {k: (float("nan") if v is None and k in ("mse", "mse_over_naive", "coverage90") else v)
+                   for k, v in row.items()}
+            cells[(row["series"], row["model"], row["seed"])] = row  # a later file's measurement wins
+    rows = list(cells.values())
     first = payloads[0]
+    estimators = tuple(dict.fromkeys(name for payload in payloads for name in payload["options"]["estimators"]))
     options = Options(**{**first["options"], "series": tuple(dict.fromkeys(r["series"] for r in rows)),
-                         "estimators": tuple(first["options"]["estimators"]), "seeds": tuple(first["options"]["seeds"])})
+                         "estimators": estimators, "seeds": tuple(first["options"]["seeds"])})
     command = " & ".join(payload["command"] for payload in payloads)
     return write(rows, options, out, command, env=first["environment"])
 

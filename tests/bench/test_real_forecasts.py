@@ -79,6 +79,13 @@ def test_a_run_on_nile_scores_every_model_against_a_hand_computed_naive(tmp_path
     assert len(merged["rows"]) == 2 * len(rows) and merged["command"] == "command & other command"
     assert "| nile | 20 |" in merged_md.read_text() and "| lynx_hare | 20 |" in merged_md.read_text()
 
+    # A later run of one model replaces that model's cells and keeps the rest.
+    again = [dict(row, mse_over_naive=0.5) for row in rows if row["model"] == "NeuralODE"]
+    again_json, _ = real_forecasts.write(again, options, tmp_path / "again", "again command")
+    remerged = json.loads(real_forecasts.merge([json_path, again_json], tmp_path / "remerged")[0].read_text())
+    assert len(remerged["rows"]) == len(rows)
+    assert all((row["mse_over_naive"] == 0.5) == (row["model"] == "NeuralODE") for row in remerged["rows"])
+
 
 def test_a_model_that_fails_its_forecast_is_reported_not_raised(monkeypatch):
     class Exploding:
