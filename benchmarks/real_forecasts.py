@@ -32,7 +32,8 @@ the period is known, except where noted); and dynlearn's forecasters at their
 defaults (``random_state`` the seed, ``device`` from ``--device``,
 ``n_threads=1``): NeuralODE (over ``--seeds``: min, median, max), ODERNN,
 LatentODE, NeuralSDE, LatentSDE; and ``AutoForecaster`` when this dynlearn
-has it. HamiltonianNN and LagrangianNN are not run: they learn conservative
+has it, given ``seasonal_period`` where the series has a known period (the
+information ETS and the seasonal ARIMA get). HamiltonianNN and LagrangianNN are not run: they learn conservative
 dynamics from coordinate/momentum (or coordinate/velocity) pairs, which none
 of these series are.
 
@@ -277,6 +278,8 @@ def run_dynlearn(name: str, series: Series, history: np.ndarray, actual: np.ndar
     """Fit dynlearn's ``name`` at its defaults on the history and score its forecast of the held-out rows."""
     estimator = dynlearn_estimator(name)
     params = {"random_state": seed, "device": device, "n_threads": THREADS}
+    if series.period:
+        params["seasonal_period"] = series.period  # told the period, as ETS and the seasonal ARIMA are
     if max_epochs is not None:
         params["max_epochs"] = max_epochs
     accepted = estimator().get_params()

@@ -16,7 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._auto import AutoForecaster, LastValueForecaster
+    from ._auto import AutoForecaster, LastValueForecaster, SeasonalNaiveForecaster
     from ._ensemble import SeedEnsemble
     from ._persistence import load
     from .estimators import (
@@ -58,7 +58,7 @@ _LAZY = {
     ),
     "SeedEnsemble": "_ensemble",
     "SeriesScaler": "preprocessing",
-    **dict.fromkeys(["AutoForecaster", "LastValueForecaster"], "_auto"),
+    **dict.fromkeys(["AutoForecaster", "LastValueForecaster", "SeasonalNaiveForecaster"], "_auto"),
     "load": "_persistence",
 }
 _SUBMODULES = {
@@ -83,6 +83,7 @@ __all__ = [
     "NeuralSDE",
     "ODERNN",
     "ODERNNClassifier",
+    "SeasonalNaiveForecaster",
     "SeedEnsemble",
     "SeriesScaler",
     "TrainingError",

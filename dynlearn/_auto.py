@@ -29,7 +29,7 @@ from .exceptions import TrainingError, input_error
 from .metrics import _as_frame, _cut_for_forecast, forecast_score
 from .model_selection import SeriesTimeSplit
 
-__all__ = ["AutoForecaster", "LastValueForecaster"]
+__all__ = ["AutoForecaster", "LastValueForecaster", "SeasonalNaiveForecaster"]
 
 # Forecast origins per series behind the naive forecaster's conformal intervals.
 NAIVE_ORIGINS = 20
@@ -160,6 +160,94 @@ class LastValueForecaster(ConformalIntervals, SeriesModel):
         return out
 
 
+class SeasonalNaiveForecaster(LastValueForecaster):
+    """Seasonal naive forecaster: the value at a query time is the latest earlier observation in the same season.
+
+    For data with a fixed period of ``period`` observations (12 for monthly
+    data with a yearly cycle, 4 for quarterly, 7 for daily data with a
+    weekly one), each variable's forecast at a query time is its latest
+    observation strictly before that time at the same position in the cycle:
+    the value one period earlier, or whole periods earlier for forecasts more
+    than a period ahead. This is the usual benchmark for seasonal series
+    (Hyndman & Athanasopoulos, *Forecasting: Principles and Practice*,
+    3rd ed., section 5.2). Where a series has no earlier observation in that
+    season, the latest observation is used, as :class:`LastValueForecaster`
+    does.
+
+    Positions in the cycle are read off the time axis: ``fit`` records the
+    mean spacing of the observations it sees, a gap of several steps
+    counting as several (so months of 28 to 31 days average out) and the position of a time is its distance from the first
+    observation in those steps, rounded, modulo ``period``. The data should
+    be sampled regularly, with gaps allowed.
+
+    Parameters
+    ----------
+    period : int, default=12
+        Observations per cycle, at least 2.
+
+    Attributes
+    ----------
+    step_ : float
+        Spacing of observations in ``fit``: each gap between neighbours is
+        a whole number of median gaps, and this is the mean per such step
+        (model clock: the data's time units, seconds for datetimes).
+    origin_ : float
+        The earliest observation time in ``fit``, where the count of steps starts.
+    n_features_in_, feature_names_in_, input_spec_, mean_, conformal_leads_, conformal_residuals_, conformal_lead_edges_
+        As for :class:`LastValueForecaster`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dynlearn import SeasonalNaiveForecaster
+    >>> X = np.array([1.0, 5.0, 3.0, 2.0, 6.0, 4.0])[:, None]  # two cycles of three
+    >>> SeasonalNaiveForecaster(period=3).fit(X).predict(X, t=[6.0, 7.0, 8.0, 9.0]).ravel().tolist()
+    [2.0, 6.0, 4.0, 2.0]
+    """
+
+    _parameter_constraints: dict[str, list[Any]] = {}
+
+    def __init__(self, period: int = 12) -> None:
+        self.period = period
+
+    def fit(self, X: Any, y: Any = None, *, t: Any = None) -> SeasonalNaiveForecaster:
+        """Record the data's spacing and calibrate the forecast intervals on it (see :class:`LastValueForecaster`)."""
+        if isinstance(self.period, (bool, np.bool_)) or not isinstance(self.period, Integral) or self.period < 2:
+            raise input_error("period", "an int of at least 2 (observations per cycle)", repr(self.period),
+                              "Pass e.g. period=12 for monthly data with a yearly cycle.")
+        batch = check_series(X, t)
+        gaps = np.concatenate([np.diff(batch.times[i, :n]) for i, n in enumerate(batch.lengths)])
+        if not len(gaps):
+            raise input_error("X", "series with at least two observation times", "single observations",
+                              "Pass longer series: the spacing of observations places each time in its season.")
+        # Each gap counts whole steps of the median spacing (a missing month is two steps); the step is then
+        # the mean over those steps, so months of 28 to 31 days keep their season for years.
+        counts = np.maximum(np.rint(gaps / np.median(gaps)), 1)
+        self.step_ = float(gaps.sum() / counts.sum())
+        self.origin_ = float(batch.times[:, 0].min())
+        return super().fit(X, t=t)
+
+    def _season(self, times: np.ndarray) -> np.ndarray:
+        return np.rint((np.asarray(times, dtype=float) - self.origin_) / self.step_).astype(np.int64) % self.period
+
+    def _predict_batch(self, batch: SeriesBatch, query: QueryTimes) -> np.ndarray:
+        out = super()._predict_batch(batch, query)  # the latest value, where a season has no earlier observation
+        for i in range(batch.n_series):
+            n = batch.lengths[i]
+            wanted = self._season(query.times[i])
+            for j in range(batch.n_features):
+                seen = np.flatnonzero(batch.mask[i, :n, j])
+                if len(seen) == 0:
+                    continue
+                times = batch.times[i, seen]
+                seasons = self._season(times)
+                for q, (when, season) in enumerate(zip(query.times[i], wanted)):
+                    earlier = np.flatnonzero((times < when) & (seasons == season))
+                    if len(earlier):
+                        out[i, q, j] = batch.values[i, seen[earlier[-1]], j]
+        return out
+
+
 # ------------------------------------------------------------------- auto
 class AutoForecaster(BaseEstimator):
     """Forecaster that backtests candidate models within a time budget and refits the best.
@@ -202,7 +290,7 @@ class AutoForecaster(BaseEstimator):
         folds not yet started are recorded as skipped. A fit that has
         started is not interrupted, so the backtest can overrun the budget by
         one fold's fit, and the refit of the winner comes on top. The naive
-        candidate is always backtested, whatever the budget.
+        candidates (last value, seasonal naive) are always backtested, whatever the budget.
     cv : int or cross-validator, default=3
         An int: that many folds of ``SeriesTimeSplit(horizon=horizon)``.
         Otherwise an object with ``split(X)`` yielding row positions of a
@@ -213,6 +301,13 @@ class AutoForecaster(BaseEstimator):
     random_state : int or None, default=None
         Seeds the default candidates (their weights and minibatches); given
         candidates keep their own ``random_state``.
+    seasonal_period : int or None, default=None
+        Observations per cycle when the data have a fixed season (12 for
+        monthly data with a yearly cycle, 4 for quarterly, 7 for daily data
+        with a weekly one): the default candidates then include a
+        :class:`SeasonalNaiveForecaster` with that period. None: no seasonal
+        candidate (the neural candidates learn cycles from the data, but a
+        fixed calendar season is better given than learned from a few cycles).
     verbose : int, default=0
         Print one line per candidate when positive.
 
@@ -280,6 +375,7 @@ class AutoForecaster(BaseEstimator):
         cv: Any = 3,
         metric: Any = "mse",
         random_state: Any = None,
+        seasonal_period: int | None = None,
         verbose: int = 0,
     ):
         self.horizon = horizon
@@ -288,11 +384,13 @@ class AutoForecaster(BaseEstimator):
         self.cv = cv
         self.metric = metric
         self.random_state = random_state
+        self.seasonal_period = seasonal_period
         self.verbose = verbose
 
     # ------------------------------------------------------------ candidates
     @staticmethod
-    def default_candidates(horizon: Any = None, random_state: Any = None) -> dict[str, Any]:
+    def default_candidates(horizon: Any = None, random_state: Any = None,
+                           seasonal_period: int | None = None) -> dict[str, Any]:
         """The candidates ``fit`` backtests when ``candidates=None``.
 
         - ``last_value``: :class:`LastValueForecaster`;
@@ -301,7 +399,9 @@ class AutoForecaster(BaseEstimator):
         - ``node_encoder``: the same with four hidden dimensions inferred by a
           GRU over the history (``hidden_init="encoder"``);
         - ``odernn``: ODERNN trained to extrapolate (``task="extrapolation"``);
-        - ``neural_sde``: NeuralSDE, 2 × 32, drift and diffusion on the state.
+        - ``neural_sde``: NeuralSDE, 2 × 32, drift and diffusion on the state;
+        - ``seasonal_naive``: :class:`SeasonalNaiveForecaster` with
+          ``seasonal_period``, when that is given.
 
         Neural candidates train at most 150 epochs with early stopping.
 
@@ -312,6 +412,8 @@ class AutoForecaster(BaseEstimator):
             times (a timedelta for datetimes): NeuralODE's ``horizon``.
         random_state : int or None, default=None
             Seed of every neural candidate.
+        seasonal_period : int or None, default=None
+            Observations per cycle of a fixed season, for the seasonal naive candidate.
 
         Returns
         -------
@@ -320,7 +422,8 @@ class AutoForecaster(BaseEstimator):
         from .estimators import ODERNN, NeuralODE, NeuralSDE
 
         common = dict(max_epochs=150, patience=15, random_state=random_state)
-        return {
+        seasonal = {} if seasonal_period is None else {"seasonal_naive": SeasonalNaiveForecaster(seasonal_period)}
+        return {**seasonal,
             BASELINE_NAME: LastValueForecaster(),
             "node_delay": NeuralODE(hidden_layer_sizes=(32, 32), augment_dim=2, hidden_init="delay",
                                     horizon=horizon, **common),
@@ -401,6 +504,11 @@ class AutoForecaster(BaseEstimator):
         elif isinstance(self.cv, str) or not callable(getattr(self.cv, "split", None)):
             raise input_error("cv", "an int >= 1 or a cross-validator with split(X)", f"{type(self.cv).__name__}",
                               "Pass e.g. cv=3 or SeriesTimeSplit(n_splits=3, horizon=...).")
+        period = self.seasonal_period
+        if period is not None and (isinstance(period, (bool, np.bool_)) or not isinstance(period, Integral)
+                                   or period < 2):
+            raise input_error("seasonal_period", "None or an int of at least 2 (observations per cycle)",
+                              repr(period), "Pass e.g. seasonal_period=12 for monthly data with a yearly cycle.")
         if not (callable(self.metric) or self.metric in ERROR_METRICS):
             raise input_error("metric", f"one of {list(ERROR_METRICS)} or a callable error (lower is better)",
                               repr(self.metric), "Pass e.g. metric='mse'.")
@@ -423,7 +531,7 @@ class AutoForecaster(BaseEstimator):
     def _candidate_list(self, span: Any) -> list[tuple[str, Any]]:
         given = self.candidates
         if given is None:
-            return list(self.default_candidates(span, self.random_state).items())
+            return list(self.default_candidates(span, self.random_state, self.seasonal_period).items())
         if isinstance(given, dict) and len(given):
             pairs = list(given.items())
         elif isinstance(given, (list, tuple)) and len(given):
@@ -442,22 +550,22 @@ class AutoForecaster(BaseEstimator):
                     and callable(getattr(estimator, "get_params", None))):
                 raise input_error(f"candidates[{name!r}]", "an estimator with fit, predict and get_params",
                                   f"{type(estimator).__name__}", "Pass dynlearn forecasters such as NeuralODE().")
-        if not any(isinstance(estimator, LastValueForecaster) for _, estimator in pairs):
+        if not any(_is_naive(estimator) for _, estimator in pairs):
             pairs.insert(0, (BASELINE_NAME if BASELINE_NAME not in names else "LastValueForecaster",
                              LastValueForecaster()))
-        # The naive candidate goes first: it is always backtested, whatever the budget.
-        pairs.sort(key=lambda pair: not isinstance(pair[1], LastValueForecaster))
+        # The naive candidates (last value, then seasonal) go first: they train nothing and are always backtested.
+        pairs.sort(key=lambda pair: (not _is_naive(pair[1]), not isinstance(pair[1], LastValueForecaster)))
         return pairs
 
     # -------------------------------------------------------------- backtest
     def _backtest(self, name: str, estimator: Any, frame: pd.DataFrame, folds: list[Any], horizon: Any,
                   started: float) -> dict[str, Any]:
-        is_baseline = isinstance(estimator, LastValueForecaster)
+        is_baseline = _is_naive(estimator)
         record = dict(name=name, estimator=estimator, is_baseline=is_baseline, errors=[], fit_times=[],
                       status=OK, note="", fold_models=[])
         begun = time.perf_counter()
         for k, (train, test) in enumerate(folds):
-            if not is_baseline and time.perf_counter() - started >= self.time_budget:
+            if not isinstance(estimator, LastValueForecaster) and time.perf_counter() - started >= self.time_budget:
                 record["status"] = SKIPPED
                 record["note"] = (f"time budget of {self.time_budget:g} s spent before fold {k + 1} of {len(folds)}"
                                   if k else f"time budget of {self.time_budget:g} s spent before it started")
@@ -566,6 +674,11 @@ class AutoForecaster(BaseEstimator):
 
 
 # ---------------------------------------------------------------- helpers
+def _is_naive(estimator: Any) -> bool:
+    """The last-value baseline itself (a seasonal naive forecaster is a candidate like any model)."""
+    return type(estimator) is LastValueForecaster
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, Integral) and not isinstance(value, (bool, np.bool_))
 

@@ -320,10 +320,10 @@ def _rebuild_module(estimator: Any, description: dict[str, Any], tensors: dict[s
 
 def _allowed_classes() -> dict[str, type]:
     from . import estimators
-    from ._auto import LastValueForecaster
+    from ._auto import LastValueForecaster, SeasonalNaiveForecaster
 
     return {**{name: getattr(estimators, name) for name in estimators.__all__},
-            "LastValueForecaster": LastValueForecaster}
+            "LastValueForecaster": LastValueForecaster, "SeasonalNaiveForecaster": SeasonalNaiveForecaster}
 
 
 # ------------------------------------------------------------ JSON values

@@ -291,3 +291,53 @@ def test_docstring_examples_run():
     import dynlearn._auto
 
     assert doctest.testmod(dynlearn._auto, optionflags=doctest.NORMALIZE_WHITESPACE).failed == 0
+
+
+# ------------------------------------------------------------ seasonal naive
+def test_seasonal_naive_repeats_the_last_cycle_on_calendar_months():
+    from dynlearn import SeasonalNaiveForecaster
+
+    index = pd.date_range("2000-01-01", periods=60, freq="MS", name="time")
+    frame = pd.DataFrame({"y": 10 + 5 * np.sin(2 * np.pi * np.arange(60) / 12) + 0.1 * np.arange(60)}, index=index)
+    model = SeasonalNaiveForecaster(period=12).fit(frame[:48])
+    # Months of 28 to 31 days: the mean spacing keeps every month in its season over the two forecast years.
+    queries = pd.date_range("2004-01-01", periods=24, freq="MS", name="time")
+    forecast = model.predict(frame[:48], t=queries)
+    np.testing.assert_array_equal(forecast["y"].to_numpy(), np.tile(frame["y"].to_numpy()[36:48], 2))
+    lower, upper = model.predict_interval(frame[:48], t=queries)
+    assert (lower["y"] <= upper["y"]).all()
+
+
+def test_seasonal_naive_skips_gaps_and_falls_back_to_the_last_value():
+    from dynlearn import SeasonalNaiveForecaster
+
+    t = np.array([0.0, 1.0, 2.0, 3.0, 5.0])  # time 4 (season 1) is missing
+    X = np.array([1.0, 5.0, 3.0, 2.0, 4.0])[:, None]
+    model = SeasonalNaiveForecaster(period=3).fit(X, t=t)
+    # 7 is in season 1: its latest earlier observation there is at time 1 (5.0); 6 in season 0 is time 3 (2.0).
+    assert model.predict(X, t=[6.0, 7.0, 8.0], X_t=t).ravel().tolist() == [2.0, 5.0, 4.0]
+    # At the start no earlier observation shares the season: the latest value stands in.
+    assert model.predict(X, X_t=t).ravel().tolist()[:3] == [1.0, 1.0, 5.0]
+
+
+@pytest.mark.parametrize("period", [1, 2.5, True, "12"])
+def test_seasonal_period_must_be_a_count(period):
+    from dynlearn import SeasonalNaiveForecaster
+
+    X = np.arange(12.0)[:, None]
+    with pytest.raises(InputError, match="period"):
+        SeasonalNaiveForecaster(period=period).fit(X)
+    with pytest.raises(InputError, match="seasonal_period"):
+        AutoForecaster(seasonal_period=period, candidates=[LastValueForecaster()]).fit(X)
+
+
+def test_auto_with_a_season_picks_the_seasonal_candidate_on_a_seasonal_series():
+    t = np.arange(96.0)
+    rng = np.random.default_rng(0)
+    X = (np.where(t % 12 < 6, 10.0, -10.0) + rng.normal(0, 0.5, t.size))[:, None]  # a square season
+    auto = AutoForecaster(horizon=12, cv=2, seasonal_period=12, candidates=None, time_budget=0.01).fit(X)
+    board = auto.leaderboard_.set_index("candidate")
+    # The budget is spent before any model: the two naive forecasters are still compared.
+    assert board.loc["seasonal_naive", "status"] == "ok"
+    assert auto.best_name_ == "seasonal_naive"
+    assert board.loc["seasonal_naive", "mean_error"] < 0.1 * board.loc["last_value", "mean_error"]
