@@ -308,7 +308,7 @@ def make_stochastic_lorenz(
     parameters ``σ = 10``, ``ρ = 28``, ``β = 8/3``, ``α = (0.15, 0.15, 0.15)``
     and initial states ``N(0, I)``. They standardise each variable before
     adding observation noise; here the states are returned in their own
-    units (standardise with :class:`dynlearn.preprocessing.SeriesScaler`).
+    units (standardise with :class:`~dynlearn.SeriesScaler`).
 
     Paths are Euler–Maruyama solutions on a fine even grid of step at most
     ``dt``, refined so that every observation time is a grid point; with

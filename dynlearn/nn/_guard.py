@@ -33,6 +33,7 @@ class BoxContraction(nn.Module):
         self.time_dependent = getattr(field, "time_dependent", False)
 
     def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The wrapped field at ``(t, y)``, pulled back towards the box where ``y`` leaves it."""
         dy = self.field(t, y)
         n = self.lower.shape[0]
         guarded = y[:, :n]

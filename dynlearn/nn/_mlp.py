@@ -54,6 +54,7 @@ class MLPVectorField(nn.Module):
         self.net = make_mlp(state_dim + int(time_dependent), state_dim, hidden, activation)
 
     def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``dy/dt`` of shape ``(batch, state_dim)`` at states ``y`` (and time ``t`` when time-dependent)."""
         if self.time_dependent:
             t = t.to(y.dtype).reshape(-1, 1).expand(y.shape[0], 1)
             y = torch.cat([y, t], dim=-1)
@@ -70,6 +71,7 @@ class SecondOrderField(nn.Module):
         self.net = make_mlp(2 * position_dim + int(time_dependent), position_dim, hidden, activation)
 
     def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``[v, a]`` of shape ``(batch, 2 * position_dim)`` at states ``y = [z, v]``."""
         velocity = y[:, self.position_dim :]
         inputs = y
         if self.time_dependent:

@@ -173,7 +173,7 @@ def solve_ode(
     max_num_steps : int, default=10000
         Steps allowed per solve beyond one per output time (forward, and
         again for the adjoint's backward solve); past it
-        :class:`IntegrationError` is raised, so no solve hangs.
+        :class:`~dynlearn.exceptions.IntegrationError` is raised, so no solve hangs.
     adjoint_params : tuple of Tensor, default=None
         Tensors to differentiate with the adjoint when ``func`` is not a module.
     stats : SolverStats, default=None
@@ -226,7 +226,7 @@ def solve_ode_irregular(
     Series ``b`` starts from ``y0[b]`` at ``times[b, 0]`` and is reported at
     ``times[b, :]``. Each series may run forwards or backwards and may repeat
     a time (a zero-length segment keeps the state); the batch is solved once
-    on a shared normalised clock (see :class:`_SegmentClock`) rather than on
+    on a shared normalised clock (see ``_SegmentClock``) rather than on
     the union of every series' times.
 
     ``func(t, y)`` receives ``t`` of shape (batch,): each series' own time.

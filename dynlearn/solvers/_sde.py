@@ -81,16 +81,16 @@ def available_sde_methods() -> list[str]:
 
     ``adjoint_reversible_heun`` is not listed: it is only an ``adjoint_method``.
 
-    ==================  =============  =====================  ============
-    method              SDE type       noise types            strong order
-    ==================  =============  =====================  ============
-    euler               Itô            all                    0.5 (1 additive)
-    milstein            Itô or Strat.  diagonal/scalar/add.   1.0
-    srk                 Itô            diagonal/scalar/add.   1.5
-    midpoint, heun,     Stratonovich   all                    1.0 (0.5 general)
+    =====================  ==============  =====================  =================
+    method                 SDE type        noise types            strong order
+    =====================  ==============  =====================  =================
+    euler                  Itô             all                    0.5 (1 additive)
+    milstein               Itô or Strat.   diagonal/scalar/add.   1.0
+    srk                    Itô             diagonal/scalar/add.   1.5
+    midpoint, heun,        Stratonovich    all                    1.0 (0.5 general)
     euler_heun, log_ode
-    reversible_heun     Stratonovich   all                    0.5 (1 additive)
-    ==================  =============  =====================  ============
+    reversible_heun        Stratonovich    all                    0.5 (1 additive)
+    =====================  ==============  =====================  =================
     """
     names = sorted(k for k, info in SDE_METHODS.items() if not info.adjoint_only)
     return names + sorted(SDE_ALIASES)
@@ -229,7 +229,7 @@ def solve_sde(
         ``"drift"``, ``"diffusion"``, ``"prior_drift"``.
     max_num_steps : int, default=10000
         Steps allowed per solve beyond one per output time; past it
-        :class:`IntegrationError` is raised (checked before a fixed-step solve
+        :class:`~dynlearn.exceptions.IntegrationError` is raised (checked before a fixed-step solve
         starts), so no solve hangs.
     options : dict, default=None
         torchsde method options.
@@ -384,7 +384,7 @@ def solve_sde_irregular(
     ``times[b, :]``; a repeated time (zero gap, e.g. padding) holds the state.
     Gap ``k`` of every row is integrated together on a clock ``s ∈ [0, 1]``
     with the drift scaled by the row's gap and the diffusion by its square
-    root (see :class:`_TimeChanged`), so the batch needs one torchsde solve
+    root (see ``_TimeChanged``), so the batch needs one torchsde solve
     per gap instead of one on the union of all rows' times. ``func(t, y)``
     receives ``t`` of shape (batch,): each row's own time.
 

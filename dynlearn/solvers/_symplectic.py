@@ -232,7 +232,7 @@ def solve_hamiltonian(
         ``False`` (with ``method="implicit_midpoint"``) for any other ``H``.
     max_num_steps : int, default=10000
         Steps allowed in total, ``(n_times - 1) * m``; a solve that would
-        take more raises :class:`IntegrationError` before any work.
+        take more raises :class:`~dynlearn.exceptions.IntegrationError` before any work.
     implicit_tol : float, default=1e-10
         Stop the fixed-point iteration once no coordinate of the midpoint
         changes by more than ``implicit_tol * (1 + |value|)``. Raised to 16
@@ -241,7 +241,7 @@ def solve_hamiltonian(
         (about ``2e-11`` of energy per step of 0.25 on a unit oscillator at
         the default), so tighten it for long runs where invariants matter.
     implicit_max_iter : int, default=50
-        Iterations allowed per step before :class:`IntegrationError`.
+        Iterations allowed per step before :class:`~dynlearn.exceptions.IntegrationError`.
 
     Returns
     -------

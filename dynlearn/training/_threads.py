@@ -89,7 +89,7 @@ def auto_threads(work: float) -> int:
         1 when ``work < PARALLEL_WORK``. Otherwise the free cores, at least
         1: the process's usable cores (:func:`usable_cores`) less the threads
         of other work that want a core now (:func:`other_runnable`), capped
-        by the caller's torch setting (:func:`caller_threads`, which divides
+        by the caller's torch setting (``caller_threads()``, which divides
         the machine among joblib's process workers). Beside a busy process
         a thread that loses its core stalls the others at every operator
         (``benchmarks/run.py --only threads``), so busy cores are not counted.
