@@ -17,11 +17,11 @@ SUBPACKAGES = ["datasets", "metrics", "model_selection", "preprocessing", "plott
 
 def _documented_by_module() -> dict[str, set[str]]:
     """Names api.rst documents or links to, per ``.. module::`` section."""
-    sections = re.split(r"^\.\. module:: (\S+)\n", API.read_text(), flags=re.M)
+    sections = re.split(r"^\.\. module:: (\S+)\n", API.read_text(), flags=re.MULTILINE)
     documented = {}
     for module, body in zip(sections[1::2], sections[2::2]):
-        names = set(re.findall(r"^   (\w+)$", body, flags=re.M))  # autosummary entries
-        names |= set(re.findall(r"^\.\. data:: (\w+)$", body, flags=re.M))
+        names = set(re.findall(r"^   (\w+)$", body, flags=re.MULTILINE))  # autosummary entries
+        names |= set(re.findall(r"^\.\. data:: (\w+)$", body, flags=re.MULTILINE))
         names |= set(re.findall(r":class:`dynlearn\.(\w+)`", body))  # re-exports documented under dynlearn
         documented[module] = names
     return documented

@@ -21,6 +21,7 @@ def to_user_kind(values: np.ndarray, query: QueryTimes, batch: SeriesBatch) -> A
         Outputs; a leading sample axis becomes a leading array axis or a
         ``sample`` index level of a frame.
     query : QueryTimes
+        The validated query times the outputs are at.
     batch : SeriesBatch
         The validated input (for ids, names, kind and time encoding).
 

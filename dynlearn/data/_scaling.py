@@ -11,6 +11,7 @@ def masked_mean_scale(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray,
     Parameters
     ----------
     values, mask : ndarray of shape (..., n_features)
+        Values and the boolean mask of observed entries (True where observed).
 
     Returns
     -------

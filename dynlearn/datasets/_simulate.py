@@ -269,6 +269,7 @@ def simulate(
     draw_initial : callable
         ``draw_initial(rng, n_series)`` -> initial states (n_series, n_vars).
     random_state : int, RandomState or None
+        Seeds the initial states, the sampling times, the noise and the missing entries.
     return_truth : bool
     solve : callable, default=None
         ``solve(rng, x0, times)`` -> states (n_series, n_times, n_vars): an
@@ -327,9 +328,11 @@ def make_damped_oscillator(
     Parameters
     ----------
     n_series : int, default=20
+        Number of series (independent initial states).
     n_times : int, default=50
         Observations per series.
     t_span : (float, float), default=(0.0, 10.0)
+        Start and end time of each series.
     stiffness, damping, mass : float, default=1.0, 0.1, 1.0
         ``k``, ``c`` and ``m``.
     noise : float, default=0.0
@@ -345,6 +348,7 @@ def make_damped_oscillator(
         ``energy`` (``k q²/2 + p²/(2m)``), ``times``, the system ``matrix``
         and its ``eigenvalues``.
     random_state : int, RandomState or None, default=None
+        Seeds the initial states, the sampling times, the noise and the missing entries.
 
     Returns
     -------

@@ -91,9 +91,11 @@ class LagrangianNN(PhaseSpaceModel):
     max_num_steps : int, default=1000
         Step limit of each solve; past it :class:`~dynlearn.exceptions.IntegrationError`.
     max_epochs : int, default=200
+        Most passes over the training data; early stopping (``patience``) may end training sooner.
     batch_size : int, default=64
         Examples per minibatch (rows for derivatives, windows for trajectories).
     learning_rate : float, default=1e-3
+        Step size of the AdamW optimiser.
     weight_decay : float, default=0.0
         AdamW weight decay; it also keeps ``∂²L/∂q̇²`` away from singularity.
     validation_fraction : float, default=0.1
@@ -103,6 +105,7 @@ class LagrangianNN(PhaseSpaceModel):
     standardize : bool, default=True
         Structure-preserving scaling described above.
     device : str, default="auto"
+        "auto" (a GPU when one is present), "cpu", "cuda" or "cuda:<index>".
     n_threads : int, "auto" or None, default="auto"
         torch's intra-op threads while ``fit``, ``predict`` and the other
         public methods run; the caller's setting is restored afterwards.
@@ -112,6 +115,7 @@ class LagrangianNN(PhaseSpaceModel):
         cores (see README); None leaves torch's setting alone. ``fit``
         records the count it trained with in ``n_threads_``.
     dtype : {"float32", "float64"}, default="float32"
+        Floating-point type of the weights and of the computations: float32 is faster, float64 more precise.
     random_state : int, RandomState or None, default=None
         Seeds weights and minibatch order; the global torch seed is untouched.
     verbose : int, default=0

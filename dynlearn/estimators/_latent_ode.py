@@ -210,6 +210,7 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
     decoder_layer_sizes : tuple of int, default=()
         Hidden widths of the decoder; ``()`` is a linear decoder.
     activation : {"tanh", "relu", "softplus", "elu", "silu", "gelu"}, default="tanh"
+        Nonlinearity between the hidden layers of the networks.
     obs_std : float, default=0.01
         Standard deviation of the observation noise, in standardised units
         when ``standardize=True`` (the paper's "noise weight").
@@ -242,13 +243,16 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
     max_num_steps : int, default=1000
         Step limit of each solve; past it :class:`~dynlearn.exceptions.IntegrationError`.
     max_epochs : int, default=200
+        Most passes over the training data; early stopping (``patience``) may end training sooner.
     batch_size : int, default=50
         Series per minibatch.
     learning_rate : float, default=1e-2
+        Initial step size of the AdamW optimiser (see ``learning_rate_decay``).
     learning_rate_decay : float, default=0.999
         Factor applied to the learning rate per minibatch (updated at each
         epoch's end), down to ``learning_rate / 10``; 1 keeps it constant.
     weight_decay : float, default=0.0
+        AdamW weight decay.
     validation_fraction : float, default=0.1
         Share of series held out for early stopping; 0 monitors the training loss.
     patience : int or None, default=50
@@ -262,6 +266,7 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
         (the paper's toy clock); outputs are in the user's units. False
         keeps values and times as given.
     device : str, default="auto"
+        "auto" (a GPU when one is present), "cpu", "cuda" or "cuda:<index>".
     n_threads : int, "auto" or None, default="auto"
         torch's intra-op threads while ``fit``, ``predict`` and the other
         public methods run; the caller's setting is restored afterwards.
@@ -271,11 +276,14 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
         cores (see README); None leaves torch's setting alone. ``fit``
         records the count it trained with in ``n_threads_``.
     dtype : {"float32", "float64"}, default="float32"
+        Floating-point type of the weights and of the computations: float32 is faster, float64 more precise.
     random_state : int, RandomState or None, default=None
         Seeds weights, minibatches, the encoded subsets and the training
         draws of ``z0``; the global torch seed is untouched.
     verbose : int, default=0
+        Show a progress bar when positive.
     warm_start : bool, default=False
+        Continue training the fitted module on the next ``fit``.
     checkpoint : str, os.PathLike or Checkpoint, default=None
         Directory where the training state is saved after every epoch
         (``Checkpoint(directory, every=k)``: every ``k`` epochs); a later
@@ -829,6 +837,7 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
             ``X=None``, a 1-D array of times; ``z0`` is then the state at the
             earliest of them.
         n_samples : int, default=100
+            Trajectories to draw per series.
         random_state : int, RandomState or None, default=None
             Seeds the draws; equal seeds give equal samples.
         prior : bool, default=False

@@ -75,6 +75,8 @@ class LatentODEClassifier(_SeriesClassifier, ClassifierMixin, LatentODE):
     id). ``cross_val_score(clf, X, y, cv=5, scoring="roc_auc")`` works with
     X a 3-D array or a list of series. A 2-D array is one series.
 
+    Parameters not listed below are those of :class:`LatentODE`.
+
     Parameters
     ----------
     classification_weight : float, default=100.0
@@ -98,6 +100,7 @@ class LatentODEClassifier(_SeriesClassifier, ClassifierMixin, LatentODE):
         italy_power_demand, test accuracy 0.57 against 0.66 at 0.1 with the
         earlier 10% validation split and patience 20).
     validation_fraction : float, default=0.0
+        Share of series held out for early stopping; 0 trains on every series (see ``patience``).
     patience : int or None, default=None
         Every fit trains ``max_epochs`` on every series, as
         :class:`ODERNNClassifier` does: labelled series are scarce, and a
@@ -106,8 +109,6 @@ class LatentODEClassifier(_SeriesClassifier, ClassifierMixin, LatentODE):
         10% split and patience 20 against 0.90 without). With hundreds of
         series, ``validation_fraction=0.1, patience=20`` stops early on
         held-out series.
-
-    The other parameters are those of :class:`LatentODE`.
 
     Attributes
     ----------

@@ -318,6 +318,7 @@ class LatentSDE(ForecastIntervals, SeriesModel):
     diffusion_hidden_size : int, default=16
         Hidden width of each latent dimension's diffusion network.
     activation : {"tanh", "relu", "softplus", "elu", "silu", "gelu"}, default="tanh"
+        Nonlinearity between the hidden layers of the networks.
     dt : float, default=0.25
         Solver step in standardised time (units of the median observation
         gap when ``standardize=True``).
@@ -354,18 +355,23 @@ class LatentSDE(ForecastIntervals, SeriesModel):
     max_num_steps : int, default=10000
         Steps allowed per solve; past it :class:`~dynlearn.exceptions.IntegrationError`.
     max_epochs : int, default=200
+        Most passes over the training data; early stopping (``patience``) may end training sooner.
     batch_size : int, default=32
         Windows (series) per minibatch.
     learning_rate : float, default=1e-2
+        Step size of the AdamW optimiser.
     weight_decay : float, default=0.0
+        AdamW weight decay.
     validation_fraction : float, default=0.1
         Share of series held out for early stopping on the (stochastic)
         negative ELBO.
     patience : int or None, default=20
+        Epochs without improvement before stopping; None trains all epochs.
     standardize : bool, default=True
         Scale each feature to zero mean and unit variance and time by the
         median observation gap, inside the estimator.
     device : str, default="auto"
+        "auto" (a GPU when one is present), "cpu", "cuda" or "cuda:<index>".
     n_threads : int, "auto" or None, default="auto"
         torch's intra-op threads while ``fit``, ``predict`` and the other
         public methods run; the caller's setting is restored afterwards.
@@ -375,11 +381,14 @@ class LatentSDE(ForecastIntervals, SeriesModel):
         cores (see README); None leaves torch's setting alone. ``fit``
         records the count it trained with in ``n_threads_``.
     dtype : {"float32", "float64"}, default="float32"
+        Floating-point type of the weights and of the computations: float32 is faster, float64 more precise.
     random_state : int, RandomState or None, default=None
         Seeds weights, minibatch order, initial-state draws and Brownian
         paths; the global torch seed is untouched.
     verbose : int, default=0
+        Show a progress bar when positive.
     warm_start : bool, default=False
+        Continue training the fitted module on the next ``fit``.
     checkpoint : str, os.PathLike or Checkpoint, default=None
         Directory where the training state is saved after every epoch
         (``Checkpoint(directory, every=k)``: every ``k`` epochs); a later

@@ -184,6 +184,7 @@ class NeuralODE(ConformalIntervals, SeriesModel):
     hidden_layer_sizes : tuple of int, default=(64, 64)
         Widths of the hidden layers of ``f``; ``()`` gives a linear system.
     activation : {"tanh", "relu", "softplus", "elu", "silu", "gelu"}, default="tanh"
+        Nonlinearity between the hidden layers of the networks.
     time_dependent : bool, default=False
         Feed time to ``f`` (non-autonomous dynamics).
     augment_dim : int or "auto", default="auto"
@@ -224,9 +225,11 @@ class NeuralODE(ConformalIntervals, SeriesModel):
     max_num_steps : int, default=1000
         Step limit of each solve; past it :class:`~dynlearn.exceptions.IntegrationError`.
     max_epochs : int, default=200
+        Most passes over the training data; early stopping (``patience``) may end training sooner.
     batch_size : int, default=64
         Windows per minibatch.
     learning_rate : float, default=3e-3
+        Step size of the AdamW optimiser.
     weight_decay : float, default=0.0
         AdamW weight decay.
     validation_fraction : float, default=0.1
@@ -249,6 +252,7 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         cores (see README); None leaves torch's setting alone. ``fit``
         records the count it trained with in ``n_threads_``.
     dtype : {"float32", "float64"}, default="float32"
+        Floating-point type of the weights and of the computations: float32 is faster, float64 more precise.
     random_state : int, RandomState or None, default=None
         Seeds weights and minibatch order; the global torch seed is untouched.
     verbose : int, default=0

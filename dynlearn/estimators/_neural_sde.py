@@ -181,14 +181,20 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
     through several queries are one path. ``predict(X)`` gives one-step-ahead
     predictions at X's own times and ``score`` their R².
 
+    ``rtol``, ``atol`` and ``adjoint`` are not parameters: every solve is
+    fixed-step and training backpropagates through the moment propagation,
+    not through an SDE solve.
+
     Parameters
     ----------
     hidden_layer_sizes : tuple of int, default=(64, 64)
         Widths of the hidden layers of the drift and of the diffusion network.
     activation : {"tanh", "relu", "softplus", "elu", "silu", "gelu"}, default="tanh"
+        Nonlinearity between the hidden layers of the networks.
     time_dependent : bool, default=False
         Feed time to both networks.
     noise_type : {"diagonal", "scalar"}, default="diagonal"
+        Diffusion structure: ``"diagonal"``, one independent noise per state component; ``"scalar"``, one Brownian motion shared by all components.
     diffusion_floor : float, default=1e-3
         Smallest diffusion amplitude, on the standardised scale.
     step_size : float, default=0.5
@@ -202,19 +208,24 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
         Most sub-steps per propagation or per sampled gap; beyond it
         :class:`~dynlearn.exceptions.IntegrationError`.
     max_epochs : int, default=200
+        Most passes over the training data; early stopping (``patience``) may end training sooner.
     batch_size : int, default=128
         Transitions per minibatch.
     learning_rate : float, default=3e-3
+        Step size of the AdamW optimiser.
     weight_decay : float, default=0.0
+        AdamW weight decay.
     validation_fraction : float, default=0.1
         Share of series held out for early stopping on their likelihood. The
         likelihood is flat near its optimum, so a small held-out share is a
         noisy stopping signal; with few series, 0 (train on all, monitor the
         training loss) recovers the coefficients better.
     patience : int or None, default=10
+        Epochs without improvement before stopping; None trains all epochs.
     standardize : bool, default=True
         Scale features and time inside the estimator (see :class:`NeuralODE`).
     device : str, default="auto"
+        "auto" (a GPU when one is present), "cpu", "cuda" or "cuda:<index>".
     n_threads : int, "auto" or None, default="auto"
         torch's intra-op threads while ``fit``, ``predict`` and the other
         public methods run; the caller's setting is restored afterwards.
@@ -224,10 +235,13 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
         cores (see README); None leaves torch's setting alone. ``fit``
         records the count it trained with in ``n_threads_``.
     dtype : {"float32", "float64"}, default="float32"
+        Floating-point type of the weights and of the computations: float32 is faster, float64 more precise.
     random_state : int, RandomState or None, default=None
         Seeds weights and minibatch order (``sample`` takes its own).
     verbose : int, default=0
+        Show a progress bar when positive.
     warm_start : bool, default=False
+        Continue training the fitted module on the next ``fit``.
     checkpoint : str, os.PathLike or Checkpoint, default=None
         Directory where the training state is saved after every epoch
         (``Checkpoint(directory, every=k)``: every ``k`` epochs); a later
@@ -239,10 +253,6 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
         after the estimator's own (e.g. ``StepDecay``, ``CSVLogger``). The
         objects themselves are called, not copies, so they can collect what
         they see.
-
-    ``rtol``, ``atol`` and ``adjoint`` are not parameters: every solve is
-    fixed-step and training backpropagates through the moment propagation,
-    not through an SDE solve.
 
     Attributes
     ----------
@@ -492,6 +502,7 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
             Query times as for :meth:`predict`; None samples each observation
             of X from the one before it.
         n_samples : int, default=100
+            Sample paths to draw per series.
         random_state : int, RandomState or None, default=None
             Seeds the Brownian paths: the same value gives the same samples.
         X_t : array-like or list of array-like, default=None
@@ -580,6 +591,7 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
             Non-decreasing output times on the training data's float clock;
             the first is the time of ``x0``.
         n_samples : int, default=1
+            Sample paths to draw per series.
         random_state : int, RandomState or None, default=None
             Seeds the Brownian paths.
 

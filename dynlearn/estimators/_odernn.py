@@ -356,6 +356,7 @@ _SHARED_DOC = """
         an int uses the paper's GRU, whose gates are one-hidden-layer MLPs of
         that width.
     activation : {"tanh", "relu", "softplus", "elu", "silu", "gelu"}, default="tanh"
+        Nonlinearity between the hidden layers of the networks.
     step_size : float or None, default=None
         Longest step of fixed-step solvers, in the data's time units; each
         gap is split into equal steps no longer than this, on each series'
@@ -379,13 +380,16 @@ _SHARED_DOC = """
     max_num_steps : int, default=1000
         Step limit of each solve; past it :class:`~dynlearn.exceptions.IntegrationError`.
     max_epochs : int, default={max_epochs}
+        Most passes over the training data; early stopping (``patience``) may end training sooner.
     batch_size : int, default=50
         Series per minibatch.
     learning_rate : float, default=1e-2
+        Initial step size of the AdamW optimiser (see ``learning_rate_decay``).
     learning_rate_decay : float, default=0.999
         Factor applied to the learning rate after every minibatch, down to a
         tenth of ``learning_rate`` (the paper's schedule); 1 keeps it constant.
     weight_decay : float, default=0.0
+        AdamW weight decay.
     validation_fraction : float, default={validation_fraction}
         Share of series held out for early stopping; 0 monitors the training loss.
     patience : int or None, default={patience}
@@ -397,6 +401,7 @@ _SHARED_DOC = """
         time so that the median series window spans five units, inside the
         estimator.
     device : str, default="auto"
+        "auto" (a GPU when one is present), "cpu", "cuda" or "cuda:<index>".
     n_threads : int, "auto" or None, default="auto"
         torch's intra-op threads while ``fit``, ``predict`` and the other
         public methods run; the caller's setting is restored afterwards.
@@ -406,10 +411,13 @@ _SHARED_DOC = """
         cores (see README); None leaves torch's setting alone. ``fit``
         records the count it trained with in ``n_threads_``.
     dtype : {"float32", "float64"}, default="float32"
+        Floating-point type of the weights and of the computations: float32 is faster, float64 more precise.
     random_state : int, RandomState or None, default=None
         Seeds weights, minibatch order and the rows hidden in training.
     verbose : int, default=0
+        Show a progress bar when positive.
     warm_start : bool, default=False
+        Continue training the fitted module on the next ``fit``.
     checkpoint : str, os.PathLike or Checkpoint, default=None
         Directory where the training state is saved after every epoch
         (``Checkpoint(directory, every=k)``: every ``k`` epochs); a later
@@ -488,6 +496,7 @@ class ODERNN(ConformalIntervals, _ODERNNBase):
         where it never saw data. It changes predictions only where the
         state would leave the box; ``False`` evolves the state freely.
     {shared}
+
     Attributes
     ----------
     module_ : torch.nn.Module
@@ -891,6 +900,18 @@ class ODERNNClassifier(_SeriesClassifier, ClassifierMixin, _ODERNNBase):
     row, so for those pass the series as a list or a 3-D array. A 2-D array
     is one series (rows are its times), as everywhere in dynlearn.
 
+    The classifier's defaults differ from :class:`ODERNN`'s where small
+    labelled sets demand it: ``max_epochs=200``, ``validation_fraction=0``
+    and ``patience=None`` (every fit trains 200 epochs on every series).
+    Labelled series are scarce in classification: a 10% validation split of
+    40 series (4 series, as many as basic_motions has classes) takes training
+    data and stops on noise (one seed stopped after a few epochs at 0.35
+    accuracy), and stopping on a training loss that has not improved for 10
+    epochs stopped gunpoint at epoch 77 with 0.52 training accuracy, where
+    200 epochs reach 0.98 (test 0.89). With hundreds of series, pass
+    ``validation_fraction=0.1, patience=10`` for early stopping on held-out
+    series.
+
     Parameters
     ----------
     head_hidden_layer_sizes : tuple of int, default=()
@@ -910,17 +931,6 @@ class ODERNNClassifier(_SeriesClassifier, ClassifierMixin, _ODERNNBase):
         makes the state track the dynamics, which the label alone teaches
         slowly. 0 trains on the labels alone.
     {shared}
-    The classifier's defaults differ from :class:`ODERNN`'s where small
-    labelled sets demand it: ``max_epochs=200``, ``validation_fraction=0``
-    and ``patience=None`` (every fit trains 200 epochs on every series).
-    Labelled series are scarce in classification: a 10% validation split of
-    40 series (4 series, as many as basic_motions has classes) takes training
-    data and stops on noise (one seed stopped after a few epochs at 0.35
-    accuracy), and stopping on a training loss that has not improved for 10
-    epochs stopped gunpoint at epoch 77 with 0.52 training accuracy, where
-    200 epochs reach 0.98 (test 0.89). With hundreds of series, pass
-    ``validation_fraction=0.1, patience=10`` for early stopping on held-out
-    series.
 
     Attributes
     ----------

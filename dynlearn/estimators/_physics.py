@@ -423,6 +423,7 @@ class PhaseSpaceModel(ConformalIntervals, SeriesModel):
         Parameters
         ----------
         x : array-like of shape (n_points, n_features)
+            States, in user units and the column order of the training data.
 
         Returns
         -------

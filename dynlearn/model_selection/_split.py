@@ -105,6 +105,7 @@ class SeriesTimeSplit(BaseCrossValidator):
             ``time`` columns), a time-indexed frame (one series), or one
             series as a 2-D array.
         y, groups : ignored
+            Not used; present for scikit-learn's splitter API.
 
         Yields
         ------

@@ -42,8 +42,11 @@ class MLPVectorField(nn.Module):
     Parameters
     ----------
     state_dim : int
+        Dimension of the state ``y``.
     hidden : sequence of int
+        Widths of the hidden layers.
     activation : str
+        A name of :data:`dynlearn.nn.ACTIVATIONS`.
     time_dependent : bool
         Feed time to the network as an extra input.
     """
