@@ -58,7 +58,10 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(torch|numpy|np|pandas|pd|sklearn|scipy|matplotlib|torchsde|torchdiffeq|joblib)(\..*)?"),
     (r"py:.*", r"(abc|collections|contextlib|dataclasses|datetime|enum|os|pathlib|typing|threading)\..*"),
     (r"py:class", r"(int|float|str|bool|bytes|dict|list|tuple|set|object|type|callable|None|Any)"),
-    (r"py:class", r"(BaseException|Exception|ValueError|RuntimeError|TypeError|OSError|KeyError|UserWarning|Warning|ImportError|FileNotFoundError|IOError)"),
+    (
+        r"py:class",
+        r"(BaseException|Exception|ValueError|RuntimeError|TypeError|OSError|KeyError|UserWarning|Warning|ImportError|FileNotFoundError|IOError)",
+    ),
 ]
 
 html_theme = "pydata_sphinx_theme"

@@ -63,6 +63,7 @@ class LastValueForecaster(ConformalIntervals, SeriesModel):
     Attributes
     ----------
     n_features_in_ : int
+        Number of features seen in ``fit``.
     feature_names_in_ : ndarray of str
         Defined when fitted on a DataFrame.
     input_spec_ : InputSpec
@@ -338,6 +339,7 @@ class AutoForecaster(BaseEstimator):
     horizon_ : int, float or Timedelta
         The horizon used (``horizon`` resolved).
     n_splits_ : int
+        Number of backtest folds.
     search_time_ : float
         Seconds the backtest took.
 

@@ -11,8 +11,18 @@ import pytest
 import dynlearn
 
 API = Path(__file__).resolve().parents[1] / "docs" / "api.rst"
-SUBPACKAGES = ["datasets", "metrics", "model_selection", "preprocessing", "plotting", "exceptions",
-               "training", "data", "solvers", "nn"]
+SUBPACKAGES = [
+    "datasets",
+    "metrics",
+    "model_selection",
+    "preprocessing",
+    "plotting",
+    "exceptions",
+    "training",
+    "data",
+    "solvers",
+    "nn",
+]
 
 
 def _documented_by_module() -> dict[str, set[str]]:

@@ -302,13 +302,19 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
         ``encoder`` (ODE-RNN), ``posterior`` (state to mean and std),
         ``field`` (latent vector field), ``decoder``.
     history_ : History
+        Per-epoch losses; ``history_.to_frame()`` tabulates them.
     n_features_in_ : int
+        Number of features seen in ``fit``.
     feature_names_in_ : ndarray of str
         Defined when fitted on a DataFrame.
     n_epochs_ : int
+        Epochs trained in the last ``fit``.
     training_time_ : float
+        Seconds spent in the last ``fit``.
     mean_, scale_ : ndarray of shape (n_features,)
+        Per-feature standardisation.
     time_scale_ : float
+        Time unit the model integrates in (the median series window spans five of them).
     data_min_, data_max_ : ndarray of shape (n_features,)
         Observed range of each feature at fit (user units), the reference
         of :class:`~dynlearn.exceptions.ForecastRangeWarning`.

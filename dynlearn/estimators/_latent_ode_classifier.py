@@ -113,13 +113,18 @@ class LatentODEClassifier(_SeriesClassifier, ClassifierMixin, LatentODE):
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
+        Class labels, in the order of the columns of ``predict_proba``.
     module_ : torch.nn.Module
         :class:`LatentODE`'s ``encoder``, ``posterior``, ``field`` and
         ``decoder``, and the classification ``head``.
     history_ : History
+        Per-epoch losses; ``history_.to_frame()`` tabulates them.
     n_features_in_ : int
+        Number of features seen in ``fit``.
     n_epochs_ : int
+        Epochs trained in the last ``fit``.
     training_time_ : float
+        Seconds spent in the last ``fit``.
 
     Examples
     --------

@@ -407,14 +407,21 @@ class LatentSDE(ForecastIntervals, SeriesModel):
         The trained model (encoder, ``dynamics`` with the prior drift, the
         posterior's correction and the diffusion, decoder).
     history_ : History
+        Per-epoch losses; ``history_.to_frame()`` tabulates them.
     n_features_in_ : int
+        Number of features seen in ``fit``.
     feature_names_in_ : ndarray of str
+        Names of the features seen in ``fit``; defined when fitted on a DataFrame.
     n_epochs_ : int
+        Epochs trained in the last ``fit``.
     training_time_ : float
+        Seconds spent in the last ``fit``.
     method_ : str
         The torchsde method the model was fitted with.
     mean_, scale_ : ndarray of shape (n_features,)
+        Per-feature standardisation.
     time_scale_ : float
+        Time unit the model integrates in (median observation gap).
     data_min_, data_max_ : ndarray of shape (n_features,)
         Observed range of each feature at fit (user units), the reference
         of :class:`~dynlearn.exceptions.ForecastRangeWarning`.

@@ -300,9 +300,11 @@ class NeuralODE(ConformalIntervals, SeriesModel):
     history_ : History
         Per-epoch losses; ``history_.to_frame()`` tabulates them.
     n_features_in_ : int
+        Number of features seen in ``fit``.
     feature_names_in_ : ndarray of str
         Defined when fitted on a DataFrame.
     n_epochs_ : int
+        Epochs trained in the last ``fit``.
     training_time_ : float
         Seconds spent in the last ``fit``.
     mean_, scale_ : ndarray of shape (n_features,)

@@ -502,11 +502,17 @@ class ODERNN(ConformalIntervals, _ODERNNBase):
     module_ : torch.nn.Module
         ``module_.encoder`` (:class:`dynlearn.nn.ODERNNEncoder`) and ``module_.decoder``.
     history_ : History
+        Per-epoch losses; ``history_.to_frame()`` tabulates them.
     n_features_in_ : int
+        Number of features seen in ``fit``.
     feature_names_in_ : ndarray of str
+        Names of the features seen in ``fit``; defined when fitted on a DataFrame.
     n_epochs_ : int
+        Epochs trained in the last ``fit``.
     training_time_ : float
+        Seconds spent in the last ``fit``.
     mean_, scale_ : ndarray of shape (n_features,)
+        Per-feature standardisation.
     time_scale_ : float
         One internal time unit in the data's units: with ``standardize=True``
         the median series window spans five internal units.
@@ -935,12 +941,17 @@ class ODERNNClassifier(_SeriesClassifier, ClassifierMixin, _ODERNNBase):
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
+        Class labels, in the order of the columns of ``predict_proba``.
     module_ : torch.nn.Module
         ``module_.encoder``, ``module_.decoder`` and ``module_.head``.
     history_ : History
+        Per-epoch losses; ``history_.to_frame()`` tabulates them.
     n_features_in_ : int
+        Number of features seen in ``fit``.
     n_epochs_ : int
+        Epochs trained in the last ``fit``.
     training_time_ : float
+        Seconds spent in the last ``fit``.
 
     Examples
     --------

@@ -33,7 +33,9 @@ class SeriesScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator, auto_w
     Attributes
     ----------
     mean_, scale_ : ndarray of shape (n_features,)
+        Per-feature standardisation.
     n_features_in_ : int
+        Number of features seen in ``fit``.
     feature_names_in_ : ndarray of str
         Defined when fitted on a DataFrame.
 
