@@ -11,6 +11,7 @@ from ._catalogue import DatasetEntry, catalogue, dataset
 
 # --- simulators (make_*) ---
 from ._benchmarks import make_periodic, make_spirals
+from ._forced import make_forced_oscillator
 from ._hopper import make_hopper
 from ._physical import make_double_pendulum, make_mass_spring, make_pendulum, make_two_body
 from ._sim_dissipative import make_fitzhugh_nagumo, make_lorenz, make_lotka_volterra, make_van_der_pol
@@ -32,6 +33,7 @@ __all__ = [
     "make_damped_oscillator",
     "make_double_pendulum",
     "make_fitzhugh_nagumo",
+    "make_forced_oscillator",
     "make_geometric_brownian_motion",
     "make_hopper",
     "make_lorenz",
