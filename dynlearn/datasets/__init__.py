@@ -24,6 +24,7 @@ from ._fetch import ChecksumError, DatasetNotFoundError, DownloadError, UnsafeAr
 from ._mocap import fetch_mocap6
 from ._physionet import fetch_physionet2012
 from ._real import fetch_real_pendulum, load_lynx_hare
+from ._tanks import load_cascaded_tanks
 
 __all__ = [
     "DatasetEntry",
@@ -56,5 +57,6 @@ __all__ = [
     "fetch_physionet2012",
     "fetch_real_pendulum",
     "get_data_home",
+    "load_cascaded_tanks",
     "load_lynx_hare",
 ]
