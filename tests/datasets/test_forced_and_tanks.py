@@ -39,6 +39,18 @@ def test_step_inputs_are_held_from_observation_times():
     np.testing.assert_array_equal(truth.input_function(0, middle), u[:-1])
 
 
+def test_noise_gaps_and_irregular_times_touch_the_states_only():
+    np.random.seed(0)
+    frame, truth = make_forced_oscillator(n_series=5, n_times=30, noise=0.1, missing_fraction=0.3, irregular=True,
+                                          random_state=2, return_truth=True)
+    np.random.seed(1)  # the global seed is never read
+    assert frame.equals(make_forced_oscillator(n_series=5, n_times=30, noise=0.1, missing_fraction=0.3,
+                                               irregular=True, random_state=2))
+    assert frame["u"].notna().all() and frame[["q", "p"]].isna().any().any()
+    np.testing.assert_array_equal(frame["u"].to_numpy(), truth.inputs.ravel())  # the input is known exactly
+    assert np.all(np.diff(truth.times, axis=1) > 0) and np.all(truth.times[:, 0] == 0.0)
+
+
 def test_forced_oscillator_refuses_unknown_inputs():
     with pytest.raises(InputError, match="input"):
         make_forced_oscillator(input="chirp")
