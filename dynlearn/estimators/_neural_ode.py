@@ -899,8 +899,7 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         if covariates is None:
             raise input_error(
                 "covariates", expected, "None",
-                f"Pass the input signal ({list(self.covariates) if not isinstance(self.covariates, str) else [self.covariates]}) "
-                "at the simulation times.",
+                f"Pass the input signal (covariates={self.covariates!r}) at every time of t, one column each.",
             )
         values = _as_numbers(covariates, "covariates", expected)
         if values.ndim == 1 and n_inputs == 1:
