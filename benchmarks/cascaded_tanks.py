@@ -17,7 +17,21 @@ record is reported as the fit figure.
     OMP_NUM_THREADS=1 python benchmarks/cascaded_tanks.py --label default
 
 appends rows to ``results.csv`` and rewrites ``report.md`` in
-``benchmarks/results/cascaded_tanks/``. ``--options '{"augment_dim": 2}'``
+``benchmarks/results/cascaded_tanks/``. The rows of the report came from::
+
+    --label default
+    --label one-state-long-windows --options '{"window_size": 256, "augment_dim": 0}'
+    --label long-windows-encoder --options '{"window_size": 256, "hidden_init": "encoder"}'   (--seeds 0, 1)
+    --label two-hidden-encoder --options '{"window_size": 256, "hidden_init": "encoder", "augment_dim": 2}'
+    --label whole-record-encoder --options '{"window_size": null, "hidden_init": "encoder",
+        "validation_fraction": 0.0, "max_epochs": 200}'   (--seeds 0, 1)
+    --label whole-record-encoder-400 --options '{"window_size": null, "hidden_init": "encoder",
+        "validation_fraction": 0.0, "max_epochs": 400, "patience": 50}'
+
+``window_size=None`` trains on the whole estimation record at once, after the
+curriculum's shorter windows: the loss is then the free-run simulation error
+the benchmark measures (with ``validation_fraction=0``, since holding out the
+end of the only series would leave no whole record to train on). ``--options '{"augment_dim": 2}'``
 passes parameters to NeuralODE (recorded with the row); ``--seeds 0 1 2``
 repeats the fit; ``--data`` points at a local ``dataBenchmark.csv``
 (default: the shared copy when present, else the download).
