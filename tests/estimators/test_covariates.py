@@ -94,6 +94,8 @@ def test_missing_inputs_are_refused_with_the_column_and_rows(panel, driven):
     holed.loc[holed.index[3], "u"] = np.nan
     with pytest.raises(InputError, match=r"'u'.*\(16, 0\.7627"):
         driven.predict(holed, t=future[["series_id", "time", "u"]])
+    with pytest.raises(InputError, match=r"'u'.*\(16, 0\.7627"):
+        NeuralODE(covariates=["u"], max_epochs=1).fit(holed)
     query = future[["series_id", "time", "u"]].copy()
     query.loc[query.index[2], "u"] = np.nan
     with pytest.raises(InputError, match=rf"input column 'u'.*index {query.index[2]}"):
