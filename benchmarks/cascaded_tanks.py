@@ -25,8 +25,8 @@ appends rows to ``results.csv`` and rewrites ``report.md`` in
     --label two-hidden-encoder --options '{"window_size": 256, "hidden_init": "encoder", "augment_dim": 2}'
     --label whole-record-encoder --options '{"window_size": null, "hidden_init": "encoder",
         "validation_fraction": 0.0, "max_epochs": 200}'   (--seeds 0, 1)
-    --label whole-record-encoder-400 --options '{"window_size": null, "hidden_init": "encoder",
-        "validation_fraction": 0.0, "max_epochs": 400, "patience": 50}'
+    --label whole-record-encoder-all-epochs --options '{"window_size": null, "hidden_init": "encoder",
+        "validation_fraction": 0.0, "max_epochs": 200, "patience": null}'   (--seeds 0, 1)
 
 ``window_size=None`` trains on the whole estimation record at once, after the
 curriculum's shorter windows: the loss is then the free-run simulation error
