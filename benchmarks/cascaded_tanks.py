@@ -93,6 +93,11 @@ def free_run(model, record: pd.DataFrame, start: float) -> np.ndarray:
     return model.simulate([start], times, covariates=record[["u"]].to_numpy(float))[:, 0]
 
 
+def rmse(model, record: pd.DataFrame, start: float) -> float:
+    """Root mean squared error (V) of the free run over ``record``."""
+    return float(np.sqrt(np.mean((free_run(model, record, start) - record["y"].to_numpy()) ** 2)))
+
+
 def run(label: str, options: dict, seeds: list[int], data: str | None) -> list[dict]:
     from dynlearn import NeuralODE
 
@@ -108,14 +113,13 @@ def run(label: str, options: dict, seeds: list[int], data: str | None) -> list[d
             warnings.simplefilter("ignore")
             model.fit(estimation)
         fit_time = time.perf_counter() - started
-        rmse = lambda record: float(np.sqrt(np.mean((free_run(model, record, start) - record["y"].to_numpy()) ** 2)))  # noqa: E731
         rows.append(
             {
                 "label": label,
                 "options": json.dumps(options, sort_keys=True),
                 "seed": seed,
-                "rmse_validation": rmse(validation),
-                "rmse_estimation": rmse(estimation),
+                "rmse_validation": rmse(model, validation, start),
+                "rmse_estimation": rmse(model, estimation, start),
                 "epochs": model.n_epochs_,
                 "fit_seconds": fit_time,
                 "threads": torch.get_num_threads(),

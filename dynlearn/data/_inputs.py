@@ -10,9 +10,10 @@ moves those columns from a validated :class:`SeriesBatch` into its
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from numbers import Integral
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd

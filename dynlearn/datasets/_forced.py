@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from scipy.integrate import solve_ivp
@@ -175,7 +176,7 @@ def _integrate(field: Callable, x0: np.ndarray, times: np.ndarray, force: Callab
             continue
         start = times[k]
         held = force(np.array([start]))[0]
-        solution = solve_ivp(lambda t, x: field(x, held), (start, times[k + 1]), states[k], method="DOP853",
+        solution = solve_ivp(lambda t, x, held=held: field(x, held), (start, times[k + 1]), states[k], method="DOP853",
                              rtol=RTOL, atol=ATOL)
         _check_solved(solution, series)
         states[k + 1] = solution.y[:, -1]

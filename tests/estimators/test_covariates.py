@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 
 import dynlearn
-from dynlearn import NeuralODE, ODERNN
+from dynlearn import ODERNN, NeuralODE
 from dynlearn.datasets import make_forced_oscillator
 from dynlearn.exceptions import InputError
 from dynlearn.metrics import make_forecast_scorer, r2_score
@@ -51,7 +50,7 @@ def test_inputs_let_the_model_forecast_under_new_input_signals(panel, driven):
     blind = NeuralODE(**{**SMALL, "solver": "dopri5"}).fit(train.drop(columns="u"))
     unaware = blind.predict(history.drop(columns="u"), t=future[["series_id", "time"]])
     truth = future[["series_id", "time", *STATES]]
-    mse = lambda p: float(((p[STATES].to_numpy() - truth[STATES].to_numpy()) ** 2).mean())  # noqa: E731
+    mse = lambda p: float(((p[STATES].to_numpy() - truth[STATES].to_numpy()) ** 2).mean())
     assert mse(unaware) < 2 * float((truth[STATES].to_numpy() ** 2).mean())
     assert r2_score(truth, predicted) > 0.9
     assert mse(predicted) * 3 < mse(unaware)
