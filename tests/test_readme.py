@@ -60,3 +60,14 @@ def test_seed_ensemble_example_averages_its_members(tmp_path, monkeypatch):
     forecast = ensemble.predict(frame, t=[21.0])
     members = [m.predict(frame, t=[21.0])[["q", "p"]].to_numpy() for m in ensemble.estimators_]
     assert abs(forecast[["q", "p"]].to_numpy() - sum(members) / 3).max() < 1e-12
+
+
+def test_systems_with_inputs_example_forecasts_under_known_inputs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    namespace = _run(_python_block("make_forced_oscillator("), "README systems with inputs example")
+    forecast, future, free_run = namespace["forecast"], namespace["future"], namespace["free_run"]
+    assert list(forecast.columns) == ["series_id", "time", "q", "p"]
+    from dynlearn.metrics import r2_score
+
+    assert r2_score(future[["series_id", "time", "q", "p"]], forecast) > 0.9
+    assert free_run.shape == (60, 2)

@@ -2,10 +2,12 @@
 
 Every estimator method passes its input through :func:`check_series` and
 gets a :class:`SeriesBatch` back; :func:`to_user_kind` formats outputs like
-the input was given.
+the input was given. Known inputs (covariates) are split off the states by
+:func:`split_inputs` and read at query times by :func:`check_query_times`.
 """
 
 from ._container import InputSpec, QueryTimes, SeriesBatch
+from ._inputs import input_columns, split_inputs
 from ._scaling import masked_mean_scale
 from ._output import batch_to_user_kind, to_user_kind
 from ._time import TimeEncoding
@@ -21,6 +23,8 @@ __all__ = [
     "batch_to_user_kind",
     "check_query_times",
     "check_series",
+    "input_columns",
+    "split_inputs",
     "masked_mean_scale",
     "to_user_kind",
 ]

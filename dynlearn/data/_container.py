@@ -63,6 +63,12 @@ class SeriesBatch:
         Series identifiers, in order of first appearance.
     spec : InputSpec
         The kind of input, feature names and time encoding.
+    inputs : ndarray of shape (n_series, max_len, n_inputs) or None
+        Known inputs (covariates) at every row, split off the values by
+        :func:`~dynlearn.data.split_inputs` for a model driven by them;
+        None otherwise. Rows past a series' length repeat its last row.
+    input_names : tuple or None
+        Their column labels.
     """
 
     values: np.ndarray
@@ -71,6 +77,8 @@ class SeriesBatch:
     lengths: np.ndarray
     ids: np.ndarray
     spec: InputSpec
+    inputs: np.ndarray | None = None
+    input_names: tuple[Any, ...] | None = None
 
     @property
     def n_series(self) -> int:
@@ -103,6 +111,7 @@ class SeriesBatch:
             times=self.times[index, :width],
             lengths=lengths,
             ids=self.ids[index],
+            inputs=None if self.inputs is None else self.inputs[index, :width],
         )
 
     def with_values(self, values: np.ndarray) -> "SeriesBatch":
@@ -141,12 +150,16 @@ class QueryTimes:
     order, the position of that query among the real queries taken series
     by series (the order of ``np.nonzero(mask)``), and ``index`` is its
     index, so outputs come back row for row like the query frame.
+
+    ``inputs`` ``(n_series, n_queries, n_inputs)`` holds the known inputs at
+    the query times for a model driven by them (None otherwise).
     """
 
     times: np.ndarray
     mask: np.ndarray
     rows: np.ndarray | None = None
     index: Any = None
+    inputs: np.ndarray | None = None
 
     @property
     def n_queries(self) -> int:

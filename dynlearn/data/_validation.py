@@ -22,6 +22,7 @@ from ._container import (
     QueryTimes,
     SeriesBatch,
 )
+from ._inputs import own_inputs, query_inputs, refuse_array_queries
 from ._time import TimeEncoding, encoding_for, time_kind
 
 ID_COLUMN = "series_id"
@@ -698,7 +699,18 @@ def check_query_times(t: Any, batch: SeriesBatch, *, argument: str = "t") -> Que
     sorted within each series; for a frame, ``rows`` and ``index`` of the
     result let :func:`to_user_kind` return outputs in the frame's row order
     with its index.
+
+    For a batch with known inputs (see :func:`split_inputs`) the query must
+    be a frame holding the inputs at the query times (``None`` reads them at
+    the batch's own times); they come back in ``QueryTimes.inputs``.
     """
+    if batch.inputs is not None:
+        # A model driven by known inputs needs their values at the query times.
+        if t is None:
+            return own_inputs(QueryTimes(times=batch.times.copy(), mask=batch.row_mask), batch)
+        if not isinstance(t, pd.DataFrame):
+            refuse_array_queries(batch, argument)
+        return query_inputs(t, _query_frame(t, batch, argument), batch, argument)
     encoding = batch.spec.time_encoding
     if t is None:
         return QueryTimes(times=batch.times.copy(), mask=batch.row_mask)

@@ -11,6 +11,7 @@ from ._catalogue import DatasetEntry, catalogue, dataset
 
 # --- simulators (make_*) ---
 from ._benchmarks import make_periodic, make_spirals
+from ._forced import make_forced_oscillator
 from ._hopper import make_hopper
 from ._physical import make_double_pendulum, make_mass_spring, make_pendulum, make_two_body
 from ._sim_dissipative import make_fitzhugh_nagumo, make_lorenz, make_lotka_volterra, make_van_der_pol
@@ -23,6 +24,7 @@ from ._fetch import ChecksumError, DatasetNotFoundError, DownloadError, UnsafeAr
 from ._mocap import fetch_mocap6
 from ._physionet import fetch_physionet2012
 from ._real import fetch_real_pendulum, load_lynx_hare
+from ._tanks import load_cascaded_tanks
 
 __all__ = [
     "DatasetEntry",
@@ -32,6 +34,7 @@ __all__ = [
     "make_damped_oscillator",
     "make_double_pendulum",
     "make_fitzhugh_nagumo",
+    "make_forced_oscillator",
     "make_geometric_brownian_motion",
     "make_hopper",
     "make_lorenz",
@@ -54,5 +57,6 @@ __all__ = [
     "fetch_physionet2012",
     "fetch_real_pendulum",
     "get_data_home",
+    "load_cascaded_tanks",
     "load_lynx_hare",
 ]

@@ -39,8 +39,11 @@ def catalogue() -> dict[str, DatasetEntry]:
     entries = {}
     for attribute in datasets.__all__:
         prefix, _, name = attribute.partition("_")
-        if prefix in KINDS and callable(getattr(datasets, attribute)):
-            entries[name] = DatasetEntry(name, KINDS[prefix], getattr(datasets, attribute))
+        function = getattr(datasets, attribute)
+        if prefix in KINDS and callable(function):
+            # A loader that can download (load_cascaded_tanks) is listed as a download, whatever its prefix.
+            downloads = "download_if_missing" in inspect.signature(function).parameters
+            entries[name] = DatasetEntry(name, "download" if downloads else KINDS[prefix], function)
     return dict(sorted(entries.items()))
 
 

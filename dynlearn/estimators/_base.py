@@ -21,7 +21,15 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
 from sklearn.utils.validation import check_is_fitted
 
-from ..data import QueryTimes, SeriesBatch, check_query_times, check_series, masked_mean_scale
+from ..data import (
+    QueryTimes,
+    SeriesBatch,
+    check_query_times,
+    check_series,
+    input_columns,
+    masked_mean_scale,
+    split_inputs,
+)
 from ..exceptions import ForecastRangeWarning, input_error
 from ..metrics import forecast_score, r2_score_masked
 from ..solvers import ode_method
@@ -195,8 +203,6 @@ class SeriesModel(BaseEstimator):
         self._check_solver()
         self._check_callbacks()
         batch = check_series(X, t)
-        _check_every_feature_observed(batch)
-        self._fit_batch = batch
         spec = batch.spec
         self.input_spec_ = spec
         self.n_features_in_ = spec.n_features
@@ -204,6 +210,10 @@ class SeriesModel(BaseEstimator):
             self.feature_names_in_ = np.asarray(spec.feature_names, dtype=object)
         elif hasattr(self, "feature_names_in_"):
             del self.feature_names_in_
+        self._resolve_covariates(spec)
+        batch = split_inputs(batch, getattr(self, "covariate_index_", None))
+        _check_every_feature_observed(batch)
+        self._fit_batch = batch
         self.device_ = resolve_device(self.device)
         self.dtype_ = resolve_dtype(self.dtype)
         self._seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
@@ -214,6 +224,23 @@ class SeriesModel(BaseEstimator):
             self._fit_scaling(batch)
             self._record_data_range(batch)
         return batch
+
+    def _resolve_covariates(self, spec: Any) -> None:
+        """Record ``covariate_index_``: the columns of X that ``covariates`` names as known inputs.
+
+        Only estimators with a ``covariates`` parameter have inputs; for the
+        others (and ``covariates=None``) the attribute is absent.
+        """
+        positions = input_columns(getattr(self, "covariates", None), spec)
+        if len(positions):
+            self.covariate_index_ = positions
+        else:
+            self.__dict__.pop("covariate_index_", None)
+
+    @property
+    def _n_states(self) -> int:
+        """Modelled state columns: the features seen at fit less the known inputs."""
+        return self.n_features_in_ - len(getattr(self, "covariate_index_", ()))
 
     def _after_fit(self) -> None:
         """What a model does once a fit has succeeded (conformal models calibrate); nothing by default."""
@@ -416,6 +443,16 @@ class SeriesModel(BaseEstimator):
             self.scale_ = np.ones(batch.n_features)
             self.time_scale_ = 1.0
         self.time_offset_ = float(batch.times[:, 0].min())
+        if batch.inputs is not None:
+            rows = np.broadcast_to(batch.row_mask[..., None], batch.inputs.shape)
+            if self.standardize:
+                self.covariate_mean_, self.covariate_scale_ = masked_mean_scale(batch.inputs, rows)
+            else:
+                self.covariate_mean_ = np.zeros(batch.inputs.shape[-1])
+                self.covariate_scale_ = np.ones(batch.inputs.shape[-1])
+        else:
+            self.__dict__.pop("covariate_mean_", None)
+            self.__dict__.pop("covariate_scale_", None)
 
     def _record_data_range(self, batch: SeriesBatch) -> None:
         """Set ``data_min_`` / ``data_max_``: each feature's observed range in user units."""
@@ -453,6 +490,8 @@ class SeriesModel(BaseEstimator):
         if beyond[row, feature] <= RANGE_FACTOR:
             return values
         names = getattr(self, "feature_names_in_", None)
+        if names is not None and hasattr(self, "covariate_index_"):  # predictions hold the states only
+            names = np.delete(names, self.covariate_index_)
         name = repr(str(names[feature])) if names is not None else str(int(feature))
         warnings.warn(
             f"{type(self).__name__} predicts {flat[row, feature]:.4g} for feature {name}, "
@@ -476,7 +515,7 @@ class SeriesModel(BaseEstimator):
         its rows at those times would be a guess.
         """
         check_is_fitted(self, self._fitted_attribute)
-        return check_series(
+        batch = check_series(
             X,
             t,
             reference=self.input_spec_,
@@ -484,10 +523,15 @@ class SeriesModel(BaseEstimator):
             time_argument=time_argument,
             need_times=need_times,
         )
+        return split_inputs(batch, getattr(self, "covariate_index_", None))
 
     # --------------------------------------------------------------- scaling
     def _scale_values(self, values: np.ndarray) -> np.ndarray:
         return (values - self.mean_) / self.scale_
+
+    def _scale_inputs(self, inputs: np.ndarray) -> np.ndarray:
+        """Known inputs on the model's scale (standardised like the states)."""
+        return (inputs - self.covariate_mean_) / self.covariate_scale_
 
     def _unscale_values(self, values: np.ndarray) -> np.ndarray:
         return values * self.scale_ + self.mean_

@@ -493,6 +493,11 @@ def _cut_batch(batch: SeriesBatch, cuts: list[tuple[int, int, np.ndarray]]) -> t
         q_times[e, : len(future)], q_times[e, len(future):] = batch.times[i, future], batch.times[i, future[-1]]
         q_mask[e, : len(future)] = True
     lengths = np.array([origin + 1 for _, origin, _ in cuts])
+    inputs = q_inputs = None
+    if batch.inputs is not None:  # known inputs travel with the history and the query rows
+        inputs = np.stack([batch.inputs[i, np.minimum(np.arange(width), origin)] for i, origin, _ in cuts])
+        padded = [np.concatenate([future, np.repeat(future[-1:], n_queries - len(future))]) for _, _, future in cuts]
+        q_inputs = np.stack([batch.inputs[i, rows] for (i, _, _), rows in zip(cuts, padded)])
     history = replace(batch, values=values, mask=mask, times=times, lengths=lengths,
-                      ids=np.arange(len(cuts)))
-    return history, QueryTimes(times=q_times, mask=q_mask)
+                      ids=np.arange(len(cuts)), inputs=inputs)
+    return history, QueryTimes(times=q_times, mask=q_mask, inputs=q_inputs)

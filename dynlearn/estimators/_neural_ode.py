@@ -18,13 +18,14 @@ from torch import nn
 from ..data import QueryTimes, SeriesBatch, check_query_times, to_user_kind
 from ..exceptions import ConvergenceWarning, input_error
 from ..nn import ACTIVATIONS, BoxContraction, HistoryEncoder, MLPVectorField, SecondOrderField
-from ..solvers import solve_ode_irregular, solve_sde_irregular
+from ..solvers import CONTROL_INTERPOLATIONS, ControlPath, solve_ode_irregular, solve_sde_irregular
 from ._base import guarded_fit
 from ._intervals import ConformalIntervals
 from ._base import (
     SHARED_CONSTRAINTS,
     SeriesModel,
     _anchor_rows,
+    _as_numbers,
     _as_states,
     _finite_difference,
     _median_gap,
@@ -69,17 +70,20 @@ class _ODEModel(nn.Module):
     """
 
     def __init__(self, n_features: int, hidden: Sequence[int], activation: str, time_dependent: bool, augment_dim: int,
-                 second_order: bool, hidden_init: str = "zeros", box: tuple[np.ndarray, np.ndarray] | None = None):
+                 second_order: bool, hidden_init: str = "zeros", box: tuple[np.ndarray, np.ndarray] | None = None,
+                 n_inputs: int = 0, interpolation: str = "previous"):
         super().__init__()
         self.n_features = n_features
         self.augment_dim = augment_dim
         self.second_order = second_order
         self.hidden_init = hidden_init if augment_dim > 0 else "zeros"
+        self.n_inputs = n_inputs
+        self.interpolation = interpolation
         position_dim = n_features + augment_dim
         if second_order:
-            self.field = SecondOrderField(position_dim, hidden, activation, time_dependent)
+            self.field = SecondOrderField(position_dim, hidden, activation, time_dependent, n_inputs)
         else:
-            self.field = MLPVectorField(position_dim, hidden, activation, time_dependent)
+            self.field = MLPVectorField(position_dim, hidden, activation, time_dependent, n_inputs)
         if self.hidden_init == "encoder":
             self.encoder = HistoryEncoder(n_features, augment_dim, _ENCODER_WIDTH)
         self.guarded = box is not None
@@ -115,9 +119,20 @@ class _ODEModel(nn.Module):
     def observe(self, state: torch.Tensor) -> torch.Tensor:
         return state[..., : self.n_features]
 
-    def forward(self, y0: torch.Tensor, times: torch.Tensor, solve: dict[str, Any]) -> torch.Tensor:
-        # A field without a time input lets windows and series share one solve shifted to a common start.
-        return solve_ode_irregular(self.dynamics(), y0, times, autonomous=not self.field.time_dependent, **solve)
+    def control(self, times: torch.Tensor, inputs: torch.Tensor | None,
+                lead: tuple[torch.Tensor, torch.Tensor] | None = None) -> ControlPath | None:
+        """The known inputs of each row as a path over its solve times (None without inputs)."""
+        if not getattr(self, "n_inputs", 0):
+            return None
+        return ControlPath(times, inputs, self.interpolation, lead)
+
+    def forward(self, y0: torch.Tensor, times: torch.Tensor, solve: dict[str, Any],
+                control: ControlPath | None = None) -> torch.Tensor:
+        # A field without a time input (nor known inputs) lets windows and series share one solve shifted to a
+        # common start; inputs are read segment by segment, on the segment clock.
+        return solve_ode_irregular(
+            self.dynamics(), y0, times, autonomous=not self.field.time_dependent, control=control, **solve
+        )
 
 
 class _NoiseInjected(nn.Module):
@@ -292,6 +307,21 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         after the estimator's own (e.g. ``StepDecay``, ``CSVLogger``). The
         objects themselves are called, not copies, so they can collect what
         they see.
+    covariates : list of str or int, str or None, default=None
+        Known inputs ``u(t)``: the value columns of X (names for frames,
+        column indices for arrays) that drive the dynamics,
+        ``dx/dt = f(x, u(t))``, and are not forecast. They must be known at
+        every row of the history, and ``predict`` needs them at the query
+        times: pass ``t`` as a query frame holding them (the known future
+        inputs). Outputs hold the other columns only. ``simulate`` takes the
+        input signal as ``covariates=``. Not combined with ``noise_std > 0``.
+    covariate_interpolation : {"previous", "linear", "cubic"}, default="previous"
+        How the inputs are read between their samples inside a solve:
+        ``"previous"`` holds each sample until the next (zero-order hold,
+        as a digital controller applies it); ``"linear"`` joins samples by
+        straight lines; ``"cubic"`` is a Hermite cubic with backward
+        differences as slopes. None of them reads a sample after the time
+        being integrated, so a prediction never depends on later inputs.
 
     Attributes
     ----------
@@ -318,6 +348,11 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         Hidden dimensions used (``augment_dim`` resolved).
     window_size_ : int or None
         Training window length used (``window_size`` resolved).
+    covariate_index_ : ndarray of int
+        Positions of the ``covariates`` among X's value columns (absent
+        without inputs).
+    covariate_mean_, covariate_scale_ : ndarray of shape (n_inputs,)
+        Standardisation of the inputs (absent without inputs).
     conformal_leads_, conformal_residuals_, conformal_lead_edges_ : ndarray
         Calibration of the split conformal forecast intervals of
         ``predict_interval`` and ``predict_quantiles`` (see ``calibrate``),
@@ -354,6 +389,8 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         "history_length": [Interval(Integral, 1, None, closed="left")],
         "horizon": [Interval(Real, 0, None, closed="neither"), datetime.timedelta, np.timedelta64, None],
         "stabilize": ["boolean"],
+        "covariates": [list, tuple, str, None],
+        "covariate_interpolation": [StrOptions(set(CONTROL_INTERPOLATIONS))],
     }
 
     def __init__(
@@ -390,6 +427,8 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         stabilize: bool = True,
         checkpoint: Any = None,
         callbacks: Sequence[Any] | None = None,
+        covariates: Sequence[Any] | str | None = None,
+        covariate_interpolation: str = "previous",
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -423,6 +462,8 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         self.stabilize = stabilize
         self.checkpoint = checkpoint
         self.callbacks = callbacks
+        self.covariates = covariates
+        self.covariate_interpolation = covariate_interpolation
 
     # ----------------------------------------------------------------- fit
     @guarded_fit
@@ -455,7 +496,8 @@ class NeuralODE(ConformalIntervals, SeriesModel):
             if self.noise_std > 0 and module.training:
                 path = self._noisy_solve(module, y0, data["times"], noise_seeds)
             else:
-                path = module(y0, data["times"], solve)
+                control = module.control(data["times"], data.get("inputs"), _lead(data))
+                path = module(y0, data["times"], solve, control)
             predicted = module.observe(path)
             mask = data["mask"][:, 1:]
             squared = (predicted[:, 1:] - data["values"][:, 1:]) ** 2 * mask
@@ -478,17 +520,25 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         """Record the hidden dimensions and the window length this fit uses."""
         if self.warm_start and hasattr(self, "module_"):
             return
+        if batch.inputs is not None and self.noise_std > 0:
+            raise input_error(
+                "noise_std",
+                "0 for a model driven by covariates (noise injection does not read inputs yet)",
+                str(self.noise_std),
+                "Set noise_std=0, or fit without covariates.",
+            )
+        n_states = self._n_states
         if self.augment_dim == "auto":
-            self.augment_dim_ = _AUTO_HIDDEN_UNIVARIATE if self.n_features_in_ == 1 else 0
+            self.augment_dim_ = _AUTO_HIDDEN_UNIVARIATE if n_states == 1 else 0
         else:
             self.augment_dim_ = int(self.augment_dim)
         if self.hidden_init == "delay" and self.augment_dim_ > 0:
-            needed = 1 + math.ceil(self.augment_dim_ / self.n_features_in_)
+            needed = 1 + math.ceil(self.augment_dim_ / n_states)
             if self.history_length < needed:
                 raise input_error(
                     "history_length",
                     f"at least {needed} observations for {self.augment_dim_} delay coordinates of "
-                    f"{self.n_features_in_} feature(s)",
+                    f"{n_states} feature(s)",
                     str(self.history_length),
                     f"Set history_length={needed} or more, or use fewer hidden dimensions.",
                 )
@@ -530,7 +580,7 @@ class NeuralODE(ConformalIntervals, SeriesModel):
     def _build_module(self) -> _ODEModel:
         augment_dim = getattr(self, "augment_dim_", self.augment_dim if self.augment_dim != "auto" else 0)
         return _ODEModel(
-            self.n_features_in_,
+            self._n_states,
             tuple(self.hidden_layer_sizes),
             self.activation,
             self.time_dependent,
@@ -538,6 +588,8 @@ class NeuralODE(ConformalIntervals, SeriesModel):
             self.second_order,
             self.hidden_init,
             self._guard_box(augment_dim),
+            n_inputs=len(getattr(self, "covariate_index_", ())),
+            interpolation=self.covariate_interpolation,
         )
 
     def _guard_box(self, augment_dim: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -613,9 +665,22 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         }
         if velocity is not None:
             windows["v0"] = velocity[series, index[:, 0]]
+        if batch.inputs is not None:
+            windows.update(self._window_inputs(batch, times, series, index))
         history = self._history(batch.mask, filled, times, observed, series, index[:, 0])
         windows.update({f"history_{name}": value for name, value in history.items()})
         return windows
+
+    def _window_inputs(self, batch: SeriesBatch, times: np.ndarray, series: np.ndarray,
+                       index: np.ndarray) -> dict[str, np.ndarray]:
+        """Scaled inputs at each window's rows, and the row before its start (the cubic's first slope)."""
+        inputs = self._scale_inputs(batch.inputs)
+        before = np.maximum(index[:, 0] - 1, 0)
+        return {
+            "inputs": inputs[series[:, None], index],
+            "lead_gap": times[series, index[:, 0]] - times[series, before],
+            "lead_inputs": inputs[series, before],
+        }
 
     def _history(self, mask: np.ndarray, filled: np.ndarray, times: np.ndarray, observed: np.ndarray,
                  series: np.ndarray, rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -654,7 +719,10 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         t : array-like or DataFrame, default=None
             Query times: shared ``(n_queries,)``, per series
             ``(n_series, n_queries)``, or a frame of (series, time) rows.
-            None gives one-step-ahead predictions at X's own times.
+            None gives one-step-ahead predictions at X's own times. A model
+            with ``covariates`` needs a frame that also holds the inputs at
+            the query times; between the last observation and a query the
+            inputs are read at every query time of that series in between.
         X_t : array-like or list of array-like, default=None
             Observation times of an array or list ``X``, with the same rules
             as ``fit``'s ``t``: shared ``(n_times,)``, per series
@@ -674,6 +742,8 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         return to_user_kind(values, query, batch)
 
     def _predict_batch(self, batch: SeriesBatch, query: QueryTimes) -> np.ndarray:
+        if batch.inputs is not None:
+            return self._predict_driven(batch, query)
         filled, velocity, times, observed = self._internal(batch)
         q_times = self._scale_times(query.times)
         series, anchors = _anchor_rows(times, batch.lengths, q_times)
@@ -684,9 +754,57 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         out = self._integrate(x0, v0, segments, history)
         return self._note_forecast_range(self._unscale_values(out[:, -1].reshape(query.times.shape + (-1,))))
 
+    def _predict_driven(self, batch: SeriesBatch, query: QueryTimes) -> np.ndarray:
+        """Predictions of a model driven by known inputs, read along the way to each query.
+
+        Queries of a series that share an anchor (the latest observation
+        strictly before them) and a direction are one solve through their
+        times in order, so the inputs between the anchor and a query are
+        those given at the query times in between (and at the anchor).
+        """
+        filled, velocity, times, observed = self._internal(batch)
+        inputs = self._scale_inputs(batch.inputs)
+        q_times = self._scale_times(query.times)
+        q_inputs = self._scale_inputs(query.inputs).reshape(q_times.size, -1)
+        series, anchors = _anchor_rows(times, batch.lengths, q_times)
+        flat = q_times.ravel()
+        backward = flat < times[series, anchors]
+        # Groups of (series, anchor, direction); forward groups in increasing time, backward in decreasing.
+        keys = (series * batch.max_len + anchors) * 2 + backward
+        order = np.lexsort((np.where(backward, -flat, flat), keys))
+        starts = np.flatnonzero(np.r_[True, keys[order][1:] != keys[order][:-1]])
+        group = np.cumsum(np.r_[True, keys[order][1:] != keys[order][:-1]]) - 1
+        position = np.arange(len(order)) - starts[group]
+        n_groups, width = len(starts), int(position.max()) + 2
+        first = order[starts]
+        g_series, g_anchor = series[first], anchors[first]
+        path_times = np.repeat(times[g_series, g_anchor][:, None], width, axis=1)
+        path_inputs = np.repeat(inputs[g_series, g_anchor][:, None], width, axis=1)
+        path_times[group, position + 1] = flat[order]
+        path_inputs[group, position + 1] = q_inputs[order]
+        sizes = np.bincount(group, minlength=n_groups)
+        for g in np.flatnonzero(sizes + 1 < width):  # padding holds each group's last query
+            path_times[g, sizes[g] + 1:] = path_times[g, sizes[g]]
+            path_inputs[g, sizes[g] + 1:] = path_inputs[g, sizes[g]]
+        before = np.maximum(g_anchor - 1, 0)
+        lead = (times[g_series, g_anchor] - times[g_series, before], inputs[g_series, before])
+        x0 = filled[g_series, g_anchor]
+        v0 = velocity[g_series, g_anchor] if velocity is not None else None
+        history = self._history(batch.mask, filled, times, observed, g_series, g_anchor)
+        out = self._integrate(x0, v0, path_times, history, path_inputs, lead)
+        flat_out = np.empty((q_times.size, out.shape[-1]))
+        flat_out[order] = out[group, position + 1]
+        return self._note_forecast_range(self._unscale_values(flat_out.reshape(query.times.shape + (-1,))))
+
     def _integrate(self, x0: np.ndarray, v0: np.ndarray | None, times: np.ndarray,
-                   history: dict[str, np.ndarray] | None = None) -> np.ndarray:
-        """Integrate standardised states on internal times; returns (batch, n_times, n_features)."""
+                   history: dict[str, np.ndarray] | None = None, inputs: np.ndarray | None = None,
+                   lead: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """Integrate standardised states on internal times; returns (batch, n_times, n_features).
+
+        ``inputs`` ``(batch, n_times, n_inputs)`` are the scaled known inputs
+        at ``times`` (``lead``: gap to and inputs at the row before, per
+        series) for a model driven by them.
+        """
         solve = self._solve_options()
         solve["adjoint"] = False
         module = self.module_.eval()
@@ -696,22 +814,37 @@ class NeuralODE(ConformalIntervals, SeriesModel):
                 part = slice(start, start + _PREDICT_CHUNK)
                 context = {k: self._tensor(v[part]) for k, v in (history or {}).items()} or None
                 y0 = module.initial_state(self._tensor(x0[part]), None if v0 is None else self._tensor(v0[part]), context)
-                pieces.append(module.observe(module(y0, self._tensor(times[part]), solve)).cpu().double().numpy())
+                t = self._tensor(times[part])
+                control = None
+                if inputs is not None:
+                    part_lead = None if lead is None else (self._tensor(lead[0][part]), self._tensor(lead[1][part]))
+                    control = module.control(t, self._tensor(inputs[part]), part_lead)
+                pieces.append(module.observe(module(y0, t, solve, control)).cpu().double().numpy())
         return np.concatenate(pieces)
 
     # ------------------------------------------------------------ simulate
-    def simulate(self, x0: Any, t: Any, *, v0: Any = None) -> np.ndarray:
+    def simulate(self, x0: Any, t: Any, *, v0: Any = None, covariates: Any = None) -> np.ndarray:
         """Integrate the learned dynamics from explicit initial states.
+
+        For a model with ``covariates`` this is a free-run simulation: the
+        states evolve under the given input signal alone, never corrected by
+        observations.
 
         Parameters
         ----------
         x0 : array-like of shape (n_series, n_features) or (n_features,)
-            Initial states (user units) at ``t[..., 0]``.
+            Initial states (user units) at ``t[..., 0]``; ``n_features``
+            counts the modelled states, not the inputs.
         t : array-like of shape (n_times,) or (n_series, n_times)
             Output times (float clock of the training data); the first is the
             time of ``x0``.
         v0 : array-like of shape like x0, default=None
             Initial velocities for ``second_order=True`` (zero if None).
+        covariates : array-like of shape (n_times, n_inputs) or (n_series, n_times, n_inputs), default=None
+            The known inputs at the times ``t``, in the order of the
+            ``covariates`` parameter, read between them by
+            ``covariate_interpolation``; required when the model has
+            inputs, refused otherwise.
 
         Returns
         -------
@@ -719,24 +852,57 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         """
         check_is_fitted(self, "module_")
         single = np.ndim(x0) == 1
-        x0 = _as_states(x0, self.n_features_in_, "x0")
-        times = self._scale_times(_output_times(t, len(x0)))
+        n_states = self._n_states
+        x0 = _as_states(x0, n_states, "x0")
+        raw_times = _output_times(t, len(x0))
+        times = self._scale_times(raw_times)
+        inputs = self._simulation_inputs(covariates, raw_times.shape)
         v = None
         if self.second_order:
-            v = np.zeros_like(x0) if v0 is None else _as_states(v0, self.n_features_in_, "v0")
+            v = np.zeros_like(x0) if v0 is None else _as_states(v0, n_states, "v0")
             v = v / self.scale_ * self.time_scale_
         scaled = self._scale_values(x0)
         history = self._history_of_states(scaled)
-        out = self._note_forecast_range(self._unscale_values(self._integrate(scaled, v, times, history)))
+        out = self._note_forecast_range(self._unscale_values(self._integrate(scaled, v, times, history, inputs)))
         return out[0] if single else out
+
+    def _simulation_inputs(self, covariates: Any, shape: tuple[int, int]) -> np.ndarray | None:
+        """``simulate``'s input signal, scaled, ``(n_series, n_times, n_inputs)`` (None for a model without inputs)."""
+        n_inputs = len(getattr(self, "covariate_index_", ()))
+        if not n_inputs:
+            if covariates is not None:
+                raise input_error(
+                    "covariates", "None for a model fitted without covariates", f"shape {np.shape(covariates)}",
+                    "Fit with covariates=[...] to drive the model by inputs, or drop the argument.",
+                )
+            return None
+        n_series, n_times = shape
+        expected = f"inputs of shape ({n_times}, {n_inputs}) or ({n_series}, {n_times}, {n_inputs})"
+        if covariates is None:
+            raise input_error(
+                "covariates", expected, "None",
+                f"Pass the input signal (covariates={self.covariates!r}) at every time of t, one column each.",
+            )
+        values = _as_numbers(covariates, "covariates", expected)
+        if values.ndim == 1 and n_inputs == 1:
+            values = values[:, None]
+        if values.ndim == 2:
+            values = values[None]
+        if values.ndim != 3 or values.shape[1:] != (n_times, n_inputs) or values.shape[0] not in (1, n_series):
+            raise input_error("covariates", expected, f"shape {np.shape(covariates)}",
+                              "Give the inputs at every time of t, one column per covariate.")
+        if not np.isfinite(values).all():
+            raise input_error("covariates", "finite inputs at every time", "NaN or inf",
+                              "Fill in the input signal; it is never filled for you.")
+        return self._scale_inputs(np.broadcast_to(values, (n_series, n_times, n_inputs)))
 
     def _history_of_states(self, scaled: np.ndarray) -> dict[str, np.ndarray]:
         """Histories in which each initial state is the only observation."""
         n = len(scaled)
-        mask = np.ones((n, 1, self.n_features_in_), dtype=bool)
+        mask = np.ones((n, 1, self._n_states), dtype=bool)
         return self._history(mask, scaled[:, None], np.zeros((n, 1)), scaled[:, None], np.arange(n), np.zeros(n, int))
 
-    def vector_field(self, x: Any, t: Any = None) -> np.ndarray:
+    def vector_field(self, x: Any, t: Any = None, *, covariates: Any = None) -> np.ndarray:
         """The learned time derivative ``dx/dt`` at states ``x``, in user units.
 
         Parameters
@@ -748,22 +914,34 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         t : float or array-like of shape (n_points,), default=None
             Times, used by time-dependent models (default: the first time seen
             at fit).
+        covariates : array-like of shape (n_points, n_inputs), default=None
+            The known inputs at each state, for a model with ``covariates``
+            (required there, refused otherwise).
         """
         check_is_fitted(self, "module_")
-        n = self.n_features_in_
+        n = self._n_states
         width = 2 * n if self.second_order else n
         x = _as_states(x, width, "x")
         times = _point_times(t, len(x), self.time_offset_)
+        inputs = self._simulation_inputs(covariates, (1, len(x)))
+        extra = () if inputs is None else (self._tensor(inputs[0]),)
         positions = self._scale_values(x[:, :n])
         velocities = x[:, n:] / self.scale_ * self.time_scale_ if self.second_order else None
         module = self.module_.eval()
         with torch.no_grad():
             y = module.initial_state(self._tensor(positions), None if velocities is None else self._tensor(velocities))
-            dy = module.dynamics()(self._tensor(self._scale_times(times)), y).cpu().double().numpy()
+            dy = module.dynamics()(self._tensor(self._scale_times(times)), y, *extra).cpu().double().numpy()
         if self.second_order:
             start = n + self.module_.augment_dim
             return dy[:, start : start + n] * self.scale_ / self.time_scale_**2
         return dy[:, :n] * self.scale_ / self.time_scale_
+
+
+def _lead(data: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Gap to and inputs at the row before each window (for the cubic's first slope), when there are inputs."""
+    if "lead_gap" not in data:
+        return None
+    return data["lead_gap"], data["lead_inputs"]
 
 
 def _history_part(data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:

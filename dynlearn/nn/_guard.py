@@ -19,7 +19,7 @@ class BoxContraction(nn.Module):
     Parameters
     ----------
     field : nn.Module
-        The vector field ``field(t, y)``.
+        The vector field ``field(t, y)`` (or ``field(t, y, u)`` with known inputs, passed through).
     lower, upper : Tensor of shape (n_guarded,)
         The box.
     rate : float
@@ -32,9 +32,9 @@ class BoxContraction(nn.Module):
         self.lower, self.upper, self.rate = lower, upper, rate
         self.time_dependent = getattr(field, "time_dependent", False)
 
-    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The wrapped field at ``(t, y)``, pulled back towards the box where ``y`` leaves it."""
-        dy = self.field(t, y)
+    def forward(self, t: torch.Tensor, y: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
+        """The wrapped field at ``(t, y)`` (and known ``inputs``), pulled back towards the box where ``y`` leaves it."""
+        dy = self.field(t, y, *inputs)
         n = self.lower.shape[0]
         guarded = y[:, :n]
         outside = guarded - torch.minimum(torch.maximum(guarded, self.lower), self.upper)

@@ -36,8 +36,25 @@ def make_mlp(in_dim: int, out_dim: int, hidden: Sequence[int], activation: str =
     return nn.Sequential(*layers)
 
 
+def _network_input(t: torch.Tensor, y: torch.Tensor, u: torch.Tensor | None, time_dependent: bool,
+                   n_inputs: int) -> torch.Tensor:
+    """``[y, u, t]``: the state, the known inputs (when the field takes any) and time (when it depends on it)."""
+    parts = [y]
+    if n_inputs:
+        if u is None or u.shape != (y.shape[0], n_inputs):
+            received = "none" if u is None else f"shape {tuple(u.shape)}"
+            raise ValueError(
+                f"u: expected inputs of shape (batch={y.shape[0]}, n_inputs={n_inputs}); got {received}. "
+                "Solve the field with a ControlPath of its inputs."
+            )
+        parts.append(u.to(y.dtype))
+    if time_dependent:
+        parts.append(t.to(y.dtype).reshape(-1, 1).expand(y.shape[0], 1))
+    return torch.cat(parts, dim=-1) if len(parts) > 1 else y
+
+
 class MLPVectorField(nn.Module):
-    """``dy/dt = mlp(y)`` or ``mlp([y, t])``.
+    """``dy/dt = mlp(y)``, ``mlp([y, t])``, ``mlp([y, u])`` or ``mlp([y, u, t])``.
 
     Parameters
     ----------
@@ -49,34 +66,35 @@ class MLPVectorField(nn.Module):
         A name of :data:`dynlearn.nn.ACTIVATIONS`.
     time_dependent : bool
         Feed time to the network as an extra input.
+    n_inputs : int, default=0
+        Known inputs ``u`` the field is driven by (``forward(t, y, u)``).
     """
 
-    def __init__(self, state_dim: int, hidden: Sequence[int], activation: str = "tanh", time_dependent: bool = False):
+    def __init__(self, state_dim: int, hidden: Sequence[int], activation: str = "tanh", time_dependent: bool = False,
+                 n_inputs: int = 0):
         super().__init__()
         self.time_dependent = time_dependent
-        self.net = make_mlp(state_dim + int(time_dependent), state_dim, hidden, activation)
+        self.n_inputs = n_inputs
+        self.net = make_mlp(state_dim + n_inputs + int(time_dependent), state_dim, hidden, activation)
 
-    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """``dy/dt`` of shape ``(batch, state_dim)`` at states ``y`` (and time ``t`` when time-dependent)."""
-        if self.time_dependent:
-            t = t.to(y.dtype).reshape(-1, 1).expand(y.shape[0], 1)
-            y = torch.cat([y, t], dim=-1)
-        return self.net(y)
+    def forward(self, t: torch.Tensor, y: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+        """``dy/dt`` of shape ``(batch, state_dim)`` at states ``y`` (time ``t`` when time-dependent, inputs ``u``)."""
+        return self.net(_network_input(t, y, u, self.time_dependent, getattr(self, "n_inputs", 0)))
 
 
 class SecondOrderField(nn.Module):
-    """``d[z, v]/dt = [v, a(z, v[, t])]``: a second-order ODE as a first-order one."""
+    """``d[z, v]/dt = [v, a(z, v[, u][, t])]``: a second-order ODE as a first-order one."""
 
-    def __init__(self, position_dim: int, hidden: Sequence[int], activation: str = "tanh", time_dependent: bool = False):
+    def __init__(self, position_dim: int, hidden: Sequence[int], activation: str = "tanh", time_dependent: bool = False,
+                 n_inputs: int = 0):
         super().__init__()
         self.position_dim = position_dim
         self.time_dependent = time_dependent
-        self.net = make_mlp(2 * position_dim + int(time_dependent), position_dim, hidden, activation)
+        self.n_inputs = n_inputs
+        self.net = make_mlp(2 * position_dim + n_inputs + int(time_dependent), position_dim, hidden, activation)
 
-    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """``[v, a]`` of shape ``(batch, 2 * position_dim)`` at states ``y = [z, v]``."""
+    def forward(self, t: torch.Tensor, y: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+        """``[v, a]`` of shape ``(batch, 2 * position_dim)`` at states ``y = [z, v]`` (inputs ``u``)."""
         velocity = y[:, self.position_dim :]
-        inputs = y
-        if self.time_dependent:
-            inputs = torch.cat([y, t.to(y.dtype).reshape(-1, 1).expand(y.shape[0], 1)], dim=-1)
-        return torch.cat([velocity, self.net(inputs)], dim=-1)
+        acceleration = self.net(_network_input(t, y, u, self.time_dependent, getattr(self, "n_inputs", 0)))
+        return torch.cat([velocity, acceleration], dim=-1)

@@ -4,6 +4,7 @@ symplectic Hamiltonian solves.
 Nothing here knows about pandas, scikit-learn or estimators.
 """
 
+from ._control import CONTROL_INTERPOLATIONS, ControlPath
 from ._ode import DEFAULT_MAX_NUM_STEPS, SolverStats, solve_ode, solve_ode_irregular
 from ._registry import (
     ODE_METHODS,
@@ -19,6 +20,8 @@ from ._sde import SDE_METHODS, SDEMethodInfo, available_sde_methods, sde_method,
 from ._symplectic import solve_hamiltonian
 
 __all__ = [
+    "CONTROL_INTERPOLATIONS",
+    "ControlPath",
     "DEFAULT_MAX_NUM_STEPS",
     "MethodInfo",
     "ODE_METHODS",

@@ -19,6 +19,7 @@ except ImportError:  # pragma: no cover - another torchdiffeq layout: plain odei
     _TORCHDIFFEQ_SOLVERS = None
 
 from ..exceptions import IntegrationError, input_error
+from ._control import ControlPath
 from ._registry import MethodInfo, ode_method
 
 DEFAULT_MAX_NUM_STEPS = 10_000
@@ -95,11 +96,16 @@ class _SegmentClock(nn.Module):
     forward pass and the adjoint's reversed pass evaluate at segment ends.
     The solver hands ``s`` over in the state's dtype, so knots are compared
     in that dtype too: a knot then always falls on its own boundary.
+
+    With a ``control`` (a :class:`ControlPath` over the same times), the
+    field is called as ``f(t, y, u)`` with ``u`` read on the segment the
+    clock is on, at the fraction of it covered.
     """
 
-    def __init__(self, func: Callable, times: torch.Tensor, knots: torch.Tensor):
+    def __init__(self, func: Callable, times: torch.Tensor, knots: torch.Tensor, control: ControlPath | None = None):
         super().__init__()
         self.func = func
+        self.control = control
         self.register_buffer("starts", times[:, :-1].contiguous(), persistent=False)
         self.register_buffer("gaps", (times[:, 1:] - times[:, :-1]).contiguous(), persistent=False)
         self.register_buffer("knots", knots, persistent=False)
@@ -112,9 +118,12 @@ class _SegmentClock(nn.Module):
         left, width = knots[k], knots[k + 1] - knots[k]
         gap = self.gaps.index_select(1, k).squeeze(1).to(y.dtype)
         start = self.starts.index_select(1, k).squeeze(1).to(y.dtype)
-        t = start + (s - left) / width * gap
+        fraction = (s - left) / width
+        t = start + fraction * gap
         shape = (-1,) + (1,) * (y.dim() - 1)
-        return self.func(t, y) * (gap / width).reshape(shape)
+        if self.control is None:
+            return self.func(t, y) * (gap / width).reshape(shape)
+        return self.func(t, y, self.control.on_segment(k, fraction)) * (gap / width).reshape(shape)
 
 
 def _adaptive_knots(n: int, device: torch.device) -> torch.Tensor:
@@ -220,6 +229,7 @@ def solve_ode_irregular(
     adjoint_params: tuple[torch.Tensor, ...] | None = None,
     stats: SolverStats | None = None,
     autonomous: bool = False,
+    control: ControlPath | None = None,
 ) -> torch.Tensor:
     """Integrate a batch where every series has its own output times.
 
@@ -244,11 +254,24 @@ def solve_ode_irregular(
     least six evaluations per segment), which costs far more when series
     have many times.
 
+    ``control`` drives the field with known inputs: a :class:`ControlPath`
+    whose knots are ``times``; ``func(t, y, u)`` then receives ``u`` of
+    shape (batch, n_inputs), read on the segment being integrated (so a
+    zero-order hold switches exactly at the knots, where every step ends).
+    A controlled solve always takes the segment clock.
+
     Returns
     -------
     Tensor of shape (batch, n_times, ...)
     """
     info = ode_method(method)
+    if control is not None and control.coefficients.shape[:2] != (times.shape[0], times.shape[1] - 1):
+        raise input_error(
+            "control",
+            f"a ControlPath over the solve's times: {times.shape[0]} series of {times.shape[1]} knots",
+            f"one of {control.coefficients.shape[0]} series of {control.coefficients.shape[1] + 1} knots",
+            "Build the path on the same times you pass to the solve.",
+        )
     if times.dim() != 2 or times.shape[0] != y0.shape[0]:
         raise input_error(
             "times",
@@ -260,13 +283,13 @@ def solve_ode_irregular(
     if n == 1:
         return y0.unsqueeze(1)
     times = times.to(y0.device)
-    if autonomous and _shifts_exactly(info, adjoint, times):
+    if autonomous and control is None and _shifts_exactly(info, adjoint, times):
         return _solve_shifted(func, y0, times, info, rtol, atol, options, max_num_steps, stats)
     if info.adaptive:
         s = _adaptive_knots(n, y0.device)
     else:  # fixed grids are built with whole steps per unit (_integer_aligned_grid)
         s = torch.arange(n, dtype=torch.float64, device=y0.device)
-    clock = _SegmentClock(func, times.to(y0.device), s)
+    clock = _SegmentClock(func, times.to(y0.device), s, control)
     options = _with_defaults(info, options)
     if info.adaptive:
         if n > 2:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 CARDS = Path(__file__).resolve().parents[2] / "datasets"
-NAMES = ["lynx_hare", "real_pendulum", "physionet2012", "person_activity", "mocap6"]
+NAMES = ["lynx_hare", "real_pendulum", "physionet2012", "person_activity", "mocap6", "cascaded_tanks"]
 
 
 @pytest.mark.parametrize("name", NAMES)

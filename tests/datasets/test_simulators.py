@@ -15,6 +15,7 @@ from dynlearn import datasets
 from dynlearn.data import check_series
 from dynlearn.datasets import (
     _benchmarks,
+    _forced,
     _physical,
     _sim_dissipative,
     _simulate,
@@ -75,11 +76,13 @@ def t_span_of(function) -> tuple[float, float]:
 # ------------------------------------------------------------ the contract
 # Needs the optional `mujoco` extra, which CI does not install; tests/datasets/test_hopper.py covers it.
 OPTIONAL_EXTRA = {"make_hopper"}
+# Driven systems: their frames carry an input column beside the states; tests/datasets/test_forced_and_tanks.py.
+WITH_INPUTS = {"make_forced_oscillator"}
 
 
 def test_every_simulator_is_exported_and_tested():
     exported = {name for name in datasets.__all__ if name.startswith("make_")}
-    assert exported - OPTIONAL_EXTRA == {function.__name__ for function in SMALL}
+    assert exported - OPTIONAL_EXTRA - WITH_INPUTS == {function.__name__ for function in SMALL}
 
 
 @pytest.mark.parametrize("function", ALL)
@@ -352,7 +355,7 @@ def test_critically_damped_oscillator_is_exact_although_its_matrix_is_defective(
     assert_allclose(truth.states[..., 0], (q0 + (p0 + q0) * t) * np.exp(-t), atol=1e-12)
 
 
-@pytest.mark.parametrize("module", [_simulate, _physical, _sim_dissipative, _stochastic, _benchmarks])
+@pytest.mark.parametrize("module", [_simulate, _physical, _sim_dissipative, _stochastic, _benchmarks, _forced])
 def test_docstring_examples_run(module):
     results = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert results.attempted > 0

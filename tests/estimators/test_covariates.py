@@ -1,0 +1,190 @@
+"""Systems with inputs: NeuralODE driven by known covariates u(t)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV
+
+import dynlearn
+from dynlearn import ODERNN, NeuralODE
+from dynlearn.datasets import make_forced_oscillator
+from dynlearn.exceptions import InputError
+from dynlearn.metrics import make_forecast_scorer, r2_score
+from dynlearn.model_selection import SeriesTimeSplit
+
+STATES = ["q", "p"]
+SMALL = dict(hidden_layer_sizes=(32, 32), max_epochs=40, solver="rk4", random_state=0, n_threads=1)
+CUT = 7.5
+
+
+@pytest.fixture(scope="module")
+def panel():
+    """Forced oscillators: 16 series to fit on, 8 held-out series with input signals never seen."""
+    frame = make_forced_oscillator(n_series=24, n_times=60, t_span=(0.0, 15.0), random_state=0)
+    train = frame[frame.series_id < 16].reset_index(drop=True)
+    test = frame[frame.series_id >= 16].reset_index(drop=True)
+    return train, test
+
+
+@pytest.fixture(scope="module")
+def driven(panel):
+    train, _ = panel
+    return NeuralODE(covariates=["u"], covariate_interpolation="linear", **SMALL).fit(train)
+
+
+def _split(test):
+    history = test[test.time <= CUT]
+    future = test[test.time > CUT]
+    return history, future
+
+
+def test_inputs_let_the_model_forecast_under_new_input_signals(panel, driven):
+    train, test = panel
+    history, future = _split(test)
+    predicted = driven.predict(history, t=future[["series_id", "time", "u"]])
+    assert list(predicted.columns) == ["series_id", "time", *STATES]  # inputs are not forecast
+    # The same model without the inputs, on the adaptive solver: with one rk4 step per gap it diverges, which
+    # would make the comparison empty. It must at least stay in the data's range for the ratio to mean anything.
+    blind = NeuralODE(**{**SMALL, "solver": "dopri5"}).fit(train.drop(columns="u"))
+    unaware = blind.predict(history.drop(columns="u"), t=future[["series_id", "time"]])
+    truth = future[["series_id", "time", *STATES]]
+    mse = lambda p: float(((p[STATES].to_numpy() - truth[STATES].to_numpy()) ** 2).mean())
+    assert mse(unaware) < 2 * float((truth[STATES].to_numpy() ** 2).mean())
+    assert r2_score(truth, predicted) > 0.9
+    assert mse(predicted) * 3 < mse(unaware)
+
+
+@pytest.mark.parametrize("interpolation", ["previous", "linear", "cubic"])
+def test_later_inputs_change_no_earlier_prediction(panel, driven, interpolation):
+    _, test = panel
+    model = clone(driven).set_params(covariate_interpolation=interpolation)
+    # Same weights, another reading of the inputs between samples: the structure does not depend on it.
+    model.__dict__.update({k: v for k, v in driven.__dict__.items() if k.endswith("_")})
+    model.module_.interpolation = interpolation
+    history, future = _split(test)
+    query = future[["series_id", "time", "u"]].copy()
+    tau = CUT + 3.0
+    changed = query.copy()
+    later = changed.time > tau
+    changed.loc[later, "u"] = changed.loc[later, "u"] + 5.0
+    before, after = model.predict(history, t=query), model.predict(history, t=changed)
+    early = (query.time <= tau).to_numpy()
+    np.testing.assert_array_equal(before[STATES].to_numpy()[early], after[STATES].to_numpy()[early])
+    assert not np.allclose(before[STATES].to_numpy()[~early], after[STATES].to_numpy()[~early])
+    model.module_.interpolation = driven.covariate_interpolation
+
+
+def test_linear_reading_uses_the_query_rows_own_input(panel, driven):
+    """Between the last observation and a query the input runs to the query's value: changing it moves that query."""
+    _, test = panel
+    history, future = _split(test)
+    query = future[["series_id", "time", "u"]].groupby("series_id").head(1).copy()
+    moved = query.assign(u=query.u + 2.0)
+    a, b = driven.predict(history, t=query), driven.predict(history, t=moved)
+    assert not np.allclose(a[STATES].to_numpy(), b[STATES].to_numpy())
+
+
+def test_missing_inputs_are_refused_with_the_column_and_rows(panel, driven):
+    _, test = panel
+    history, future = _split(test)
+    holed = history.copy()
+    holed.loc[holed.index[3], "u"] = np.nan
+    with pytest.raises(InputError, match=r"'u'.*\(16, 0\.7627"):
+        driven.predict(holed, t=future[["series_id", "time", "u"]])
+    with pytest.raises(InputError, match=r"'u'.*\(16, 0\.7627"):
+        NeuralODE(covariates=["u"], max_epochs=1).fit(holed)
+    query = future[["series_id", "time", "u"]].copy()
+    query.loc[query.index[2], "u"] = np.nan
+    with pytest.raises(InputError, match=rf"input column 'u'.*index {query.index[2]}"):
+        driven.predict(history, t=query)
+    with pytest.raises(InputError, match=r"input column\(s\) \['u'\].*no column 'u'"):
+        driven.predict(history, t=future[["series_id", "time"]])
+    with pytest.raises(InputError, match="covariates"):
+        NeuralODE(covariates=["force"], **SMALL).fit(history)
+
+
+def test_query_times_as_an_array_are_refused(panel, driven):
+    _, test = panel
+    history, _ = _split(test)
+    with pytest.raises(InputError, match="query frame"):
+        driven.predict(history, t=[8.0, 9.0])
+
+
+def test_free_run_simulation_follows_the_true_system(panel, driven):
+    _, test = panel
+    series = test[test.series_id == 16]
+    times = series.time.to_numpy()
+    start = series[STATES].to_numpy()[0]
+    simulated = driven.simulate(start, times, covariates=series[["u"]].to_numpy())
+    assert simulated.shape == (len(times), 2)
+    assert r2_score(series[STATES].to_numpy(), simulated) > 0.8
+    with pytest.raises(InputError, match="covariates"):
+        driven.simulate(start, times)
+    blind = NeuralODE(hidden_layer_sizes=(4,), max_epochs=1, random_state=0).fit(series.drop(columns="u"))
+    with pytest.raises(InputError, match="covariates"):
+        blind.simulate(start, times, covariates=series[["u"]].to_numpy())
+
+
+def test_clone_params_and_grid_search_by_backtest(panel):
+    train, _ = panel
+    model = NeuralODE(covariates=["u"], hidden_layer_sizes=(8,), max_epochs=3, random_state=0)
+    assert clone(model).get_params()["covariates"] == ["u"]
+    assert "covariates" not in ODERNN().get_params()  # other estimators take no inputs yet
+    search = GridSearchCV(
+        model,
+        {"covariate_interpolation": ["previous", "linear"]},
+        cv=SeriesTimeSplit(2, horizon=2.0),
+        scoring=make_forecast_scorer(horizon=2.0),
+    )
+    search.fit(train[train.series_id < 4])
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    assert search.best_estimator_.covariates == ["u"]
+
+
+def test_intervals_and_score_read_the_inputs(panel, driven):
+    _, test = panel
+    history, future = _split(test)
+    low, high = driven.predict_interval(history, t=future[["series_id", "time", "u"]], coverage=0.9)
+    assert list(low.columns) == ["series_id", "time", *STATES]
+    assert (high[STATES].to_numpy() >= low[STATES].to_numpy()).all()
+    assert driven.score(test) > 0.9
+    assert driven.score(test, horizon=3.0) > 0.8
+
+
+def test_save_and_load_keep_the_inputs(panel, driven, tmp_path):
+    _, test = panel
+    history, future = _split(test)
+    loaded = dynlearn.load(driven.save(tmp_path / "driven.dlm"))
+    assert loaded.covariates == ["u"]
+    np.testing.assert_array_equal(loaded.covariate_index_, driven.covariate_index_)
+    query = future[["series_id", "time", "u"]]
+    np.testing.assert_allclose(loaded.predict(history, t=query)[STATES], driven.predict(history, t=query)[STATES])
+
+
+def test_array_input_names_covariates_by_column_index(panel):
+    train, _ = panel
+    values = np.stack([g[["q", "p", "u"]].to_numpy() for _, g in train.groupby("series_id")])[:4]
+    times = train.time.unique()
+    model = NeuralODE(covariates=[2], hidden_layer_sizes=(8,), max_epochs=2, random_state=0).fit(values, t=times)
+    assert model.predict(values, X_t=times).shape == (4, len(times), 2)  # one step ahead at the own times
+    with pytest.raises(InputError, match="column indices"):
+        NeuralODE(covariates=["u"], max_epochs=1).fit(values, t=times)
+
+
+@pytest.mark.parametrize("options", [dict(second_order=True), dict(time_dependent=True), dict(augment_dim=2),
+                                     dict(hidden_init="encoder", augment_dim=2)])
+def test_inputs_combine_with_the_other_structures(panel, options):
+    train, test = panel
+    model = NeuralODE(covariates="u", hidden_layer_sizes=(8,), max_epochs=2, random_state=0, **options)
+    model.fit(train[train.series_id < 4])
+    history, future = _split(test)
+    predicted = model.predict(history, t=future[["series_id", "time", "u"]])
+    assert np.isfinite(predicted[STATES].to_numpy()).all()
+
+
+def test_noise_injection_with_inputs_is_refused(panel):
+    train, _ = panel
+    with pytest.raises(InputError, match="noise_std"):
+        NeuralODE(covariates=["u"], noise_std=0.1, max_epochs=1).fit(train)
