@@ -50,9 +50,11 @@ def make_forced_oscillator(
     Parameters
     ----------
     n_series : int, default=20
+        Number of series, each with its own input signal and initial state.
     n_times : int, default=100
         Observations per series.
     t_span : (float, float), default=(0.0, 20.0)
+        First and last observation time of every series.
     stiffness, damping, mass : float, default=1.0, 0.3, 1.0
         ``k``, ``c`` and ``m``.
     duffing : float, default=0.0
@@ -86,6 +88,7 @@ def make_forced_oscillator(
         ``parameters`` and ``input_function``, a callable ``(series, t)`` ->
         the force of that series at times ``t``.
     random_state : int, RandomState or None, default=None
+        Seeds the input signals, initial states, sampling times and noise.
 
     Returns
     -------
