@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, clone
-from sklearn.utils._available_if import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from ._backtest import check_length, frame_feature_columns, parse_length, row_times
+from ._compat import available_if
 from .data import QueryTimes, SeriesBatch, check_query_times, check_series, masked_mean_scale, to_user_kind
 from .estimators._base import SeriesModel
 from .estimators._intervals import CONFORMAL_ATTRIBUTES, ConformalIntervals, lead_times

@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 from sklearn.base import BaseEstimator, clone
 from sklearn.pipeline import Pipeline
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import dynlearn
 from dynlearn import AutoForecaster, InputError, LastValueForecaster, NeuralODE, SeriesScaler, TrainingError
@@ -258,21 +257,6 @@ def test_unfitted_auto_forecaster_refuses_to_predict():
 
     with pytest.raises(NotFittedError):
         AutoForecaster().predict(np.zeros((3, 1)))
-
-
-TIME_ORDER = "rows of a 2-D array are the time steps of one series; reordering or dropping rows changes the series"
-
-
-@parametrize_with_checks(
-    [LastValueForecaster()],
-    expected_failed_checks=lambda estimator: {
-        "check_dtype_object": "a non-numeric entry raises dynlearn's InputError naming the argument, not a TypeError",
-        "check_methods_sample_order_invariance": TIME_ORDER,
-        "check_methods_subset_invariance": TIME_ORDER,
-    },
-)
-def test_last_value_is_a_scikit_learn_estimator(estimator, check):
-    check(estimator)
 
 
 def test_default_horizon_is_steps_on_shared_times_and_a_span_on_irregular_panels():

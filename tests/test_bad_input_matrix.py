@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.exceptions import NotFittedError
-from sklearn.utils._param_validation import InvalidParameterError
 
 import dynlearn
 from dynlearn import (
@@ -30,6 +29,7 @@ from dynlearn import (
     ODERNN,
     ODERNNClassifier,
 )
+from dynlearn._compat import InvalidParameterError
 from dynlearn.cli import main
 from dynlearn.datasets import make_damped_oscillator
 from dynlearn.metrics import forecast_score, make_forecast_scorer

@@ -114,10 +114,6 @@ class SeriesBatch:
             inputs=None if self.inputs is None else self.inputs[index, :width],
         )
 
-    def with_values(self, values: np.ndarray) -> "SeriesBatch":
-        """Same series and times, new values (zeroed under the mask)."""
-        return replace(self, values=np.where(self.mask, values, 0.0))
-
     def filled_values(self) -> np.ndarray:
         """Values with each feature's gaps filled by linear interpolation in time.
 

@@ -18,9 +18,9 @@ import pandas as pd
 import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
 from sklearn.utils.validation import check_is_fitted
 
+from .._compat import Interval, StrOptions, validate_parameter_constraints
 from ..data import (
     QueryTimes,
     SeriesBatch,

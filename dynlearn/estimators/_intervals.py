@@ -19,10 +19,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 from sklearn.base import is_classifier
-from sklearn.utils._available_if import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from .._backtest import parse_length
+from .._compat import available_if
 from ..data import QueryTimes, SeriesBatch, check_query_times, to_user_kind
 from ..exceptions import IntegrationError, input_error
 from ..metrics import QUANTILE_LEVEL

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.base import TransformerMixin
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from torch.nn import functional
 
+from .._compat import Interval, StrOptions
 from ..data import QueryTimes, SeriesBatch, check_query_times, to_user_kind
 from ..exceptions import TrainingError, input_error
 from ..nn import ACTIVATIONS, MLPVectorField, ODERNNEncoder, make_mlp

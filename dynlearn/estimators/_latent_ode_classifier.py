@@ -10,10 +10,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from sklearn.base import ClassifierMixin
-from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 from torch.nn import functional
 
+from .._compat import Interval
 from ..exceptions import input_error
 from ..nn import make_mlp
 from ._base import guarded_fit

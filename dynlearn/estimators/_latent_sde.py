@@ -9,9 +9,9 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
+from .._compat import Interval, StrOptions
 from ..data import QueryTimes, SeriesBatch, check_query_times, to_user_kind
 from ..exceptions import input_error
 from ..nn import ACTIVATIONS, make_mlp

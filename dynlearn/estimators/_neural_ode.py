@@ -11,10 +11,10 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
+from .._compat import Interval, StrOptions
 from ..data import QueryTimes, SeriesBatch, check_query_times, to_user_kind
 from ..exceptions import ConvergenceWarning, input_error
 from ..nn import ACTIVATIONS, BoxContraction, HistoryEncoder, MLPVectorField, SecondOrderField

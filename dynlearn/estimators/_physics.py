@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
+from .._compat import Interval, StrOptions
 from ..data import InputSpec, QueryTimes, SeriesBatch, check_query_times, check_series, to_user_kind
 from ..exceptions import input_error
 from ..nn import ACTIVATIONS

@@ -140,7 +140,6 @@ class TrainState:
     best_loss: float = math.inf
     best_epoch: int = 0
     stop: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
     optimizer: torch.optim.Optimizer | None = None
     first_epoch: int = 1
     best_weights: dict[str, torch.Tensor] | None = None

@@ -1,9 +1,8 @@
-"""The scikit-learn contract: estimator checks, pipelines, search, clone, pickle, seeds."""
+"""The scikit-learn contract beyond its estimator checks (in test_common.py): pipelines, search, clone, pickle, seeds."""
 
 from __future__ import annotations
 
 import pickle
-import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -14,39 +13,12 @@ import torch
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, GroupKFold, KFold
 from sklearn.pipeline import Pipeline
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from dynlearn import ConvergenceWarning, InputError, IntegrationError, NeuralODE, SeriesScaler
 from dynlearn.data import check_query_times
 from dynlearn.datasets import make_damped_oscillator
 
 SMALL = dict(hidden_layer_sizes=(8,), max_epochs=2, window_size=4, random_state=0, device="cpu")
-
-# Rows of a 2-D array are the time steps of one series (DESIGN.md), so
-# reordering or subsetting rows changes the series being modelled.
-TIME_ORDER = "rows of a 2-D array are the time steps of one series; reordering or dropping rows changes the series"
-OBJECT_ENTRIES = {
-    "check_dtype_object": "a non-numeric entry raises dynlearn's InputError (a ValueError naming the argument "
-    "and the fix), not numpy's TypeError; numeric object arrays are accepted",
-}
-
-
-def _expected_failed_checks(estimator):
-    if isinstance(estimator, SeriesScaler):  # scales each entry on its own: row order cannot matter
-        return OBJECT_ENTRIES
-    return {
-        **OBJECT_ENTRIES,
-        "check_methods_sample_order_invariance": TIME_ORDER,
-        "check_methods_subset_invariance": TIME_ORDER,
-    }
-
-
-@parametrize_with_checks([NeuralODE(**SMALL), SeriesScaler()], expected_failed_checks=_expected_failed_checks)
-def test_sklearn_compatible(estimator, check):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        check(estimator)
-
 
 # ---------------------------------------------------------------- pipelines
 def test_pipeline_with_scaler_maps_back_to_user_units(oscillator):

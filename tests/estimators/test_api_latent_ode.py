@@ -1,4 +1,4 @@
-"""LatentODE and the scikit-learn contract: estimator checks, pipelines, clone, pickle, seeds, kinds."""
+"""LatentODE and the scikit-learn contract: pipelines, clone, pickle, seeds, kinds."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 import torch
 from sklearn.base import clone
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from dynlearn import ConvergenceWarning, InputError, LatentODE
 from dynlearn.datasets import make_periodic
@@ -29,33 +28,6 @@ SMALL = dict(
     random_state=0,
     device="cpu",
 )
-
-# Rows of a 2-D array are the time steps of one series (DESIGN.md).
-TIME_ORDER = "rows of a 2-D array are the time steps of one series; reordering or dropping rows changes the series"
-ONE_ROW_PER_SERIES = (
-    "transform returns one row per series (the posterior mean of its latent initial state); a 2-D array is "
-    "one series, so the output has 1 row, not one per input row"
-)
-EXPECTED_FAILURES = {
-    "check_dtype_object": "a non-numeric entry raises dynlearn's InputError (a ValueError naming the argument "
-    "and the fix), not numpy's TypeError; numeric object arrays are accepted",
-    "check_methods_sample_order_invariance": TIME_ORDER,
-    "check_methods_subset_invariance": TIME_ORDER,
-    "check_transformer_general": ONE_ROW_PER_SERIES,
-    "check_transformer_data_not_an_array": ONE_ROW_PER_SERIES,
-}
-
-
-def _expected_failed_checks(estimator):
-    return EXPECTED_FAILURES
-
-
-@parametrize_with_checks([LatentODE(**SMALL)], expected_failed_checks=_expected_failed_checks)
-def test_sklearn_compatible(estimator, check):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        check(estimator)
-
 
 @pytest.fixture(scope="module")
 def periodic():

@@ -1,4 +1,4 @@
-"""LatentODEClassifier and the scikit-learn contract: estimator checks, pipelines, clone, pickle, seeds, kinds."""
+"""LatentODEClassifier and the scikit-learn contract: pipelines, clone, pickle, seeds, kinds."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import torch
 from sklearn.base import clone, is_classifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from dynlearn import ConvergenceWarning, InputError, LatentODEClassifier
 
@@ -27,62 +26,6 @@ SMALL = dict(
     random_state=0,
     device="cpu",
 )
-
-TIME_ORDER = "rows of a 2-D array are the time steps of one series; reordering or dropping rows changes the series"
-# scikit-learn's classifier and transformer checks pass a 2-D X with one label (or output row) per row. In dynlearn
-# a 2-D array is one series (rows are its times, DESIGN.md) and this estimator gives one label and one code per
-# series, so those checks hand it one series with many labels, which it refuses with an InputError that names the
-# 3-D, list and frame layouts (as ODERNNClassifier does).
-ONE_SERIES = (
-    "a 2-D X is one series (rows are its times) and labels are per series, so one label per row is refused "
-    "with an InputError naming the 3-D, list and frame layouts"
-)
-_ONE_SERIES_CHECKS = [
-    "check_fit_score_takes_y",
-    "check_estimators_overwrite_params",
-    "check_dont_overwrite_parameters",
-    "check_estimators_fit_returns_self",
-    "check_readonly_memmap_input",
-    "check_n_features_in_after_fitting",
-    "check_positive_only_tag_during_fit",
-    "check_estimators_dtypes",
-    "check_dtype_object",
-    "check_pipeline_consistency",
-    "check_estimators_pickle",
-    "check_f_contiguous_array_estimator",
-    "check_classifier_data_not_an_array",
-    "check_classifiers_one_label",
-    "check_classifiers_classes",
-    "check_classifiers_train",
-    "check_supervised_y_2d",
-    "check_decision_proba_consistency",
-    "check_transformer_data_not_an_array",
-    "check_transformer_general",
-    "check_transformer_preserve_dtypes",
-    "check_fit2d_1feature",
-    "check_dict_unchanged",
-    "check_fit_idempotent",
-    "check_fit_check_is_fitted",
-    "check_n_features_in",
-    "check_fit2d_predict1d",
-]
-EXPECTED_FAILURES = {
-    **{name: ONE_SERIES for name in _ONE_SERIES_CHECKS},
-    "check_methods_sample_order_invariance": TIME_ORDER,
-    "check_methods_subset_invariance": TIME_ORDER,
-}
-
-
-def _expected_failed_checks(estimator):
-    return EXPECTED_FAILURES
-
-
-@parametrize_with_checks([LatentODEClassifier(**SMALL)], expected_failed_checks=_expected_failed_checks)
-def test_sklearn_compatible(estimator, check):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        check(estimator)
-
 
 @pytest.fixture(autouse=True)
 def _quiet():

@@ -1,4 +1,4 @@
-"""LatentSDE and the scikit-learn contract: estimator checks, clone, pickle, seeds, kinds in and out."""
+"""LatentSDE and the scikit-learn contract: clone, pickle, seeds, kinds in and out."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 import torch
 from sklearn.base import clone
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from dynlearn import ConvergenceWarning, InputError, IntegrationError, LatentSDE
 from dynlearn.datasets import make_ou_process
@@ -27,27 +26,6 @@ SMALL = dict(
     random_state=0,
     device="cpu",
 )
-
-# Rows of a 2-D array are the time steps of one series (DESIGN.md).
-TIME_ORDER = "rows of a 2-D array are the time steps of one series; reordering or dropping rows changes the series"
-EXPECTED_FAILURES = {
-    "check_dtype_object": "a non-numeric entry raises dynlearn's InputError (a ValueError naming the argument "
-    "and the fix), not numpy's TypeError; numeric object arrays are accepted",
-    "check_methods_sample_order_invariance": TIME_ORDER,
-    "check_methods_subset_invariance": TIME_ORDER,
-}
-
-
-def _expected_failed_checks(estimator):
-    return EXPECTED_FAILURES
-
-
-@parametrize_with_checks([LatentSDE(**SMALL)], expected_failed_checks=_expected_failed_checks)
-def test_sklearn_compatible(estimator, check):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        check(estimator)
-
 
 @pytest.fixture(scope="module")
 def ou():

@@ -1,4 +1,4 @@
-"""NeuralSDE and the scikit-learn contract: estimator checks, clone, pickle, output kinds."""
+"""NeuralSDE and the scikit-learn contract: clone, pickle, output kinds."""
 
 from __future__ import annotations
 
@@ -10,30 +10,11 @@ import pandas as pd
 import pytest
 import torch
 from sklearn.base import clone
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from dynlearn import ConvergenceWarning, InputError, NeuralSDE
 from dynlearn.datasets import make_ou_process
 
 SMALL = dict(hidden_layer_sizes=(8,), max_epochs=2, random_state=0, device="cpu")
-
-TIME_ORDER = "rows of a 2-D array are the time steps of one series; reordering or dropping rows changes the series"
-EXPECTED_FAILURES = {
-    "check_dtype_object": "a non-numeric entry raises dynlearn's InputError (a ValueError naming the argument "
-    "and the fix), not numpy's TypeError; numeric object arrays are accepted",
-    "check_methods_sample_order_invariance": TIME_ORDER,
-    "check_methods_subset_invariance": TIME_ORDER,
-}
-
-
-# predict is the mean of the predictive distribution by moment propagation: deterministic, so
-# the determinism checks apply unchanged; sampling is seeded by its own random_state argument.
-@parametrize_with_checks([NeuralSDE(**SMALL)], expected_failed_checks=lambda est: EXPECTED_FAILURES)
-def test_sklearn_compatible(estimator, check):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        check(estimator)
-
 
 @pytest.fixture(scope="module")
 def fitted():

@@ -1,4 +1,4 @@
-"""ODERNN and ODERNNClassifier against the scikit-learn contract: checks, kinds in and out, seeds, pickle."""
+"""ODERNN and ODERNNClassifier against the scikit-learn contract: kinds in and out, seeds, pickle."""
 
 from __future__ import annotations
 
@@ -11,72 +11,11 @@ import pytest
 import torch
 from sklearn.base import clone
 from sklearn.model_selection import KFold, cross_val_score
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from dynlearn import ConvergenceWarning, ODERNN, ODERNNClassifier
 from dynlearn.datasets import make_periodic
 
 SMALL = dict(hidden_dim=4, ode_hidden_layer_sizes=(8,), max_epochs=2, batch_size=8, random_state=0, device="cpu")
-
-TIME_ORDER = "rows of a 2-D array are the time steps of one series; reordering or dropping rows changes the series"
-OBJECT_ENTRIES = (
-    "a non-numeric entry raises dynlearn's InputError (a ValueError naming the argument and the fix), not numpy's "
-    "TypeError; numeric object arrays are accepted"
-)
-# scikit-learn's classifier checks pass a 2-D X with one label per row. In dynlearn a 2-D array is one series
-# (rows are its times, DESIGN.md), and this classifier gives one label per series, so those checks hand it one
-# series with many labels, which it refuses with an InputError that says to pass a 3-D array, a list or a frame.
-ONE_SERIES = (
-    "a 2-D X is one series (rows are its times) and labels are per series, so one label per row is refused "
-    "with an InputError naming the 3-D, list and frame layouts"
-)
-_CLASSIFIER_2D_CHECKS = [
-    "check_fit_score_takes_y",
-    "check_estimators_overwrite_params",
-    "check_dont_overwrite_parameters",
-    "check_estimators_fit_returns_self",
-    "check_readonly_memmap_input",
-    "check_n_features_in_after_fitting",
-    "check_positive_only_tag_during_fit",
-    "check_estimators_dtypes",
-    "check_dtype_object",
-    "check_pipeline_consistency",
-    "check_estimators_pickle",
-    "check_f_contiguous_array_estimator",
-    "check_classifier_data_not_an_array",
-    "check_classifiers_one_label",
-    "check_classifiers_classes",
-    "check_classifiers_train",
-    "check_supervised_y_2d",
-    "check_decision_proba_consistency",
-    "check_methods_sample_order_invariance",
-    "check_methods_subset_invariance",
-    "check_fit2d_1sample",
-    "check_fit2d_1feature",
-    "check_dict_unchanged",
-    "check_fit_idempotent",
-    "check_fit_check_is_fitted",
-    "check_n_features_in",
-    "check_fit2d_predict1d",
-]
-
-
-def _expected_failed_checks(estimator):
-    if isinstance(estimator, ODERNNClassifier):
-        return {name: ONE_SERIES for name in _CLASSIFIER_2D_CHECKS}
-    return {
-        "check_dtype_object": OBJECT_ENTRIES,
-        "check_methods_sample_order_invariance": TIME_ORDER,
-        "check_methods_subset_invariance": TIME_ORDER,
-    }
-
-
-@parametrize_with_checks([ODERNN(**SMALL), ODERNNClassifier(**SMALL)], expected_failed_checks=_expected_failed_checks)
-def test_sklearn_compatible(estimator, check):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        check(estimator)
-
 
 @pytest.fixture(autouse=True)
 def _quiet():

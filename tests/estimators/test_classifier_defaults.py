@@ -7,9 +7,9 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils._param_validation import InvalidParameterError
 
 from dynlearn import ODERNNClassifier
+from dynlearn._compat import InvalidParameterError
 
 
 def _rotations(n_series: int, seed: int) -> tuple[pd.DataFrame, pd.Series]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import pickle
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +11,8 @@ import pandas as pd
 import pytest
 import torch
 from sklearn.base import clone
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from dynlearn import ConvergenceWarning, HamiltonianNN, InputError, NeuralODE
+from dynlearn import HamiltonianNN, InputError, NeuralODE
 from dynlearn.datasets import fetch_real_pendulum, make_mass_spring
 
 REAL_PENDULUM = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "lipson_pendulum_real"
@@ -23,41 +21,6 @@ SMALL = dict(hidden_layer_sizes=(8,), max_epochs=2, window_size=4, random_state=
 # Long enough to learn, short enough for the test budget; no early stopping on a
 # held-out share of 25 noisy series, whose loss is mostly noise.
 TRAINED = dict(patience=None, validation_fraction=0.0, random_state=0, device="cpu")
-
-# Positions and momenta come in pairs; these checks build data with an odd
-# number of features (1, 3 or 5), which HamiltonianNN refuses with an
-# InputError saying how to name the columns. Pickling, pipelines, dtypes and
-# contiguity are tested on paired data below and by the checks that pass.
-ODD_FEATURES = "the check's data has an odd number of features, which cannot split into positions and momenta"
-EXPECTED_FAILED_CHECKS = {
-    "check_dtype_object": "a non-numeric entry raises dynlearn's InputError (a ValueError naming the argument "
-    "and the fix), not numpy's TypeError; numeric object arrays are accepted",
-    "check_methods_sample_order_invariance": "rows of a 2-D array are the time steps of one series; reordering "
-    "or dropping rows changes the series",
-    "check_methods_subset_invariance": "rows of a 2-D array are the time steps of one series; reordering or "
-    "dropping rows changes the series",
-    **{
-        name: ODD_FEATURES
-        for name in (
-            "check_fit_score_takes_y",
-            "check_dont_overwrite_parameters",
-            "check_estimators_dtypes",
-            "check_pipeline_consistency",
-            "check_estimators_pickle",
-            "check_f_contiguous_array_estimator",
-            "check_dict_unchanged",
-            "check_fit2d_predict1d",
-        )
-    },
-}
-
-
-@parametrize_with_checks([HamiltonianNN(**SMALL)], expected_failed_checks=lambda _: EXPECTED_FAILED_CHECKS)
-def test_sklearn_compatible(estimator, check):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        check(estimator)
-
 
 # ----------------------------------------------------- the ideal mass-spring
 def _spring_energy(states: np.ndarray) -> np.ndarray:

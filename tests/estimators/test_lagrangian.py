@@ -4,53 +4,17 @@ from __future__ import annotations
 
 import copy
 import pickle
-import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from sklearn.base import clone
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from dynlearn import ConvergenceWarning, IntegrationError, LagrangianNN, NeuralODE
+from dynlearn import IntegrationError, LagrangianNN, NeuralODE
 from dynlearn.datasets import make_pendulum
 
 SMALL = dict(hidden_layer_sizes=(8,), max_epochs=2, window_size=4, random_state=0, device="cpu")
-
-ODD_FEATURES = "the check's data has an odd number of features, which cannot split into positions and velocities"
-EXPECTED_FAILED_CHECKS = {
-    "check_dtype_object": "a non-numeric entry raises dynlearn's InputError (a ValueError naming the argument "
-    "and the fix), not numpy's TypeError; numeric object arrays are accepted",
-    "check_methods_sample_order_invariance": "rows of a 2-D array are the time steps of one series; reordering "
-    "or dropping rows changes the series",
-    "check_methods_subset_invariance": "rows of a 2-D array are the time steps of one series; reordering or "
-    "dropping rows changes the series",
-    "check_fit_idempotent": "its two columns (both near 100) are no position and velocity: the 'velocity' of 100 "
-    "moves the position a hundred spreads per unit time, the rollout leaves the data, and the untrained "
-    "Lagrangian's velocity Hessian degenerates there, which raises IntegrationError",
-    **{
-        name: ODD_FEATURES
-        for name in (
-            "check_fit_score_takes_y",
-            "check_dont_overwrite_parameters",
-            "check_estimators_dtypes",
-            "check_pipeline_consistency",
-            "check_estimators_pickle",
-            "check_f_contiguous_array_estimator",
-            "check_dict_unchanged",
-            "check_fit2d_predict1d",
-        )
-    },
-}
-
-
-@parametrize_with_checks([LagrangianNN(**SMALL)], expected_failed_checks=lambda _: EXPECTED_FAILED_CHECKS)
-def test_sklearn_compatible(estimator, check):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        check(estimator)
-
 
 # ------------------------------------------------------------- pendulum
 def _pendulum_energy(states: np.ndarray) -> np.ndarray:

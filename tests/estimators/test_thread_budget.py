@@ -11,10 +11,10 @@ import pytest
 import torch
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, KFold
-from sklearn.utils._param_validation import InvalidParameterError
 
 import dynlearn.estimators as estimators
 from dynlearn import ConvergenceWarning, NeuralODE
+from dynlearn._compat import InvalidParameterError
 from dynlearn.datasets import make_damped_oscillator
 from dynlearn.training import _threads, auto_threads, largest_product, usable_cores
 
