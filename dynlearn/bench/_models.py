@@ -215,7 +215,12 @@ class _AdamsBashforthFlow(nn.Module):
     def observe(self, state: torch.Tensor) -> torch.Tensor:
         return self.model.observe(state)
 
-    def forward(self, y0: torch.Tensor, times: torch.Tensor, solve: dict[str, Any]) -> torch.Tensor:
+    def control(self, times: torch.Tensor, inputs: torch.Tensor | None, lead: Any = None) -> Any:
+        return self.model.control(times, inputs, lead)
+
+    def forward(self, y0: torch.Tensor, times: torch.Tensor, solve: dict[str, Any], control: Any = None) -> torch.Tensor:
+        if control is not None:
+            raise ValueError("the Adams-Bashforth flow of the linear-multistep model takes no known inputs")
         return adams_bashforth2(self.model.field, y0, times)
 
 

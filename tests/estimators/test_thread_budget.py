@@ -64,7 +64,7 @@ def test_every_estimator_takes_n_threads_after_device(name):
     assert parameters[parameters.index("device") + 1] == "n_threads"
     assert cls().n_threads == "auto"
     doc = inspect.getdoc(cls)
-    assert "n_threads : int" in doc or "The other parameters are those of" in doc  # LatentODEClassifier refers on
+    assert "n_threads : int" in doc or "are those of :class:`LatentODE`" in doc  # LatentODEClassifier refers on
 
 
 @pytest.mark.parametrize("name", estimators.__all__)
