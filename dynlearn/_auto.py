@@ -468,6 +468,7 @@ class AutoForecaster(BaseEstimator):
         started = time.perf_counter()
         self._check_params()
         data = _as_input(X)
+        check_series(data, t)  # refuses empty, sparse, complex and malformed input with an InputError up front
         frame = _as_frame(data, t, None)
         rows = row_times(frame)
         horizon = self._resolved_horizon(rows)
@@ -492,6 +493,11 @@ class AutoForecaster(BaseEstimator):
         baseline = next(r for r in records if r["is_baseline"])
         self.baseline_score_ = baseline["mean"]
         self._refit_best(ranked, baseline, data, t, horizon)
+        for name in ("n_features_in_", "feature_names_in_"):
+            if hasattr(self.best_estimator_, name):
+                setattr(self, name, getattr(self.best_estimator_, name))
+            else:
+                self.__dict__.pop(name, None)
         return self
 
     def _check_params(self) -> None:

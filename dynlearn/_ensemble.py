@@ -175,6 +175,9 @@ class SeedEnsemble(BaseEstimator):
     def __sklearn_tags__(self):  # noqa: D105
         tags = super().__sklearn_tags__()
         tags.requires_fit = True
+        if self.estimator is not None and hasattr(self.estimator, "__sklearn_tags__"):
+            # NaN marks a missing entry for dynlearn's estimators: the members decide what input they take.
+            tags.input_tags = self.estimator.__sklearn_tags__().input_tags
         return tags
 
 

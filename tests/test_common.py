@@ -166,28 +166,14 @@ EXPECTED_FAILED_CHECKS: dict[str, dict[str, str]] = {
         "check_fit2d_1sample": "a season needs at least two observation times; the InputError says so, not in the "
         "'1 sample' words the check looks for",
     },
-    # Not a regressor (no row-order checks) and non-deterministic (no idempotence checks); the rest are gaps
-    # still to close.
+    # Not a regressor (no row-order checks) and non-deterministic (no idempotence checks).
     "AutoForecaster": {
-        "check_n_features_in_after_fitting": NOT_YET + "AutoForecaster sets no n_features_in_ (its "
-        "best_estimator_ has one)",
-        "check_n_features_in": NOT_YET + "AutoForecaster sets no n_features_in_ (its best_estimator_ has one)",
-        "check_complex_data": "input is checked by each candidate, and the candidates' failures are reported "
-        "together as a TrainingError (a RuntimeError), not a ValueError",
-        "check_estimators_empty_data_messages": NOT_YET + "an empty X fails with an IndexError while the folds are "
-        "made, not an InputError",
-        **dict.fromkeys(
-            ("check_estimator_sparse_tag", "check_estimator_sparse_array", "check_estimator_sparse_matrix"),
-            NOT_YET + "a sparse X fails with numpy's 'setting an array element with a sequence', not an error "
-            "saying sparse input is not supported",
-        ),
+        "check_dtype_object": OBJECT_ENTRIES,
         "check_fit2d_1sample": "one observation leaves no backtest fold; the InputError says so in terms of n_splits "
         "and observations, not in the '1 sample' words the check looks for",
     },
     "SeedEnsemble": {
         **SERIES_MODEL,
-        "check_estimators_nan_inf": NOT_YET + "SeedEnsemble's tags do not pass on its estimator's allow_nan (NaN marks "
-        "a missing entry for the NeuralODE inside), so the check expects NaN to be refused",
     },
 }
 
