@@ -1,4 +1,4 @@
-"""The README's quickstart runs as written."""
+"""The README's quickstart, and the user guide's examples that a test pins down, run as written."""
 
 from __future__ import annotations
 
@@ -13,13 +13,16 @@ from dynlearn.metrics import mean_squared_error
 
 matplotlib.use("Agg")
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+FORECASTING_GUIDE = ROOT / "docs" / "user_guide" / "forecasting.md"
+INPUTS_GUIDE = ROOT / "docs" / "user_guide" / "inputs.md"
 
 
-def _python_block(containing: str) -> str:
-    """The one README python block with ``containing`` in it, found by content so that edits elsewhere keep it."""
-    blocks = [b for b in re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S) if containing in b]
-    assert len(blocks) == 1, f"expected one README python block containing {containing!r}, found {len(blocks)}"
+def _python_block(containing: str, page: Path = README) -> str:
+    """The one python block of ``page`` with ``containing`` in it, found by content so that edits elsewhere keep it."""
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S) if containing in b]
+    assert len(blocks) == 1, f"expected one python block in {page.name} containing {containing!r}, found {len(blocks)}"
     return blocks[0]
 
 
@@ -54,7 +57,7 @@ def test_panel_example_runs_and_forecasts_in_user_kind(tmp_path, monkeypatch):
 
 def test_seed_ensemble_example_averages_its_members(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    namespace = _run(_python_block("SeedEnsemble("), "README seed ensemble example")
+    namespace = _run(_python_block("SeedEnsemble(", FORECASTING_GUIDE), "user guide seed ensemble example")
     ensemble, frame = namespace["ensemble"], namespace["frame"]
     assert len(ensemble.estimators_) == 3
     forecast = ensemble.predict(frame, t=[21.0])
@@ -64,7 +67,7 @@ def test_seed_ensemble_example_averages_its_members(tmp_path, monkeypatch):
 
 def test_systems_with_inputs_example_forecasts_under_known_inputs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    namespace = _run(_python_block("make_forced_oscillator("), "README systems with inputs example")
+    namespace = _run(_python_block("make_forced_oscillator(", INPUTS_GUIDE), "user guide systems with inputs example")
     forecast, future, free_run = namespace["forecast"], namespace["future"], namespace["free_run"]
     assert list(forecast.columns) == ["series_id", "time", "q", "p"]
     from dynlearn.metrics import r2_score
