@@ -21,7 +21,7 @@ from .._compat import Interval, StrOptions
 from ..data import QueryTimes, SeriesBatch, check_query_times, to_user_kind
 from ..exceptions import input_error
 from ..nn import ACTIVATIONS, ODERNNEncoder, make_mlp
-from ..solvers import ode_method
+from ..solvers import CONTROL_INTERPOLATIONS, ode_method
 from ..training import LearningRateDecay
 from ._base import guarded_fit
 from ._intervals import ConformalIntervals
@@ -62,9 +62,10 @@ class _ODERNNModel(nn.Module):
         n_classes: int | None = None,
         head_hidden: Sequence[int] = (),
         pooling: str = "last",
+        n_inputs: int = 0,
     ):
         super().__init__()
-        self.encoder = ODERNNEncoder(n_features, hidden_dim, ode_hidden, activation, gru_hidden)
+        self.encoder = ODERNNEncoder(n_features, hidden_dim, ode_hidden, activation, gru_hidden, n_inputs)
         self.decoder = make_mlp(hidden_dim, n_features, decoder_hidden, activation)
         self.pooling = pooling
         head_in = hidden_dim * _POOLED_WIDTH[pooling]
@@ -87,16 +88,50 @@ class _ODERNNModel(nn.Module):
         queries: torch.Tensor,
         solve: dict,
         bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
+        inputs: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Observations at ``queries`` (B, Q), each from the state at row ``anchors`` (B, Q) evolved to it.
 
-        ``bounds`` keeps the evolving state in a box (see :meth:`ODERNNEncoder.evolve`).
+        ``bounds`` keeps the evolving state in a box (see :meth:`ODERNNEncoder.evolve`). ``inputs``, for a
+        driven encoder: the known inputs at the rows of ``states`` (B, n_rows, n_inputs) and at the queries
+        (B, Q, n_inputs), which must then be in time order per series (see :meth:`_decode_driven`).
         """
+        if inputs is not None:
+            return self._decode_driven(states, times, anchors, queries, solve, bounds, *inputs)
         batch, n_queries = queries.shape
         h = states.gather(1, anchors[..., None].expand(-1, -1, states.shape[-1]))
         gaps = queries - times.gather(1, anchors)
         h = self.encoder.evolve(h.reshape(batch * n_queries, -1), gaps.reshape(-1), solve=solve, bounds=bounds)
         return self.decoder(h).reshape(batch, n_queries, -1)
+
+    def _decode_driven(self, states, times, anchors, queries, solve, bounds, row_inputs, query_inputs):
+        """``decode_at`` under known inputs held between samples (zero-order hold).
+
+        A query after its anchor is reached through the earlier queries of
+        the same anchor, in time order: the input holds the anchor's value up
+        to the first of them, then each query's own value up to the next, so
+        the query frame's inputs drive the forecast and none after a query's
+        time reaches it. A query before its anchor (before a series' first
+        observation) is integrated back holding its own input.
+        """
+        n_queries = queries.shape[1]
+        h_anchor = states.gather(1, anchors[..., None].expand(-1, -1, states.shape[-1]))
+        t_anchor = times.gather(1, anchors)
+        u_anchor = row_inputs.gather(1, anchors[..., None].expand(-1, -1, row_inputs.shape[-1]))
+        out, h = [], None
+        for q in range(n_queries):
+            start_h, start_t, held = h_anchor[:, q], t_anchor[:, q], u_anchor[:, q]
+            if q > 0:
+                chain = ((anchors[:, q] == anchors[:, q - 1]) & (queries[:, q - 1] > t_anchor[:, q - 1])
+                         & (queries[:, q] >= queries[:, q - 1]))
+                start_h = torch.where(chain[:, None], h, start_h)
+                start_t = torch.where(chain, queries[:, q - 1], start_t)
+                held = torch.where(chain[:, None], query_inputs[:, q - 1], held)
+            gaps = queries[:, q] - start_t
+            held = torch.where((gaps < 0)[:, None], query_inputs[:, q], held)
+            h = self.encoder.evolve(start_h, gaps, solve=solve, bounds=bounds, covariates=held)
+            out.append(h)
+        return self.decoder(torch.stack(out, dim=1))
 
 
 def _unpack(data: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
@@ -111,6 +146,22 @@ def _unpack(data: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
         real[:, :width],
         lengths,
     )
+
+
+def _unpack_inputs(data: dict[str, torch.Tensor], width: int) -> torch.Tensor | None:
+    """The known inputs of a minibatch trimmed like :func:`_unpack`'s tensors (None without inputs)."""
+    inputs = data.get("inputs")
+    return None if inputs is None else inputs[:, :width]
+
+
+def _driven_before(module: _ODERNNModel, values, shown, times, lengths, inputs, solve) -> torch.Tensor:
+    """Every row decoded from the state evolved to it, the encoder updating only on ``shown`` entries.
+
+    With inputs every row is on the encoder's clock, hidden ones included:
+    their inputs are known, and the state crossing them must read them.
+    """
+    _, _, before = module.encoder(values, shown, times, lengths, solve=solve, return_before=True, covariates=inputs)
+    return module.decoder(before)
 
 
 def _masked_mse(predicted: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -203,7 +254,11 @@ def _interpolation_loss(
     """
     values, mask, times, real, lengths = _unpack(data)
     keep, mask_shown = _drawn_rows(real, mask, observed_fraction, generator)
-    predicted = _interpolated(module, values, mask_shown, times, real, keep, solve)
+    inputs = _unpack_inputs(data, values.shape[1])
+    if inputs is not None:
+        predicted = _driven_before(module, values, mask_shown & keep[..., None], times, lengths, inputs, solve)
+    else:
+        predicted = _interpolated(module, values, mask_shown, times, real, keep, solve)
     return _masked_mse(predicted[:, 1:], values[:, 1:], mask[:, 1:])
 
 
@@ -246,7 +301,11 @@ def _extrapolation_loss(
     anchor = torch.where(condition, index, torch.zeros_like(index)).max(dim=1, keepdim=True).values
     # Forecasts start from the last shown row (the packed rows end there).
     shown = (condition.sum(dim=1, keepdim=True) - 1).expand_as(index)
-    predicted = _shown_and_predicted(module, values, mask_shown, times, condition, shown, solve)
+    inputs = _unpack_inputs(data, values.shape[1])
+    if inputs is not None:
+        predicted = _driven_before(module, values, mask_shown & condition[..., None], times, lengths, inputs, solve)
+    else:
+        predicted = _shown_and_predicted(module, values, mask_shown, times, condition, shown, solve)
     return _masked_mse(predicted, values, mask & (index > anchor)[..., None])
 
 
@@ -262,7 +321,7 @@ class _ODERNNBase(SeriesModel):
     def _build_module(self) -> _ODERNNModel:
         classes = getattr(self, "classes_", None)  # fitted by ODERNNClassifier only
         return _ODERNNModel(
-            self.n_features_in_,
+            self._n_states,
             self.hidden_dim,
             tuple(self.ode_hidden_layer_sizes),
             self.activation,
@@ -271,6 +330,7 @@ class _ODERNNBase(SeriesModel):
             None if classes is None else len(classes),
             tuple(getattr(self, "head_hidden_layer_sizes", ())),
             getattr(self, "pooling", "last"),
+            len(getattr(self, "covariate_index_", ())),
         )
 
     def _train_decaying(self, loss_fn: Any, examples: dict[str, np.ndarray], batch: SeriesBatch) -> None:
@@ -310,13 +370,16 @@ class _ODERNNBase(SeriesModel):
         return solve
 
     def _internal(self, batch: SeriesBatch) -> dict[str, np.ndarray]:
-        """Standardised values (0 under the mask), mask, internal times and real rows, per series."""
-        return {
+        """Standardised values (0 under the mask), mask, internal times, real rows and known inputs, per series."""
+        internal = {
             "values": np.where(batch.mask, self._scale_values(batch.values), 0.0),
             "mask": batch.mask,
             "times": self._scale_times(batch.times),
             "real": batch.row_mask,
         }
+        if batch.inputs is not None:
+            internal["inputs"] = self._scale_inputs(batch.inputs)
+        return internal
 
     def _encode_chunks(self, batch: SeriesBatch, return_before: bool = False):
         """Yield (series slice, internal tensors, forward states) for chunks of series, without gradients.
@@ -341,6 +404,7 @@ class _ODERNNBase(SeriesModel):
                     torch.as_tensor(lengths, device=self.device_),
                     solve=solve,
                     return_before=return_before,
+                    covariates=tensors.get("inputs"),
                 )
                 states = (out[0], out[2]) if return_before else out[0]
                 yield part, tensors, states, out[1], solve
@@ -495,6 +559,21 @@ class ODERNN(ConformalIntervals, _ODERNNBase):
         states it was trained on, instead of following the learned field
         where it never saw data. It changes predictions only where the
         state would leave the box; ``False`` evolves the state freely.
+    covariates : list of str or int, str or None, default=None
+        Columns of X that are known inputs ``u(t)`` driving the series, not
+        forecast (names for frames, column indices for arrays). The GRU
+        reads ``[values * mask, mask, u(t_i)]`` at each observation and the
+        field becomes ``dh/dt = f(h, u)``; inputs must be known at every row
+        (rows with missing values still carry theirs), and ``predict`` then
+        needs a query frame holding the inputs at the query times, each
+        query reached through the earlier queries' inputs in time order.
+        Predictions hold the state columns only; see
+        ``docs/user_guide/inputs.md``.
+    covariate_interpolation : {"previous"}, default="previous"
+        How the inputs are read between samples: held at the last sample
+        (zero-order hold), which is what the fixed steps between
+        observations do. ``"linear"`` and ``"cubic"`` (taken by
+        :class:`NeuralODE`) are refused with an ``InputError``.
     {shared}
 
     Attributes
@@ -512,7 +591,7 @@ class ODERNN(ConformalIntervals, _ODERNNBase):
     training_time_ : float
         Seconds spent in the last ``fit``.
     mean_, scale_ : ndarray of shape (n_features,)
-        Per-feature standardisation.
+        Per-feature standardisation (of the states, without the inputs).
     time_scale_ : float
         One internal time unit in the data's units: with ``standardize=True``
         the median series window spans five internal units.
@@ -521,6 +600,11 @@ class ODERNN(ConformalIntervals, _ODERNNBase):
     data_min_, data_max_ : ndarray of shape (n_features,)
         Observed range of each feature at fit (user units), the reference
         of :class:`~dynlearn.exceptions.ForecastRangeWarning`.
+    covariate_index_ : ndarray of int
+        Positions of the ``covariates`` among X's value columns (absent
+        without covariates).
+    covariate_mean_, covariate_scale_ : ndarray of shape (n_inputs,)
+        Standardisation of the inputs (absent without covariates).
     state_min_, state_max_ : ndarray of shape (hidden_dim,)
         The box of ``stabilize``: the range of the hidden states reached on
         the training data, widened by a tenth of its width on each side.
@@ -552,6 +636,8 @@ class ODERNN(ConformalIntervals, _ODERNNBase):
         "extrapolation_split": [Interval(Real, 0, 1, closed="neither")],
         "decoder_hidden_layer_sizes": [tuple, list],
         "stabilize": ["boolean"],
+        "covariates": [list, tuple, str, None],
+        "covariate_interpolation": [StrOptions(set(CONTROL_INTERPOLATIONS))],
     }
 
     _range_advice = (
@@ -568,6 +654,8 @@ class ODERNN(ConformalIntervals, _ODERNNBase):
         gru_hidden_size: int | None = None,
         decoder_hidden_layer_sizes: Sequence[int] = (),
         stabilize: bool = True,
+        covariates: Sequence[Any] | str | None = None,
+        covariate_interpolation: str = "previous",
         activation: str = "tanh",
         step_size: float | None = None,
         solver: str = "euler",
@@ -600,6 +688,8 @@ class ODERNN(ConformalIntervals, _ODERNNBase):
         self.gru_hidden_size = gru_hidden_size
         self.decoder_hidden_layer_sizes = decoder_hidden_layer_sizes
         self.stabilize = stabilize
+        self.covariates = covariates
+        self.covariate_interpolation = covariate_interpolation
         self.activation = activation
         self.step_size = step_size
         self.solver = solver
@@ -644,6 +734,13 @@ class ODERNN(ConformalIntervals, _ODERNNBase):
         started = time.perf_counter()
         batch = self._setup_fit(X, t)
         self._check_sizes()
+        if self.covariates is not None and self.covariate_interpolation != "previous":
+            raise input_error(
+                "covariate_interpolation",
+                "'previous' for ODERNN (each input holds its value from one sample to the next)",
+                repr(self.covariate_interpolation),
+                "Use covariate_interpolation='previous', or NeuralODE, which also reads inputs 'linear' or 'cubic'.",
+            )
         if batch.lengths.max() < 2:
             raise input_error(
                 "X",
@@ -729,8 +826,10 @@ class ODERNN(ConformalIntervals, _ODERNNBase):
         out = np.empty(query.times.shape + (batch.n_features,))
         times = self._scale_times(batch.times)
         bounds = self._state_bounds()
+        q_inputs = None if query.inputs is None else self._scale_inputs(query.inputs)
         for part, tensors, states, _, solve in self._encode_chunks(batch):
             queries = q_times[part]
+            inputs = None if q_inputs is None else (tensors["inputs"], self._tensor(q_inputs[part]))
             # Anchors from float64 times: a query at an observation time must not see that observation.
             _, anchors = _anchor_rows(times[part, : states.shape[1]], batch.lengths[part], queries)
             predicted = self.module_.decode_at(
@@ -740,6 +839,7 @@ class ODERNN(ConformalIntervals, _ODERNNBase):
                 self._tensor(queries),
                 solve,
                 bounds,
+                inputs,
             )
             out[part] = predicted.cpu().double().numpy()
         return self._note_forecast_range(self._unscale_values(out))

@@ -138,8 +138,7 @@ def _refine(
     width = int(position[:, -1].max()) + 1
     rows = torch.arange(width, device=inputs.device).expand(batch, width)
     position = torch.where(real, position, torch.full_like(position, width - 1))
-    # The original row each refined row leads up to (rows past a series' end: beyond its last row).
-    owner = torch.searchsorted(position.contiguous(), rows.contiguous()).clamp_max(n_times - 1)
+    owner = _owners(position, width)
     inside = rows <= position.gather(1, (real.sum(dim=1, keepdim=True) - 1))
     step = (gaps[..., 0] / n_steps.clamp_min(1)).gather(1, owner)
     refined_gaps = torch.where(inside & (rows > 0), step, torch.zeros_like(step))[..., None]
@@ -152,16 +151,27 @@ def _refine(
     return refined_inputs[:, :width], refined_update[:, :width], refined_gaps, position
 
 
-class _GapScaledField(nn.Module):
-    """``dh/ds = gap * f(h)`` on ``s`` in [0, 1]: every row reaches its own gap at ``s = 1``."""
+def _owners(position: torch.Tensor, width: int) -> torch.Tensor:
+    """The original row each of ``width`` refined rows leads up to (rows past a series' end: its last row)."""
+    rows = torch.arange(width, device=position.device).expand(position.shape[0], width)
+    return torch.searchsorted(position.contiguous(), rows.contiguous()).clamp_max(position.shape[1] - 1)
 
-    def __init__(self, net: nn.Module, gaps: torch.Tensor):
+
+class _GapScaledField(nn.Module):
+    """``dh/ds = gap * f(h)`` on ``s`` in [0, 1]: every row reaches its own gap at ``s = 1``.
+
+    With ``held`` (N, n_inputs) the field is ``f(h, u)`` with each row's input held over its gap.
+    """
+
+    def __init__(self, net: nn.Module, gaps: torch.Tensor, held: torch.Tensor | None = None):
         super().__init__()
         self.net = net
         self.gaps = gaps
+        self.held = held
 
     def forward(self, s: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        return self.net(h) * self.gaps
+        x = h if self.held is None else torch.cat([h, self.held], dim=-1)
+        return self.net(x) * self.gaps
 
 
 class _ProjectedField(nn.Module):
@@ -232,6 +242,20 @@ class _GRUUnit(nn.Module):
         return step
 
 
+def _held_inputs(covariates: torch.Tensor, real: torch.Tensor, reverse: bool) -> torch.Tensor:
+    """The input held over the gap that ends at each row (batch, n_rows, n_inputs), a zero-order hold.
+
+    Forwards, the gap into row ``k`` runs from observation ``k-1``, whose
+    input holds over it; backwards (rows in reverse time order) the gap runs
+    down to the row's own observation, the earlier time, whose input holds.
+    The first row crosses no gap (its own input stands in).
+    """
+    if reverse:
+        return covariates
+    held = torch.cat([covariates[:, :1], covariates[:, :-1]], dim=1)
+    return torch.where(real[..., None], held, covariates)
+
+
 def _gru_cell_stepper(cell: nn.GRUCell, inputs: torch.Tensor):
     """``cell(inputs[:, k], h)`` as ``step(k, h)``, with the input projection done for all rows at once.
 
@@ -281,6 +305,11 @@ class ODERNNEncoder(nn.Module):
     gru_hidden : int or None, default=None
         None uses :class:`torch.nn.GRUCell`; an int uses the paper's GRU, whose
         gates and candidate are one-hidden-layer MLPs of that width.
+    n_inputs : int, default=0
+        Known inputs ``u`` driving the state: the GRU reads ``[values * mask,
+        mask, u]`` at each observation and the field is ``f(h, u)``, with
+        ``u`` held at its value at the start of each gap (a zero-order hold).
+        Pass them to :meth:`forward` and :meth:`evolve` as ``covariates``.
 
     Notes
     -----
@@ -322,17 +351,19 @@ class ODERNNEncoder(nn.Module):
         ode_hidden: Sequence[int] = (64,),
         activation: str = "tanh",
         gru_hidden: int | None = None,
+        n_inputs: int = 0,
     ):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise input_error("activation", f"one of {sorted(ACTIVATIONS)}", repr(activation), "Pick a listed name.")
         self.n_features = n_features
         self.hidden_dim = hidden_dim
-        self.field = MLPVectorField(hidden_dim, tuple(ode_hidden), activation)
+        self.n_inputs = n_inputs
+        self.field = MLPVectorField(hidden_dim, tuple(ode_hidden), activation, n_inputs=n_inputs)
         if gru_hidden is None:
-            self.gru: nn.Module = nn.GRUCell(2 * n_features, hidden_dim)
+            self.gru: nn.Module = nn.GRUCell(2 * n_features + n_inputs, hidden_dim)
         else:
-            self.gru = _GRUUnit(2 * n_features, hidden_dim, gru_hidden)
+            self.gru = _GRUUnit(2 * n_features + n_inputs, hidden_dim, gru_hidden)
 
     # ----------------------------------------------------------- evolve
     def evolve(
@@ -342,6 +373,7 @@ class ODERNNEncoder(nn.Module):
         *,
         solve: dict[str, Any],
         bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
+        covariates: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Integrate hidden states ``h`` (N, H) by per-row time gaps ``gaps`` (N,).
 
@@ -351,9 +383,24 @@ class ODERNNEncoder(nn.Module):
         on that box: it starts clamped into the box and stays in it (fixed
         steps are clamped after each step; adaptive solves integrate a field
         whose components pointing out of the box vanish on its faces).
-        Returns (N, H).
+        ``covariates`` (N, n_inputs), required with ``n_inputs``: each row's
+        input, held over its gap. Returns (N, H).
         """
-        return self._evolver(solve, bounds)(h, gaps.to(h.dtype).reshape(-1, 1))
+        held = self._checked_held(covariates, h.shape[0])
+        return self._evolver(solve, bounds)(h, gaps.to(h.dtype).reshape(-1, 1), held)
+
+    def _checked_held(self, covariates: torch.Tensor | None, n_rows: int) -> torch.Tensor | None:
+        n_inputs = getattr(self, "n_inputs", 0)
+        if not n_inputs:
+            if covariates is not None:
+                raise input_error("covariates", "None for an encoder without inputs (n_inputs=0)",
+                                  f"shape {tuple(covariates.shape)}", "Build the encoder with n_inputs.")
+            return None
+        if covariates is None or covariates.shape[0] != n_rows or covariates.shape[-1] != n_inputs:
+            received = "None" if covariates is None else f"shape {tuple(covariates.shape)}"
+            raise input_error("covariates", f"inputs of shape (..., {n_inputs}) for each of the {n_rows} rows",
+                              received, "Pass the known inputs of every row.")
+        return covariates
 
     def _evolver(self, solve: dict[str, Any], bounds: tuple[torch.Tensor, torch.Tensor] | None = None):
         """A function ``(h, gaps (N, 1)) -> h`` for the method in ``solve``, projected on ``bounds`` if given."""
@@ -367,31 +414,33 @@ class ODERNNEncoder(nn.Module):
         if info.name in _INLINE_STEPS:
             net = _functional(net, rescaled=True)
 
-            def step(h: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
-                out = _step(info.name, net, h, dt)
+            def step(h: torch.Tensor, dt: torch.Tensor, held: torch.Tensor | None) -> torch.Tensor:
+                f = net if held is None else (lambda x: net(torch.cat([x, held], dim=-1)))
+                out = _step(info.name, f, h, dt)
                 return out if bounds is None else torch.clamp(out, *bounds)
 
-            def evolve_inline(h: torch.Tensor, gaps: torch.Tensor) -> torch.Tensor:
+            def evolve_inline(h: torch.Tensor, gaps: torch.Tensor, held: torch.Tensor | None = None) -> torch.Tensor:
                 if bounds is not None:
                     h = torch.clamp(h, *bounds)
                 if step_size is None:
-                    return step(h, gaps)
+                    return step(h, gaps, held)
                 # Each row takes its own number of equal steps; after the first, only the
                 # rows that still have steps to take are stepped (cost: the sum of steps).
                 n_steps = _substeps(gaps, step_size, max_num_steps, rule)
                 dt = gaps / n_steps
-                h = step(h, dt)
+                h = step(h, dt, held)
                 remaining = n_steps[:, 0]
                 for i in range(1, int(remaining.max())):
                     rows = torch.nonzero(remaining > i).squeeze(1)
-                    stepped = step(h.index_select(0, rows), dt.index_select(0, rows))
+                    some = None if held is None else held.index_select(0, rows)
+                    stepped = step(h.index_select(0, rows), dt.index_select(0, rows), some)
                     h = h.index_copy(0, rows, stepped)
                 return h
 
             return evolve_inline
 
-        def evolve_solver(h: torch.Tensor, gaps: torch.Tensor) -> torch.Tensor:
-            field: nn.Module = _GapScaledField(net, gaps)
+        def evolve_solver(h: torch.Tensor, gaps: torch.Tensor, held: torch.Tensor | None = None) -> torch.Tensor:
+            field: nn.Module = _GapScaledField(net, gaps, held)
             if bounds is not None:
                 h, field = torch.clamp(h, *bounds), _ProjectedField(field, *bounds)
             s = torch.tensor([0.0, 1.0], dtype=h.dtype, device=h.device)
@@ -416,8 +465,12 @@ class ODERNNEncoder(nn.Module):
         moves: list[bool],
         updates_all: list[bool],
         solve: dict[str, Any],
+        held: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The rows recorded by autograd, for any method: states, priors (batch, n_rows, hidden_dim) and the last state."""
+        """The rows recorded by autograd, for any method: states, priors (batch, n_rows, hidden_dim) and the last state.
+
+        ``held`` (batch, n_rows, n_inputs): the input held over the gap into each row.
+        """
         evolve = self._evolver(solve)
         if isinstance(self.gru, _GRUUnit):
             gru = self.gru.stepper(inputs)
@@ -427,7 +480,7 @@ class ODERNNEncoder(nn.Module):
         states, priors = [], []
         for k in range(inputs.shape[1]):
             if k > 0 and moves[k]:
-                h = evolve(h, gaps[:, k])
+                h = evolve(h, gaps[:, k]) if held is None else evolve(h, gaps[:, k], held[:, k])
             priors.append(h)
             h = gru(k, h) if updates_all[k] else torch.where(update[:, k], gru(k, h), h)
             states.append(h)
@@ -444,6 +497,7 @@ class ODERNNEncoder(nn.Module):
         solve: dict[str, Any],
         reverse: bool = False,
         return_before: bool = False,
+        covariates: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, ...]:
         """Run the ODE-RNN over every series' observations.
 
@@ -460,6 +514,10 @@ class ODERNNEncoder(nn.Module):
             (and optionally ``options``); see the class notes.
         reverse : bool, default=False
             Process each series from its last observation back to its first.
+        covariates : Tensor of shape (batch, n_times, n_inputs), default=None
+            The known inputs at every row (required with ``n_inputs``, also
+            at rows without observed values): read by the GRU at each
+            observation and held over the gap that starts there.
 
         Returns
         -------
@@ -478,6 +536,11 @@ class ODERNNEncoder(nn.Module):
             it predicts each observation from the ones before it alone.
         """
         batch, n_times, n_features = values.shape
+        if covariates is not None or getattr(self, "n_inputs", 0):
+            self._checked_held(covariates, batch)
+            if covariates.shape[:2] != (batch, n_times):
+                raise input_error("covariates", f"shape ({batch}, {n_times}, {self.n_inputs}) like values",
+                                  f"shape {tuple(covariates.shape)}", "Pass the inputs at every row.")
         if n_features != self.n_features or mask.shape != values.shape or times.shape != (batch, n_times):
             raise input_error(
                 "values, mask, times",
@@ -496,8 +559,15 @@ class ODERNNEncoder(nn.Module):
             values = values.gather(1, order[..., None].expand_as(values))
             mask = mask.gather(1, order[..., None].expand_as(mask))
             times = times.gather(1, order)
+            if covariates is not None:
+                covariates = covariates.gather(1, order[..., None].expand_as(covariates))
         mask = mask & real[..., None]
         inputs = torch.cat([values * mask, mask.to(values.dtype)], dim=-1)
+        held = None
+        if covariates is not None:
+            covariates = covariates.to(values.dtype)
+            held = _held_inputs(covariates, real, reverse)
+            inputs = torch.cat([inputs, covariates], dim=-1)
         update = mask.any(dim=-1, keepdim=True)  # (batch, n_times, 1)
         gaps = torch.zeros(batch, n_times, 1, dtype=values.dtype, device=device)
         gaps[:, 1:, 0] = torch.where(real[:, 1:], times[:, 1:] - times[:, :-1], 0).to(values.dtype)
@@ -507,19 +577,23 @@ class ODERNNEncoder(nn.Module):
             limit = solve.get("max_num_steps", 10_000)
             rule = _step_rule(solve.get("options"))
             inputs, update, gaps, position = _refine(inputs, update, gaps, real, step_size, limit, rule)
+            if held is not None:  # every inserted step holds the input of the gap it splits
+                owner = _owners(position, gaps.shape[1])
+                held = held.gather(1, owner[..., None].expand(-1, -1, held.shape[-1]))
             dropped = ("step_size", "step_rule")
             solve = {**solve, "options": {k: v for k, v in solve["options"].items() if k not in dropped}}
         # One host sync for the whole loop: which steps move any clock, and which update every row.
         moves, updates_all = torch.stack([(gaps[..., 0] != 0).any(dim=0), update[..., 0].all(dim=0)]).tolist()
         # The hand-written backward gives no gradient to the times, so times that need one take the recorded loop.
         fused = not gaps.requires_grad and ode_method(solve.get("method", "rk4")).name == "euler"
-        if fused and fusable_field(self.field.net):
+        # The hand-written loop has no inputs in its field: a driven encoder takes the recorded loop.
+        if fused and held is None and fusable_field(self.field.net):
             rows_first = [tensor.transpose(0, 1).contiguous() for tensor in (gaps, update, inputs)]
             states, priors = euler_gru_loop(*rows_first[:2], moves, updates_all, self.field.net, self.gru, rows_first[2])
             states, priors = states.transpose(0, 1), priors.transpose(0, 1)
             h = states[:, -1]
         else:
-            states, priors, h = self._loop(inputs, update, gaps, moves, updates_all, solve)
+            states, priors, h = self._loop(inputs, update, gaps, moves, updates_all, solve, held)
         before = priors if return_before else None
         if position is not None:
             where = position[..., None].expand(-1, -1, self.hidden_dim)
