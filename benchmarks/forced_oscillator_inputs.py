@@ -1,11 +1,12 @@
-"""What knowing the input buys: NeuralODE forecasts of forced oscillators with and without ``covariates``.
+"""What knowing the input buys: NeuralODE and ODERNN forecasts of forced oscillators with and without ``covariates``.
 
 24 series of ``make_forced_oscillator`` (60 samples over 15 time units, a
 different multisine force per series): fit on 16, forecast the second half
 of the other 8 — under input signals never seen in training — from their
 first half. Figures: R² and MSE of the forecasts, fit seconds, for each
 ``covariate_interpolation`` and for the same model without the input (on
-rk4, as the driven models, and on the adaptive dopri5).
+rk4, as the driven models, and on the adaptive dopri5); then ODERNN, which
+holds the input between samples (``"previous"``), with and without it.
 
     OMP_NUM_THREADS=1 python benchmarks/forced_oscillator_inputs.py
 
@@ -23,11 +24,12 @@ import torch
 
 OUT = Path(__file__).resolve().parent / "results" / "forced_oscillator_inputs"
 MODEL = dict(hidden_layer_sizes=(32, 32), max_epochs=40, random_state=0, device="cpu")
+RNN = dict(hidden_dim=16, max_epochs=60, task="extrapolation", batch_size=10, random_state=0, device="cpu")
 STATES = ["q", "p"]
 
 
 def main() -> None:
-    from dynlearn import NeuralODE
+    from dynlearn import ODERNN, NeuralODE
     from dynlearn.datasets import make_forced_oscillator
     from dynlearn.metrics import r2_score
 
@@ -35,15 +37,19 @@ def main() -> None:
     train, test = frame[frame.series_id < 16], frame[frame.series_id >= 16]
     history, future = test[test.time <= 7.5], test[test.time > 7.5]
     truth = future[["series_id", "time", *STATES]]
-    runs = [(f"inputs, {i}, rk4", dict(covariates=["u"], covariate_interpolation=i, solver="rk4"))
+    runs = [(f"NeuralODE, inputs, {i}, rk4", NeuralODE, dict(MODEL, covariates=["u"], covariate_interpolation=i,
+                                                                solver="rk4"))
             for i in ("previous", "linear", "cubic")]
-    runs += [("no inputs, rk4", dict(solver="rk4")), ("no inputs, dopri5", dict(solver="dopri5"))]
+    runs += [("NeuralODE, no inputs, rk4", NeuralODE, dict(MODEL, solver="rk4")),
+             ("NeuralODE, no inputs, dopri5", NeuralODE, dict(MODEL, solver="dopri5")),
+             ("ODERNN, inputs, previous", ODERNN, dict(RNN, covariates=["u"])),
+             ("ODERNN, no inputs", ODERNN, dict(RNN))]
     lines = ["# Forecasts under unseen input signals (forced oscillator)", "",
              f"`benchmarks/forced_oscillator_inputs.py`, OMP_NUM_THREADS=1, torch threads {torch.get_num_threads()}, "
              "CPU. 8 held-out series, second half forecast from the first.", "",
              "| model | R² | MSE | fit s |", "|---|---:|---:|---:|"]
-    for name, options in runs:
-        model = NeuralODE(**MODEL, **options)
+    for name, estimator, options in runs:
+        model = estimator(**options)
         driven = "covariates" in options
         started = time.perf_counter()
         with warnings.catch_warnings():
