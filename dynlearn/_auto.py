@@ -22,7 +22,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._backtest import check_length, frame_feature_columns, parse_length, row_times
 from ._compat import available_if
-from .data import QueryTimes, SeriesBatch, check_query_times, check_series, masked_mean_scale, to_user_kind
+from .data import QueryTimes, SeriesBatch, check_query_times, check_series, masked_mean_scale
 from .estimators._base import SeriesModel
 from .estimators._intervals import CONFORMAL_ATTRIBUTES, ConformalIntervals, lead_times
 from .exceptions import TrainingError, input_error
@@ -143,9 +143,7 @@ class LastValueForecaster(ConformalIntervals, SeriesModel):
         Same kind as X
             Predictions in the user's units; for frames one row per query.
         """
-        batch = self._check_input(X, X_t, time_argument="X_t")
-        query = check_query_times(t, batch)
-        return to_user_kind(self._predict_batch(batch, query), query, batch)
+        return self._predict_at(X, t, X_t)
 
     def _predict_batch(self, batch: SeriesBatch, query: QueryTimes) -> np.ndarray:
         out = np.empty(query.times.shape + (batch.n_features,))

@@ -29,6 +29,7 @@ from ..data import (
     input_columns,
     masked_mean_scale,
     split_inputs,
+    to_user_kind,
 )
 from ..exceptions import ForecastRangeWarning, input_error
 from ..metrics import forecast_score, r2_score_masked
@@ -649,6 +650,12 @@ class SeriesModel(BaseEstimator):
         if not mask.any():
             raise input_error("X", "series with at least two observation times", "single observations", "Pass longer series.")
         return r2_score_masked(batch.values, predicted, mask)
+
+    def _predict_at(self, X: Any, t: Any, X_t: Any) -> Any:
+        """``predict``'s common path: validate the history, read the query times, answer in the user's kind."""
+        batch = self._check_input(X, X_t, time_argument="X_t")
+        query = check_query_times(t, batch)
+        return to_user_kind(self._predict_batch(batch, query), query, batch)
 
     def _predict_batch(self, batch: SeriesBatch, query: QueryTimes) -> np.ndarray:
         """Predictions ``(n_series, n_queries, n_features)`` in user units; subclasses provide it."""

@@ -788,9 +788,7 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
         Same kind as X
             Values in the user's units.
         """
-        batch = self._check_input(X, X_t, time_argument="X_t")
-        query = check_query_times(t, batch)
-        return to_user_kind(self._predict_batch(batch, query), query, batch)
+        return self._predict_at(X, t, X_t)
 
     def _predict_batch(self, batch: SeriesBatch, query: QueryTimes) -> np.ndarray:
         q_times = self._scale_times(query.times)

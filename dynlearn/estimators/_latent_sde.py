@@ -673,9 +673,7 @@ class LatentSDE(ForecastIntervals, SeriesModel):
             Predictions in the user's units. The paths are seeded from the
             fitted ``random_state``, so predictions are repeatable.
         """
-        batch = self._check_input(X, X_t, time_argument="X_t")
-        query = check_query_times(t, batch)
-        return to_user_kind(self._predict_batch(batch, query), query, batch)
+        return self._predict_at(X, t, X_t)
 
     def _predict_batch(self, batch: SeriesBatch, query: QueryTimes) -> np.ndarray:
         draws = self._sample_batch(batch, query, self.n_samples_predict, self._seed + 3, observation_noise=False)

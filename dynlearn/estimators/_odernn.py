@@ -18,7 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from .._compat import Interval, StrOptions
-from ..data import QueryTimes, SeriesBatch, check_query_times, to_user_kind
+from ..data import QueryTimes, SeriesBatch
 from ..exceptions import input_error
 from ..nn import ACTIVATIONS, ODERNNEncoder, make_mlp
 from ..solvers import CONTROL_INTERPOLATIONS, ode_method
@@ -817,9 +817,7 @@ class ODERNN(ConformalIntervals, _ODERNNBase):
         Same kind as X
             Predictions in the user's units; for frames one row per query.
         """
-        batch = self._check_input(X, X_t, time_argument="X_t")
-        query = check_query_times(t, batch)
-        return to_user_kind(self._predict_batch(batch, query), query, batch)
+        return self._predict_at(X, t, X_t)
 
     def _predict_batch(self, batch: SeriesBatch, query: QueryTimes) -> np.ndarray:
         q_times = self._scale_times(query.times)

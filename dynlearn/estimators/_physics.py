@@ -380,9 +380,7 @@ class PhaseSpaceModel(ConformalIntervals, SeriesModel):
         Same kind as X
             Predictions in the user's units; for frames one row per query.
         """
-        batch = self._check_input(X, X_t, time_argument="X_t")
-        query = check_query_times(t, batch)
-        return to_user_kind(self._predict_batch(batch, query), query, batch)
+        return self._predict_at(X, t, X_t)
 
     def _predict_internal(self, batch: SeriesBatch, query: QueryTimes) -> np.ndarray:
         states, times = self._internal(batch)
