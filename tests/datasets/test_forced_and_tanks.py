@@ -63,6 +63,23 @@ def test_both_are_in_the_catalogue():
     assert "Schoukens" in entries["cascaded_tanks"].description()
 
 
+def test_cascaded_tanks_reads_a_file_in_the_original_format(tmp_path):
+    # The benchmark's layout: quoted headers, a trailing comma on every line, Ts on the first row only.
+    lines = ['"uEst","uVal","yEst","yVal","Ts",', "3.2567,0.97619,5.205,4.9728,4,", "3.2466,0.99921,5.2154,4.9722,,",
+             "3.2,1.1,5.3,4.9,,"]
+    (tmp_path / "dataBenchmark.csv").write_text("\n".join(lines) + "\n")
+    data = load_cascaded_tanks(path=tmp_path)
+    frame = data.frame
+    assert list(frame.columns) == ["series_id", "time", "u", "y"] and data.sampling_time == 4.0
+    validation = frame[frame.series_id == "validation"]
+    np.testing.assert_array_equal(validation.time, [0.0, 4.0, 8.0])
+    np.testing.assert_array_equal(validation.u, [0.97619, 0.99921, 1.1])
+    np.testing.assert_array_equal(validation.y, [4.9728, 4.9722, 4.9])
+    (tmp_path / "dataBenchmark.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(InputError, match="path"):
+        load_cascaded_tanks(path=tmp_path)
+
+
 @pytest.mark.skipif(not TANKS.is_file(), reason="shared real data file is absent")
 def test_cascaded_tanks_from_the_shared_file():
     data = load_cascaded_tanks(path=TANKS)
