@@ -11,33 +11,26 @@ minute on one thread.
 
 from __future__ import annotations
 
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from dynlearn import ConvergenceWarning, LatentODE
+from dynlearn import ConvergenceWarning, LastValueForecaster, LatentODE
 
-N_SERIES, N_HELD, N_TIMES, SPAN, BASE_FREQUENCY, NOISE = 200, 40, 100, 5.0, 0.25, 0.01
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import latent_defaults  # noqa: E402  (the benchmark's panel, at the size below)
+
+N_SERIES, N_HELD = 200, 40
 KEYS = ["series_id", "time"]
 
 
 @pytest.fixture(scope="module")
 def panel():
     """Observed training rows, observed held-back rows, and the unobserved held-back rows (with their values)."""
-    rng = np.random.RandomState(0)
-    times = np.linspace(0.0, SPAN, N_TIMES)
-    frequency = BASE_FREQUENCY * rng.uniform(0.5, 1.5, N_SERIES)
-    amplitude = rng.uniform(0.5, 1.5, N_SERIES)
-    phase = rng.uniform(0.0, 2 * np.pi, N_SERIES)
-    values = amplitude[:, None] * np.sin(2 * np.pi * frequency[:, None] * times + phase[:, None])
-    values += NOISE * rng.standard_normal(values.shape)
-    frame = pd.DataFrame({"series_id": np.repeat(np.arange(N_SERIES), N_TIMES),
-                          "time": np.tile(times, N_SERIES), "y": values.ravel()})
-    observed = rng.uniform(size=len(frame)) < 0.5
-    held = frame["series_id"].to_numpy() >= N_SERIES - N_HELD
-    return frame[observed & ~held], frame[observed & held], frame[~observed & held]
+    return latent_defaults.panel(seed=0, n_series=N_SERIES, n_held=N_HELD)
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +42,8 @@ def fitted(panel):
 
 
 def _last_value(given, queries):
-    """Each query answered with its series' latest observation before it (the first one when none is)."""
-    out = []
-    for sid, rows in queries.groupby("series_id", sort=False):
-        seen = given[given["series_id"] == sid]
-        index = np.searchsorted(seen["time"].to_numpy(), rows["time"].to_numpy(), side="right") - 1
-        out.append(seen["y"].to_numpy()[np.clip(index, 0, None)])
-    return np.concatenate(out)
+    """The naive forecast of each query from the given rows: dynlearn's own LastValueForecaster."""
+    return LastValueForecaster().fit(given).predict(given, t=queries[KEYS])["y"].to_numpy()
 
 
 def test_default_latent_ode_interpolates_held_out_series_five_times_better_than_last_value(fitted, panel):
