@@ -238,12 +238,13 @@ class SeasonalNaiveForecaster(LastValueForecaster):
                 seen = np.flatnonzero(batch.mask[i, :n, j])
                 if len(seen) == 0:
                     continue
-                times = batch.times[i, seen]
-                seasons = self._season(times)
-                for q, (when, season) in enumerate(zip(query.times[i], wanted)):
-                    earlier = np.flatnonzero((times < when) & (seasons == season))
-                    if len(earlier):
-                        out[i, q, j] = batch.values[i, seen[earlier[-1]], j]
+                seasons = self._season(batch.times[i, seen])
+                for season in np.unique(wanted):
+                    rows = seen[seasons == season]  # this season's observations, in time order
+                    asked = np.flatnonzero(wanted == season)
+                    before = np.searchsorted(batch.times[i, rows], query.times[i, asked], side="left") - 1
+                    found = before >= 0
+                    out[i, asked[found], j] = batch.values[i, rows[before[found]], j]
         return out
 
 
