@@ -239,9 +239,14 @@ class SeriesModel(BaseEstimator):
             self.__dict__.pop("covariate_index_", None)
 
     @property
+    def _n_inputs(self) -> int:
+        """Known inputs the model reads: the ``covariates`` columns (0 without them)."""
+        return len(getattr(self, "covariate_index_", ()))
+
+    @property
     def _n_states(self) -> int:
         """Modelled state columns: the features seen at fit less the known inputs."""
-        return self.n_features_in_ - len(getattr(self, "covariate_index_", ()))
+        return self.n_features_in_ - self._n_inputs
 
     def _after_fit(self) -> None:
         """What a model does once a fit has succeeded (conformal models calibrate); nothing by default."""

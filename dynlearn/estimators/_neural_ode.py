@@ -588,7 +588,7 @@ class NeuralODE(ConformalIntervals, SeriesModel):
             self.second_order,
             self.hidden_init,
             self._guard_box(augment_dim),
-            n_inputs=len(getattr(self, "covariate_index_", ())),
+            n_inputs=self._n_inputs,
             interpolation=self.covariate_interpolation,
         )
 
@@ -868,7 +868,7 @@ class NeuralODE(ConformalIntervals, SeriesModel):
 
     def _simulation_inputs(self, covariates: Any, shape: tuple[int, int]) -> np.ndarray | None:
         """``simulate``'s input signal, scaled, ``(n_series, n_times, n_inputs)`` (None for a model without inputs)."""
-        n_inputs = len(getattr(self, "covariate_index_", ()))
+        n_inputs = self._n_inputs
         if not n_inputs:
             if covariates is not None:
                 raise input_error(

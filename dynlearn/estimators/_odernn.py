@@ -330,7 +330,7 @@ class _ODERNNBase(SeriesModel):
             None if classes is None else len(classes),
             tuple(getattr(self, "head_hidden_layer_sizes", ())),
             getattr(self, "pooling", "last"),
-            len(getattr(self, "covariate_index_", ())),
+            self._n_inputs,
         )
 
     def _train_decaying(self, loss_fn: Any, examples: dict[str, np.ndarray], batch: SeriesBatch) -> None:
