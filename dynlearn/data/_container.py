@@ -69,6 +69,9 @@ class SeriesBatch:
         None otherwise. Rows past a series' length repeat its last row.
     input_names : tuple or None
         Their column labels.
+    n_static : int
+        How many of the inputs, the last ones, are per-series constants
+        (static covariates); each holds its series' value at every row.
     """
 
     values: np.ndarray
@@ -79,6 +82,7 @@ class SeriesBatch:
     spec: InputSpec
     inputs: np.ndarray | None = None
     input_names: tuple[Any, ...] | None = None
+    n_static: int = 0
 
     @property
     def n_series(self) -> int:

@@ -6,6 +6,12 @@ inputs are then split off the states here, once, for every estimator:
 moves those columns from a validated :class:`SeriesBatch` into its
 ``inputs`` (refusing a missing value at any row), and
 :func:`query_inputs` reads the inputs of a query frame at its query times.
+
+Static covariates (per-series constants: a patient's age, a machine's
+type) are inputs too: they follow the time-varying ones in ``inputs``,
+hold their series' value at every row (``SeriesBatch.n_static`` counts
+them), and are taken from the history at query time, so a query needs
+only the time-varying inputs. A model reads both the same way.
 """
 
 from __future__ import annotations
@@ -80,25 +86,35 @@ def input_columns(covariates: Any, spec: InputSpec, argument: str = "covariates"
     return np.asarray(positions, dtype=np.int64)
 
 
-def split_inputs(batch: SeriesBatch, positions: np.ndarray | None, argument: str = "X") -> SeriesBatch:
-    """``batch`` with the columns at ``positions`` moved from its values into its ``inputs``.
+def split_inputs(
+    batch: SeriesBatch, positions: np.ndarray | None, argument: str = "X", static: np.ndarray | None = None
+) -> SeriesBatch:
+    """``batch`` with the columns at ``positions`` and ``static`` moved from its values into its ``inputs``.
 
     The returned batch's values, mask and spec hold the states only (so
     outputs are named after them); ``inputs`` is ``(n_series, max_len,
-    n_inputs)`` and ``input_names`` the columns' labels. Inputs must be
-    known at every row of every series, since the dynamics read them
-    between observations: a missing one raises an error naming the column
-    and the rows. Without positions the batch is returned as it is.
+    n_inputs)``, the columns at ``positions`` then those at ``static``, and
+    ``input_names`` their labels. Time-varying inputs must be known at
+    every row of every series, since the dynamics read them between
+    observations: a missing one raises an error naming the column and the
+    rows. A static column must hold one value per series: it may be blank
+    on some rows (it is then that value, as documented), but two different
+    values in one series, or none at all, are refused. Without positions the
+    batch is returned as it is.
     """
-    if positions is None or len(positions) == 0:
+    positions = np.empty(0, dtype=np.int64) if positions is None else np.asarray(positions, dtype=np.int64)
+    static = np.empty(0, dtype=np.int64) if static is None else np.asarray(static, dtype=np.int64)
+    if len(positions) == 0 and len(static) == 0:
         return batch
     spec = batch.spec
-    keep = np.setdiff1d(np.arange(spec.n_features), positions)
     labels = spec.column_labels or spec.feature_names or tuple(range(spec.n_features))
-    input_names = tuple(labels[p] for p in positions)
     missing = ~batch.mask[:, :, positions] & batch.row_mask[:, :, None]
     if missing.any():
-        raise _missing_inputs(missing, batch, input_names, argument)
+        raise _missing_inputs(missing, batch, tuple(labels[p] for p in positions), argument)
+    constants = _static_values(batch, static, tuple(labels[p] for p in static))
+    positions = np.concatenate([positions, static])
+    keep = np.setdiff1d(np.arange(spec.n_features), positions)
+    input_names = tuple(labels[p] for p in positions)
     states = batch.mask[:, :, keep]
     empty = ~states.any(axis=(1, 2))
     if empty.any():
@@ -109,6 +125,8 @@ def split_inputs(batch: SeriesBatch, positions: np.ndarray | None, argument: str
             "Drop series without any measured state, or pass their observations.",
         )
     inputs = batch.values[:, :, positions].copy()
+    if len(static):
+        inputs[:, :, len(positions) - len(static):] = constants[:, None, :]
     for i, n in enumerate(batch.lengths):  # padding repeats each series' last row, as its times do
         inputs[i, n:] = inputs[i, n - 1]
     state_spec = replace(
@@ -124,7 +142,39 @@ def split_inputs(batch: SeriesBatch, positions: np.ndarray | None, argument: str
         spec=state_spec,
         inputs=inputs,
         input_names=input_names,
+        n_static=len(static),
     )
+
+
+def _static_values(batch: SeriesBatch, positions: np.ndarray, names: tuple[Any, ...]) -> np.ndarray:
+    """Each series' value of the static columns at ``positions``, ``(n_series, n_static)``; refuse the ambiguous."""
+    if len(positions) == 0:
+        return np.empty((batch.n_series, 0))
+    seen = batch.mask[:, :, positions] & batch.row_mask[:, :, None]
+    values = np.where(seen, batch.values[:, :, positions], np.nan)
+    none = ~seen.any(axis=1)
+    if none.any():
+        series, j = np.argwhere(none)[0]
+        count = int(none[:, j].sum())
+        raise input_error(
+            "static_covariates",
+            f"a value of static column {names[j]!r} in every series",
+            f"{count} series without any, ids {_show(batch.ids[none[:, j]][:_SHOWN_ROWS])}",
+            "Give each series its value (on any of its rows), or drop those series.",
+        )
+    with np.errstate(invalid="ignore"):
+        low, high = np.nanmin(values, axis=1), np.nanmax(values, axis=1)
+    varies = ~np.isclose(low, high, rtol=1e-12, atol=0.0)
+    if varies.any():
+        series, j = np.argwhere(varies)[0]
+        raise input_error(
+            "static_covariates",
+            f"one value of {names[j]!r} per series (a static covariate is constant within a series)",
+            f"values from {low[series, j]:.6g} to {high[series, j]:.6g} in series {_show(batch.ids[series])!r}"
+            f" ({int(varies[:, j].sum())} series vary)",
+            "Name a column that changes over time in covariates= instead, or fix the table.",
+        )
+    return low
 
 
 def query_inputs(t: pd.DataFrame, query: QueryTimes, batch: SeriesBatch, argument: str = "t") -> QueryTimes:
@@ -134,7 +184,7 @@ def query_inputs(t: pd.DataFrame, query: QueryTimes, batch: SeriesBatch, argumen
     every row: a forecast under inputs needs them known at the times asked
     for.
     """
-    names = batch.input_names or ()
+    names = (batch.input_names or ())[: _n_varying(batch)]
     absent = [name for name in names if name not in t.columns]
     if absent:
         raise input_error(
@@ -163,7 +213,26 @@ def query_inputs(t: pd.DataFrame, query: QueryTimes, batch: SeriesBatch, argumen
     for i, n in enumerate(counts):
         if 0 < n < query.n_queries:
             padded[i, n:] = padded[i, n - 1]
-    return replace(query, inputs=padded)
+    return replace(query, inputs=np.concatenate([padded, _static_at(query, batch)], axis=-1))
+
+
+def static_query_inputs(query: QueryTimes, batch: SeriesBatch) -> QueryTimes:
+    """``query`` with inputs for a batch whose inputs are all static: each series' constants at every query."""
+    return replace(query, inputs=_static_at(query, batch))
+
+
+def only_static(batch: SeriesBatch) -> bool:
+    """Whether every input of ``batch`` is a per-series constant (queries then need no inputs)."""
+    return batch.inputs is not None and _n_varying(batch) == 0
+
+
+def _n_varying(batch: SeriesBatch) -> int:
+    return (0 if batch.inputs is None else batch.inputs.shape[-1]) - batch.n_static
+
+
+def _static_at(query: QueryTimes, batch: SeriesBatch) -> np.ndarray:
+    constants = batch.inputs[:, :1, batch.inputs.shape[-1] - batch.n_static:]
+    return np.broadcast_to(constants, query.times.shape + (batch.n_static,)).copy()
 
 
 def own_inputs(query: QueryTimes, batch: SeriesBatch) -> QueryTimes:
@@ -177,7 +246,8 @@ def refuse_array_queries(batch: SeriesBatch, argument: str = "t") -> None:
     """A model with inputs needs them at the query times, which only a query frame carries."""
     raise input_error(
         argument,
-        f"a query frame (series id, time and the input column(s) {list(batch.input_names or ())}) for a model "
+        f"a query frame (series id, time and the input column(s) {list((batch.input_names or ())[: _n_varying(batch)])})"
+        " for a model "
         "driven by inputs",
         "query times as an array",
         "Pass a DataFrame of query rows holding the inputs' values at the query times, e.g. the future rows "

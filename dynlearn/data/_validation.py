@@ -22,7 +22,7 @@ from ._container import (
     QueryTimes,
     SeriesBatch,
 )
-from ._inputs import own_inputs, query_inputs, refuse_array_queries
+from ._inputs import only_static, own_inputs, query_inputs, refuse_array_queries, static_query_inputs
 from ._time import TimeEncoding, encoding_for, time_kind
 
 ID_COLUMN = "series_id"
@@ -704,6 +704,9 @@ def check_query_times(t: Any, batch: SeriesBatch, *, argument: str = "t") -> Que
     be a frame holding the inputs at the query times (``None`` reads them at
     the batch's own times); they come back in ``QueryTimes.inputs``.
     """
+    if only_static(batch):
+        # Per-series constants: any kind of query, the constants taken from the history.
+        return static_query_inputs(check_query_times(t, replace(batch, inputs=None), argument=argument), batch)
     if batch.inputs is not None:
         # A model driven by known inputs needs their values at the query times.
         if t is None:

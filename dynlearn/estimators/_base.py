@@ -212,7 +212,7 @@ class SeriesModel(BaseEstimator):
         elif hasattr(self, "feature_names_in_"):
             del self.feature_names_in_
         self._resolve_covariates(spec)
-        batch = split_inputs(batch, getattr(self, "covariate_index_", None))
+        batch = self._split_inputs(batch)
         _check_every_feature_observed(batch)
         self._fit_batch = batch
         self.device_ = resolve_device(self.device)
@@ -227,21 +227,49 @@ class SeriesModel(BaseEstimator):
         return batch
 
     def _resolve_covariates(self, spec: Any) -> None:
-        """Record ``covariate_index_``: the columns of X that ``covariates`` names as known inputs.
+        """Record ``covariate_index_`` and ``static_index_``: the columns of X named as known inputs.
 
-        Only estimators with a ``covariates`` parameter have inputs; for the
-        others (and ``covariates=None``) the attribute is absent.
+        Only estimators with a ``covariates`` (``static_covariates``)
+        parameter have inputs; for the others, and for None, the attribute
+        is absent.
         """
-        positions = input_columns(getattr(self, "covariates", None), spec)
-        if len(positions):
-            self.covariate_index_ = positions
-        else:
-            self.__dict__.pop("covariate_index_", None)
+        for parameter, attribute in (("covariates", "covariate_index_"), ("static_covariates", "static_index_")):
+            positions = input_columns(getattr(self, parameter, None), spec, parameter)
+            if len(positions):
+                setattr(self, attribute, positions)
+            else:
+                self.__dict__.pop(attribute, None)
+        both = np.intersect1d(getattr(self, "covariate_index_", ()), getattr(self, "static_index_", ()))
+        if len(both):
+            raise input_error(
+                "static_covariates",
+                "columns not also named in covariates",
+                f"{self.static_covariates!r}, sharing column position(s) {both.tolist()} with covariates",
+                "Name a per-series constant in static_covariates only, a time-varying input in covariates only.",
+            )
+        if len(self._input_index) >= spec.n_features:
+            raise input_error(
+                "static_covariates",
+                "some columns left as states to model",
+                f"all {spec.n_features} value columns named as inputs",
+                "Keep at least one measured variable out of covariates and static_covariates.",
+            )
+
+    @property
+    def _input_index(self) -> np.ndarray:
+        """Positions among X's value columns of every known input: the time-varying ones, then the static."""
+        return np.concatenate([getattr(self, "covariate_index_", np.empty(0, np.int64)),
+                               getattr(self, "static_index_", np.empty(0, np.int64))]).astype(np.int64)
+
+    def _split_inputs(self, batch: SeriesBatch, argument: str = "X") -> SeriesBatch:
+        """``batch`` with the known inputs (time-varying, then static) moved off its states."""
+        return split_inputs(batch, getattr(self, "covariate_index_", None), argument,
+                            static=getattr(self, "static_index_", None))
 
     @property
     def _n_inputs(self) -> int:
-        """Known inputs the model reads: the ``covariates`` columns (0 without them)."""
-        return len(getattr(self, "covariate_index_", ()))
+        """Known inputs the model reads: the ``covariates`` then the ``static_covariates`` columns."""
+        return len(self._input_index)
 
     @property
     def _n_states(self) -> int:
@@ -496,8 +524,8 @@ class SeriesModel(BaseEstimator):
         if beyond[row, feature] <= RANGE_FACTOR:
             return values
         names = getattr(self, "feature_names_in_", None)
-        if names is not None and hasattr(self, "covariate_index_"):  # predictions hold the states only
-            names = np.delete(names, self.covariate_index_)
+        if names is not None and self._n_inputs:  # predictions hold the states only
+            names = np.delete(names, self._input_index)
         name = repr(str(names[feature])) if names is not None else str(int(feature))
         warnings.warn(
             f"{type(self).__name__} predicts {flat[row, feature]:.4g} for feature {name}, "
@@ -529,7 +557,70 @@ class SeriesModel(BaseEstimator):
             time_argument=time_argument,
             need_times=need_times,
         )
-        return split_inputs(batch, getattr(self, "covariate_index_", None))
+        return self._split_inputs(batch)
+
+    def _simulation_inputs(
+        self, covariates: Any, shape: tuple[int, int], static_covariates: Any = None, per_time_static: bool = False
+    ) -> np.ndarray | None:
+        """A free run's inputs, scaled, ``(n_series, n_times, n_inputs)`` (None for a model without inputs).
+
+        ``covariates`` holds the time-varying inputs at every time,
+        ``static_covariates`` each series' constants (with
+        ``per_time_static``, one row per time instead: ``vector_field``'s
+        points). Each is required when the model has such inputs, refused
+        otherwise.
+        """
+        n_series, n_times = shape
+        n_static = len(getattr(self, "static_index_", ()))
+        n_varying = self._n_inputs - n_static
+        parts = []
+        if not n_varying:
+            if covariates is not None:
+                raise input_error(
+                    "covariates", "None for a model fitted without covariates", f"shape {np.shape(covariates)}",
+                    "Fit with covariates=[...] to drive the model by inputs, or drop the argument.",
+                )
+        else:
+            expected = f"inputs of shape ({n_times}, {n_varying}) or ({n_series}, {n_times}, {n_varying})"
+            if covariates is None:
+                raise input_error(
+                    "covariates", expected, "None",
+                    f"Pass the input signal (covariates={self.covariates!r}) at every time of t, one column each.",
+                )
+            values = _finite_numbers(covariates, "covariates", expected)
+            if values.ndim == 1 and n_varying == 1:
+                values = values[:, None]
+            if values.ndim == 2:
+                values = values[None]
+            if values.ndim != 3 or values.shape[1:] != (n_times, n_varying) or values.shape[0] not in (1, n_series):
+                raise input_error("covariates", expected, f"shape {np.shape(covariates)}",
+                                  "Give the inputs at every time of t, one column per covariate.")
+            parts.append(np.broadcast_to(values, (n_series, n_times, n_varying)))
+        if not n_static:
+            if static_covariates is not None:
+                raise input_error(
+                    "static_covariates", "None for a model fitted without static_covariates",
+                    f"shape {np.shape(static_covariates)}",
+                    "Fit with static_covariates=[...] to give each series constants, or drop the argument.",
+                )
+        else:
+            rows = n_times if per_time_static else n_series
+            expected = f"constants of shape ({n_static},) or ({rows}, {n_static})"
+            if static_covariates is None:
+                raise input_error(
+                    "static_covariates", expected, "None",
+                    f"Pass each series' values of static_covariates={self.static_covariates!r}.",
+                )
+            values = _finite_numbers(static_covariates, "static_covariates", expected)
+            values = values[None] if values.ndim == 1 else values
+            if values.ndim != 2 or values.shape[1] != n_static or values.shape[0] not in (1, rows):
+                raise input_error("static_covariates", expected, f"shape {np.shape(static_covariates)}",
+                                  "Give one value per static covariate (per series, or one row shared by all).")
+            values = values[None, :, :] if per_time_static else values[:, None, :]
+            parts.append(np.broadcast_to(values, (n_series, n_times, n_static)))
+        if not parts:
+            return None
+        return self._scale_inputs(np.concatenate(parts, axis=-1))
 
     # --------------------------------------------------------------- scaling
     def _scale_values(self, values: np.ndarray) -> np.ndarray:
@@ -842,6 +933,15 @@ def _as_states(x: Any, width: int, argument: str) -> np.ndarray:
         raise input_error(argument, f"states of shape (n_series, {width})", f"shape {np.shape(x)}", "Pass one row per state.")
     if not np.isfinite(array).all():
         raise input_error(argument, "finite states", "NaN or inf", "Initial states must be fully known.")
+    return array
+
+
+def _finite_numbers(values: Any, argument: str, expected: str) -> np.ndarray:
+    """``values`` as floats, refusing NaN or inf: inputs are never filled in."""
+    array = _as_numbers(values, argument, expected)
+    if not np.isfinite(array).all():
+        raise input_error(argument, "finite inputs at every time", "NaN or inf",
+                          "Fill in the input signal; it is never filled for you.")
     return array
 
 

@@ -322,6 +322,15 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         straight lines; ``"cubic"`` is a Hermite cubic with backward
         differences as slopes. None of them reads a sample after the time
         being integrated, so a prediction never depends on later inputs.
+    static_covariates : list of str or int, str or None, default=None
+        Per-series constants (a patient's age, a machine's type): value
+        columns of X, one value per series (it may be given on any of the
+        series' rows and left blank on the others; two different values in
+        one series are refused). They enter the model like ``covariates``
+        held constant over the whole series, so the dynamics and the initial
+        state depend on them. Queries need not carry them: they are read
+        from each series' history (``simulate`` takes them as
+        ``static_covariates=``). Outputs hold the other columns only.
 
     Attributes
     ----------
@@ -351,6 +360,9 @@ class NeuralODE(ConformalIntervals, SeriesModel):
     covariate_index_ : ndarray of int
         Positions of the ``covariates`` among X's value columns (absent
         without inputs).
+    static_index_ : ndarray of int
+        Positions of the ``static_covariates`` among X's value columns
+        (absent without them).
     covariate_mean_, covariate_scale_ : ndarray of shape (n_inputs,)
         Standardisation of the inputs (absent without inputs).
     conformal_leads_, conformal_residuals_, conformal_lead_edges_ : ndarray
@@ -391,6 +403,7 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         "stabilize": ["boolean"],
         "covariates": [list, tuple, str, None],
         "covariate_interpolation": [StrOptions(set(CONTROL_INTERPOLATIONS))],
+        "static_covariates": [list, tuple, str, None],
     }
 
     def __init__(
@@ -429,6 +442,7 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         callbacks: Sequence[Any] | None = None,
         covariates: Sequence[Any] | str | None = None,
         covariate_interpolation: str = "previous",
+        static_covariates: Sequence[Any] | str | None = None,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -464,6 +478,7 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         self.callbacks = callbacks
         self.covariates = covariates
         self.covariate_interpolation = covariate_interpolation
+        self.static_covariates = static_covariates
 
     # ----------------------------------------------------------------- fit
     @guarded_fit
@@ -823,7 +838,9 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         return np.concatenate(pieces)
 
     # ------------------------------------------------------------ simulate
-    def simulate(self, x0: Any, t: Any, *, v0: Any = None, covariates: Any = None) -> np.ndarray:
+    def simulate(
+        self, x0: Any, t: Any, *, v0: Any = None, covariates: Any = None, static_covariates: Any = None
+    ) -> np.ndarray:
         """Integrate the learned dynamics from explicit initial states.
 
         For a model with ``covariates`` this is a free-run simulation: the
@@ -845,6 +862,10 @@ class NeuralODE(ConformalIntervals, SeriesModel):
             ``covariates`` parameter, read between them by
             ``covariate_interpolation``; required when the model has
             inputs, refused otherwise.
+        static_covariates : array-like of shape (n_static,) or (n_series, n_static), default=None
+            Each series' values of the ``static_covariates`` columns, in
+            their order; required when the model has them, refused
+            otherwise.
 
         Returns
         -------
@@ -856,7 +877,7 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         x0 = _as_states(x0, n_states, "x0")
         raw_times = _output_times(t, len(x0))
         times = self._scale_times(raw_times)
-        inputs = self._simulation_inputs(covariates, raw_times.shape)
+        inputs = self._simulation_inputs(covariates, raw_times.shape, static_covariates)
         v = None
         if self.second_order:
             v = np.zeros_like(x0) if v0 is None else _as_states(v0, n_states, "v0")
@@ -866,43 +887,13 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         out = self._note_forecast_range(self._unscale_values(self._integrate(scaled, v, times, history, inputs)))
         return out[0] if single else out
 
-    def _simulation_inputs(self, covariates: Any, shape: tuple[int, int]) -> np.ndarray | None:
-        """``simulate``'s input signal, scaled, ``(n_series, n_times, n_inputs)`` (None for a model without inputs)."""
-        n_inputs = self._n_inputs
-        if not n_inputs:
-            if covariates is not None:
-                raise input_error(
-                    "covariates", "None for a model fitted without covariates", f"shape {np.shape(covariates)}",
-                    "Fit with covariates=[...] to drive the model by inputs, or drop the argument.",
-                )
-            return None
-        n_series, n_times = shape
-        expected = f"inputs of shape ({n_times}, {n_inputs}) or ({n_series}, {n_times}, {n_inputs})"
-        if covariates is None:
-            raise input_error(
-                "covariates", expected, "None",
-                f"Pass the input signal (covariates={self.covariates!r}) at every time of t, one column each.",
-            )
-        values = _as_numbers(covariates, "covariates", expected)
-        if values.ndim == 1 and n_inputs == 1:
-            values = values[:, None]
-        if values.ndim == 2:
-            values = values[None]
-        if values.ndim != 3 or values.shape[1:] != (n_times, n_inputs) or values.shape[0] not in (1, n_series):
-            raise input_error("covariates", expected, f"shape {np.shape(covariates)}",
-                              "Give the inputs at every time of t, one column per covariate.")
-        if not np.isfinite(values).all():
-            raise input_error("covariates", "finite inputs at every time", "NaN or inf",
-                              "Fill in the input signal; it is never filled for you.")
-        return self._scale_inputs(np.broadcast_to(values, (n_series, n_times, n_inputs)))
-
     def _history_of_states(self, scaled: np.ndarray) -> dict[str, np.ndarray]:
         """Histories in which each initial state is the only observation."""
         n = len(scaled)
         mask = np.ones((n, 1, self._n_states), dtype=bool)
         return self._history(mask, scaled[:, None], np.zeros((n, 1)), scaled[:, None], np.arange(n), np.zeros(n, int))
 
-    def vector_field(self, x: Any, t: Any = None, *, covariates: Any = None) -> np.ndarray:
+    def vector_field(self, x: Any, t: Any = None, *, covariates: Any = None, static_covariates: Any = None) -> np.ndarray:
         """The learned time derivative ``dx/dt`` at states ``x``, in user units.
 
         Parameters
@@ -917,13 +908,16 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         covariates : array-like of shape (n_points, n_inputs), default=None
             The known inputs at each state, for a model with ``covariates``
             (required there, refused otherwise).
+        static_covariates : array-like of shape (n_static,) or (n_points, n_static), default=None
+            The static covariates at each state, for a model with
+            ``static_covariates``.
         """
         check_is_fitted(self, "module_")
         n = self._n_states
         width = 2 * n if self.second_order else n
         x = _as_states(x, width, "x")
         times = _point_times(t, len(x), self.time_offset_)
-        inputs = self._simulation_inputs(covariates, (1, len(x)))
+        inputs = self._simulation_inputs(covariates, (1, len(x)), static_covariates, per_time_static=True)
         extra = () if inputs is None else (self._tensor(inputs[0]),)
         positions = self._scale_values(x[:, :n])
         velocities = x[:, n:] / self.scale_ * self.time_scale_ if self.second_order else None

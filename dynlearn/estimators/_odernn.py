@@ -574,6 +574,16 @@ class ODERNN(ConformalIntervals, _ODERNNBase):
         (zero-order hold), which is what the fixed steps between
         observations do. ``"linear"`` and ``"cubic"`` (taken by
         :class:`NeuralODE`) are refused with an ``InputError``.
+    static_covariates : list of str or int, str or None, default=None
+        Per-series constants (a patient's age, a machine's type): value
+        columns of X, one value per series (it may be given on any of the
+        series' rows and left blank on the others; two different values in
+        one series are refused). They enter the model like ``covariates``
+        held constant over the whole series, so the dynamics and the initial
+        state depend on them. Queries need not carry them: they are read
+        from each series' history (``simulate``, where the model has it,
+        takes them as ``static_covariates=``). Outputs hold the other
+        columns only.
     {shared}
 
     Attributes
@@ -603,6 +613,9 @@ class ODERNN(ConformalIntervals, _ODERNNBase):
     covariate_index_ : ndarray of int
         Positions of the ``covariates`` among X's value columns (absent
         without covariates).
+    static_index_ : ndarray of int
+        Positions of the ``static_covariates`` among X's value columns
+        (absent without them).
     covariate_mean_, covariate_scale_ : ndarray of shape (n_inputs,)
         Standardisation of the inputs (absent without covariates).
     state_min_, state_max_ : ndarray of shape (hidden_dim,)
@@ -638,6 +651,7 @@ class ODERNN(ConformalIntervals, _ODERNNBase):
         "stabilize": ["boolean"],
         "covariates": [list, tuple, str, None],
         "covariate_interpolation": [StrOptions(set(CONTROL_INTERPOLATIONS))],
+        "static_covariates": [list, tuple, str, None],
     }
 
     _range_advice = (
@@ -656,6 +670,7 @@ class ODERNN(ConformalIntervals, _ODERNNBase):
         stabilize: bool = True,
         covariates: Sequence[Any] | str | None = None,
         covariate_interpolation: str = "previous",
+        static_covariates: Sequence[Any] | str | None = None,
         activation: str = "tanh",
         step_size: float | None = None,
         solver: str = "euler",
@@ -690,6 +705,7 @@ class ODERNN(ConformalIntervals, _ODERNNBase):
         self.stabilize = stabilize
         self.covariates = covariates
         self.covariate_interpolation = covariate_interpolation
+        self.static_covariates = static_covariates
         self.activation = activation
         self.step_size = step_size
         self.solver = solver
