@@ -170,7 +170,7 @@ def _parser() -> argparse.ArgumentParser:
         "bench", help="compare every model on every task and write one report (results.csv, report.md, figures)",
         description="Fit every registered model (each public estimator, ResNet-style and linear-multistep "
         "discretisations, a last-value baseline) on every registered task (irregular, conservative, chaotic, "
-        "stochastic, real data) over several seeds, add the performance rows, and write report.md, results.csv "
+        "stochastic, driven by inputs, real data) over several seeds, add the performance rows, and write report.md, results.csv "
         "and PNG figures into --out. Without --quick or --tiny this is the full run (published data sizes, "
         "3 seeds: hours).")
     size = bench.add_mutually_exclusive_group()

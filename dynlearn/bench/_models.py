@@ -261,6 +261,9 @@ register_model(
         lambda data, size, seed, device: LinearMultistepODE(
             hidden_layer_sizes=hidden(size), solver="euler", **training(size, seed, device)
         ),
+        applies=lambda task, data: (
+            "its Adams–Bashforth flow reads no known inputs (the task is driven by them)" if data.covariates else None
+        ),
         rollout=True,
     )
 )

@@ -265,7 +265,7 @@ def _forecast_figure(plt, task: str, curves: dict) -> object:
     rows = int(np.ceil(n / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
     for ax, (model, curve) in zip(axes.ravel(), curves.items()):
-        names = [c for c in curve["history"].columns if c not in ("series_id", "time")][:3]
+        names = curve["names"][:3]
         for j, name in enumerate(names):
             color = f"C{j}"
             ax.plot(curve["history"]["time"], curve["history"][name], ".", color=color, ms=3)

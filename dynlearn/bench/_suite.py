@@ -221,6 +221,10 @@ def _measure_cell(
     result: SuiteResult,
 ) -> dict[str, float]:
     model = spec.build(data, size, seed, device)
+    if data.covariates and "covariates" in (model.get_params() if hasattr(model, "get_params") else {}):
+        model.set_params(covariates=list(data.covariates))
+    else:
+        data = data.without_inputs()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ConvergenceWarning at a fixed epoch budget is expected here
         with instrument() as counts, PeakMemory(torch.device(device)) as memory:
@@ -231,12 +235,12 @@ def _measure_cell(
     iterations = counts.iterations
     values: dict[str, float] = {}
     if len(data.interpolation):
-        interpolated = model.predict(data.history, t=data.interpolation[[ID_COLUMN, TIME_COLUMN]])
-        values["interp_mse"] = _mse(interpolated, data.interpolation)
-    forecast = _forecast(spec, model, data.history, data.future[[ID_COLUMN, TIME_COLUMN]])
-    values["forecast_mse"] = _mse(forecast, data.future)
+        interpolated = model.predict(data.history, t=data.queries(data.interpolation))
+        values["interp_mse"] = _mse(interpolated, data.interpolation, data.feature_names)
+    forecast = _forecast(spec, model, data.history, data.queries(data.future))
+    values["forecast_mse"] = _mse(forecast, data.future, data.feature_names)
     if callable(getattr(model, "sample", None)):
-        samples = _samples(model, data.history, data.future[[ID_COLUMN, TIME_COLUMN]], n_samples, seed)
+        samples = _samples(model, data.history, data.queries(data.future), n_samples, seed, data.feature_names)
         observed = data.future[data.feature_names].to_numpy(float)
         values["crps"] = crps_ensemble(observed, samples)
         lower, upper = np.quantile(samples, [0.05, 0.95], axis=0)
@@ -273,8 +277,7 @@ def _synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _mse(predicted: pd.DataFrame, observed: pd.DataFrame) -> float:
-    names = [c for c in observed.columns if c not in (ID_COLUMN, TIME_COLUMN)]
+def _mse(predicted: pd.DataFrame, observed: pd.DataFrame, names: list[str]) -> float:
     return masked_mse(_aligned(predicted, observed, names), observed[names].to_numpy(float))
 
 
@@ -292,8 +295,13 @@ def _forecast(spec: ModelSpec, model: Any, history: pd.DataFrame, queries: pd.Da
 
 
 def _rollout(model: Any, history: pd.DataFrame, queries: pd.DataFrame) -> pd.DataFrame:
-    """``simulate`` from each series' last observed state through its query times, in order."""
-    names = [c for c in history.columns if c not in (ID_COLUMN, TIME_COLUMN)]
+    """``simulate`` from each series' last observed state through its query times, in order.
+
+    Columns of ``queries`` beside series and time are known inputs: the
+    rollout reads them from the last history row on.
+    """
+    inputs = [c for c in queries.columns if c not in (ID_COLUMN, TIME_COLUMN)]
+    names = [c for c in history.columns if c not in (ID_COLUMN, TIME_COLUMN, *inputs)]
     ordered = history.sort_values([ID_COLUMN, TIME_COLUMN])
     last = ordered.groupby(ID_COLUMN)[names].ffill().groupby(ordered[ID_COLUMN]).last()
     last_time = ordered.groupby(ID_COLUMN)[TIME_COLUMN].last()
@@ -304,18 +312,24 @@ def _rollout(model: Any, history: pd.DataFrame, queries: pd.DataFrame) -> pd.Dat
             pieces.append(model.predict(history[history[ID_COLUMN] == series], t=rows))
             continue
         times = np.concatenate([[last_time.loc[series]], rows[TIME_COLUMN].to_numpy(float)])
-        path = model.simulate(state, times)[1:]
-        pieces.append(pd.concat([rows.reset_index(drop=True), pd.DataFrame(path, columns=names)], axis=1))
+        driven = {}
+        if inputs:
+            start = ordered[ordered[ID_COLUMN] == series][inputs].iloc[-1].to_numpy(float)
+            driven["covariates"] = np.vstack([start, rows[inputs].to_numpy(float)])
+        path = model.simulate(state, times, **driven)[1:]
+        pieces.append(pd.concat([rows[[ID_COLUMN, TIME_COLUMN]].reset_index(drop=True),
+                                 pd.DataFrame(path, columns=names)], axis=1))
     return pd.concat(pieces, ignore_index=True)
 
 
-def _samples(model: Any, history: pd.DataFrame, queries: pd.DataFrame, n_samples: int, seed: int) -> np.ndarray:
-    """(n_samples, n_queries, n_features) sampled forecasts in ``queries``' row order."""
+def _samples(
+    model: Any, history: pd.DataFrame, queries: pd.DataFrame, n_samples: int, seed: int, names: list[str]
+) -> np.ndarray:
+    """(n_samples, n_queries, n_features) sampled forecasts of ``names`` in ``queries``' row order."""
     kwargs: dict[str, Any] = {"t": queries, "n_samples": n_samples}
     if "random_state" in inspect.signature(model.sample).parameters:
         kwargs["random_state"] = seed
     drawn = model.sample(history, **kwargs)
-    names = [c for c in history.columns if c not in (ID_COLUMN, TIME_COLUMN)]
     if not isinstance(drawn, pd.DataFrame) or SAMPLE_LEVEL not in (drawn.index.names or []):
         raise TypeError(f"{type(model).__name__}.sample must return a frame with a {SAMPLE_LEVEL!r} index level")
     draws = drawn.groupby(level=SAMPLE_LEVEL, sort=True)
@@ -349,13 +363,17 @@ def _curve(spec: ModelSpec, model: Any, data: TaskData, n_samples: int, seed: in
     history = data.history[data.history[ID_COLUMN] == series]
     future = data.future[data.future[ID_COLUMN] == series]
     end = future[TIME_COLUMN].max() if len(future) else history[TIME_COLUMN].max()
-    dense = np.linspace(history[TIME_COLUMN].max(), end, 60)[1:]
-    queries = pd.DataFrame({ID_COLUMN: series, TIME_COLUMN: dense})
-    curve: dict[str, Any] = {"history": history, "future": future, "times": dense}
+    if data.covariates:  # the inputs are known at the future rows only
+        queries = data.queries(future).reset_index(drop=True)
+        dense = queries[TIME_COLUMN].to_numpy(float)
+    else:
+        dense = np.linspace(history[TIME_COLUMN].max(), end, 60)[1:]
+        queries = pd.DataFrame({ID_COLUMN: series, TIME_COLUMN: dense})
+    curve: dict[str, Any] = {"history": history, "future": future, "times": dense, "names": data.feature_names}
     try:
         curve["mean"] = _aligned(_forecast(spec, model, history, queries), queries, data.feature_names)
         if callable(getattr(model, "sample", None)):
-            drawn = _samples(model, history, queries, n_samples, seed)
+            drawn = _samples(model, history, queries, n_samples, seed, data.feature_names)
             curve["band"] = np.quantile(drawn, [0.05, 0.95], axis=0)
     except (DynlearnError, ValueError, RuntimeError):
         curve.pop("mean", None)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -33,6 +33,11 @@ class TaskData:
     Conservative tasks also give ``energy`` (the true energy of states
     ``(..., n_features)`` in column order) and long-rollout starting states
     ``rollout_x0`` ``(n, n_features)`` at times ``rollout_times[0]``.
+
+    Tasks with known inputs name their columns in ``covariates``: they are
+    not scored, query frames carry them (:meth:`queries`), and a model that
+    takes ``covariates=`` is given them (the others are fitted without those
+    columns, so the table shows what reading the inputs is worth).
     """
 
     train: pd.DataFrame
@@ -42,10 +47,26 @@ class TaskData:
     energy: Callable[[np.ndarray], np.ndarray] | None = None
     rollout_x0: np.ndarray | None = None
     rollout_times: np.ndarray | None = None
+    covariates: tuple[str, ...] = ()
 
     @property
     def feature_names(self) -> list[str]:
-        return [c for c in self.train.columns if c not in (ID_COLUMN, TIME_COLUMN)]
+        """The scored columns: every value column but the inputs."""
+        return [c for c in self.train.columns if c not in (ID_COLUMN, TIME_COLUMN, *self.covariates)]
+
+    def queries(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The query rows of ``frame``: series, time and the known inputs at those times."""
+        return frame[[ID_COLUMN, TIME_COLUMN, *self.covariates]]
+
+    def without_inputs(self) -> "TaskData":
+        """The same split with the input columns dropped, for a model that cannot read them."""
+        if not self.covariates:
+            return self
+        drop = list(self.covariates)
+        return replace(
+            self, covariates=(), train=self.train.drop(columns=drop), history=self.history.drop(columns=drop),
+            interpolation=self.interpolation.drop(columns=drop), future=self.future.drop(columns=drop),
+        )
 
     @property
     def n_features(self) -> int:
@@ -61,7 +82,7 @@ class Task:
     name : str
         Row label and ``--only`` name.
     kind : str
-        "irregular", "conservative", "chaotic", "stochastic" or "real".
+        "irregular", "conservative", "chaotic", "stochastic", "real" or "inputs".
     description : str
         One line for the report: data, sizes, split.
     build : callable ``(size, seed) -> TaskData``
@@ -319,6 +340,29 @@ register_task(
 PHYSIONET_PUBLISHED = (
     "Rubanova et al. 2019: 8,000 patients, 0.1 h grid, variables scaled to [0, 1], interpolation from 50% of "
     "the points, extrapolation of the second 24 h; this task hides 20% of the rows and forecasts after 24 h"
+)
+
+
+def _forced_oscillator(size: str, seed: int) -> TaskData:
+    from ..datasets import make_forced_oscillator
+
+    n_series, n_times = pick(size, tiny=(8, 20), quick=(24, 40), full=(200, 100))
+    frame = make_forced_oscillator(n_series, n_times, t_span=(0.0, 15.0), input="multisine", random_state=seed)
+    train, history, interpolation, future = split_series(frame, split_time=_span_split(frame, 0.5), seed=seed)
+    return TaskData(train, history, interpolation, future, covariates=("u",))
+
+
+register_task(
+    Task(
+        "forced_oscillator",
+        "inputs",
+        "make_forced_oscillator: damped oscillator (q, p) driven by a random multisine force u, a new signal "
+        "per series; 25% of the series held out, conditioned on the first half (20% of rows hidden) and "
+        "forecast under their own future u. Models with covariates= read u; the others are fitted without "
+        "it. Quick: 24 series × 40 times; full: 200 × 100.",
+        _forced_oscillator,
+        phase_space=True,
+    )
 )
 
 

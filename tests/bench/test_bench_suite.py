@@ -87,7 +87,7 @@ def test_every_cell_has_finite_metrics_or_says_why_not(tiny_run):
     result, _ = tiny_run
     frame = result.frame()
     ran = [t for t in TASKS if t not in result.skipped_tasks]
-    assert {"periodic", "mass_spring", "lorenz", "ou", "lynx_hare"} <= set(ran)
+    assert {"periodic", "mass_spring", "lorenz", "ou", "lynx_hare", "forced_oscillator"} <= set(ran)
     for task in ran:
         for model in MODELS:
             cell = frame[(frame["task"] == task) & (frame["model"] == model)]
@@ -195,6 +195,55 @@ def test_a_model_and_a_task_are_one_registration_each(tmp_path, monkeypatch):
     assert zero_row.count("±") >= 2  # mean ± std over the two seeds
     assert "Figures skipped: matplotlib is not installed" in without["report"].read_text()
     assert not list((tmp_path / "without_matplotlib").glob("*.png"))
+
+
+class _Echo(_Zero):
+    """A toy driven model: forecasts the input itself as every state; it records what the suite gave it."""
+
+    def __init__(self, covariates=None):
+        self.covariates = covariates
+
+    def get_params(self, deep=True):
+        return {"covariates": self.covariates}
+
+    def set_params(self, **params):
+        self.covariates = params["covariates"]
+        return self
+
+    def fit(self, X, y=None):
+        self.seen_ = list(X.columns)
+        self.names_ = [c for c in X.columns if c not in ("series_id", "time", *(self.covariates or ()))]
+        return self
+
+    def predict(self, X, t):
+        return t[["series_id", "time"]].assign(**{name: t["u"].to_numpy() for name in self.names_})
+
+
+def test_a_task_with_inputs_gives_them_to_models_that_read_them_and_drops_them_for_the_others():
+    data = TASKS["forced_oscillator"].build("tiny", 0)
+    assert data.covariates == ("u",) and data.feature_names == ["q", "p"]
+    built = []
+
+    def echo(data, size, seed, device):
+        built.append(_Echo())
+        return built[-1]
+
+    register_model(ModelSpec("Echo", None, "toy", "Forecasts the input.", echo, counts_evaluations=False))
+    register_model(ModelSpec("Zero", None, "toy", "Predicts zero.", lambda data, size, seed, device: _Zero(),
+                             counts_evaluations=False))
+    try:
+        result = run_suite(size="tiny", seeds=1, tasks=["forced_oscillator"], models=["Echo", "Zero"], perf=[],
+                           log=lambda line: None)
+    finally:
+        MODELS.pop("Echo")
+        MODELS.pop("Zero")
+    frame = result.frame().set_index(["model", "metric"])["value"]
+    assert built[0].covariates == ["u"] and "u" in built[0].seen_
+    # Scored on the states only: the echo's error is the mean square of (state - u) over the future rows.
+    future = data.future
+    expected = float((((future[["q", "p"]].to_numpy() - future[["u"]].to_numpy()) ** 2)).mean())
+    assert frame["Echo", "forecast_mse"] == pytest.approx(expected)
+    assert frame["Zero", "forecast_mse"] == pytest.approx(float((future[["q", "p"]].to_numpy() ** 2).mean()))
 
 
 def test_registering_a_taken_name_is_refused():
