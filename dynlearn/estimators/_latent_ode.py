@@ -325,6 +325,27 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
         after the estimator's own (e.g. ``StepDecay``, ``CSVLogger``). The
         objects themselves are called, not copies, so they can collect what
         they see.
+    covariates : list of str or int, str or None, default=None
+        Known inputs ``u(t)``: the value columns of X (names for frames,
+        column indices for arrays) that drive the series and are not
+        forecast. The encoder's GRU reads ``[values * mask, mask, u(t_i)]``
+        at each row it encodes, holding ``u`` over the gaps between them,
+        and the latent field becomes ``dz/dt = f(z, u(t))``, solved on the
+        per-series segment clock through the history's rows and the query
+        times in time order. Inputs must be known at every row (rows with
+        missing values still carry theirs); ``predict``, ``sample`` and
+        the intervals need ``t`` as a query frame holding the inputs at the
+        query times. The encoder reads the inputs of the history only, so a
+        forecast depends on the future inputs only through the latent
+        path, and never on an input after the time predicted. Outputs hold
+        the state columns only. See ``docs/user_guide/inputs.md``.
+    covariate_interpolation : {"previous", "linear", "cubic"}, default="previous"
+        How the latent field reads the inputs between their samples:
+        ``"previous"`` holds each sample until the next (zero-order hold),
+        ``"linear"`` joins samples by straight lines, ``"cubic"`` is a
+        Hermite cubic with backward differences as slopes; none reads a
+        sample after the time being integrated. The encoder always holds
+        each input over the gap it starts (its fixed steps between rows).
 
     Attributes
     ----------
@@ -342,7 +363,12 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
     training_time_ : float
         Seconds spent in the last ``fit``.
     mean_, scale_ : ndarray of shape (n_features,)
-        Per-feature standardisation.
+        Per-feature standardisation (of the states, without the inputs).
+    covariate_index_ : ndarray of int
+        Positions of the ``covariates`` among X's value columns (absent
+        without inputs).
+    covariate_mean_, covariate_scale_ : ndarray of shape (n_inputs,)
+        Standardisation of the inputs (absent without inputs).
     time_scale_ : float
         Time unit the model integrates in (the median series window spans five of them).
     data_min_, data_max_ : ndarray of shape (n_features,)
@@ -901,7 +927,11 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
             ``(n_series, n_queries)``, or a frame of (series, time) rows.
             None reconstructs X at its own times (the encoder has seen
             them: with a small ``latent_dim`` this is a reconstruction
-            through a bottleneck, not a copy).
+            through a bottleneck, not a copy). A model with ``covariates``
+            needs a frame that also holds the inputs at the query times (an
+            array is refused); the latent path runs through the history's
+            rows and the query times in time order, reading the inputs at
+            each.
         X_t : array-like or list of array-like, default=None
             Observation times of an array or list ``X``, with the same rules
             as ``fit``'s ``t``: shared ``(n_times,)``, per series
@@ -990,7 +1020,9 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
         t : array-like or DataFrame, default=None
             Query times as in :meth:`predict` (None: X's own times). With
             ``X=None``, a 1-D array of times; ``z0`` is then the state at the
-            earliest of them.
+            earliest of them. A model with ``covariates`` needs a query
+            frame holding the inputs, as in :meth:`predict`, and refuses
+            ``X=None``.
         n_samples : int, default=100
             Trajectories to draw per series.
         random_state : int, RandomState or None, default=None

@@ -112,6 +112,15 @@ class LatentODEClassifier(_SeriesClassifier, ClassifierMixin, LatentODE):
         10% split and patience 20 against 0.90 without). With hundreds of
         series, ``validation_fraction=0.1, patience=20`` stops early on
         held-out series.
+    covariates : list of str or int, str or None, default=None
+        Known inputs driving each series, as in :class:`LatentODE`: the
+        encoder reads them at every row it encodes and the latent field is
+        ``f(z, u(t))``, so ``z0`` (which the head reads) can code how a
+        series responds to its input, e.g. a gain or a damping that the
+        states alone do not reveal. Inputs must be known at every row, in
+        ``fit`` and in every later call.
+    covariate_interpolation : {"previous", "linear", "cubic"}, default="previous"
+        How the latent field reads the inputs between samples, as in :class:`LatentODE`.
 
     Attributes
     ----------

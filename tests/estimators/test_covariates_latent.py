@@ -63,7 +63,7 @@ def test_inputs_let_the_latent_model_forecast_under_new_input_signals(panel, dri
     blind = LatentODE(max_epochs=10, **SMALL).fit(train.drop(columns="u"))
     unaware = blind.predict(history.drop(columns="u"), t=future[["series_id", "time"]])
     truth = future[["series_id", "time", *STATES]]
-    # Measured (OMP_NUM_THREADS=1): R² 0.98 with the input; without it the forecast is no better than the mean.
+    # Measured (OMP_NUM_THREADS=1): R² 0.980 (MSE 0.027) with the input, R² 0.00 (MSE 1.34) without.
     assert r2_score(truth, predicted) > 0.9
     assert _mse(predicted, truth) * 3 < _mse(unaware, truth)
 
@@ -179,7 +179,7 @@ def test_classifiers_read_the_response_to_the_input(gain_task, make):
     driven = make(covariates=[2], **common).fit(X, y, t=t)
     blind = make(**common).fit(X[..., :2], y, t=t)
     with_inputs, without = driven.score(X_test, y_test, t=t), blind.score(X_test[..., :2], y_test, t=t)
-    # Measured (OMP_NUM_THREADS=1): ODERNNClassifier 1.00 against 0.60, LatentODEClassifier 0.95 against 0.53.
+    # Measured (OMP_NUM_THREADS=1): ODERNNClassifier 1.00 against 0.62, LatentODEClassifier 0.95 against 0.65.
     assert with_inputs >= 0.85
     assert with_inputs >= without + 0.2
     assert driven.predict_proba(X_test, t=t).shape == (40, 2)
