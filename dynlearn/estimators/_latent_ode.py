@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any, Sequence
 
@@ -20,7 +21,7 @@ from ..data import QueryTimes, SeriesBatch, check_query_times, to_user_kind
 from ..exceptions import TrainingError, input_error
 from ..nn import ACTIVATIONS, MLPVectorField, ODERNNEncoder, make_mlp
 from ..nn._odernn import _functional
-from ..solvers import ode_method, solve_ode, solve_ode_irregular
+from ..solvers import CONTROL_INTERPOLATIONS, ControlPath, ode_method, solve_ode, solve_ode_irregular
 from ..training import LearningRateDecay, TrainState
 from ._base import guarded_fit
 from ._intervals import ForecastIntervals, check_n_samples, sample_quantiles
@@ -50,8 +51,10 @@ class _PlainField(nn.Module):
         self.field = field
         self.net = None if field.time_dependent else _functional(field.net, rescaled=True)
 
-    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.field(t, y) if self.net is None else self.net(y)
+    def forward(self, t: torch.Tensor, y: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+        if self.net is None:
+            return self.field(t, y) if u is None else self.field(t, y, u)
+        return self.net(y if u is None else torch.cat([y, u.to(y.dtype)], dim=-1))
 
 
 class _LatentODEModel(nn.Module):
@@ -66,9 +69,13 @@ class _LatentODEModel(nn.Module):
         ode_layers: Sequence[int],
         decoder_layers: Sequence[int],
         activation: str,
+        n_inputs: int = 0,
+        interpolation: str = "previous",
     ):
         super().__init__()
-        self.encoder = ODERNNEncoder(n_features, encoder_dim, tuple(encoder_layers), activation)
+        self.n_inputs = n_inputs
+        self.interpolation = interpolation
+        self.encoder = ODERNNEncoder(n_features, encoder_dim, tuple(encoder_layers), activation, n_inputs=n_inputs)
         # A linear map from the encoder state to the posterior's mean and raw scale. With a hidden tanh
         # layer (the paper's), the first epochs push its units into saturation while the decoder learns the
         # average path: every series then gets the same code and the encoder never recovers.
@@ -80,28 +87,42 @@ class _LatentODEModel(nn.Module):
             last = self.posterior[-1]
             last.weight[:latent_dim].mul_(10.0)
             last.bias[latent_dim:].fill_(_INITIAL_STD_BIAS)
-        self.field = MLPVectorField(latent_dim, tuple(ode_layers), activation)
+        self.field = MLPVectorField(latent_dim, tuple(ode_layers), activation, n_inputs=n_inputs)
         self.decoder = make_mlp(latent_dim, n_features, tuple(decoder_layers), activation)
 
     def encode(
-        self, rows: dict[str, torch.Tensor], origin: torch.Tensor, solve: dict[str, Any], time_unit: float
+        self,
+        rows: dict[str, torch.Tensor],
+        origin: torch.Tensor,
+        solve: dict[str, Any],
+        time_unit: float,
+        origin_inputs: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and standard deviation ``(n_series, latent_dim)`` of q(z0 | x) at times ``origin``.
 
         ``rows`` are the observations given to the encoder, packed to the
-        front of each series (``values``, ``mask``, ``times``, ``lengths``);
-        the encoder reads times divided by ``time_unit``.
+        front of each series (``values``, ``mask``, ``times``, ``lengths``,
+        and for a driven model ``inputs``, the known inputs at those rows);
+        the encoder reads times divided by ``time_unit``. ``origin_inputs``
+        (n_series, n_inputs): a driven model's inputs at ``origin``, held
+        while the state is carried back there.
         """
         times = rows["times"] / time_unit
-        _, state = self.encoder(rows["values"], rows["mask"], times, rows["lengths"], solve=solve, reverse=True)
+        driven = getattr(self, "n_inputs", 0) > 0
+        inputs = rows.get("inputs") if driven else None
+        _, state = self.encoder(
+            rows["values"], rows["mask"], times, rows["lengths"], solve=solve, reverse=True, covariates=inputs
+        )
         # The backward pass ends at the first encoded time; carry it on to the origin when that is earlier.
         gap = origin / time_unit - times[:, 0]
         if bool((gap != 0).any()):
-            state = self.encoder.evolve(state, gap, solve=solve)
+            state = self.encoder.evolve(state, gap, solve=solve, covariates=origin_inputs if driven else None)
         mean, raw = self.posterior(state).chunk(2, dim=-1)
         return mean, functional.softplus(raw) + _MIN_STD
 
-    def decode(self, z0: torch.Tensor, times: torch.Tensor, solve: dict[str, Any]) -> torch.Tensor:
+    def decode(
+        self, z0: torch.Tensor, times: torch.Tensor, solve: dict[str, Any], inputs: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Observations ``(n, n_times - 1, n_features)`` at ``times[:, 1:]``; ``z0`` is the state at ``times[:, 0]``.
 
         Every series runs on its own clock (:func:`solve_ode_irregular`;
@@ -111,8 +132,17 @@ class _LatentODEModel(nn.Module):
         clock that never goes back before its start (the toy benchmarks,
         shared query times), the problem is solved on that clock with
         :func:`solve_ode`.
+
+        A driven model takes ``inputs`` ``(n, n_times, n_inputs)``, the known
+        inputs at ``times``: the field ``f(z, u)`` reads them as a
+        :class:`~dynlearn.solvers.ControlPath` over those times (read by the
+        model's ``interpolation``), on the segment clock, so the state at a
+        time depends on no input after it.
         """
         field = _PlainField(self.field)
+        if getattr(self, "n_inputs", 0):
+            control = ControlPath(times, inputs, self.interpolation)
+            return self.decoder(solve_ode_irregular(field, z0, times, control=control, **solve)[:, 1:])
         shared = times[0]
         if bool((times == shared).all()):
             grid, position = torch.unique(shared, sorted=True, return_inverse=True)
@@ -295,6 +325,27 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
         after the estimator's own (e.g. ``StepDecay``, ``CSVLogger``). The
         objects themselves are called, not copies, so they can collect what
         they see.
+    covariates : list of str or int, str or None, default=None
+        Known inputs ``u(t)``: the value columns of X (names for frames,
+        column indices for arrays) that drive the series and are not
+        forecast. The encoder's GRU reads ``[values * mask, mask, u(t_i)]``
+        at each row it encodes, holding ``u`` over the gaps between them,
+        and the latent field becomes ``dz/dt = f(z, u(t))``, solved on the
+        per-series segment clock through the history's rows and the query
+        times in time order. Inputs must be known at every row (rows with
+        missing values still carry theirs); ``predict``, ``sample`` and
+        the intervals need ``t`` as a query frame holding the inputs at the
+        query times. The encoder reads the inputs of the history only, so a
+        forecast depends on the future inputs only through the latent
+        path, and never on an input after the time predicted. Outputs hold
+        the state columns only. See ``docs/user_guide/inputs.md``.
+    covariate_interpolation : {"previous", "linear", "cubic"}, default="previous"
+        How the latent field reads the inputs between their samples:
+        ``"previous"`` holds each sample until the next (zero-order hold),
+        ``"linear"`` joins samples by straight lines, ``"cubic"`` is a
+        Hermite cubic with backward differences as slopes; none reads a
+        sample after the time being integrated. The encoder always holds
+        each input over the gap it starts (its fixed steps between rows).
 
     Attributes
     ----------
@@ -312,7 +363,12 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
     training_time_ : float
         Seconds spent in the last ``fit``.
     mean_, scale_ : ndarray of shape (n_features,)
-        Per-feature standardisation.
+        Per-feature standardisation (of the states, without the inputs).
+    covariate_index_ : ndarray of int
+        Positions of the ``covariates`` among X's value columns (absent
+        without inputs).
+    covariate_mean_, covariate_scale_ : ndarray of shape (n_inputs,)
+        Standardisation of the inputs (absent without inputs).
     time_scale_ : float
         Time unit the model integrates in (the median series window spans five of them).
     data_min_, data_max_ : ndarray of shape (n_features,)
@@ -370,6 +426,8 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
         "encoder_solver": [str],
         "refine_steps": [Interval(Integral, 0, None, closed="left")],
         "refine_rate": [Interval(Real, 0, None, closed="neither")],
+        "covariates": [list, tuple, str, None],
+        "covariate_interpolation": [StrOptions(set(CONTROL_INTERPOLATIONS))],
     }
 
     def __init__(
@@ -410,6 +468,8 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
         warm_start: bool = False,
         checkpoint: Any = None,
         callbacks: Sequence[Any] | None = None,
+        covariates: Sequence[Any] | str | None = None,
+        covariate_interpolation: str = "previous",
     ):
         self.latent_dim = latent_dim
         self.encoder_dim = encoder_dim
@@ -447,6 +507,8 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
         self.warm_start = warm_start
         self.checkpoint = checkpoint
         self.callbacks = callbacks
+        self.covariates = covariates
+        self.covariate_interpolation = covariate_interpolation
 
     # ----------------------------------------------------------------- fit
     @guarded_fit
@@ -488,13 +550,15 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
 
     def _build_module(self) -> _LatentODEModel:
         return _LatentODEModel(
-            self.n_features_in_,
+            self._n_states,
             self.latent_dim,
             self.encoder_dim,
             self.encoder_layer_sizes,
             self.ode_layer_sizes,
             self.decoder_layer_sizes,
             self.activation,
+            self._n_inputs,
+            self.covariate_interpolation,
         )
 
     def fit_transform(self, X: Any, y: Any = None, *, t: Any = None) -> np.ndarray:
@@ -537,13 +601,16 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
         )
 
     def _internal(self, batch: SeriesBatch) -> dict[str, np.ndarray]:
-        """Standardised values (0 under the mask), mask, internal times and lengths of each series."""
-        return {
+        """Standardised values (0 under the mask), mask, internal times, lengths and known inputs of each series."""
+        internal = {
             "values": np.where(batch.mask, self._scale_values(batch.values), 0.0),
             "mask": batch.mask.astype(np.float64),
             "times": self._scale_times(batch.times),
             "lengths": batch.lengths.astype(np.float64),
         }
+        if batch.inputs is not None:
+            internal["inputs"] = self._scale_inputs(batch.inputs)
+        return internal
 
     def _examples(self, batch: SeriesBatch) -> dict[str, np.ndarray]:
         """One example per series; ``scores`` fix the encoded subsets used for validation."""
@@ -577,15 +644,23 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
             scores = torch.rand(times.shape, generator=generator, dtype=times.dtype).to(times.device)
         observed_rows = mask.any(-1)
         origin = times[:, 0]
+        inputs = data["inputs"][:, :width] if "inputs" in data else None
         shown = _random_subset(self._encoder_candidates(observed_rows, times), scores, self.observed_fraction)
-        encoded = _pack_rows(values, mask, times, shown)
-        target = _pack_rows(values, mask, times, observed_rows)
-        mean, std = module.encode(encoded, origin, self._encoder_solve(), self.encoder_time_unit_)
+        encoded = _pack_rows(values, mask, times, shown, inputs)
+        # A driven decoder runs through every row, observed or not: each row's input drives the path.
+        real = torch.arange(width, device=times.device)[None, :] < data["lengths"][:, None]
+        target = _pack_rows(values, mask, times, observed_rows if inputs is None else real, inputs)
+        origin_inputs = None if inputs is None else inputs[:, 0]
+        mean, std = module.encode(encoded, origin, self._encoder_solve(), self.encoder_time_unit_, origin_inputs)
         k = self.n_samples_train
         eps = torch.randn((k,) + mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
         z0 = (mean + std * eps).reshape(-1, mean.shape[-1])
         decode_times = torch.cat([origin[:, None], target["times"]], dim=1).repeat(k, 1)
-        predicted = module.decode(z0, decode_times, self._solve()).reshape((k,) + target["values"].shape)
+        decode_inputs = None
+        if inputs is not None:
+            decode_inputs = torch.cat([origin_inputs[:, None], target["inputs"]], dim=1).repeat(k, 1, 1)
+        predicted = module.decode(z0, decode_times, self._solve(), decode_inputs)
+        predicted = predicted.reshape((k,) + target["values"].shape)
         counts = target["mask"].sum(dim=(1, 2))
         squared = ((predicted - target["values"]) ** 2 * target["mask"]).sum(dim=(2, 3))
         log_likelihood = -0.5 * squared / self.obs_std**2 - counts * (math.log(self.obs_std) + 0.5 * _LOG_2PI)
@@ -636,16 +711,23 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
             values = self._tensor(data["values"][part, :width])
             mask = self._tensor(data["mask"][part, :width]) > 0.5
             times = self._tensor(data["times"][part, :width])
+            inputs = self._tensor(data["inputs"][part, :width]) if "inputs" in data else None
             with torch.no_grad():
                 candidates = self._encoder_candidates(mask.any(-1), times)
                 shown = _random_subset(candidates, self._tensor(scores[part, :width]), self.observed_fraction)
-                rows = _pack_rows(values, mask, times, shown)
+                rows = _pack_rows(values, mask, times, shown, inputs)
                 origin = times[:, 0]
-                mean, _ = module.encode(rows, origin, self._encoder_solve(), self.encoder_time_unit_)
+                origin_inputs = None if inputs is None else inputs[:, 0]
+                mean, _ = module.encode(rows, origin, self._encoder_solve(), self.encoder_time_unit_, origin_inputs)
             if self.refine_steps:
-                mean = self._refined_mean(module, mean, {k: rows[k] for k in ("values", "mask", "times")}, origin)
+                if inputs is None:
+                    given = {k: rows[k] for k in ("values", "mask", "times")}
+                else:  # every row, so the path reads every input; only the shown entries are fitted
+                    given = {"values": values, "mask": mask & shown[..., None], "times": times, "inputs": inputs}
+                mean = self._refined_mean(module, mean, given, origin)
             with torch.no_grad():
-                predicted = module.decode(mean, torch.cat([origin[:, None], times], dim=1), self._solve())
+                predicted = module.decode(mean, torch.cat([origin[:, None], times], dim=1), self._solve(),
+                                          _with_origin(inputs))
             error = ((predicted - values) ** 2).cpu().double().numpy()
             observed = mask.cpu().numpy()
             # The entries the task predicts: rows not shown (interpolation), rows after the encoded half (extrapolation).
@@ -661,7 +743,7 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
 
     # ------------------------------------------------------------- encoding
     def _posterior(
-        self, batch: SeriesBatch, q_times: np.ndarray | None = None
+        self, batch: SeriesBatch, q_times: np.ndarray | None = None, path: "_DrivenPath | None" = None
     ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
         """Posterior mean and std of z0 (n_series, latent_dim), and each series' origin on the internal clock.
 
@@ -669,7 +751,11 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
         query time ``q_times`` (internal clock) when that is earlier: ``z0``
         is the state at the first time the model is asked about, as in
         training, where it sits at the first time conditioned on or scored.
+        A driven model passes its ``path`` (:meth:`_driven_path`), whose
+        first knot is that origin and whose knots are refined on.
         """
+        if path is not None:
+            return self._driven_posterior(batch, path)
         data = self._internal(batch)
         origin = data["times"][:, 0]
         if q_times is not None:
@@ -695,12 +781,74 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
                 stds.append(std)
         return torch.cat(means), torch.cat(stds), origin
 
+    def _driven_posterior(self, batch: SeriesBatch, path: "_DrivenPath") -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        """``_posterior`` of a driven model: the encoder reads the history with its inputs; refined along ``path``."""
+        data = self._internal(batch)
+        origin = path.times[:, 0]
+        module = self.module_.eval()
+        means, stds = [], []
+        for start in range(0, batch.n_series, _ENCODE_CHUNK):
+            part = slice(start, start + _ENCODE_CHUNK)
+            width = int(batch.lengths[part].max())
+            values = self._tensor(data["values"][part, :width])
+            mask = self._tensor(data["mask"][part, :width]) > 0.5
+            times = self._tensor(data["times"][part, :width])
+            inputs = self._tensor(data["inputs"][part, :width])
+            knots = path.tensors(self, part)
+            with torch.no_grad():
+                rows = _pack_rows(values, mask, times, mask.any(-1), inputs)
+                mean, std = module.encode(
+                    rows, knots["times"][:, 0], self._encoder_solve(), self.encoder_time_unit_, knots["inputs"][:, 0]
+                )
+            if self.refine_steps:
+                mean = self._refined_mean(module, mean, knots, knots["times"][:, 0])
+            means.append(mean)
+            stds.append(std)
+        return torch.cat(means), torch.cat(stds), origin
+
+    def _driven_path(self, batch: SeriesBatch, query: QueryTimes | None = None) -> "_DrivenPath":
+        """The knots a driven model's latent path runs through: each series' rows and query times in time order.
+
+        The path starts at the earliest of them (the origin of ``z0``) and
+        reads the history's inputs at its rows and the query frame's at the
+        query times, so between two knots the field reads only the inputs
+        of those knots and the ones before (causal for every reading).
+        """
+        data = self._internal(batch)
+        n, length = batch.times.shape
+        if query is None:
+            q_times, q_inputs, q_mask = np.zeros((n, 0)), np.zeros((n, 0, self._n_inputs)), np.zeros((n, 0), bool)
+        else:
+            q_times, q_inputs, q_mask = self._scale_times(query.times), self._scale_inputs(query.inputs), query.mask
+        times = np.concatenate([data["times"], q_times], axis=1)
+        inputs = np.concatenate([data["inputs"], q_inputs], axis=1)
+        real = np.concatenate([batch.row_mask, q_mask], axis=1)
+        is_query = np.concatenate([np.zeros((n, length)), np.ones(q_times.shape)], axis=1)
+        # Real knots first, in time order (history rows before queries at equal times); padding after them.
+        order = np.lexsort((is_query, np.where(real, times, 0.0), ~real), axis=1)
+        position = np.argsort(order, axis=1)
+        times, inputs, real = (np.take_along_axis(a, order if a.ndim == 2 else order[..., None], axis=1)
+                               for a in (times, inputs, real))
+        count = real.sum(axis=1)
+        last = (count - 1)[:, None]
+        times = np.where(real, times, np.take_along_axis(times, last, axis=1))
+        inputs = np.where(real[..., None], inputs, np.take_along_axis(inputs, last[..., None], axis=1))
+        history = order < length
+        row = np.where(history, order, 0)
+        values = np.where(history[..., None], np.take_along_axis(data["values"], row[..., None], axis=1), 0.0)
+        mask = history[..., None] & np.take_along_axis(batch.mask, row[..., None], axis=1) & real[..., None]
+        width = int(count.max())
+        return _DrivenPath(times[:, :width], inputs[:, :width], values[:, :width], mask[:, :width],
+                           np.minimum(position[:, length:], width - 1))
+
     def _refined_mean(
         self, module: _LatentODEModel, mean: torch.Tensor, rows: dict[str, torch.Tensor], origin: torch.Tensor
     ) -> torch.Tensor:
         """``mean`` moved by ``refine_steps`` Adam steps toward the mode of p(z0 | rows) under the trained decoder.
 
-        ``rows`` holds padded ``values``, ``mask`` and ``times`` (n, width).
+        ``rows`` holds padded ``values``, ``mask`` and ``times`` (n, width),
+        and for a driven model the ``inputs`` at those times (the first time
+        is ``origin``'s).
         The objective is minus ``log p(x | z0) + log p(z0)`` summed over
         series: the Gaussian likelihood (``obs_std``) of the observed entries
         of ``rows`` decoded from ``z0`` at ``origin``, and the N(0, I)
@@ -711,12 +859,13 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
         """
         solve = {**self._solve(), "adjoint": False}
         times = torch.cat([origin[:, None], rows["times"]], dim=1)
+        inputs = _with_origin(rows.get("inputs"))
         weight = rows["mask"].to(mean.dtype)
         z0 = mean.detach().clone().requires_grad_(True)
         optimizer = torch.optim.Adam([z0], lr=self.refine_rate)
         with torch.enable_grad():
             for step in range(self.refine_steps):
-                squared = ((module.decode(z0, times, solve) - rows["values"]) ** 2 * weight).sum()
+                squared = ((module.decode(z0, times, solve, inputs) - rows["values"]) ** 2 * weight).sum()
                 objective = 0.5 * squared / self.obs_std**2 + 0.5 * (z0**2).sum()
                 (gradient,) = torch.autograd.grad(objective, [z0])
                 if not (torch.isfinite(objective) and torch.isfinite(gradient).all()):
@@ -749,8 +898,12 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
             first observation time.
         """
         batch = self._check_input(X, t)
-        mean, _, _ = self._posterior(batch)
+        mean, _, _ = self._posterior(batch, path=self._history_path(batch))
         return mean.cpu().double().numpy()
+
+    def _history_path(self, batch: SeriesBatch) -> "_DrivenPath | None":
+        """A driven model's path through the history alone (None without inputs)."""
+        return None if batch.inputs is None else self._driven_path(batch)
 
     # ------------------------------------------------------------- predict
     def predict(self, X: Any, t: Any = None, *, X_t: Any = None) -> Any:
@@ -774,7 +927,11 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
             ``(n_series, n_queries)``, or a frame of (series, time) rows.
             None reconstructs X at its own times (the encoder has seen
             them: with a small ``latent_dim`` this is a reconstruction
-            through a bottleneck, not a copy).
+            through a bottleneck, not a copy). A model with ``covariates``
+            needs a frame that also holds the inputs at the query times (an
+            array is refused); the latent path runs through the history's
+            rows and the query times in time order, reading the inputs at
+            each.
         X_t : array-like or list of array-like, default=None
             Observation times of an array or list ``X``, with the same rules
             as ``fit``'s ``t``: shared ``(n_times,)``, per series
@@ -791,16 +948,26 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
         return self._predict_at(X, t, X_t)
 
     def _predict_batch(self, batch: SeriesBatch, query: QueryTimes) -> np.ndarray:
-        q_times = self._scale_times(query.times)
-        mean, _, origin = self._posterior(batch, q_times)
-        return self._decode(mean, origin, q_times)
+        q_times, path = self._query_plan(batch, query)
+        mean, _, origin = self._posterior(batch, q_times, path)
+        return self._decode(mean, origin, q_times, path)
 
-    def _decode(self, z0: torch.Tensor, origin: np.ndarray, q_times: np.ndarray) -> np.ndarray:
+    def _query_plan(self, batch: SeriesBatch, query: QueryTimes) -> tuple[np.ndarray, "_DrivenPath | None"]:
+        """Query times on the internal clock, and for a driven model the path through history and queries."""
+        return self._scale_times(query.times), (None if batch.inputs is None else self._driven_path(batch, query))
+
+    def _decode(
+        self, z0: torch.Tensor, origin: np.ndarray, q_times: np.ndarray, path: "_DrivenPath | None" = None
+    ) -> np.ndarray:
         """Decode ``z0`` (n, latent_dim) at ``q_times`` (n, n_queries); user units (n, n_queries, n_features).
 
         Queries are integrated in increasing order (first from the origin to
         the earliest query, backwards if it is earlier) and put back in place.
+        A driven model integrates along its ``path`` (with as many series as
+        ``z0``) and reads the states at the query knots.
         """
+        if path is not None:
+            return self._decode_path(z0, path)
         order = np.argsort(q_times, axis=1, kind="stable")
         sorted_times = np.take_along_axis(q_times, order, axis=1)
         times = np.concatenate([origin[:, None], sorted_times], axis=1)
@@ -813,6 +980,20 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
                 pieces.append(module.decode(z0[part], self._tensor(times[part]), solve).cpu().double().numpy())
         decoded = np.empty_like(np.concatenate(pieces))
         np.put_along_axis(decoded, order[..., None], np.concatenate(pieces), axis=1)
+        return self._note_forecast_range(self._unscale_values(decoded))
+
+    def _decode_path(self, z0: torch.Tensor, path: "_DrivenPath") -> np.ndarray:
+        module = self.module_.eval()
+        solve = {**self._solve(), "adjoint": False}
+        pieces = []
+        with torch.no_grad():
+            for start in range(0, len(z0), _DECODE_CHUNK):
+                part = slice(start, start + _DECODE_CHUNK)
+                knots = path.tensors(self, part)
+                times = torch.cat([knots["times"][:, :1], knots["times"]], dim=1)
+                out = module.decode(z0[part], times, solve, _with_origin(knots["inputs"]))
+                pieces.append(out.cpu().double().numpy())
+        decoded = np.take_along_axis(np.concatenate(pieces), path.queries[..., None], axis=1)
         return self._note_forecast_range(self._unscale_values(decoded))
 
 
@@ -839,7 +1020,9 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
         t : array-like or DataFrame, default=None
             Query times as in :meth:`predict` (None: X's own times). With
             ``X=None``, a 1-D array of times; ``z0`` is then the state at the
-            earliest of them.
+            earliest of them. A model with ``covariates`` needs a query
+            frame holding the inputs, as in :meth:`predict`, and refuses
+            ``X=None``.
         n_samples : int, default=100
             Trajectories to draw per series.
         random_state : int, RandomState or None, default=None
@@ -879,14 +1062,14 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
             return self._sample_prior_times(t, n_samples, generator, prior)
         batch = self._check_input(X, X_t, time_argument="X_t")
         query = check_query_times(t, batch)
-        q_times = self._scale_times(query.times)
+        q_times, path = self._query_plan(batch, query)
         if prior:
             origin = np.minimum(self._scale_times(batch.times[:, 0]), q_times.min(axis=1))
             mean = torch.zeros(batch.n_series, self.latent_dim, dtype=self.dtype_, device=self.device_)
             std = torch.ones_like(mean)
         else:
-            mean, std, origin = self._posterior(batch, q_times)
-        values = self._draw(mean, std, origin, q_times, n_samples, generator)
+            mean, std, origin = self._posterior(batch, q_times, path)
+        values = self._draw(mean, std, origin, q_times, n_samples, generator, path)
         return to_user_kind(values, query, batch)
 
     def _quantile_batch(self, batch: SeriesBatch, query: QueryTimes, levels: np.ndarray, n_samples: Any,
@@ -897,9 +1080,9 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
                               "a model without it", "Refit the model to get native forecast intervals.")
         n_samples = check_n_samples(n_samples)
         seed = _sampling_seed(self._interval_seed(random_state, 5))
-        q_times = self._scale_times(query.times)
-        mean, std, origin = self._posterior(batch, q_times)
-        draws = self._draw(mean, std, origin, q_times, n_samples, torch.Generator().manual_seed(seed))
+        q_times, path = self._query_plan(batch, query)
+        mean, std, origin = self._posterior(batch, q_times, path)
+        draws = self._draw(mean, std, origin, q_times, n_samples, torch.Generator().manual_seed(seed), path)
         draws += np.random.default_rng(seed).standard_normal(draws.shape) * self.noise_std_
         return sample_quantiles(draws, levels)
 
@@ -910,6 +1093,14 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
                 "series to condition on (posterior samples)",
                 "None",
                 "Pass X, or prior=True for unconditional draws.",
+            )
+        if self._n_inputs:
+            raise input_error(
+                "X",
+                "series with their inputs (and a query frame t holding the inputs at the query times) for a model "
+                "driven by covariates",
+                "None",
+                "Pass the series to condition on (prior=True still draws z0 from the prior) with a query frame.",
             )
         if t is None or np.ndim(t) != 1 or len(t) == 0:
             raise input_error(
@@ -931,13 +1122,51 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
         q_times: np.ndarray,
         n_samples: int,
         generator: torch.Generator,
+        path: "_DrivenPath | None" = None,
     ) -> np.ndarray:
         """Decoded draws (n_samples, n_series, n_queries, n_features) of z0 ~ N(mean, std²)."""
         eps = torch.randn((n_samples,) + tuple(mean.shape), generator=generator, dtype=mean.dtype).to(mean.device)
         z0 = (mean + std * eps).reshape(-1, mean.shape[-1])
         n = mean.shape[0]
-        decoded = self._decode(z0, np.tile(origin, n_samples), np.tile(q_times, (n_samples, 1)))
+        tiled = None if path is None else path.tile(n_samples)
+        decoded = self._decode(z0, np.tile(origin, n_samples), np.tile(q_times, (n_samples, 1)), tiled)
         return decoded.reshape((n_samples, n) + decoded.shape[1:])
+
+
+@dataclass(frozen=True)
+class _DrivenPath:
+    """Knots of a driven model's latent path, per series: history rows and query times merged in time order.
+
+    ``times`` (n, width) internal clock, padding repeating the last knot;
+    ``inputs`` (n, width, n_inputs) scaled; ``values`` and ``mask`` (n,
+    width, n_features) the history's observations (none at query knots);
+    ``queries`` (n, n_queries) the position of each query among the knots.
+    """
+
+    times: np.ndarray
+    inputs: np.ndarray
+    values: np.ndarray
+    mask: np.ndarray
+    queries: np.ndarray
+
+    def tensors(self, model: LatentODE, part: slice) -> dict[str, torch.Tensor]:
+        """The knots of the series in ``part`` as the model's tensors (what ``_refined_mean`` reads)."""
+        return {
+            "times": model._tensor(self.times[part]),
+            "inputs": model._tensor(self.inputs[part]),
+            "values": model._tensor(self.values[part]),
+            "mask": torch.as_tensor(self.mask[part], device=model.device_),
+        }
+
+    def tile(self, k: int) -> "_DrivenPath":
+        """The path repeated ``k`` times along the series axis (one copy per draw)."""
+        return _DrivenPath(*(np.tile(a, (k,) + (1,) * (a.ndim - 1)) for a in
+                             (self.times, self.inputs, self.values, self.mask, self.queries)))
+
+
+def _with_origin(inputs: torch.Tensor | None) -> torch.Tensor | None:
+    """Inputs at ``[origin, times...]`` when the origin is the first time: the first row's input repeated."""
+    return None if inputs is None else torch.cat([inputs[:, :1], inputs], dim=1)
 
 
 class _Schedule(LearningRateDecay):
@@ -969,12 +1198,17 @@ def _random_subset(candidates: torch.Tensor, scores: torch.Tensor, fraction: flo
 
 
 def _pack_rows(
-    values: torch.Tensor, mask: torch.Tensor, times: torch.Tensor, rows: torch.Tensor
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    times: torch.Tensor,
+    rows: torch.Tensor,
+    inputs: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """The selected ``rows`` of each series moved to the front, in time order, with encoder-style padding.
 
     Entries outside the selection are masked and zeroed; padding repeats each
-    series' last selected time. Series with no selected row keep their first
+    series' last selected time (and its inputs, when ``inputs`` (n, width,
+    n_inputs) are given). Series with no selected row keep their first
     time and an empty mask.
     """
     width = values.shape[1]
@@ -989,9 +1223,14 @@ def _pack_rows(
     last = packed_times.gather(1, (lengths - 1).clamp_min(0)[:, None])
     packed_mask = mask.gather(1, index[..., None].expand(-1, -1, mask.shape[-1])) & present[..., None]
     packed_values = values.gather(1, index[..., None].expand(-1, -1, values.shape[-1])) * packed_mask
-    return {
+    packed = {
         "values": packed_values,
         "mask": packed_mask,
         "times": torch.where(present, packed_times, last),
         "lengths": lengths.clamp_min(1),
     }
+    if inputs is not None:
+        packed_inputs = inputs.gather(1, index[..., None].expand(-1, -1, inputs.shape[-1]))
+        last_inputs = packed_inputs.gather(1, (lengths - 1).clamp_min(0)[:, None, None].expand(-1, 1, inputs.shape[-1]))
+        packed["inputs"] = torch.where(present[..., None], packed_inputs, last_inputs)
+    return packed

@@ -35,8 +35,11 @@ class _LatentODEClassifierModel(_LatentODEModel):
         activation: str,
         n_classes: int,
         head_layers: Sequence[int],
+        n_inputs: int = 0,
+        interpolation: str = "previous",
     ):
-        super().__init__(n_features, latent_dim, encoder_dim, encoder_layers, ode_layers, decoder_layers, activation)
+        super().__init__(n_features, latent_dim, encoder_dim, encoder_layers, ode_layers, decoder_layers, activation,
+                         n_inputs, interpolation)
         self.head = make_mlp(latent_dim, n_classes, tuple(head_layers), activation)
 
 
@@ -109,6 +112,15 @@ class LatentODEClassifier(_SeriesClassifier, ClassifierMixin, LatentODE):
         10% split and patience 20 against 0.90 without). With hundreds of
         series, ``validation_fraction=0.1, patience=20`` stops early on
         held-out series.
+    covariates : list of str or int, str or None, default=None
+        Known inputs driving each series, as in :class:`LatentODE`: the
+        encoder reads them at every row it encodes and the latent field is
+        ``f(z, u(t))``, so ``z0`` (which the head reads) can code how a
+        series responds to its input, e.g. a gain or a damping that the
+        states alone do not reveal. Inputs must be known at every row, in
+        ``fit`` and in every later call.
+    covariate_interpolation : {"previous", "linear", "cubic"}, default="previous"
+        How the latent field reads the inputs between samples, as in :class:`LatentODE`.
 
     Attributes
     ----------
@@ -187,6 +199,8 @@ class LatentODEClassifier(_SeriesClassifier, ClassifierMixin, LatentODE):
         warm_start: bool = False,
         checkpoint: Any = None,
         callbacks: Sequence[Any] | None = None,
+        covariates: Sequence[Any] | str | None = None,
+        covariate_interpolation: str = "previous",
     ):
         super().__init__(
             latent_dim=latent_dim,
@@ -225,6 +239,8 @@ class LatentODEClassifier(_SeriesClassifier, ClassifierMixin, LatentODE):
             warm_start=warm_start,
             checkpoint=checkpoint,
             callbacks=callbacks,
+            covariates=covariates,
+            covariate_interpolation=covariate_interpolation,
         )
         self.head_hidden_layer_sizes = head_hidden_layer_sizes
         self.classification_weight = classification_weight
@@ -285,7 +301,7 @@ class LatentODEClassifier(_SeriesClassifier, ClassifierMixin, LatentODE):
 
     def _build_module(self) -> _LatentODEClassifierModel:
         return _LatentODEClassifierModel(
-            self.n_features_in_,
+            self._n_states,
             self.latent_dim,
             self.encoder_dim,
             self.encoder_layer_sizes,
@@ -294,6 +310,8 @@ class LatentODEClassifier(_SeriesClassifier, ClassifierMixin, LatentODE):
             self.activation,
             len(self.classes_),
             self.head_hidden_layer_sizes,
+            self._n_inputs,
+            self.covariate_interpolation,
         )
 
     def fit_transform(self, X: Any, y: Any = None, *, t: Any = None) -> np.ndarray:
@@ -304,7 +322,7 @@ class LatentODEClassifier(_SeriesClassifier, ClassifierMixin, LatentODE):
     def _logits(self, X: Any, t: Any = None) -> np.ndarray:
         check_is_fitted(self, "module_")
         batch = self._check_input(X, t)
-        mean, _, _ = self._posterior(batch)
+        mean, _, _ = self._posterior(batch, path=self._history_path(batch))
         module = self.module_.eval()
         with torch.no_grad():
             pieces = [module.head(mean[s : s + _ENCODE_CHUNK]) for s in range(0, len(mean), _ENCODE_CHUNK)]

@@ -318,6 +318,18 @@ class _ODERNNBase(SeriesModel):
             if not all(isinstance(w, Integral) and not isinstance(w, bool) and w >= 1 for w in sizes):
                 raise input_error(name, "a tuple of positive ints", repr(sizes), "E.g. (64,).")
 
+    def _check_interpolation(self) -> None:
+        """Refuse input readings other than the hold that the steps between observations apply."""
+        if self.covariates is not None and self.covariate_interpolation != "previous":
+            name = type(self).__name__
+            raise input_error(
+                "covariate_interpolation",
+                f"'previous' for {name} (each input holds its value from one sample to the next)",
+                repr(self.covariate_interpolation),
+                "Use covariate_interpolation='previous', or NeuralODE or LatentODE, which also read inputs "
+                "'linear' or 'cubic'.",
+            )
+
     def _build_module(self) -> _ODERNNModel:
         classes = getattr(self, "classes_", None)  # fitted by ODERNNClassifier only
         return _ODERNNModel(
@@ -750,13 +762,7 @@ class ODERNN(ConformalIntervals, _ODERNNBase):
         started = time.perf_counter()
         batch = self._setup_fit(X, t)
         self._check_sizes()
-        if self.covariates is not None and self.covariate_interpolation != "previous":
-            raise input_error(
-                "covariate_interpolation",
-                "'previous' for ODERNN (each input holds its value from one sample to the next)",
-                repr(self.covariate_interpolation),
-                "Use covariate_interpolation='previous', or NeuralODE, which also reads inputs 'linear' or 'cubic'.",
-            )
+        self._check_interpolation()
         if batch.lengths.max() < 2:
             raise input_error(
                 "X",
@@ -1050,6 +1056,19 @@ class ODERNNClassifier(_SeriesClassifier, ClassifierMixin, _ODERNNBase):
         costs almost nothing (the states are those of the same pass) and
         makes the state track the dynamics, which the label alone teaches
         slowly. 0 trains on the labels alone.
+    covariates : list of str or int, str or None, default=None
+        Columns of X that are known inputs ``u(t)`` driving each series
+        (names for frames, column indices for arrays): the GRU reads
+        ``[values * mask, mask, u(t_i)]`` at each row and the field is
+        ``dh/dt = f(h, u)`` with ``u`` held from one row to the next, as in
+        :class:`ODERNN`. A label that depends on how a series responds to
+        its input (a damping, a gain) can then be read off the response
+        rather than guessed from the states alone. Inputs must be known at
+        every row, in ``fit`` and in every later call.
+    covariate_interpolation : {"previous"}, default="previous"
+        How the inputs are read between rows: held at the last one
+        (zero-order hold), what the fixed steps between observations do.
+        ``"linear"`` and ``"cubic"`` are refused with an ``InputError``.
     {shared}
 
     Attributes
@@ -1087,6 +1106,8 @@ class ODERNNClassifier(_SeriesClassifier, ClassifierMixin, _ODERNNBase):
         "head_hidden_layer_sizes": [tuple, list],
         "pooling": [StrOptions(set(_POOLED_WIDTH))],
         "reconstruction_weight": [Interval(Real, 0, None, closed="left")],
+        "covariates": [list, tuple, str, None],
+        "covariate_interpolation": [StrOptions(set(CONTROL_INTERPOLATIONS))],
     }
 
     def __init__(
@@ -1120,6 +1141,8 @@ class ODERNNClassifier(_SeriesClassifier, ClassifierMixin, _ODERNNBase):
         warm_start: bool = False,
         checkpoint: Any = None,
         callbacks: Sequence[Any] | None = None,
+        covariates: Sequence[Any] | str | None = None,
+        covariate_interpolation: str = "previous",
     ):
         self.hidden_dim = hidden_dim
         self.ode_hidden_layer_sizes = ode_hidden_layer_sizes
@@ -1150,6 +1173,8 @@ class ODERNNClassifier(_SeriesClassifier, ClassifierMixin, _ODERNNBase):
         self.warm_start = warm_start
         self.checkpoint = checkpoint
         self.callbacks = callbacks
+        self.covariates = covariates
+        self.covariate_interpolation = covariate_interpolation
 
     @guarded_fit
     def fit(self, X: Any, y: Any, *, t: Any = None) -> "ODERNNClassifier":
@@ -1171,6 +1196,7 @@ class ODERNNClassifier(_SeriesClassifier, ClassifierMixin, _ODERNNBase):
         started = time.perf_counter()
         batch = self._setup_fit(X, t)
         self._check_sizes()
+        self._check_interpolation()
         labels = _series_labels(y, batch)
         fresh = not (self.warm_start and hasattr(self, "module_"))
         codes = self._fit_classes(labels, fresh)
@@ -1182,7 +1208,10 @@ class ODERNNClassifier(_SeriesClassifier, ClassifierMixin, _ODERNNBase):
 
         def loss_fn(module: _ODERNNModel, data: dict[str, torch.Tensor]) -> torch.Tensor:
             values, mask, times, real, lengths = _unpack(data)
-            states, final, before = module.encoder(values, mask, times, lengths, solve=solve, return_before=True)
+            inputs = _unpack_inputs(data, values.shape[1])
+            states, final, before = module.encoder(
+                values, mask, times, lengths, solve=solve, return_before=True, covariates=inputs
+            )
             logits = module.head(module.pooled(states, final, lengths))
             loss = nn.functional.cross_entropy(logits, data["label"].long())
             if weight > 0:

@@ -8,7 +8,7 @@ from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 
 import dynlearn
-from dynlearn import LatentODE, NeuralODE
+from dynlearn import LatentSDE, NeuralODE
 from dynlearn.datasets import make_forced_oscillator
 from dynlearn.exceptions import InputError
 from dynlearn.metrics import make_forecast_scorer, r2_score
@@ -131,7 +131,7 @@ def test_clone_params_and_grid_search_by_backtest(panel):
     train, _ = panel
     model = NeuralODE(covariates=["u"], hidden_layer_sizes=(8,), max_epochs=3, random_state=0)
     assert clone(model).get_params()["covariates"] == ["u"]
-    assert "covariates" not in LatentODE().get_params()  # other estimators take no inputs yet
+    assert "covariates" not in LatentSDE().get_params()  # other estimators take no inputs yet
     search = GridSearchCV(
         model,
         {"covariate_interpolation": ["previous", "linear"]},
