@@ -10,7 +10,7 @@ from torch import nn
 
 from ..exceptions import input_error
 from ..nn import HamiltonianField
-from ..solvers import available_symplectic_methods, solve_hamiltonian, symplectic_method
+from ..solvers import ControlPath, available_symplectic_methods, solve_hamiltonian, symplectic_method
 from ._physics import PHASE_SPACE_CONSTRAINTS, PhaseSpaceModel
 
 
@@ -253,6 +253,9 @@ class HamiltonianNN(PhaseSpaceModel):
         warm_start: bool = False,
         checkpoint: Any = None,
         callbacks: Sequence[Any] | None = None,
+        covariates: Sequence[Any] | str | None = None,
+        covariate_interpolation: str = "previous",
+        input_matrix: str = "constant",
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -282,9 +285,14 @@ class HamiltonianNN(PhaseSpaceModel):
         self.warm_start = warm_start
         self.checkpoint = checkpoint
         self.callbacks = callbacks
+        self.covariates = covariates
+        self.covariate_interpolation = covariate_interpolation
+        self.input_matrix = input_matrix
 
     def _make_field(self, n_coordinates: int) -> nn.Module:
-        return HamiltonianField(n_coordinates, tuple(self.hidden_layer_sizes), self.activation, self.separable)
+        return HamiltonianField(
+            n_coordinates, tuple(self.hidden_layer_sizes), self.activation, self.separable, **self._field_inputs()
+        )
 
     def _couple_scales(self) -> None:
         q, p = self.position_columns_, self.momentum_columns_
@@ -324,9 +332,10 @@ class HamiltonianNN(PhaseSpaceModel):
                 "Set adjoint=False, or pick a torchdiffeq solver such as 'dopri5'.",
             )
 
-    def _solve(self, field: nn.Module, y0: torch.Tensor, times: torch.Tensor, *, adjoint: bool) -> torch.Tensor:
+    def _solve(self, field: nn.Module, y0: torch.Tensor, times: torch.Tensor, *, adjoint: bool,
+               control: ControlPath | None = None) -> torch.Tensor:
         if not self._is_symplectic():
-            return super()._solve(field, y0, times, adjoint=adjoint)
+            return super()._solve(field, y0, times, adjoint=adjoint, control=control)
         gradients = _StepperGradients(field)
         q, p = solve_hamiltonian(
             gradients.grad_q,
@@ -337,5 +346,7 @@ class HamiltonianNN(PhaseSpaceModel):
             step_size=self._internal_step(),
             separable=self.separable,
             max_num_steps=self.max_num_steps,
+            force=None if control is None else field.input_matrix.force,
+            control=control,
         )
         return torch.cat([q, p], dim=-1)

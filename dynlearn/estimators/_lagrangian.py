@@ -222,6 +222,9 @@ class LagrangianNN(PhaseSpaceModel):
         warm_start: bool = False,
         checkpoint: Any = None,
         callbacks: Sequence[Any] | None = None,
+        covariates: Sequence[Any] | str | None = None,
+        covariate_interpolation: str = "previous",
+        input_matrix: str = "constant",
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -250,9 +253,12 @@ class LagrangianNN(PhaseSpaceModel):
         self.warm_start = warm_start
         self.checkpoint = checkpoint
         self.callbacks = callbacks
+        self.covariates = covariates
+        self.covariate_interpolation = covariate_interpolation
+        self.input_matrix = input_matrix
 
     def _make_field(self, n_coordinates: int) -> nn.Module:
-        return LagrangianField(n_coordinates, tuple(self.hidden_layer_sizes), self.activation)
+        return LagrangianField(n_coordinates, tuple(self.hidden_layer_sizes), self.activation, **self._field_inputs())
 
     def _couple_scales(self) -> None:
         q, v = self.position_columns_, self.velocity_columns_
