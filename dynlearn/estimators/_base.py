@@ -9,6 +9,7 @@ import inspect
 import os
 import time
 import warnings
+from dataclasses import dataclass
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -914,6 +915,78 @@ def _anchor_rows(times: np.ndarray, lengths: np.ndarray, queries: np.ndarray) ->
         found = np.searchsorted(times[i, :n], queries[i], side="left") - 1
         anchors[i * queries.shape[1] : (i + 1) * queries.shape[1]] = np.clip(found, 0, n - 1)
     return series, anchors
+
+
+@dataclass(frozen=True)
+class DrivenPaths:
+    """Solves that reach every query of a model driven by known inputs, and where each query's answer lies.
+
+    Queries of a series that share an anchor (the latest observation
+    strictly before them) and a direction form one path: the anchor, then
+    the queries in the direction of integration (forward in increasing
+    time, backward in decreasing), padded by repeating the last one. The
+    inputs along a path are the anchor's and the queries' own, so a query
+    never reads an input after its time.
+
+    Attributes
+    ----------
+    series, anchors : ndarray of shape (n_paths,)
+        Series and anchor row of each path.
+    times, inputs : ndarray of shape (n_paths, width) and (n_paths, width, n_inputs)
+        Knots of each path (model clock) and the inputs there (model scale).
+    lead : (ndarray, ndarray)
+        Gap to the row before each anchor and the inputs there: the cubic
+        reading's first backward difference.
+    order, group, position : ndarray of shape (n_queries,)
+        Query ``order[i]`` is knot ``position[i] + 1`` of path ``group[i]``.
+    """
+
+    series: np.ndarray
+    anchors: np.ndarray
+    times: np.ndarray
+    inputs: np.ndarray
+    lead: tuple[np.ndarray, np.ndarray]
+    order: np.ndarray
+    group: np.ndarray
+    position: np.ndarray
+
+    @classmethod
+    def build(cls, times: np.ndarray, lengths: np.ndarray, inputs: np.ndarray, q_times: np.ndarray,
+              q_inputs: np.ndarray) -> "DrivenPaths":
+        """Paths from per-series ``times``/``inputs`` of the history and query ``q_times``/``q_inputs``.
+
+        ``q_times`` is ``(n_series, n_queries)`` and ``q_inputs``
+        ``(n_series * n_queries, n_inputs)``, both on the model's scales.
+        """
+        series, anchors = _anchor_rows(times, lengths, q_times)
+        flat = q_times.ravel()
+        backward = flat < times[series, anchors]
+        keys = (series * times.shape[1] + anchors) * 2 + backward
+        order = np.lexsort((np.where(backward, -flat, flat), keys))
+        new_group = np.r_[True, keys[order][1:] != keys[order][:-1]]
+        starts = np.flatnonzero(new_group)
+        group = np.cumsum(new_group) - 1
+        position = np.arange(len(order)) - starts[group]
+        n_groups, width = len(starts), int(position.max()) + 2
+        first = order[starts]
+        g_series, g_anchor = series[first], anchors[first]
+        path_times = np.repeat(times[g_series, g_anchor][:, None], width, axis=1)
+        path_inputs = np.repeat(inputs[g_series, g_anchor][:, None], width, axis=1)
+        path_times[group, position + 1] = flat[order]
+        path_inputs[group, position + 1] = q_inputs[order]
+        sizes = np.bincount(group, minlength=n_groups)
+        for g in np.flatnonzero(sizes + 1 < width):  # padding holds each group's last query
+            path_times[g, sizes[g] + 1:] = path_times[g, sizes[g]]
+            path_inputs[g, sizes[g] + 1:] = path_inputs[g, sizes[g]]
+        before = np.maximum(g_anchor - 1, 0)
+        lead = (times[g_series, g_anchor] - times[g_series, before], inputs[g_series, before])
+        return cls(g_series, g_anchor, path_times, path_inputs, lead, order, group, position)
+
+    def answers(self, out: np.ndarray) -> np.ndarray:
+        """Each query's state ``(n_queries, n_out)``, in query order, from path solves ``(n_paths, width, n_out)``."""
+        flat = np.empty((len(self.order), out.shape[-1]))
+        flat[self.order] = out[self.group, self.position + 1]
+        return flat
 
 
 def _finite_difference(values: np.ndarray, times: np.ndarray, lengths: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ from torch import nn
 
 from ..exceptions import input_error
 from ..nn import HamiltonianField
-from ..solvers import available_symplectic_methods, solve_hamiltonian, symplectic_method
+from ..solvers import ControlPath, available_symplectic_methods, solve_hamiltonian, symplectic_method
 from ._physics import PHASE_SPACE_CONSTRAINTS, PhaseSpaceModel
 
 
@@ -100,9 +100,9 @@ class HamiltonianNN(PhaseSpaceModel):
         Learn ``H = T(p) + V(q)``.
     positions, momenta : list of str or int, default=None
         Feature columns (names for frames, or indices) holding the
-        positions and their momenta, in matching order. Give one and the
-        other is the remaining columns; give neither to split the features
-        in half.
+        positions and their momenta, in matching order (indices count all
+        of X's columns). Give one and the other is the remaining columns
+        other than the ``covariates``; give neither to split those in half.
     fit_on : {"auto", "derivatives", "trajectories"}, default="auto"
         Training target; see above.
     window_size : int or None, default=10
@@ -169,6 +169,40 @@ class HamiltonianNN(PhaseSpaceModel):
         after the estimator's own (e.g. ``StepDecay``, ``CSVLogger``). The
         objects themselves are called, not copies, so they can collect what
         they see.
+    covariates : list of str or int, str or None, default=None
+        Known inputs ``u(t)`` acting as generalised forces: the value
+        columns of X (names for frames, indices for arrays) that are not
+        coordinates, never forecast, and read between samples by
+        ``covariate_interpolation``. The dynamics become
+        ``dp/dt = -∂H/∂q + B(q) u``, with ``B`` learned (``input_matrix``);
+        with ``u = 0`` the flow is the unforced one and conserves the
+        learned energy. Inputs are scaled without a shift, so that zero
+        stays no force. ``predict`` then needs a query frame holding the
+        inputs at the query times, and ``simulate`` the input signal as
+        ``covariates=``; :meth:`input_power` gives the power ``q̇ · B(q) u``
+        they deliver. Inputs must be known at every row.
+        With a symplectic ``solver`` every kick reads the inputs at its own
+        time (a ``"previous"`` input is held over each gap, its force
+        evaluated anew at each observation time); with inputs none of
+        them conserves the energy any more, since the forces do work.
+    covariate_interpolation : {"previous", "linear", "cubic"}, default="previous"
+        How the inputs are read between their samples inside a solve:
+        ``"previous"`` holds each sample until the next (a zero-order hold,
+        as a digital controller applies it); ``"linear"`` joins samples by
+        straight lines; ``"cubic"`` by Hermite cubics whose slopes are
+        backward differences. None reads a sample after the time being
+        integrated, so a prediction never depends on later inputs. It also
+        sets which input the derivative stage pairs with each central
+        difference (the row's own, or for ``"previous"`` the gap-weighted
+        mean of the held inputs on both sides of the row).
+    input_matrix : {"constant", "positions"}, default="constant"
+        How the map ``B`` from inputs to generalised forces is learned:
+        ``"constant"``, one matrix ``(n_coordinates, n_inputs)`` started at
+        zero (actuators acting directly on the coordinates, such as the
+        force on a mass or the torque at a joint); ``"positions"``, a
+        multilayer perceptron of the positions with ``hidden_layer_sizes``
+        (a lever arm that depends on the configuration). ``B`` never reads
+        momenta or velocities, so the inputs cannot act as damping.
 
     Attributes
     ----------
@@ -179,7 +213,7 @@ class HamiltonianNN(PhaseSpaceModel):
     position_columns_, momentum_columns_ : ndarray of int
         Feature indices of the positions and momenta.
     n_coordinates_ : int
-        Number of positions (half the features).
+        Number of positions (half the features that are not inputs).
     energy_scale_ : float
         User energy units per unit of the internal ``H̃``: ``c / τ``.
     reference_state_ : ndarray of shape (n_features,)
@@ -202,6 +236,12 @@ class HamiltonianNN(PhaseSpaceModel):
     data_min_, data_max_ : ndarray of shape (n_features,)
         Observed range of each feature at fit (user units), the reference
         of :class:`~dynlearn.exceptions.ForecastRangeWarning`.
+    covariate_index_ : ndarray of int
+        Positions of the ``covariates`` among X's value columns (absent
+        without inputs).
+    covariate_mean_, covariate_scale_ : ndarray of shape (n_inputs,)
+        Scaling of the inputs: zeros and their root mean square at fit
+        (absent without inputs).
     conformal_leads_, conformal_residuals_, conformal_lead_edges_ : ndarray
         Calibration of the split conformal forecast intervals of
         ``predict_interval`` and ``predict_quantiles`` (see ``calibrate``),
@@ -253,6 +293,9 @@ class HamiltonianNN(PhaseSpaceModel):
         warm_start: bool = False,
         checkpoint: Any = None,
         callbacks: Sequence[Any] | None = None,
+        covariates: Sequence[Any] | str | None = None,
+        covariate_interpolation: str = "previous",
+        input_matrix: str = "constant",
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -282,9 +325,14 @@ class HamiltonianNN(PhaseSpaceModel):
         self.warm_start = warm_start
         self.checkpoint = checkpoint
         self.callbacks = callbacks
+        self.covariates = covariates
+        self.covariate_interpolation = covariate_interpolation
+        self.input_matrix = input_matrix
 
     def _make_field(self, n_coordinates: int) -> nn.Module:
-        return HamiltonianField(n_coordinates, tuple(self.hidden_layer_sizes), self.activation, self.separable)
+        return HamiltonianField(
+            n_coordinates, tuple(self.hidden_layer_sizes), self.activation, self.separable, **self._field_inputs()
+        )
 
     def _couple_scales(self) -> None:
         q, p = self.position_columns_, self.momentum_columns_
@@ -324,9 +372,10 @@ class HamiltonianNN(PhaseSpaceModel):
                 "Set adjoint=False, or pick a torchdiffeq solver such as 'dopri5'.",
             )
 
-    def _solve(self, field: nn.Module, y0: torch.Tensor, times: torch.Tensor, *, adjoint: bool) -> torch.Tensor:
+    def _solve(self, field: nn.Module, y0: torch.Tensor, times: torch.Tensor, *, adjoint: bool,
+               control: ControlPath | None = None) -> torch.Tensor:
         if not self._is_symplectic():
-            return super()._solve(field, y0, times, adjoint=adjoint)
+            return super()._solve(field, y0, times, adjoint=adjoint, control=control)
         gradients = _StepperGradients(field)
         q, p = solve_hamiltonian(
             gradients.grad_q,
@@ -337,5 +386,7 @@ class HamiltonianNN(PhaseSpaceModel):
             step_size=self._internal_step(),
             separable=self.separable,
             max_num_steps=self.max_num_steps,
+            force=None if control is None else field.input_matrix.force,
+            control=control,
         )
         return torch.cat([q, p], dim=-1)

@@ -73,8 +73,9 @@ class LagrangianNN(PhaseSpaceModel):
         ``"relu"`` network vanishes and is refused (see Raises).
     positions, velocities : list of str or int, default=None
         Feature columns (names for frames, or indices) of the positions and
-        their velocities, in matching order. Give one and the other is the
-        remaining columns; give neither to split the features in half.
+        their velocities, in matching order (indices count all of X's
+        columns). Give one and the other is the remaining columns other than
+        the ``covariates``; give neither to split those in half.
     fit_on : {"auto", "derivatives", "trajectories"}, default="auto"
         Training target; see above.
     window_size : int or None, default=10
@@ -133,6 +134,36 @@ class LagrangianNN(PhaseSpaceModel):
         after the estimator's own (e.g. ``StepDecay``, ``CSVLogger``). The
         objects themselves are called, not copies, so they can collect what
         they see.
+    covariates : list of str or int, str or None, default=None
+        Known inputs ``u(t)`` acting as generalised forces: the value
+        columns of X (names for frames, indices for arrays) that are not
+        coordinates, never forecast, and read between samples by
+        ``covariate_interpolation``. The dynamics become
+        ``M(q, q̇) q̈ = ∂L/∂q − (∂²L/∂q̇∂q) q̇ + B(q) u`` with ``M = ∂²L/∂q̇²``, with ``B`` learned (``input_matrix``);
+        with ``u = 0`` the flow is the unforced one and conserves the
+        learned energy. Inputs are scaled without a shift, so that zero
+        stays no force. ``predict`` then needs a query frame holding the
+        inputs at the query times, and ``simulate`` the input signal as
+        ``covariates=``; :meth:`input_power` gives the power ``q̇ · B(q) u``
+        they deliver. Inputs must be known at every row.
+    covariate_interpolation : {"previous", "linear", "cubic"}, default="previous"
+        How the inputs are read between their samples inside a solve:
+        ``"previous"`` holds each sample until the next (a zero-order hold,
+        as a digital controller applies it); ``"linear"`` joins samples by
+        straight lines; ``"cubic"`` by Hermite cubics whose slopes are
+        backward differences. None reads a sample after the time being
+        integrated, so a prediction never depends on later inputs. It also
+        sets which input the derivative stage pairs with each central
+        difference (the row's own, or for ``"previous"`` the gap-weighted
+        mean of the held inputs on both sides of the row).
+    input_matrix : {"constant", "positions"}, default="constant"
+        How the map ``B`` from inputs to generalised forces is learned:
+        ``"constant"``, one matrix ``(n_coordinates, n_inputs)`` started at
+        zero (actuators acting directly on the coordinates, such as the
+        force on a mass or the torque at a joint); ``"positions"``, a
+        multilayer perceptron of the positions with ``hidden_layer_sizes``
+        (a lever arm that depends on the configuration). ``B`` never reads
+        momenta or velocities, so the inputs cannot act as damping.
 
     Attributes
     ----------
@@ -143,7 +174,7 @@ class LagrangianNN(PhaseSpaceModel):
     position_columns_, velocity_columns_ : ndarray of int
         Feature indices of the positions and velocities.
     n_coordinates_ : int
-        Number of positions (half the features).
+        Number of positions (half the features that are not inputs).
     energy_scale_ : float
         User units per unit of the internal energy: ``1 / τ``.
     reference_state_ : ndarray of shape (n_features,)
@@ -165,6 +196,12 @@ class LagrangianNN(PhaseSpaceModel):
     data_min_, data_max_ : ndarray of shape (n_features,)
         Observed range of each feature at fit (user units), the reference
         of :class:`~dynlearn.exceptions.ForecastRangeWarning`.
+    covariate_index_ : ndarray of int
+        Positions of the ``covariates`` among X's value columns (absent
+        without inputs).
+    covariate_mean_, covariate_scale_ : ndarray of shape (n_inputs,)
+        Scaling of the inputs: zeros and their root mean square at fit
+        (absent without inputs).
     conformal_leads_, conformal_residuals_, conformal_lead_edges_ : ndarray
         Calibration of the split conformal forecast intervals of
         ``predict_interval`` and ``predict_quantiles`` (see ``calibrate``),
@@ -222,6 +259,9 @@ class LagrangianNN(PhaseSpaceModel):
         warm_start: bool = False,
         checkpoint: Any = None,
         callbacks: Sequence[Any] | None = None,
+        covariates: Sequence[Any] | str | None = None,
+        covariate_interpolation: str = "previous",
+        input_matrix: str = "constant",
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -250,9 +290,12 @@ class LagrangianNN(PhaseSpaceModel):
         self.warm_start = warm_start
         self.checkpoint = checkpoint
         self.callbacks = callbacks
+        self.covariates = covariates
+        self.covariate_interpolation = covariate_interpolation
+        self.input_matrix = input_matrix
 
     def _make_field(self, n_coordinates: int) -> nn.Module:
-        return LagrangianField(n_coordinates, tuple(self.hidden_layer_sizes), self.activation)
+        return LagrangianField(n_coordinates, tuple(self.hidden_layer_sizes), self.activation, **self._field_inputs())
 
     def _couple_scales(self) -> None:
         q, v = self.position_columns_, self.velocity_columns_

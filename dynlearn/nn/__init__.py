@@ -1,6 +1,6 @@
 """Torch modules: vector fields and their building blocks."""
 
-from ._energy import HamiltonianField, LagrangianField
+from ._energy import HamiltonianField, InputMatrix, LagrangianField
 from ._guard import BoxContraction
 from ._history import HistoryEncoder
 from ._mlp import ACTIVATIONS, MLPVectorField, SecondOrderField, make_mlp
@@ -11,6 +11,7 @@ __all__ = [
     "BoxContraction",
     "HamiltonianField",
     "HistoryEncoder",
+    "InputMatrix",
     "LagrangianField",
     "MLPVectorField",
     "ODERNNEncoder",

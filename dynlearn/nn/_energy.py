@@ -5,6 +5,12 @@ coordinates first, then their momenta (Hamiltonian) or velocities
 (Lagrangian). Derivatives of the scalar are taken with ``torch.autograd``;
 while gradients are being recorded they keep their graph, so a loss on the
 vector field trains the scalar's weights.
+
+Known inputs ``u`` (``n_inputs > 0``) act as generalised forces
+``B(q) u`` on the momenta (Hamiltonian) or in the Euler–Lagrange equations
+(Lagrangian), through a learned :class:`InputMatrix`: with ``u = 0`` the
+field is exactly the conservative one, and the energy changes at the rate
+``q̇ · B(q) u`` (:meth:`HamiltonianField.input_power`).
 """
 
 from __future__ import annotations
@@ -34,6 +40,71 @@ def _gradient(scalar: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -
     return value, grad
 
 
+INPUT_MATRICES = ("constant", "positions")
+
+
+class InputMatrix(nn.Module):
+    """The map ``B(q)``, ``(d, n_inputs)``, from known inputs to generalised forces ``B(q) u``.
+
+    Parameters
+    ----------
+    n_coordinates : int
+        Number ``d`` of positions.
+    n_inputs : int
+        Number of inputs.
+    kind : {"constant", "positions"}, default="constant"
+        ``"constant"``: ``B`` is a learned matrix, started at zero (the
+        untrained model is the unforced one). ``"positions"``: ``B(q)`` is a
+        multilayer perceptron of the positions (a force whose lever arm
+        depends on the configuration, e.g. a horizontal push on a
+        pendulum's bob is a torque ``ℓ cos θ u``). It never reads the
+        momenta or velocities, so a forced separable ``H`` keeps explicit
+        symplectic steppers.
+    hidden : sequence of int, default=()
+        Hidden widths of the perceptron of ``"positions"``.
+    activation : str, default="tanh"
+        A key of :data:`ACTIVATIONS`, for ``"positions"``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dynlearn.nn import InputMatrix
+    >>> B = InputMatrix(2, 1, "positions", (8,))
+    >>> B.force(torch.zeros(5, 2), torch.ones(5, 1)).shape
+    torch.Size([5, 2])
+    """
+
+    def __init__(self, n_coordinates: int, n_inputs: int, kind: str = "constant", hidden: Sequence[int] = (),
+                 activation: str = "tanh"):
+        super().__init__()
+        if kind not in INPUT_MATRICES:
+            raise ValueError(f"kind: expected one of {list(INPUT_MATRICES)}; got {kind!r}. Pick one of them.")
+        self.n_coordinates, self.n_inputs, self.kind = n_coordinates, n_inputs, kind
+        if kind == "constant":
+            self.matrix = nn.Parameter(torch.zeros(n_coordinates, n_inputs))
+        else:
+            self.net = make_mlp(n_coordinates, n_coordinates * n_inputs, hidden, activation)
+
+    def forward(self, q: torch.Tensor) -> torch.Tensor:
+        """``B(q)`` of shape (batch, d, n_inputs) at positions ``q`` of shape (batch, d)."""
+        if self.kind == "constant":
+            return self.matrix.to(q.dtype).expand(q.shape[0], -1, -1)
+        return self.net(q).reshape(q.shape[0], self.n_coordinates, self.n_inputs)
+
+    def force(self, q: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """The generalised force ``B(q) u`` of shape (batch, d), for inputs ``u`` of shape (batch, n_inputs)."""
+        if u is None or u.shape != (q.shape[0], self.n_inputs):
+            received = "none" if u is None else f"shape {tuple(u.shape)}"
+            raise ValueError(
+                f"u: expected inputs of shape (batch={q.shape[0]}, n_inputs={self.n_inputs}); got {received}. "
+                "Solve the field with a ControlPath of its inputs."
+            )
+        u = u.to(q.dtype)
+        if self.kind == "constant":
+            return u @ self.matrix.to(q.dtype).T
+        return (self(q) @ u.unsqueeze(-1)).squeeze(-1)
+
+
 class HamiltonianField(nn.Module):
     """Hamilton's equations of a learned ``H(q, p)``: ``dq/dt = ∂H/∂p``, ``dp/dt = -∂H/∂q``.
 
@@ -54,6 +125,11 @@ class HamiltonianField(nn.Module):
         Learn ``H = T(p) + V(q)`` as two networks, so that ``∂H/∂q`` depends
         on ``q`` only and ``∂H/∂p`` on ``p`` only (what explicit symplectic
         steppers such as leapfrog need).
+    n_inputs : int, default=0
+        Known inputs ``u`` driving the momenta as generalised forces:
+        ``dp/dt = -∂H/∂q + B(q) u``. ``forward`` then takes ``u``.
+    input_matrix : {"constant", "positions"}, default="constant"
+        How ``B`` is learned; see :class:`InputMatrix`.
 
     Examples
     --------
@@ -65,7 +141,8 @@ class HamiltonianField(nn.Module):
     (torch.Size([5, 2]), torch.Size([5]))
     """
 
-    def __init__(self, n_coordinates: int, hidden: Sequence[int], activation: str = "tanh", separable: bool = False):
+    def __init__(self, n_coordinates: int, hidden: Sequence[int], activation: str = "tanh", separable: bool = False,
+                 n_inputs: int = 0, input_matrix: str = "constant"):
         super().__init__()
         self.n_coordinates = n_coordinates
         self.separable = separable
@@ -74,6 +151,9 @@ class HamiltonianField(nn.Module):
             self.potential = make_mlp(n_coordinates, 1, hidden, activation)
         else:
             self.net = make_mlp(2 * n_coordinates, 1, hidden, activation)
+        self.n_inputs = n_inputs
+        if n_inputs:
+            self.input_matrix = InputMatrix(n_coordinates, n_inputs, input_matrix, hidden, activation)
 
     def energy(self, x: torch.Tensor) -> torch.Tensor:
         """``H`` at states ``x`` of shape (batch, 2 d); returns (batch,)."""
@@ -97,19 +177,29 @@ class HamiltonianField(nn.Module):
         """``∂T/∂p`` of shape (batch, d), for ``separable=True``."""
         return _gradient(lambda z: self.kinetic(z).squeeze(-1), p)[1]
 
-    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """``dx/dt`` of shape (batch, 2 d); autonomous, so ``t`` is unused."""
-        grad_q, grad_p = self.gradients(*x.split(self.n_coordinates, dim=-1))
+    def forward(self, t: torch.Tensor, x: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+        """``dx/dt`` of shape (batch, 2 d) under inputs ``u`` (batch, n_inputs); ``t`` is unused."""
+        q, p = x.split(self.n_coordinates, dim=-1)
+        grad_q, grad_p = self.gradients(q, p)
+        if self.n_inputs:
+            return torch.cat([grad_p, self.input_matrix.force(q, u) - grad_q], dim=-1)
         return torch.cat([grad_p, -grad_q], dim=-1)
+
+    def input_power(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """``dH/dt = q̇ · B(q) u`` of shape (batch,): the power the inputs put into the system."""
+        q, p = x.split(self.n_coordinates, dim=-1)
+        grad_p = self.kinetic_gradient(p) if self.separable else self.gradients(q, p)[1]
+        return (grad_p * self.input_matrix.force(q, u)).sum(-1)
 
 
 class LagrangianField(nn.Module):
     """Euler–Lagrange equations of a learned ``L(q, q̇)`` (Cranmer et al., 2020).
 
     With ``v = q̇``, the accelerations solve
-    ``(∂²L/∂v∂vᵀ) q̈ = ∂L/∂q - (∂²L/∂v∂qᵀ) v``; the state ``[q, v]`` moves
-    as ``d[q, v]/dt = [v, q̈]``. Along this flow the energy
-    ``E = v·∂L/∂v - L`` is conserved.
+    ``(∂²L/∂v∂vᵀ) q̈ = ∂L/∂q - (∂²L/∂v∂qᵀ) v [+ B(q) u]``; the state
+    ``[q, v]`` moves as ``d[q, v]/dt = [v, q̈]``. Without inputs the energy
+    ``E = v·∂L/∂v - L`` is conserved along this flow; known inputs ``u``
+    change it at the rate ``v · B(q) u``.
 
     Parameters
     ----------
@@ -126,6 +216,11 @@ class LagrangianField(nn.Module):
         ``d`` times the machine epsilon of the state's dtype (the numerical
         rank test of ``numpy.linalg.matrix_rank``), below which the solve
         has no correct digits.
+    n_inputs : int, default=0
+        Known inputs ``u`` entering the Euler–Lagrange equations as the
+        generalised force ``B(q) u``. ``forward`` then takes ``u``.
+    input_matrix : {"constant", "positions"}, default="constant"
+        How ``B`` is learned; see :class:`InputMatrix`.
 
     Raises
     ------
@@ -144,11 +239,15 @@ class LagrangianField(nn.Module):
     (torch.Size([5, 4]), torch.Size([5]))
     """
 
-    def __init__(self, n_coordinates: int, hidden: Sequence[int], activation: str = "softplus", rcond: float | None = None):
+    def __init__(self, n_coordinates: int, hidden: Sequence[int], activation: str = "softplus",
+                 rcond: float | None = None, n_inputs: int = 0, input_matrix: str = "constant"):
         super().__init__()
         self.n_coordinates = n_coordinates
         self.rcond = rcond
         self.net = make_mlp(2 * n_coordinates, 1, hidden, activation)
+        self.n_inputs = n_inputs
+        if n_inputs:
+            self.input_matrix = InputMatrix(n_coordinates, n_inputs, input_matrix, hidden, activation)
 
     def lagrangian(self, x: torch.Tensor) -> torch.Tensor:
         """``L`` at states ``x`` of shape (batch, 2 d); returns (batch,)."""
@@ -160,8 +259,8 @@ class LagrangianField(nn.Module):
         velocity = x[:, self.n_coordinates :]
         return (velocity * grad[:, self.n_coordinates :]).sum(-1) - lagrangian
 
-    def acceleration(self, x: torch.Tensor) -> torch.Tensor:
-        """``q̈`` of shape (batch, d) at states ``x`` of shape (batch, 2 d)."""
+    def acceleration(self, x: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+        """``q̈`` of shape (batch, d) at states ``x`` of shape (batch, 2 d) under inputs ``u`` (batch, n_inputs)."""
         d = self.n_coordinates
         create_graph = torch.is_grad_enabled()
         with torch.enable_grad():
@@ -177,6 +276,8 @@ class LagrangianField(nn.Module):
         mixed, mass = hessian[:, :, :d], hessian[:, :, d:]
         velocity = x[:, d:]
         force = grad[:, :d] - (mixed @ velocity.unsqueeze(-1)).squeeze(-1)
+        if self.n_inputs:
+            force = force + self.input_matrix.force(x[:, :d], u)
         singular = self._singular(mass)
         acceleration = torch.linalg.solve(mass, force) if not singular.any() else None
         if acceleration is not None:
@@ -191,9 +292,14 @@ class LagrangianField(nn.Module):
             )
         return acceleration if create_graph else acceleration.detach()
 
-    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """``d[q, v]/dt = [v, q̈]`` of shape (batch, 2 d); autonomous, so ``t`` is unused."""
-        return torch.cat([x[:, self.n_coordinates :], self.acceleration(x)], dim=-1)
+    def forward(self, t: torch.Tensor, x: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+        """``d[q, v]/dt = [v, q̈]`` of shape (batch, 2 d) under inputs ``u`` (batch, n_inputs); ``t`` is unused."""
+        return torch.cat([x[:, self.n_coordinates :], self.acceleration(x, u)], dim=-1)
+
+    def input_power(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """``dE/dt = v · B(q) u`` of shape (batch,): the power the inputs put into the system."""
+        d = self.n_coordinates
+        return (x[:, d:] * self.input_matrix.force(x[:, :d], u)).sum(-1)
 
     def _singular(self, mass: torch.Tensor) -> torch.Tensor:
         """Which velocity Hessians ``(batch, d, d)`` lack full numerical rank; returns (batch,) bool."""

@@ -36,10 +36,12 @@ import torch
 from torch import Tensor
 
 from ..exceptions import IntegrationError, input_error
+from ._control import ControlPath
 from ._ode import DEFAULT_MAX_NUM_STEPS
 from ._registry import symplectic_method
 
 Gradient = Callable[[Tensor, Tensor, Tensor], Tensor]
+Force = Callable[[Tensor, Tensor], Tensor]
 
 # Triple-jump weights: w1 + w0 + w1 = 1 keeps consistency and
 # 2 w1^3 + w0^3 = 0 cancels the leapfrog's third-order error term; the
@@ -59,12 +61,25 @@ _STEP_ADVICE = (
 
 @dataclass(frozen=True)
 class _Hamiltonian:
-    """The user's gradients and the settings of the implicit solve, passed to every step."""
+    """The user's gradients, the input force and the settings of the implicit solve, passed to every step.
+
+    Steps evaluate at nodes ``(t, u)``: each series' time and the inputs
+    there (None without a force). A kick subtracts ``kick_gradient``,
+    ``∂H/∂q - F(q, u)``; a drift adds ``velocity``, ``∂H/∂p``.
+    """
 
     grad_q: Gradient
     grad_p: Gradient
     tol: float
     max_iter: int
+    force: Force | None = None
+
+    def kick_gradient(self, q: Tensor, p: Tensor, node: tuple[Tensor, Tensor | None]) -> Tensor:
+        gradient = self.grad_q(q, p, node[0])
+        return gradient if node[1] is None else gradient - self.force(q, node[1])
+
+    def velocity(self, q: Tensor, p: Tensor, node: tuple[Tensor, Tensor | None]) -> Tensor:
+        return self.grad_p(q, p, node[0])
 
 
 @dataclass(frozen=True)
@@ -89,8 +104,8 @@ def _leapfrog_step(
 ) -> tuple[Tensor, Tensor, Tensor]:
     # c = (-h/2, h); t = (t_n + h/2, t_n + h); force = ∂H/∂q at (q_n, t_n).
     p = torch.addcmul(p, c[0], force)
-    q = torch.addcmul(q, c[1], ham.grad_p(q, p, t[0]))
-    force = ham.grad_q(q, p, t[1])
+    q = torch.addcmul(q, c[1], ham.velocity(q, p, t[0]))
+    force = ham.kick_gradient(q, p, t[1])
     return q, torch.addcmul(p, c[0], force), force
 
 
@@ -101,14 +116,14 @@ def _yoshida4_step(
     # c = (-w1 h/2, w1 h, -(w1 + w0) h/2, w0 h).
     outer_kick, outer_drift, inner_kick, inner_drift = c
     p = torch.addcmul(p, outer_kick, force)
-    q = torch.addcmul(q, outer_drift, ham.grad_p(q, p, t[0]))
-    force = ham.grad_q(q, p, t[1])
+    q = torch.addcmul(q, outer_drift, ham.velocity(q, p, t[0]))
+    force = ham.kick_gradient(q, p, t[1])
     p = torch.addcmul(p, inner_kick, force)
-    q = torch.addcmul(q, inner_drift, ham.grad_p(q, p, t[2]))
-    force = ham.grad_q(q, p, t[3])
+    q = torch.addcmul(q, inner_drift, ham.velocity(q, p, t[2]))
+    force = ham.kick_gradient(q, p, t[3])
     p = torch.addcmul(p, inner_kick, force)
-    q = torch.addcmul(q, outer_drift, ham.grad_p(q, p, t[4]))
-    force = ham.grad_q(q, p, t[5])
+    q = torch.addcmul(q, outer_drift, ham.velocity(q, p, t[4]))
+    force = ham.kick_gradient(q, p, t[5])
     return q, torch.addcmul(p, outer_kick, force), force
 
 
@@ -122,8 +137,8 @@ def _implicit_midpoint_step(
     mid_q, mid_p = q, p
     change = math.inf
     for _ in range(ham.max_iter):
-        new_q = torch.addcmul(q, half, ham.grad_p(mid_q, mid_p, t[0]))
-        new_p = torch.addcmul(p, minus_half, ham.grad_q(mid_q, mid_p, t[0]))
+        new_q = torch.addcmul(q, half, ham.velocity(mid_q, mid_p, t[0]))
+        new_p = torch.addcmul(p, minus_half, ham.kick_gradient(mid_q, mid_p, t[0]))
         change = _relative_change(new_q, mid_q, new_p, mid_p)
         mid_q, mid_p = new_q, new_p
         if change <= ham.tol:
@@ -172,6 +187,8 @@ def solve_hamiltonian(
     max_num_steps: int = DEFAULT_MAX_NUM_STEPS,
     implicit_tol: float = 1e-10,
     implicit_max_iter: int = 50,
+    force: Force | None = None,
+    control: ControlPath | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Integrate Hamilton's equations with a symplectic method, series by series.
 
@@ -179,6 +196,16 @@ def solve_hamiltonian(
     ``b`` starts from ``(q0[b], p0[b])`` at ``times[b, 0]`` and is reported at
     ``times[b, :]``. Every operation is a differentiable torch operation, so
     gradients reach ``q0``, ``p0`` and any parameter the gradient functions use.
+
+    With a ``force`` and a ``control``, known inputs ``u(t)`` push the
+    momenta: ``dp/dt = -∂H/∂q + F(q, u(t))``. Every method takes such a
+    force (it depends on ``q`` and ``t`` only, so ``H - q·F`` stays
+    separable for the explicit methods): a kick reads ``u`` at its own time
+    (leapfrog at both ends of a step, the implicit midpoint rule at its
+    middle). A ``"previous"`` control holds ``u`` over each segment, so the
+    force at a segment's start is evaluated anew instead of carried over
+    from the previous segment's end. The energy is then no longer
+    conserved: it changes by the work of the force, ``∫ ∂H/∂p · F dt``.
 
     With step ``h`` from ``t_n`` the methods are
 
@@ -242,6 +269,13 @@ def solve_hamiltonian(
         the default), so tighten it for long runs where invariants matter.
     implicit_max_iter : int, default=50
         Iterations allowed per step before :class:`~dynlearn.exceptions.IntegrationError`.
+    force : callable ``(q, u) -> Tensor``, default=None
+        The generalised force ``F(q, u)`` of shape (batch, d), given ``q``
+        of shape (batch, d) and ``u`` of shape (batch, n_inputs). Needs
+        ``control``.
+    control : ControlPath, default=None
+        The inputs of each series over ``times`` (one knot per output
+        time): see :class:`~dynlearn.solvers.ControlPath`. Needs ``force``.
 
     Returns
     -------
@@ -251,8 +285,9 @@ def solve_hamiltonian(
     Raises
     ------
     InputError
-        Unknown method, an explicit method with ``separable=False``, or
-        arguments (or gradients) of the wrong shape.
+        Unknown method, an explicit method with ``separable=False``,
+        a ``force`` without a ``control`` (or the reverse), or arguments
+        (or gradients, forces, controls) of the wrong shape.
     IntegrationError
         Too many steps, a non-converging implicit iteration, or non-finite
         states.
@@ -282,6 +317,7 @@ def solve_hamiltonian(
             "separable=False",
             "Use method='implicit_midpoint' for a non-separable H.",
         )
+    _check_control(force, control, times)
     if times.shape[1] == 1:
         return q0.unsqueeze(1), p0.unsqueeze(1)
     gaps = times.diff(dim=1)
@@ -293,8 +329,9 @@ def solve_hamiltonian(
         _shape_checked(grad_p, "grad_p", "∂H/∂p", q0.shape),
         tol,
         int(implicit_max_iter),
+        None if force is None else _force_checked(force, q0.shape),
     )
-    q, p = _integrate(_SCHEMES[info.name], ham, q0, p0, times, gaps, substeps)
+    q, p = _integrate(_SCHEMES[info.name], ham, q0, p0, times, gaps, substeps, control)
     if not (torch.isfinite(q).all() and torch.isfinite(p).all()):
         raise IntegrationError(f"The {info.name} solve produced non-finite states. {_STEP_ADVICE}")
     return q, p
@@ -302,7 +339,8 @@ def solve_hamiltonian(
 
 # ----------------------------------------------------------------- internals
 def _integrate(
-    scheme: _Scheme, ham: _Hamiltonian, q0: Tensor, p0: Tensor, times: Tensor, gaps: Tensor, substeps: int
+    scheme: _Scheme, ham: _Hamiltonian, q0: Tensor, p0: Tensor, times: Tensor, gaps: Tensor, substeps: int,
+    control: ControlPath | None = None,
 ) -> tuple[Tensor, Tensor]:
     """All series through all segments, ``substeps`` steps each; states at segment ends."""
     coefficients = torch.tensor(scheme.coefficients, dtype=q0.dtype, device=q0.device)
@@ -312,17 +350,72 @@ def _integrate(
     fractions = ((torch.arange(substeps, dtype=q0.dtype, device=q0.device)[:, None] + nodes) / substeps).reshape(-1)
     steps = gaps / substeps
     q, p = q0, p0
-    force = ham.grad_q(q0, p0, times[:, 0]) if scheme.reuses_force else None
+    # A held input jumps at every knot: the force carried over from a segment's end is not the next one's start.
+    fresh_start = control is not None and control.interpolation == "previous"
+    force = None
     qs, ps = [q0], [p0]
     for k in range(gaps.shape[1]):
         # Per-series (batch, 1) step coefficients and (batch,) evaluation times.
         c = (steps[:, k : k + 1] * coefficients).T.unsqueeze(-1).unbind(0)
         clock = torch.addcmul(times[:, k : k + 1], gaps[:, k : k + 1], fractions).T.unbind(0)
-        for j in range(0, len(clock), n_nodes):
-            q, p, force = scheme.step(ham, q, p, force, c, clock[j : j + n_nodes])
+        inputs = _segment_inputs(control, k, fractions)
+        nodes_k = list(zip(clock, inputs))
+        if scheme.reuses_force and (force is None or fresh_start):
+            force = ham.kick_gradient(q, p, (times[:, k], _segment_inputs(control, k, fractions.new_zeros(1))[0]))
+        for j in range(0, len(nodes_k), n_nodes):
+            q, p, force = scheme.step(ham, q, p, force, c, nodes_k[j : j + n_nodes])
         qs.append(q)
         ps.append(p)
     return torch.stack(qs, dim=1), torch.stack(ps, dim=1)
+
+
+def _segment_inputs(control: ControlPath | None, k: int, fractions: Tensor) -> list[Tensor | None]:
+    """The inputs ``(batch, n_inputs)`` on segment ``k`` at each fraction (None each without a control)."""
+    if control is None:
+        return [None] * len(fractions)
+    segment = torch.tensor([k], device=control.coefficients.device)
+    return [control.on_segment(segment, fraction) for fraction in fractions]
+
+
+def _check_control(force: Any, control: Any, times: Tensor) -> None:
+    if force is None and control is None:
+        return
+    if force is None or control is None:
+        given, missing = ("force", "control") if control is None else ("control", "force")
+        raise input_error(
+            missing,
+            f"a {missing} together with the {given} (the force F(q, u) reads the inputs u of the control)",
+            "None",
+            "Pass both force=(q, u) -> F and control=ControlPath(times, inputs), or neither.",
+        )
+    if not isinstance(control, ControlPath):
+        raise input_error("control", "a ControlPath", type(control).__name__, "Build one with ControlPath(times, inputs).")
+    if control.coefficients.shape[:2] != (times.shape[0], times.shape[1] - 1):
+        raise input_error(
+            "control",
+            f"a path over the output times: {times.shape[0]} series of {times.shape[1]} knots",
+            f"{control.coefficients.shape[0]} series of {control.coefficients.shape[1] + 1} knots",
+            "Build the ControlPath on the same times as the solve.",
+        )
+
+
+def _force_checked(func: Force, shape: torch.Size) -> Force:
+    """``func`` with its output checked against the state's shape."""
+    if not callable(func):
+        raise input_error("force", "a callable (q, u) -> F(q, u)", type(func).__name__, "Pass a function.")
+
+    def checked(q: Tensor, u: Tensor) -> Tensor:
+        value = func(q, u)
+        if not isinstance(value, Tensor) or value.shape != shape:
+            raise input_error(
+                "force",
+                f"the force as a tensor of shape (batch={shape[0]}, d={shape[1]}), like q0",
+                _describe(value),
+                "Return one generalised force per series and coordinate.",
+            )
+        return value
+
+    return checked
 
 
 def _shape_checked(func: Gradient, argument: str, what: str, shape: torch.Size) -> Gradient:

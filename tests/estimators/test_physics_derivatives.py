@@ -50,7 +50,7 @@ def test_unknown_derivatives_and_missing_states_are_left_out(noisy_spring):
     train, rates, _ = noisy_spring
     model = HamiltonianNN(**SMALL)
     batch = model._setup_fit(train, None)
-    model._set_coordinates(batch.spec)
+    model._set_coordinates()
     full = model._measured_rates(batch, rates, None)
     gappy_rates = rates.copy()
     gappy_rates.loc[:9, "p"] = np.nan  # ten unknown derivatives of p
