@@ -346,6 +346,16 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
         Hermite cubic with backward differences as slopes; none reads a
         sample after the time being integrated. The encoder always holds
         each input over the gap it starts (its fixed steps between rows).
+    static_covariates : list of str or int, str or None, default=None
+        Per-series constants (a patient's age, a machine's type): value
+        columns of X, one value per series (it may be given on any of the
+        series' rows and left blank on the others; two different values in
+        one series are refused). They enter the model like ``covariates``
+        held constant over the whole series, so the dynamics and the initial
+        state depend on them. Queries need not carry them: they are read
+        from each series' history (``simulate``, where the model has it,
+        takes them as ``static_covariates=``). Outputs hold the other
+        columns only.
 
     Attributes
     ----------
@@ -367,6 +377,9 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
     covariate_index_ : ndarray of int
         Positions of the ``covariates`` among X's value columns (absent
         without inputs).
+    static_index_ : ndarray of int
+        Positions of the ``static_covariates`` among X's value columns
+        (absent without them).
     covariate_mean_, covariate_scale_ : ndarray of shape (n_inputs,)
         Standardisation of the inputs (absent without inputs).
     time_scale_ : float
@@ -428,6 +441,7 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
         "refine_rate": [Interval(Real, 0, None, closed="neither")],
         "covariates": [list, tuple, str, None],
         "covariate_interpolation": [StrOptions(set(CONTROL_INTERPOLATIONS))],
+        "static_covariates": [list, tuple, str, None],
     }
 
     def __init__(
@@ -470,6 +484,7 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
         callbacks: Sequence[Any] | None = None,
         covariates: Sequence[Any] | str | None = None,
         covariate_interpolation: str = "previous",
+        static_covariates: Sequence[Any] | str | None = None,
     ):
         self.latent_dim = latent_dim
         self.encoder_dim = encoder_dim
@@ -509,6 +524,7 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
         self.callbacks = callbacks
         self.covariates = covariates
         self.covariate_interpolation = covariate_interpolation
+        self.static_covariates = static_covariates
 
     # ----------------------------------------------------------------- fit
     @guarded_fit

@@ -121,6 +121,16 @@ class LatentODEClassifier(_SeriesClassifier, ClassifierMixin, LatentODE):
         ``fit`` and in every later call.
     covariate_interpolation : {"previous", "linear", "cubic"}, default="previous"
         How the latent field reads the inputs between samples, as in :class:`LatentODE`.
+    static_covariates : list of str or int, str or None, default=None
+        Per-series constants (a patient's age, a machine's type): value
+        columns of X, one value per series (it may be given on any of the
+        series' rows and left blank on the others; two different values in
+        one series are refused). They enter the model like ``covariates``
+        held constant over the whole series, so the dynamics and the initial
+        state depend on them. Queries need not carry them: they are read
+        from each series' history (``simulate``, where the model has it,
+        takes them as ``static_covariates=``). Outputs hold the other
+        columns only.
 
     Attributes
     ----------
@@ -201,6 +211,7 @@ class LatentODEClassifier(_SeriesClassifier, ClassifierMixin, LatentODE):
         callbacks: Sequence[Any] | None = None,
         covariates: Sequence[Any] | str | None = None,
         covariate_interpolation: str = "previous",
+        static_covariates: Sequence[Any] | str | None = None,
     ):
         super().__init__(
             latent_dim=latent_dim,
@@ -241,6 +252,7 @@ class LatentODEClassifier(_SeriesClassifier, ClassifierMixin, LatentODE):
             callbacks=callbacks,
             covariates=covariates,
             covariate_interpolation=covariate_interpolation,
+            static_covariates=static_covariates,
         )
         self.head_hidden_layer_sizes = head_hidden_layer_sizes
         self.classification_weight = classification_weight

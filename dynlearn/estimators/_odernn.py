@@ -1069,6 +1069,16 @@ class ODERNNClassifier(_SeriesClassifier, ClassifierMixin, _ODERNNBase):
         How the inputs are read between rows: held at the last one
         (zero-order hold), what the fixed steps between observations do.
         ``"linear"`` and ``"cubic"`` are refused with an ``InputError``.
+    static_covariates : list of str or int, str or None, default=None
+        Per-series constants (a patient's age, a machine's type): value
+        columns of X, one value per series (it may be given on any of the
+        series' rows and left blank on the others; two different values in
+        one series are refused). They enter the model like ``covariates``
+        held constant over the whole series, so the dynamics and the initial
+        state depend on them. Queries need not carry them: they are read
+        from each series' history (``simulate``, where the model has it,
+        takes them as ``static_covariates=``). Outputs hold the other
+        columns only.
     {shared}
 
     Attributes
@@ -1108,6 +1118,7 @@ class ODERNNClassifier(_SeriesClassifier, ClassifierMixin, _ODERNNBase):
         "reconstruction_weight": [Interval(Real, 0, None, closed="left")],
         "covariates": [list, tuple, str, None],
         "covariate_interpolation": [StrOptions(set(CONTROL_INTERPOLATIONS))],
+        "static_covariates": [list, tuple, str, None],
     }
 
     def __init__(
@@ -1143,6 +1154,7 @@ class ODERNNClassifier(_SeriesClassifier, ClassifierMixin, _ODERNNBase):
         callbacks: Sequence[Any] | None = None,
         covariates: Sequence[Any] | str | None = None,
         covariate_interpolation: str = "previous",
+        static_covariates: Sequence[Any] | str | None = None,
     ):
         self.hidden_dim = hidden_dim
         self.ode_hidden_layer_sizes = ode_hidden_layer_sizes
@@ -1175,6 +1187,7 @@ class ODERNNClassifier(_SeriesClassifier, ClassifierMixin, _ODERNNBase):
         self.callbacks = callbacks
         self.covariates = covariates
         self.covariate_interpolation = covariate_interpolation
+        self.static_covariates = static_covariates
 
     @guarded_fit
     def fit(self, X: Any, y: Any, *, t: Any = None) -> "ODERNNClassifier":

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dynlearn import NeuralODE, ODERNN
+from dynlearn import LatentODE, LatentODEClassifier, NeuralODE, ODERNN, ODERNNClassifier
 from dynlearn.exceptions import InputError
 
 
@@ -127,3 +127,33 @@ def test_odernn_reads_the_constants(panel):
         past = history if options else history[["series_id", "time", "x"]]
         errors.append(np.mean((model.predict(past, t=future[["series_id", "time"]])["x"].to_numpy() - truth) ** 2))
     assert errors[0] * 3 < errors[1], errors  # measured 0.0086 against 0.039
+
+
+def test_latent_ode_reads_the_constants_and_takes_array_queries(panel):
+    train = panel[panel.series_id < 8]
+    model = LatentODE(static_covariates=["k"], latent_dim=2, encoder_dim=8, encoder_layer_sizes=(8,),
+                      ode_layer_sizes=(8,), solver="rk4", max_epochs=2, refine_steps=0, random_state=0).fit(train)
+    history = panel[(panel.series_id >= 16) & (panel.time <= 1.0)]
+    out = model.predict(history, t=np.array([2.0, 3.0]))
+    assert list(out.columns) == ["series_id", "time", "x"] and np.isfinite(out["x"]).all()
+    assert model._n_inputs == 1
+
+
+@pytest.mark.parametrize("classifier", [ODERNNClassifier, LatentODEClassifier])
+def test_classifiers_learn_a_label_given_only_by_a_constant(classifier):
+    # The states are the same noise in both classes; only the constant tells them apart.
+    rng = np.random.default_rng(0)
+    times = np.linspace(0.0, 1.0, 6)
+    rows, labels = [], []
+    for i in range(60):
+        label = i % 2
+        rows.append(pd.DataFrame({"series_id": i, "time": times, "x": rng.normal(size=6),
+                                  "s": label + rng.normal(scale=0.1)}))
+        labels.append(label)
+    frame, labels = pd.concat(rows, ignore_index=True), np.array(labels)
+    train, test = frame.series_id < 40, frame.series_id >= 40
+    settings = dict(max_epochs=30, random_state=0)
+    if classifier is LatentODEClassifier:
+        settings.update(latent_dim=2, encoder_dim=8, solver="rk4", refine_steps=0)
+    model = classifier(static_covariates=["s"], **settings).fit(frame[train], labels[:40])
+    assert model.score(frame[test], labels[40:]) >= 0.9
