@@ -51,6 +51,13 @@ class LastValueForecaster(ConformalIntervals, SeriesModel):
     it is the floor a model must beat to be worth its training, and
     :class:`AutoForecaster` always has it among its candidates.
 
+    Columns named in ``covariates`` or ``static_covariates`` are known
+    inputs: they are not forecast (outputs hold the other columns), as for
+    the models driven by them, so the naive forecast of a table with inputs
+    is scored on the same columns as theirs. A query frame must then carry
+    the time-varying inputs, as for those models, though the forecast does
+    not read them.
+
     It has the API of dynlearn's forecasters: ``predict`` conditions on the
     history in X the same way (``predict(X)`` gives one-step-ahead
     predictions, i.e. the previous observation), ``score`` with or without
@@ -60,6 +67,13 @@ class LastValueForecaster(ConformalIntervals, SeriesModel):
     on those series are out of sample. ``save`` and :func:`dynlearn.load`
     keep it.
 
+    Parameters
+    ----------
+    covariates : list of str or int, str or None, default=None
+        Columns of X that are time-varying known inputs, not forecast.
+    static_covariates : list of str or int, str or None, default=None
+        Columns of X that are per-series constants, not forecast.
+
     Attributes
     ----------
     n_features_in_ : int
@@ -68,7 +82,7 @@ class LastValueForecaster(ConformalIntervals, SeriesModel):
         Defined when fitted on a DataFrame.
     input_spec_ : InputSpec
         The kind of input fit saw.
-    mean_ : ndarray of shape (n_features,)
+    mean_ : ndarray of shape (n_states,)
         Mean of each observed variable, for variables a series never observed.
     conformal_leads_, conformal_residuals_, conformal_lead_edges_ : ndarray
         Calibration of the conformal intervals (see ``calibrate``); absent
@@ -84,10 +98,14 @@ class LastValueForecaster(ConformalIntervals, SeriesModel):
     """
 
     _fitted_attribute = "input_spec_"
-    _parameter_constraints: dict[str, list[Any]] = {}
+    _parameter_constraints: dict[str, list[Any]] = {
+        "covariates": [list, tuple, str, None],
+        "static_covariates": [list, tuple, str, None],
+    }
 
-    def __init__(self) -> None:
-        pass
+    def __init__(self, covariates: Any = None, static_covariates: Any = None) -> None:
+        self.covariates = covariates
+        self.static_covariates = static_covariates
 
     def fit(self, X: Any, y: Any = None, *, t: Any = None) -> LastValueForecaster:
         """Record what the data look like and calibrate the forecast intervals on it.
@@ -108,6 +126,7 @@ class LastValueForecaster(ConformalIntervals, SeriesModel):
         -------
         self
         """
+        self._validate_params()
         batch = check_series(X, t)
         for name in CONFORMAL_ATTRIBUTES:
             self.__dict__.pop(name, None)
@@ -117,6 +136,8 @@ class LastValueForecaster(ConformalIntervals, SeriesModel):
             self.feature_names_in_ = np.asarray(batch.spec.feature_names, dtype=object)
         else:
             self.__dict__.pop("feature_names_in_", None)
+        self._resolve_covariates(batch.spec)
+        batch = self._split_inputs(batch)
         mean, _ = masked_mean_scale(batch.values, batch.mask)
         self.mean_ = np.nan_to_num(np.asarray(mean, dtype=float))
         leads, residuals = self._forecast_residuals(batch, None, None, NAIVE_ORIGINS)
@@ -183,6 +204,8 @@ class SeasonalNaiveForecaster(LastValueForecaster):
     ----------
     period : int, default=12
         Observations per cycle, at least 2.
+    covariates, static_covariates : list of str or int, str or None, default=None
+        Known inputs, not forecast (see :class:`LastValueForecaster`).
 
     Attributes
     ----------
@@ -204,9 +227,10 @@ class SeasonalNaiveForecaster(LastValueForecaster):
     [2.0, 6.0, 4.0, 2.0]
     """
 
-    _parameter_constraints: dict[str, list[Any]] = {}
+    _parameter_constraints: dict[str, list[Any]] = {**LastValueForecaster._parameter_constraints}
 
-    def __init__(self, period: int = 12) -> None:
+    def __init__(self, period: int = 12, covariates: Any = None, static_covariates: Any = None) -> None:
+        super().__init__(covariates=covariates, static_covariates=static_covariates)
         self.period = period
 
     def fit(self, X: Any, y: Any = None, *, t: Any = None) -> SeasonalNaiveForecaster:
@@ -308,6 +332,11 @@ class AutoForecaster(BaseEstimator):
         :class:`SeasonalNaiveForecaster` with that period. None: no seasonal
         candidate (the neural candidates learn cycles from the data, but a
         fixed calendar season is better given than learned from a few cycles).
+    covariates : list of str or int, str or None, default=None
+        Columns of X that are time-varying known inputs: set on every
+        candidate (see Notes).
+    static_covariates : list of str or int, str or None, default=None
+        Columns of X that are per-series constants: set on every candidate.
     verbose : int, default=0
         Print one line per candidate when positive.
 
@@ -349,7 +378,13 @@ class AutoForecaster(BaseEstimator):
     whole), it is calibrated on its backtest forecasts, which are out of
     sample, so ``predict_interval`` works on a single long series. With few
     folds there are few residuals: ``n_splits * horizon`` per variable bound
-    the coverage it can give. Candidates take no covariates.
+    the coverage it can give.
+
+    With ``covariates`` (or ``static_covariates``), every candidate is set
+    to read those columns as known inputs, the naive ones included (they
+    then leave them out of the forecast); a candidate without such a
+    parameter is skipped, with the reason on the leaderboard. Queries to
+    ``predict`` then carry the future inputs, as for the candidates.
 
     An ``AutoForecaster`` pickles (with ``pickle`` or ``joblib``); the
     winner alone can be written with ``best_estimator_.save(path)``.
@@ -377,8 +412,12 @@ class AutoForecaster(BaseEstimator):
         metric: Any = "mse",
         random_state: Any = None,
         seasonal_period: int | None = None,
+        covariates: Any = None,
+        static_covariates: Any = None,
         verbose: int = 0,
     ):
+        self.covariates = covariates
+        self.static_covariates = static_covariates
         self.horizon = horizon
         self.candidates = candidates
         self.time_budget = time_budget
@@ -475,7 +514,9 @@ class AutoForecaster(BaseEstimator):
         folds = list(splitter.split(frame))
         candidates = self._candidate_list(_horizon_span(rows, parse_length(horizon, "horizon", rows.kind)))
 
+        candidates, blind = self._with_inputs(candidates)
         records = [self._backtest(name, estimator, frame, folds, horizon, started) for name, estimator in candidates]
+        records += blind
         self.search_time_ = time.perf_counter() - started
         self.horizon_ = horizon
         self.n_splits_ = len(folds)
@@ -563,6 +604,28 @@ class AutoForecaster(BaseEstimator):
         # The naive candidates (last value, then seasonal) go first: they train nothing and are always backtested.
         pairs.sort(key=lambda pair: (not _is_naive(pair[1]), not isinstance(pair[1], LastValueForecaster)))
         return pairs
+
+    def _with_inputs(self, pairs: list[tuple[str, Any]]) -> tuple[list[tuple[str, Any]], list[dict[str, Any]]]:
+        """The candidates set to read ``covariates`` / ``static_covariates``, and skipped records for those that cannot.
+
+        A candidate without those parameters would forecast the inputs as
+        states, so it is left out, with the reason on the leaderboard.
+        """
+        given = {name: value for name, value in (("covariates", self.covariates),
+                                                 ("static_covariates", self.static_covariates)) if value is not None}
+        if not given:
+            return pairs, []
+        kept, blind = [], []
+        for name, estimator in pairs:
+            params = estimator.get_params(deep=False)
+            if all(key in params for key in given):
+                kept.append((name, clone(estimator).set_params(**given)))
+            else:
+                missing = [key for key in given if key not in params]
+                blind.append(dict(name=name, estimator=estimator, is_baseline=False, errors=[], fit_times=[],
+                                  status=SKIPPED, note=f"takes no {' or '.join(missing)}: it would forecast the "
+                                  "inputs as states", fold_models=[], total_time=0.0, mean=np.nan))
+        return kept, blind
 
     # -------------------------------------------------------------- backtest
     def _backtest(self, name: str, estimator: Any, frame: pd.DataFrame, folds: list[Any], horizon: Any,

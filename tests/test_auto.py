@@ -325,3 +325,29 @@ def test_auto_with_a_season_picks_the_seasonal_candidate_on_a_seasonal_series():
     assert board.loc["seasonal_naive", "status"] == "ok"
     assert auto.best_name_ == "seasonal_naive"
     assert board.loc["seasonal_naive", "mean_error"] < 0.1 * board.loc["last_value", "mean_error"]
+
+
+def test_with_covariates_every_candidate_reads_the_inputs_and_one_that_cannot_is_skipped():
+    from dynlearn.datasets import make_forced_oscillator
+
+    frame = make_forced_oscillator(n_series=16, n_times=40, t_span=(0.0, 15.0), random_state=0)
+    train, test = frame[frame.series_id < 12], frame[frame.series_id >= 12]
+    candidates = {
+        "node": NeuralODE(hidden_layer_sizes=(32, 32), solver="rk4", max_epochs=40, random_state=0),
+        "needs_no_inputs": _Broken(),  # no covariates parameter: skipped before any fit
+    }
+    auto = AutoForecaster(covariates=["u"], horizon=5.0, candidates=candidates, cv=2, time_budget=120,
+                          random_state=0).fit(train)
+    board = auto.leaderboard_.set_index("candidate")
+    assert board.loc["needs_no_inputs", "status"] == "skipped"
+    assert "takes no covariates" in board.loc["needs_no_inputs", "note"]
+    assert auto.best_name_ == "node" and auto.best_estimator_.covariates == ["u"]
+    history, future = test[test.time <= 7.5], test[test.time > 7.5]
+    forecast = auto.predict(history, t=future[["series_id", "time", "u"]])
+    assert list(forecast.columns) == ["series_id", "time", "q", "p"]
+    # The naive forecast leaves the input out too, so both are scored on the same columns.
+    naive = LastValueForecaster(covariates=["u"]).fit(train)
+    assert list(naive.predict(history, t=future[["series_id", "time", "u"]]).columns) == ["series_id", "time", "q", "p"]
+    assert auto.score(test, horizon=5.0) > naive.score(test, horizon=5.0)
+    with pytest.raises(InputError, match="'u'"):
+        auto.predict(history, t=future[["series_id", "time"]])
