@@ -531,6 +531,36 @@ class SeriesModel(BaseEstimator):
         )
         return split_inputs(batch, getattr(self, "covariate_index_", None))
 
+    def _simulation_inputs(self, covariates: Any, shape: tuple[int, int]) -> np.ndarray | None:
+        """``simulate``'s input signal, scaled, ``(n_series, n_times, n_inputs)`` (None for a model without inputs)."""
+        n_inputs = self._n_inputs
+        if not n_inputs:
+            if covariates is not None:
+                raise input_error(
+                    "covariates", "None for a model fitted without covariates", f"shape {np.shape(covariates)}",
+                    "Fit with covariates=[...] to drive the model by inputs, or drop the argument.",
+                )
+            return None
+        n_series, n_times = shape
+        expected = f"inputs of shape ({n_times}, {n_inputs}) or ({n_series}, {n_times}, {n_inputs})"
+        if covariates is None:
+            raise input_error(
+                "covariates", expected, "None",
+                f"Pass the input signal (covariates={self.covariates!r}) at every time of t, one column each.",
+            )
+        values = _as_numbers(covariates, "covariates", expected)
+        if values.ndim == 1 and n_inputs == 1:
+            values = values[:, None]
+        if values.ndim == 2:
+            values = values[None]
+        if values.ndim != 3 or values.shape[1:] != (n_times, n_inputs) or values.shape[0] not in (1, n_series):
+            raise input_error("covariates", expected, f"shape {np.shape(covariates)}",
+                              "Give the inputs at every time of t, one column per covariate.")
+        if not np.isfinite(values).all():
+            raise input_error("covariates", "finite inputs at every time", "NaN or inf",
+                              "Fill in the input signal; it is never filled for you.")
+        return self._scale_inputs(np.broadcast_to(values, (n_series, n_times, n_inputs)))
+
     # --------------------------------------------------------------- scaling
     def _scale_values(self, values: np.ndarray) -> np.ndarray:
         return (values - self.mean_) / self.scale_

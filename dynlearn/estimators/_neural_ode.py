@@ -25,7 +25,6 @@ from ._base import (
     SHARED_CONSTRAINTS,
     SeriesModel,
     _anchor_rows,
-    _as_numbers,
     _as_states,
     _finite_difference,
     _median_gap,
@@ -865,36 +864,6 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         history = self._history_of_states(scaled)
         out = self._note_forecast_range(self._unscale_values(self._integrate(scaled, v, times, history, inputs)))
         return out[0] if single else out
-
-    def _simulation_inputs(self, covariates: Any, shape: tuple[int, int]) -> np.ndarray | None:
-        """``simulate``'s input signal, scaled, ``(n_series, n_times, n_inputs)`` (None for a model without inputs)."""
-        n_inputs = self._n_inputs
-        if not n_inputs:
-            if covariates is not None:
-                raise input_error(
-                    "covariates", "None for a model fitted without covariates", f"shape {np.shape(covariates)}",
-                    "Fit with covariates=[...] to drive the model by inputs, or drop the argument.",
-                )
-            return None
-        n_series, n_times = shape
-        expected = f"inputs of shape ({n_times}, {n_inputs}) or ({n_series}, {n_times}, {n_inputs})"
-        if covariates is None:
-            raise input_error(
-                "covariates", expected, "None",
-                f"Pass the input signal (covariates={self.covariates!r}) at every time of t, one column each.",
-            )
-        values = _as_numbers(covariates, "covariates", expected)
-        if values.ndim == 1 and n_inputs == 1:
-            values = values[:, None]
-        if values.ndim == 2:
-            values = values[None]
-        if values.ndim != 3 or values.shape[1:] != (n_times, n_inputs) or values.shape[0] not in (1, n_series):
-            raise input_error("covariates", expected, f"shape {np.shape(covariates)}",
-                              "Give the inputs at every time of t, one column per covariate.")
-        if not np.isfinite(values).all():
-            raise input_error("covariates", "finite inputs at every time", "NaN or inf",
-                              "Fill in the input signal; it is never filled for you.")
-        return self._scale_inputs(np.broadcast_to(values, (n_series, n_times, n_inputs)))
 
     def _history_of_states(self, scaled: np.ndarray) -> dict[str, np.ndarray]:
         """Histories in which each initial state is the only observation."""
