@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import copy
+import sys
+from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from sklearn.base import clone
 
@@ -15,13 +16,14 @@ from dynlearn.datasets import make_forced_oscillator
 from dynlearn.exceptions import InputError
 from dynlearn.metrics import r2_score
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+# The benchmark's settings and simulator: the figures it reports are those of these models.
+from forced_oscillator_inputs_sde import CALIBRATION, LATENT, SDE, forced_langevin  # noqa: E402
+
 STATES = ["q", "p"]
 CUT = 7.5
-SDE = dict(hidden_layer_sizes=(32, 32), max_epochs=40, random_state=0, n_threads=1)
-# A one-gap solver step keeps a LatentSDE epoch on these 16 series near half a second.
-LATENT = dict(latent_dim=4, hidden_layer_sizes=(32, 32), dt=1.0, max_epochs=40, patience=None, random_state=0,
-              n_threads=1)
-MODELS = {"NeuralSDE": (NeuralSDE, SDE), "LatentSDE": (LatentSDE, LATENT)}
+# A one-gap solver step (LATENT's dt=1.0) keeps a LatentSDE epoch on these 16 series near half a second.
+MODELS = {"NeuralSDE": (NeuralSDE, dict(SDE, n_threads=1)), "LatentSDE": (LatentSDE, dict(LATENT, n_threads=1))}
 
 
 @pytest.fixture(scope="module")
@@ -176,34 +178,11 @@ def test_neural_sde_simulates_and_evaluates_its_coefficients_under_an_input_sign
         driven.drift(states)
 
 
-def _forced_langevin(n_series: int, n_times: int, t_end: float, sigma: float, seed: int, fine: int = 20):
-    """Oscillators with process noise on the momentum, driven by multisine forces, by fine Euler–Maruyama steps."""
-    rng = np.random.default_rng(seed)
-    omega = rng.uniform(0.2, 2.0, (n_series, 5))
-    amplitude = rng.normal(size=(n_series, 5)) / np.sqrt(5)
-    phase = rng.uniform(0, 2 * np.pi, (n_series, 5))
-    force = lambda t: (amplitude * np.sin(omega * t + phase)).sum(axis=1)  # noqa: E731
-    q, p = rng.uniform(-1, 1, (2, n_series))
-    h = t_end / (n_times - 1) / fine
-    rows = []
-    for k in range(n_times):
-        t = k * fine * h
-        rows.append(np.stack([np.arange(n_series), np.full(n_series, t), q, p, force(t)], axis=1))
-        for j in range(fine):
-            noise = sigma * np.sqrt(h) * rng.normal(size=n_series)
-            q, p = q + h * p, p + h * (-q - 0.3 * p + force(t + j * h)) + noise
-    frame = pd.DataFrame(np.concatenate(rows), columns=["series_id", "time", *STATES, "u"])
-    frame["series_id"] = frame.series_id.astype(int)
-    return frame.sort_values(["series_id", "time"]).reset_index(drop=True)
-
-
 def test_neural_sde_intervals_cover_held_out_forced_paths_near_nominal():
-    frame = _forced_langevin(24, 60, 15.0, sigma=0.3, seed=0)
+    frame = forced_langevin(24, 60, 15.0, sigma=0.3, seed=0)
     train = frame[frame.series_id < 16].reset_index(drop=True)
     history, future = _split(frame[frame.series_id >= 16].reset_index(drop=True))
-    model = NeuralSDE(covariates=["u"], covariate_interpolation="linear", hidden_layer_sizes=(32, 32),
-                      learning_rate=1e-2, max_epochs=150, validation_fraction=0.0, patience=None, random_state=0,
-                      n_threads=1).fit(train)
+    model = NeuralSDE(covariates=["u"], covariate_interpolation="linear", n_threads=1, **CALIBRATION).fit(train)
     truth = future[STATES].to_numpy()
     for n_samples in (None, 200):  # Gaussian moments, then quantiles of simulated paths
         low, high = model.predict_interval(history, t=_query(future), coverage=0.9, n_samples=n_samples,
