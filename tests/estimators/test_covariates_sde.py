@@ -18,7 +18,7 @@ from dynlearn.metrics import r2_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 # The benchmark's settings and simulator: the figures it reports are those of these models.
-from forced_oscillator_inputs_sde import CALIBRATION, LATENT, SDE, forced_langevin  # noqa: E402
+from forced_oscillator_inputs_sde import CALIBRATION, LATENT, SDE, forced_langevin
 
 STATES = ["q", "p"]
 CUT = 7.5
@@ -61,7 +61,10 @@ def test_inputs_let_the_model_forecast_under_new_input_signals(panel, fitted, na
     blind = cls(**kw).fit(train.drop(columns="u"))
     unaware = blind.predict(history.drop(columns="u"), t=future[["series_id", "time"]])
     truth = future[["series_id", "time", *STATES]]
-    mse = lambda p: float(((p[STATES].to_numpy() - truth[STATES].to_numpy()) ** 2).mean())  # noqa: E731
+
+    def mse(p):
+        return float(((p[STATES].to_numpy() - truth[STATES].to_numpy()) ** 2).mean())
+
     assert mse(unaware) < 2 * float((truth[STATES].to_numpy() ** 2).mean())  # the comparison is not with a blow-up
     assert r2_score(truth, predicted) > 0.9
     assert mse(predicted) * 3 < mse(unaware)
