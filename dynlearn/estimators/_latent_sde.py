@@ -160,7 +160,7 @@ class _LatentDynamics(nn.Module):
         Observation times within ``tolerance`` after a solver time count as reached.
         ``control`` holds the known inputs of each series (required with inputs).
         """
-        if self.n_inputs and control is None:
+        if getattr(self, "n_inputs", 0) and control is None:
             raise ValueError("control: expected the known inputs of each series for a driven latent SDE; got None.")
         self._control = control
         self.tolerance = tolerance
@@ -175,7 +175,7 @@ class _LatentDynamics(nn.Module):
 
     def _with_inputs(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``z`` with the known inputs at ``t`` appended (``z`` itself without inputs)."""
-        if self._control is None:
+        if getattr(self, "_control", None) is None:  # models pickled before inputs existed have no attribute
             return z
         u = self._control.at(t, self.tolerance).to(z.dtype).repeat(self._repeats, 1)
         return torch.cat([z, u], dim=-1)
@@ -205,7 +205,7 @@ class _LatentDynamics(nn.Module):
         return self.prior(self._with_inputs(z, t))
 
     def g(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        if self._control is None:
+        if getattr(self, "_control", None) is None:
             return self.diffusion(z)
         u = self._control.at(t, self.tolerance).to(z.dtype).repeat(self._repeats, 1)
         return self.diffusion(z, u)
