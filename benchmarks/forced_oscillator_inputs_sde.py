@@ -32,7 +32,7 @@ OUT = Path(__file__).resolve().parent / "results" / "forced_oscillator_inputs_sd
 STATES = ["q", "p"]
 CUT = 7.5
 SDE = dict(hidden_layer_sizes=(32, 32), max_epochs=40, random_state=0, device="cpu")
-LATENT = dict(latent_dim=4, hidden_layer_sizes=(32, 32), dt=1.0, max_epochs=40, patience=None, random_state=0,
+LATENT = dict(latent_dim=4, hidden_layer_sizes=(32, 32), dt=1.0, max_epochs=60, patience=None, random_state=0,
               device="cpu")
 # The calibration fit: the diffusion's output must travel far from its start (the position's increments are
 # tiny), which a larger learning rate over more epochs reaches; all series train (no early-stopping split).

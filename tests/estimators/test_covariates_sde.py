@@ -22,7 +22,7 @@ from forced_oscillator_inputs_sde import CALIBRATION, LATENT, SDE, forced_langev
 
 STATES = ["q", "p"]
 CUT = 7.5
-# A one-gap solver step (LATENT's dt=1.0) keeps a LatentSDE epoch on these 16 series near half a second.
+# A one-gap solver step (LATENT's dt=1.0) keeps a LatentSDE epoch on these 16 series near a third of a second.
 MODELS = {"NeuralSDE": (NeuralSDE, dict(SDE, n_threads=1)), "LatentSDE": (LatentSDE, dict(LATENT, n_threads=1))}
 
 
