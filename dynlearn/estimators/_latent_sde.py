@@ -15,7 +15,7 @@ from .._compat import Interval, StrOptions
 from ..data import QueryTimes, SeriesBatch, check_query_times, to_user_kind
 from ..exceptions import input_error
 from ..nn import ACTIVATIONS, make_mlp
-from ..solvers import sde_method, solve_sde
+from ..solvers import CONTROL_INTERPOLATIONS, ControlPath, sde_method, solve_sde
 from ..training import Callback, TrainState
 from ._base import guarded_fit
 from ._intervals import ForecastIntervals, check_n_samples, sample_quantiles
@@ -35,10 +35,12 @@ class _Diffusion(nn.Module):
 
     Each dimension's noise scale depends on that dimension only (the noise is
     then commutative, as Milstein and SRK assume), and lies in
-    ``(floor, 1 + floor)`` so the process is never degenerate.
+    ``(floor, 1 + floor)`` so the process is never degenerate. Known inputs
+    ``u(t)`` enter every dimension's first layer: a function of time, they
+    leave the noise commutative.
     """
 
-    def __init__(self, dim: int, hidden: int, activation: str):
+    def __init__(self, dim: int, hidden: int, activation: str, n_inputs: int = 0):
         super().__init__()
         self.activation = ACTIVATIONS[activation]()
         self.w1 = nn.Parameter(torch.empty(dim, hidden).uniform_(-1.0, 1.0))
@@ -46,9 +48,14 @@ class _Diffusion(nn.Module):
         bound = 1.0 / math.sqrt(hidden)
         self.w2 = nn.Parameter(torch.empty(dim, hidden).uniform_(-bound, bound))
         self.b2 = nn.Parameter(torch.full((dim,), -1.0))  # sigmoid(-1) ~ 0.27 per unit of standardised time
+        if n_inputs:
+            self.wu = nn.Parameter(torch.empty(n_inputs, dim, hidden).uniform_(-1.0, 1.0) / math.sqrt(n_inputs))
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        hidden = self.activation(z.unsqueeze(-1) * self.w1 + self.b1)
+    def forward(self, z: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+        pre = z.unsqueeze(-1) * self.w1 + self.b1
+        if u is not None:
+            pre = pre + torch.einsum("bn,ndh->bdh", u, self.wu)
+        hidden = self.activation(pre)
         return torch.sigmoid((hidden * self.w2).sum(-1) + self.b2) + _DIFFUSION_FLOOR
 
 
@@ -60,22 +67,25 @@ class _Encoder(nn.Module):
     ``k`` to the series' end followed by row ``k``'s values and mask
     (``context_dim + 2 * n_features`` numbers). Each series is read on its
     own rows only, so batch-mates and padding never change its context.
+    With ``n_inputs`` known inputs, each row's inputs are read too.
     """
 
-    def __init__(self, n_features: int, hidden: int, context_dim: int):
+    def __init__(self, n_features: int, hidden: int, context_dim: int, n_inputs: int = 0):
         super().__init__()
-        self.gru = nn.GRU(2 * n_features + 1, hidden, batch_first=True)
+        self.gru = nn.GRU(2 * n_features + 1 + n_inputs, hidden, batch_first=True)
         self.out = nn.Linear(hidden, context_dim)
 
     def forward(
-        self, values: torch.Tensor, mask: torch.Tensor, times: torch.Tensor, lengths: torch.Tensor
+        self, values: torch.Tensor, mask: torch.Tensor, times: torch.Tensor, lengths: torch.Tensor,
+        covariates: torch.Tensor | None = None,
     ) -> torch.Tensor:
         width = times.shape[1]
         positions = torch.arange(width, device=times.device)
         real = positions[None, :] < lengths[:, None]
         gaps = torch.zeros_like(times)
         gaps[:, :-1] = (times[:, 1:] - times[:, :-1]) * real[:, 1:]
-        inputs = torch.cat([values * mask, mask, gaps.unsqueeze(-1)], dim=-1)
+        parts = [values * mask, mask, gaps.unsqueeze(-1)] + ([covariates] if covariates is not None else [])
+        inputs = torch.cat(parts, dim=-1)
         # Row k of a series is step len-1-k of its reversed sequence (padding
         # rows read row 0 and come after every real step, so cannot leak in).
         reverse = (lengths[:, None] - 1 - positions[None, :]).clamp_min(0)
@@ -100,6 +110,11 @@ class _LatentDynamics(nn.Module):
     an observation already heads for the next one. ``condition`` sets the
     context before a solve; with ``forecast=True`` each row follows the
     posterior up to its series' last observation and the prior after it.
+
+    With ``n_inputs`` known inputs, prior drift, correction and diffusion
+    all read ``u(t)``, each series' :class:`~dynlearn.solvers.ControlPath`
+    (set by ``condition``) read at the solver's time; a step starting at a
+    knot up to round-off reads the segment after it, as the context does.
     """
 
     noise_type = "diagonal"
@@ -112,12 +127,15 @@ class _LatentDynamics(nn.Module):
         diffusion_hidden: int,
         activation: str,
         sde_type: str,
+        n_inputs: int = 0,
     ):
         super().__init__()
         self.sde_type = sde_type
-        self.correction = make_mlp(latent_dim + context_dim + 1, latent_dim, hidden, activation)
-        self.prior = make_mlp(latent_dim, latent_dim, hidden, activation)
-        self.diffusion = _Diffusion(latent_dim, diffusion_hidden, activation)
+        self.n_inputs = n_inputs
+        self.correction = make_mlp(latent_dim + context_dim + 1 + n_inputs, latent_dim, hidden, activation)
+        self.prior = make_mlp(latent_dim + n_inputs, latent_dim, hidden, activation)
+        self.diffusion = _Diffusion(latent_dim, diffusion_hidden, activation, n_inputs)
+        self._control: ControlPath | None = None
         self._context: torch.Tensor | None = None
         self._times: torch.Tensor | None = None
         self._last_row: torch.Tensor | None = None
@@ -133,13 +151,18 @@ class _LatentDynamics(nn.Module):
         tolerance: float,
         repeats: int = 1,
         forecast: bool = False,
+        control: ControlPath | None = None,
     ) -> None:
         """Set the context ``(n_series, width, context_dim)`` of rows at ``times``.
 
         The solved states are ``repeats`` copies of the series, sample-major.
 
         Observation times within ``tolerance`` after a solver time count as reached.
+        ``control`` holds the known inputs of each series (required with inputs).
         """
+        if getattr(self, "n_inputs", 0) and control is None:
+            raise ValueError("control: expected the known inputs of each series for a driven latent SDE; got None.")
+        self._control = control
         self.tolerance = tolerance
         self._context = context
         self._times = times.contiguous()
@@ -148,7 +171,14 @@ class _LatentDynamics(nn.Module):
         self._forecast = forecast
 
     def release(self) -> None:
-        self._context = self._times = self._last_row = None
+        self._context = self._times = self._last_row = self._control = None
+
+    def _with_inputs(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``z`` with the known inputs at ``t`` appended (``z`` itself without inputs)."""
+        if getattr(self, "_control", None) is None:  # models pickled before inputs existed have no attribute
+            return z
+        u = self._control.at(t, self.tolerance).to(z.dtype).repeat(self._repeats, 1)
+        return torch.cat([z, u], dim=-1)
 
     def _row_context(self, t: torch.Tensor) -> torch.Tensor:
         n_series = self._times.shape[0]
@@ -163,18 +193,22 @@ class _LatentDynamics(nn.Module):
         return context.repeat(self._repeats, 1)
 
     def f(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        prior = self.prior(z)
-        correction = self.correction(torch.cat([z, self._row_context(t)], dim=-1))
+        driven = self._with_inputs(z, t)
+        prior = self.prior(driven)
+        correction = self.correction(torch.cat([driven, self._row_context(t)], dim=-1))
         if not self._forecast:
             return prior + correction
         last = self._times.gather(1, self._last_row[:, None]).repeat(self._repeats, 1)
         return torch.where(t.to(last.dtype) <= last, prior + correction, prior)
 
     def h(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return self.prior(z)
+        return self.prior(self._with_inputs(z, t))
 
     def g(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return self.diffusion(z)
+        if getattr(self, "_control", None) is None:
+            return self.diffusion(z)
+        u = self._control.at(t, self.tolerance).to(z.dtype).repeat(self._repeats, 1)
+        return self.diffusion(z, u)
 
 
 class _LatentSDEModel(nn.Module):
@@ -191,14 +225,19 @@ class _LatentSDEModel(nn.Module):
         activation: str,
         sde_type: str,
         obs_std: float | None,
+        n_inputs: int = 0,
+        interpolation: str = "previous",
     ):
         super().__init__()
-        self.encoder = _Encoder(n_features, encoder_hidden, context_dim)
+        self.n_inputs = n_inputs
+        self.interpolation = interpolation
+        self.encoder = _Encoder(n_features, encoder_hidden, context_dim, n_inputs)
         context_dim += 2 * n_features
         self.initial = nn.Linear(context_dim, 2 * latent_dim)
         self.prior_mean = nn.Parameter(torch.zeros(latent_dim))
         self.prior_log_std = nn.Parameter(torch.zeros(latent_dim))
-        self.dynamics = _LatentDynamics(latent_dim, context_dim, hidden, diffusion_hidden, activation, sde_type)
+        self.dynamics = _LatentDynamics(latent_dim, context_dim, hidden, diffusion_hidden, activation, sde_type,
+                                        n_inputs)
         self.decoder = nn.Linear(latent_dim, n_features)
         if obs_std is None:
             # softplus(raw) + floor starts at 0.1.
@@ -210,6 +249,13 @@ class _LatentSDEModel(nn.Module):
         if hasattr(self, "obs_raw"):
             return nn.functional.softplus(self.obs_raw) + _OBS_STD_FLOOR
         return self.obs_fixed
+
+    def control(self, times: torch.Tensor, inputs: torch.Tensor | None,
+                lead: tuple[torch.Tensor, torch.Tensor] | None = None) -> ControlPath | None:
+        """The known inputs of each series as a path over its knot times (None without inputs)."""
+        if not getattr(self, "n_inputs", 0):
+            return None
+        return ControlPath(times, inputs, self.interpolation, lead)
 
     def initial_posterior(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, log_std = self.initial(context[:, 0]).chunk(2, dim=-1)
@@ -304,6 +350,12 @@ class LatentSDE(ForecastIntervals, SeriesModel):
     observation noise added. ``predict`` returns the mean of
     ``n_samples_predict`` decoded paths (observation noise has zero mean and
     is left out); ``predict(X)`` reconstructs X at its own times.
+
+    With ``covariates``, known inputs ``u(t)`` drive the latent dynamics:
+    prior drift ``h_theta(z, u)``, correction ``u_phi(z, c(t), u)`` and
+    diffusion ``g(z, u)`` read them, and the encoder reads them beside the
+    observations; a forecast runs the prior SDE under the inputs given at
+    the query times.
 
     Parameters
     ----------
@@ -400,6 +452,21 @@ class LatentSDE(ForecastIntervals, SeriesModel):
         after the estimator's own (e.g. ``StepDecay``, ``CSVLogger``). The
         objects themselves are called, not copies, so they can collect what
         they see.
+    covariates : list of str or int, str or None, default=None
+        Known inputs ``u(t)``: the value columns of X (names for frames,
+        column indices for arrays) that drive the latent drifts and
+        diffusion, and are not forecast. They must be known at every row of
+        the history, and ``predict``, ``sample`` and the interval methods
+        need them at the query times: pass ``t`` as a query frame holding
+        them (the known future inputs). Outputs hold the other columns only.
+    covariate_interpolation : {"previous", "linear", "cubic"}, default="previous"
+        How the inputs are read between their samples (the history's rows
+        and the query times, merged in time order): ``"previous"`` holds
+        each sample until the next (zero-order hold); ``"linear"`` joins
+        samples by straight lines; ``"cubic"`` is a Hermite cubic with
+        backward differences as slopes. None of them reads a sample after
+        the time being integrated, so a prediction never depends on later
+        inputs.
 
     Attributes
     ----------
@@ -425,6 +492,11 @@ class LatentSDE(ForecastIntervals, SeriesModel):
     data_min_, data_max_ : ndarray of shape (n_features,)
         Observed range of each feature at fit (user units), the reference
         of :class:`~dynlearn.exceptions.ForecastRangeWarning`.
+    covariate_index_ : ndarray of int
+        Positions of the ``covariates`` among X's value columns (absent
+        without inputs).
+    covariate_mean_, covariate_scale_ : ndarray of shape (n_inputs,)
+        Standardisation of the inputs (absent without inputs).
 
     Examples
     --------
@@ -452,6 +524,8 @@ class LatentSDE(ForecastIntervals, SeriesModel):
         "obs_std": [Interval(Real, 0, None, closed="neither"), StrOptions({"learned"})],
         "n_samples_predict": [Interval(Integral, 1, None, closed="left")],
         "window_size": [Interval(Integral, 2, None, closed="left"), None],
+        "covariates": [list, tuple, str, None],
+        "covariate_interpolation": [StrOptions(set(CONTROL_INTERPOLATIONS))],
     }
 
     def __init__(
@@ -488,6 +562,8 @@ class LatentSDE(ForecastIntervals, SeriesModel):
         warm_start: bool = False,
         checkpoint: Any = None,
         callbacks: Sequence[Any] | None = None,
+        covariates: Sequence[Any] | str | None = None,
+        covariate_interpolation: str = "previous",
     ):
         self.latent_dim = latent_dim
         self.context_dim = context_dim
@@ -521,6 +597,8 @@ class LatentSDE(ForecastIntervals, SeriesModel):
         self.warm_start = warm_start
         self.checkpoint = checkpoint
         self.callbacks = callbacks
+        self.covariates = covariates
+        self.covariate_interpolation = covariate_interpolation
 
     def _check_solver(self) -> None:
         """Fail before any work unless ``solver`` names an SDE method (see ``available_sde_methods``)."""
@@ -532,7 +610,7 @@ class LatentSDE(ForecastIntervals, SeriesModel):
 
     def _build_module(self) -> _LatentSDEModel:
         return _LatentSDEModel(
-            self.n_features_in_,
+            self._n_states,
             self.latent_dim,
             self.context_dim,
             tuple(self.hidden_layer_sizes),
@@ -541,6 +619,8 @@ class LatentSDE(ForecastIntervals, SeriesModel):
             self.activation,
             self._sde_type(),
             None if self.obs_std == "learned" else float(self.obs_std),
+            n_inputs=self._n_inputs,
+            interpolation=self.covariate_interpolation,
         )
 
     # ----------------------------------------------------------------- fit
@@ -593,13 +673,23 @@ class LatentSDE(ForecastIntervals, SeriesModel):
         series, index, real = self._window_index(batch, self.window_size)
         times = self._scale_times(batch.times)[series[:, None], index]
         observed = np.where(batch.mask, self._scale_values(batch.values), 0.0)
-        return {
+        windows = {
             "series": series,
             "times": times - times[:, :1],  # rows past a window's end repeat its last time
             "values": observed[series[:, None], index],
             "mask": batch.mask[series[:, None], index] & real[..., None],
             "lengths": real.sum(axis=1),
         }
+        if batch.inputs is not None:
+            # Inputs at the window's rows (repeated past its end, which holds them), and at the row before its
+            # start: the cubic's first slope.
+            inputs = self._scale_inputs(batch.inputs)
+            all_times = self._scale_times(batch.times)
+            before = np.maximum(index[:, 0] - 1, 0)
+            windows["inputs"] = inputs[series[:, None], index]
+            windows["lead_gap"] = all_times[series, index[:, 0]] - all_times[series, before]
+            windows["lead_inputs"] = inputs[series, before]
+        return windows
 
     def _negative_elbo(
         self,
@@ -612,13 +702,16 @@ class LatentSDE(ForecastIntervals, SeriesModel):
         values, mask, times = data["values"], data["mask"], data["times"]
         lengths = data["lengths"].round().long()
         last = times.gather(1, (lengths - 1)[:, None])
-        context = module.encoder(values, mask, times, lengths)
+        context = module.encoder(values, mask, times, lengths, data.get("inputs"))
+        control = None
+        if "inputs" in data:
+            control = module.control(times, data["inputs"], (data["lead_gap"], data["lead_inputs"]))
         mean, std = module.initial_posterior(context)
         z0 = mean + std * _normal(tuple(mean.shape), generator, mean)
         ts = torch.unique(times)
         dynamics = module.dynamics
         # The adjoint's backward pass evaluates the drift again, so the context stays set until fit ends.
-        dynamics.condition(context, times, lengths, 1e-3 * self.dt)
+        dynamics.condition(context, times, lengths, 1e-3 * self.dt, control=control)
         try:
             if len(ts) > 1:
                 params = (context,) + tuple(dynamics.parameters()) if adjoint else None
@@ -737,6 +830,11 @@ class LatentSDE(ForecastIntervals, SeriesModel):
         real_queries = np.where(query.mask, queries, np.inf).min(axis=1)
         start = np.minimum(times[:, 0], real_queries)
         values = np.where(batch.mask, self._scale_values(batch.values), 0.0)
+        driven = batch.inputs is not None
+        if driven:
+            inputs = self._scale_inputs(batch.inputs)
+            knots, knot_inputs = _input_knots(times, batch.row_mask, inputs, queries, query.mask,
+                                              self._scale_inputs(query.inputs))
         per_chunk = max(1, _SAMPLE_ROWS // n_samples)
         generator = torch.Generator().manual_seed(seed)
         module = self.module_.eval()
@@ -755,6 +853,7 @@ class LatentSDE(ForecastIntervals, SeriesModel):
                         n_samples,
                         generator,
                         observation_noise,
+                        (inputs[part], knots[part] - start[part, None], knot_inputs[part]) if driven else None,
                     )
                 )
         draws = np.concatenate(pieces, axis=1)
@@ -771,19 +870,26 @@ class LatentSDE(ForecastIntervals, SeriesModel):
         n_samples: int,
         generator: torch.Generator,
         observation_noise: bool,
+        driving: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     ) -> np.ndarray:
+        """Draws of one chunk of series; ``driving`` is (history inputs, input knot times, inputs at them)."""
         n_series = len(lengths)
         values_t, mask_t = self._tensor(values), self._tensor(mask.astype(float))
         times_t, queries_t = self._tensor(times), self._tensor(queries)
         lengths_t = torch.as_tensor(lengths, device=self.device_)
-        context = module.encoder(values_t, mask_t, times_t, lengths_t)
+        history_inputs, control = None, None
+        if driving is not None:
+            history_inputs = self._tensor(driving[0])
+            control = module.control(self._tensor(driving[1]), self._tensor(driving[2]))
+        context = module.encoder(values_t, mask_t, times_t, lengths_t, history_inputs)
         mean, std = module.initial_posterior(context)
         mean, std = mean.repeat(n_samples, 1), std.repeat(n_samples, 1)  # sample-major rows: s * n_series + b
         z0 = mean + std * _normal(tuple(mean.shape), generator, mean)
         ts = torch.unique(torch.cat([times_t.new_zeros(1), times_t.reshape(-1), queries_t.reshape(-1)]))
         entropy = _entropy(generator)
         if len(ts) > 1:
-            module.dynamics.condition(context, times_t, lengths_t, 1e-3 * self.dt, repeats=n_samples, forecast=True)
+            module.dynamics.condition(context, times_t, lengths_t, 1e-3 * self.dt, repeats=n_samples, forecast=True,
+                                      control=control)
             try:
                 paths = _integrate(module.dynamics, z0, ts, method=self.method_, dt=self.dt, entropy=entropy,
                                    max_num_steps=self.max_num_steps)
@@ -799,3 +905,22 @@ class LatentSDE(ForecastIntervals, SeriesModel):
         return decoded.reshape(n_samples, n_series, *decoded.shape[1:]).cpu().double().numpy()
 
     # --------------------------------------------------------------- score
+
+
+def _input_knots(times: np.ndarray, row_mask: np.ndarray, inputs: np.ndarray, queries: np.ndarray,
+                 query_mask: np.ndarray, query_inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each series' known inputs at its rows and its query times, merged in time order.
+
+    Returns knot times ``(n_series, n_knots)`` and inputs ``(n_series,
+    n_knots, n_inputs)``; past a series' last knot it is repeated (at least
+    once), so the signal holds its last value after it.
+    """
+    all_times = np.concatenate([np.where(row_mask, times, np.inf), np.where(query_mask, queries, np.inf)], axis=1)
+    all_inputs = np.concatenate([inputs, query_inputs], axis=1)
+    order = np.argsort(all_times, axis=1, kind="stable")
+    count = np.isfinite(all_times).sum(axis=1)
+    slots = np.minimum(np.arange(int(count.max()) + 1)[None, :], count[:, None] - 1)
+    index = np.take_along_axis(order, slots, axis=1)
+    knot_times = np.take_along_axis(all_times, index, axis=1)
+    knot_inputs = np.take_along_axis(all_inputs, index[..., None], axis=1)
+    return knot_times, knot_inputs

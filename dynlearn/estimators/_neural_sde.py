@@ -1,4 +1,4 @@
-"""NeuralSDE: dx = f(x[, t]) dt + g(x[, t]) dW learned on the observed state by transition likelihood."""
+"""NeuralSDE: dx = f(x[, u, t]) dt + g(x[, u, t]) dW learned on the observed state by transition likelihood."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from ..data import QueryTimes, SeriesBatch, check_query_times, to_user_kind
 from ..exceptions import IntegrationError, input_error
 from ..metrics import QUANTILE_LEVEL  # noqa: F401  (the level predict_quantiles writes)
 from ..nn import ACTIVATIONS, make_mlp
-from ..solvers import sde_method, solve_sde_irregular
+from ..solvers import CONTROL_INTERPOLATIONS, ControlPath, sde_method, solve_sde_irregular
 from ._base import guarded_fit
 from ._intervals import ForecastIntervals, sample_quantiles
 from ._base import (
@@ -43,43 +43,59 @@ class _SDEModel(nn.Module):
     ``f`` / ``g`` follow torchsde's interface (``t`` first) so the module is
     handed to the SDE solvers as it is; ``moments`` propagates a Gaussian
     through Euler–Maruyama sub-steps with a local linearisation of the drift.
+    With ``n_inputs`` known inputs both networks also read ``u(t)``, passed
+    as the third argument (``f(t, y, u)``, as a controlled solve calls it).
     """
 
     sde_type = "ito"
 
     def __init__(self, n_features: int, hidden: Sequence[int], activation: str, time_dependent: bool,
-                 noise_type: str, floor: float):
+                 noise_type: str, floor: float, n_inputs: int = 0, interpolation: str = "previous"):
         super().__init__()
         self.n_features = n_features
         self.time_dependent = time_dependent
         self.noise_type = noise_type
         self.floor = floor
-        width = n_features + int(time_dependent)
+        self.n_inputs = n_inputs
+        self.interpolation = interpolation
+        width = n_features + int(time_dependent) + n_inputs
         self.drift_net = make_mlp(width, n_features, hidden, activation)
         self.diffusion_net = make_mlp(width, n_features, hidden, activation)
 
-    def _inputs(self, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if not self.time_dependent:
-            return y
-        t = t.to(y.dtype).reshape(-1, 1).expand(y.shape[0], 1)
-        return torch.cat([y, t], dim=-1)
+    def _inputs(self, y: torch.Tensor, t: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
+        parts = [y]
+        if self.time_dependent:
+            parts.append(t.to(y.dtype).reshape(-1, 1).expand(y.shape[0], 1))
+        if getattr(self, "n_inputs", 0):
+            if u is None:
+                raise ValueError("u: expected the known inputs (batch, n_inputs) of a driven SDE; got None.")
+            parts.append(u.to(y.dtype))
+        return torch.cat(parts, dim=-1) if len(parts) > 1 else y
 
-    def drift(self, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.drift_net(self._inputs(y, t))
+    def drift(self, y: torch.Tensor, t: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+        return self.drift_net(self._inputs(y, t, u))
 
-    def diffusion(self, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def diffusion(self, y: torch.Tensor, t: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
         """Per-feature diffusion amplitudes (batch, d): softplus plus a floor, so always positive."""
-        return F.softplus(self.diffusion_net(self._inputs(y, t))) + self.floor
+        return F.softplus(self.diffusion_net(self._inputs(y, t, u))) + self.floor
 
-    # torchsde's interface
-    def f(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.drift(y, t)
+    # torchsde's interface (a controlled solve passes the inputs third)
+    def f(self, t: torch.Tensor, y: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+        return self.drift(y, t, u)
 
-    def g(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        amplitude = self.diffusion(y, t)
+    def g(self, t: torch.Tensor, y: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+        amplitude = self.diffusion(y, t, u)
         return amplitude if self.noise_type == "diagonal" else amplitude.unsqueeze(-1)
 
-    def _drift_and_jacobian(self, y: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def control(self, times: torch.Tensor, inputs: torch.Tensor | None,
+                lead: tuple[torch.Tensor, torch.Tensor] | None = None) -> ControlPath | None:
+        """The known inputs of each row as a path over its knot times (None without inputs)."""
+        if not getattr(self, "n_inputs", 0):
+            return None
+        return ControlPath(times, inputs, self.interpolation, lead)
+
+    def _drift_and_jacobian(self, y: torch.Tensor, t: torch.Tensor,
+                            u: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Drift (batch, d) and its Jacobian (batch, d, d), rows independent.
 
         One reverse pass per feature (the state is low-dimensional); the
@@ -89,7 +105,7 @@ class _SDEModel(nn.Module):
         with torch.enable_grad():
             if not y.requires_grad:
                 y = y.detach().requires_grad_(True)
-            f = self.drift(y, t)
+            f = self.drift(y, t, u)
             rows = [
                 torch.autograd.grad(f[:, i].sum(), y, create_graph=training, retain_graph=True)[0]
                 for i in range(self.n_features)
@@ -98,7 +114,8 @@ class _SDEModel(nn.Module):
         return (f, jacobian) if training else (f.detach(), jacobian.detach())
 
     def moments(self, x0: torch.Tensor, t0: torch.Tensor, gap: torch.Tensor, n_steps: int,
-                covariance: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+                covariance: bool = True, control: ControlPath | None = None, segment: int = 0,
+                cov0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Mean (batch, d) and covariance (batch, d, d) of the state ``gap`` after ``x0``.
 
         Each row takes ``n_steps`` equal sub-steps ``h`` of its own gap:
@@ -106,21 +123,28 @@ class _SDEModel(nn.Module):
         (Euler–Maruyama with the drift linearised about the mean). For a
         linear drift and additive noise this is the exact transition as
         ``h → 0``; one sub-step is the Euler–Maruyama transition density.
+        With a ``control``, sub-step ``k`` reads the inputs on its
+        ``segment`` at fraction ``k / n_steps`` (its start, as Euler–Maruyama
+        does). ``cov0`` is the covariance of ``x0`` (zero when None).
         """
         h = (gap / n_steps)[:, None]
         mean = x0
-        cov = x0.new_zeros(x0.shape[0], self.n_features, self.n_features) if covariance else None
+        cov = None
+        if covariance:
+            cov = cov0 if cov0 is not None else x0.new_zeros(x0.shape[0], self.n_features, self.n_features)
         eye = torch.eye(self.n_features, dtype=x0.dtype, device=x0.device)
+        index = torch.tensor(segment, device=x0.device)
         for k in range(n_steps):
             t = t0 + k * h[:, 0]
+            u = None if control is None else control.on_segment(index, torch.tensor(k / n_steps))
             if covariance:
-                f, jacobian = self._drift_and_jacobian(mean, t)
-                g = self.diffusion(mean, t)
+                f, jacobian = self._drift_and_jacobian(mean, t, u)
+                g = self.diffusion(mean, t, u)
                 a = eye + h[..., None] * jacobian
                 noise = torch.diag_embed(g**2) if self.noise_type == "diagonal" else g[:, :, None] * g[:, None, :]
                 cov = a @ cov @ a.transpose(1, 2) + h[..., None] * noise
             else:
-                f = self.drift(mean, t)
+                f = self.drift(mean, t, u)
             mean = mean + h * f
         return mean, cov
 
@@ -151,7 +175,8 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
     """Neural stochastic differential equation on the observed state.
 
     Learns the Itô SDE ``dx = f(x) dt + g(x) dW`` (or with ``t`` as an input
-    too), ``f`` and ``g`` multilayer perceptrons, ``g`` kept positive by a
+    too, and with known inputs ``u(t)``, ``covariates``, read by both),
+    ``f`` and ``g`` multilayer perceptrons, ``g`` kept positive by a
     softplus plus ``diffusion_floor``. With ``noise_type="diagonal"`` each
     feature has its own Brownian motion; with ``"scalar"`` one Brownian
     motion drives every feature, with per-feature amplitudes.
@@ -253,6 +278,22 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
         after the estimator's own (e.g. ``StepDecay``, ``CSVLogger``). The
         objects themselves are called, not copies, so they can collect what
         they see.
+    covariates : list of str or int, str or None, default=None
+        Known inputs ``u(t)``: the value columns of X (names for frames,
+        column indices for arrays) that drive both drift and diffusion,
+        ``dx = f(x, u(t)) dt + g(x, u(t)) dW``, and are not forecast. They
+        must be known at every row of the history, and ``predict``,
+        ``sample`` and the interval methods need them at the query times:
+        pass ``t`` as a query frame holding them (the known future inputs).
+        Outputs hold the other columns only. ``simulate`` takes the input
+        signal as ``covariates=``.
+    covariate_interpolation : {"previous", "linear", "cubic"}, default="previous"
+        How the inputs are read between their samples, in the moment
+        propagation and in sampled paths: ``"previous"`` holds each sample
+        until the next (zero-order hold); ``"linear"`` joins samples by
+        straight lines; ``"cubic"`` is a Hermite cubic with backward
+        differences as slopes. None of them reads a sample after the time
+        being integrated, so a prediction never depends on later inputs.
 
     Attributes
     ----------
@@ -265,6 +306,11 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
     data_min_, data_max_ : ndarray of shape (n_features,)
         Observed range of each feature at fit (user units), the reference
         of :class:`~dynlearn.exceptions.ForecastRangeWarning`.
+    covariate_index_ : ndarray of int
+        Positions of the ``covariates`` among X's value columns (absent
+        without inputs).
+    covariate_mean_, covariate_scale_ : ndarray of shape (n_inputs,)
+        Standardisation of the inputs (absent without inputs).
 
     Examples
     --------
@@ -284,6 +330,8 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
         "noise_type": [StrOptions({"diagonal", "scalar"})],
         "diffusion_floor": [Interval(Real, 0, None, closed="neither")],
         "step_size": [Interval(Real, 0, None, closed="neither")],
+        "covariates": [list, tuple, str, None],
+        "covariate_interpolation": [StrOptions(set(CONTROL_INTERPOLATIONS))],
     }
 
     def __init__(
@@ -311,6 +359,8 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
         warm_start: bool = False,
         checkpoint: Any = None,
         callbacks: Sequence[Any] | None = None,
+        covariates: Sequence[Any] | str | None = None,
+        covariate_interpolation: str = "previous",
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -335,6 +385,8 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
         self.warm_start = warm_start
         self.checkpoint = checkpoint
         self.callbacks = callbacks
+        self.covariates = covariates
+        self.covariate_interpolation = covariate_interpolation
 
     def _check_solver(self) -> None:
         info = sde_method(self.solver, "solver")
@@ -373,7 +425,12 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
         self._init_module(self._build_module)
 
         def loss_fn(module: _SDEModel, data: dict[str, torch.Tensor]) -> torch.Tensor:
-            mean, cov = module.moments(data["x0"], data["t0"], data["gap"], self._n_substeps(data["gap"]))
+            control = None
+            if "inputs" in data:
+                knots = torch.stack([data["t0"], data["t0"] + data["gap"]], dim=1)
+                control = module.control(knots, data["inputs"], (data["lead_gap"], data["lead_inputs"]))
+            mean, cov = module.moments(data["x0"], data["t0"], data["gap"], self._n_substeps(data["gap"]),
+                                       control=control)
             nll = _masked_gaussian_nll(data["values"], data["mask"], mean, cov)
             return nll / data["mask"].sum().clamp_min(1)
 
@@ -382,8 +439,9 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
         return self
 
     def _build_module(self) -> _SDEModel:
-        return _SDEModel(self.n_features_in_, tuple(self.hidden_layer_sizes), self.activation,
-                         self.time_dependent, self.noise_type, float(self.diffusion_floor))
+        return _SDEModel(self._n_states, tuple(self.hidden_layer_sizes), self.activation,
+                         self.time_dependent, self.noise_type, float(self.diffusion_floor),
+                         n_inputs=self._n_inputs, interpolation=self.covariate_interpolation)
 
     def _n_substeps(self, gap: torch.Tensor | np.ndarray) -> int:
         longest = float(gap.max()) if len(gap) else 0.0
@@ -408,7 +466,7 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
         filled, times, observed = self._internal(batch)
         series, row = np.nonzero(batch.row_mask[:, 1:] & batch.mask[:, 1:].any(axis=2))
         row = row + 1
-        return {
+        examples = {
             "series": series,
             "x0": filled[series, row - 1],
             "t0": times[series, row - 1],
@@ -416,6 +474,14 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
             "values": observed[series, row],
             "mask": batch.mask[series, row],
         }
+        if batch.inputs is not None:
+            # The inputs at both ends of the transition, and at the row before it (the cubic's first slope).
+            inputs = self._scale_inputs(batch.inputs)
+            before = np.maximum(row - 2, 0)
+            examples["inputs"] = inputs[series[:, None], np.stack([row - 1, row], axis=1)]
+            examples["lead_gap"] = times[series, row - 1] - times[series, before]
+            examples["lead_inputs"] = inputs[series, before]
+        return examples
 
     # ------------------------------------------------------------- predict
     def predict(self, X: Any, t: Any = None, *, return_std: bool = False, X_t: Any = None) -> Any:
@@ -467,6 +533,8 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
     def _query_moments(self, batch: SeriesBatch, query: QueryTimes,
                        covariance: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """Predictive mean and variance (n_series, n_queries, n_features) in user units."""
+        if batch.inputs is not None:
+            return self._driven_moments(batch, query, covariance)
         filled, times, _ = self._internal(batch)
         q_times = self._scale_times(query.times)
         series, anchors = _anchor_rows(times, batch.lengths, q_times)
@@ -489,6 +557,59 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
         mean = self._note_forecast_range(self._unscale_values(np.concatenate(means).reshape(shape)))
         var = np.concatenate(variances).reshape(shape) * self.scale_**2 if covariance else None
         return mean, var
+
+    def _driven_moments(self, batch: SeriesBatch, query: QueryTimes,
+                        covariance: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Moments of a model driven by known inputs, carried through each anchor's queries in time order.
+
+        The inputs between the anchor and a query are those given at the
+        query times in between (and at the anchor), so no query reads an
+        input after its own time.
+        """
+        filled, times, _ = self._internal(batch)
+        groups = _Groups(times, batch.lengths, self._scale_times(query.times))
+        _check_forward(groups.flat - groups.start, query)
+        grid, path_inputs, lead = self._group_inputs(batch, query, groups, times)
+        x0 = filled[groups.series[groups.first], groups.anchors[groups.first]]
+        width = grid.shape[1] - 1
+        steps = [self._n_substeps(grid[:, p + 1] - grid[:, p]) for p in range(width)]
+        n_features = x0.shape[1]
+        means = np.empty((len(x0), width, n_features))
+        variances = np.empty((len(x0), width, n_features)) if covariance else None
+        module = self.module_.eval()
+        with torch.no_grad():
+            for first in range(0, len(x0), _PREDICT_CHUNK):
+                part = slice(first, first + _PREDICT_CHUNK)
+                knots = self._tensor(grid[part])
+                control = module.control(knots, self._tensor(path_inputs[part]),
+                                         (self._tensor(lead[0][part]), self._tensor(lead[1][part])))
+                mean, cov = self._tensor(x0[part]), None
+                for p in range(width):
+                    mean, cov = module.moments(mean, knots[:, p], knots[:, p + 1] - knots[:, p], steps[p],
+                                               covariance=covariance, control=control, segment=p, cov0=cov)
+                    means[part, p] = mean.cpu().double().numpy()
+                    if covariance:
+                        variances[part, p] = torch.diagonal(cov, dim1=1, dim2=2).cpu().double().numpy()
+        shape = query.times.shape + (-1,)
+        flat_mean = np.empty((groups.flat.size, n_features))
+        flat_mean[groups.order] = means[groups.group, groups.position]
+        mean = self._note_forecast_range(self._unscale_values(flat_mean.reshape(shape)))
+        if not covariance:
+            return mean, None
+        flat_var = np.empty_like(flat_mean)
+        flat_var[groups.order] = variances[groups.group, groups.position]
+        return mean, flat_var.reshape(shape) * self.scale_**2
+
+    def _group_inputs(self, batch: SeriesBatch, query: QueryTimes, groups: _Groups,
+                      times: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """Each group's knot times, scaled inputs at them, and (gap, inputs) of the row before its anchor."""
+        inputs = self._scale_inputs(batch.inputs)
+        q_inputs = self._scale_inputs(query.inputs).reshape(groups.flat.size, -1)
+        g_series, g_anchor = groups.series[groups.first], groups.anchors[groups.first]
+        path_inputs = np.concatenate([inputs[g_series, g_anchor][:, None], q_inputs[groups.slots]], axis=1)
+        before = np.maximum(g_anchor - 1, 0)
+        lead = (times[g_series, g_anchor] - times[g_series, before], inputs[g_series, before])
+        return groups.grid, path_inputs, lead
 
     # -------------------------------------------------------------- sample
     def sample(self, X: Any, t: Any = None, n_samples: int = 100, random_state: Any = None, *, X_t: Any = None) -> Any:
@@ -532,26 +653,13 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
         one group, simulated as one path through its sorted query times.
         """
         filled, times, _ = self._internal(batch)
-        q_times = self._scale_times(query.times)
-        series, anchors = _anchor_rows(times, batch.lengths, q_times)
-        flat_q = q_times.ravel()
-        start = times[series, anchors]
-        _check_forward(flat_q - start, query)
-        key = series * batch.max_len + anchors
-        order = np.lexsort((flat_q, key))
-        group_keys, group_of_sorted = np.unique(key[order], return_inverse=True)
-        group_start = np.searchsorted(key[order], group_keys)
-        position = np.arange(len(order)) - group_start[group_of_sorted]
-        n_groups, width = len(group_keys), int(position.max()) + 1
-        grid = np.empty((n_groups, width + 1))
-        first = order[group_start]
-        grid[:, 0] = start[first]
-        last = np.zeros(n_groups, dtype=np.int64)
-        np.maximum.at(last, group_of_sorted, position)
-        for p in range(width):  # slots past a group's end repeat its last query (zero gaps hold the state)
-            slot = order[group_start + np.minimum(p, last)]
-            grid[:, p + 1] = flat_q[slot]
-        x0 = filled[series[first], anchors[first]]
+        groups = _Groups(times, batch.lengths, self._scale_times(query.times))
+        _check_forward(groups.flat - groups.start, query)
+        grid, n_groups, width = groups.grid, len(groups.first), groups.slots.shape[1]
+        path_inputs, lead = None, None
+        if batch.inputs is not None:
+            _, path_inputs, lead = self._group_inputs(batch, query, groups, times)
+        x0 = filled[groups.series[groups.first], groups.anchors[groups.first]]
         seed = _sampling_seed(random_state)
         simulated = np.empty((n_samples, n_groups, width, batch.n_features))
         module = self.module_.eval()
@@ -568,25 +676,37 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
                 seeds = np.random.SeedSequence([seed, int(bucket)]).generate_state(n_chunks)
                 for c in range(n_chunks):
                     part = slice(c * _SAMPLE_CHUNK, (c + 1) * _SAMPLE_CHUNK)
+                    knots = self._tensor(grid[rows[part]])
+                    control = None
+                    if path_inputs is not None:
+                        control = module.control(knots, self._tensor(path_inputs[rows[part]]),
+                                                 (self._tensor(lead[0][rows[part]]), self._tensor(lead[1][rows[part]])))
                     out = solve_sde_irregular(
-                        module, self._tensor(x0[rows[part]]), self._tensor(grid[rows[part]]), method=self.solver,
+                        module, self._tensor(x0[rows[part]]), knots, method=self.solver,
                         step_size=self.step_size, seed=int(seeds[c]), max_num_steps=self.max_num_steps,
+                        control=control,
                     )
                     simulated[draw[part], rows[part]] = out[:, 1:].cpu().double().numpy()
-        paths = np.empty((n_samples, len(flat_q), batch.n_features))
-        paths[:, order] = simulated[:, group_of_sorted, position]
+        paths = np.empty((n_samples, groups.flat.size, batch.n_features))
+        paths[:, groups.order] = simulated[:, groups.group, groups.position]
         paths = paths.reshape((n_samples,) + query.times.shape + (-1,))
         return self._note_forecast_range(self._unscale_values(paths))
 
 
     # ------------------------------------------------------------ simulate
-    def simulate(self, x0: Any, t: Any, *, n_samples: int = 1, random_state: Any = None) -> np.ndarray:
+    def simulate(self, x0: Any, t: Any, *, n_samples: int = 1, random_state: Any = None,
+                 covariates: Any = None) -> np.ndarray:
         """Simulate the learned SDE from explicit initial states.
+
+        For a model with ``covariates`` this is a free-run simulation: the
+        states evolve under the given input signal alone, never corrected by
+        observations.
 
         Parameters
         ----------
         x0 : array-like of shape (n_series, n_features) or (n_features,)
-            Initial states (user units) at ``t[..., 0]``.
+            Initial states (user units) at ``t[..., 0]``; ``n_features``
+            counts the modelled states, not the inputs.
         t : array-like of shape (n_times,) or (n_series, n_times)
             Non-decreasing output times on the training data's float clock;
             the first is the time of ``x0``.
@@ -594,6 +714,11 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
             Sample paths to draw per series.
         random_state : int, RandomState or None, default=None
             Seeds the Brownian paths.
+        covariates : array-like of shape (n_times, n_inputs) or (n_series, n_times, n_inputs), default=None
+            The known inputs at the times ``t``, in the order of the
+            ``covariates`` parameter, read between them by
+            ``covariate_interpolation``; required when the model has
+            inputs, refused otherwise.
 
         Returns
         -------
@@ -602,48 +727,115 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
         """
         check_is_fitted(self, "module_")
         single = np.ndim(x0) == 1
-        states = _as_states(x0, self.n_features_in_, "x0")
-        times = self._scale_times(_output_times(t, len(states)))
+        states = _as_states(x0, self._n_states, "x0")
+        raw_times = _output_times(t, len(states))
+        times = self._scale_times(raw_times)
+        inputs = self._simulation_inputs(covariates, raw_times.shape)
         if (np.diff(times, axis=1) < 0).any():
             raise input_error("t", "non-decreasing output times", "a decreasing step",
                               "An SDE is simulated forwards in time; sort the times.")
         n_samples = _check_n_samples(n_samples)
         seed = _sampling_seed(random_state)
         rows = np.tile(np.arange(len(states)), n_samples)
+        module = self.module_.eval()
         with torch.no_grad():
+            knots = self._tensor(times[rows])
+            control = None if inputs is None else module.control(knots, self._tensor(inputs[rows]))
             out = solve_sde_irregular(
-                self.module_.eval(), self._tensor(self._scale_values(states)[rows]), self._tensor(times[rows]),
+                module, self._tensor(self._scale_values(states)[rows]), knots,
                 method=self.solver, step_size=self.step_size, seed=seed, max_num_steps=self.max_num_steps,
+                control=control,
             )
         paths = self._unscale_values(out.cpu().double().numpy()).reshape(n_samples, len(states), times.shape[1], -1)
         self._note_forecast_range(paths)
         return paths[:, 0] if single else paths
 
-    def drift(self, x: Any, t: Any = None) -> np.ndarray:
-        """The learned drift ``f`` at states ``x`` (n_points, n_features), in user units per time unit."""
-        f, _ = self._coefficients(x, t)
+    def drift(self, x: Any, t: Any = None, *, covariates: Any = None) -> np.ndarray:
+        """The learned drift ``f`` at states ``x``, in user units per time unit.
+
+        Parameters
+        ----------
+        x : array-like of shape (n_points, n_features)
+            States, in user units.
+        t : float or array-like of shape (n_points,), default=None
+            Times, used by time-dependent models (default: the first time
+            seen at fit).
+        covariates : array-like of shape (n_points, n_inputs), default=None
+            The known inputs at each state, for a model with ``covariates``
+            (required there, refused otherwise).
+
+        Returns
+        -------
+        ndarray of shape (n_points, n_features)
+        """
+        f, _ = self._coefficients(x, t, covariates)
         return f
 
-    def diffusion(self, x: Any, t: Any = None) -> np.ndarray:
-        """The learned diffusion amplitudes ``g`` at states ``x`` (n_points, n_features), in user units.
+    def diffusion(self, x: Any, t: Any = None, *, covariates: Any = None) -> np.ndarray:
+        """The learned diffusion amplitudes ``g`` at states ``x``, in user units.
 
         Per feature: the standard deviation of an increment over a short
         time ``h`` is ``g * sqrt(h)`` (for ``noise_type="scalar"`` one
         Brownian motion drives every feature).
+
+        Parameters
+        ----------
+        x : array-like of shape (n_points, n_features)
+            States, in user units.
+        t : float or array-like of shape (n_points,), default=None
+            Times, used by time-dependent models (default: the first time
+            seen at fit).
+        covariates : array-like of shape (n_points, n_inputs), default=None
+            The known inputs at each state, for a model with ``covariates``
+            (required there, refused otherwise).
+
+        Returns
+        -------
+        ndarray of shape (n_points, n_features)
         """
-        _, g = self._coefficients(x, t)
+        _, g = self._coefficients(x, t, covariates)
         return g
 
-    def _coefficients(self, x: Any, t: Any) -> tuple[np.ndarray, np.ndarray]:
+    def _coefficients(self, x: Any, t: Any, covariates: Any) -> tuple[np.ndarray, np.ndarray]:
         check_is_fitted(self, "module_")
-        states = _as_states(x, self.n_features_in_, "x")
+        states = _as_states(x, self._n_states, "x")
         times = _point_times(t, len(states), self.time_offset_)
+        inputs = self._simulation_inputs(covariates, (1, len(states)))
         module = self.module_.eval()
         with torch.no_grad():
             y, s = self._tensor(self._scale_values(states)), self._tensor(self._scale_times(times))
-            f = module.drift(y, s).cpu().double().numpy()
-            g = module.diffusion(y, s).cpu().double().numpy()
+            u = None if inputs is None else self._tensor(inputs[0])
+            f = module.drift(y, s, u).cpu().double().numpy()
+            g = module.diffusion(y, s, u).cpu().double().numpy()
         return f * self.scale_ / self.time_scale_, g * self.scale_ / np.sqrt(self.time_scale_)
+
+
+class _Groups:
+    """Queries grouped by anchor (series, latest observation strictly before them), each group in time order.
+
+    A group is one path from its anchor through its sorted queries:
+    ``grid`` ``(n_groups, width + 1)`` holds the anchor time then the query
+    times, ``slots`` ``(n_groups, width)`` the flat index of the query at
+    each knot after the anchor (past a group's end its last query again, so
+    zero gaps hold the state). Query ``order[i]`` is knot ``position[i] + 1``
+    of group ``group[i]``; ``first`` is each group's first query.
+    """
+
+    def __init__(self, times: np.ndarray, lengths: np.ndarray, q_times: np.ndarray):
+        self.series, self.anchors = _anchor_rows(times, lengths, q_times)
+        self.flat = q_times.ravel()
+        self.start = times[self.series, self.anchors]
+        key = self.series * times.shape[1] + self.anchors
+        self.order = np.lexsort((self.flat, key))
+        group_keys, self.group = np.unique(key[self.order], return_inverse=True)
+        group_start = np.searchsorted(key[self.order], group_keys)
+        self.position = np.arange(len(self.order)) - group_start[self.group]
+        n_groups, width = len(group_keys), int(self.position.max()) + 1
+        last = np.zeros(n_groups, dtype=np.int64)
+        np.maximum.at(last, self.group, self.position)
+        self.first = self.order[group_start]
+        self.slots = self.order[group_start[:, None] + np.minimum(np.arange(width)[None, :], last[:, None])]
+        self.grid = np.concatenate([self.start[self.first][:, None], self.flat[self.slots]], axis=1)
 
 
 def _check_n_samples(n_samples: Any) -> int:

@@ -64,6 +64,7 @@ class ControlPath(nn.Module):
             )
         self.interpolation = interpolation
         self.register_buffer("coefficients", _coefficients(times, values, interpolation, lead), persistent=False)
+        self.register_buffer("times", times.to(values.dtype).contiguous(), persistent=False)
 
     @property
     def n_inputs(self) -> int:
@@ -74,6 +75,29 @@ class ControlPath(nn.Module):
         c = self.coefficients.index_select(1, k.reshape(1)).squeeze(1)  # (batch, 4, n_inputs)
         phi = fraction.reshape(()).clamp(0, 1).to(c.dtype)
         return c[:, 0] + phi * (c[:, 1] + phi * (c[:, 2] + phi * c[:, 3]))
+
+    def at(self, t: torch.Tensor, tolerance: float = 0.0) -> torch.Tensor:
+        """The signal ``(batch, n_inputs)`` at time ``t`` (a scalar or one time per series).
+
+        For solves on a clock shared by every series (not the segment clock),
+        where each series' segment must be found from the time. A time within
+        ``tolerance`` before a knot counts as reached, so a solver step that
+        starts at a knot up to round-off reads the segment after it. Before
+        the first knot the signal is the first value; after the last one it
+        is the last segment's reading at its end (the last value, except that
+        ``"previous"`` holds the one before: repeat the last knot to hold
+        it). Needs non-decreasing knot times.
+        """
+        times = self.times
+        batch, n_segments = self.coefficients.shape[:2]
+        t = t.to(times.dtype).reshape(-1, 1).expand(batch, 1).contiguous()
+        k = (torch.searchsorted(times, t + tolerance, side="right") - 1).clamp(0, n_segments - 1)
+        left = times.gather(1, k)
+        width = times.gather(1, k + 1) - left
+        fraction = torch.where(width > 0, (t - left) / torch.where(width > 0, width, torch.ones_like(width)),
+                               torch.zeros_like(width)).clamp(0, 1)
+        c = self.coefficients[torch.arange(batch, device=k.device), k[:, 0]]  # (batch, 4, n_inputs)
+        return c[:, 0] + fraction * (c[:, 1] + fraction * (c[:, 2] + fraction * c[:, 3]))
 
 
 def _coefficients(times: torch.Tensor, values: torch.Tensor, interpolation: str,

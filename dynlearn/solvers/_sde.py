@@ -12,6 +12,7 @@ from torch import nn
 from torchsde import BrownianInterval, sdeint, sdeint_adjoint
 
 from ..exceptions import DynlearnError, IntegrationError, input_error
+from ._control import ControlPath
 from ._ode import DEFAULT_MAX_NUM_STEPS, SolverStats
 
 NOISE_TYPES = ("diagonal", "scalar", "additive", "general")
@@ -335,31 +336,42 @@ class _TimeChanged(nn.Module):
     equal in law to ``sqrt(gap) W_s``, so the drift is scaled by ``gap``, the
     diffusion by ``sqrt(gap)`` (and a prior drift by ``gap``, which scales
     the KL integrand by ``gap`` as the change of variable requires).
+
+    With a ``control``, the caller's functions are called as ``(t, y, u)``
+    with ``u`` the control on segment ``k`` (this gap) at the fraction ``s``.
     """
 
     def __init__(self, sde: Any, drift: str, diffusion: str, prior: str | None, noise_type: str, sde_type: str,
-                 start: torch.Tensor, gap: torch.Tensor):
+                 start: torch.Tensor, gap: torch.Tensor, control: ControlPath | None = None, k: int = 0):
         super().__init__()
         self.inner = sde
         self.drift, self.diffusion, self.prior = drift, diffusion, prior
         self.noise_type, self.sde_type = noise_type, sde_type
         self.start, self.gap = start, gap
+        self.control = control
+        self.segment = torch.tensor(k, device=gap.device)
 
     def _time(self, s: torch.Tensor) -> torch.Tensor:
         return self.start + s.to(self.gap.dtype) * self.gap
 
+    def _call(self, name: str, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.control is None:
+            return getattr(self.inner, name)(self._time(s), y)
+        u = self.control.on_segment(self.segment, s).to(y.dtype)
+        return getattr(self.inner, name)(self._time(s), y, u)
+
     def f(self, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return getattr(self.inner, self.drift)(self._time(s), y) * self.gap[:, None]
+        return self._call(self.drift, s, y) * self.gap[:, None]
 
     def g(self, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        out = getattr(self.inner, self.diffusion)(self._time(s), y)
+        out = self._call(self.diffusion, s, y)
         # With a prior drift, torchsde divides (f - h) by g: a zero gap would give 0 / 0, so the diffusion
         # keeps a negligible floor there (the KL integrand is then exactly 0).
         root = (self.gap.clamp_min(1e-30) if self.prior is not None else self.gap).sqrt()
         return out * root.reshape((-1,) + (1,) * (out.dim() - 1))
 
     def h(self, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return getattr(self.inner, self.prior)(self._time(s), y) * self.gap[:, None]
+        return self._call(self.prior, s, y) * self.gap[:, None]
 
 
 def solve_sde_irregular(
@@ -377,6 +389,7 @@ def solve_sde_irregular(
     names: dict[str, str] | None = None,
     max_num_steps: int = DEFAULT_MAX_NUM_STEPS,
     stats: SolverStats | None = None,
+    control: ControlPath | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Integrate a batch where every row has its own non-decreasing output times.
 
@@ -393,6 +406,12 @@ def solve_sde_irregular(
     powers of two keep the step grid exact in floating point, so every
     output is a step end, never an interpolant. Each gap's Brownian motion
     is seeded from one entropy drawn from ``seed`` / ``generator``.
+
+    ``control`` drives the SDE with known inputs: a
+    :class:`~dynlearn.solvers.ControlPath` whose knots are ``times``; drift
+    and diffusion (and the prior drift) are then called as ``(t, y, u)``
+    with ``u`` of shape (batch, n_inputs) read on the gap being integrated,
+    so an output depends on no input after its time.
 
     Returns
     -------
@@ -414,6 +433,13 @@ def solve_sde_irregular(
                           "SDEs are integrated forwards only; sort each row.")
     if step_size is not None and not (isinstance(step_size, (int, float)) and step_size > 0):
         raise input_error("step_size", "a positive float or None", repr(step_size), "Pass e.g. 0.1.")
+    if control is not None and control.coefficients.shape[:2] != (times.shape[0], times.shape[1] - 1):
+        raise input_error(
+            "control",
+            f"a ControlPath over the solve's times: {times.shape[0]} series of {times.shape[1]} knots",
+            f"one of {control.coefficients.shape[0]} series of {control.coefficients.shape[1] + 1} knots",
+            "Build the path on the same times you pass to the solve.",
+        )
     names = dict(names or {})
     drift, diffusion, prior = names.get("drift", "f"), names.get("diffusion", "g"), names.get("prior_drift", "h")
     _check_callables(sde, drift, diffusion, prior if logqp else None)
@@ -437,7 +463,8 @@ def solve_sde_irregular(
     for k in range(n_times - 1):
         # A fresh clock per gap: the adjoint's backward pass runs after the loop and needs each gap's own.
         clock = _TimeChanged(
-            sde, drift, diffusion, prior if logqp else None, noise_type, sde_type, times[:, k], gaps[:, k]
+            sde, drift, diffusion, prior if logqp else None, noise_type, sde_type, times[:, k], gaps[:, k],
+            control, k,
         )
         out = solve_sde(
             clock, states[-1], unit, method=method, dt=1.0 / per_gap, seed=int(entropies[k]), adjoint=adjoint,

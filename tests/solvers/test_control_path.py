@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dynlearn.exceptions import InputError
-from dynlearn.solvers import ControlPath, solve_ode_irregular
+from dynlearn.solvers import ControlPath, solve_ode_irregular, solve_sde_irregular
 
 TIMES = torch.tensor([[0.0, 1.0, 3.0, 3.5], [0.0, 0.5, 1.0, 2.0]], dtype=torch.float64)
 VALUES = torch.tensor([[[1.0], [2.0], [-1.0], [5.0]], [[0.0], [1.0], [2.0], [3.0]]], dtype=torch.float64)
@@ -76,3 +76,41 @@ def test_a_path_on_other_times_is_refused():
     control = ControlPath(TIMES[:, :3], VALUES[:, :3], "linear")
     with pytest.raises(InputError, match="control"):
         solve_ode_irregular(lambda t, y, u: u, torch.zeros(2, 1, dtype=torch.float64), TIMES, control=control)
+
+
+class _InputDriven(torch.nn.Module):
+    """dy = u dt + 0 dW (a diffusion floor of zero): the SDE solve must integrate the path like the ODE solve."""
+
+    noise_type, sde_type = "diagonal", "ito"
+
+    def f(self, t, y, u):
+        return u
+
+    def g(self, t, y, u):
+        return torch.zeros_like(y)
+
+
+@pytest.mark.parametrize("interpolation", ["previous", "linear", "cubic"])
+def test_an_sde_solve_reads_the_path_gap_by_gap(interpolation):
+    control = ControlPath(TIMES, VALUES, interpolation)
+    y0 = torch.zeros(TIMES.shape[0], 1, dtype=torch.float64)
+    out = solve_sde_irregular(_InputDriven(), y0, TIMES, step_size=1e-3, seed=0, control=control)
+    # Euler steps read u at their starts: first order in the step, exact for the zero-order hold.
+    np.testing.assert_allclose(out[..., 0].numpy(), _exact(interpolation), atol=0 if interpolation == "previous"
+                               else 5e-3)
+    with pytest.raises(InputError, match="control"):
+        solve_sde_irregular(_InputDriven(), y0, TIMES[:, :3], control=control)
+
+
+@pytest.mark.parametrize("interpolation", ["previous", "linear", "cubic"])
+def test_reading_by_time_agrees_with_reading_by_segment(interpolation):
+    control = ControlPath(TIMES, VALUES, interpolation)
+    for k in range(TIMES.shape[1] - 1):
+        for fraction in (0.0, 0.3, 0.9):
+            t = TIMES[:, k] + fraction * (TIMES[:, k + 1] - TIMES[:, k])
+            expected = control.on_segment(torch.tensor(k), torch.tensor(fraction))
+            torch.testing.assert_close(control.at(t), expected)
+    # Before the first knot: the first value; a time a hair before a knot, within the tolerance, is at the knot.
+    torch.testing.assert_close(control.at(torch.tensor(-1.0)), VALUES[:, 0])
+    hair = TIMES[:, 1] - 1e-9
+    torch.testing.assert_close(control.at(hair, tolerance=1e-6), control.on_segment(torch.tensor(1), torch.tensor(0.0)))
