@@ -467,6 +467,16 @@ class LatentSDE(ForecastIntervals, SeriesModel):
         backward differences as slopes. None of them reads a sample after
         the time being integrated, so a prediction never depends on later
         inputs.
+    static_covariates : list of str or int, str or None, default=None
+        Per-series constants (a patient's age, a machine's type): value
+        columns of X, one value per series (it may be given on any of the
+        series' rows and left blank on the others; two different values in
+        one series are refused). They enter the model like ``covariates``
+        held constant over the whole series, so the dynamics and the initial
+        state depend on them. Queries need not carry them: they are read
+        from each series' history (``simulate``, where the model has it,
+        takes them as ``static_covariates=``). Outputs hold the other
+        columns only.
 
     Attributes
     ----------
@@ -495,6 +505,9 @@ class LatentSDE(ForecastIntervals, SeriesModel):
     covariate_index_ : ndarray of int
         Positions of the ``covariates`` among X's value columns (absent
         without inputs).
+    static_index_ : ndarray of int
+        Positions of the ``static_covariates`` among X's value columns
+        (absent without them).
     covariate_mean_, covariate_scale_ : ndarray of shape (n_inputs,)
         Standardisation of the inputs (absent without inputs).
 
@@ -526,6 +539,7 @@ class LatentSDE(ForecastIntervals, SeriesModel):
         "window_size": [Interval(Integral, 2, None, closed="left"), None],
         "covariates": [list, tuple, str, None],
         "covariate_interpolation": [StrOptions(set(CONTROL_INTERPOLATIONS))],
+        "static_covariates": [list, tuple, str, None],
     }
 
     def __init__(
@@ -564,6 +578,7 @@ class LatentSDE(ForecastIntervals, SeriesModel):
         callbacks: Sequence[Any] | None = None,
         covariates: Sequence[Any] | str | None = None,
         covariate_interpolation: str = "previous",
+        static_covariates: Sequence[Any] | str | None = None,
     ):
         self.latent_dim = latent_dim
         self.context_dim = context_dim
@@ -599,6 +614,7 @@ class LatentSDE(ForecastIntervals, SeriesModel):
         self.callbacks = callbacks
         self.covariates = covariates
         self.covariate_interpolation = covariate_interpolation
+        self.static_covariates = static_covariates
 
     def _check_solver(self) -> None:
         """Fail before any work unless ``solver`` names an SDE method (see ``available_sde_methods``)."""

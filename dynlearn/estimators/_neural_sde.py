@@ -294,6 +294,16 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
         straight lines; ``"cubic"`` is a Hermite cubic with backward
         differences as slopes. None of them reads a sample after the time
         being integrated, so a prediction never depends on later inputs.
+    static_covariates : list of str or int, str or None, default=None
+        Per-series constants (a patient's age, a machine's type): value
+        columns of X, one value per series (it may be given on any of the
+        series' rows and left blank on the others; two different values in
+        one series are refused). They enter the model like ``covariates``
+        held constant over the whole series, so the dynamics and the initial
+        state depend on them. Queries need not carry them: they are read
+        from each series' history (``simulate``, where the model has it,
+        takes them as ``static_covariates=``). Outputs hold the other
+        columns only.
 
     Attributes
     ----------
@@ -309,6 +319,9 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
     covariate_index_ : ndarray of int
         Positions of the ``covariates`` among X's value columns (absent
         without inputs).
+    static_index_ : ndarray of int
+        Positions of the ``static_covariates`` among X's value columns
+        (absent without them).
     covariate_mean_, covariate_scale_ : ndarray of shape (n_inputs,)
         Standardisation of the inputs (absent without inputs).
 
@@ -332,6 +345,7 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
         "step_size": [Interval(Real, 0, None, closed="neither")],
         "covariates": [list, tuple, str, None],
         "covariate_interpolation": [StrOptions(set(CONTROL_INTERPOLATIONS))],
+        "static_covariates": [list, tuple, str, None],
     }
 
     def __init__(
@@ -361,6 +375,7 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
         callbacks: Sequence[Any] | None = None,
         covariates: Sequence[Any] | str | None = None,
         covariate_interpolation: str = "previous",
+        static_covariates: Sequence[Any] | str | None = None,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -387,6 +402,7 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
         self.callbacks = callbacks
         self.covariates = covariates
         self.covariate_interpolation = covariate_interpolation
+        self.static_covariates = static_covariates
 
     def _check_solver(self) -> None:
         info = sde_method(self.solver, "solver")
@@ -695,7 +711,7 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
 
     # ------------------------------------------------------------ simulate
     def simulate(self, x0: Any, t: Any, *, n_samples: int = 1, random_state: Any = None,
-                 covariates: Any = None) -> np.ndarray:
+                 covariates: Any = None, static_covariates: Any = None) -> np.ndarray:
         """Simulate the learned SDE from explicit initial states.
 
         For a model with ``covariates`` this is a free-run simulation: the
@@ -719,6 +735,9 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
             ``covariates`` parameter, read between them by
             ``covariate_interpolation``; required when the model has
             inputs, refused otherwise.
+        static_covariates : array-like of shape (n_static,) or (n_series, n_static), default=None
+            Each series' values of the ``static_covariates`` columns;
+            required when the model has them, refused otherwise.
 
         Returns
         -------
@@ -730,7 +749,7 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
         states = _as_states(x0, self._n_states, "x0")
         raw_times = _output_times(t, len(states))
         times = self._scale_times(raw_times)
-        inputs = self._simulation_inputs(covariates, raw_times.shape)
+        inputs = self._simulation_inputs(covariates, raw_times.shape, static_covariates)
         if (np.diff(times, axis=1) < 0).any():
             raise input_error("t", "non-decreasing output times", "a decreasing step",
                               "An SDE is simulated forwards in time; sort the times.")
@@ -750,7 +769,7 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
         self._note_forecast_range(paths)
         return paths[:, 0] if single else paths
 
-    def drift(self, x: Any, t: Any = None, *, covariates: Any = None) -> np.ndarray:
+    def drift(self, x: Any, t: Any = None, *, covariates: Any = None, static_covariates: Any = None) -> np.ndarray:
         """The learned drift ``f`` at states ``x``, in user units per time unit.
 
         Parameters
@@ -763,15 +782,19 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
         covariates : array-like of shape (n_points, n_inputs), default=None
             The known inputs at each state, for a model with ``covariates``
             (required there, refused otherwise).
+        static_covariates : array-like of shape (n_static,) or (n_points, n_static), default=None
+            The static covariates at each state, for a model with them.
+        static_covariates : array-like of shape (n_static,) or (n_points, n_static), default=None
+            The static covariates at each state, for a model with them.
 
         Returns
         -------
         ndarray of shape (n_points, n_features)
         """
-        f, _ = self._coefficients(x, t, covariates)
+        f, _ = self._coefficients(x, t, covariates, static_covariates)
         return f
 
-    def diffusion(self, x: Any, t: Any = None, *, covariates: Any = None) -> np.ndarray:
+    def diffusion(self, x: Any, t: Any = None, *, covariates: Any = None, static_covariates: Any = None) -> np.ndarray:
         """The learned diffusion amplitudes ``g`` at states ``x``, in user units.
 
         Per feature: the standard deviation of an increment over a short
@@ -793,14 +816,14 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
         -------
         ndarray of shape (n_points, n_features)
         """
-        _, g = self._coefficients(x, t, covariates)
+        _, g = self._coefficients(x, t, covariates, static_covariates)
         return g
 
-    def _coefficients(self, x: Any, t: Any, covariates: Any) -> tuple[np.ndarray, np.ndarray]:
+    def _coefficients(self, x: Any, t: Any, covariates: Any, static_covariates: Any = None) -> tuple[np.ndarray, np.ndarray]:
         check_is_fitted(self, "module_")
         states = _as_states(x, self._n_states, "x")
         times = _point_times(t, len(states), self.time_offset_)
-        inputs = self._simulation_inputs(covariates, (1, len(states)))
+        inputs = self._simulation_inputs(covariates, (1, len(states)), static_covariates, per_time_static=True)
         module = self.module_.eval()
         with torch.no_grad():
             y, s = self._tensor(self._scale_values(states)), self._tensor(self._scale_times(times))

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dynlearn import LatentODE, LatentODEClassifier, NeuralODE, ODERNN, ODERNNClassifier
+from dynlearn import LatentODE, LatentODEClassifier, LatentSDE, NeuralODE, NeuralSDE, ODERNN, ODERNNClassifier
 from dynlearn.exceptions import InputError
 
 
@@ -157,3 +157,21 @@ def test_classifiers_learn_a_label_given_only_by_a_constant(classifier):
         settings.update(latent_dim=2, encoder_dim=8, solver="rk4", refine_steps=0)
     model = classifier(static_covariates=["s"], **settings).fit(frame[train], labels[:40])
     assert model.score(frame[test], labels[40:]) >= 0.9
+
+
+@pytest.mark.parametrize("model_class", [NeuralSDE, LatentSDE])
+def test_the_stochastic_models_read_the_constants(panel, model_class):
+    train = panel[panel.series_id < 8]
+    settings = dict(max_epochs=2, random_state=0)
+    if model_class is LatentSDE:
+        settings.update(latent_dim=2, context_dim=4, hidden_layer_sizes=(8,), encoder_hidden_size=8,
+                        n_samples_predict=2)
+    model = model_class(static_covariates=["k"], **settings).fit(train)
+    assert model._n_inputs == 1
+    history = panel[(panel.series_id >= 16) & (panel.time <= 1.0)]
+    out = model.predict(history, t=np.array([2.0, 3.0]))
+    assert list(out.columns) == ["series_id", "time", "x"] and np.isfinite(out["x"]).all()
+    if model_class is NeuralSDE:
+        run = model.simulate([1.0], np.linspace(0, 2, 5), static_covariates=[0.5], random_state=0)
+        assert np.isfinite(run).all()
+        assert model.drift([[1.0]], static_covariates=[[0.5]]).shape == (1, 1)
