@@ -9,6 +9,7 @@ import inspect
 import os
 import time
 import warnings
+from dataclasses import dataclass
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -823,6 +824,60 @@ def _anchor_rows(times: np.ndarray, lengths: np.ndarray, queries: np.ndarray) ->
         found = np.searchsorted(times[i, :n], queries[i], side="left") - 1
         anchors[i * queries.shape[1] : (i + 1) * queries.shape[1]] = np.clip(found, 0, n - 1)
     return series, anchors
+
+
+@dataclass(frozen=True)
+class _QueryGroups:
+    """Queries gathered by (series, anchor, direction), each group one path through its queries in time order.
+
+    The anchor of a query is the latest observation strictly before it (the
+    first one for earlier queries, which run backwards). Slot 0 of a group's
+    path is its anchor, slots ``1..`` its queries (forward groups in
+    increasing time, backward ones in decreasing); padding repeats the last
+    query. ``order``, ``group`` and ``position`` place query ``order[i]``
+    (flat over ``(n_series, n_queries)``) at slot ``position[i] + 1`` of
+    group ``group[i]``.
+    """
+
+    series: np.ndarray
+    anchors: np.ndarray
+    order: np.ndarray
+    group: np.ndarray
+    position: np.ndarray
+    sizes: np.ndarray
+    width: int
+
+    def lay_out(self, at_anchor: np.ndarray, at_queries: np.ndarray) -> np.ndarray:
+        """``(n_groups, width, ...)``: ``at_anchor`` per group in slot 0, the flat ``at_queries`` after it."""
+        path = np.repeat(at_anchor[:, None], self.width, axis=1)
+        path[self.group, self.position + 1] = at_queries[self.order]
+        for g in np.flatnonzero(self.sizes + 1 < self.width):  # padding holds each group's last query
+            path[g, self.sizes[g] + 1:] = path[g, self.sizes[g]]
+        return path
+
+    def gather(self, out: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        """Outputs ``(n_groups, width, ...)`` back at the queries, as ``shape + (...)``."""
+        flat = np.empty((len(self.order),) + out.shape[2:], dtype=out.dtype)
+        flat[self.order] = out[self.group, self.position + 1]
+        return flat.reshape(shape + out.shape[2:])
+
+
+def _query_groups(times: np.ndarray, lengths: np.ndarray, q_times: np.ndarray) -> _QueryGroups:
+    """Group the queries ``(n_series, n_queries)`` by anchor and direction (see :class:`_QueryGroups`)."""
+    series, anchors = _anchor_rows(times, lengths, q_times)
+    flat = q_times.ravel()
+    backward = flat < times[series, anchors]
+    keys = (series * times.shape[1] + anchors) * 2 + backward
+    order = np.lexsort((np.where(backward, -flat, flat), keys))
+    new = np.r_[True, keys[order][1:] != keys[order][:-1]]
+    starts = np.flatnonzero(new)
+    group = np.cumsum(new) - 1
+    position = np.arange(len(order)) - starts[group]
+    first = order[starts]
+    return _QueryGroups(
+        series=series[first], anchors=anchors[first], order=order, group=group, position=position,
+        sizes=np.bincount(group, minlength=len(starts)), width=int(position.max()) + 2,
+    )  # fmt: skip
 
 
 def _finite_difference(values: np.ndarray, times: np.ndarray, lengths: np.ndarray) -> np.ndarray:

@@ -31,6 +31,7 @@ from ._base import (
     _median_gap,
     _output_times,
     _point_times,
+    _query_groups,
 )
 
 # Rows integrated per solve at prediction time: bounds memory on big inputs.
@@ -766,35 +767,17 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         inputs = self._scale_inputs(batch.inputs)
         q_times = self._scale_times(query.times)
         q_inputs = self._scale_inputs(query.inputs).reshape(q_times.size, -1)
-        series, anchors = _anchor_rows(times, batch.lengths, q_times)
-        flat = q_times.ravel()
-        backward = flat < times[series, anchors]
-        # Groups of (series, anchor, direction); forward groups in increasing time, backward in decreasing.
-        keys = (series * batch.max_len + anchors) * 2 + backward
-        order = np.lexsort((np.where(backward, -flat, flat), keys))
-        starts = np.flatnonzero(np.r_[True, keys[order][1:] != keys[order][:-1]])
-        group = np.cumsum(np.r_[True, keys[order][1:] != keys[order][:-1]]) - 1
-        position = np.arange(len(order)) - starts[group]
-        n_groups, width = len(starts), int(position.max()) + 2
-        first = order[starts]
-        g_series, g_anchor = series[first], anchors[first]
-        path_times = np.repeat(times[g_series, g_anchor][:, None], width, axis=1)
-        path_inputs = np.repeat(inputs[g_series, g_anchor][:, None], width, axis=1)
-        path_times[group, position + 1] = flat[order]
-        path_inputs[group, position + 1] = q_inputs[order]
-        sizes = np.bincount(group, minlength=n_groups)
-        for g in np.flatnonzero(sizes + 1 < width):  # padding holds each group's last query
-            path_times[g, sizes[g] + 1:] = path_times[g, sizes[g]]
-            path_inputs[g, sizes[g] + 1:] = path_inputs[g, sizes[g]]
+        groups = _query_groups(times, batch.lengths, q_times)
+        g_series, g_anchor = groups.series, groups.anchors
+        path_times = groups.lay_out(times[g_series, g_anchor], q_times.ravel())
+        path_inputs = groups.lay_out(inputs[g_series, g_anchor], q_inputs)
         before = np.maximum(g_anchor - 1, 0)
         lead = (times[g_series, g_anchor] - times[g_series, before], inputs[g_series, before])
         x0 = filled[g_series, g_anchor]
         v0 = velocity[g_series, g_anchor] if velocity is not None else None
         history = self._history(batch.mask, filled, times, observed, g_series, g_anchor)
         out = self._integrate(x0, v0, path_times, history, path_inputs, lead)
-        flat_out = np.empty((q_times.size, out.shape[-1]))
-        flat_out[order] = out[group, position + 1]
-        return self._note_forecast_range(self._unscale_values(flat_out.reshape(query.times.shape + (-1,))))
+        return self._note_forecast_range(self._unscale_values(groups.gather(out, query.times.shape)))
 
     def _integrate(self, x0: np.ndarray, v0: np.ndarray | None, times: np.ndarray,
                    history: dict[str, np.ndarray] | None = None, inputs: np.ndarray | None = None,

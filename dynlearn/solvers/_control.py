@@ -64,6 +64,7 @@ class ControlPath(nn.Module):
             )
         self.interpolation = interpolation
         self.register_buffer("coefficients", _coefficients(times, values, interpolation, lead), persistent=False)
+        self.register_buffer("gaps", (times[:, 1:] - times[:, :-1]).to(values.dtype), persistent=False)
 
     @property
     def n_inputs(self) -> int:
@@ -74,6 +75,29 @@ class ControlPath(nn.Module):
         c = self.coefficients.index_select(1, k.reshape(1)).squeeze(1)  # (batch, 4, n_inputs)
         phi = fraction.reshape(()).clamp(0, 1).to(c.dtype)
         return c[:, 0] + phi * (c[:, 1] + phi * (c[:, 2] + phi * c[:, 3]))
+
+    def derivative(self) -> "ControlPath":
+        """The path's time derivative ``dX/dt`` as a path on the same knots (what a controlled differential
+        equation ``dz = f(z) dX`` integrates against).
+
+        On segment ``k`` it is the derivative of the segment's polynomial in
+        ``φ`` divided by the segment's gap: a quadratic for ``"cubic"``, the
+        secant slope for ``"linear"``, zero for ``"previous"`` (a held signal
+        changes only at knots, where it has no derivative). A zero gap
+        (padding, a repeated time) has derivative zero. It reads the same
+        knots as the path, so it is as causal.
+        """
+        c = self.coefficients
+        steps = c.new_tensor([1.0, 2.0, 3.0]).reshape(1, 1, 3, 1)
+        in_fraction = torch.cat([c[:, :, 1:] * steps, torch.zeros_like(c[:, :, :1])], dim=2)
+        gaps = self.gaps[:, :, None, None]
+        per_time = torch.where(gaps != 0, in_fraction / torch.where(gaps != 0, gaps, torch.ones_like(gaps)), 0.0)
+        slope = ControlPath.__new__(ControlPath)
+        nn.Module.__init__(slope)
+        slope.interpolation = self.interpolation
+        slope.register_buffer("coefficients", per_time, persistent=False)
+        slope.register_buffer("gaps", self.gaps, persistent=False)
+        return slope
 
 
 def _coefficients(times: torch.Tensor, values: torch.Tensor, interpolation: str,
