@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime
 import math
 import time
+from collections.abc import Sequence
 from numbers import Integral, Real
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from ..exceptions import input_error
 from ..nn import ACTIVATIONS, make_mlp
 from ..solvers import ControlPath, solve_ode_irregular
 from ._base import SHARED_CONSTRAINTS, SeriesModel, _median_gap, _query_groups, guarded_fit
+from ._intervals import ConformalIntervals
 from ._odernn import _series_labels, _SeriesClassifier
 
 # How the path is read between observations. "previous" is not offered: a held path has no derivative between
@@ -226,7 +228,7 @@ class _CDEBase(SeriesModel):
         return np.concatenate(channels, axis=-1)
 
 
-class NeuralCDE(_CDEBase):
+class NeuralCDE(ConformalIntervals, _CDEBase):
     """Neural controlled differential equation forecaster (Kidger et al. 2020).
 
     The observations of a series, with their times and known inputs,
@@ -254,7 +256,9 @@ class NeuralCDE(_CDEBase):
     through the queries in time order, so a prediction never reads an input
     after its time; a query before a series' first observation is reached
     backwards from it. ``predict(X)`` is one step ahead (each row from the
-    rows before it) and ``score`` its R².
+    rows before it) and ``score`` its R². ``predict_interval`` and
+    ``predict_quantiles`` are split conformal intervals calibrated on the
+    series ``validation_fraction`` holds out (see ``calibrate``).
 
     Parameters
     ----------
@@ -298,6 +302,9 @@ class NeuralCDE(_CDEBase):
         Positions of the ``covariates`` among X's columns (absent without).
     covariate_mean_, covariate_scale_ : ndarray of shape (n_inputs,)
         Standardisation of the inputs (absent without covariates).
+    conformal_leads_, conformal_residuals_, conformal_lead_edges_ : ndarray
+        Calibration of the forecast intervals (see ``calibrate``); absent
+        until the model is calibrated.
 
     Examples
     --------
@@ -394,7 +401,7 @@ class NeuralCDE(_CDEBase):
         return float(self.history_length)
 
     @guarded_fit
-    def fit(self, X: Any, y: Any = None, *, t: Any = None) -> "NeuralCDE":
+    def fit(self, X: Any, y: Any = None, *, t: Any = None) -> NeuralCDE:
         """Learn ζ, ``f`` and the read-out from forecasts of the series in ``X``.
 
         Parameters
@@ -659,7 +666,7 @@ class NeuralCDEClassifier(_SeriesClassifier, ClassifierMixin, _CDEBase):
         return self.count_scale_
 
     @guarded_fit
-    def fit(self, X: Any, y: Any, *, t: Any = None) -> "NeuralCDEClassifier":
+    def fit(self, X: Any, y: Any, *, t: Any = None) -> NeuralCDEClassifier:
         """Learn to predict each series' label.
 
         Parameters

@@ -92,12 +92,17 @@ class ControlPath(nn.Module):
         in_fraction = torch.cat([c[:, :, 1:] * steps, torch.zeros_like(c[:, :, :1])], dim=2)
         gaps = self.gaps[:, :, None, None]
         per_time = torch.where(gaps != 0, in_fraction / torch.where(gaps != 0, gaps, torch.ones_like(gaps)), 0.0)
-        slope = ControlPath.__new__(ControlPath)
-        nn.Module.__init__(slope)
-        slope.interpolation = self.interpolation
-        slope.register_buffer("coefficients", per_time, persistent=False)
-        slope.register_buffer("gaps", self.gaps, persistent=False)
-        return slope
+        return _from_coefficients(per_time, self.gaps, self.interpolation)
+
+
+def _from_coefficients(coefficients: torch.Tensor, gaps: torch.Tensor, interpolation: str) -> ControlPath:
+    """A path from its power-basis coefficients ``(batch, n_segments, 4, n_inputs)`` and gaps ``(batch, n_segments)``."""
+    path = ControlPath.__new__(ControlPath)
+    nn.Module.__init__(path)
+    path.interpolation = interpolation
+    path.register_buffer("coefficients", coefficients, persistent=False)
+    path.register_buffer("gaps", gaps, persistent=False)
+    return path
 
 
 def _coefficients(times: torch.Tensor, values: torch.Tensor, interpolation: str,

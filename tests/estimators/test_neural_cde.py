@@ -48,7 +48,7 @@ def test_control_path_derivative_matches_finite_differences():
         slope = path.derivative()
         for k, fraction in [(0, 0.3), (1, 0.2), (1, 0.8), (3, 0.5)]:
             gap = float(times[0, k + 1] - times[0, k])
-            at = lambda f: path.on_segment(torch.tensor(k), torch.tensor(f, dtype=torch.float64))  # noqa: E731
+            at = lambda f, k=k, path=path: path.on_segment(torch.tensor(k), torch.tensor(f, dtype=torch.float64))
             numeric = (at(fraction + 1e-6) - at(fraction - 1e-6)) / (2e-6 * gap)
             exact = slope.on_segment(torch.tensor(k), torch.tensor(fraction, dtype=torch.float64))
             torch.testing.assert_close(exact, numeric)
@@ -66,7 +66,7 @@ def test_inputs_let_the_model_forecast_under_new_input_signals(panel, driven):
     blind = NeuralCDE(**SMALL).fit(train.drop(columns="u"))
     unaware = blind.predict(history.drop(columns="u"), t=future[["series_id", "time"]])
     truth = future[["series_id", "time", *STATES]]
-    mse = lambda p: float(((p[STATES].to_numpy() - truth[STATES].to_numpy()) ** 2).mean())  # noqa: E731
+    mse = lambda p: float(((p[STATES].to_numpy() - truth[STATES].to_numpy()) ** 2).mean())
     # The blind model must stay in the data's range for the ratio to mean anything.
     assert mse(unaware) < 2 * float((truth[STATES].to_numpy() ** 2).mean())
     assert r2_score(truth, predicted) > 0.9
@@ -102,6 +102,15 @@ def test_later_observations_change_no_earlier_one_step_prediction(panel, driven)
     np.testing.assert_array_equal(base[STATES].to_numpy()[:41], moved[STATES].to_numpy()[:41])
     assert not np.allclose(base[STATES].to_numpy()[41:], moved[STATES].to_numpy()[41:])
     assert driven.score(test) > 0.9  # one step ahead
+
+
+def test_intervals_and_forecast_score_read_the_inputs(panel, driven):
+    _, test = panel
+    history, future = _split(test)
+    low, high = driven.predict_interval(history, t=future[["series_id", "time", "u"]], coverage=0.9)
+    assert list(low.columns) == ["series_id", "time", *STATES]
+    assert (high[STATES].to_numpy() >= low[STATES].to_numpy()).all()
+    assert driven.score(test, horizon=3.0) > 0.8
 
 
 def test_irregular_times_and_missing_values_are_read_through_the_mask():
