@@ -143,8 +143,8 @@ _SHARED_PARAMETERS = """hidden_dim : int, default={hidden_dim}
         after the estimator's own.
     covariates : list of str or int, str or None, default=None
         Known inputs ``u(t)``: value columns of X (names for frames, column
-        indices for arrays) that become channels of the path ``X`` and are
-        not {predicted}. They must be known at every row."""
+        indices for arrays) that become channels of the path ``X``{predicted}
+        They must be known at every row."""
 
 _MODEL_CONSTRAINTS: dict[str, list[Any]] = {
     "hidden_dim": [Interval(Integral, 1, None, closed="left")],
@@ -320,8 +320,9 @@ class NeuralCDE(ConformalIntervals, _CDEBase):
     __doc__ = __doc__.replace(
         "{shared}",
         _SHARED_PARAMETERS.format(hidden_dim=32, max_epochs=100, batch_size=64, learning_rate=3e-3,
-                                  validation_fraction=0.1, patience=10, predicted="forecast; ``predict`` needs "
-                                  "them at the query times: pass ``t`` as a query frame holding them").strip(),
+                                  validation_fraction=0.1, patience=10, predicted=" and are not "
+                                  "forecast; ``predict`` needs them at the query times: pass ``t`` as a query frame "
+                                  "holding them.").strip(),
     )  # fmt: skip
 
     _parameter_constraints = {
@@ -596,7 +597,7 @@ class NeuralCDEClassifier(_SeriesClassifier, ClassifierMixin, _CDEBase):
     __doc__ = __doc__.replace(
         "{shared}",
         _SHARED_PARAMETERS.format(hidden_dim=32, max_epochs=100, batch_size=32, learning_rate=3e-3,
-                                  validation_fraction=0.0, patience=None, predicted="classified").strip(),
+                                  validation_fraction=0.0, patience=None, predicted=", read like the states.").strip(),
     )  # fmt: skip
 
     _parameter_constraints = {**SHARED_CONSTRAINTS, **_MODEL_CONSTRAINTS}
