@@ -160,7 +160,7 @@ class _CDEBase(SeriesModel):
     """The path and the module both estimators share."""
 
     def _resolve_channels(self, batch: SeriesBatch) -> None:
-        """Record ``mask_channels_`` and ``count_scale_`` at a fresh fit."""
+        """Check the layer sizes and record ``mask_channels_`` at a fresh fit."""
         if self.warm_start and hasattr(self, "module_"):
             return
         for width in self.hidden_layer_sizes:
