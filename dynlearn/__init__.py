@@ -25,6 +25,8 @@ if TYPE_CHECKING:
         LatentODE,
         LatentODEClassifier,
         LatentSDE,
+        NeuralCDE,
+        NeuralCDEClassifier,
         NeuralODE,
         NeuralSDE,
         ODERNN,
@@ -48,8 +50,8 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 # public name -> the submodule that defines it
 _LAZY = {
     **dict.fromkeys(
-        ["HamiltonianNN", "LagrangianNN", "LatentODE", "LatentODEClassifier", "LatentSDE", "NeuralODE", "NeuralSDE",
-         "ODERNN", "ODERNNClassifier"],
+        ["HamiltonianNN", "LagrangianNN", "LatentODE", "LatentODEClassifier", "LatentSDE", "NeuralCDE",
+         "NeuralCDEClassifier", "NeuralODE", "NeuralSDE", "ODERNN", "ODERNNClassifier"],
         "estimators",
     ),
     **dict.fromkeys(
@@ -79,6 +81,8 @@ __all__ = [
     "LatentODEClassifier",
     "LatentSDE",
     "ModelFileError",
+    "NeuralCDE",
+    "NeuralCDEClassifier",
     "NeuralODE",
     "NeuralSDE",
     "ODERNN",

@@ -29,6 +29,8 @@ MODELS = {
     "hamiltoniannn": "HamiltonianNN",
     "lagrangiannn": "LagrangianNN",
     "odernnclassifier": "ODERNNClassifier",
+    "neuralcde": "NeuralCDE",
+    "neuralcdeclassifier": "NeuralCDEClassifier",
     "latentodeclassifier": "LatentODEClassifier",
 }
 DEFAULT_ID_COLUMN = "series_id"  # dynlearn.data.ID_COLUMN, spelled here so that --help imports nothing

@@ -24,6 +24,8 @@ from dynlearn import (
     LatentODEClassifier,
     LatentSDE,
     ModelFileError,
+    NeuralCDE,
+    NeuralCDEClassifier,
     NeuralODE,
     NeuralSDE,
     ODERNN,
@@ -47,6 +49,8 @@ TINY = dict(max_epochs=1, random_state=0, device="cpu")
 SETTINGS = {
     NeuralODE: dict(hidden_layer_sizes=(8,), solver="rk4", window_size=4),
     NeuralSDE: dict(hidden_layer_sizes=(8,)),
+    NeuralCDE: dict(hidden_dim=4, hidden_layer_sizes=(8,)),
+    NeuralCDEClassifier: dict(hidden_dim=4, hidden_layer_sizes=(8,)),
     ODERNN: dict(hidden_dim=4, ode_hidden_layer_sizes=(8,), gru_hidden_size=8),
     ODERNNClassifier: dict(hidden_dim=4, ode_hidden_layer_sizes=(8,), gru_hidden_size=8),
     LatentODE: dict(latent_dim=2, encoder_dim=4, encoder_layer_sizes=(8,), ode_layer_sizes=(8,), solver="rk4"),
@@ -137,6 +141,17 @@ CASES = {
     "HamiltonianNN.fit odd feature count": (lambda m: make(HamiltonianNN).fit(WIDE), InputError, "X",
                                             ["even number", "positions="]),
     # ---------------------------------------------------------------- classifiers: y
+    "NeuralCDE.fit interpolation previous": (lambda m: make(NeuralCDE, interpolation="previous").fit(FRAME),
+                                             InvalidParameterError, "interpolation", ["NeuralCDE", "'previous'"]),
+    "NeuralCDE.fit covariates unknown": (lambda m: make(NeuralCDE, covariates=["zz"]).fit(FRAME), InputError,
+                                         "covariates", ["'zz'"]),
+    "NeuralCDE.predict a renamed feature": (
+        lambda m: m["NeuralCDE"].predict(FRAME.rename(columns={"q": "x"}), t=[5.0]), InputError, "X",
+        ["['q', 'p']", "['x', 'p']"]),
+    "NeuralCDEClassifier.fit y of one class": (lambda m: make(NeuralCDEClassifier).fit(FRAME, np.zeros(6)),
+                                               InputError, "y", ["two classes"]),
+    "NeuralCDEClassifier.predict_proba one feature too many": (
+        lambda m: m["NeuralCDEClassifier"].predict_proba(WIDE), InputError, "X", ["2 features"]),
     "ODERNNClassifier.fit y too short": (lambda m: make(ODERNNClassifier).fit(FRAME, [0, 1, 0]), InputError, "y",
                                          ["(6,)", "(3,)"]),
     "LatentODEClassifier.fit y continuous": (

@@ -18,12 +18,15 @@ from dynlearn import ConvergenceWarning, LastValueForecaster, NeuralODE, Seasona
 NEURAL_ODE = dict(hidden_layer_sizes=(8,), max_epochs=2, window_size=4, random_state=0, device="cpu")
 LATENT = dict(latent_dim=2, encoder_dim=4, encoder_layer_sizes=(4,), ode_layer_sizes=(4,), solver="rk4", max_epochs=2,
               random_state=0, device="cpu")  # fmt: skip
+NEURAL_CDE = dict(hidden_dim=4, hidden_layer_sizes=(8,), max_epochs=2, solver="euler", random_state=0, device="cpu")
 ODERNN_SMALL = dict(hidden_dim=4, ode_hidden_layer_sizes=(8,), max_epochs=2, batch_size=8, random_state=0, device="cpu")
 
 # Constructor arguments of each exported estimator for the checks.
 SETTINGS: dict[str, dict] = {
     "NeuralODE": NEURAL_ODE,
     "NeuralSDE": dict(hidden_layer_sizes=(8,), max_epochs=2, random_state=0, device="cpu"),
+    "NeuralCDE": NEURAL_CDE,
+    "NeuralCDEClassifier": NEURAL_CDE,
     "HamiltonianNN": NEURAL_ODE,
     "LagrangianNN": NEURAL_ODE,
     "ODERNN": ODERNN_SMALL,
@@ -126,6 +129,12 @@ EXPECTED_FAILED_CHECKS: dict[str, dict[str, str]] = {
     # checks apply unchanged; sampling is seeded by its own random_state argument.
     "NeuralSDE": SERIES_MODEL,
     "ODERNN": SERIES_MODEL,
+    "NeuralCDE": SERIES_MODEL,
+    "NeuralCDEClassifier": dict.fromkeys(
+        _CLASSIFIER_2D_CHECKS
+        + ("check_methods_sample_order_invariance", "check_methods_subset_invariance", "check_fit2d_1sample"),
+        ONE_SERIES,
+    ),
     "LatentSDE": SERIES_MODEL,
     "HamiltonianNN": {
         **SERIES_MODEL,

@@ -28,6 +28,8 @@ TINY = dict(max_epochs=1, random_state=0, device="cpu")
 SIZES = {
     "NeuralODE": dict(hidden_layer_sizes=(8,)),
     "NeuralSDE": dict(hidden_layer_sizes=(8,)),
+    "NeuralCDE": dict(hidden_dim=4, hidden_layer_sizes=(8,)),
+    "NeuralCDEClassifier": dict(hidden_dim=4, hidden_layer_sizes=(8,)),
     "ODERNN": dict(hidden_dim=4, ode_hidden_layer_sizes=(8,), gru_hidden_size=8),
     "ODERNNClassifier": dict(hidden_dim=4, ode_hidden_layer_sizes=(8,), gru_hidden_size=8),
     "LatentODE": dict(latent_dim=2, encoder_dim=4),

@@ -15,6 +15,8 @@ from ..estimators import (
     LatentODE,
     LatentODEClassifier,
     LatentSDE,
+    NeuralCDE,
+    NeuralCDEClassifier,
     NeuralODE,
     NeuralSDE,
     ODERNN,
@@ -353,6 +355,33 @@ register_model(
         "recurrent, continuous",
         "ODERNNClassifier: the ODE-RNN encoder with a classification head (labels per series).",
         lambda data, size, seed, device: ODERNNClassifier(**training(size, seed, device)),
+        applies=_not_a_forecaster,
+    )
+)
+
+register_model(
+    ModelSpec(
+        "NeuralCDE",
+        "NeuralCDE",
+        "controlled, continuous",
+        "NeuralCDE (Kidger et al. 2020): state driven by the cubic path of time and observations, "
+        "dz = f(z) dX, rk4 one step per gap; reads 32 rows, then runs with the observed channels held; "
+        "state 16, f 1 × 32 (full: 32, 1 × 64).",
+        lambda data, size, seed, device: NeuralCDE(
+            hidden_dim=pick(size, tiny=4, quick=16, full=32),
+            hidden_layer_sizes=pick(size, tiny=(8,), quick=(32,), full=(64,)),
+            **training(size, seed, device),
+        ),
+    )
+)
+
+register_model(
+    ModelSpec(
+        "NeuralCDEClassifier",
+        "NeuralCDEClassifier",
+        "controlled, continuous",
+        "NeuralCDEClassifier: the CDE read over the whole series, linear head on its final state.",
+        lambda data, size, seed, device: NeuralCDEClassifier(**training(size, seed, device)),
         applies=_not_a_forecaster,
     )
 )

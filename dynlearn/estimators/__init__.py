@@ -5,6 +5,7 @@ from ._lagrangian import LagrangianNN
 from ._latent_ode import LatentODE
 from ._latent_ode_classifier import LatentODEClassifier
 from ._latent_sde import LatentSDE
+from ._neural_cde import NeuralCDE, NeuralCDEClassifier
 from ._neural_ode import NeuralODE
 from ._neural_sde import NeuralSDE
 from ._odernn import ODERNN, ODERNNClassifier
@@ -15,6 +16,8 @@ __all__ = [
     "LatentODE",
     "LatentODEClassifier",
     "LatentSDE",
+    "NeuralCDE",
+    "NeuralCDEClassifier",
     "NeuralODE",
     "NeuralSDE",
     "ODERNN",

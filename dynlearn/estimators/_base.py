@@ -918,37 +918,90 @@ def _anchor_rows(times: np.ndarray, lengths: np.ndarray, queries: np.ndarray) ->
 
 
 @dataclass(frozen=True)
+class _QueryGroups:
+    """Queries gathered by (series, anchor, direction), each group one path through its queries in time order.
+
+    The anchor of a query is the latest observation strictly before it (the
+    first one for earlier queries, which run backwards). Slot 0 of a group's
+    path is its anchor, slots ``1..`` its queries (forward groups in
+    increasing time, backward ones in decreasing); padding repeats the last
+    query. ``order``, ``group`` and ``position`` place query ``order[i]``
+    (flat over ``(n_series, n_queries)``) at slot ``position[i] + 1`` of
+    group ``group[i]``.
+    """
+
+    series: np.ndarray
+    anchors: np.ndarray
+    order: np.ndarray
+    group: np.ndarray
+    position: np.ndarray
+    sizes: np.ndarray
+    width: int
+
+    def lay_out(self, at_anchor: np.ndarray, at_queries: np.ndarray) -> np.ndarray:
+        """``(n_groups, width, ...)``: ``at_anchor`` per group in slot 0, the flat ``at_queries`` after it."""
+        path = np.repeat(at_anchor[:, None], self.width, axis=1)
+        path[self.group, self.position + 1] = at_queries[self.order]
+        for g in np.flatnonzero(self.sizes + 1 < self.width):  # padding holds each group's last query
+            path[g, self.sizes[g] + 1:] = path[g, self.sizes[g]]
+        return path
+
+    def gather(self, out: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        """Outputs ``(n_groups, width, ...)`` back at the queries, as ``shape + (...)``."""
+        flat = np.empty((len(self.order),) + out.shape[2:], dtype=out.dtype)
+        flat[self.order] = out[self.group, self.position + 1]
+        return flat.reshape(shape + out.shape[2:])
+
+
+def _query_groups(times: np.ndarray, lengths: np.ndarray, q_times: np.ndarray) -> _QueryGroups:
+    """Group the queries ``(n_series, n_queries)`` by anchor and direction (see :class:`_QueryGroups`)."""
+    series, anchors = _anchor_rows(times, lengths, q_times)
+    flat = q_times.ravel()
+    backward = flat < times[series, anchors]
+    keys = (series * times.shape[1] + anchors) * 2 + backward
+    order = np.lexsort((np.where(backward, -flat, flat), keys))
+    new = np.r_[True, keys[order][1:] != keys[order][:-1]]
+    starts = np.flatnonzero(new)
+    group = np.cumsum(new) - 1
+    position = np.arange(len(order)) - starts[group]
+    first = order[starts]
+    return _QueryGroups(
+        series=series[first], anchors=anchors[first], order=order, group=group, position=position,
+        sizes=np.bincount(group, minlength=len(starts)), width=int(position.max()) + 2,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
 class DrivenPaths:
     """Solves that reach every query of a model driven by known inputs, and where each query's answer lies.
 
-    Queries of a series that share an anchor (the latest observation
-    strictly before them) and a direction form one path: the anchor, then
-    the queries in the direction of integration (forward in increasing
-    time, backward in decreasing), padded by repeating the last one. The
-    inputs along a path are the anchor's and the queries' own, so a query
-    never reads an input after its time.
+    The queries grouped as in :class:`_QueryGroups` (one path per series,
+    anchor and direction), with the inputs along each path: the anchor's
+    and the queries' own, so a query never reads an input after its time.
 
     Attributes
     ----------
-    series, anchors : ndarray of shape (n_paths,)
-        Series and anchor row of each path.
+    groups : _QueryGroups
+        The grouping; ``series`` and ``anchors`` are its per-path ones.
     times, inputs : ndarray of shape (n_paths, width) and (n_paths, width, n_inputs)
         Knots of each path (model clock) and the inputs there (model scale).
     lead : (ndarray, ndarray)
         Gap to the row before each anchor and the inputs there: the cubic
         reading's first backward difference.
-    order, group, position : ndarray of shape (n_queries,)
-        Query ``order[i]`` is knot ``position[i] + 1`` of path ``group[i]``.
     """
 
-    series: np.ndarray
-    anchors: np.ndarray
+    groups: _QueryGroups
     times: np.ndarray
     inputs: np.ndarray
     lead: tuple[np.ndarray, np.ndarray]
-    order: np.ndarray
-    group: np.ndarray
-    position: np.ndarray
+
+    @property
+    def series(self) -> np.ndarray:
+        return self.groups.series
+
+    @property
+    def anchors(self) -> np.ndarray:
+        return self.groups.anchors
 
     @classmethod
     def build(cls, times: np.ndarray, lengths: np.ndarray, inputs: np.ndarray, q_times: np.ndarray,
@@ -958,35 +1011,17 @@ class DrivenPaths:
         ``q_times`` is ``(n_series, n_queries)`` and ``q_inputs``
         ``(n_series * n_queries, n_inputs)``, both on the model's scales.
         """
-        series, anchors = _anchor_rows(times, lengths, q_times)
-        flat = q_times.ravel()
-        backward = flat < times[series, anchors]
-        keys = (series * times.shape[1] + anchors) * 2 + backward
-        order = np.lexsort((np.where(backward, -flat, flat), keys))
-        new_group = np.r_[True, keys[order][1:] != keys[order][:-1]]
-        starts = np.flatnonzero(new_group)
-        group = np.cumsum(new_group) - 1
-        position = np.arange(len(order)) - starts[group]
-        n_groups, width = len(starts), int(position.max()) + 2
-        first = order[starts]
-        g_series, g_anchor = series[first], anchors[first]
-        path_times = np.repeat(times[g_series, g_anchor][:, None], width, axis=1)
-        path_inputs = np.repeat(inputs[g_series, g_anchor][:, None], width, axis=1)
-        path_times[group, position + 1] = flat[order]
-        path_inputs[group, position + 1] = q_inputs[order]
-        sizes = np.bincount(group, minlength=n_groups)
-        for g in np.flatnonzero(sizes + 1 < width):  # padding holds each group's last query
-            path_times[g, sizes[g] + 1:] = path_times[g, sizes[g]]
-            path_inputs[g, sizes[g] + 1:] = path_inputs[g, sizes[g]]
+        groups = _query_groups(times, lengths, q_times)
+        g_series, g_anchor = groups.series, groups.anchors
+        path_times = groups.lay_out(times[g_series, g_anchor], q_times.ravel())
+        path_inputs = groups.lay_out(inputs[g_series, g_anchor], q_inputs)
         before = np.maximum(g_anchor - 1, 0)
         lead = (times[g_series, g_anchor] - times[g_series, before], inputs[g_series, before])
-        return cls(g_series, g_anchor, path_times, path_inputs, lead, order, group, position)
+        return cls(groups, path_times, path_inputs, lead)
 
     def answers(self, out: np.ndarray) -> np.ndarray:
         """Each query's state ``(n_queries, n_out)``, in query order, from path solves ``(n_paths, width, n_out)``."""
-        flat = np.empty((len(self.order), out.shape[-1]))
-        flat[self.order] = out[self.group, self.position + 1]
-        return flat
+        return self.groups.gather(out, (len(self.groups.order),))
 
 
 def _finite_difference(values: np.ndarray, times: np.ndarray, lengths: np.ndarray) -> np.ndarray:

@@ -65,6 +65,7 @@ class ControlPath(nn.Module):
         self.interpolation = interpolation
         self.register_buffer("coefficients", _coefficients(times, values, interpolation, lead), persistent=False)
         self.register_buffer("times", times.to(values.dtype).contiguous(), persistent=False)
+        self.register_buffer("gaps", (times[:, 1:] - times[:, :-1]).to(values.dtype), persistent=False)
 
     @property
     def n_inputs(self) -> int:
@@ -98,6 +99,35 @@ class ControlPath(nn.Module):
                                torch.zeros_like(width)).clamp(0, 1)
         c = self.coefficients[torch.arange(batch, device=k.device), k[:, 0]]  # (batch, 4, n_inputs)
         return c[:, 0] + fraction * (c[:, 1] + fraction * (c[:, 2] + fraction * c[:, 3]))
+
+    def derivative(self) -> "ControlPath":
+        """The path's time derivative ``dX/dt`` as a path on the same knots (what a controlled differential
+        equation ``dz = f(z) dX`` integrates against).
+
+        On segment ``k`` it is the derivative of the segment's polynomial in
+        ``φ`` divided by the segment's gap: a quadratic for ``"cubic"``, the
+        secant slope for ``"linear"``, zero for ``"previous"`` (a held signal
+        changes only at knots, where it has no derivative). A zero gap
+        (padding, a repeated time) has derivative zero. It reads the same
+        knots as the path, so it is as causal.
+        """
+        c = self.coefficients
+        steps = c.new_tensor([1.0, 2.0, 3.0]).reshape(1, 1, 3, 1)
+        in_fraction = torch.cat([c[:, :, 1:] * steps, torch.zeros_like(c[:, :, :1])], dim=2)
+        gaps = self.gaps[:, :, None, None]
+        per_time = torch.where(gaps != 0, in_fraction / torch.where(gaps != 0, gaps, torch.ones_like(gaps)), 0.0)
+        return _from_coefficients(per_time, self.times, self.interpolation)
+
+
+def _from_coefficients(coefficients: torch.Tensor, times: torch.Tensor, interpolation: str) -> ControlPath:
+    """A path from its power-basis coefficients ``(batch, n_segments, 4, n_inputs)`` on knots ``(batch, n_times)``."""
+    path = ControlPath.__new__(ControlPath)
+    nn.Module.__init__(path)
+    path.interpolation = interpolation
+    path.register_buffer("coefficients", coefficients, persistent=False)
+    path.register_buffer("times", times, persistent=False)
+    path.register_buffer("gaps", times[:, 1:] - times[:, :-1], persistent=False)
+    return path
 
 
 def _coefficients(times: torch.Tensor, values: torch.Tensor, interpolation: str,

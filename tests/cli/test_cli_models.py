@@ -24,6 +24,8 @@ SIZES = {
     "neuralsde": ["hidden_layer_sizes=(8,)"],
     "odernn": ["hidden_dim=4", "ode_hidden_layer_sizes=(8,)", "gru_hidden_size=8"],
     "odernnclassifier": ["hidden_dim=4", "ode_hidden_layer_sizes=(8,)", "gru_hidden_size=8"],
+    "neuralcde": ["hidden_dim=4", "hidden_layer_sizes=(8,)"],
+    "neuralcdeclassifier": ["hidden_dim=4", "hidden_layer_sizes=(8,)"],
     "latentode": ["latent_dim=2", "encoder_dim=4"],
     "latentodeclassifier": ["latent_dim=2", "encoder_dim=4"],
     "latentsde": ["latent_dim=2", "context_dim=2", "hidden_layer_sizes=(8,)"],
