@@ -144,7 +144,14 @@ _SHARED_PARAMETERS = """hidden_dim : int, default={hidden_dim}
     covariates : list of str or int, str or None, default=None
         Known inputs ``u(t)``: value columns of X (names for frames, column
         indices for arrays) that become channels of the path ``X``{predicted}
-        They must be known at every row."""
+        They must be known at every row.
+    static_covariates : list of str or int, str or None, default=None
+        Per-series constants (value columns of X with one value per series;
+        it may be given on any of the series' rows). They are constant
+        channels of the path, so ``dX`` never moves along them: they enter
+        through the initial state ``z(t0) = ζ(X(t0))``, which reads them.
+        Queries need not carry them (they are read from each series'
+        history)."""
 
 _MODEL_CONSTRAINTS: dict[str, list[Any]] = {
     "hidden_dim": [Interval(Integral, 1, None, closed="left")],
@@ -153,6 +160,7 @@ _MODEL_CONSTRAINTS: dict[str, list[Any]] = {
     "interpolation": [StrOptions(set(CDE_INTERPOLATIONS))],
     "mask_channels": ["boolean", StrOptions({"auto"})],
     "covariates": [list, tuple, str, None],
+    "static_covariates": [list, tuple, str, None],
 }
 
 
@@ -362,6 +370,7 @@ class NeuralCDE(ConformalIntervals, _CDEBase):
         checkpoint: Any = None,
         callbacks: Sequence[Any] | None = None,
         covariates: Sequence[Any] | str | None = None,
+        static_covariates: Sequence[Any] | str | None = None,
     ):
         self.hidden_dim = hidden_dim
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -391,6 +400,7 @@ class NeuralCDE(ConformalIntervals, _CDEBase):
         self.checkpoint = checkpoint
         self.callbacks = callbacks
         self.covariates = covariates
+        self.static_covariates = static_covariates
 
     @property
     def _n_outputs(self) -> int:
@@ -630,6 +640,7 @@ class NeuralCDEClassifier(_SeriesClassifier, ClassifierMixin, _CDEBase):
         checkpoint: Any = None,
         callbacks: Sequence[Any] | None = None,
         covariates: Sequence[Any] | str | None = None,
+        static_covariates: Sequence[Any] | str | None = None,
     ):
         self.hidden_dim = hidden_dim
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -657,6 +668,7 @@ class NeuralCDEClassifier(_SeriesClassifier, ClassifierMixin, _CDEBase):
         self.checkpoint = checkpoint
         self.callbacks = callbacks
         self.covariates = covariates
+        self.static_covariates = static_covariates
 
     @property
     def _n_outputs(self) -> int:

@@ -8,7 +8,7 @@ from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 
 import dynlearn
-from dynlearn import LatentSDE, NeuralODE
+from dynlearn import NeuralODE
 from dynlearn.datasets import make_forced_oscillator
 from dynlearn.exceptions import InputError
 from dynlearn.metrics import make_forecast_scorer, r2_score
@@ -131,7 +131,6 @@ def test_clone_params_and_grid_search_by_backtest(panel):
     train, _ = panel
     model = NeuralODE(covariates=["u"], hidden_layer_sizes=(8,), max_epochs=3, random_state=0)
     assert clone(model).get_params()["covariates"] == ["u"]
-    assert "covariates" not in LatentSDE().get_params()  # other estimators take no inputs yet
     search = GridSearchCV(
         model,
         {"covariate_interpolation": ["previous", "linear"]},
@@ -188,3 +187,14 @@ def test_noise_injection_with_inputs_is_refused(panel):
     train, _ = panel
     with pytest.raises(InputError, match="noise_std"):
         NeuralODE(covariates=["u"], noise_std=0.1, max_epochs=1).fit(train)
+
+
+def test_every_public_model_takes_covariates():
+    import dynlearn
+
+    models = [getattr(dynlearn, name) for name in dynlearn.__all__]
+    models = [m for m in models if isinstance(m, type) and hasattr(m, "predict") and hasattr(m, "get_params")]
+    wrappers = {"SeedEnsemble"}  # takes an estimator, whose own parameters say
+    missing = [m.__name__ for m in models if m.__name__ not in wrappers and "covariates" not in m().get_params()]
+    assert not missing, missing
+    assert len(models) >= 12
