@@ -132,8 +132,8 @@ def run(label: str, options: dict, members: int, data: str | None) -> list[dict]
 def summary(frame: pd.DataFrame) -> list[str]:
     """Markdown rows: per (label, params) the members' median validation RMSE and spread, and the ensemble's."""
     lines = [
-        "| model | RMSE validation: members' median (min–max) | ensemble | RMSE estimation (median) | members "
-        "| fit s per member (median) | threads |",
+        ("| model | RMSE validation: members' median (min–max) | ensemble | RMSE estimation (median) | members "
+         "| fit s per member (median) | threads |"),
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for (label, params), group in frame.groupby(["label", "params"], sort=False):
@@ -158,10 +158,10 @@ def write(rows: list[dict]) -> None:
     lines = [
         "# Cascaded Tanks: free-run simulation RMSE (V) on the validation record",
         "",
-        "Written by `benchmarks/cascaded_tanks.py` (OMP_NUM_THREADS=1, CPU). dynlearn rows: "
-        "`SeedEnsemble(NeuralODE(**params), random_state=0)` with `covariates=['u']` (earlier rows: single fits "
-        "with seeds 0, 1); initial state reused from the estimation record. Published rows: as tabulated by "
-        "Forgione & Piga (2021).",
+        ("Written by `benchmarks/cascaded_tanks.py` (OMP_NUM_THREADS=1, CPU). dynlearn rows: "
+         "`SeedEnsemble(NeuralODE(**params), random_state=0)` with `covariates=['u']` (earlier rows: single fits "
+         "with seeds 0, 1); initial state reused from the estimation record. Published rows: as tabulated by "
+         "Forgione & Piga (2021)."),
         "",
         *summary(frame),
     ]

@@ -12,7 +12,7 @@ from dynlearn import NeuralODE
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-import cascaded_tanks  # noqa: E402
+import cascaded_tanks
 
 TANKS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cascaded_tanks" / "dataBenchmark.csv"
 pytestmark = pytest.mark.skipif(not TANKS.is_file(), reason="the shared Cascaded Tanks file is absent")
