@@ -1,12 +1,16 @@
-"""What knowing the input buys: NeuralODE and ODERNN forecasts of forced oscillators with and without ``covariates``.
+"""What knowing the input buys: every forecaster on forced oscillators, with and without ``covariates``.
 
 24 series of ``make_forced_oscillator`` (60 samples over 15 time units, a
 different multisine force per series): fit on 16, forecast the second half
 of the other 8 — under input signals never seen in training — from their
-first half. Figures: R² and MSE of the forecasts, fit seconds, for each
-``covariate_interpolation`` and for the same model without the input (on
-rk4, as the driven models, and on the adaptive dopri5); then ODERNN, which
-holds the input between samples (``"previous"``), with and without it.
+first half. Figures: R² and MSE of the forecasts, fit seconds, beside the
+naive forecast (``LastValueForecaster``: each state keeps its last value).
+NeuralODE for each ``covariate_interpolation`` and without the input (on
+rk4, as the driven models, and on the adaptive dopri5); then ODERNN (which
+holds the input between samples), LatentODE, NeuralSDE, LatentSDE and
+NeuralCDE, each with and without it, at the small settings their tests use.
+The energy models, which need an undamped system, have their own script
+(``forced_oscillator_energy_inputs.py``).
 
     OMP_NUM_THREADS=1 python benchmarks/forced_oscillator_inputs.py
 
@@ -25,11 +29,17 @@ import torch
 OUT = Path(__file__).resolve().parent / "results" / "forced_oscillator_inputs"
 MODEL = dict(hidden_layer_sizes=(32, 32), max_epochs=40, random_state=0, device="cpu")
 RNN = dict(hidden_dim=16, max_epochs=60, task="extrapolation", batch_size=10, random_state=0, device="cpu")
+LATENT_ODE = dict(latent_dim=4, encoder_dim=16, encoder_layer_sizes=(32,), ode_layer_sizes=(32,), solver="rk4",
+                  task="extrapolation", refine_steps=0, max_epochs=30, random_state=0, device="cpu")
+SDE = dict(hidden_layer_sizes=(32, 32), max_epochs=40, random_state=0, device="cpu")
+LATENT_SDE = dict(latent_dim=4, hidden_layer_sizes=(32, 32), dt=1.0, max_epochs=60, patience=None, random_state=0,
+                  device="cpu")
+CDE = dict(history_length=8, horizon=7.5, solver="midpoint", max_epochs=20, random_state=0, device="cpu")
 STATES = ["q", "p"]
 
 
 def main() -> None:
-    from dynlearn import ODERNN, NeuralODE
+    from dynlearn import ODERNN, LastValueForecaster, LatentODE, LatentSDE, NeuralCDE, NeuralODE, NeuralSDE
     from dynlearn.datasets import make_forced_oscillator
     from dynlearn.metrics import r2_score
 
@@ -44,6 +54,12 @@ def main() -> None:
              ("NeuralODE, no inputs, dopri5", NeuralODE, dict(MODEL, solver="dopri5")),
              ("ODERNN, inputs, previous", ODERNN, dict(RNN, covariates=["u"])),
              ("ODERNN, no inputs", ODERNN, dict(RNN))]
+    for name, estimator, options in (("LatentODE", LatentODE, LATENT_ODE), ("NeuralSDE", NeuralSDE, SDE),
+                                     ("LatentSDE", LatentSDE, LATENT_SDE), ("NeuralCDE", NeuralCDE, CDE)):
+        reading = {} if estimator is NeuralCDE else {"covariate_interpolation": "linear"}
+        runs += [(f"{name}, inputs, linear", estimator, dict(options, covariates=["u"], **reading)),
+                 (f"{name}, no inputs", estimator, dict(options))]
+    runs.append(("naive (last value)", LastValueForecaster, {}))
     lines = ["# Forecasts under unseen input signals (forced oscillator)", "",
              f"`benchmarks/forced_oscillator_inputs.py`, OMP_NUM_THREADS=1, torch threads {torch.get_num_threads()}, "
              "CPU. 8 held-out series, second half forecast from the first.", "",

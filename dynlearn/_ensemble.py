@@ -29,7 +29,8 @@ class SeedEnsemble(BaseEstimator):
 
     Each member is ``clone(estimator)`` with its own ``random_state`` drawn
     from this ensemble's ``random_state``, fitted on the same data.
-    ``predict`` averages the members' forecasts; ``predict_quantiles`` and
+    ``predict`` averages the members' forecasts (``simulate`` their
+    simulations); ``predict_quantiles`` and
     ``predict_interval`` average their quantiles level by level (quantile
     averaging, which keeps lower ≤ upper and sits between the members'
     bands); ``sample`` pools draws from every member, so the spread between
@@ -135,6 +136,22 @@ class SeedEnsemble(BaseEstimator):
         self._require("predict_interval")
         outputs = [member.predict_interval(X, t, coverage, **kwargs) for member in self.estimators_]
         return _average(outputs, self._columns())
+
+    def simulate(self, x0: Any, t: Any, **kwargs: Any) -> np.ndarray:
+        """The members' mean simulation from explicit initial states (see the estimator's ``simulate``).
+
+        For models driven by known inputs (``covariates=``) this is the
+        ensemble's free-run simulation under the given input signal.
+
+        Parameters
+        ----------
+        x0, t, **kwargs
+            As for the estimator's ``simulate`` (e.g. ``covariates=`` for the
+            input signal).
+        """
+        check_is_fitted(self, "estimators_")
+        self._require("simulate")
+        return _average([member.simulate(x0, t, **kwargs) for member in self.estimators_], None)
 
     def sample(self, X: Any = None, t: Any = None, n_samples: int = 100, random_state: Any = None,
                **kwargs: Any) -> Any:

@@ -8,7 +8,7 @@ import pytest
 from sklearn.base import clone
 
 from dynlearn import InputError, NeuralODE, NeuralSDE, SeedEnsemble
-from dynlearn.datasets import make_damped_oscillator
+from dynlearn.datasets import make_damped_oscillator, make_forced_oscillator
 
 FAST = dict(hidden_layer_sizes=(16,), max_epochs=3)
 
@@ -78,3 +78,16 @@ def test_bad_parameters_name_the_argument(frame, params, argument):
     settings = {"estimator": NeuralODE(**FAST), "n_members": 2, **params}
     with pytest.raises(InputError, match=argument):
         SeedEnsemble(**settings).fit(frame)
+
+
+def test_simulate_averages_the_members_free_runs():
+    frame = make_forced_oscillator(n_series=3, n_times=20, t_span=(0.0, 5.0), random_state=0)
+    ensemble = SeedEnsemble(NeuralODE(covariates=["u"], solver="rk4", **FAST), n_members=2, random_state=0).fit(frame)
+    one = frame[frame.series_id == 0]
+    times, u = one["time"].to_numpy(), one[["u"]].to_numpy()
+    x0 = one[["q", "p"]].to_numpy()[0]
+    mean = ensemble.simulate(x0, times, covariates=u)
+    members = [member.simulate(x0, times, covariates=u) for member in ensemble.estimators_]
+    assert mean.shape == (len(times), 2)
+    np.testing.assert_allclose(mean, np.mean(members, axis=0))
+    assert not np.allclose(members[0], members[1])
