@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 import pandas as pd
 
 from dynlearn import LastValueForecaster
@@ -67,10 +68,18 @@ def test_seed_ensemble_example_averages_its_members(tmp_path, monkeypatch):
 
 def test_systems_with_inputs_example_forecasts_under_known_inputs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    namespace = _run(_python_block("make_forced_oscillator(", INPUTS_GUIDE), "user guide systems with inputs example")
+    namespace = _run(_python_block("free_run = model.simulate(", INPUTS_GUIDE), "user guide systems with inputs example")
     forecast, future, free_run = namespace["forecast"], namespace["future"], namespace["free_run"]
     assert list(forecast.columns) == ["series_id", "time", "q", "p"]
     from dynlearn.metrics import r2_score
 
     assert r2_score(future[["series_id", "time", "q", "p"]], forecast) > 0.9
     assert free_run.shape == (60, 2)
+
+
+def test_static_covariates_example_runs_and_answers_in_the_states_only(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    namespace = _run(_python_block("static_covariates=[0.5]", INPUTS_GUIDE), "user guide static covariates example")
+    forecast, run = namespace["forecast"], namespace["run"]
+    assert list(forecast.columns) == ["series_id", "time", "x"] and len(forecast) == 2 * 20
+    assert run.shape == (25, 1) and abs(run[-1, 0] - np.exp(-0.5 * 4.0)) < 0.1
