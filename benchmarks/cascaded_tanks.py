@@ -129,6 +129,35 @@ def run(label: str, options: dict, members: int, data: str | None) -> list[dict]
     return rows
 
 
+def baselines(data: str | None) -> list[tuple[str, float, float]]:
+    """What a user would try first, fitted here on the estimation record: (name, RMSE validation, RMSE estimation).
+
+    Each simulates both records from their input alone (see ``io_baselines``):
+    the mean level, a linear ARX whose orders are chosen on the estimation
+    record's own free run, SARIMAX with the input as regressor (when
+    statsmodels is installed).
+    """
+    import io_baselines as io
+
+    frame = load(data)
+    records = [frame[frame.series_id == name] for name in ("estimation", "validation")]
+    (u_e, y_e), (u_v, y_v) = [(r["u"].to_numpy(float), r["y"].to_numpy(float)) for r in records]
+    out = [("mean level of the estimation record (naive)", io.rmse(io.mean_output(y_e, u_v), y_v),
+            io.rmse(io.mean_output(y_e, u_e), y_e))]
+    arx_v, info = io.arx_free_run(y_e, u_e, y_v, u_v)
+    arx_e, _ = io.arx_free_run(y_e, u_e, y_e, u_e)
+    out.append((f"linear ARX, least squares, na={info['na']}, nb={info['nb']} (orders chosen on the estimation "
+                f"record's free run; its first {info['n_start']} levels given)", io.rmse(arx_v, y_v), io.rmse(arx_e, y_e)))
+    try:
+        sar_v, info = io.sarimax_free_run(y_e, u_e, y_v, u_v)
+        sar_e, _ = io.sarimax_free_run(y_e, u_e, y_e, u_e)
+        out.append((f"SARIMAX({info['p']},0,{info['q']}) with the input as regressor (statsmodels; first "
+                    f"{info['n_start']} levels given)", io.rmse(sar_v, y_v), io.rmse(sar_e, y_e)))
+    except ImportError:
+        pass
+    return out
+
+
 def summary(frame: pd.DataFrame) -> list[str]:
     """Markdown rows: per (label, params) the members' median validation RMSE and spread, and the ensemble's."""
     lines = [
@@ -149,7 +178,7 @@ def summary(frame: pd.DataFrame) -> list[str]:
     return lines + [f"| {name} | {value:.2f} | | | | | |" for name, value in PUBLISHED]
 
 
-def write(rows: list[dict]) -> None:
+def write(rows: list[dict], fitted_baselines: list[tuple[str, float, float]]) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     table = OUT / "results.csv"
     new = pd.DataFrame(rows)
@@ -164,11 +193,17 @@ def write(rows: list[dict]) -> None:
          "Forgione & Piga (2021)."),
         "",
         *summary(frame),
+        "",
+        "Baselines fitted by the same script on the same records (free-run simulation from the input alone):",
+        "",
+        "| baseline | RMSE validation | RMSE estimation |",
+        "|---|---:|---:|",
+        *[f"| {name} | {v:.3f} | {e:.3f} |" for name, v, e in fitted_baselines],
     ]
     (OUT / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def show(rows: list[dict]) -> None:
+def show(rows: list[dict], fitted_baselines: list[tuple[str, float, float]]) -> None:
     """This run's members, their median and the ensemble beside the published table."""
     members = [r for r in rows if not r["seed"].startswith("ensemble")]
     print(f"\n{'free-run RMSE on the validation record (V)':<84} {'':>6}")
@@ -176,6 +211,8 @@ def show(rows: list[dict]) -> None:
         print(f"  dynlearn NeuralODE, member seed {r['seed']:<52} {r['rmse_validation']:6.3f}")
     print(f"  {'dynlearn NeuralODE, median of the members':<82} {np.median([r['rmse_validation'] for r in members]):6.3f}")
     print(f"  {'dynlearn ' + rows[-1]['seed'] + ' (SeedEnsemble, simulations averaged)':<82} {rows[-1]['rmse_validation']:6.3f}")
+    for name, value, _ in fitted_baselines:
+        print(f"  {name[:82]:<82} {value:6.3f}")
     for name, value in PUBLISHED:
         print(f"  {name:<82} {value:6.2f}")
 
@@ -187,9 +224,10 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=5, help="seeds in the SeedEnsemble")
     parser.add_argument("--data", default=None, help="a local dataBenchmark.csv")
     args = parser.parse_args()
+    fitted_baselines = baselines(args.data)
     rows = run(args.label, json.loads(args.options), args.members, args.data)
-    write(rows)
-    show(rows)
+    write(rows, fitted_baselines)
+    show(rows, fitted_baselines)
 
 
 if __name__ == "__main__":

@@ -55,7 +55,12 @@ def test_the_benchmark_rows_are_the_members_and_their_averaged_simulation(record
         [cascaded_tanks.rmse(m, validation, start) for m in ensemble.estimators_], rel=1e-6)
 
     monkeypatch.setattr(cascaded_tanks, "OUT", tmp_path)
-    cascaded_tanks.write(rows)
+    fitted = cascaded_tanks.baselines(str(TANKS))
+    cascaded_tanks.write(rows, fitted)
     report = (tmp_path / "report.md").read_text()
     assert "`tiny`" in report and "| best linear approximation | 0.75 |" in report
+    # The baselines run in the same script: the ARX beats the mean level, as a linear model of tanks should.
+    by_name = {name.split(",")[0].split(" (")[0]: value for name, value, _ in fitted}
+    assert by_name["linear ARX"] < by_name["mean level of the estimation record"]
+    assert f"{by_name['linear ARX']:.3f}" in report
     assert f"{rows[-1]['rmse_validation']:.3f}" in report
