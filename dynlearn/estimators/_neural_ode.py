@@ -151,10 +151,10 @@ class _NoiseInjected(nn.Module):
         self.std = std
         self.multiplicative = multiplicative
 
-    def f(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.field(t, y)
+    def f(self, t: torch.Tensor, y: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+        return self.field(t, y) if u is None else self.field(t, y, u)
 
-    def g(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def g(self, t: torch.Tensor, y: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
         return self.std * (y if self.multiplicative else torch.ones_like(y))
 
 
@@ -314,7 +314,8 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         every row of the history, and ``predict`` needs them at the query
         times: pass ``t`` as a query frame holding them (the known future
         inputs). Outputs hold the other columns only. ``simulate`` takes the
-        input signal as ``covariates=``. Not combined with ``noise_std > 0``.
+        input signal as ``covariates=``. With ``noise_std > 0`` the noisy
+        training solves read the inputs too.
     covariate_interpolation : {"previous", "linear", "cubic"}, default="previous"
         How the inputs are read between their samples inside a solve:
         ``"previous"`` holds each sample until the next (zero-order hold,
@@ -508,10 +509,10 @@ class NeuralODE(ConformalIntervals, SeriesModel):
 
         def loss_fn(module: _ODEModel, data: dict[str, torch.Tensor]) -> torch.Tensor:
             y0 = module.initial_state(data["x0"], data.get("v0"), _history_part(data))
+            control = module.control(data["times"], data.get("inputs"), _lead(data))
             if self.noise_std > 0 and module.training:
-                path = self._noisy_solve(module, y0, data["times"], noise_seeds)
+                path = self._noisy_solve(module, y0, data["times"], noise_seeds, control)
             else:
-                control = module.control(data["times"], data.get("inputs"), _lead(data))
                 path = module(y0, data["times"], solve, control)
             predicted = module.observe(path)
             mask = data["mask"][:, 1:]
@@ -535,13 +536,6 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         """Record the hidden dimensions and the window length this fit uses."""
         if self.warm_start and hasattr(self, "module_"):
             return
-        if batch.inputs is not None and self.noise_std > 0:
-            raise input_error(
-                "noise_std",
-                "0 for a model driven by covariates (noise injection does not read inputs yet)",
-                str(self.noise_std),
-                "Set noise_std=0, or fit without covariates.",
-            )
         n_states = self._n_states
         if self.augment_dim == "auto":
             self.augment_dim_ = _AUTO_HIDDEN_UNIVARIATE if n_states == 1 else 0
@@ -620,12 +614,12 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         return lower, upper
 
     def _noisy_solve(self, module: _ODEModel, y0: torch.Tensor, times: torch.Tensor,
-                     seeds: torch.Generator) -> torch.Tensor:
-        """A training solve with injected noise: Euler–Maruyama on per-series clocks."""
+                     seeds: torch.Generator, control: ControlPath | None = None) -> torch.Tensor:
+        """A training solve with injected noise: Euler–Maruyama on per-series clocks (inputs read by ``control``)."""
         sde = _NoiseInjected(module.dynamics(), float(self.noise_std), self.noise_type == "multiplicative")
         return solve_sde_irregular(
             sde, y0, times, method="euler", step_size=_NOISE_STEP, generator=seeds, adjoint=self.adjoint,
-            max_num_steps=self.max_num_steps,
+            max_num_steps=self.max_num_steps, control=control,
         )
 
     def _solve_options(self) -> dict[str, Any]:
