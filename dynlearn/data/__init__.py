@@ -6,12 +6,12 @@ the input was given. Known inputs (covariates) are split off the states by
 :func:`split_inputs` and read at query times by :func:`check_query_times`.
 """
 
-from ._container import InputSpec, QueryTimes, SeriesBatch
+from ._container import ID_COLUMN, TIME_COLUMN, InputSpec, QueryTimes, SeriesBatch
 from ._inputs import input_columns, split_inputs
 from ._scaling import masked_mean_scale
 from ._output import batch_to_user_kind, to_user_kind
 from ._time import TimeEncoding
-from ._validation import ID_COLUMN, TIME_COLUMN, check_query_times, check_series
+from ._validation import check_query_times, check_series
 
 __all__ = [
     "ID_COLUMN",

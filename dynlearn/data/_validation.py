@@ -14,10 +14,12 @@ from ..exceptions import input_error
 from ._container import (
     ARRAY,
     FRAME,
+    ID_COLUMN,
     LONG,
     MULTIINDEX,
     PANEL,
     RAGGED,
+    TIME_COLUMN,
     InputSpec,
     QueryTimes,
     SeriesBatch,
@@ -25,12 +27,9 @@ from ._container import (
 from ._inputs import only_static, own_inputs, query_inputs, refuse_array_queries, static_query_inputs
 from ._time import TimeEncoding, encoding_for, time_kind
 
-ID_COLUMN = "series_id"
-TIME_COLUMN = "time"
-
 _ACCEPTED = (
-    "a DataFrame indexed by (series, time), a DataFrame with 'series_id' and "
-    "'time' columns, a time-indexed DataFrame, an array of shape "
+    f"a DataFrame indexed by (series, time), a DataFrame with '{ID_COLUMN}' and "
+    f"'{TIME_COLUMN}' columns, a time-indexed DataFrame, an array of shape "
     "(n_series, n_times, n_features) or (n_times, n_features), or a list of "
     "(n_times_i, n_features) arrays"
 )
