@@ -74,3 +74,67 @@ def test_cli_defaults_are_the_data_layer_names():
         "dynlearn/cli.py spells the default column names so that --help imports nothing; they must equal "
         "dynlearn.data.ID_COLUMN and TIME_COLUMN."
     )
+
+
+# ---------------------------------------------------------------- heavy imports of the numerics
+# The numerics layers use torch only; pandas and scikit-learn are imported inside the functions that format
+# results for users. dynlearn.exceptions subclasses scikit-learn's exceptions and importing scikit-learn
+# imports pandas, so the check is on these modules' own top-level imports, not on sys.modules.
+NUMERICS = ("training", "solvers", "nn")
+HEAVY = ("pandas", "sklearn")
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _top_level_imports(tree: ast.Module) -> list[tuple[int, str]]:
+    """(line, module) of every import run when the module is imported: not in functions or TYPE_CHECKING."""
+    found = []
+    pending: list[ast.AST] = list(tree.body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            continue
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            pending.extend(node.orelse)
+            continue
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.lineno, node.module))
+        pending.extend(ast.iter_child_nodes(node))
+    return sorted(found)
+
+
+def _heavy_imports(tree: ast.Module) -> list[tuple[int, str]]:
+    return [(line, name) for line, name in _top_level_imports(tree) if name.split(".")[0] in HEAVY]
+
+
+def test_numerics_import_neither_pandas_nor_sklearn_at_module_level():
+    found = {
+        _relative(path): lines
+        for layer in NUMERICS
+        for path in sorted((PACKAGE / layer).glob("*.py"))
+        if (lines := _heavy_imports(_tree(path)))
+    }
+    assert not found, (
+        f"{'/'.join(NUMERICS)} import {found} (file: [(line, module)]) when they are imported. These layers "
+        "use torch only (ARCHITECTURE.md, Layers): import pandas or scikit-learn inside the function that "
+        "needs it, with the annotation's import under `if TYPE_CHECKING:`."
+    )
+
+
+def test_heavy_import_scan_tells_eager_from_lazy():
+    source = (
+        "from typing import TYPE_CHECKING\n"
+        "import pandas as pd\n"
+        "if TYPE_CHECKING:\n    import sklearn\n"
+        "def frame():\n    import pandas\n"
+        "class History:\n    from sklearn.base import clone\n"
+        "try:\n    import pandas.api\nexcept ImportError:\n    pass\n"
+    )
+    assert _heavy_imports(ast.parse(source)) == [(2, "pandas"), (8, "sklearn.base"), (10, "pandas.api")]
