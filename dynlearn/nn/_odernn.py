@@ -9,8 +9,8 @@ from torch import nn
 
 from ..exceptions import IntegrationError, input_error
 from ..solvers import ode_method, solve_ode
-from ._mlp import ACTIVATIONS, MLPVectorField
-from ._odernn_fused import euler_gru_loop, field_layers, fusable_field, gru_cell_tensors, gru_unit_tensors
+from ._mlp import ACTIVATIONS, MLPVectorField, mlp_function
+from ._odernn_fused import euler_gru_loop, fusable_field, gru_cell_tensors, gru_unit_tensors
 
 # Fixed-step methods whose single step is written out below (the same
 # formulas as torchdiffeq's, so "rk4" is its 3/8-rule variant): one step is a
@@ -34,45 +34,6 @@ def _step(name: str, f: Any, h: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
     k3 = f(torch.addcmul(torch.addcmul(h, dt, k2), -third, k1))
     k4 = f(torch.addcmul(torch.addcmul(torch.addcmul(h, dt, k1), -dt, k2), dt, k3))
     return torch.addcmul(torch.addcmul(h, eighth, k1 + k4), 3 * eighth, k2 + k3)
-
-
-# Parameter-free activations called as functions in the loop.
-_FUNCTIONAL = {nn.Tanh: torch.tanh, nn.ReLU: torch.relu, nn.SiLU: nn.functional.silu}
-
-
-def _functional(net: nn.Sequential, *, rescaled: bool = False) -> Any:
-    """``net`` as a plain function of its current parameters (skips per-module call overhead in the loop).
-
-    With ``rescaled=True`` (where ``net`` allows it), hidden tanh layers run as
-    sigmoids of rescaled weights (:func:`field_layers`): the same function,
-    cheaper on CPU, but the weights are read when this is called, so the
-    function must be rebuilt after every parameter update.
-    """
-    if rescaled and fusable_field(net):
-        activations, tensors = field_layers(net)
-        hidden = [(tensors[2 * i], tensors[2 * i + 1], act) for i, act in enumerate(activations)]
-        last_t, last_bias = tensors[-2], tensors[-1]
-
-        def apply_rescaled(x: torch.Tensor) -> torch.Tensor:
-            for weight_t, bias, act in hidden:
-                x = torch.addmm(bias, x, weight_t)
-                x = torch.sigmoid(x) if act == "sigmoid" else torch.relu(x)
-            return torch.addmm(last_bias, x, last_t)
-
-        return apply_rescaled
-    layers: list[Any] = []
-    for layer in net:
-        if isinstance(layer, nn.Linear):
-            layers.append((layer.weight, layer.bias))
-        else:
-            layers.append(_FUNCTIONAL.get(type(layer), layer))
-
-    def apply(x: torch.Tensor) -> torch.Tensor:
-        for layer in layers:
-            x = nn.functional.linear(x, *layer) if isinstance(layer, tuple) else layer(x)
-        return x
-
-    return apply
 
 
 def _step_size(options: dict[str, Any] | None) -> float | None:
@@ -412,7 +373,7 @@ class ODERNNEncoder(nn.Module):
         net = self.field.net
         max_num_steps = solve.get("max_num_steps", 10_000)
         if info.name in _INLINE_STEPS:
-            net = _functional(net, rescaled=True)
+            net = mlp_function(net, rescaled=True)
 
             def step(h: torch.Tensor, dt: torch.Tensor, held: torch.Tensor | None) -> torch.Tensor:
                 f = net if held is None else (lambda x: net(torch.cat([x, held], dim=-1)))
