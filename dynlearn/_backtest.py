@@ -21,8 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .data import ID_COLUMN, TIME_COLUMN
-from .data._validation import _as_time_values
+from .data import ID_COLUMN, TIME_COLUMN, as_time_values
 from .exceptions import input_error
 
 _LENGTH_HELP = (
@@ -132,7 +131,7 @@ def row_times(X: Any, argument: str = "X") -> RowTimes:
     if (codes < 0).any():
         raise input_error(f"{argument} series ids", "no missing series ids", f"{int((codes < 0).sum())} missing",
                           "Drop those rows or give them an id.")
-    times = _as_time_values(pd.Index(times), f"{argument} times")
+    times = as_time_values(pd.Index(times), f"{argument} times")
     if pd.api.types.is_datetime64_any_dtype(times.dtype):
         kind, stamps = "datetime", pd.DatetimeIndex(times)
     elif pd.api.types.is_timedelta64_dtype(times.dtype):

@@ -212,6 +212,7 @@ def _add_column_options(command: argparse.ArgumentParser) -> None:
 # ------------------------------------------------------------------ commands
 def _demo(args: argparse.Namespace) -> int:
     from . import NeuralODE
+    from .data import ID_COLUMN, TIME_COLUMN
     from .datasets import make_damped_oscillator
     from .metrics import mean_squared_error
 
@@ -220,24 +221,24 @@ def _demo(args: argparse.Namespace) -> int:
         random_state=args.seed,
     )
     split = 8.0
-    test_ids = frame["series_id"].unique()[-8:]
-    train = frame[~frame["series_id"].isin(test_ids)]
-    history = frame[frame["series_id"].isin(test_ids) & (frame["time"] <= split)]
-    future = frame[frame["series_id"].isin(test_ids) & (frame["time"] > split)]
-    print(f"Data: {frame['series_id'].nunique()} irregularly sampled series of a damped oscillator "
-          f"(q, p), 2% noise, 10% missing. Training on {train['series_id'].nunique()}, "
+    test_ids = frame[ID_COLUMN].unique()[-8:]
+    train = frame[~frame[ID_COLUMN].isin(test_ids)]
+    history = frame[frame[ID_COLUMN].isin(test_ids) & (frame[TIME_COLUMN] <= split)]
+    future = frame[frame[ID_COLUMN].isin(test_ids) & (frame[TIME_COLUMN] > split)]
+    print(f"Data: {frame[ID_COLUMN].nunique()} irregularly sampled series of a damped oscillator "
+          f"(q, p), 2% noise, 10% missing. Training on {train[ID_COLUMN].nunique()}, "
           f"forecasting the rest from t={split}.")
     model = NeuralODE(hidden_layer_sizes=(32, 32), max_epochs=args.max_epochs, random_state=args.seed,
                       device=args.device)
     model.fit(train)
     print(f"Fit: {model.n_epochs_} epochs in {model.training_time_:.1f} s "
           f"(best validation loss {model.history_.to_frame()['valid_loss'].min():.4f}).")
-    queries = future[["series_id", "time"]]
+    queries = future[[ID_COLUMN, TIME_COLUMN]]
     forecast = model.predict(history, t=queries)
     baseline = _last_value_forecast(history, queries)
-    truth = future.set_index(["series_id", "time"])
-    mse_model = mean_squared_error(truth, forecast.set_index(["series_id", "time"]))
-    mse_naive = mean_squared_error(truth, baseline.set_index(["series_id", "time"]))
+    truth = future.set_index([ID_COLUMN, TIME_COLUMN])
+    mse_model = mean_squared_error(truth, forecast.set_index([ID_COLUMN, TIME_COLUMN]))
+    mse_naive = mean_squared_error(truth, baseline.set_index([ID_COLUMN, TIME_COLUMN]))
     print(f"Forecast MSE over t in ({split}, 12]: NeuralODE {mse_model:.4f}  |  last-value baseline {mse_naive:.4f}  "
           f"({mse_naive / mse_model:.1f}x lower error)")
     _demo_plot(model, history, future, split, args.out)
@@ -245,8 +246,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _last_value_forecast(history: pd.DataFrame, queries: pd.DataFrame) -> pd.DataFrame:
-    last = history.sort_values("time").groupby("series_id").last().drop(columns="time")
-    return queries.join(last, on="series_id")
+    from .data import ID_COLUMN, TIME_COLUMN
+
+    last = history.sort_values(TIME_COLUMN).groupby(ID_COLUMN).last().drop(columns=TIME_COLUMN)
+    return queries.join(last, on=ID_COLUMN)
 
 
 def _demo_plot(model: Any, history: pd.DataFrame, future: pd.DataFrame, split: float, out: str) -> None:
@@ -260,14 +263,15 @@ def _demo_plot(model: Any, history: pd.DataFrame, future: pd.DataFrame, split: f
     except ImportError:
         print("Plot skipped: matplotlib is not installed (pip install 'dynlearn[plot]').")
         return
+    from .data import ID_COLUMN, TIME_COLUMN
     from .plotting import plot_trajectories
 
-    ids = history["series_id"].unique()[:3]
-    dense = np.linspace(history["time"].min(), future["time"].max(), 120)
-    queries = pd.DataFrame({"series_id": np.repeat(ids, len(dense)), "time": np.tile(dense, len(ids))})
-    shown = history[history["series_id"].isin(ids)]
+    ids = history[ID_COLUMN].unique()[:3]
+    dense = np.linspace(history[TIME_COLUMN].min(), future[TIME_COLUMN].max(), 120)
+    queries = pd.DataFrame({ID_COLUMN: np.repeat(ids, len(dense)), TIME_COLUMN: np.tile(dense, len(ids))})
+    shown = history[history[ID_COLUMN].isin(ids)]
     curve = model.predict(shown, t=queries)
-    fig = plot_trajectories(pd.concat([shown, future[future["series_id"].isin(ids)]]), curve)
+    fig = plot_trajectories(pd.concat([shown, future[future[ID_COLUMN].isin(ids)]]), curve)
     for ax in fig.axes:
         ax.axvline(split, color="grey", linestyle="--", linewidth=1)
     fig.suptitle("NeuralODE: history (t ≤ 8) and forecast", y=1.02)
@@ -651,6 +655,7 @@ def _datasets_info(args: argparse.Namespace) -> int:
 def _datasets_fetch(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from .data import ID_COLUMN, TIME_COLUMN
     from .datasets import dataset
 
     entry = dataset(args.name)
@@ -664,8 +669,8 @@ def _datasets_fetch(args: argparse.Namespace) -> int:
     if args.out:
         _write_table(frame, args.out)
     if args.out != "-":
-        print(f"{entry.name}: {frame['series_id'].nunique()} series, {len(frame)} rows, "
-              f"variables {[c for c in frame.columns if c not in ('series_id', 'time')][:12]}"
+        print(f"{entry.name}: {frame[ID_COLUMN].nunique()} series, {len(frame)} rows, "
+              f"variables {[c for c in frame.columns if c not in (ID_COLUMN, TIME_COLUMN)][:12]}"
               + (f"; written to {args.out}" if args.out else ""))
     return 0
 

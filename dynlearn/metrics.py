@@ -17,8 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ._backtest import check_length, describe_length, frame_feature_columns, future_rows, parse_length, row_times
-from .data import ID_COLUMN, TIME_COLUMN, check_series
-from .data._output import SAMPLE_LEVEL
+from .data import ID_COLUMN, SAMPLE_LEVEL, TIME_COLUMN, check_series
 from .exceptions import input_error
 
 QUANTILE_LEVEL = "quantile"

@@ -276,6 +276,8 @@ def long_frame(n_rows: int = LONG_FRAME_ROWS, n_features: int = 3, seed: int = 0
     """A long frame of ``n_rows`` rows: 1,000 series of irregular length, shuffled, 5% missing entries."""
     import pandas as pd
 
+    from ..data import ID_COLUMN, TIME_COLUMN
+
     rng = np.random.RandomState(seed)
     n_series = 1000
     lengths = rng.multinomial(n_rows - n_series, np.full(n_series, 1.0 / n_series)) + 1
@@ -284,8 +286,8 @@ def long_frame(n_rows: int = LONG_FRAME_ROWS, n_features: int = 3, seed: int = 0
     values = rng.normal(size=(n_rows, n_features))
     values[rng.uniform(size=values.shape) < 0.05] = np.nan
     frame = pd.DataFrame(values, columns=[f"x{i}" for i in range(n_features)])
-    frame.insert(0, "time", time_)
-    frame.insert(0, "series_id", series)
+    frame.insert(0, TIME_COLUMN, time_)
+    frame.insert(0, ID_COLUMN, series)
     return frame.sample(frac=1.0, random_state=rng).reset_index(drop=True)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..data import TIME_COLUMN
 from ._models import MODELS
 from ._perf import PERF
 from ._suite import METRICS, SuiteResult
@@ -268,8 +269,8 @@ def _forecast_figure(plt, task: str, curves: dict) -> object:
         names = curve["names"][:3]
         for j, name in enumerate(names):
             color = f"C{j}"
-            ax.plot(curve["history"]["time"], curve["history"][name], ".", color=color, ms=3)
-            ax.plot(curve["future"]["time"], curve["future"][name], "x", color=color, ms=3)
+            ax.plot(curve["history"][TIME_COLUMN], curve["history"][name], ".", color=color, ms=3)
+            ax.plot(curve["future"][TIME_COLUMN], curve["future"][name], "x", color=color, ms=3)
             ax.plot(curve["times"], curve["mean"][:, j], "-", color=color, lw=1)
             if "band" in curve:
                 ax.fill_between(curve["times"], curve["band"][0][:, j], curve["band"][1][:, j], color=color, alpha=0.2)

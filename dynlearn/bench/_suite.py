@@ -14,8 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..data import ID_COLUMN, TIME_COLUMN
-from ..data._output import SAMPLE_LEVEL
+from ..data import ID_COLUMN, SAMPLE_LEVEL, TIME_COLUMN
 from ..exceptions import DynlearnError, input_error
 from ..metrics import crps_ensemble, interval_coverage
 from ._measure import PeakMemory, instrument, masked_mse, n_parameters

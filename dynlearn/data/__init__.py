@@ -6,20 +6,23 @@ the input was given. Known inputs (covariates) are split off the states by
 :func:`split_inputs` and read at query times by :func:`check_query_times`.
 """
 
-from ._container import InputSpec, QueryTimes, SeriesBatch
+from ._container import ID_COLUMN, TIME_COLUMN, InputSpec, QueryTimes, SeriesBatch
 from ._inputs import input_columns, split_inputs
 from ._scaling import masked_mean_scale
-from ._output import batch_to_user_kind, to_user_kind
+from ._output import SAMPLE_LEVEL, as_frame_spec, batch_to_user_kind, to_user_kind
 from ._time import TimeEncoding
-from ._validation import ID_COLUMN, TIME_COLUMN, check_query_times, check_series
+from ._validation import as_time_values, check_query_times, check_series
 
 __all__ = [
     "ID_COLUMN",
+    "SAMPLE_LEVEL",
     "TIME_COLUMN",
     "InputSpec",
     "QueryTimes",
     "SeriesBatch",
     "TimeEncoding",
+    "as_frame_spec",
+    "as_time_values",
     "batch_to_user_kind",
     "check_query_times",
     "check_series",

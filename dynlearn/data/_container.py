@@ -9,6 +9,10 @@ import numpy as np
 
 from ._time import TimeEncoding
 
+# Column names of long frames: the one place they are spelled.
+ID_COLUMN = "series_id"
+TIME_COLUMN = "time"
+
 # Input kinds, named once so conversions back can dispatch on them.
 MULTIINDEX = "multiindex"  # DataFrame indexed by (series, time)
 LONG = "long"  # DataFrame with series_id and time columns
@@ -25,8 +29,8 @@ class InputSpec:
     kind: str
     n_features: int
     feature_names: tuple[str, ...] | None = None
-    id_name: Any = "series_id"
-    time_name: Any = "time"
+    id_name: Any = ID_COLUMN
+    time_name: Any = TIME_COLUMN
     time_in_column: bool = False
     time_encoding: TimeEncoding = field(default_factory=TimeEncoding)
     # The frame's own column labels; ``feature_names`` holds their str() for

@@ -2,14 +2,47 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ._container import ARRAY, FRAME, LONG, MULTIINDEX, PANEL, InputSpec, QueryTimes, SeriesBatch
+from ._container import ARRAY, FRAME, LONG, MULTIINDEX, PANEL, RAGGED, InputSpec, QueryTimes, SeriesBatch
 
+# The index level of outputs with a leading sample axis (``sample`` draws).
 SAMPLE_LEVEL = "sample"
+
+
+def as_frame_spec(spec: InputSpec, feature_names: Any) -> InputSpec:
+    """``spec`` with outputs formatted as frames named ``feature_names``.
+
+    A batch read from a panel or a list of arrays comes back as a long frame
+    (series id and time columns), one read from a single array as a
+    time-indexed frame; what makes ``set_output(transform="pandas")`` work
+    for array input.
+
+    Parameters
+    ----------
+    spec : InputSpec
+        The spec of an array batch.
+    feature_names : sequence of str
+        Column names of the outputs.
+
+    Returns
+    -------
+    InputSpec
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dynlearn.data import as_frame_spec, check_series
+    >>> batch = check_series(np.zeros((2, 3, 1)))
+    >>> as_frame_spec(batch.spec, ["x"]).kind
+    'long'
+    """
+    kind = LONG if spec.kind in (PANEL, RAGGED) else FRAME
+    return replace(spec, kind=kind, feature_names=tuple(str(n) for n in feature_names))
 
 
 def to_user_kind(values: np.ndarray, query: QueryTimes, batch: SeriesBatch) -> Any:

@@ -14,10 +14,12 @@ from ..exceptions import input_error
 from ._container import (
     ARRAY,
     FRAME,
+    ID_COLUMN,
     LONG,
     MULTIINDEX,
     PANEL,
     RAGGED,
+    TIME_COLUMN,
     InputSpec,
     QueryTimes,
     SeriesBatch,
@@ -25,12 +27,9 @@ from ._container import (
 from ._inputs import only_static, own_inputs, query_inputs, refuse_array_queries, static_query_inputs
 from ._time import TimeEncoding, encoding_for, time_kind
 
-ID_COLUMN = "series_id"
-TIME_COLUMN = "time"
-
 _ACCEPTED = (
-    "a DataFrame indexed by (series, time), a DataFrame with 'series_id' and "
-    "'time' columns, a time-indexed DataFrame, an array of shape "
+    f"a DataFrame indexed by (series, time), a DataFrame with '{ID_COLUMN}' and "
+    f"'{TIME_COLUMN}' columns, a time-indexed DataFrame, an array of shape "
     "(n_series, n_times, n_features) or (n_times, n_features), or a list of "
     "(n_times_i, n_features) arrays"
 )
@@ -175,7 +174,7 @@ def _from_frame(
         features = X.drop(columns=[TIME_COLUMN]) if time_in_column else X
         kind = FRAME
     names, values = _numeric_features(features, argument)
-    times = _as_time_values(times, f"{argument} times")
+    times = as_time_values(times, f"{argument} times")
     if encoding is None:
         encoding = encoding_for(times)
     clock = encoding.encode(times, f"{argument} times")
@@ -326,7 +325,37 @@ def _numeric_features(features: pd.DataFrame, argument: str) -> tuple[tuple[str,
     return tuple(str(c) for c in features.columns), values
 
 
-def _as_time_values(times: Any, argument: str) -> Any:
+def as_time_values(times: Any, argument: str) -> Any:
+    """Times as :func:`check_series` reads them: numbers, datetimes or timedeltas.
+
+    Date strings become datetimes; strings that read as different valid dates
+    day first and month first are refused rather than guessed.
+
+    Parameters
+    ----------
+    times : pandas.Index, pandas.Series or array-like
+        The times; an Index or Series of another dtype is converted or refused.
+    argument : str
+        How error messages name ``times``.
+
+    Returns
+    -------
+    pandas.Index, pandas.Series or array-like
+        ``times``, with strings parsed as datetimes.
+
+    Raises
+    ------
+    InputError
+        For values that are neither numbers, datetimes, timedeltas nor
+        unambiguous date strings, and for booleans.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from dynlearn.data import as_time_values
+    >>> as_time_values(pd.Index(["2024-01-31", "2024-02-29"]), "t")
+    DatetimeIndex(['2024-01-31', '2024-02-29'], dtype='datetime64[...]', freq=None)
+    """
     if isinstance(times, (pd.Index, pd.Series)):
         dtype = times.dtype
         if not (
@@ -568,7 +597,7 @@ def _array_times(
                 time_argument, f"{encoding.kind} times, as at fit", "None", f"Pass {time_argument} for {argument}."
             )
         return clock, encoding
-    t_values = _as_time_values(pd.Index(np.ravel(np.asarray(t))), time_argument)
+    t_values = as_time_values(pd.Index(np.ravel(np.asarray(t))), time_argument)
     t_shape = np.shape(t)
     if encoding is None:
         encoding = encoding_for(t_values)
@@ -631,7 +660,7 @@ def _from_list(
         clocks = []
         for i, (ti, array) in enumerate(zip(t, arrays)):
             name = f"{time_argument}[{i}]"
-            clock = encoding.encode(_as_time_values(pd.Index(np.ravel(np.asarray(ti))), name), name)
+            clock = encoding.encode(as_time_values(pd.Index(np.ravel(np.asarray(ti))), name), name)
             if np.ndim(ti) != 1 or clock.shape[0] != array.shape[0]:
                 raise input_error(
                     name,
@@ -727,11 +756,11 @@ def check_query_times(t: Any, batch: SeriesBatch, *, argument: str = "t") -> Que
                 f"a list of {len(t)}",
                 "Pass shared times as a 1-D array instead.",
             )
-        clocks = [encoding.encode(_as_time_values(pd.Index(np.asarray(ti)), argument), argument) for ti in t]
+        clocks = [encoding.encode(as_time_values(pd.Index(np.asarray(ti)), argument), argument) for ti in t]
         return _pad_queries(clocks, argument)
     if isinstance(t, pd.Series):
         t = t.to_numpy()
-    values = _as_time_values(pd.Index(np.ravel(np.asarray(t))), argument) if np.ndim(t) else None
+    values = as_time_values(pd.Index(np.ravel(np.asarray(t))), argument) if np.ndim(t) else None
     if values is None or np.ndim(t) not in (1, 2):
         raise input_error(
             argument,
@@ -770,7 +799,7 @@ def _query_frame(t: pd.DataFrame, batch: SeriesBatch, argument: str) -> QueryTim
             f"columns {list(t.columns)[:10]}",
             "Name the series and time of each query row.",
         )
-    clock = spec.time_encoding.encode(_as_time_values(pd.Index(times), argument), argument)
+    clock = spec.time_encoding.encode(as_time_values(pd.Index(times), argument), argument)
     _check_finite_times(clock, argument)
     position = pd.Index(batch.ids).get_indexer(np.asarray(ids))
     if (position < 0).any():

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import Bunch
 
+from ..data import ID_COLUMN, TIME_COLUMN
 from ..exceptions import InputError, input_error
 from ._fetch import PathLike, RemoteFile, dataset_source, file_in_folder
 from ._real import read_description
@@ -165,7 +166,7 @@ def _activity_frame(rows: pd.DataFrame, source: Path) -> tuple[pd.DataFrame, pd.
     wide.columns = [f"{place}_{axis}" for axis, place in wide.columns]
     wide = wide.reindex(columns=FEATURE_NAMES)
     labels = rows.groupby(keys, sort=True)["activity"].first().reindex(wide.index)
-    frame = wide.reset_index().rename(columns={"sequence": "series_id"})
-    frame.insert(1, "time", frame.pop("ticks") / TICKS_PER_SECOND)
+    frame = wide.reset_index().rename(columns={"sequence": ID_COLUMN})
+    frame.insert(1, TIME_COLUMN, frame.pop("ticks") / TICKS_PER_SECOND)
     target = pd.Series(pd.Categorical(labels.to_numpy()), index=frame.index, name="activity")
     return frame, target

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import Bunch
 
+from ..data import ID_COLUMN, TIME_COLUMN
 from ..exceptions import input_error
 from ._fetch import PathLike, RemoteFile, dataset_source, file_in_folder
 from ._real import read_description
@@ -131,8 +132,8 @@ def _mocap6_tables(mat: dict[str, Any], source: Path) -> tuple[pd.DataFrame, pd.
         if codes.min() < 1 or codes.max() > len(actions):
             raise _not_mocap6(source, f"whose sequence {sequence.filename!r} has labels outside 1..{len(actions)}")
         frame = pd.DataFrame(values, columns=channels)
-        frame.insert(0, "time", np.arange(len(values)) / float(sequence.framerate))
-        frame.insert(0, "series_id", str(sequence.filename))
+        frame.insert(0, TIME_COLUMN, np.arange(len(values)) / float(sequence.framerate))
+        frame.insert(0, ID_COLUMN, str(sequence.filename))
         frames.append(frame)
         labels.append(np.asarray(actions, dtype=object)[codes - 1])
     frame = pd.concat(frames, ignore_index=True)

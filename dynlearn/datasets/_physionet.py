@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import Bunch
 
+from ..data import ID_COLUMN, TIME_COLUMN
 from ..exceptions import describe_problem, input_error
 from ._fetch import DatasetNotFoundError, PathLike, RemoteFile, extract_archive, fetch_archive, fetch_file
 from ._fetch import get_data_home, local_path
@@ -156,11 +157,11 @@ def _load(records: Path, outcomes: Path, quantization: float | None) -> Bunch:
     rows = _read_records(sorted(records.glob("*.txt")), records)
     starts = rows["parameter"] == "RecordID"
     record_ids = rows.loc[starts, "value"].to_numpy(dtype=np.int64)
-    rows["series_id"] = record_ids[np.cumsum(starts.to_numpy()) - 1]
+    rows[ID_COLUMN] = record_ids[np.cumsum(starts.to_numpy()) - 1]
     rows = rows[~starts]
     descriptors = _descriptor_rows(rows)
     static = (
-        descriptors.pivot(index="series_id", columns="parameter", values="value")
+        descriptors.pivot(index=ID_COLUMN, columns="parameter", values="value")
         .reindex(index=pd.Index(record_ids, name="RecordID"), columns=list(DESCRIPTORS))
         .replace(MISSING, np.nan)
     )
@@ -231,7 +232,7 @@ def _read_outcomes(outcomes: Path) -> pd.DataFrame:
 def _descriptor_rows(rows: pd.DataFrame) -> pd.DataFrame:
     """The first row of each descriptor at 00:00 in every record; later Weight rows are observations."""
     at_admission = rows[(rows["hours"] == 0) & (rows["minutes"] == 0) & rows["parameter"].isin(DESCRIPTORS)]
-    return at_admission[~at_admission.duplicated(["series_id", "parameter"])]
+    return at_admission[~at_admission.duplicated([ID_COLUMN, "parameter"])]
 
 
 def _time_series_frame(rows: pd.DataFrame, records: Path, quantization: float | None) -> pd.DataFrame:
@@ -250,8 +251,8 @@ def _time_series_frame(rows: pd.DataFrame, records: Path, quantization: float | 
     if quantization is not None:
         time = np.round(time / quantization) * quantization
     wide = (
-        rows.assign(time=time)
-        .groupby(["series_id", "time", "parameter"], sort=True)["value"]
+        rows.assign(**{TIME_COLUMN: time})
+        .groupby([ID_COLUMN, TIME_COLUMN, "parameter"], sort=True)["value"]
         .mean()
         .unstack("parameter")
         .reindex(columns=list(TIME_SERIES))

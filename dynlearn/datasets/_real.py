@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import Bunch
 
+from ..data import ID_COLUMN, TIME_COLUMN
 from ..exceptions import describe_problem, input_error
 from ._fetch import DatasetNotFoundError, PathLike, RemoteFile, dataset_source
 
@@ -62,8 +63,8 @@ def load_lynx_hare() -> Bunch:
     table = pd.read_csv(io.BytesIO(raw), comment="#", skipinitialspace=True)
     frame = pd.DataFrame(
         {
-            "series_id": np.zeros(len(table), dtype=np.int64),
-            "time": table["Year"].to_numpy(),
+            ID_COLUMN: np.zeros(len(table), dtype=np.int64),
+            TIME_COLUMN: table["Year"].to_numpy(),
             "hare": table["Hare"].to_numpy(dtype=np.float64),
             "lynx": table["Lynx"].to_numpy(dtype=np.float64),
         }
@@ -167,5 +168,5 @@ def _pendulum_frame(text: str, source: Path) -> pd.DataFrame:
             f"Pass the original {PENDULUM_MEMBER}.",
         )
     return pd.DataFrame(
-        {"series_id": table[:, 0].astype(np.int64), "time": table[:, 1], "q": table[:, 2], "p": table[:, 3]}
+        {ID_COLUMN: table[:, 0].astype(np.int64), TIME_COLUMN: table[:, 1], "q": table[:, 2], "p": table[:, 3]}
     )

@@ -19,6 +19,7 @@ from scipy.integrate import solve_ivp
 from scipy.linalg import expm
 from sklearn.utils import Bunch, check_random_state
 
+from ..data import ID_COLUMN, TIME_COLUMN
 from ..exceptions import IntegrationError, input_error
 
 # Tolerances of every ODE solve: with DOP853 they keep energies of the
@@ -154,8 +155,8 @@ def long_frame(times: np.ndarray, values: np.ndarray, names: list[str]) -> pd.Da
     n_series, n_times = times.shape
     frame = pd.DataFrame(
         {
-            "series_id": np.repeat(np.arange(n_series), n_times),
-            "time": times.ravel(),
+            ID_COLUMN: np.repeat(np.arange(n_series), n_times),
+            TIME_COLUMN: times.ravel(),
         }
     )
     for j, name in enumerate(names):

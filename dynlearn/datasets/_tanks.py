@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import Bunch
 
+from ..data import ID_COLUMN, TIME_COLUMN
 from ..exceptions import input_error
 from ._fetch import PathLike, RemoteFile, dataset_source, file_in_folder
 from ._real import read_description
@@ -87,7 +88,7 @@ def _tanks_frame(source: Path) -> tuple[pd.DataFrame, float]:
     sampling_time = float(table["Ts"].iloc[0])
     times = np.arange(len(table)) * sampling_time
     records = [
-        pd.DataFrame({"series_id": name, "time": times, "u": table[u].to_numpy(dtype=float),
+        pd.DataFrame({ID_COLUMN: name, TIME_COLUMN: times, "u": table[u].to_numpy(dtype=float),
                       "y": table[y].to_numpy(dtype=float)})
         for name, (u, y) in RECORDS.items()
     ]

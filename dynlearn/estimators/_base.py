@@ -35,8 +35,19 @@ from ..data import (
 from ..exceptions import ForecastRangeWarning, input_error
 from ..metrics import forecast_score, r2_score_masked
 from ..solvers import ode_method
-from ..training import Callback, Checkpoint, History, TrainState, resolve_device, resolve_dtype, train
-from ..training._threads import auto_threads, budget_active, largest_product, thread_budget
+from ..training import (
+    Callback,
+    Checkpoint,
+    History,
+    TrainState,
+    auto_threads,
+    budget_active,
+    largest_product,
+    resolve_device,
+    resolve_dtype,
+    thread_budget,
+    train,
+)
 
 SHARED_CONSTRAINTS: dict[str, list[Any]] = {
     "solver": [str],

@@ -19,8 +19,7 @@ from torch.nn import functional
 from .._compat import Interval, StrOptions
 from ..data import QueryTimes, SeriesBatch, check_query_times, to_user_kind
 from ..exceptions import TrainingError, input_error
-from ..nn import ACTIVATIONS, MLPVectorField, ODERNNEncoder, make_mlp
-from ..nn._odernn import _functional
+from ..nn import ACTIVATIONS, MLPVectorField, ODERNNEncoder, make_mlp, mlp_function
 from ..solvers import CONTROL_INTERPOLATIONS, ControlPath, ode_method, solve_ode, solve_ode_irregular
 from ..training import LearningRateDecay, TrainState
 from ._base import guarded_fit
@@ -49,7 +48,7 @@ class _PlainField(nn.Module):
     def __init__(self, field: MLPVectorField):
         super().__init__()
         self.field = field
-        self.net = None if field.time_dependent else _functional(field.net, rescaled=True)
+        self.net = None if field.time_dependent else mlp_function(field.net, rescaled=True)
 
     def forward(self, t: torch.Tensor, y: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
         if self.net is None:

@@ -15,8 +15,7 @@ from torch import nn
 from .._compat import Interval, StrOptions
 from ..data import InputSpec, QueryTimes, SeriesBatch, check_query_times, check_series, to_user_kind
 from ..exceptions import input_error
-from ..nn import ACTIVATIONS
-from ..nn._energy import INPUT_MATRICES
+from ..nn import ACTIVATIONS, INPUT_MATRICES
 from ..solvers import CONTROL_INTERPOLATIONS, ControlPath, ode_method, solve_ode_irregular
 from ._base import guarded_fit
 from ._intervals import ConformalIntervals

@@ -1,13 +1,14 @@
 """Torch modules: vector fields and their building blocks."""
 
-from ._energy import HamiltonianField, InputMatrix, LagrangianField
+from ._energy import INPUT_MATRICES, HamiltonianField, InputMatrix, LagrangianField
 from ._guard import BoxContraction
 from ._history import HistoryEncoder
-from ._mlp import ACTIVATIONS, MLPVectorField, SecondOrderField, make_mlp
+from ._mlp import ACTIVATIONS, MLPVectorField, SecondOrderField, make_mlp, mlp_function
 from ._odernn import ODERNNEncoder
 
 __all__ = [
     "ACTIVATIONS",
+    "INPUT_MATRICES",
     "BoxContraction",
     "HamiltonianField",
     "HistoryEncoder",
@@ -17,4 +18,5 @@ __all__ = [
     "ODERNNEncoder",
     "SecondOrderField",
     "make_mlp",
+    "mlp_function",
 ]

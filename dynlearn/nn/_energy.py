@@ -40,6 +40,7 @@ def _gradient(scalar: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -
     return value, grad
 
 
+# The kinds of InputMatrix: its ``kind`` argument and the estimators' ``input_matrix`` choices.
 INPUT_MATRICES = ("constant", "positions")
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
+
+from ._odernn_fused import field_layers, fusable_field
 
 ACTIVATIONS = {
     "tanh": nn.Tanh,
@@ -98,3 +100,65 @@ class SecondOrderField(nn.Module):
         velocity = y[:, self.position_dim :]
         acceleration = self.net(_network_input(t, y, u, self.time_dependent, getattr(self, "n_inputs", 0)))
         return torch.cat([velocity, acceleration], dim=-1)
+
+
+# Parameter-free activations called as functions by mlp_function.
+_FUNCTIONAL = {nn.Tanh: torch.tanh, nn.ReLU: torch.relu, nn.SiLU: nn.functional.silu}
+
+
+def mlp_function(net: nn.Sequential, *, rescaled: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``net`` as a plain function of its current parameters, without a module call per layer.
+
+    Solvers call a vector field many times per step; on small batches the
+    cost is the per-module call overhead, not the arithmetic.
+
+    Parameters
+    ----------
+    net : torch.nn.Sequential
+        Linear layers and parameter-free activations, as :func:`make_mlp` builds.
+    rescaled : bool, default=False
+        Where ``net`` alternates Linear layers with tanh or ReLU, run hidden
+        tanh layers as sigmoids of rescaled weights: the same function,
+        cheaper on CPU, but the weights are read when this is called, so the
+        function must be rebuilt after every parameter update.
+
+    Returns
+    -------
+    callable
+        ``x -> net(x)`` on tensors of shape ``(..., in_dim)``; gradients reach
+        ``net``'s parameters.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dynlearn.nn import make_mlp, mlp_function
+    >>> net = make_mlp(2, 2, (8,))
+    >>> x = torch.randn(5, 2)
+    >>> torch.allclose(mlp_function(net, rescaled=True)(x), net(x), atol=1e-6)
+    True
+    """
+    if rescaled and fusable_field(net):
+        activations, tensors = field_layers(net)
+        hidden = [(tensors[2 * i], tensors[2 * i + 1], act) for i, act in enumerate(activations)]
+        last_t, last_bias = tensors[-2], tensors[-1]
+
+        def apply_rescaled(x: torch.Tensor) -> torch.Tensor:
+            for weight_t, bias, act in hidden:
+                x = torch.addmm(bias, x, weight_t)
+                x = torch.sigmoid(x) if act == "sigmoid" else torch.relu(x)
+            return torch.addmm(last_bias, x, last_t)
+
+        return apply_rescaled
+    layers: list[Any] = []
+    for layer in net:
+        if isinstance(layer, nn.Linear):
+            layers.append((layer.weight, layer.bias))
+        else:
+            layers.append(_FUNCTIONAL.get(type(layer), layer))
+
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        for layer in layers:
+            x = nn.functional.linear(x, *layer) if isinstance(layer, tuple) else layer(x)
+        return x
+
+    return apply

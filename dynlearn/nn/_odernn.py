@@ -8,71 +8,9 @@ import torch
 from torch import nn
 
 from ..exceptions import IntegrationError, input_error
-from ..solvers import ode_method, solve_ode
-from ._mlp import ACTIVATIONS, MLPVectorField
-from ._odernn_fused import euler_gru_loop, field_layers, fusable_field, gru_cell_tensors, gru_unit_tensors
-
-# Fixed-step methods whose single step is written out below (the same
-# formulas as torchdiffeq's, so "rk4" is its 3/8-rule variant): one step is a
-# few tensor operations, far cheaper than a call into the ODE backend.
-_INLINE_STEPS = frozenset({"euler", "midpoint", "rk4"})
-
-
-def _step(name: str, f: Any, h: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
-    """One step of length ``dt`` (shape (N, 1)) of ``dh/dt = f(h)``.
-
-    Written with fused multiply-adds: on small batches the cost is the number
-    of autograd nodes, not the arithmetic.
-    """
-    if name == "euler":
-        return torch.addcmul(h, dt, f(h))
-    if name == "midpoint":
-        return torch.addcmul(h, dt, f(torch.addcmul(h, 0.5 * dt, f(h))))
-    third, eighth = dt / 3, dt * 0.125
-    k1 = f(h)
-    k2 = f(torch.addcmul(h, third, k1))
-    k3 = f(torch.addcmul(torch.addcmul(h, dt, k2), -third, k1))
-    k4 = f(torch.addcmul(torch.addcmul(torch.addcmul(h, dt, k1), -dt, k2), dt, k3))
-    return torch.addcmul(torch.addcmul(h, eighth, k1 + k4), 3 * eighth, k2 + k3)
-
-
-# Parameter-free activations called as functions in the loop.
-_FUNCTIONAL = {nn.Tanh: torch.tanh, nn.ReLU: torch.relu, nn.SiLU: nn.functional.silu}
-
-
-def _functional(net: nn.Sequential, *, rescaled: bool = False) -> Any:
-    """``net`` as a plain function of its current parameters (skips per-module call overhead in the loop).
-
-    With ``rescaled=True`` (where ``net`` allows it), hidden tanh layers run as
-    sigmoids of rescaled weights (:func:`field_layers`): the same function,
-    cheaper on CPU, but the weights are read when this is called, so the
-    function must be rebuilt after every parameter update.
-    """
-    if rescaled and fusable_field(net):
-        activations, tensors = field_layers(net)
-        hidden = [(tensors[2 * i], tensors[2 * i + 1], act) for i, act in enumerate(activations)]
-        last_t, last_bias = tensors[-2], tensors[-1]
-
-        def apply_rescaled(x: torch.Tensor) -> torch.Tensor:
-            for weight_t, bias, act in hidden:
-                x = torch.addmm(bias, x, weight_t)
-                x = torch.sigmoid(x) if act == "sigmoid" else torch.relu(x)
-            return torch.addmm(last_bias, x, last_t)
-
-        return apply_rescaled
-    layers: list[Any] = []
-    for layer in net:
-        if isinstance(layer, nn.Linear):
-            layers.append((layer.weight, layer.bias))
-        else:
-            layers.append(_FUNCTIONAL.get(type(layer), layer))
-
-    def apply(x: torch.Tensor) -> torch.Tensor:
-        for layer in layers:
-            x = nn.functional.linear(x, *layer) if isinstance(layer, tuple) else layer(x)
-        return x
-
-    return apply
+from ..solvers import FIXED_STEP_METHODS, fixed_step, ode_method, solve_ode
+from ._mlp import ACTIVATIONS, MLPVectorField, mlp_function
+from ._odernn_fused import euler_gru_loop, fusable_field, gru_cell_tensors, gru_unit_tensors
 
 
 def _step_size(options: dict[str, Any] | None) -> float | None:
@@ -411,12 +349,12 @@ class ODERNNEncoder(nn.Module):
         options.pop("step_rule", None)
         net = self.field.net
         max_num_steps = solve.get("max_num_steps", 10_000)
-        if info.name in _INLINE_STEPS:
-            net = _functional(net, rescaled=True)
+        if info.name in FIXED_STEP_METHODS:
+            net = mlp_function(net, rescaled=True)
 
             def step(h: torch.Tensor, dt: torch.Tensor, held: torch.Tensor | None) -> torch.Tensor:
                 f = net if held is None else (lambda x: net(torch.cat([x, held], dim=-1)))
-                out = _step(info.name, f, h, dt)
+                out = fixed_step(info.name, f, h, dt)
                 return out if bounds is None else torch.clamp(out, *bounds)
 
             def evolve_inline(h: torch.Tensor, gaps: torch.Tensor, held: torch.Tensor | None = None) -> torch.Tensor:
@@ -573,7 +511,7 @@ class ODERNNEncoder(nn.Module):
         gaps[:, 1:, 0] = torch.where(real[:, 1:], times[:, 1:] - times[:, :-1], 0).to(values.dtype)
         step_size = _step_size(solve.get("options"))
         position = None
-        if step_size is not None and ode_method(solve.get("method", "rk4")).name in _INLINE_STEPS:
+        if step_size is not None and ode_method(solve.get("method", "rk4")).name in FIXED_STEP_METHODS:
             limit = solve.get("max_num_steps", 10_000)
             rule = _step_rule(solve.get("options"))
             inputs, update, gaps, position = _refine(inputs, update, gaps, real, step_size, limit, rule)

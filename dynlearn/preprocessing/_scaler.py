@@ -9,8 +9,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ..data import SeriesBatch, check_query_times, check_series, masked_mean_scale, to_user_kind
-from ..data._container import FRAME, LONG, PANEL, RAGGED
+from ..data import as_frame_spec, check_query_times, check_series, masked_mean_scale, to_user_kind
 from ..exceptions import input_error
 
 
@@ -103,7 +102,7 @@ class SeriesScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator, auto_w
         batch = check_series(X, t, reference=self.input_spec_, owner=type(self).__name__)
         values = np.where(batch.mask, function(batch.values), np.nan)
         if getattr(self, "_output", "default") == "pandas" and not batch.spec.is_frame:
-            batch = replace(batch, spec=_as_frame_spec(batch, self.get_feature_names_out()))
+            batch = replace(batch, spec=as_frame_spec(batch.spec, self.get_feature_names_out()))
         return to_user_kind(values, check_query_times(None, batch), batch)
 
     def __sklearn_tags__(self):  # noqa: D105
@@ -113,7 +112,3 @@ class SeriesScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator, auto_w
         tags.requires_fit = True
         return tags
 
-
-def _as_frame_spec(batch: SeriesBatch, names: Any) -> Any:
-    kind = LONG if batch.spec.kind in (PANEL, RAGGED) else FRAME
-    return replace(batch.spec, kind=kind, feature_names=tuple(str(n) for n in names))

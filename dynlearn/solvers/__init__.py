@@ -5,6 +5,7 @@ Nothing here knows about pandas, scikit-learn or estimators.
 """
 
 from ._control import CONTROL_INTERPOLATIONS, ControlPath
+from ._fixed import FIXED_STEP_METHODS, fixed_step
 from ._ode import DEFAULT_MAX_NUM_STEPS, SolverStats, solve_ode, solve_ode_irregular
 from ._registry import (
     ODE_METHODS,
@@ -23,6 +24,7 @@ __all__ = [
     "CONTROL_INTERPOLATIONS",
     "ControlPath",
     "DEFAULT_MAX_NUM_STEPS",
+    "FIXED_STEP_METHODS",
     "MethodInfo",
     "ODE_METHODS",
     "SDEMethodInfo",
@@ -33,6 +35,7 @@ __all__ = [
     "available_ode_methods",
     "available_sde_methods",
     "available_symplectic_methods",
+    "fixed_step",
     "ode_method",
     "sde_method",
     "solve_hamiltonian",

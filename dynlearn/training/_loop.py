@@ -7,10 +7,9 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
@@ -22,6 +21,9 @@ from ..exceptions import (
     SlowFitWarning,
     TrainingError,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Batch = Mapping[str, torch.Tensor]
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
@@ -43,6 +45,8 @@ class History(list):
     """Per-epoch records (dicts) of a training run; ``to_frame()`` tabulates them."""
 
     def to_frame(self) -> pd.DataFrame:
+        import pandas as pd
+
         return pd.DataFrame(list(self)).set_index("epoch") if self else pd.DataFrame()
 
 
