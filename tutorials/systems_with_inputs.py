@@ -114,8 +114,8 @@ for name, value in table.items():
 # squares gets 0.64 V and SARIMAX with the voltage as a regressor 2.11 V
 # (`benchmarks/cascaded_tanks.py` fits both beside the same recipe). The
 # best published black-box models reach 0.33–0.34 V: the ensemble is a
-# little below them (its members are not), and far from the grey-box model
-# that knows the tanks overflow (0.18 V).
+# little below them (its best member only matches them), and far from the
+# grey-box model that knows the tanks overflow (0.18 V).
 #
 # ## 90% bands on the simulation
 # A deterministic model gives one path; how far to trust it comes from its
