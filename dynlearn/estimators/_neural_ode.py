@@ -64,14 +64,15 @@ class _ODEModel(nn.Module):
 
     ``hidden_init`` says where the hidden dimensions start: ``"zeros"``,
     ``"encoder"`` (a :class:`~dynlearn.nn.HistoryEncoder` of the observations
-    up to the initial time) or ``"delay"`` (the observations before it,
+    up to the initial time, and of the known inputs there when
+    ``encoder_inputs`` counts them) or ``"delay"`` (the observations before it,
     newest first). ``box`` = ``(lower, upper)`` on the standardised scale
     turns on the stability guard (:class:`~dynlearn.nn.BoxContraction`).
     """
 
     def __init__(self, n_features: int, hidden: Sequence[int], activation: str, time_dependent: bool, augment_dim: int,
                  second_order: bool, hidden_init: str = "zeros", box: tuple[np.ndarray, np.ndarray] | None = None,
-                 n_inputs: int = 0, interpolation: str = "previous"):
+                 n_inputs: int = 0, interpolation: str = "previous", encoder_inputs: int = 0):
         super().__init__()
         self.n_features = n_features
         self.augment_dim = augment_dim
@@ -85,7 +86,7 @@ class _ODEModel(nn.Module):
         else:
             self.field = MLPVectorField(position_dim, hidden, activation, time_dependent, n_inputs)
         if self.hidden_init == "encoder":
-            self.encoder = HistoryEncoder(n_features, augment_dim, _ENCODER_WIDTH)
+            self.encoder = HistoryEncoder(n_features, augment_dim, _ENCODER_WIDTH, encoder_inputs)
         self.guarded = box is not None
         if box is not None:
             # Not saved with the weights: rebuilt from the fitted data range (older model files have none).
@@ -103,7 +104,8 @@ class _ODEModel(nn.Module):
         if mode == "zeros" or history is None:
             return x0.new_zeros(x0.shape[0], self.augment_dim)
         if mode == "encoder":
-            return self.encoder(history["values"], history["mask"], history["gaps"], history["present"])
+            return self.encoder(history["values"], history["mask"], history["gaps"], history["present"],
+                                history.get("inputs"))
         # Delay coordinates: the filled rows before x0, newest first, as many values as there are hidden dims.
         lags = history["filled"][:, :-1].flip(1).reshape(x0.shape[0], -1)
         return lags[:, : self.augment_dim]
@@ -180,7 +182,8 @@ class NeuralODE(ConformalIntervals, SeriesModel):
     dimensions are carried beside the observed ones, and their value at the
     start of each rollout is inferred from the observations before it
     (``hidden_init="encoder"``: a small GRU over the last ``history_length``
-    observations and their time gaps, trained end to end). Univariate data
+    observations and their time gaps, and the known inputs there for a
+    driven system, trained end to end). Univariate data
     get hidden dimensions by default.
 
     Predictions condition on history: the value at a query time is obtained
@@ -277,8 +280,9 @@ class NeuralODE(ConformalIntervals, SeriesModel):
     hidden_init : {"delay", "encoder", "zeros"}, default="delay"
         Initial value of the hidden dimensions at the start of a training
         window or a prediction: ``"encoder"`` infers it with a GRU over the
-        last ``history_length`` observations (values, mask, time gaps) up to
-        that time, trained with the field; ``"delay"`` uses the observations
+        last ``history_length`` observations (values, mask, time gaps, and
+        the known inputs of a model with ``covariates`` or
+        ``static_covariates``) up to that time, trained with the field; ``"delay"`` uses the observations
         before it, newest first (delay coordinates, Takens); ``"zeros"``
         starts them at zero. ``simulate`` reads ``x0`` as a history of one
         observation.
@@ -358,6 +362,10 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         Hidden dimensions used (``augment_dim`` resolved).
     window_size_ : int or None
         Training window length used (``window_size`` resolved).
+    encoder_inputs_ : int
+        Known inputs per row the history encoder reads (``hidden_init="encoder"``
+        with hidden dimensions and inputs; otherwise 0). A model saved before
+        the encoder read inputs loads with 0.
     covariate_index_ : ndarray of int
         Positions of the ``covariates`` among X's value columns (absent
         without inputs).
@@ -551,6 +559,7 @@ class NeuralODE(ConformalIntervals, SeriesModel):
                     str(self.history_length),
                     f"Set history_length={needed} or more, or use fewer hidden dimensions.",
                 )
+        self.encoder_inputs_ = self._n_inputs if self.hidden_init == "encoder" and self.augment_dim_ > 0 else 0
         self.window_size_ = self._window_width(batch)
 
     def _window_width(self, batch: SeriesBatch) -> int | None:
@@ -599,6 +608,7 @@ class NeuralODE(ConformalIntervals, SeriesModel):
             self._guard_box(augment_dim),
             n_inputs=self._n_inputs,
             interpolation=self.covariate_interpolation,
+            encoder_inputs=getattr(self, "encoder_inputs_", 0),  # none in models saved before the encoder read them
         )
 
     def _guard_box(self, augment_dim: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -676,7 +686,7 @@ class NeuralODE(ConformalIntervals, SeriesModel):
             windows["v0"] = velocity[series, index[:, 0]]
         if batch.inputs is not None:
             windows.update(self._window_inputs(batch, times, series, index))
-        history = self._history(batch.mask, filled, times, observed, series, index[:, 0])
+        history = self._history(batch.mask, filled, times, observed, series, index[:, 0], self._scaled_inputs(batch))
         windows.update({f"history_{name}": value for name, value in history.items()})
         return windows
 
@@ -691,14 +701,20 @@ class NeuralODE(ConformalIntervals, SeriesModel):
             "lead_inputs": inputs[series, before],
         }
 
+    def _scaled_inputs(self, batch: SeriesBatch) -> np.ndarray | None:
+        """The batch's known inputs on the model's scale (None without inputs)."""
+        return None if batch.inputs is None else self._scale_inputs(batch.inputs)
+
     def _history(self, mask: np.ndarray, filled: np.ndarray, times: np.ndarray, observed: np.ndarray,
-                 series: np.ndarray, rows: np.ndarray) -> dict[str, np.ndarray]:
+                 series: np.ndarray, rows: np.ndarray, inputs: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """The ``history_length`` rows up to each (series, row), oldest first, for the hidden state.
 
-        ``mask``, ``filled``, ``times`` and ``observed`` are per-series
-        arrays on the model's scales. Slots before a series' start repeat its
-        first row and are marked absent; gaps are times since the previous
-        row on the model clock. Empty when the hidden dimensions start at zero.
+        ``mask``, ``filled``, ``times``, ``observed`` and ``inputs`` (the
+        known inputs, for a model with them) are per-series arrays on the
+        model's scales. Slots before a series' start repeat its first row and
+        are marked absent; gaps are times since the previous row on the model
+        clock. The encoder reads the inputs at the history's rows when it was
+        built to. Empty when the hidden dimensions start at zero.
         """
         mode = getattr(self.module_, "hidden_init", "zeros")
         if mode == "zeros":
@@ -710,12 +726,15 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         gaps = times[column, index] - times[column, np.maximum(index - 1, 0)]
         if mode == "delay":
             return {"filled": filled[column, index]}
-        return {
+        out = {
             "values": observed[column, index],
             "mask": mask[column, index],
             "gaps": np.where(present, gaps, 0.0),
             "present": present,
         }
+        if getattr(self.module_.encoder, "n_inputs", 0):
+            out["inputs"] = inputs[column, index]
+        return out
 
     # ------------------------------------------------------------- predict
     def predict(self, X: Any, t: Any = None, *, X_t: Any = None) -> Any:
@@ -777,7 +796,8 @@ class NeuralODE(ConformalIntervals, SeriesModel):
                                   self._scale_inputs(query.inputs).reshape(q_times.size, -1))
         x0 = filled[paths.series, paths.anchors]
         v0 = velocity[paths.series, paths.anchors] if velocity is not None else None
-        history = self._history(batch.mask, filled, times, observed, paths.series, paths.anchors)
+        history = self._history(batch.mask, filled, times, observed, paths.series, paths.anchors,
+                                self._scaled_inputs(batch))
         flat_out = paths.answers(self._integrate(x0, v0, paths.times, history, paths.inputs, paths.lead))
         return self._note_forecast_range(self._unscale_values(flat_out.reshape(query.times.shape + (-1,))))
 
@@ -853,15 +873,16 @@ class NeuralODE(ConformalIntervals, SeriesModel):
             v = np.zeros_like(x0) if v0 is None else _as_states(v0, n_states, "v0")
             v = v / self.scale_ * self.time_scale_
         scaled = self._scale_values(x0)
-        history = self._history_of_states(scaled)
+        history = self._history_of_states(scaled, None if inputs is None else inputs[:, :1])
         out = self._note_forecast_range(self._unscale_values(self._integrate(scaled, v, times, history, inputs)))
         return out[0] if single else out
 
-    def _history_of_states(self, scaled: np.ndarray) -> dict[str, np.ndarray]:
-        """Histories in which each initial state is the only observation."""
+    def _history_of_states(self, scaled: np.ndarray, inputs: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Histories in which each initial state is the only observation (``inputs``: the scaled inputs there)."""
         n = len(scaled)
         mask = np.ones((n, 1, self._n_states), dtype=bool)
-        return self._history(mask, scaled[:, None], np.zeros((n, 1)), scaled[:, None], np.arange(n), np.zeros(n, int))
+        return self._history(mask, scaled[:, None], np.zeros((n, 1)), scaled[:, None], np.arange(n), np.zeros(n, int),
+                             inputs)
 
     def vector_field(self, x: Any, t: Any = None, *, covariates: Any = None, static_covariates: Any = None) -> np.ndarray:
         """The learned time derivative ``dx/dt`` at states ``x``, in user units.

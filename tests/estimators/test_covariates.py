@@ -192,6 +192,75 @@ def test_noise_injection_reads_the_inputs_in_its_noisy_training_solves(panel):
     assert r2_score(future[["series_id", "time", *STATES]], predicted) > 0.9  # measured 0.983
 
 
+def _past_inputs_changed(history):
+    """``history`` with every input before each series' last observation shifted (the last one kept)."""
+    changed = history.copy()
+    last = changed.groupby("series_id").time.transform("max")
+    earlier = changed.time < last
+    changed.loc[earlier, "u"] = changed.loc[earlier, "u"] + 2.0
+    return changed
+
+
+@pytest.mark.parametrize("hidden_init", ["encoder", "delay"])
+def test_the_history_encoder_reads_the_past_inputs(panel, hidden_init):
+    """The upper state of a driven system depends on what drove it: the encoder's hidden start reads past inputs.
+
+    Forecasts from the last observation read the inputs at it and at the
+    query times only, so past inputs reach a forecast through the hidden
+    start alone: they move it with the encoder and not with delay
+    coordinates, which read the states only.
+    """
+    train, test = panel
+    model = NeuralODE(covariates=["u"], augment_dim=1, hidden_init=hidden_init, hidden_layer_sizes=(8,),
+                      max_epochs=2, random_state=0).fit(train[train.series_id < 4].drop(columns="p"))
+    assert model.encoder_inputs_ == (1 if hidden_init == "encoder" else 0)
+    history, future = _split(test.drop(columns="p"))
+    query = future[["series_id", "time", "u"]]
+    before = model.predict(history, t=query)["q"].to_numpy()
+    after = model.predict(_past_inputs_changed(history), t=query)["q"].to_numpy()
+    if hidden_init == "encoder":
+        assert np.abs(before - after).max() > 1e-4
+    else:
+        np.testing.assert_array_equal(before, after)
+
+
+def test_the_encoder_reads_the_input_at_a_free_runs_start(panel):
+    """``simulate`` starts the hidden dimension from ``x0`` and the input at ``t[0]``, as windows start in training."""
+    import torch
+
+    train, _ = panel
+    model = NeuralODE(covariates=["u"], augment_dim=1, hidden_init="encoder", hidden_layer_sizes=(8,),
+                      max_epochs=2, random_state=0).fit(train[train.series_id < 4].drop(columns="p"))
+    x0 = model._scale_values(np.array([[0.5], [0.5]]))
+    inputs = model._simulation_inputs(np.array([[[1.0]], [[-1.0]]]), (2, 1))
+    with torch.no_grad():
+        start = model.module_.initial_state(model._tensor(x0), None, {
+            k: model._tensor(v) for k, v in model._history_of_states(x0, inputs).items()}).numpy()
+    np.testing.assert_array_equal(start[0, :1], start[1, :1])  # the measured level as given
+    assert abs(start[0, 1] - start[1, 1]) > 1e-4  # the hidden level read from the input too
+
+
+def test_a_driven_encoder_model_saved_before_the_encoder_read_inputs_still_loads(panel, tmp_path):
+    """Files and pickles of such models hold an encoder of the states only; they load and predict as saved."""
+    import pickle
+
+    train, test = panel
+    model = NeuralODE(covariates=["u"], augment_dim=1, hidden_init="encoder", hidden_layer_sizes=(8,),
+                      max_epochs=1, random_state=0).fit(train[train.series_id < 4])
+    # The structure of such a model: no encoder_inputs_ attribute, an encoder without inputs.
+    del model.encoder_inputs_
+    model.module_ = model._build_module()
+    assert model.module_.encoder.cell.input_size == 2 * 2 + 1
+    history, future = _split(test)
+    query = future[["series_id", "time", "u"]]
+    expected = model.predict(history, t=query)[STATES].to_numpy()
+    loaded = dynlearn.load(model.save(tmp_path / "old.dlm"))
+    np.testing.assert_allclose(loaded.predict(history, t=query)[STATES].to_numpy(), expected)
+    del model.module_.encoder.n_inputs  # an encoder pickled before it had the attribute
+    unpickled = pickle.loads(pickle.dumps(model))
+    np.testing.assert_allclose(unpickled.predict(history, t=query)[STATES].to_numpy(), expected)
+
+
 def test_every_public_model_takes_covariates():
     import dynlearn
 
