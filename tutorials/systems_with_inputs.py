@@ -125,7 +125,7 @@ for name, value in table.items():
 # from the validation record's first sample then gives bands whose width
 # grows with the lead. The residuals come from the record it was fitted on,
 # so the bands are too narrow: in the full run (first member of the
-# ensemble) the nominal 90% bands cover 57% of the measured validation
+# ensemble) the nominal 90% bands cover 73% of the measured validation
 # levels. Read them as a lower bound on the uncertainty; honest bands need
 # a second record to calibrate on, which this benchmark does not have.
 
