@@ -20,17 +20,19 @@ from ..exceptions import IntegrationError, input_error
 from ..metrics import QUANTILE_LEVEL  # noqa: F401  (the level predict_quantiles writes)
 from ..nn import ACTIVATIONS, make_mlp
 from ..solvers import CONTROL_INTERPOLATIONS, ControlPath, sde_method, solve_sde_irregular
-from ._base import guarded_fit
-from ._intervals import ForecastIntervals, sample_quantiles
 from ._base import (
     SHARED_CONSTRAINTS,
+    DrivenPaths,
     SeriesModel,
     _anchor_rows,
     _as_states,
     _output_times,
     _point_times,
+    _query_groups,
     _sampling_seed,
+    guarded_fit,
 )
+from ._intervals import ForecastIntervals, sample_quantiles
 
 # Rows propagated or simulated per call at prediction time: bounds memory on big inputs.
 _PREDICT_CHUNK = 4096
@@ -583,13 +585,12 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
         input after its own time.
         """
         filled, times, _ = self._internal(batch)
-        groups = _Groups(times, batch.lengths, self._scale_times(query.times))
-        _check_forward(groups.flat - groups.start, query)
-        grid, path_inputs, lead = self._group_inputs(batch, query, groups, times)
-        x0 = filled[groups.series[groups.first], groups.anchors[groups.first]]
-        width = grid.shape[1] - 1
-        steps = [self._n_substeps(grid[:, p + 1] - grid[:, p]) for p in range(width)]
+        groups, grid, path_inputs, lead = self._forward_paths(batch, query, times)
+        x0 = filled[groups.series, groups.anchors]
+        width = grid.shape[1]
+        steps = [self._n_substeps(grid[:, p + 1] - grid[:, p]) for p in range(width - 1)]
         n_features = x0.shape[1]
+        # Slot 0 (the anchor) of each path is never read back: answers sit at the query slots.
         means = np.empty((len(x0), width, n_features))
         variances = np.empty((len(x0), width, n_features)) if covariance else None
         module = self.module_.eval()
@@ -600,32 +601,34 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
                 control = module.control(knots, self._tensor(path_inputs[part]),
                                          (self._tensor(lead[0][part]), self._tensor(lead[1][part])))
                 mean, cov = self._tensor(x0[part]), None
-                for p in range(width):
+                for p in range(width - 1):
                     mean, cov = module.moments(mean, knots[:, p], knots[:, p + 1] - knots[:, p], steps[p],
                                                covariance=covariance, control=control, segment=p, cov0=cov)
-                    means[part, p] = mean.cpu().double().numpy()
+                    means[part, p + 1] = mean.cpu().double().numpy()
                     if covariance:
-                        variances[part, p] = torch.diagonal(cov, dim1=1, dim2=2).cpu().double().numpy()
-        shape = query.times.shape + (-1,)
-        flat_mean = np.empty((groups.flat.size, n_features))
-        flat_mean[groups.order] = means[groups.group, groups.position]
-        mean = self._note_forecast_range(self._unscale_values(flat_mean.reshape(shape)))
+                        variances[part, p + 1] = torch.diagonal(cov, dim1=1, dim2=2).cpu().double().numpy()
+        mean = self._note_forecast_range(self._unscale_values(groups.gather(means, query.times.shape)))
         if not covariance:
             return mean, None
-        flat_var = np.empty_like(flat_mean)
-        flat_var[groups.order] = variances[groups.group, groups.position]
-        return mean, flat_var.reshape(shape) * self.scale_**2
+        return mean, groups.gather(variances, query.times.shape) * self.scale_**2
 
-    def _group_inputs(self, batch: SeriesBatch, query: QueryTimes, groups: _Groups,
-                      times: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
-        """Each group's knot times, scaled inputs at them, and (gap, inputs) of the row before its anchor."""
-        inputs = self._scale_inputs(batch.inputs)
-        q_inputs = self._scale_inputs(query.inputs).reshape(groups.flat.size, -1)
-        g_series, g_anchor = groups.series[groups.first], groups.anchors[groups.first]
-        path_inputs = np.concatenate([inputs[g_series, g_anchor][:, None], q_inputs[groups.slots]], axis=1)
-        before = np.maximum(g_anchor - 1, 0)
-        lead = (times[g_series, g_anchor] - times[g_series, before], inputs[g_series, before])
-        return groups.grid, path_inputs, lead
+    def _forward_paths(self, batch: SeriesBatch, query: QueryTimes, times: np.ndarray) -> tuple[Any, ...]:
+        """The queries grouped into paths forward from their anchors, with the scaled inputs along them.
+
+        Returns the grouping, each path's knots (anchor time, then its
+        queries) and, for a model with inputs, the inputs at the knots and
+        the cubic reading's lead (None otherwise). Queries before a series'
+        first observation are refused: an SDE runs forwards.
+        """
+        q_times = self._scale_times(query.times)
+        series, anchors = _anchor_rows(times, batch.lengths, q_times)
+        _check_forward(q_times.ravel() - times[series, anchors], query)
+        if batch.inputs is None:
+            groups = _query_groups(times, batch.lengths, q_times)
+            return groups, groups.lay_out(times[groups.series, groups.anchors], q_times.ravel()), None, None
+        paths = DrivenPaths.build(times, batch.lengths, self._scale_inputs(batch.inputs), q_times,
+                                  self._scale_inputs(query.inputs).reshape(q_times.size, -1))
+        return paths.groups, paths.times, paths.inputs, paths.lead
 
     # -------------------------------------------------------------- sample
     def sample(self, X: Any, t: Any = None, n_samples: int = 100, random_state: Any = None, *, X_t: Any = None) -> Any:
@@ -669,15 +672,11 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
         one group, simulated as one path through its sorted query times.
         """
         filled, times, _ = self._internal(batch)
-        groups = _Groups(times, batch.lengths, self._scale_times(query.times))
-        _check_forward(groups.flat - groups.start, query)
-        grid, n_groups, width = groups.grid, len(groups.first), groups.slots.shape[1]
-        path_inputs, lead = None, None
-        if batch.inputs is not None:
-            _, path_inputs, lead = self._group_inputs(batch, query, groups, times)
-        x0 = filled[groups.series[groups.first], groups.anchors[groups.first]]
+        groups, grid, path_inputs, lead = self._forward_paths(batch, query, times)
+        n_groups, width = grid.shape
+        x0 = filled[groups.series, groups.anchors]
         seed = _sampling_seed(random_state)
-        simulated = np.empty((n_samples, n_groups, width, batch.n_features))
+        simulated = np.empty((n_groups, width, n_samples, batch.n_features))
         module = self.module_.eval()
         # The solver takes the same number of steps on every row of a solve, enough for its longest gap;
         # rows are solved in buckets of equal need so one long gap does not make every row fine-stepped.
@@ -702,10 +701,8 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
                         step_size=self.step_size, seed=int(seeds[c]), max_num_steps=self.max_num_steps,
                         control=control,
                     )
-                    simulated[draw[part], rows[part]] = out[:, 1:].cpu().double().numpy()
-        paths = np.empty((n_samples, groups.flat.size, batch.n_features))
-        paths[:, groups.order] = simulated[:, groups.group, groups.position]
-        paths = paths.reshape((n_samples,) + query.times.shape + (-1,))
+                    simulated[rows[part], :, draw[part]] = out.cpu().double().numpy()
+        paths = np.moveaxis(groups.gather(simulated, query.times.shape), 2, 0)
         return self._note_forecast_range(self._unscale_values(paths))
 
 
@@ -831,34 +828,6 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
             f = module.drift(y, s, u).cpu().double().numpy()
             g = module.diffusion(y, s, u).cpu().double().numpy()
         return f * self.scale_ / self.time_scale_, g * self.scale_ / np.sqrt(self.time_scale_)
-
-
-class _Groups:
-    """Queries grouped by anchor (series, latest observation strictly before them), each group in time order.
-
-    A group is one path from its anchor through its sorted queries:
-    ``grid`` ``(n_groups, width + 1)`` holds the anchor time then the query
-    times, ``slots`` ``(n_groups, width)`` the flat index of the query at
-    each knot after the anchor (past a group's end its last query again, so
-    zero gaps hold the state). Query ``order[i]`` is knot ``position[i] + 1``
-    of group ``group[i]``; ``first`` is each group's first query.
-    """
-
-    def __init__(self, times: np.ndarray, lengths: np.ndarray, q_times: np.ndarray):
-        self.series, self.anchors = _anchor_rows(times, lengths, q_times)
-        self.flat = q_times.ravel()
-        self.start = times[self.series, self.anchors]
-        key = self.series * times.shape[1] + self.anchors
-        self.order = np.lexsort((self.flat, key))
-        group_keys, self.group = np.unique(key[self.order], return_inverse=True)
-        group_start = np.searchsorted(key[self.order], group_keys)
-        self.position = np.arange(len(self.order)) - group_start[self.group]
-        n_groups, width = len(group_keys), int(self.position.max()) + 1
-        last = np.zeros(n_groups, dtype=np.int64)
-        np.maximum.at(last, self.group, self.position)
-        self.first = self.order[group_start]
-        self.slots = self.order[group_start[:, None] + np.minimum(np.arange(width)[None, :], last[:, None])]
-        self.grid = np.concatenate([self.start[self.first][:, None], self.flat[self.slots]], axis=1)
 
 
 def _check_n_samples(n_samples: Any) -> int:
