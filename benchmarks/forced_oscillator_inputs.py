@@ -41,12 +41,8 @@ STATES = ["q", "p"]
 def main() -> None:
     from dynlearn import ODERNN, LastValueForecaster, LatentODE, LatentSDE, NeuralCDE, NeuralODE, NeuralSDE
     from dynlearn.datasets import make_forced_oscillator
-    from dynlearn.metrics import r2_score
 
     frame = make_forced_oscillator(n_series=24, n_times=60, t_span=(0.0, 15.0), random_state=0)
-    train, test = frame[frame.series_id < 16], frame[frame.series_id >= 16]
-    history, future = test[test.time <= 7.5], test[test.time > 7.5]
-    truth = future[["series_id", "time", *STATES]]
     runs = [(f"NeuralODE, inputs, {i}, rk4", NeuralODE, dict(MODEL, covariates=["u"], covariate_interpolation=i,
                                                                 solver="rk4"))
             for i in ("previous", "linear", "cubic")]
@@ -60,8 +56,23 @@ def main() -> None:
         runs += [(f"{name}, inputs, linear", estimator, dict(options, covariates=["u"], **reading)),
                  (f"{name}, no inputs", estimator, dict(options))]
     runs.append(("naive (last value)", LastValueForecaster, {}))
-    lines = ["# Forecasts under unseen input signals (forced oscillator)", "",
-             f"`benchmarks/forced_oscillator_inputs.py`, OMP_NUM_THREADS=1, torch threads {torch.get_num_threads()}, "
+    write_table(frame, runs, "# Forecasts under unseen input signals (forced oscillator)",
+                "benchmarks/forced_oscillator_inputs.py", OUT)
+
+
+def write_table(frame, runs: list, title: str, script: str, out: Path) -> None:
+    """Fit each ``(name, estimator, options)`` on series 0–15 of ``frame``, forecast the second half of 16–23.
+
+    A run with ``covariates`` in its options reads the input ``u`` (the
+    query frame carries it); the others are fitted without that column.
+    Writes R², MSE and fit seconds as ``out/report.md``, a row per run.
+    """
+    from dynlearn.metrics import r2_score
+
+    train, test = frame[frame.series_id < 16], frame[frame.series_id >= 16]
+    history, future = test[test.time <= 7.5], test[test.time > 7.5]
+    truth = future[["series_id", "time", *STATES]]
+    lines = [title, "", f"`{script}`, OMP_NUM_THREADS=1, torch threads {torch.get_num_threads()}, "
              "CPU. 8 held-out series, second half forecast from the first.", "",
              "| model | R² | MSE | fit s |", "|---|---:|---:|---:|"]
     for name, estimator, options in runs:
@@ -77,8 +88,8 @@ def main() -> None:
         mse = float(np.mean((predicted[STATES].to_numpy() - truth[STATES].to_numpy()) ** 2))
         lines.append(f"| {name} | {r2_score(truth, predicted):.3f} | {mse:.3g} | {seconds:.1f} |")
         print(lines[-1], flush=True)
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

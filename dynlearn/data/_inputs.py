@@ -154,7 +154,7 @@ def _static_values(batch: SeriesBatch, positions: np.ndarray, names: tuple[Any, 
     values = np.where(seen, batch.values[:, :, positions], np.nan)
     none = ~seen.any(axis=1)
     if none.any():
-        series, j = np.argwhere(none)[0]
+        j = int(np.argwhere(none)[0][1])
         count = int(none[:, j].sum())
         raise input_error(
             "static_covariates",
