@@ -15,7 +15,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from .._compat import Interval, StrOptions
-from ..data import QueryTimes, SeriesBatch, check_query_times, to_user_kind
+from ..data import QueryTimes, SeriesBatch
 from ..exceptions import ConvergenceWarning, input_error
 from ..nn import ACTIVATIONS, BoxContraction, HistoryEncoder, MLPVectorField, SecondOrderField
 from ..solvers import CONTROL_INTERPOLATIONS, ControlPath, solve_ode_irregular, solve_sde_irregular
@@ -764,10 +764,7 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         Same kind as X
             Predictions in the user's units; for frames one row per query.
         """
-        batch = self._check_input(X, X_t, time_argument="X_t")
-        query = check_query_times(t, batch)
-        values = self._predict_batch(batch, query)
-        return to_user_kind(values, query, batch)
+        return self._predict_at(X, t, X_t)
 
     def _predict_batch(self, batch: SeriesBatch, query: QueryTimes) -> np.ndarray:
         if batch.inputs is not None:
