@@ -55,3 +55,10 @@ def test_every_subpackage_with_public_names_has_a_section():
     # the ``dynlearn`` command and the top-level re-exports.
     undocumented = public - set(_documented_by_module()) - {"dynlearn.bench", "dynlearn.cli", "dynlearn.estimators"}
     assert not undocumented, f"public packages without a section in docs/api.rst: {sorted(undocumented)}"
+
+
+@pytest.mark.parametrize(("page", "limit"), [("README.md", 250), ("ARCHITECTURE.md", 300)])
+def test_the_newcomer_pages_stay_short(page, limit):
+    """The README is the newcomer's path and ARCHITECTURE.md the design; measurements live in the benchmarks."""
+    n_lines = len((API.parents[1] / page).read_text().splitlines())
+    assert n_lines <= limit, f"{page} has {n_lines} lines (at most {limit}): move detail to docs/ or benchmarks/README.md"
