@@ -7,11 +7,15 @@ Build from the repository root with
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import sys
 from pathlib import Path
 
+DOCS = Path(__file__).resolve().parent
+ROOT = DOCS.parent
 # Document the checkout this file belongs to, not whichever dynlearn is installed.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(ROOT))
 # Importing the package must not start work on threads the build does not need.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -29,11 +33,12 @@ extensions = [
     "sphinx.ext.mathjax",
     "numpydoc",
     "myst_parser",
+    "sphinx_gallery.gen_gallery",
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build", "README.md"]
+exclude_patterns = ["_build", "README.md", "_tutorials"]
 templates_path = ["_templates"]
 
 # API pages are generated from the docstrings on every build (docs/generated is not committed).
@@ -64,6 +69,65 @@ nitpick_ignore_regex = [
     ),
 ]
 
+# The tutorials gallery: sphinx-gallery renders each script of tutorials/ as a page, runs the ones
+# below in their fast mode (DYNLEARN_TUTORIAL_FAST=1) and shows the figures they draw. The build
+# runs offline from a clean checkout, so a tutorial that reads downloaded data is shown with its
+# code but not run, with its reason on its page. Every tutorial is in exactly one of the two lists
+# (tests/test_docs.py checks it, and the build stops on one that is in neither).
+GALLERY_EXECUTED = ("forecasting_real_series.py", "probabilistic_forecasting.py")
+GALLERY_NOT_EXECUTED = {
+    "datasets_tour.py": (
+        "it reads PhysioNet 2012 and the CMU motion-capture file, which are downloaded on first use. "
+        "Run it with ``python tutorials/datasets_tour.py``, with ``DYNLEARN_PHYSIONET_PATH`` and "
+        "``DYNLEARN_MOCAP6_PATH`` naming local copies if there is no internet."
+    ),
+    "conserved_quantity.py": (
+        "it reads the real pendulum recording of Schmidt & Lipson, which is downloaded on first use. "
+        "Run it with ``python tutorials/conserved_quantity.py``, with ``DYNLEARN_PENDULUM_PATH`` naming a "
+        "local copy if there is no internet."
+    ),
+    "irregular_series.py": (
+        "it reads PhysioNet 2012, which is downloaded on first use. Run it with "
+        "``python tutorials/irregular_series.py``, with ``DYNLEARN_PHYSIONET_PATH`` naming a local copy "
+        "if there is no internet."
+    ),
+    "systems_with_inputs.py": (
+        "it reads the Cascaded Tanks records, which are downloaded on first use, and PhysioNet 2012. Run it "
+        "with ``python tutorials/systems_with_inputs.py``, with ``DYNLEARN_TANKS_PATH`` and "
+        "``DYNLEARN_PHYSIONET_PATH`` naming local copies."
+    ),
+}
+# The gallery runs copies of the scripts in docs/_tutorials (generated, not committed): sphinx-gallery
+# runs each script in its own folder, so the figures the scripts save land there, not in tutorials/.
+GALLERY_SOURCE = "_tutorials"
+GALLERY_OUTPUT = "auto_tutorials"
+GALLERY_HEADER = """\
+Tutorials
+=========
+
+The tutorials are the scripts in the repository's ``tutorials/`` folder, in percent format
+(``# %%`` cells: run them as plain Python, or open them as notebooks with Jupytext). Each
+writes its figures to the current folder. Set ``DYNLEARN_TUTORIAL_FAST=1`` for a quick run
+on small data; the test suite runs every one of them that way (``tests/tutorials/``).
+
+The pages below that show output and figures were produced by running the script when
+this site was built, in the fast mode: its numbers come from brief training on small data,
+not from the full run the text describes. Tutorials that need downloaded data are shown
+with their code only; each says so at its top, and how to run it.
+"""
+
+sphinx_gallery_conf = {
+    "examples_dirs": GALLERY_SOURCE,
+    "gallery_dirs": GALLERY_OUTPUT,
+    # Run only the tutorials that work offline; the others are rendered without running.
+    "filename_pattern": r"[\\/](" + "|".join(re.escape(name) for name in GALLERY_EXECUTED) + r")$",
+    "within_subsection_order": "FileNameSortKey",
+    "image_scrapers": ("matplotlib",),
+    "remove_config_comments": True,
+    "write_computation_times": False,
+    "show_memory": False,
+}
+
 html_theme = "pydata_sphinx_theme"
 html_title = f"dynlearn {release}"
 html_theme_options = {
@@ -89,6 +153,44 @@ def _public_bases(app, name, obj, options, bases):
     ]
 
 
+def _gallery_sources(app, config):
+    """Copy tutorials/*.py beside a generated gallery header, for sphinx-gallery to read and run."""
+    tutorials = sorted(path.name for path in (ROOT / "tutorials").glob("*.py"))
+    unlisted = set(tutorials) - set(GALLERY_EXECUTED) - set(GALLERY_NOT_EXECUTED)
+    if unlisted:
+        raise RuntimeError(
+            f"docs/conf.py: add {sorted(unlisted)} to GALLERY_EXECUTED, or to GALLERY_NOT_EXECUTED with the reason"
+        )
+    os.environ["DYNLEARN_TUTORIAL_FAST"] = "1"  # the executed tutorials run briefly, on small data
+    source = DOCS / GALLERY_SOURCE
+    shutil.rmtree(source, ignore_errors=True)
+    source.mkdir()
+    for name in tutorials:
+        shutil.copyfile(ROOT / "tutorials" / name, source / name)
+    (source / "GALLERY_HEADER.rst").write_text(GALLERY_HEADER)
+
+
+def _note_unexecuted_tutorial(app, docname, source):
+    """Say at the top of a tutorial's page that the build did not run it, why, and how to run it."""
+    folder, _, stem = docname.partition("/")
+    reason = GALLERY_NOT_EXECUTED.get(f"{stem}.py")
+    if folder != GALLERY_OUTPUT or reason is None:
+        return
+    # Below the page title: the docstring's first line and its underline of "=".
+    source[0] = re.sub(
+        r"^(\S.*\n=+\n)",
+        lambda title: (
+            f"{title.group(1)}\n.. note::\n\n   This tutorial was not run when this page was built: {reason}\n"
+        ),
+        source[0],
+        count=1,
+        flags=re.MULTILINE,
+    )
+
+
 def setup(app):
     app.connect("autodoc-skip-member", _skip_generated_request_setters)
     app.connect("autodoc-process-bases", _public_bases)
+    # Before sphinx-gallery reads the tutorials (it does so when the builder starts).
+    app.connect("config-inited", _gallery_sources, priority=100)
+    app.connect("source-read", _note_unexecuted_tutorial)

@@ -1,22 +1,24 @@
-# %% [markdown]
-# # Learning a conserved quantity
-#
-# A Hamiltonian neural network learns a single scalar, an energy `H(q, p)`,
-# and moves along its level sets: `dq/dt = ∂H/∂p`, `dp/dt = −∂H/∂q`. Whatever
-# its weights, its flow conserves the learned `H`. A neural ODE learns the
-# time derivative `dx/dt` directly, and conserves nothing in particular.
-#
-# We fit `HamiltonianNN` and the `NeuralODE` baseline to a real pendulum —
-# the motion-tracked angle `q` and angular velocity `p` recorded by Schmidt &
-# Lipson (2009), the "real pendulum" task of Greydanus et al., "Hamiltonian
-# Neural Networks" (2019) — and look at the energy the HNN learned, at both
-# vector fields, and at what each model does when it runs far beyond the data.
-#
-# Run it with `python tutorials/conserved_quantity.py`; it writes PNG figures
-# to the current folder. `DYNLEARN_TUTORIAL_FAST=1` trains briefly. The
-# recording is downloaded on first use; set `DYNLEARN_PENDULUM_PATH` to a
-# folder holding `real_pend_h_1.txt` (or `invar_datasets.zip`) to read a
-# local copy instead.
+"""
+Learning a conserved quantity
+=============================
+
+A Hamiltonian neural network learns a single scalar, an energy ``H(q, p)``,
+and moves along its level sets: ``dq/dt = ∂H/∂p``, ``dp/dt = −∂H/∂q``. Whatever
+its weights, its flow conserves the learned ``H``. A neural ODE learns the
+time derivative ``dx/dt`` directly, and conserves nothing in particular.
+
+We fit ``HamiltonianNN`` and the ``NeuralODE`` baseline to a real pendulum —
+the motion-tracked angle ``q`` and angular velocity ``p`` recorded by Schmidt &
+Lipson (2009), the "real pendulum" task of Greydanus et al., "Hamiltonian
+Neural Networks" (2019) — and look at the energy the HNN learned, at both
+vector fields, and at what each model does when it runs far beyond the data.
+
+Run it with ``python tutorials/conserved_quantity.py``; it writes PNG figures
+to the current folder. ``DYNLEARN_TUTORIAL_FAST=1`` trains briefly. The
+recording is downloaded on first use; set ``DYNLEARN_PENDULUM_PATH`` to a
+folder holding ``real_pend_h_1.txt`` (or ``invar_datasets.zip``) to read a
+local copy instead.
+"""
 
 # %%
 import os
@@ -35,7 +37,9 @@ MAX_EPOCHS = 100 if FAST else 500
 GRID = 15 if FAST else 40
 
 # %% [markdown]
-# ## The recording
+# The recording
+# -------------
+#
 # One pendulum swinging for 95 seconds, filmed at 6 frames per second; it
 # loses energy to friction. The first 80% of the frames train both models;
 # the rest is held out.
@@ -49,12 +53,14 @@ print(f"{len(train)} training frames ({train['time'].iloc[0]:.1f}–{train['time
       f"{len(held_out)} held out")
 
 # %% [markdown]
-# ## Two models of the same data
-# `HamiltonianNN` takes the first half of the columns as positions and the
-# second half as their momenta, here `q` and `p`. By default it first
+# Two models of the same data
+# ---------------------------
+#
+# ``HamiltonianNN`` takes the first half of the columns as positions and the
+# second half as their momenta, here ``q`` and ``p``. By default it first
 # regresses its vector field on time derivatives estimated by finite
 # differences (cheap), then refines it on short stretches of trajectory
-# through the integrator, as `NeuralODE` trains all along.
+# through the integrator, as ``NeuralODE`` trains all along.
 
 # %%
 hnn = HamiltonianNN(hidden_layer_sizes=(64, 64), max_epochs=MAX_EPOCHS, random_state=0).fit(train)
@@ -63,8 +69,10 @@ print(f"HamiltonianNN: {hnn.n_epochs_} epochs ({' then '.join(hnn.fit_on_)}), {h
       f"NeuralODE: {baseline.n_epochs_} epochs, {baseline.training_time_:.1f} s")
 
 # %% [markdown]
-# ## The learned energy landscape
-# `energy` evaluates the learned `H` at any states. Its level sets are the
+# The learned energy landscape
+# ----------------------------
+#
+# ``energy`` evaluates the learned ``H`` at any states. Its level sets are the
 # orbits the HNN can follow: closed curves around the resting state. The
 # recorded frames, losing energy as they go, cross them from the outside in.
 
@@ -85,8 +93,10 @@ fig.tight_layout()
 fig.savefig("conserved_landscape.png", dpi=100)
 
 # %% [markdown]
-# ## Phase portraits
-# `vector_field` gives each model's `dx/dt` at any states. The HNN's field
+# Phase portraits
+# ---------------
+#
+# ``vector_field`` gives each model's ``dx/dt`` at any states. The HNN's field
 # runs along its energy contours, so its streamlines close on themselves by
 # construction; the NeuralODE's may close, spiral in, or spiral out,
 # depending only on what it learned.
@@ -105,18 +115,20 @@ fig.tight_layout()
 fig.savefig("conserved_phase.png", dpi=100)
 
 # %% [markdown]
-# ## Long rollouts
+# Long rollouts
+# -------------
+#
 # Both models start from the first held-out frame and run for 200 seconds,
 # ten times the held-out span. Along each rollout we track two energies:
 #
-# - the HNN's learned `H`, which its own rollout conserves by construction;
+# - the HNN's learned ``H``, which its own rollout conserves by construction;
 # - the energy Greydanus et al. fitted to this recording,
-#   `E = 2.4 (1 − cos q) + p²`, beside its value along the held-out frames.
+#   ``E = 2.4 (1 − cos q) + p²``, beside its value along the held-out frames.
 #
 # Drift is reported relative to the spread of the learned energy over the
-# training frames, so the additive constant of `H` does not matter.
+# training frames, so the additive constant of ``H`` does not matter.
 #
-# `simulate` integrates with each estimator's own solver settings, chosen for
+# ``simulate`` integrates with each estimator's own solver settings, chosen for
 # short training windows. A rollout a hundred periods long needs a tighter
 # tolerance (else the integrator's error, not the model, sets the drift) and
 # a higher step limit; both are ordinary parameters, read at prediction time.
@@ -157,7 +169,7 @@ fig.savefig("conserved_rollouts.png", dpi=100)
 
 # %% [markdown]
 # The HNN keeps its learned energy for the whole 200 seconds, to within the
-# integrator's tolerance: its orbit is a level set of `H`, so it can neither
+# integrator's tolerance: its orbit is a level set of ``H``, so it can neither
 # spiral in nor out however long it runs. The NeuralODE's orbit is not a level
 # set: the learned energy swings by several percent within every period.
 #

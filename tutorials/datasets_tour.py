@@ -1,22 +1,24 @@
-# %% [markdown]
-# # A tour of dynlearn's datasets
-#
-# dynlearn ships three kinds of data, all returned as the long table
-# estimators take (`series_id`, `time`, one column per variable):
-#
-# - **simulated** (`make_*`): physical, biological, chaotic and stochastic
-#   systems, accurate and seeded, with optional noise, irregular sampling and
-#   missing values, and the ground truth on request;
-# - **bundled** (`load_*`): small real data inside the package;
-# - **downloaded** (`fetch_*`): real datasets fetched once into a cache and
-#   verified by checksum.
-#
-# Run it with `python tutorials/datasets_tour.py`; it writes PNG figures to the
-# current folder. `DYNLEARN_TUTORIAL_FAST=1` makes every dataset small.
-# PhysioNet 2012 set A (4000 ICU stays) is downloaded on first use; set
-# `DYNLEARN_PHYSIONET_PATH` to a local folder in the original layout (`set-a/`
-# with `Outcomes-a.txt` beside it) to read that instead; likewise the CMU
-# motion capture file `mocap6.mat` (383 KB) and `DYNLEARN_MOCAP6_PATH`.
+"""
+A tour of dynlearn's datasets
+=============================
+
+dynlearn ships three kinds of data, all returned as the long table
+estimators take (``series_id``, ``time``, one column per variable):
+
+- **simulated** (``make_*``): physical, biological, chaotic and stochastic
+  systems, accurate and seeded, with optional noise, irregular sampling and
+  missing values, and the ground truth on request;
+- **bundled** (``load_*``): small real data inside the package;
+- **downloaded** (``fetch_*``): real datasets fetched once into a cache and
+  verified by checksum.
+
+Run it with ``python tutorials/datasets_tour.py``; it writes PNG figures to the
+current folder. ``DYNLEARN_TUTORIAL_FAST=1`` makes every dataset small.
+PhysioNet 2012 set A (4000 ICU stays) is downloaded on first use; set
+``DYNLEARN_PHYSIONET_PATH`` to a local folder in the original layout (``set-a/``
+with ``Outcomes-a.txt`` beside it) to read that instead; likewise the CMU
+motion capture file ``mocap6.mat`` (383 KB) and ``DYNLEARN_MOCAP6_PATH``.
+"""
 
 # %%
 import os
@@ -44,18 +46,22 @@ FAST = os.environ.get("DYNLEARN_TUTORIAL_FAST") == "1"
 N_SERIES = 3 if FAST else 8
 
 # %% [markdown]
-# ## The catalogue
-# Every dataset has a name, a kind and a one-line summary; `dynlearn datasets
-# list` prints the same table and `dynlearn datasets info NAME` the full card.
+# The catalogue
+# -------------
+#
+# Every dataset has a name, a kind and a one-line summary; ``dynlearn datasets
+# list`` prints the same table and ``dynlearn datasets info NAME`` the full card.
 
 # %%
 for entry in catalogue().values():
     print(f"{entry.name:26s} {entry.kind:10s} {entry.summary}")
 
 # %% [markdown]
-# ## Conservative systems: phase portraits
+# Conservative systems: phase portraits
+# -------------------------------------
+#
 # A pendulum's trajectories are level sets of its energy
-# `H = p²/(2 m l²) + m g l (1 − cos q)`. With `return_truth=True` the
+# ``H = p²/(2 m l²) + m g l (1 − cos q)``. With ``return_truth=True`` the
 # simulator also returns the noise-free states, the derivatives and the
 # energy, which stays constant along each series.
 
@@ -77,7 +83,9 @@ fig.tight_layout()
 fig.savefig("tour_conservative.png", dpi=100)
 
 # %% [markdown]
-# ## Predator and prey, simulated and real
+# Predator and prey, simulated and real
+# -------------------------------------
+#
 # Lotka–Volterra cycles beside the Hudson's Bay Company pelt records
 # (1900–1920) that made them famous — the real series ships with dynlearn.
 
@@ -98,7 +106,9 @@ fig.tight_layout()
 fig.savefig("tour_predator_prey.png", dpi=100)
 
 # %% [markdown]
-# ## Chaos, noise and irregular sampling
+# Chaos, noise and irregular sampling
+# -----------------------------------
+#
 # The Lorenz attractor; an Ornstein–Uhlenbeck process sampled exactly at
 # irregular times; and the irregular sinusoids of the Latent ODE paper with
 # half of the observations missing.
@@ -122,7 +132,9 @@ fig.tight_layout()
 fig.savefig("tour_stochastic_chaotic.png", dpi=100)
 
 # %% [markdown]
-# ## Real irregular data: PhysioNet 2012
+# Real irregular data: PhysioNet 2012
+# -----------------------------------
+#
 # 48 hours of ICU measurements per patient: 37 variables, each measured at
 # its own times. In the long table every row is a time at which something was
 # measured, and most entries are missing — which is exactly what the data
@@ -147,10 +159,12 @@ fig.tight_layout()
 fig.savefig("tour_physionet.png", dpi=100)
 
 # %% [markdown]
-# ## Real motion: CMU motion capture
+# Real motion: CMU motion capture
+# -------------------------------
+#
 # Two people doing exercises, 12 joint channels at 10 frames per second, each
 # frame labelled with the exercise. One long frame again, with the labels in
-# `target`, row for row.
+# ``target``, row for row.
 
 # %%
 mocap = fetch_mocap6(path=os.environ.get("DYNLEARN_MOCAP6_PATH"))

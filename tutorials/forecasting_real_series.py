@@ -1,32 +1,34 @@
-# %% [markdown]
-# # Forecasting a real series: baseline, backtest, automatic choice, intervals
-#
-# A forecast is only worth its training if it beats doing nothing. This
-# tutorial forecasts a short real series, the Hudson's Bay Company lynx and
-# snowshoe-hare pelts of 1900–1920 (shipped with dynlearn), the way one
-# should forecast any real table:
-#
-# 1. hold out the end of the series, the last 20%, and never look at it
-#    until the very end;
-# 2. measure the naive forecast (`LastValueForecaster`: every variable keeps
-#    its last observed value) on it — the floor to beat;
-# 3. fit a `NeuralODE` by hand, with hidden state (the populations alone do
-#    not say where in the cycle they are) and training rollouts as long as
-#    the forecasts we want (`horizon`);
-# 4. choose its settings by backtesting on the training part only:
-#    `SeriesTimeSplit` folds in time and `make_forecast_scorer` in
-#    scikit-learn's `GridSearchCV`;
-# 5. let `AutoForecaster` do all of this: it backtests a few candidate
-#    models and the naive one within a time budget, refits the best, and
-#    shows its leaderboard;
-# 6. draw forecast intervals (`predict_interval`) against the held-out truth.
-#
-# Errors are mean squared errors in (thousands of pelts)², and are also
-# given divided by the naive forecast's (below 1 beats it).
-#
-# Run it with `python tutorials/forecasting_real_series.py`; it writes PNG
-# figures to the current folder when matplotlib is installed.
-# `DYNLEARN_TUTORIAL_FAST=1` trains briefly.
+"""
+Forecasting a real series: baseline, backtest, automatic choice, intervals
+==========================================================================
+
+A forecast is only worth its training if it beats doing nothing. This
+tutorial forecasts a short real series, the Hudson's Bay Company lynx and
+snowshoe-hare pelts of 1900–1920 (shipped with dynlearn), the way one
+should forecast any real table:
+
+1. hold out the end of the series, the last 20%, and never look at it
+   until the very end;
+2. measure the naive forecast (``LastValueForecaster``: every variable keeps
+   its last observed value) on it — the floor to beat;
+3. fit a ``NeuralODE`` by hand, with hidden state (the populations alone do
+   not say where in the cycle they are) and training rollouts as long as
+   the forecasts we want (``horizon``);
+4. choose its settings by backtesting on the training part only:
+   ``SeriesTimeSplit`` folds in time and ``make_forecast_scorer`` in
+   scikit-learn's ``GridSearchCV``;
+5. let ``AutoForecaster`` do all of this: it backtests a few candidate
+   models and the naive one within a time budget, refits the best, and
+   shows its leaderboard;
+6. draw forecast intervals (``predict_interval``) against the held-out truth.
+
+Errors are mean squared errors in (thousands of pelts)², and are also
+given divided by the naive forecast's (below 1 beats it).
+
+Run it with ``python tutorials/forecasting_real_series.py``; it writes PNG
+figures to the current folder when matplotlib is installed.
+``DYNLEARN_TUTORIAL_FAST=1`` trains briefly.
+"""
 
 # %%
 import os
@@ -53,7 +55,9 @@ FAST = os.environ.get("DYNLEARN_TUTORIAL_FAST") == "1"
 EPOCHS = 40 if FAST else 150
 
 # %% [markdown]
-# ## The data and the held-out future
+# The data and the held-out future
+# --------------------------------
+#
 # One series (``series_id`` 0), one row per year, two variables. The last
 # 20% of the years (1917–1920) are held out: the history ends in 1916 and
 # every model forecasts four years from it.
@@ -73,7 +77,9 @@ def held_out_mse(model):
 
 
 # %% [markdown]
-# ## The floor: the naive forecast
+# The floor: the naive forecast
+# -----------------------------
+#
 
 # %%
 naive = LastValueForecaster().fit(train)
@@ -81,10 +87,12 @@ scores = {"last value": held_out_mse(naive)}
 print(f"last value: held-out MSE {scores['last value']:.1f}")
 
 # %% [markdown]
-# ## A NeuralODE by hand
+# A NeuralODE by hand
+# -------------------
+#
 # Two observed variables give an autonomous ODE only a plane to move in; two
 # hidden dimensions, started from delay coordinates (the previous
-# observations), let it carry where the cycle is. `horizon=4.0` (years)
+# observations), let it carry where the cycle is. ``horizon=4.0`` (years)
 # makes its training rollouts four years long, as long as the forecasts.
 
 # %%
@@ -95,11 +103,13 @@ scores["NeuralODE by hand"] = held_out_mse(node)
 print(f"NeuralODE by hand: held-out MSE {scores['NeuralODE by hand']:.1f}")
 
 # %% [markdown]
-# ## Backtesting on the training part
-# Settings are chosen on the training years only. `SeriesTimeSplit` cuts
+# Backtesting on the training part
+# --------------------------------
+#
+# Settings are chosen on the training years only. ``SeriesTimeSplit`` cuts
 # them into expanding-window folds: each fold fits on the years up to a cut
-# and forecasts the next four; `make_forecast_scorer` scores exactly that
-# forecast (negated MSE, so greater is better), and `GridSearchCV` does the
+# and forecasts the next four; ``make_forecast_scorer`` scores exactly that
+# forecast (negated MSE, so greater is better), and ``GridSearchCV`` does the
 # rest — here it asks whether the hidden dimensions help. The held-out years
 # stay unseen.
 
@@ -111,11 +121,13 @@ print("best settings by backtest:", search.best_params_, f"(backtest MSE {-searc
 scores["NeuralODE, grid search"] = held_out_mse(search.best_estimator_)
 
 # %% [markdown]
-# ## AutoForecaster
-# `AutoForecaster` runs that backtest over a small set of candidates — the
+# AutoForecaster
+# --------------
+#
+# ``AutoForecaster`` runs that backtest over a small set of candidates — the
 # naive forecaster, two NeuralODEs with hidden state and horizon training,
-# an ODE-RNN and a neural SDE (see `AutoForecaster.default_candidates`) —
-# within `time_budget` seconds, and refits the candidate with the lowest
+# an ODE-RNN and a neural SDE (see ``AutoForecaster.default_candidates``) —
+# within ``time_budget`` seconds, and refits the candidate with the lowest
 # backtest error on all the training years. A model is chosen only if it
 # beats the naive forecaster in the backtest. Its leaderboard says how each
 # candidate did, how long it took, and whether it failed or was skipped for
@@ -134,7 +146,9 @@ print(f"chosen: {auto.best_name_}")
 scores["AutoForecaster"] = held_out_mse(auto)
 
 # %% [markdown]
-# ## How they did on the held-out years
+# How they did on the held-out years
+# ----------------------------------
+#
 
 # %%
 summary = pd.DataFrame({"held-out MSE": scores})
@@ -143,8 +157,10 @@ print(summary.round(3).to_string())
 ratio = scores["AutoForecaster"] / scores["last value"]
 
 # %% [markdown]
-# ## Forecast intervals
-# `predict_interval` gives central intervals around the forecast. The
+# Forecast intervals
+# ------------------
+#
+# ``predict_interval`` gives central intervals around the forecast. The
 # NeuralODE's are conformal: with one series it cannot hold a series out to
 # calibrate them, so AutoForecaster calibrates them on its backtest
 # forecasts, which no fold model had seen. With three folds of four years

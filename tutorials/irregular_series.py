@@ -1,28 +1,30 @@
-# %% [markdown]
-# # Irregularly sampled series: ICU vital signs and forecasts with uncertainty
-#
-# Data that arrive at irregular times with gaps are where continuous-time
-# models earn their keep. An ODE-RNN (`ODERNN`) carries a hidden state that
-# follows a neural ODE between observations and jumps at each one; a latent
-# ODE (`LatentODE`) encodes a whole series into the initial state of a latent
-# ODE and decodes trajectories from it, with a posterior to sample from
-# (Rubanova, Chen & Duvenaud, "Latent ODEs for Irregularly-Sampled Time
-# Series", NeurIPS 2019). Neither needs a regular grid: each series is read at
-# its own times, and missing entries are masked, never filled in.
-#
-# Two uses:
-#
-# 1. **PhysioNet 2012**: interpolate the vital signs of ICU patients from half
-#    of their measurement times, and predict in-hospital death from the whole
-#    48 hours.
-# 2. **Periodic toy** of the paper: forecast sinusoids from the first half of
-#    their window with posterior samples of the latent ODE, drawn as a fan.
-#
-# Run it with `python tutorials/irregular_series.py`; it writes PNG figures to
-# the current folder. `DYNLEARN_TUTORIAL_FAST=1` trains briefly on less data.
-# PhysioNet set A is downloaded on first use; set `DYNLEARN_PHYSIONET_PATH` to
-# a local folder in the original layout (`set-a/` with `Outcomes-a.txt` beside
-# it) to read that instead.
+"""
+Irregularly sampled series: ICU vital signs and forecasts with uncertainty
+==========================================================================
+
+Data that arrive at irregular times with gaps are where continuous-time
+models earn their keep. An ODE-RNN (``ODERNN``) carries a hidden state that
+follows a neural ODE between observations and jumps at each one; a latent
+ODE (``LatentODE``) encodes a whole series into the initial state of a latent
+ODE and decodes trajectories from it, with a posterior to sample from
+(Rubanova, Chen & Duvenaud, "Latent ODEs for Irregularly-Sampled Time
+Series", NeurIPS 2019). Neither needs a regular grid: each series is read at
+its own times, and missing entries are masked, never filled in.
+
+Two uses:
+
+1. **PhysioNet 2012**: interpolate the vital signs of ICU patients from half
+   of their measurement times, and predict in-hospital death from the whole
+   48 hours.
+2. **Periodic toy** of the paper: forecast sinusoids from the first half of
+   their window with posterior samples of the latent ODE, drawn as a fan.
+
+Run it with ``python tutorials/irregular_series.py``; it writes PNG figures to
+the current folder. ``DYNLEARN_TUTORIAL_FAST=1`` trains briefly on less data.
+PhysioNet set A is downloaded on first use; set ``DYNLEARN_PHYSIONET_PATH`` to
+a local folder in the original layout (``set-a/`` with ``Outcomes-a.txt`` beside
+it) to read that instead.
+"""
 
 # %%
 import os
@@ -50,7 +52,9 @@ TOY_EPOCHS = 30 if FAST else 80
 rng = np.random.default_rng(0)
 
 # %% [markdown]
-# ## Part 1: ICU records
+# Part 1: ICU records
+# -------------------
+#
 # Each record holds up to 37 variables measured at their own times over the
 # first 48 hours of an ICU stay. We keep five vital signs; a row exists when
 # at least one of them was measured, and most rows have some of them missing.
@@ -101,8 +105,8 @@ def rmse_on_hidden(predicted: pd.DataFrame) -> pd.Series:
 
 
 # %% [markdown]
-# `ODERNN` predicts a query from the state after the latest earlier
-# observation, evolved to the query time; `LatentODE` decodes the posterior
+# ``ODERNN`` predicts a query from the state after the latest earlier
+# observation, evolved to the query time; ``LatentODE`` decodes the posterior
 # mean trajectory of each stay. Both are trained for interpolation: in every
 # minibatch half of each series' rows are hidden from the encoder and must
 # be reconstructed. The estimators standardise each variable and the time
@@ -145,12 +149,14 @@ fig.tight_layout()
 fig.savefig("irregular_icu_stay.png", dpi=100)
 
 # %% [markdown]
-# ## Mortality from the whole 48 hours
-# `ODERNNClassifier` reads each stay to its end and maps the final state to
+# Mortality from the whole 48 hours
+# ---------------------------------
+#
+# ``ODERNNClassifier`` reads each stay to its end and maps the final state to
 # the probability of in-hospital death; labels are one per series (a pandas
-# Series indexed by record id). `LatentODE.transform` gives the posterior
+# Series indexed by record id). ``LatentODE.transform`` gives the posterior
 # mean of each stay's latent initial state, so the latent model feeds any
-# scikit-learn classifier in a `Pipeline`. With 80 held-out stays (a dozen
+# scikit-learn classifier in a ``Pipeline``. With 80 held-out stays (a dozen
 # deaths at most) the AUC is a rough figure: its standard error is about 0.05.
 
 # %%
@@ -172,14 +178,16 @@ for name, value in auc.items():
     print(f"test AUC, {name}: {value:.3f}")
 
 # %% [markdown]
-# ## Part 2: forecasting with posterior samples
+# Part 2: forecasting with posterior samples
+# ------------------------------------------
+#
 # The paper's toy data: sinusoids with random frequencies and offsets, 100
-# points on [0, 5] at times drawn once for all series. A `LatentODE` trained
+# points on [0, 5] at times drawn once for all series. A ``LatentODE`` trained
 # for extrapolation conditions on the first half of a window and decodes the
-# second. Sampling the posterior of `z0` turns one forecast into a spread of
+# second. Sampling the posterior of ``z0`` turns one forecast into a spread of
 # them: where the data pin the trajectory down the samples agree; past the
 # data they fan out. The posterior's spread is learned from the KL term of the
-# bound, which training weighs by 0 for its first `kl_warmup_epochs` (10 by
+# bound, which training weighs by 0 for its first ``kl_warmup_epochs`` (10 by
 # default) and then anneals towards 1; a run this short warms up for a sixth of its
 # epochs and anneals quickly, so the prior has its say before it ends.
 
@@ -216,6 +224,6 @@ fig.savefig("irregular_forecast_fan.png", dpi=100)
 # %% [markdown]
 # Both parts use the same estimators the same way: long frames with missing
 # entries in, frames in the same layout out, per-series times throughout.
-# `benchmarks/irregular.py` runs the paper's full protocols (toy table and
+# ``benchmarks/irregular.py`` runs the paper's full protocols (toy table and
 # PhysioNet) and times training against a formulation on the union of each
 # batch's times.

@@ -1,33 +1,35 @@
-# %% [markdown]
-# # Probabilistic forecasting with stochastic differential equations
-#
-# When a system is noisy at its core, its future is a distribution, not a
-# curve: two copies started from the same state drift apart. A deterministic
-# model (`NeuralODE`) can only forecast the centre of that distribution, and
-# says nothing about how far the truth may stray from it. A neural SDE learns
-# the noise as well as the drift, `dx = f(x) dt + g(x) dW`, and forecasts by
-# simulating many paths: their spread is the forecast's uncertainty.
-#
-# This tutorial fits, on an Ornstein–Uhlenbeck process whose exact law is
-# known:
-#
-# 1. `NeuralSDE`: drift and diffusion on the observed state, fitted by the
-#    likelihood of each observed transition;
-# 2. `LatentSDE` (Li, Wong, Chen & Duvenaud, AISTATS 2020): a latent
-#    diffusion decoded to the observations, fitted variationally;
-# 3. `NeuralODE`, deterministic, with and without noise injection during
-#    training (`noise_std`, Liu et al. 2019) — a regulariser, not a
-#    probabilistic model: it still forecasts one curve.
-#
-# We condition on the first half of held-out series, draw sample fans and 90%
-# intervals for the second half, and score them with the continuous ranked
-# probability score (CRPS, in the data's units; lower is better, and for a
-# single curve it is the mean absolute error) and the coverage of the
-# nominal 90% interval (0.9 is calibrated).
-#
-# Run it with `python tutorials/probabilistic_forecasting.py`; it writes PNG
-# figures to the current folder. `DYNLEARN_TUTORIAL_FAST=1` trains briefly on
-# less data.
+"""
+Probabilistic forecasting with stochastic differential equations
+================================================================
+
+When a system is noisy at its core, its future is a distribution, not a
+curve: two copies started from the same state drift apart. A deterministic
+model (``NeuralODE``) can only forecast the centre of that distribution, and
+says nothing about how far the truth may stray from it. A neural SDE learns
+the noise as well as the drift, ``dx = f(x) dt + g(x) dW``, and forecasts by
+simulating many paths: their spread is the forecast's uncertainty.
+
+This tutorial fits, on an Ornstein–Uhlenbeck process whose exact law is
+known:
+
+1. ``NeuralSDE``: drift and diffusion on the observed state, fitted by the
+   likelihood of each observed transition;
+2. ``LatentSDE`` (Li, Wong, Chen & Duvenaud, AISTATS 2020): a latent
+   diffusion decoded to the observations, fitted variationally;
+3. ``NeuralODE``, deterministic, with and without noise injection during
+   training (``noise_std``, Liu et al. 2019) — a regulariser, not a
+   probabilistic model: it still forecasts one curve.
+
+We condition on the first half of held-out series, draw sample fans and 90%
+intervals for the second half, and score them with the continuous ranked
+probability score (CRPS, in the data's units; lower is better, and for a
+single curve it is the mean absolute error) and the coverage of the
+nominal 90% interval (0.9 is calibrated).
+
+Run it with ``python tutorials/probabilistic_forecasting.py``; it writes PNG
+figures to the current folder. ``DYNLEARN_TUTORIAL_FAST=1`` trains briefly on
+less data.
+"""
 
 # %%
 import os
@@ -51,8 +53,10 @@ ODE_EPOCHS = 8 if FAST else 60
 N_SAMPLES = 200
 
 # %% [markdown]
-# ## The data
-# `dX = θ (μ − X) dt + σ dW` with θ = 0.5, μ = 0, σ = 0.5: each series
+# The data
+# --------
+#
+# ``dX = θ (μ − X) dt + σ dW`` with θ = 0.5, μ = 0, σ = 0.5: each series
 # relaxes from its own start towards 0 and keeps fluctuating around it with
 # the stationary spread σ/√(2θ) = 0.5. Twenty series are held out; we
 # condition on their first half (t ≤ 5) and forecast the second.
@@ -77,10 +81,12 @@ exact_std = np.sqrt(SIGMA**2 * (1 - np.exp(-2 * THETA * gap)) / (2 * THETA))
 exact_paths = exact_mean + exact_std * np.random.default_rng(0).standard_normal((N_SAMPLES, len(future)))
 
 # %% [markdown]
-# ## Fitting
-# `NeuralSDE` is fitted by maximum likelihood of each observed transition;
-# `LatentSDE` by its evidence lower bound (it learns an observation noise
-# too). Both have a `sample` method that draws paths from each series'
+# Fitting
+# -------
+#
+# ``NeuralSDE`` is fitted by maximum likelihood of each observed transition;
+# ``LatentSDE`` by its evidence lower bound (it learns an observation noise
+# too). Both have a ``sample`` method that draws paths from each series'
 # history.
 
 # %%
@@ -93,11 +99,13 @@ noisy_ode = NeuralODE(hidden_layer_sizes=(32,), noise_std=0.3, max_epochs=ODE_EP
                       random_state=0).fit(train)  # fmt: skip
 
 # %% [markdown]
-# ## Sample fans and 90% intervals
-# `sample(history, t=queries, n_samples)` returns one path per sample, as a
-# frame with an outer `sample` level aligned on the query rows. The 5% and
+# Sample fans and 90% intervals
+# -----------------------------
+#
+# ``sample(history, t=queries, n_samples)`` returns one path per sample, as a
+# frame with an outer ``sample`` level aligned on the query rows. The 5% and
 # 95% quantiles of the paths at each row are the 90% interval;
-# `NeuralSDE.predict_quantiles` also gives them without sampling, from the
+# ``NeuralSDE.predict_quantiles`` also gives them without sampling, from the
 # Gaussian moments its likelihood propagates.
 
 
@@ -144,10 +152,10 @@ print(f"Gaussian NLL per entry: NeuralSDE {nll_neural_sde:.3f}, exact law {nll_e
 # a single curve carries no spread, so its CRPS — the absolute error — is
 # worse, and it offers no interval at all. Noise injection changes how the
 # ODE is trained, not what it predicts: one curve still. A full run
-# (`python tutorials/probabilistic_forecasting.py`, 200 training series, about
-# 6 minutes on one core) printed: CRPS 0.261 for `NeuralSDE`, 0.264 for
-# `LatentSDE` and for the exact law, 0.374 for `NeuralODE` and 0.388 with
-# noise injection; 90% coverage 0.90 (`NeuralSDE`), 0.88 (`LatentSDE`), 0.88
+# (``python tutorials/probabilistic_forecasting.py``, 200 training series, about
+# 6 minutes on one core) printed: CRPS 0.261 for ``NeuralSDE``, 0.264 for
+# ``LatentSDE`` and for the exact law, 0.374 for ``NeuralODE`` and 0.388 with
+# noise injection; 90% coverage 0.90 (``NeuralSDE``), 0.88 (``LatentSDE``), 0.88
 # (exact law); MSE of the mean 0.217 for all three, 0.215 and 0.226 for the
 # ODEs.
 #
@@ -162,7 +170,9 @@ for name, value in spread_far.items():
     print(f"{name:<10} forecast spread 5 time units ahead: {value:.3f} (stationary {stationary:.3f})")
 
 # %% [markdown]
-# ## Figures
+# Figures
+# -------
+#
 # One held-out series: what was conditioned on, what happened, 30 sample
 # paths of each SDE with its 90% band, and the deterministic forecasts.
 

@@ -1,26 +1,28 @@
-# %% [markdown]
-# # Systems with inputs: a pump filling two tanks, and patients' descriptors
-#
-# Most systems people measure are driven. Here are two real ones:
-#
-# 1. **The Cascaded Tanks** (Schoukens et al., 2016): a pump voltage `u`
-#    fills an upper tank that drains into a lower one, whose level `y` is
-#    measured; the upper level is not. The benchmark's task is a *free-run
-#    simulation*: learn from one record, then simulate the level of a second
-#    record from its pump voltage alone, never looking at its measured level
-#    (except the first sample). We fit `NeuralODE(covariates=["u"])` with one
-#    hidden dimension for the upper tank, simulate, put 90% bands on the
-#    simulation, and set the error beside the naive answer and the published
-#    results.
-# 2. **PhysioNet 2012** ICU records: a patient's age, gender and ICU type are
-#    constants of the whole stay. `static_covariates=` gives them to an
-#    `ODERNNClassifier` predicting in-hospital mortality.
-#
-# Run with `python tutorials/systems_with_inputs.py`. The Cascaded Tanks
-# file is downloaded once and cached (or read from `DYNLEARN_TANKS_PATH`);
-# the PhysioNet part needs a local copy of set A (`DYNLEARN_PHYSIONET_PATH`)
-# and is skipped without one. `DYNLEARN_TUTORIAL_FAST=1` trains briefly: the
-# numbers in the text are from the full run.
+"""
+Systems with inputs: a pump filling two tanks, and patients' descriptors
+========================================================================
+
+Most systems people measure are driven. Here are two real ones:
+
+1. **The Cascaded Tanks** (Schoukens et al., 2016): a pump voltage ``u``
+   fills an upper tank that drains into a lower one, whose level ``y`` is
+   measured; the upper level is not. The benchmark's task is a *free-run
+   simulation*: learn from one record, then simulate the level of a second
+   record from its pump voltage alone, never looking at its measured level
+   (except the first sample). We fit ``NeuralODE(covariates=["u"])`` with one
+   hidden dimension for the upper tank, simulate, put 90% bands on the
+   simulation, and set the error beside the naive answer and the published
+   results.
+2. **PhysioNet 2012** ICU records: a patient's age, gender and ICU type are
+   constants of the whole stay. ``static_covariates=`` gives them to an
+   ``ODERNNClassifier`` predicting in-hospital mortality.
+
+Run with ``python tutorials/systems_with_inputs.py``. The Cascaded Tanks
+file is downloaded once and cached (or read from ``DYNLEARN_TANKS_PATH``);
+the PhysioNet part needs a local copy of set A (``DYNLEARN_PHYSIONET_PATH``)
+and is skipped without one. ``DYNLEARN_TUTORIAL_FAST=1`` trains briefly: the
+numbers in the text are from the full run.
+"""
 
 # %%
 import os
@@ -44,9 +46,11 @@ warnings.filterwarnings("ignore", category=UserWarning)  # short trainings warn 
 FAST = os.environ.get("DYNLEARN_TUTORIAL_FAST") == "1"
 
 # %% [markdown]
-# ## The records
-# Two records of 1,024 samples every 4 s, `"estimation"` to learn from and
-# `"validation"` to simulate. The pump voltage `u` is the known input; `y`
+# The records
+# -----------
+#
+# Two records of 1,024 samples every 4 s, ``"estimation"`` to learn from and
+# ``"validation"`` to simulate. The pump voltage ``u`` is the known input; ``y``
 # is the lower tank's level (both in volts).
 
 # %%
@@ -61,7 +65,9 @@ def rmse(simulated):
 
 
 # %% [markdown]
-# ## The naive answer
+# The naive answer
+# ----------------
+#
 # Without a model of how the pump moves the level, the best constant guess
 # is the level's mean over the estimation record.
 
@@ -70,17 +76,19 @@ naive = rmse(np.full(len(validation), estimation["y"].mean()))
 print(f"mean level: validation RMSE {naive:.2f} V")
 
 # %% [markdown]
-# ## A neural ODE driven by the pump
-# `covariates=["u"]` makes the voltage an input: `dx/dt = f(x, u(t))`, the
+# A neural ODE driven by the pump
+# -------------------------------
+#
+# ``covariates=["u"]`` makes the voltage an input: ``dx/dt = f(x, u(t))``, the
 # voltage held between its samples as the pump is driven
-# (`covariate_interpolation="previous"`). The state is the measured level
-# plus one hidden dimension for the unmeasured upper tank (`augment_dim=1`).
+# (``covariate_interpolation="previous"``). The state is the measured level
+# plus one hidden dimension for the unmeasured upper tank (``augment_dim=1``).
 # Training is multiple shooting on windows of 128 samples, each window's
 # hidden value read by a small encoder from the 16 levels measured before it
-# and the pump voltages there (`hidden_init="encoder"`), one Euler step per
+# and the pump voltages there (``hidden_init="encoder"``), one Euler step per
 # sample, every window in one minibatch, with weight decay against fitting
 # the one record too closely. The full run averages five seeds
-# (`SeedEnsemble`).
+# (``SeedEnsemble``).
 
 # %%
 recipe = NeuralODE(covariates=["u"], augment_dim=1, hidden_init="encoder", window_size=128, solver="euler",
@@ -89,7 +97,9 @@ recipe = NeuralODE(covariates=["u"], augment_dim=1, hidden_init="encoder", windo
 model = recipe.fit(estimation) if FAST else SeedEnsemble(recipe, n_members=5, random_state=0).fit(estimation)
 
 # %% [markdown]
-# ## Free-run simulation
+# Free-run simulation
+# -------------------
+#
 # From the first level of the estimation record (the benchmark reuses that
 # initial state) and the validation record's voltage alone:
 
@@ -112,16 +122,18 @@ for name, value in table.items():
 # In the full run the five-seed ensemble simulates the validation record at
 # 0.293 V (its members 0.330–0.392 V). A linear ARX model fitted by least
 # squares gets 0.64 V and SARIMAX with the voltage as a regressor 2.11 V
-# (`benchmarks/cascaded_tanks.py` fits both beside the same recipe). The
+# (``benchmarks/cascaded_tanks.py`` fits both beside the same recipe). The
 # best published black-box models reach 0.33–0.34 V: the ensemble is a
 # little below them (its best member only matches them), and far from the
 # grey-box model that knows the tanks overflow (0.18 V).
 #
-# ## 90% bands on the simulation
+# 90% bands on the simulation
+# ---------------------------
+#
 # A deterministic model gives one path; how far to trust it comes from its
-# errors on data it was not fitted to. `calibrate` runs the model's own
+# errors on data it was not fitted to. ``calibrate`` runs the model's own
 # free runs on the estimation record from several starting points and keeps
-# the error quantiles by lead time (conformal intervals); `predict_interval`
+# the error quantiles by lead time (conformal intervals); ``predict_interval``
 # from the validation record's first sample then gives bands whose width
 # grows with the lead. The residuals come from the record it was fitted on,
 # so the bands are too narrow: in the full run (first member of the
@@ -153,9 +165,11 @@ if plt is not None:
     fig.savefig("inputs_cascaded_tanks.png", dpi=110)
 
 # %% [markdown]
-# ## Per-series constants: PhysioNet 2012
+# Per-series constants: PhysioNet 2012
+# ------------------------------------
+#
 # Each ICU stay comes with descriptors that do not change during it.
-# `static_covariates=` names such columns; each needs one value per series
+# ``static_covariates=`` names such columns; each needs one value per series
 # (given on any of its rows). They enter the classifier's encoder at every
 # update, so the state it classifies knows the patient's age and ICU. Height
 # and weight are left out: many records lack them, and a static covariate
@@ -197,7 +211,7 @@ else:
 # is 0.761 without and 0.751 with the descriptors: for this classifier the
 # vital signs already carry what age and ICU type add.
 #
-# `benchmarks/physionet_static.py` measures the same comparison over
-# 5-fold cross-validation on the 400-record slice, for `ODERNNClassifier`
-# and `LatentODEClassifier`, beside a logistic regression on summary
-# statistics; its report is `benchmarks/results/physionet_static/report.md`.
+# ``benchmarks/physionet_static.py`` measures the same comparison over
+# 5-fold cross-validation on the 400-record slice, for ``ODERNNClassifier``
+# and ``LatentODEClassifier``, beside a logistic regression on summary
+# statistics; its report is ``benchmarks/results/physionet_static/report.md``.
