@@ -20,13 +20,20 @@ from dynlearn.training import is_main_process
 
 
 def series(n_series: int = 11, n_times: int = 12) -> tuple[np.ndarray, np.ndarray]:
-    """Damped oscillations with random phases (11 series, so global minibatches split unevenly)."""
+    """Damped oscillations with random phases and gaps (11 series, so global minibatches split unevenly).
+
+    The gaps give shares of a batch different numbers of observed entries,
+    which the losses average over, so each share's gradient must be weighted by them.
+    """
     rng = np.random.RandomState(0)
     t = np.linspace(0.0, 3.0, n_times)
     phase = rng.uniform(0, 2 * np.pi, size=(n_series, 1))
     x = np.exp(-0.3 * t) * np.cos(2.0 * t + phase)
     v = np.exp(-0.3 * t) * np.sin(2.0 * t + phase)
-    return np.stack([x, v], axis=-1), t
+    X = np.stack([x, v], axis=-1)
+    X[rng.uniform(size=X.shape) < 0.2] = np.nan
+    X[:, 0] = np.where(np.isnan(X[:, 0]), 0.5, X[:, 0])
+    return X, t
 
 
 def models(checkpoint: Path) -> dict[str, object]:
