@@ -620,12 +620,14 @@ def _shared_gradient_step(
                     loss_value = math.nan
             except AssertionError as error:  # torchdiffeq's adjoint pass asserts on failure
                 failure = f"The adjoint solve failed during backpropagation: {error}."
+            except IntegrationError as error:
+                failure = str(error)
     flat, present = flatten_gradients(module, weight)
     tail = torch.tensor([loss_value * weight, weight, float(bool(failure))], dtype=flat.dtype, device=flat.device)
     reduced = group.all_sum(torch.cat([flat, present, tail]))
     loss_sum, total_weight, failed = (float(v) for v in reduced[-3:])
     if failed:
-        raise IntegrationError(failure or "The adjoint solve failed during backpropagation on another process.")
+        raise IntegrationError(failure or "A solve failed on another process of the data-parallel run.")
     if not math.isfinite(loss_sum):
         raise _Diverged(epoch, "training loss")
     scale = 1.0 / total_weight if total_weight > 0 else 0.0
@@ -640,7 +642,8 @@ def _evaluate_sharded(
     module.eval()
     n = _n_examples(data)
     starts = range(0, n, batch_size)
-    shares = torch.zeros(2 * len(starts), dtype=torch.float64)
+    shares = torch.zeros(2 * len(starts) + 1, dtype=torch.float64)  # the last entry counts failed solves
+    failure = ""
     with torch.no_grad():
         for i, start in enumerate(starts):
             index = torch.arange(start, min(start + batch_size, n))
@@ -651,9 +654,16 @@ def _evaluate_sharded(
             with sharded(data, index, rows):
                 share = _slice(data, local)
                 weight = float(batch_weight(share)) if batch_weight is not None else float(len(local))
-                shares[2 * i] = float(loss_fn(module, share)) * weight
+                try:
+                    shares[2 * i] = float(loss_fn(module, share)) * weight
+                except IntegrationError as error:
+                    failure, shares[-1] = str(error), 1.0
+                    break
                 shares[2 * i + 1] = weight
-    reduced = group.all_sum(shares).view(-1, 2)
+    reduced = group.all_sum(shares)
+    if reduced[-1] > 0:
+        raise IntegrationError(failure or "A solve failed on another process of the data-parallel run.")
+    reduced = reduced[:-1].view(-1, 2)
     sizes = torch.tensor([min(start + batch_size, n) - start for start in starts], dtype=torch.float64)
     losses = torch.where(reduced[:, 1] > 0, reduced[:, 0] / reduced[:, 1].clamp_min(1e-300), torch.zeros(()))
     return float((losses * sizes).sum()) / n
