@@ -40,9 +40,11 @@ from ..training import (
     Checkpoint,
     History,
     TrainState,
+    agree_on_seed,
     auto_threads,
     budget_active,
     largest_product,
+    prepare_process_group,
     resolve_device,
     resolve_dtype,
     thread_budget,
@@ -227,9 +229,11 @@ class SeriesModel(BaseEstimator):
         batch = self._split_inputs(batch)
         _check_every_feature_observed(batch)
         self._fit_batch = batch
-        self.device_ = resolve_device(self.device)
+        # Under torchrun (or in an initialised process group) fit trains data-parallel: each process on its own
+        # device, all from rank 0's seed, so random_state=None still gives every process one split and one order.
+        self.device_ = prepare_process_group(resolve_device(self.device))
         self.dtype_ = resolve_dtype(self.dtype)
-        self._seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        self._seed = agree_on_seed(int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max)))
         self._streams: dict[str, torch.Generator] = {}
         self._stage, self._fingerprints = 0, []
         self._resume = self._read_checkpoint(batch)

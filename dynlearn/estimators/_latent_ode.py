@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from ..data import QueryTimes, SeriesBatch, check_query_times, to_user_kind
 from ..exceptions import TrainingError, input_error
 from ..nn import ACTIVATIONS, MLPVectorField, ODERNNEncoder, make_mlp, mlp_function
 from ..solvers import CONTROL_INTERPOLATIONS, ControlPath, ode_method, solve_ode, solve_ode_irregular
-from ..training import LearningRateDecay, TrainState
+from ..training import LearningRateDecay, TrainState, draw_rows, whole_batch
 from ._base import guarded_fit
 from ._intervals import ForecastIntervals, check_n_samples, sample_quantiles
 from ._base import SERIES_WINDOW, SHARED_CONSTRAINTS, SeriesModel, _median_window, _sampling_seed
@@ -558,7 +559,7 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
                 return self._negative_bound(module, data, draws, kl_weight=schedule.kl_weight)[0]
             return self._negative_bound(module, data, None)[0]
 
-        self._train(loss_fn, train_data, valid_data, callbacks=[schedule])
+        self._train(loss_fn, train_data, valid_data, callbacks=[schedule], batch_weight=_observed_entries)
         self._fit_noise(batch)
         self.training_time_ = time.perf_counter() - started
         return self
@@ -651,12 +652,14 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
         draws of ``z0`` ``(n_samples_train, n_series, latent_dim)``, which a
         classifier head reads from the same pass.
         """
-        width = int(data["lengths"].max())
+        # Shapes and draws of the whole minibatch, so a process training on a share of it computes alike.
+        width = int(whole_batch(data)["lengths"].max())
         values, mask, times = data["values"][:, :width], data["mask"][:, :width] > 0.5, data["times"][:, :width]
         if generator is None:
             scores, generator = data["scores"][:, :width], torch.Generator().manual_seed(self._seed + 3)
         else:
-            scores = torch.rand(times.shape, generator=generator, dtype=times.dtype).to(times.device)
+            draw = functools.partial(_uniform, width=width, generator=generator, dtype=times.dtype)
+            scores = draw_rows(draw, len(times)).to(times.device)
         observed_rows = mask.any(-1)
         origin = times[:, 0]
         inputs = data["inputs"][:, :width] if "inputs" in data else None
@@ -668,7 +671,8 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
         origin_inputs = None if inputs is None else inputs[:, 0]
         mean, std = module.encode(encoded, origin, self._encoder_solve(), self.encoder_time_unit_, origin_inputs)
         k = self.n_samples_train
-        eps = torch.randn((k,) + mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
+        draw = functools.partial(_normal, shape=(k, -1, mean.shape[-1]), generator=generator, dtype=mean.dtype)
+        eps = draw_rows(draw, len(mean), dim=1).to(mean.device)
         z0 = (mean + std * eps).reshape(-1, mean.shape[-1])
         decode_times = torch.cat([origin[:, None], target["times"]], dim=1).repeat(k, 1)
         decode_inputs = None
@@ -1201,6 +1205,19 @@ class _Schedule(LearningRateDecay):
         super().set_epoch(state, epoch)
         warmup, rate = self.estimator.kl_warmup_epochs, self.estimator.kl_anneal_rate
         self.kl_weight = 0.0 if epoch <= warmup else 1.0 - rate ** (epoch - warmup)
+
+
+def _uniform(n: int, *, width: int, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+    return torch.rand((n, width), generator=generator, dtype=dtype)
+
+
+def _normal(n: int, *, shape: tuple[int, ...], generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+    return torch.randn(tuple(n if s == -1 else s for s in shape), generator=generator, dtype=dtype)
+
+
+def _observed_entries(data: dict[str, torch.Tensor]) -> torch.Tensor:
+    """What the bound of a batch of series is averaged over: its observed entries."""
+    return data["mask"].sum()
 
 
 def _random_subset(candidates: torch.Tensor, scores: torch.Tensor, fraction: float) -> torch.Tensor:

@@ -531,12 +531,12 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         for stage, width in enumerate(stages, start=1):
             train_data, valid_data = self._examples(batch, width)
             if stage == len(stages):
-                self._train(loss_fn, train_data, valid_data)
+                self._train(loss_fn, train_data, valid_data, batch_weight=_observed_targets)
                 continue
             with warnings.catch_warnings():  # a warm-up stage that runs out of epochs is not a failed fit
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 budget = max(1, self.max_epochs // (2 * (len(stages) - 1)))
-                self._train(loss_fn, train_data, valid_data, max_epochs=budget)
+                self._train(loss_fn, train_data, valid_data, max_epochs=budget, batch_weight=_observed_targets)
         self.training_time_ = time.perf_counter() - started
         return self
 
@@ -978,3 +978,8 @@ def _forecast_rows(lengths: np.ndarray, cut: np.ndarray, width: int | None) -> t
     series = np.asarray(series, dtype=np.int64)
     real = np.arange(width)[None, :] < (lengths[series, None] - index[:, :1])
     return series, index, real
+
+
+def _observed_targets(data: dict[str, torch.Tensor]) -> torch.Tensor:
+    """What the training loss of a batch of windows averages over: its observed entries after the first row."""
+    return data["mask"][:, 1:].sum()

@@ -3,6 +3,7 @@
 from ._callbacks import CSVLogger, StepDecay
 from ._checkpoint import Checkpoint
 from ._device import resolve_device, resolve_dtype
+from ._distributed import agree_on_seed, current_shard, draw_rows, is_main_process, prepare_process_group, whole_batch
 from ._loop import SLOW_FIT_SECONDS, Callback, History, LearningRateDecay, ProgressBar, TrainState, train
 from ._threads import (
     PARALLEL_WORK,
@@ -16,6 +17,7 @@ from ._threads import (
 
 __all__ = [
     "CSVLogger", "Callback", "Checkpoint", "History", "LearningRateDecay", "PARALLEL_WORK", "ProgressBar", "SLOW_FIT_SECONDS",
-    "StepDecay", "TrainState", "auto_threads", "budget_active", "largest_product", "other_runnable", "resolve_device",
-    "resolve_dtype", "thread_budget", "train", "usable_cores",
+    "StepDecay", "TrainState", "agree_on_seed", "auto_threads", "budget_active", "current_shard", "draw_rows",
+    "is_main_process", "largest_product", "other_runnable", "prepare_process_group", "resolve_device", "resolve_dtype",
+    "thread_budget", "train", "usable_cores", "whole_batch",
 ]  # fmt: skip

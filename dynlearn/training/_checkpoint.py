@@ -12,6 +12,7 @@ from typing import Any, Mapping
 import torch
 
 from ..exceptions import CheckpointWarning, input_error
+from ._distributed import is_main_process
 from ._loop import Callback, TrainState, training_state
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -82,7 +83,12 @@ class Checkpoint(Callback):
             self.save(state)
 
     def save(self, state: TrainState) -> None:
-        """Write ``state`` (and the context) atomically; warn and keep the previous file if that fails."""
+        """Write ``state`` (and the context) atomically; warn and keep the previous file if that fails.
+
+        In data-parallel training only rank 0 writes: every process holds the same state.
+        """
+        if not is_main_process():
+            return
         try:
             write_atomically({**self.context, **training_state(state)}, self.path)
         except OSError as error:

@@ -21,12 +21,14 @@ from ..exceptions import (
     SlowFitWarning,
     TrainingError,
 )
+from ._distributed import DataParallel, data_parallel, flatten_gradients, is_main_process, set_gradients, sharded
 
 if TYPE_CHECKING:
     import pandas as pd
 
 Batch = Mapping[str, torch.Tensor]
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
+WeightFn = Callable[[Batch], Any]
 
 # An epoch counts as an improvement when the monitored loss drops by more
 # than this fraction of the best loss so far.
@@ -195,6 +197,7 @@ def train(
     epochs_name: str = "max_epochs",
     random_streams: Mapping[str, torch.Generator] | None = None,
     resume: Mapping[str, Any] | None = None,
+    batch_weight: WeightFn | None = None,
 ) -> TrainState:
     """Fit ``module`` by minimising ``loss_fn`` over minibatches of ``train_data``.
 
@@ -234,6 +237,11 @@ def train(
         goes on from it (weights, optimizer, history, random streams,
         callbacks) as if it had never stopped; a state written at the end of
         a run restores its result without training.
+    batch_weight : callable ``batch -> number``, default=None
+        What ``loss_fn``'s mean of a batch divides by (the observed entries
+        it averages over, say); None means the number of examples. Used in
+        data-parallel training only, where each process's share of a batch
+        weighs by it, so that the gradient is that of the whole batch.
 
     Raises
     ------
@@ -258,8 +266,21 @@ def train(
     SlowFitWarning
         With ``verbose=0``, the first epoch's duration times ``max_epochs``
         exceeds ``SLOW_FIT_SECONDS`` (said once, after the first epoch).
+
+    Notes
+    -----
+    When a ``torch.distributed`` process group of two or more processes is
+    initialised (as :func:`torch.distributed.init_process_group` under
+    ``torchrun`` does), every process must call ``train`` with the same
+    data: rank 0's weights and random streams are sent to all, each global
+    minibatch is split into one slice of examples per process, gradients
+    and losses are summed across processes, and every process ends with the
+    same weights and history. Checkpoints and the progress bar are rank 0's.
     """
     history = history if history is not None else History()
+    group = data_parallel()
+    if group is not None:
+        group.broadcast_module(module)
     optimizer = optimizer or torch.optim.AdamW(module.parameters(), lr=learning_rate, weight_decay=weight_decay)
     streams = ({"minibatch": generator} if generator is not None else {}) | dict(random_streams or {})
     state = TrainState(
@@ -271,19 +292,25 @@ def train(
         optimizer=optimizer,
         best_weights=copy.deepcopy(module.state_dict()),
         random_streams=streams,
-        callbacks=list(callbacks) + ([ProgressBar()] if verbose else []),
+        callbacks=list(callbacks) + ([ProgressBar()] if verbose and is_main_process() else []),
     )
+    if group is not None:
+        group.broadcast_generators(state.random_streams, src=0)
     if resume is not None:
         load_training_state(state, resume)
         if state.completed:
             module.eval()
             return state
     n_train = _n_examples(train_data)
+    if group is not None:
+        group.check_same_size(n_train)
     for callback in state.callbacks:
         callback.on_train_begin(state)
     try:
         while not state.stop and state.epoch < state.last_epoch:
-            _train_epoch(state, loss_fn, train_data, valid_data, n_train, batch_size, clip_grad_norm, patience)
+            _train_epoch(
+                state, loss_fn, train_data, valid_data, n_train, batch_size, clip_grad_norm, patience, group, batch_weight
+            )
             if state.epoch == state.first_epoch and not verbose:
                 _warn_if_slow(state, epochs_name, patience)
     except BaseException as error:
@@ -323,6 +350,8 @@ def _train_epoch(
     batch_size: int,
     clip_grad_norm: float | None,
     patience: int | None,
+    group: DataParallel | None = None,
+    batch_weight: WeightFn | None = None,
 ) -> None:
     """One epoch: train, validate, record, keep the best weights, decide on stopping, call the callbacks."""
     module, epoch = state.module, state.epoch + 1
@@ -330,8 +359,22 @@ def _train_epoch(
     started = _clock()
     module.train()
     generator = state.random_streams.get("minibatch")
-    train_loss = _run_epoch(module, loss_fn, train_data, n_train, batch_size, state.optimizer, clip_grad_norm, generator, epoch)
-    valid_loss = _evaluate(module, loss_fn, valid_data, batch_size) if valid_data is not None else math.nan
+    if group is None:
+        train_loss = _run_epoch(
+            module, loss_fn, train_data, n_train, batch_size, state.optimizer, clip_grad_norm, generator, epoch
+        )
+        valid_loss = _evaluate(module, loss_fn, valid_data, batch_size) if valid_data is not None else math.nan
+    else:
+        others = {k: g for k, g in state.random_streams.items() if g is not generator}
+        train_loss = _run_epoch_sharded(
+            module, loss_fn, train_data, n_train, batch_size, state.optimizer, clip_grad_norm, generator, epoch,
+            group, batch_weight, others,
+        )
+        valid_loss = (
+            _evaluate_sharded(module, loss_fn, valid_data, batch_size, group, batch_weight)
+            if valid_data is not None
+            else math.nan
+        )
     monitored = valid_loss if valid_data is not None else train_loss
     if not math.isfinite(monitored):
         raise _Diverged(epoch, "validation loss" if valid_data is not None else "training loss")
@@ -510,6 +553,120 @@ def _run_epoch(
         total += float(loss.detach()) * len(index)
         seen += len(index)
     return total / seen
+
+
+def _run_epoch_sharded(
+    module: nn.Module,
+    loss_fn: LossFn,
+    data: Batch,
+    n: int,
+    batch_size: int,
+    optimizer: torch.optim.Optimizer,
+    clip_grad_norm: float | None,
+    generator: torch.Generator | None,
+    epoch: int,
+    group: DataParallel,
+    batch_weight: WeightFn | None,
+    streams: Mapping[str, torch.Generator],
+) -> float:
+    """:func:`_run_epoch` with each global batch split across ``group``: the same steps, the same losses."""
+    order = torch.randperm(n, generator=generator)  # the same order everywhere: the generators were synchronised
+    if generator is None:  # drawn from each process's global generator: take rank 0's
+        group.broadcast_tensor(order, src=0)
+    total, seen = 0.0, 0
+    for start in range(0, n, batch_size):
+        index = order[start : start + batch_size]
+        optimizer.zero_grad(set_to_none=True)
+        loss = _shared_gradient_step(module, loss_fn, data, index, group, batch_weight, epoch)
+        if clip_grad_norm is not None and not _clip_gradients(module.parameters(), clip_grad_norm):
+            raise _Diverged(epoch, "gradient norm")
+        optimizer.step()
+        # Draws not made through draw_rows depend on each process's share; the last rank always has one.
+        group.broadcast_generators(streams, src=group.world_size - 1)
+        total += loss * len(index)
+        seen += len(index)
+    return total / seen
+
+
+def _shared_gradient_step(
+    module: nn.Module,
+    loss_fn: LossFn,
+    data: Batch,
+    index: torch.Tensor,
+    group: DataParallel,
+    batch_weight: WeightFn | None,
+    epoch: int,
+) -> float:
+    """Backpropagate this process's share of the batch ``index`` and leave the whole batch's gradient.
+
+    Each share's mean loss is weighted by what it averages over (its
+    ``batch_weight``), so the summed, reweighted gradients are those of the
+    batch's mean loss. A failure on any process (non-finite loss, failed
+    adjoint solve) is raised on all of them, so none waits forever.
+    """
+    rows = group.rows(len(index))
+    local = index[rows]
+    weight, loss_value, failure = 0.0, 0.0, ""
+    if len(local):
+        with sharded(data, index, rows):
+            share = _slice(data, local)
+            weight = float(batch_weight(share)) if batch_weight is not None else float(len(local))
+            try:
+                loss = loss_fn(module, share)
+                if torch.isfinite(loss):
+                    loss.backward()
+                    loss_value = float(loss.detach())
+                else:
+                    loss_value = math.nan
+            except AssertionError as error:  # torchdiffeq's adjoint pass asserts on failure
+                failure = f"The adjoint solve failed during backpropagation: {error}."
+            except IntegrationError as error:
+                failure = str(error)
+    flat, present = flatten_gradients(module, weight)
+    tail = torch.tensor([loss_value * weight, weight, float(bool(failure))], dtype=flat.dtype, device=flat.device)
+    reduced = group.all_sum(torch.cat([flat, present, tail]))
+    loss_sum, total_weight, failed = (float(v) for v in reduced[-3:])
+    if failed:
+        raise IntegrationError(failure or "A solve failed on another process of the data-parallel run.")
+    if not math.isfinite(loss_sum):
+        raise _Diverged(epoch, "training loss")
+    scale = 1.0 / total_weight if total_weight > 0 else 0.0
+    set_gradients(module, reduced[: flat.numel()] * scale, reduced[flat.numel() : -3])
+    return loss_sum * scale
+
+
+def _evaluate_sharded(
+    module: nn.Module, loss_fn: LossFn, data: Batch, batch_size: int, group: DataParallel, batch_weight: WeightFn | None
+) -> float:
+    """:func:`_evaluate` with each batch split across ``group``; every process gets the same figure."""
+    module.eval()
+    n = _n_examples(data)
+    starts = range(0, n, batch_size)
+    shares = torch.zeros(2 * len(starts) + 1, dtype=torch.float64)  # the last entry counts failed solves
+    failure = ""
+    with torch.no_grad():
+        for i, start in enumerate(starts):
+            index = torch.arange(start, min(start + batch_size, n))
+            rows = group.rows(len(index))
+            local = index[rows]
+            if not len(local):
+                continue
+            with sharded(data, index, rows):
+                share = _slice(data, local)
+                weight = float(batch_weight(share)) if batch_weight is not None else float(len(local))
+                try:
+                    shares[2 * i] = float(loss_fn(module, share)) * weight
+                except IntegrationError as error:
+                    failure, shares[-1] = str(error), 1.0
+                    break
+                shares[2 * i + 1] = weight
+    reduced = group.all_sum(shares)
+    if reduced[-1] > 0:
+        raise IntegrationError(failure or "A solve failed on another process of the data-parallel run.")
+    reduced = reduced[:-1].view(-1, 2)
+    sizes = torch.tensor([min(start + batch_size, n) - start for start in starts], dtype=torch.float64)
+    losses = torch.where(reduced[:, 1] > 0, reduced[:, 0] / reduced[:, 1].clamp_min(1e-300), torch.zeros(()))
+    return float((losses * sizes).sum()) / n
 
 
 def _clip_gradients(parameters: Any, max_norm: float) -> bool:

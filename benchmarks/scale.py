@@ -1,0 +1,130 @@
+"""Benchmark ``scale``: NeuralODE training throughput with 1 and 2 data-parallel processes (torchrun, gloo, CPU).
+
+A problem where compute dominates: 512 series of 20 samples of a damped
+oscillator, hidden layers (256, 256), fixed-step rk4, minibatches of 128 (the
+global batch, the same for every process count, so every run takes the same
+steps). Each process count is run under ``torchrun --nproc_per_node=N`` with
+``OMP_NUM_THREADS=1`` per process, rounds interleaved (1, 2, 1, 2, ...) so
+drifting load hits both alike. Throughput is series per second per epoch, from
+the median duration of the epochs after the first (which pays one-off costs);
+scaling efficiency is throughput(N) / (N * throughput(1)).
+
+Run: ``OMP_NUM_THREADS=1 python benchmarks/scale.py [--rounds 3] [--epochs 6]``. Writes
+``benchmarks/results/scale/scale.csv`` and ``report.md``, with the load
+average seen before and after (other work on the machine slows every run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "scale"
+N_SERIES, N_TIMES, HIDDEN, BATCH = 512, 20, (256, 256), 128
+
+
+def worker(out: Path, epochs: int) -> None:
+    """Fit under torchrun (or alone) and write rank 0's epoch durations to ``out``."""
+    import numpy as np
+    import torch
+
+    from dynlearn import ConvergenceWarning, NeuralODE
+
+    rng = np.random.RandomState(0)
+    t = np.linspace(0.0, 4.0, N_TIMES)
+    phase = rng.uniform(0, 2 * np.pi, size=(N_SERIES, 1))
+    X = np.stack([np.exp(-0.2 * t) * np.cos(1.5 * t + phase), np.exp(-0.2 * t) * np.sin(1.5 * t + phase)], axis=-1)
+    model = NeuralODE(
+        hidden_layer_sizes=HIDDEN, solver="rk4", window_size=None, batch_size=BATCH, max_epochs=epochs,
+        patience=None, validation_fraction=0.0, random_state=0, device="cpu", n_threads=1,
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X, t=t)
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
+        durations = model.history_.to_frame()["duration"].tolist()
+        out.write_text(json.dumps({"world_size": world, "durations": durations}))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(n_processes: int, epochs: int) -> dict:
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "durations.json"
+        command = [
+            sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n_processes}",
+            "--master_addr=127.0.0.1", f"--master_port={_free_port()}", __file__, "--worker", str(out),
+            "--epochs", str(epochs),
+        ]  # fmt: skip
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+        subprocess.run(command, env=env, check=True, capture_output=True)
+        return json.loads(out.read_text())
+
+
+def main(rounds: int, epochs: int) -> None:
+    load_before = os.getloadavg()
+    rows = []
+    for round_ in range(rounds):
+        for n in (1, 2):
+            result = run(n, epochs)
+            seconds = statistics.median(result["durations"][1:])
+            rows.append({"round": round_, "processes": n, "epoch_seconds": seconds, "series_per_second": N_SERIES / seconds})
+            print(rows[-1], flush=True)
+    load_after = os.getloadavg()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS / "scale.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    throughput = {n: statistics.median(r["series_per_second"] for r in rows if r["processes"] == n) for n in (1, 2)}
+    efficiency = throughput[2] / (2 * throughput[1])
+    lines = [
+        "# Data-parallel scaling (benchmark `scale`)",
+        "",
+        f"NeuralODE, hidden {HIDDEN}, {N_SERIES} series of {N_TIMES} samples, rk4, global batch {BATCH}, "
+        f"{epochs} epochs per run (median of epochs 2..{epochs}), {rounds} rounds interleaved; "
+        "torchrun on the CPU (gloo), OMP_NUM_THREADS=1 per process.",
+        f"Machine: {os.cpu_count()} cores shared with other work; load average (1, 5, 15 min) "
+        f"{tuple(round(x, 2) for x in load_before)} before, {tuple(round(x, 2) for x in load_after)} after.",
+        "",
+        "| processes | series/s per epoch (median) | per-round series/s |",
+        "|---|---|---|",
+    ]
+    for n in (1, 2):
+        per_round = ", ".join(f"{r['series_per_second']:.1f}" for r in rows if r["processes"] == n)
+        lines.append(f"| {n} | {throughput[n]:.1f} | {per_round} |")
+    lines += ["", f"Speed-up {throughput[2] / throughput[1]:.2f}x; scaling efficiency {efficiency:.0%}.", ""]
+    lines.append(
+        "Command: `OMP_NUM_THREADS=1 python benchmarks/scale.py "
+        f"--rounds {rounds} --epochs {epochs}`. With other processes busy on the same two cores, the second process "
+        "competes with them, so the efficiency is a lower bound on what an idle two-core machine gives."
+    )
+    (RESULTS / "report.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=6)
+    arguments = parser.parse_args()
+    if arguments.worker is not None:
+        worker(arguments.worker, arguments.epochs)
+    else:
+        main(arguments.rounds, arguments.epochs)
