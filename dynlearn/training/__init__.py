@@ -8,6 +8,7 @@ from ._threads import (
     PARALLEL_WORK,
     auto_threads,
     budget_active,
+    dask_task_threads,
     largest_product,
     other_runnable,
     thread_budget,
@@ -16,6 +17,6 @@ from ._threads import (
 
 __all__ = [
     "CSVLogger", "Callback", "Checkpoint", "History", "LearningRateDecay", "PARALLEL_WORK", "ProgressBar", "SLOW_FIT_SECONDS",
-    "StepDecay", "TrainState", "auto_threads", "budget_active", "largest_product", "other_runnable", "resolve_device",
-    "resolve_dtype", "thread_budget", "train", "usable_cores",
+    "StepDecay", "TrainState", "auto_threads", "budget_active", "dask_task_threads", "largest_product", "other_runnable",
+    "resolve_device", "resolve_dtype", "thread_budget", "train", "usable_cores",
 ]  # fmt: skip
