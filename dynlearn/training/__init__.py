@@ -1,5 +1,6 @@
 """One training loop for every estimator, with callbacks, history and checkpoints."""
 
+from ._batch import BASE_BATCH_SIZE, auto_batch_size
 from ._callbacks import CSVLogger, StepDecay
 from ._checkpoint import Checkpoint
 from ._device import resolve_device, resolve_dtype
@@ -16,7 +17,7 @@ from ._threads import (
 )
 
 __all__ = [
-    "CSVLogger", "Callback", "Checkpoint", "History", "LearningRateDecay", "PARALLEL_WORK", "ProgressBar", "SLOW_FIT_SECONDS",
-    "StepDecay", "TrainState", "auto_threads", "budget_active", "dask_task_threads", "largest_product", "other_runnable",
+    "BASE_BATCH_SIZE", "CSVLogger", "Callback", "Checkpoint", "History", "LearningRateDecay", "PARALLEL_WORK", "ProgressBar", "SLOW_FIT_SECONDS",
+    "StepDecay", "TrainState", "auto_batch_size", "auto_threads", "budget_active", "dask_task_threads", "largest_product", "other_runnable",
     "resolve_device", "resolve_dtype", "thread_budget", "train", "usable_cores",
 ]  # fmt: skip
