@@ -6,8 +6,7 @@ import math
 
 import pytest
 
-from dynlearn.training import BASE_BATCH_SIZE, auto_batch_size
-from dynlearn.training import _batch
+from dynlearn.training import BASE_BATCH_SIZE, _batch, auto_batch_size
 
 WINDOW = 30 * 2  # a window of 30 times of two features
 
