@@ -70,6 +70,7 @@ import irregular  # noqa: E402,F401  (ODE-RNN and Latent ODE: speed against the 
 import authors_reference  # noqa: E402,F401  (the same, against the authors' code from a local checkout)
 import stochastic  # noqa: E402,F401  (NeuralSDE, LatentSDE: probabilistic forecasts, mocap, adjoint cost)
 import threads  # noqa: E402,F401  (n_threads: epoch time at one and two torch threads, alone and beside a busy core)
+import batch_size  # noqa: E402,F401  (batch_size="auto" against 64 on tens of thousands of windows)
 import horizon_vs_one_step  # noqa: E402,F401  (NeuralODE: multi-step rollout training against one-step training)
 import classifiers  # noqa: E402,F401  (ODERNNClassifier, LatentODEClassifier against a feature baseline on UCR/UEA sets)
 import real_forecasts  # noqa: E402  (every forecaster against naive, ETS and auto-ARIMA on real series)

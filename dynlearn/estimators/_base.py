@@ -6,6 +6,7 @@ import copy
 import functools
 import hashlib
 import inspect
+import math
 import os
 import time
 import warnings
@@ -36,11 +37,13 @@ from ..exceptions import ForecastRangeWarning, input_error
 from ..metrics import forecast_score, r2_score_masked
 from ..solvers import ode_method
 from ..training import (
+    BASE_BATCH_SIZE,
     Callback,
     Checkpoint,
     History,
     TrainState,
     agree_on_seed,
+    auto_batch_size,
     auto_threads,
     budget_active,
     largest_product,
@@ -58,7 +61,7 @@ SHARED_CONSTRAINTS: dict[str, list[Any]] = {
     "adjoint": ["boolean"],
     "max_num_steps": [Interval(Integral, 1, None, closed="left")],
     "max_epochs": [Interval(Integral, 1, None, closed="left")],
-    "batch_size": [Interval(Integral, 1, None, closed="left")],
+    "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
     "learning_rate": [Interval(Real, 0, None, closed="neither")],
     "weight_decay": [Interval(Real, 0, None, closed="left")],
     "validation_fraction": [Interval(Real, 0, 1, closed="left")],
@@ -201,8 +204,36 @@ class SeriesModel(BaseEstimator):
             {"n_threads": SHARED_CONSTRAINTS["n_threads"]}, {"n_threads": n_threads}, caller_name=type(self).__name__
         )
         if isinstance(n_threads, str):
-            return auto_threads(largest_product(getattr(self, "module_", None), getattr(self, "batch_size", 1)))
+            return auto_threads(largest_product(getattr(self, "module_", None), self._rows_per_step()))
         return None if n_threads is None else int(n_threads)
+
+    def _rows_per_step(self) -> int:
+        """Minibatch rows the thread rule sizes for: the size resolved for training, else ``batch_size``.
+
+        Before ``batch_size="auto"`` is first resolved (the module is built
+        before the training examples), the rule's base size stands in.
+        """
+        batch_size = getattr(self, "batch_size", 1)
+        if not isinstance(batch_size, str):
+            return int(batch_size)
+        return self.__dict__.get("batch_size_", BASE_BATCH_SIZE)
+
+    def _minibatch_size(self, train_data: Mapping[str, torch.Tensor]) -> int:
+        """Examples per minibatch for training on ``train_data``, recorded as ``batch_size_``.
+
+        An int ``batch_size`` is used as given; ``"auto"`` applies
+        :func:`dynlearn.training.auto_batch_size` to the number of examples,
+        the values of one example (its largest tensor's) and ``device_``.
+        Every estimator reads its size here, so a stage's learning-rate
+        schedule and its training loop agree.
+        """
+        if isinstance(self.batch_size, str):
+            n_examples = len(next(iter(train_data.values())))
+            values = max(math.prod(tensor.shape[1:]) for tensor in train_data.values())
+            self.batch_size_ = auto_batch_size(n_examples, values, self.device_)
+        else:
+            self.batch_size_ = int(self.batch_size)
+        return self.batch_size_
 
     def _apply_thread_budget(self) -> None:
         """Set torch's threads for the module just built (its size decides "auto") and record ``n_threads_``."""
@@ -345,10 +376,13 @@ class SeriesModel(BaseEstimator):
                     return TrainState(module=self.module_, history=self.history_, max_epochs=0, completed=True)
             callbacks.append(checkpoint.with_context(self._checkpoint_context(stage)))
         recorder = _KeepState()
+        batch_size = self._minibatch_size(train_data)
+        if isinstance(self.batch_size, str):  # the thread rule now knows the rows of a step
+            self._apply_thread_budget()
         settings = dict(
             valid_data=valid_data,
             max_epochs=self.max_epochs,
-            batch_size=self.batch_size,
+            batch_size=batch_size,
             learning_rate=self.learning_rate,
             weight_decay=self.weight_decay,
             patience=self.patience,

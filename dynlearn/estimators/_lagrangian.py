@@ -93,8 +93,11 @@ class LagrangianNN(PhaseSpaceModel):
         Step limit of each solve; past it :class:`~dynlearn.exceptions.IntegrationError`.
     max_epochs : int, default=200
         Most passes over the training data; early stopping (``patience``) may end training sooner.
-    batch_size : int, default=64
+    batch_size : int or "auto", default=64
         Examples per minibatch (rows for derivatives, windows for trajectories).
+        ``"auto"`` chooses it at fit from the number of training examples,
+        their size and the device (:func:`dynlearn.training.auto_batch_size`).
+        ``batch_size_`` records the size trained with (the last stage's).
     learning_rate : float, default=1e-3
         Step size of the AdamW optimiser.
     weight_decay : float, default=0.0
@@ -245,7 +248,7 @@ class LagrangianNN(PhaseSpaceModel):
         adjoint: bool = False,
         max_num_steps: int = 1000,
         max_epochs: int = 200,
-        batch_size: int = 64,
+        batch_size: int | str = 64,
         learning_rate: float = 1e-3,
         weight_decay: float = 0.0,
         validation_fraction: float = 0.1,

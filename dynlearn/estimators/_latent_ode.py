@@ -274,8 +274,11 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
         Step limit of each solve; past it :class:`~dynlearn.exceptions.IntegrationError`.
     max_epochs : int, default=200
         Most passes over the training data; early stopping (``patience``) may end training sooner.
-    batch_size : int, default=50
+    batch_size : int or "auto", default=50
         Series per minibatch.
+        ``"auto"`` chooses it at fit from the number of training examples,
+        their size and the device (:func:`dynlearn.training.auto_batch_size`).
+        ``batch_size_`` records the size trained with (the last stage's).
     learning_rate : float, default=1e-2
         Initial step size of the AdamW optimiser (see ``learning_rate_decay``).
     learning_rate_decay : float, default=0.999
@@ -467,7 +470,7 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
         adjoint: bool = False,
         max_num_steps: int = 1000,
         max_epochs: int = 200,
-        batch_size: int = 50,
+        batch_size: int | str = 50,
         learning_rate: float = 1e-2,
         learning_rate_decay: float = 0.999,
         weight_decay: float = 0.0,
@@ -550,7 +553,7 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
         train_data, valid_data = self._split_examples(self._examples(batch), batch)
         self._init_module(self._build_module)
         draws = self._generator(2)
-        schedule = _Schedule(self, n_batches=math.ceil(len(train_data["values"]) / self.batch_size))
+        schedule = _Schedule(self, n_batches=math.ceil(len(train_data["values"]) / self._minibatch_size(train_data)))
 
         def loss_fn(module: _LatentODEModel, data: dict[str, torch.Tensor]) -> torch.Tensor:
             # Training draws fresh subsets and z0 samples and weighs the KL term by the schedule;

@@ -194,7 +194,7 @@ class LatentODEClassifier(_SeriesClassifier, ClassifierMixin, LatentODE):
         adjoint: bool = False,
         max_num_steps: int = 1000,
         max_epochs: int = 200,
-        batch_size: int = 50,
+        batch_size: int | str = 50,
         learning_rate: float = 1e-2,
         learning_rate_decay: float = 0.999,
         weight_decay: float = 0.0,
@@ -290,7 +290,7 @@ class LatentODEClassifier(_SeriesClassifier, ClassifierMixin, LatentODE):
         train_data, valid_data = self._split_examples(examples, batch)
         self._init_module(self._build_module)
         draws = self._generator(2)
-        schedule = _Schedule(self, n_batches=math.ceil(len(train_data["values"]) / self.batch_size))
+        schedule = _Schedule(self, n_batches=math.ceil(len(train_data["values"]) / self._minibatch_size(train_data)))
         weight = float(self.classification_weight)
 
         def loss_fn(module: _LatentODEClassifierModel, data: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -408,8 +408,11 @@ class LatentSDE(ForecastIntervals, SeriesModel):
         Steps allowed per solve; past it :class:`~dynlearn.exceptions.IntegrationError`.
     max_epochs : int, default=200
         Most passes over the training data; early stopping (``patience``) may end training sooner.
-    batch_size : int, default=32
+    batch_size : int or "auto", default=32
         Windows (series) per minibatch.
+        ``"auto"`` chooses it at fit from the number of training examples,
+        their size and the device (:func:`dynlearn.training.auto_batch_size`).
+        ``batch_size_`` records the size trained with (the last stage's).
     learning_rate : float, default=1e-2
         Step size of the AdamW optimiser.
     weight_decay : float, default=0.0
@@ -562,7 +565,7 @@ class LatentSDE(ForecastIntervals, SeriesModel):
         adjoint: bool = False,
         max_num_steps: int = 10_000,
         max_epochs: int = 200,
-        batch_size: int = 32,
+        batch_size: int | str = 32,
         learning_rate: float = 1e-2,
         weight_decay: float = 0.0,
         validation_fraction: float = 0.1,

@@ -106,8 +106,11 @@ _SHARED_PARAMETERS = """hidden_dim : int, default={hidden_dim}
         Step limit of each solve.
     max_epochs : int, default={max_epochs}
         Training epochs.
-    batch_size : int, default={batch_size}
+    batch_size : int or "auto", default={batch_size}
         Examples per minibatch.
+        ``"auto"`` chooses it at fit from the number of training examples,
+        their size and the device (:func:`dynlearn.training.auto_batch_size`).
+        ``batch_size_`` records the size trained with (the last stage's).
     learning_rate : float, default={learning_rate}
         AdamW learning rate.
     weight_decay : float, default=0.0
@@ -355,7 +358,7 @@ class NeuralCDE(ConformalIntervals, _CDEBase):
         adjoint: bool = False,
         max_num_steps: int = 1000,
         max_epochs: int = 100,
-        batch_size: int = 64,
+        batch_size: int | str = 64,
         learning_rate: float = 3e-3,
         weight_decay: float = 0.0,
         validation_fraction: float = 0.1,
@@ -625,7 +628,7 @@ class NeuralCDEClassifier(_SeriesClassifier, ClassifierMixin, _CDEBase):
         adjoint: bool = False,
         max_num_steps: int = 1000,
         max_epochs: int = 100,
-        batch_size: int = 32,
+        batch_size: int | str = 32,
         learning_rate: float = 3e-3,
         weight_decay: float = 0.0,
         validation_fraction: float = 0.0,

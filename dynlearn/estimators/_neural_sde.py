@@ -236,8 +236,11 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
         :class:`~dynlearn.exceptions.IntegrationError`.
     max_epochs : int, default=200
         Most passes over the training data; early stopping (``patience``) may end training sooner.
-    batch_size : int, default=128
+    batch_size : int or "auto", default=128
         Transitions per minibatch.
+        ``"auto"`` chooses it at fit from the number of training examples,
+        their size and the device (:func:`dynlearn.training.auto_batch_size`).
+        ``batch_size_`` records the size trained with (the last stage's).
     learning_rate : float, default=3e-3
         Step size of the AdamW optimiser.
     weight_decay : float, default=0.0
@@ -361,7 +364,7 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
         solver: str = "euler",
         max_num_steps: int = 1000,
         max_epochs: int = 200,
-        batch_size: int = 128,
+        batch_size: int | str = 128,
         learning_rate: float = 3e-3,
         weight_decay: float = 0.0,
         validation_fraction: float = 0.1,

@@ -348,7 +348,7 @@ class _ODERNNBase(SeriesModel):
     def _train_decaying(self, loss_fn: Any, examples: dict[str, np.ndarray], batch: SeriesBatch) -> None:
         """Train on ``examples`` with the learning rate decaying per minibatch (``learning_rate_decay``)."""
         train_data, valid_data = self._split_examples(examples, batch)
-        n_batches = math.ceil(len(train_data["values"]) / self.batch_size)
+        n_batches = math.ceil(len(train_data["values"]) / self._minibatch_size(train_data))
         decay = LearningRateDecay(self.learning_rate, self.learning_rate_decay, n_batches)
         self._train(loss_fn, train_data, valid_data, callbacks=[decay])
 
@@ -457,8 +457,11 @@ _SHARED_DOC = """
         Step limit of each solve; past it :class:`~dynlearn.exceptions.IntegrationError`.
     max_epochs : int, default={max_epochs}
         Most passes over the training data; early stopping (``patience``) may end training sooner.
-    batch_size : int, default=50
+    batch_size : int or "auto", default=50
         Series per minibatch.
+        ``"auto"`` chooses it at fit from the number of training examples,
+        their size and the device (:func:`dynlearn.training.auto_batch_size`).
+        ``batch_size_`` records the size trained with (the last stage's).
     learning_rate : float, default=1e-2
         Initial step size of the AdamW optimiser (see ``learning_rate_decay``).
     learning_rate_decay : float, default=0.999
@@ -691,7 +694,7 @@ class ODERNN(ConformalIntervals, _ODERNNBase):
         adjoint: bool = False,
         max_num_steps: int = 1000,
         max_epochs: int = 100,
-        batch_size: int = 50,
+        batch_size: int | str = 50,
         learning_rate: float = 1e-2,
         learning_rate_decay: float = 0.999,
         weight_decay: float = 0.0,
@@ -1137,7 +1140,7 @@ class ODERNNClassifier(_SeriesClassifier, ClassifierMixin, _ODERNNBase):
         adjoint: bool = False,
         max_num_steps: int = 1000,
         max_epochs: int = 200,
-        batch_size: int = 50,
+        batch_size: int | str = 50,
         learning_rate: float = 1e-2,
         learning_rate_decay: float = 0.999,
         weight_decay: float = 0.0,

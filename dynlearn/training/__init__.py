@@ -1,5 +1,6 @@
 """One training loop for every estimator, with callbacks, history and checkpoints."""
 
+from ._batch import BASE_BATCH_SIZE, auto_batch_size
 from ._callbacks import CSVLogger, StepDecay
 from ._checkpoint import Checkpoint
 from ._device import resolve_device, resolve_dtype
@@ -9,6 +10,7 @@ from ._threads import (
     PARALLEL_WORK,
     auto_threads,
     budget_active,
+    dask_task_threads,
     largest_product,
     other_runnable,
     thread_budget,
@@ -16,8 +18,9 @@ from ._threads import (
 )
 
 __all__ = [
-    "CSVLogger", "Callback", "Checkpoint", "History", "LearningRateDecay", "PARALLEL_WORK", "ProgressBar", "SLOW_FIT_SECONDS",
-    "StepDecay", "TrainState", "agree_on_seed", "auto_threads", "budget_active", "current_shard", "draw_rows",
-    "is_main_process", "largest_product", "other_runnable", "prepare_process_group", "resolve_device", "resolve_dtype",
-    "thread_budget", "train", "usable_cores", "whole_batch",
+    "BASE_BATCH_SIZE", "CSVLogger", "Callback", "Checkpoint", "History", "LearningRateDecay", "PARALLEL_WORK",
+    "ProgressBar", "SLOW_FIT_SECONDS", "StepDecay", "TrainState", "agree_on_seed", "auto_batch_size", "auto_threads",
+    "budget_active", "current_shard", "dask_task_threads", "draw_rows", "is_main_process", "largest_product",
+    "other_runnable", "prepare_process_group", "resolve_device", "resolve_dtype", "thread_budget", "train",
+    "usable_cores", "whole_batch",
 ]  # fmt: skip

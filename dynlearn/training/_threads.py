@@ -18,6 +18,7 @@ count cannot change once torch has run parallel work.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from contextlib import contextmanager
 from typing import Iterator
@@ -59,6 +60,32 @@ def budget_active() -> bool:
     return bool(getattr(_callers, "stack", None))
 
 
+def dask_task_threads() -> int | None:
+    """Threads a task of the Dask worker running this thread may use; None outside a Dask task.
+
+    Dask runs as many tasks at once as a worker has threads and sizes a
+    cluster's workers x threads to the cores, so each running task stands
+    for one core. Its worker processes start with ``OMP_NUM_THREADS`` from
+    the ``distributed.nanny.pre-spawn-environ`` setting (1 by default), which
+    torch follows; workers that are threads of the client's process
+    (``LocalCluster(processes=False)``) inherit the client's count instead,
+    so the same setting is read here and applies to both. ``distributed`` is
+    only looked for, never imported: a task on a Dask worker has imported it.
+    """
+    distributed = sys.modules.get("distributed")
+    if distributed is None:
+        return None
+    try:
+        distributed.get_worker()
+    except ValueError:  # this thread runs no Dask task
+        return None
+    environ = sys.modules["dask"].config.get("distributed.nanny.pre-spawn-environ", {}) or {}
+    try:
+        return max(1, int(environ.get("OMP_NUM_THREADS", 1)))
+    except (TypeError, ValueError):
+        return 1
+
+
 def other_runnable() -> int:
     """Threads of the whole machine that want a core right now, besides the one asking (Linux; 0 elsewhere).
 
@@ -90,13 +117,20 @@ def auto_threads(work: float) -> int:
         1: the process's usable cores (:func:`usable_cores`) less the threads
         of other work that want a core now (:func:`other_runnable`), capped
         by the caller's torch setting (``caller_threads()``, which divides
-        the machine among joblib's process workers). Beside a busy process
+        the machine among joblib's process workers) and, in a task of a Dask
+        worker, by the threads Dask gives each task (:func:`dask_task_threads`,
+        1 by default), so a search on a Dask cluster, whose workers may be
+        threads of one process, does not oversubscribe. Beside a busy process
         a thread that loses its core stalls the others at every operator
         (``benchmarks/run.py --only threads``), so busy cores are not counted.
     """
     if work < PARALLEL_WORK:
         return 1
-    return max(1, min(usable_cores() - other_runnable(), caller_threads()))
+    ceiling = caller_threads()
+    per_task = dask_task_threads()
+    if per_task is not None:
+        ceiling = min(ceiling, per_task)
+    return max(1, min(usable_cores() - other_runnable(), ceiling))
 
 
 def largest_product(module: torch.nn.Module | None, rows: int) -> int:
