@@ -25,7 +25,7 @@ import torch
 
 from harness import Context, Record, median, register, time_interleaved
 from irregular import (
-    LATENT_SPEED, ODERNN_SPEED, ONE_EPOCH, SHARED_TRAIN_SERIES, SPEED_BATCH, EvaluationCounter, captured_training,
+    LATENT_SPEED, ODERNN_SPEED, ONE_EPOCH, SHARED_TRAIN_SERIES, SPEED_BATCH, EvaluationCounter, TrainingCapture,
     dynlearn_iteration, speed_minibatch,
 )
 from physics import torch_threads
@@ -302,11 +302,11 @@ def irregular_speed_authors(context: Context) -> list[Record]:
                 ("odernn", "ode_rnn", ODERNN, ODERNN_SPEED), ("latent_ode", "latent_ode", LatentODE, LATENT_SPEED)
             ):
                 authors, fetch_seconds, their_networks = authors_training(lib, model, context.device)
-                with captured_training("dynlearn.estimators._base") as seen:
-                    estimator(**sizes, **ONE_EPOCH, device=context.device.type).fit(frame)
-                our_networks = {"encoder": seen["module"].encoder.field.net}
+                seen = TrainingCapture()
+                estimator(**sizes, **ONE_EPOCH, callbacks=[seen], device=context.device.type).fit(frame)
+                our_networks = {"encoder": seen.module.encoder.field.net}
                 if name == "latent_ode":
-                    our_networks["latent"] = seen["module"].field.net
+                    our_networks["latent"] = seen.module.field.net
                 candidates = {"authors": authors, "dynlearn": dynlearn_iteration(seen, SPEED_BATCH)}
                 networks = {"authors": their_networks, "dynlearn": our_networks}
                 records += compare_with_authors(name, candidates, networks, fetch_seconds, context)

@@ -1,51 +1,40 @@
-"""The machinery shared by dynlearn's benchmarks: registry, timing, result files.
+"""The script layer of dynlearn's benchmarks: registration, running, result files.
 
 A benchmark is a function ``(context) -> list[Record]`` registered with
-:func:`register`; :func:`run_all` runs the selected ones and
-:func:`write_results` stores their figures as a CSV table and a markdown
-report. Nothing here asserts on time: benchmarks measure, people judge.
+:func:`register`, into the package's one registry (``dynlearn.bench.PERF``,
+beside the performance rows that ``dynlearn bench`` also runs);
+:func:`run_all` runs the selected ones and :func:`write_results` stores
+their figures as a CSV table and a markdown report. Nothing here asserts on
+time: benchmarks measure, people judge.
 """
 
 from __future__ import annotations
 
 import csv
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
-# Records, timing and the environment live in the package (dynlearn.bench),
-# which `dynlearn bench` runs from an installed copy; re-exported here for
-# the benchmark modules of this folder.
+# The registry, records, timing and the environment live in the package
+# (dynlearn.bench), which `dynlearn bench` runs from an installed copy;
+# re-exported here for the benchmark modules of this folder.
+from dynlearn.bench import PERF, Environment, Record, format_value, median, register_perf, time_interleaved, warm_up
 from dynlearn.bench import BenchContext as Context
-from dynlearn.bench import Environment, Record, format_value, median, time_interleaved, warm_up
 
 __all__ = [
-    "BENCHMARKS", "Benchmark", "Context", "Environment", "Record", "median", "register", "run_all",
-    "time_interleaved", "warm_up", "write_results",
+    "PERF", "Context", "Environment", "Record", "median", "register", "run_all", "time_interleaved", "warm_up",
+    "write_results",
 ]  # fmt: skip
 
 
-@dataclass(frozen=True)
-class Benchmark:
-    name: str
-    description: str
-    function: Callable[[Context], list[Record]]
-
-
-BENCHMARKS: dict[str, Benchmark] = {}
-
-
 def register(name: str, description: str) -> Callable[[Callable[[Context], list[Record]]], Callable]:
-    """Decorator adding a benchmark function to :data:`BENCHMARKS` under ``name``."""
+    """Decorator adding a benchmark function to ``dynlearn.bench.PERF`` under ``name``, run by run.py only.
 
-    def decorate(function: Callable[[Context], list[Record]]) -> Callable[[Context], list[Record]]:
-        if name in BENCHMARKS:
-            raise ValueError(f"A benchmark named {name!r} is already registered.")
-        BENCHMARKS[name] = Benchmark(name, description, function)
-        return function
-
-    return decorate
+    The performance rows of the package are registered there already (and
+    also run by ``dynlearn bench``); a name taken by either is refused.
+    """
+    return register_perf(name, description, suite=False)
 
 
 def _log(line: str) -> None:
@@ -58,7 +47,7 @@ def run_all(names: list[str], context: Context, log: Callable[[str], None] = _lo
     spent: dict[str, float] = {}
     warm_up(context)
     for name in names:
-        benchmark = BENCHMARKS[name]
+        benchmark = PERF[name]
         log(f"[{name}] {benchmark.description}")
         started = time.perf_counter()
         found = benchmark.function(context)
@@ -108,7 +97,7 @@ def _markdown(
         "see `benchmarks/README.md` for how to read them.",
     ]
     for name in dict.fromkeys(record.benchmark for record in records):
-        lines += ["", f"## {name}", "", BENCHMARKS[name].description, "", "| metric | value | unit |", "|---|---:|---|"]
+        lines += ["", f"## {name}", "", PERF[name].description, "", "| metric | value | unit |", "|---|---:|---|"]
         lines += [f"| {r.metric} | {format_value(r.value)} | {r.unit} |" for r in records if r.benchmark == name]
         lines += ["", f"Benchmark wall time: {spent[name]:.1f} s."]
     return "\n".join(lines) + "\n"

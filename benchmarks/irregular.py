@@ -11,14 +11,12 @@ from the published protocols, is in ``benchmarks/README.md``.
 
 from __future__ import annotations
 
-import importlib
 import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -26,6 +24,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from dynlearn.datasets import make_periodic
+from dynlearn.training import Callback, TrainState, train_step
 
 from harness import Context, Record, median, register, time_interleaved
 from physics import single_thread
@@ -150,67 +149,53 @@ ONE_EPOCH = dict(max_epochs=1, batch_size=SPEED_BATCH, validation_fraction=0.0, 
 SHARED_TRAIN_SERIES = 800
 
 
-@contextmanager
-def captured_training(module_name: str) -> Iterator[dict[str, Any]]:
-    """Record what an estimator's ``fit`` hands to ``dynlearn.training.train``.
+class TrainingCapture(Callback):
+    """Keeps what an estimator's ``fit`` minimises, passed to it as ``callbacks=[capture]``.
 
-    Every dynlearn estimator trains through ``train(module, loss_fn,
-    train_data, ...)``; catching that call gives the module, the loss the
-    estimator minimises and its prepared examples (internal units), so one
-    training iteration can be timed exactly as ``fit`` runs it.
+    Every dynlearn estimator trains through ``dynlearn.training.train``,
+    whose state holds the module, the loss the estimator minimises and its
+    prepared examples (internal units), so one training iteration can be
+    timed exactly as ``fit`` runs it (:func:`dynlearn.training.train_step`).
+    A fit with several training stages leaves the last stage's.
     """
-    estimator_module = importlib.import_module(module_name)
-    original = estimator_module.train
-    seen: dict[str, Any] = {}
 
-    def recording(module, loss_fn, train_data, **kwargs):
-        seen.update(module=module, loss_fn=loss_fn, train_data=train_data, kwargs=kwargs)
-        return original(module, loss_fn, train_data, **kwargs)
-
-    estimator_module.train = recording
-    try:
-        yield seen
-    finally:
-        estimator_module.train = original
+    def on_train_begin(self, state: TrainState) -> None:
+        self.module, self.loss_fn, self.train_data = state.module, state.loss_fn, state.train_data
+        self.learning_rate = state.optimizer.defaults["lr"]
 
 
-def dynlearn_iteration(seen: dict[str, Any], batch_size: int | None = None) -> Callable[[], float]:
+def consecutive_batches(data: dict[str, torch.Tensor], size: int | None) -> list[dict[str, torch.Tensor]]:
+    """``data`` cut into consecutive minibatches of ``size`` examples (all of it without ``size``); a short rest is dropped."""
+    n = len(next(iter(data.values())))
+    size = n if size is None else min(size, n)
+    return [{k: v[start : start + size] for k, v in data.items()} for start in range(0, n - size + 1, size)]
+
+
+def dynlearn_iteration(seen: TrainingCapture, batch_size: int | None = None) -> Callable[[], float]:
     """One training iteration as ``dynlearn.training.train`` runs it: loss, backward, clip at 1, AdamW step.
 
-    Without ``batch_size``, ``train_data`` holds exactly one minibatch, so
-    one call of the loop's epoch function is one iteration. With it, each
-    call takes the next ``batch_size`` series of ``train_data`` in turn, as
-    an epoch steps through its minibatches.
+    Without ``batch_size``, ``train_data`` holds exactly one minibatch. With
+    it, each call takes the next ``batch_size`` series of ``train_data`` in
+    turn, as an epoch steps through its minibatches.
     """
-    from dynlearn.training._loop import _n_examples, _run_epoch, _slice
-
-    module, loss_fn, data = seen["module"], seen["loss_fn"], seen["train_data"]
-    n = _n_examples(data)
-    size = n if batch_size is None else min(batch_size, n)
-    starts = list(range(0, n - size + 1, size))
-    optimizer = torch.optim.AdamW(module.parameters(), lr=seen["kwargs"]["learning_rate"])
-    generator = torch.Generator().manual_seed(0)
+    module, loss_fn = seen.module, seen.loss_fn
+    batches = consecutive_batches(seen.train_data, batch_size)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=seen.learning_rate)
     calls = 0
 
     def iteration() -> float:
         nonlocal calls
-        start = starts[calls % len(starts)]
+        batch = batches[calls % len(batches)]
         calls += 1
         module.train()
-        batch = data if size == n else _slice(data, torch.arange(start, start + size))
-        return _run_epoch(module, loss_fn, batch, size, size, optimizer, 1.0, generator, 1)
+        return train_step(module, loss_fn, batch, optimizer, clip_grad_norm=1.0)
 
     return iteration
 
 
-def minibatches(seen: dict[str, Any]) -> list[dict[str, torch.Tensor]]:
+def minibatches(seen: TrainingCapture) -> list[dict[str, torch.Tensor]]:
     """The captured training series cut into consecutive minibatches of ``SPEED_BATCH`` (or fewer series)."""
-    from dynlearn.training._loop import _n_examples, _slice
-
-    data = seen["train_data"]
-    n = _n_examples(data)
-    size = min(SPEED_BATCH, n)
-    return [_slice(data, torch.arange(start, start + size)) for start in range(0, n - size + 1, size)]
+    return consecutive_batches(seen.train_data, SPEED_BATCH)
 
 
 def in_turn(functions: list[Callable[[], torch.Tensor]]) -> Callable[[], torch.Tensor]:
@@ -403,13 +388,12 @@ def latent_ode_speed(frame: pd.DataFrame, scenario: str, context: Context) -> li
     from dynlearn import LatentODE
     from union_reference import latent_ode_from_dynlearn
 
-    with captured_training("dynlearn.estimators._base") as seen:
-        estimator = LatentODE(**LATENT_SPEED, **ONE_EPOCH, device=context.device.type).fit(frame)
+    seen = TrainingCapture()
+    estimator = LatentODE(**LATENT_SPEED, **ONE_EPOCH, callbacks=[seen], device=context.device.type).fit(frame)
     # The recognition network reads times in its own unit (a series' window), the latent ODE in internal units.
     time_unit = getattr(estimator, "encoder_time_unit_", 1.0)
-    data = seen["train_data"]
     batches = minibatches(seen)
-    ours = seen["module"]
+    ours = seen.module
     theirs = copy.deepcopy(ours)  # same initial weights, trained separately
     reference = latent_ode_from_dynlearn(
         theirs,
@@ -458,12 +442,12 @@ def odernn_speed(frame: pd.DataFrame, scenario: str, context: Context) -> list[R
 
     iterations, networks = {}, {}
     for candidate, solver in (("dynlearn", "euler"), ("dynlearn_rk4", "rk4")):
-        with captured_training("dynlearn.estimators._base") as seen:
-            ODERNN(**{**ODERNN_SPEED, "solver": solver}, **ONE_EPOCH, device=context.device.type).fit(frame)
+        seen = TrainingCapture()
+        ODERNN(**{**ODERNN_SPEED, "solver": solver}, **ONE_EPOCH, callbacks=[seen], device=context.device.type).fit(frame)
         iterations[candidate] = dynlearn_iteration(seen, SPEED_BATCH)
-        networks[candidate] = {"encoder": seen["module"].encoder.field.net}
+        networks[candidate] = {"encoder": seen.module.encoder.field.net}
         if solver == "euler":
-            batches, theirs = minibatches(seen), copy.deepcopy(seen["module"])
+            batches, theirs = minibatches(seen), copy.deepcopy(seen.module)
     settings = dict(method="euler", rtol=ODERNN_SPEED["rtol"], atol=ODERNN_SPEED["atol"])
     reference = ODERNNModel(odernn_from_dynlearn(theirs.encoder, **settings), theirs.decoder)
     losses = [reference_odernn_loss(reference, batch, SPEED_OBSERVED_FRACTION) for batch in batches]

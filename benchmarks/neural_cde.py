@@ -58,11 +58,10 @@ def _torchcde():
     return torchcde
 
 
-def _full_window_model(base, torchcde=None):
-    """A NeuralCDE training only on windows without padding; with ``torchcde``, solving through it."""
-    from dynlearn.estimators._neural_cde import _CDEModel
+def _torchcde_model(model_class, torchcde):
+    """A subclass of the estimator's module class (``type(estimator.module_)``) that trains through torchcde."""
 
-    class TorchcdeModel(_CDEModel):
+    class TorchcdeModel(model_class):
         def forward(self, times, path, solve):
             if not self.training:  # forecasts and calibration: NeuralCDE.predict's own solve
                 return super().forward(times, path, solve)
@@ -80,6 +79,12 @@ def _full_window_model(base, torchcde=None):
             return torchcde.cdeint(X=spline, func=matrix, z0=z0, t=relative, adjoint=False, method="rk4",
                                    options=dict(step_size=float(relative[1] - relative[0])))  # fmt: skip
 
+    return TorchcdeModel
+
+
+def _full_window_model(base, torchcde=None):
+    """A NeuralCDE training only on windows without padding; with ``torchcde``, solving through it."""
+
     class FullWindows(base):
         def _examples(self, batch):
             examples = super()._examples(batch)
@@ -91,7 +96,8 @@ def _full_window_model(base, torchcde=None):
             module = super()._build_module()
             if torchcde is None:
                 return module
-            swapped = TorchcdeModel.__new__(TorchcdeModel)
+            swapped_class = _torchcde_model(type(module), torchcde)
+            swapped = swapped_class.__new__(swapped_class)
             swapped.__dict__ = module.__dict__
             return swapped
 

@@ -32,6 +32,7 @@ from dynlearn.datasets import (
     make_pendulum,
     make_two_body,
 )
+# Private by need: energies and fields at rollout states the simulators never produced (truth holds simulated ones).
 from dynlearn.datasets._physical import _double_pendulum_energy, _pendulum_energy, _pendulum_field, _two_body_energy
 from dynlearn.exceptions import DynlearnError
 

@@ -20,20 +20,16 @@ import numpy as np
 import torch
 
 from dynlearn import NeuralODE
-from dynlearn.bench import PERF
 from dynlearn.datasets import make_damped_oscillator
 
 # harness.py sits beside this file, which Python puts on sys.path when run as a script.
-from harness import BENCHMARKS, Context, Environment, Record, register, run_all, write_results
+from harness import PERF, Context, Environment, Record, register, run_all, write_results
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
-# ---------------------------------------------- solve_overhead, adjoint_memory, long_frame_load
-# These measurements live in the package (dynlearn.bench, the performance rows
-# of `dynlearn bench`); registered here under the same names, so both write
-# the same rows.
-for _row in PERF.values():
-    register(_row.name, _row.description)(_row.function)
+# solve_overhead, adjoint_memory and long_frame_load are the package's performance
+# rows (dynlearn.bench, also run by `dynlearn bench`): they are in PERF, first,
+# from the import of dynlearn.bench, so both write the same rows.
 
 
 # ------------------------------------------------------------ neuralode_epoch
@@ -99,7 +95,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small workloads, 2 s per comparison (seconds in all)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
-    parser.add_argument("--only", nargs="+", choices=sorted(BENCHMARKS), help="run only these benchmarks")
+    parser.add_argument("--only", nargs="+", choices=sorted(PERF), help="run only these benchmarks")
     parser.add_argument(
         "--seconds", type=float, help="time to spend per comparison (default: 2 quick, 20 full)"
     )
@@ -122,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[PENDULUM_PATH_VARIABLE] = str(args.pendulum_path)
     seconds = args.seconds or (2.0 if args.quick else 20.0)
     context = Context(args.quick, torch.device(args.device), seconds_per_comparison=seconds, repeats=args.repeats)
-    names = args.only or list(BENCHMARKS)
+    names = args.only or list(PERF)
     records, spent = run_all(names, context)
     command = "python benchmarks/run.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     table, report = write_results(records, Environment.detect(context), spent, args.out, command.strip())

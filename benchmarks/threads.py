@@ -20,7 +20,7 @@ from typing import Iterator
 from dynlearn import ConvergenceWarning, NeuralODE
 from dynlearn.datasets import make_damped_oscillator
 from dynlearn.training import PARALLEL_WORK, auto_threads, largest_product, other_runnable, usable_cores
-from dynlearn.training._threads import caller_threads
+from dynlearn.training import caller_threads
 
 from harness import Context, Record, median, register
 

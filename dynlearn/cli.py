@@ -683,7 +683,8 @@ def _bench(args: argparse.Namespace) -> int:
     from . import bench
 
     if args.list:
-        for kind, registry in (("task", bench.TASKS), ("model", bench.MODELS), ("performance", bench.PERF)):
+        performance = {name: bench.PERF[name] for name in bench.suite_rows()}
+        for kind, registry in (("task", bench.TASKS), ("model", bench.MODELS), ("performance", performance)):
             for name, entry in registry.items():
                 print(f"{kind:12s} {name:16s} {entry.description[:100]}")
         return 0

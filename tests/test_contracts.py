@@ -10,6 +10,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 import dynlearn
 from dynlearn import cli, data
 
@@ -157,9 +159,14 @@ PRIVATE_IMPORTS_ALLOWED = {
     ("dynlearn/cli.py", "dynlearn.estimators._base"): (
         "an unpickled object is accepted only if it is a SeriesModel, the base of every estimator"
     ),
-    ("dynlearn/bench/_measure.py", "dynlearn.solvers._ode"): (
-        "the suite counts evaluations by replacing the solver's guarded field class for the duration of a "
-        "fit, which needs the module that holds it, not a re-export"
+}
+
+# The benchmark scripts (benchmarks/, beside the package in a checkout) use dynlearn's public names too.
+BENCHMARKS_DIR = PACKAGE.parent / "benchmarks"
+BENCHMARK_PRIVATE_IMPORTS_ALLOWED = {
+    ("benchmarks/physics.py", "dynlearn.datasets._physical"): (
+        "the energies and fields of the generated systems, evaluated at rollout states the simulators never "
+        "produced; the datasets export the generators, whose truth holds these only at simulated states"
     ),
 }
 
@@ -222,6 +229,28 @@ def test_no_module_imports_another_packages_private_module():
     )
     stale = set(PRIVATE_IMPORTS_ALLOWED) - set(found)
     assert not stale, f"PRIVATE_IMPORTS_ALLOWED lists {sorted(stale)}, which no longer happen; remove them."
+
+
+def test_benchmarks_import_no_private_dynlearn_module():
+    if not BENCHMARKS_DIR.is_dir():
+        pytest.skip("benchmarks/ is part of a checkout, not of an installed package")
+    found: dict[tuple[str, str], list[int]] = {}
+    for path in sorted(BENCHMARKS_DIR.glob("*.py")):
+        for line, module in _imported_modules(_tree(path), path):
+            if _private_module_of_another_package(path, module):
+                parts = module.split(".")
+                private = next(i for i in range(2, len(parts)) if parts[i].startswith("_"))
+                lines = found.setdefault((_relative(path), ".".join(parts[: private + 1])), [])
+                lines += [] if line in lines else [line]
+    unexpected = {key: lines for key, lines in found.items() if key not in BENCHMARK_PRIVATE_IMPORTS_ALLOWED}
+    assert not unexpected, (
+        f"{unexpected} ((file, private module): lines): benchmarks reach into dynlearn's private modules. Use "
+        "the public hooks (dynlearn.solvers.count_evaluations, dynlearn.training.Callback.on_batch_end and "
+        "train_step, an estimator's module_), export the name, or list the reach in "
+        "BENCHMARK_PRIVATE_IMPORTS_ALLOWED with its reason."
+    )
+    stale = set(BENCHMARK_PRIVATE_IMPORTS_ALLOWED) - set(found)
+    assert not stale, f"BENCHMARK_PRIVATE_IMPORTS_ALLOWED lists {sorted(stale)}, which no longer happen; remove them."
 
 
 def test_private_import_scan_resolves_relative_forms():

@@ -6,9 +6,11 @@
 - :data:`MODELS` / :func:`register_model`: every public estimator, the
   discrete-depth counterparts of the continuous model (ResNet-style Euler
   unrolling, a linear-multistep unrolling) and a naive baseline.
-- :data:`PERF` / :func:`register_perf`: performance rows (solve overhead
+- :data:`PERF` / :func:`register_perf`: the one registry of measurements
+  (:class:`Benchmark`): the suite's performance rows (solve overhead
   against torchdiffeq, adjoint against direct memory, per-series clocks
-  against the union of times, loading a million-row frame).
+  against the union of times, loading a million-row frame), and the
+  ``benchmarks/`` scripts' benchmarks (``suite=False``).
 - :func:`run_suite` measures; :func:`write_report` writes ``results.csv``,
   ``report.md`` and figures.
 
@@ -27,7 +29,16 @@ from ._models import (
     register_model,
     training,
 )
-from ._perf import PERF, compare_solves, irregular_vs_union, register_perf, solve_on_union, wrapper_overhead
+from ._perf import (
+    PERF,
+    Benchmark,
+    compare_solves,
+    irregular_vs_union,
+    register_perf,
+    solve_on_union,
+    suite_rows,
+    wrapper_overhead,
+)
 from ._report import CSV_COLUMNS, write_report
 from ._suite import METRICS, Row, SuiteResult, run_suite, select
 from ._tasks import (
@@ -46,6 +57,7 @@ from ._timing import BenchContext, Environment, Record, format_value, median, ti
 
 __all__ = [
     "BenchContext",
+    "Benchmark",
     "CSV_COLUMNS",
     "Counts",
     "Environment",
@@ -81,6 +93,7 @@ __all__ = [
     "select",
     "solve_on_union",
     "split_series",
+    "suite_rows",
     "time_interleaved",
     "training",
     "warm_up",

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from ..solvers import _ode
+from ..solvers import SolverStats, count_evaluations
 
 
 @dataclass
@@ -24,10 +24,21 @@ class Counts:
     """
 
     iterations: int = 0
-    nfe_forward: int = 0
-    nfe_backward: int = 0
     graph_bytes: int = 0
+    solver: SolverStats = field(default_factory=SolverStats)
+    _other_forward: int = 0
+    _other_backward: int = 0
     _step_storages: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def nfe_forward(self) -> int:
+        """Evaluations outside a backward pass: dynlearn's ODE solves and the suite's discrete-depth models."""
+        return self.solver.nfe_forward + self._other_forward
+
+    @property
+    def nfe_backward(self) -> int:
+        """Evaluations during a backward pass (the adjoint's backward solve)."""
+        return self.solver.nfe_backward + self._other_backward
 
     def _saved(self, tensor: torch.Tensor) -> torch.Tensor:
         if torch._C._current_graph_task_id() == -1:  # graphs built inside a backward pass die with it
@@ -45,49 +56,39 @@ _ACTIVE: list[Counts] = []
 
 
 def record_evaluation() -> None:
-    """Count one vector-field evaluation in every open :func:`instrument` context.
+    """Count one evaluation of a field stepped outside ``dynlearn.solvers`` in every open :func:`instrument`.
 
-    Evaluations made while autograd runs a backward pass (the adjoint's
-    backward solve) count as backward ones.
+    The discrete-depth models of the suite step their fields themselves;
+    dynlearn's own solves are counted by :func:`dynlearn.solvers.count_evaluations`.
     """
     if not _ACTIVE:
         return
     backward = torch._C._current_graph_task_id() != -1
     for counts in _ACTIVE:
         if backward:
-            counts.nfe_backward += 1
+            counts._other_backward += 1
         else:
-            counts.nfe_forward += 1
-
-
-class _CountingField(_ode._GuardedField):
-    """dynlearn's guarded vector field, counting each evaluation (used only inside :func:`instrument`)."""
-
-    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        record_evaluation()
-        return super().forward(t, y)
+            counts._other_forward += 1
 
 
 @contextmanager
 def instrument() -> Iterator[Counts]:
     """Count optimizer steps (any torch optimizer), evaluations of every dynlearn ODE solve and autograd memory.
 
-    Every ODE solve of dynlearn goes through one guarded vector field; for
-    the duration of the context the solver builds a counting subclass of it.
-    Solves outside ``dynlearn.solvers`` (SDE solvers) are not counted.
+    Evaluations are counted by :func:`dynlearn.solvers.count_evaluations`
+    (plus the discrete-depth models' own steps, :func:`record_evaluation`).
+    Solves outside ``dynlearn.solvers``' ODE functions (SDE solvers) are
+    not counted.
     """
     counts = Counts()
-
     handle = register_optimizer_step_post_hook(lambda optimizer, args, kwargs: counts._step())
-    original = _ode._GuardedField
-    _ode._GuardedField = _CountingField
     _ACTIVE.append(counts)
     try:
-        with torch.autograd.graph.saved_tensors_hooks(counts._saved, lambda tensor: tensor):
-            yield counts
+        with count_evaluations() as counts.solver:
+            with torch.autograd.graph.saved_tensors_hooks(counts._saved, lambda tensor: tensor):
+                yield counts
     finally:
         _ACTIVE.remove(counts)
-        _ode._GuardedField = original
         handle.remove()
 
 

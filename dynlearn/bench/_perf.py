@@ -1,8 +1,10 @@
 """Performance rows: what dynlearn's numerics cost against the obvious alternatives.
 
-Each function takes a :class:`BenchContext` and returns :class:`Record`\\ s;
-:data:`PERF` registers them for the suite (``benchmarks/run.py`` calls the
-same functions).
+Each function takes a :class:`BenchContext` and returns :class:`Record`\\ s.
+:data:`PERF` is the one registry of measurements: the rows below, which the
+suite (``dynlearn bench``) runs, and the benchmarks of the ``benchmarks/``
+scripts, which register with ``suite=False`` and run from
+``benchmarks/run.py`` (with the rows below, under the same names).
 """
 
 from __future__ import annotations
@@ -29,25 +31,41 @@ QUICK_IRREGULAR_SERIES = 64
 
 
 @dataclass(frozen=True)
-class PerfRow:
+class Benchmark:
+    """A registered measurement: ``function(context) -> list[Record]``.
+
+    ``suite``: whether ``dynlearn bench`` runs it as a performance row
+    (False for the benchmarks of the ``benchmarks/`` scripts, which run
+    from ``benchmarks/run.py`` only).
+    """
+
     name: str
     description: str
     function: Callable[[BenchContext], list[Record]]
+    suite: bool = True
 
 
-PERF: dict[str, PerfRow] = {}
+PERF: dict[str, Benchmark] = {}
 
 
-def register_perf(name: str, description: str) -> Callable:
-    """Decorator adding a performance measurement ``(context) -> list[Record]`` to :data:`PERF`."""
+def register_perf(name: str, description: str, *, suite: bool = True) -> Callable:
+    """Decorator adding a measurement ``(context) -> list[Record]`` to :data:`PERF` under ``name``."""
 
     def decorate(function: Callable[[BenchContext], list[Record]]) -> Callable[[BenchContext], list[Record]]:
         if name in PERF:
-            raise ValueError(f"A performance row named {name!r} is already registered.")
-        PERF[name] = PerfRow(name, description, function)
+            raise ValueError(
+                f"A benchmark named {name!r} is already registered (by {PERF[name].function.__module__}); "
+                "pick another name."
+            )
+        PERF[name] = Benchmark(name, description, function, suite)
         return function
 
     return decorate
+
+
+def suite_rows() -> list[str]:
+    """Names of the measurements ``dynlearn bench`` runs, in registration order."""
+    return [name for name, benchmark in PERF.items() if benchmark.suite]
 
 
 def benchmark_field(device: torch.device, state_dim: int = STATE_DIM) -> MLPVectorField:

@@ -19,7 +19,7 @@ from ..exceptions import DynlearnError, input_error
 from ..metrics import crps_ensemble, interval_coverage
 from ._measure import PeakMemory, instrument, masked_mse, n_parameters
 from ._models import MODELS, ModelSpec
-from ._perf import PERF
+from ._perf import PERF, suite_rows
 from ._tasks import TASKS, Task, TaskData, TaskUnavailable, pick
 from ._timing import BenchContext, Environment, Record, warm_up
 
@@ -89,8 +89,8 @@ def select(only: Sequence[str] | None) -> tuple[list[str], list[str], list[str]]
     no performance row unless one is named too.
     """
     if not only:
-        return list(TASKS), list(MODELS), list(PERF)
-    known = {**{n: "task" for n in TASKS}, **{n: "model" for n in MODELS}, **{n: "perf" for n in PERF}}
+        return list(TASKS), list(MODELS), suite_rows()
+    known = {**{n: "task" for n in TASKS}, **{n: "model" for n in MODELS}, **{n: "perf" for n in suite_rows()}}
     unknown = [n for n in only if n not in known]
     if unknown:
         raise input_error(
@@ -171,7 +171,7 @@ def run_suite(
                 result.rows.extend(cell)
                 log(_progress(task_name, model_name, seed, cell))
     # A smoke test skips the performance rows unless they are named: they time real workloads.
-    for name in (PERF if size != "tiny" else []) if perf is None else perf:
+    for name in (suite_rows() if size != "tiny" else []) if perf is None else perf:
         log(f"[perf {name}] {PERF[name].description}")
         result.perf.extend(PERF[name].function(context))
     result.seconds = time.perf_counter() - started

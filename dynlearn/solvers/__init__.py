@@ -6,7 +6,7 @@ Nothing here knows about pandas, scikit-learn or estimators.
 
 from ._control import CONTROL_INTERPOLATIONS, ControlPath
 from ._fixed import FIXED_STEP_METHODS, fixed_step
-from ._ode import DEFAULT_MAX_NUM_STEPS, SolverStats, solve_ode, solve_ode_irregular
+from ._ode import DEFAULT_MAX_NUM_STEPS, SolverStats, count_evaluations, solve_ode, solve_ode_irregular
 from ._registry import (
     ODE_METHODS,
     SYMPLECTIC_METHODS,
@@ -35,6 +35,7 @@ __all__ = [
     "available_ode_methods",
     "available_sde_methods",
     "available_symplectic_methods",
+    "count_evaluations",
     "fixed_step",
     "ode_method",
     "sde_method",

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import bisect
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -60,6 +61,57 @@ class SolverStats:
         return self.nfe - self.nfe_forward
 
 
+# The stats of every open count_evaluations() block; the guarded field adds to them.
+_OPEN_COUNTS: list[SolverStats] = []
+
+
+@contextmanager
+def count_evaluations() -> Iterator[SolverStats]:
+    """Count the vector-field evaluations of every ODE solve made inside the block.
+
+    Counts every solve of :func:`solve_ode` and :func:`solve_ode_irregular`,
+    also those an estimator makes inside ``fit`` or ``predict``, without
+    passing ``stats`` to each. Evaluations made while autograd runs a
+    backward pass (the adjoint's backward solve) count as backward ones:
+    ``nfe`` is the total, ``nfe_forward`` those outside a backward pass and
+    ``nfe_backward`` the rest. Blocks may nest; each counts everything
+    inside it. SDE and symplectic solves are not counted.
+
+    Yields
+    ------
+    SolverStats
+        Updated as evaluations happen; read it inside or after the block.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dynlearn.solvers import count_evaluations, solve_ode
+    >>> with count_evaluations() as counted:
+    ...     _ = solve_ode(lambda t, y: -y, torch.ones(1, 1), torch.tensor([0.0, 1.0]), method="rk4",
+    ...                   options={"step_size": 0.1})
+    >>> counted.nfe
+    40
+    """
+    stats = SolverStats()
+    _OPEN_COUNTS.append(stats)
+    try:
+        yield stats
+    finally:
+        _OPEN_COUNTS.remove(stats)
+
+
+def _count_open(backward: bool) -> None:
+    for stats in _OPEN_COUNTS:
+        stats.nfe += 1
+        if not backward:
+            stats.nfe_forward += 1
+
+
+def _in_backward_pass() -> bool:
+    # torch has no public way to ask whether autograd's engine is running; -1 means it is not.
+    return torch._C._current_graph_task_id() != -1
+
+
 class _GuardedField(nn.Module):
     """Counts evaluations and stops a solve that runs past its budget."""
 
@@ -74,6 +126,8 @@ class _GuardedField(nn.Module):
         self.calls += 1
         if self.stats is not None:
             self.stats.nfe += 1
+        if _OPEN_COUNTS:
+            _count_open(_in_backward_pass())
         if self.calls > self.limit:
             raise IntegrationError(
                 f"A solve exceeded its step limit ({self.limit} vector-field evaluations). "

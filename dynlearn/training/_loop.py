@@ -59,6 +59,10 @@ class Callback:
 
     - ``on_train_begin(state)``: before the first epoch of a run (also of a
       run resumed from a checkpoint, with ``state.epoch`` the last epoch done).
+    - ``on_batch_end(state, batch, loss)``: after each optimizer step, once
+      per minibatch, with the minibatch (a dict of tensors) and its mean
+      loss (a float). The loop looks for this hook once per epoch, so
+      callbacks that do not override it cost nothing per minibatch.
     - ``on_epoch_end(state)``: after each epoch, once its record is in
       ``state.history`` and early stopping has decided ``state.stop``; setting
       ``state.stop = True`` ends training after this epoch, and a change to
@@ -81,6 +85,9 @@ class Callback:
     """
 
     def on_train_begin(self, state: "TrainState") -> None:
+        pass
+
+    def on_batch_end(self, state: "TrainState", batch: Batch, loss: float) -> None:
         pass
 
     def on_epoch_end(self, state: "TrainState") -> None:
@@ -137,6 +144,8 @@ class TrainState:
     copy of the module's ``state_dict`` at ``best_epoch``.
     ``random_streams`` are the generators training draws from (saved and
     restored by a checkpoint), ``callbacks`` every callback of the run.
+    ``loss_fn`` and ``train_data`` are what the run minimises and over which
+    examples, so a callback can evaluate or time :func:`train_step` on them.
     """
 
     module: nn.Module
@@ -153,6 +162,8 @@ class TrainState:
     callbacks: list[Callback] = field(default_factory=list)
     completed: bool = False
     interrupted: bool = False
+    loss_fn: LossFn | None = None
+    train_data: Batch | None = None
 
     @property
     def last_epoch(self) -> int:
@@ -293,6 +304,8 @@ def train(
         best_weights=copy.deepcopy(module.state_dict()),
         random_streams=streams,
         callbacks=list(callbacks) + ([ProgressBar()] if verbose and is_main_process() else []),
+        loss_fn=loss_fn,
+        train_data=train_data,
     )
     if group is not None:
         group.broadcast_generators(state.random_streams, src=0)
@@ -359,16 +372,18 @@ def _train_epoch(
     started = _clock()
     module.train()
     generator = state.random_streams.get("minibatch")
+    on_batch = [c for c in state.callbacks if type(c).on_batch_end is not Callback.on_batch_end]
     if group is None:
         train_loss = _run_epoch(
-            module, loss_fn, train_data, n_train, batch_size, state.optimizer, clip_grad_norm, generator, epoch
-        )
+            module, loss_fn, train_data, n_train, batch_size, state.optimizer, clip_grad_norm, generator, epoch,
+            state, on_batch,
+        )  # fmt: skip
         valid_loss = _evaluate(module, loss_fn, valid_data, batch_size) if valid_data is not None else math.nan
     else:
         others = {k: g for k, g in state.random_streams.items() if g is not generator}
         train_loss = _run_epoch_sharded(
             module, loss_fn, train_data, n_train, batch_size, state.optimizer, clip_grad_norm, generator, epoch,
-            group, batch_weight, others,
+            group, batch_weight, others, state, on_batch,
         )
         valid_loss = (
             _evaluate_sharded(module, loss_fn, valid_data, batch_size, group, batch_weight)
@@ -534,25 +549,99 @@ def _run_epoch(
     clip_grad_norm: float | None,
     generator: torch.Generator | None,
     epoch: int,
+    state: TrainState,
+    on_batch: list[Callback],
 ) -> float:
     order = torch.randperm(n, generator=generator)
     total, seen = 0.0, 0
     for start in range(0, n, batch_size):
         index = order[start : start + batch_size]
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(module, _slice(data, index))
-        if not torch.isfinite(loss):
-            raise _Diverged(epoch, "training loss")
-        try:
-            loss.backward()
-        except AssertionError as error:  # torchdiffeq's adjoint pass asserts on failure
-            raise IntegrationError(f"The adjoint solve failed during backpropagation: {error}.") from None
-        if clip_grad_norm is not None and not _clip_gradients(module.parameters(), clip_grad_norm):
-            raise _Diverged(epoch, "gradient norm")
-        optimizer.step()
-        total += float(loss.detach()) * len(index)
+        batch = _slice(data, index)
+        loss = _step(module, loss_fn, batch, optimizer, clip_grad_norm, epoch)
+        for callback in on_batch:
+            callback.on_batch_end(state, batch, loss)
+        total += loss * len(index)
         seen += len(index)
     return total / seen
+
+
+def train_step(
+    module: nn.Module,
+    loss_fn: LossFn,
+    batch: Batch,
+    optimizer: torch.optim.Optimizer,
+    *,
+    clip_grad_norm: float | None = 1.0,
+) -> float:
+    """One optimisation step on one minibatch, exactly as :func:`train` takes it.
+
+    Zero the gradients, evaluate ``loss_fn(module, batch)``, backpropagate,
+    clip the global gradient norm, step ``optimizer``. ``module`` is left in
+    the mode it is in (``train`` puts it in training mode first).
+
+    Parameters
+    ----------
+    module : nn.Module
+    loss_fn : callable ``(module, batch) -> scalar Tensor``
+    batch : dict of str to Tensor
+        One minibatch, on the module's device.
+    optimizer : torch.optim.Optimizer
+    clip_grad_norm : float or None, default=1.0
+        Global gradient-norm clip (None: no clip).
+
+    Returns
+    -------
+    float
+        The minibatch's loss before the step.
+
+    Raises
+    ------
+    TrainingError
+        The loss or the gradient norm is not finite (the step is not taken).
+    IntegrationError
+        The adjoint solve failed during backpropagation.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dynlearn.training import train_step
+    >>> module = torch.nn.Linear(2, 1)
+    >>> batch = {"x": torch.ones(4, 2), "y": torch.zeros(4, 1)}
+    >>> loss_fn = lambda m, b: ((m(b["x"]) - b["y"]) ** 2).mean()
+    >>> optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
+    >>> first = train_step(module, loss_fn, batch, optimizer)
+    >>> train_step(module, loss_fn, batch, optimizer) < first
+    True
+    """
+    try:
+        return _step(module, loss_fn, batch, optimizer, clip_grad_norm, epoch=0)
+    except _Diverged as error:
+        raise TrainingError(
+            f"The {error.what} of this step is not finite, so the step was not taken. "
+            "Try a smaller learning rate, a tighter clip_grad_norm, or check the batch for non-finite values."
+        ) from None
+
+
+def _step(
+    module: nn.Module,
+    loss_fn: LossFn,
+    batch: Batch,
+    optimizer: torch.optim.Optimizer,
+    clip_grad_norm: float | None,
+    epoch: int,
+) -> float:
+    optimizer.zero_grad(set_to_none=True)
+    loss = loss_fn(module, batch)
+    if not torch.isfinite(loss):
+        raise _Diverged(epoch, "training loss")
+    try:
+        loss.backward()
+    except AssertionError as error:  # torchdiffeq's adjoint pass asserts on failure
+        raise IntegrationError(f"The adjoint solve failed during backpropagation: {error}.") from None
+    if clip_grad_norm is not None and not _clip_gradients(module.parameters(), clip_grad_norm):
+        raise _Diverged(epoch, "gradient norm")
+    optimizer.step()
+    return float(loss.detach())
 
 
 def _run_epoch_sharded(
@@ -568,8 +657,13 @@ def _run_epoch_sharded(
     group: DataParallel,
     batch_weight: WeightFn | None,
     streams: Mapping[str, torch.Generator],
+    state: TrainState,
+    on_batch: list[Callback],
 ) -> float:
-    """:func:`_run_epoch` with each global batch split across ``group``: the same steps, the same losses."""
+    """:func:`_run_epoch` with each global batch split across ``group``: the same steps, the same losses.
+
+    Step hooks see the whole global minibatch and its loss, as in a single-process run.
+    """
     order = torch.randperm(n, generator=generator)  # the same order everywhere: the generators were synchronised
     if generator is None:  # drawn from each process's global generator: take rank 0's
         group.broadcast_tensor(order, src=0)
@@ -583,6 +677,10 @@ def _run_epoch_sharded(
         optimizer.step()
         # Draws not made through draw_rows depend on each process's share; the last rank always has one.
         group.broadcast_generators(streams, src=group.world_size - 1)
+        if on_batch:
+            batch = _slice(data, index)
+            for callback in on_batch:
+                callback.on_batch_end(state, batch, loss)
         total += loss * len(index)
         seen += len(index)
     return total / seen

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from dynlearn import InputError, TrainingError
-from dynlearn.training import Callback, LearningRateDecay, resolve_device, resolve_dtype, train
+from dynlearn.training import Callback, LearningRateDecay, resolve_device, resolve_dtype, train, train_step
 
 
 def _regression(n=64, seed=0):
@@ -171,3 +171,50 @@ def test_a_run_whose_loss_blows_up_warns():
     with pytest.warns(DivergenceWarning, match="learning_rate"):
         train(module, _mse, _regression(), batch_size=16, max_epochs=4, optimizer=too_fast, clip_grad_norm=None,
               patience=None, generator=torch.Generator().manual_seed(0))
+
+
+# ---------------------------------------------------------------- step hook
+class _Batches(Callback):
+    def __init__(self):
+        self.seen = []
+
+    def on_train_begin(self, state):
+        self.loss_fn, self.train_data = state.loss_fn, state.train_data
+
+    def on_batch_end(self, state, batch, loss):
+        self.seen.append((state.epoch, len(batch["x"]), loss))
+
+
+def test_the_step_hook_fires_once_per_minibatch_with_its_size_and_loss():
+    data, hook = _regression(n=50), _Batches()
+    state = train(_linear(), _mse, data, max_epochs=3, batch_size=16, patience=None, callbacks=[hook],
+                  generator=torch.Generator().manual_seed(0))
+    # 50 examples in minibatches of 16: 16, 16, 16, 2 per epoch.
+    assert [(epoch, size) for epoch, size, _ in hook.seen] == [(e, s) for e in (1, 2, 3) for s in (16, 16, 16, 2)]
+    for epoch, record in enumerate(state.history, start=1):
+        losses = [(size, loss) for e, size, loss in hook.seen if e == epoch]
+        assert record["train_loss"] == pytest.approx(sum(s * l for s, l in losses) / 50, rel=1e-12)
+    assert hook.loss_fn is _mse and hook.train_data is data
+
+
+def test_train_step_takes_the_loops_step():
+    data = _regression(n=16)
+    looped, stepped = _linear(), _linear()
+    train(looped, _mse, data, max_epochs=1, batch_size=16, learning_rate=0.05, patience=None,
+          generator=torch.Generator().manual_seed(0))
+    optimizer = torch.optim.AdamW(stepped.parameters(), lr=0.05, weight_decay=0.0)  # train's optimizer
+    order = torch.randperm(16, generator=torch.Generator().manual_seed(0))
+    loss = train_step(stepped, _mse, {k: v[order] for k, v in data.items()}, optimizer, clip_grad_norm=1.0)
+    with torch.no_grad():
+        assert loss == pytest.approx(float(_mse(_linear(), data)), rel=1e-6)
+    for a, b in zip(looped.parameters(), stepped.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_train_step_refuses_a_non_finite_loss_without_stepping():
+    module = _linear()
+    before = [p.detach().clone() for p in module.parameters()]
+    bad = {"x": torch.full((4, 3), float("nan")), "y": torch.zeros(4, 1)}
+    with pytest.raises(TrainingError, match="not finite"):
+        train_step(module, _mse, bad, torch.optim.SGD(module.parameters(), lr=0.1))
+    assert all(torch.equal(a, b) for a, b in zip(before, module.parameters()))
