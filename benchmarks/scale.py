@@ -9,7 +9,12 @@ drifting load hits both alike. Throughput is series per second per epoch, from
 the median duration of the epochs after the first (which pays one-off costs);
 scaling efficiency is throughput(N) / (N * throughput(1)).
 
-Run: ``OMP_NUM_THREADS=1 python benchmarks/scale.py [--rounds 3] [--epochs 6]``. Writes
+With ``--baseline REV`` (a git revision from before data-parallel training,
+e.g. ``de32397``) the rounds also time one plain process (no torchrun) of this
+checkout and one of that revision's dynlearn, checked out in a temporary
+worktree: the single-process path must not have become slower.
+
+Run: ``OMP_NUM_THREADS=1 python benchmarks/scale.py [--rounds 3] [--epochs 6] [--baseline REV]``. Writes
 ``benchmarks/results/scale/scale.csv`` and ``report.md``, with the load
 average seen before and after (other work on the machine slows every run).
 """
@@ -54,7 +59,13 @@ def worker(out: Path, epochs: int) -> None:
     world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
         durations = model.history_.to_frame()["duration"].tolist()
-        out.write_text(json.dumps({"world_size": world, "durations": durations}))
+        out.write_text(json.dumps({"world_size": world, "durations": durations, "dynlearn": str(Path(dynlearn_file()))}))
+
+
+def dynlearn_file() -> str:
+    import dynlearn
+
+    return dynlearn.__file__
 
 
 def _free_port() -> int:
@@ -76,22 +87,51 @@ def run(n_processes: int, epochs: int) -> dict:
         return json.loads(out.read_text())
 
 
-def main(rounds: int, epochs: int) -> None:
+def run_plain(epochs: int, root: Path) -> dict:
+    """One process without torchrun, importing the dynlearn found at ``root``."""
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "durations.json"
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+        subprocess.run([sys.executable, __file__, "--worker", str(out), "--epochs", str(epochs)], env=env, check=True,
+                       capture_output=True)  # fmt: skip
+        result = json.loads(out.read_text())
+        if not result["dynlearn"].startswith(str(root)):
+            raise RuntimeError(f"the worker imported {result['dynlearn']}, not the dynlearn under {root}")
+        return result
+
+
+def main(rounds: int, epochs: int, baseline: str | None = None) -> None:
     load_before = os.getloadavg()
     rows = []
-    for round_ in range(rounds):
-        for n in (1, 2):
-            result = run(n, epochs)
-            seconds = statistics.median(result["durations"][1:])
-            rows.append({"round": round_, "processes": n, "epoch_seconds": seconds, "series_per_second": N_SERIES / seconds})
-            print(rows[-1], flush=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        base_root = Path(scratch) / "baseline"
+        if baseline is not None:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base_root), baseline],
+                           check=True, capture_output=True)  # fmt: skip
+        try:
+            for round_ in range(rounds):
+                runs = [(f"torchrun x{n}", n, lambda n=n: run(n, epochs)) for n in (1, 2)]
+                if baseline is not None:
+                    runs += [("plain, this checkout", 1, lambda: run_plain(epochs, ROOT)),
+                             (f"plain, {baseline}", 1, lambda: run_plain(epochs, base_root))]  # fmt: skip
+                for label, n, go in runs:
+                    seconds = statistics.median(go()["durations"][1:])
+                    rows.append({"round": round_, "run": label, "processes": n, "epoch_seconds": seconds,
+                                 "series_per_second": N_SERIES / seconds})  # fmt: skip
+                    print(rows[-1], flush=True)
+        finally:
+            if baseline is not None:
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base_root)],
+                               capture_output=True)  # fmt: skip
     load_after = os.getloadavg()
     RESULTS.mkdir(parents=True, exist_ok=True)
     with open(RESULTS / "scale.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    throughput = {n: statistics.median(r["series_per_second"] for r in rows if r["processes"] == n) for n in (1, 2)}
+    labels = list(dict.fromkeys(r["run"] for r in rows))
+    by_label = {label: statistics.median(r["series_per_second"] for r in rows if r["run"] == label) for label in labels}
+    throughput = {n: by_label[f"torchrun x{n}"] for n in (1, 2)}
     efficiency = throughput[2] / (2 * throughput[1])
     lines = [
         "# Data-parallel scaling (benchmark `scale`)",
@@ -102,16 +142,21 @@ def main(rounds: int, epochs: int) -> None:
         f"Machine: {os.cpu_count()} cores shared with other work; load average (1, 5, 15 min) "
         f"{tuple(round(x, 2) for x in load_before)} before, {tuple(round(x, 2) for x in load_after)} after.",
         "",
-        "| processes | series/s per epoch (median) | per-round series/s |",
-        "|---|---|---|",
+        "| run | processes | series/s per epoch (median) | per-round series/s |",
+        "|---|---|---|---|",
     ]
-    for n in (1, 2):
-        per_round = ", ".join(f"{r['series_per_second']:.1f}" for r in rows if r["processes"] == n)
-        lines.append(f"| {n} | {throughput[n]:.1f} | {per_round} |")
-    lines += ["", f"Speed-up {throughput[2] / throughput[1]:.2f}x; scaling efficiency {efficiency:.0%}.", ""]
+    for label in labels:
+        per_round = ", ".join(f"{r['series_per_second']:.1f}" for r in rows if r["run"] == label)
+        n = next(r["processes"] for r in rows if r["run"] == label)
+        lines.append(f"| {label} | {n} | {by_label[label]:.1f} | {per_round} |")
+    lines += ["", f"Speed-up {throughput[2] / throughput[1]:.2f}x; scaling efficiency {efficiency:.0%}."]
+    if baseline is not None:
+        ratio = by_label["plain, this checkout"] / by_label[f"plain, {baseline}"]
+        lines.append(f"Single process without torchrun, this checkout against {baseline}: {ratio:.2f}x the throughput.")
+    lines.append("")
     lines.append(
         "Command: `OMP_NUM_THREADS=1 python benchmarks/scale.py "
-        f"--rounds {rounds} --epochs {epochs}`. With other processes busy on the same two cores, the second process "
+        f"--rounds {rounds} --epochs {epochs}" + (f" --baseline {baseline}" if baseline else "") + "`. With other processes busy on the same two cores, the second process "
         "competes with them, so the efficiency is a lower bound on what an idle two-core machine gives."
     )
     (RESULTS / "report.md").write_text("\n".join(lines) + "\n")
@@ -123,8 +168,9 @@ if __name__ == "__main__":
     parser.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--baseline", default=None, help="a git revision whose single-process fit is timed beside")
     arguments = parser.parse_args()
     if arguments.worker is not None:
         worker(arguments.worker, arguments.epochs)
     else:
-        main(arguments.rounds, arguments.epochs)
+        main(arguments.rounds, arguments.epochs, arguments.baseline)
