@@ -23,7 +23,6 @@ import argparse
 import csv
 import json
 import math
-import os
 import subprocess
 import sys
 import time

@@ -10,10 +10,10 @@ import pytest
 
 pytest.importorskip("pyarrow")
 
-from dynlearn import NeuralODE, NeuralSDE  # noqa: E402
-from dynlearn.data import ID_COLUMN, TIME_COLUMN, ParquetSeries  # noqa: E402
-from dynlearn.datasets import make_damped_oscillator  # noqa: E402
-from dynlearn.exceptions import ConvergenceWarning, InputError  # noqa: E402
+from dynlearn import NeuralODE, NeuralSDE
+from dynlearn.data import ID_COLUMN, TIME_COLUMN, ParquetSeries
+from dynlearn.datasets import make_damped_oscillator
+from dynlearn.exceptions import ConvergenceWarning, InputError
 
 TINY = dict(hidden_layer_sizes=(8,), max_epochs=3, batch_size=16, random_state=0)
 
