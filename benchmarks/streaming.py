@@ -23,6 +23,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -32,7 +33,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "streaming"
 MODEL = dict(hidden_layer_sizes=(16,), max_epochs=1, window_size=8, batch_size=1024, solver="rk4", augment_dim=0,
              hidden_init="zeros", n_threads=1, random_state=0)
 FIELDS = ["run", "rows", "series", "file_mb", "chunk_size", "limit_mb", "status", "seconds", "rows_per_second",
-          "peak_rss_mb"]
+          "peak_rss_mb", "load_before"]
 
 
 def write_dataset(path: Path, n_series: int, n_times: int, block: int = 500) -> None:
@@ -107,11 +108,12 @@ def run(mode: str, path: Path, chunk_size: int, limit_mb: float | None) -> dict:
 
 
 def measure(name: str, mode: str, path: Path, rows: int, series: int, chunk_size: int, limit_mb: float | None) -> dict:
+    load = os.getloadavg()[0]  # the machine is shared: timings under load are slower
     result = run(mode, path, chunk_size, limit_mb)
     record = {
         "run": name, "rows": rows, "series": series, "file_mb": round(path.stat().st_size / 2**20, 1),
         "chunk_size": chunk_size if mode == "stream" else "", "limit_mb": limit_mb or "", "status": result["status"],
-        "seconds": "", "rows_per_second": "", "peak_rss_mb": round(result["peak_rss_mb"]),
+        "seconds": "", "rows_per_second": "", "peak_rss_mb": round(result["peak_rss_mb"]), "load_before": round(load, 2),
     }  # fmt: skip
     if math.isfinite(result["seconds"]):
         record["seconds"], record["rows_per_second"] = round(result["seconds"], 1), round(rows / result["seconds"])
@@ -125,6 +127,7 @@ def main() -> None:
     parser.add_argument("--n-times", type=int, default=400, help="rows per series")
     parser.add_argument("--chunk-size", type=int, default=128, help="series per chunk of the streamed fit")
     parser.add_argument("--limit-mb", type=float, default=1024.0, help="memory limit of the large-file runs")
+    parser.add_argument("--repeat", type=int, default=3, help="in-memory and streamed runs on the first file, alternated")
     parser.add_argument("--work", default="/tmp/dynlearn_streaming", help="where the Parquet files are written")
     args = parser.parse_args()
     work = Path(args.work)
@@ -137,14 +140,16 @@ def main() -> None:
     started = time.perf_counter()
     write_dataset(medium, n_series, args.n_times)
     print(f"wrote {rows} rows in {time.perf_counter() - started:.0f} s", flush=True)
-    records = [
-        measure("in-memory", "memory", medium, rows, n_series, args.chunk_size, None),
-        measure("streamed", "stream", medium, rows, n_series, args.chunk_size, None),
-    ]
+    records = []
+    for _ in range(args.repeat):  # alternated, so load from other work hits both alike
+        records += [
+            measure("in-memory", "memory", medium, rows, n_series, args.chunk_size, None),
+            measure("streamed", "stream", medium, rows, n_series, args.chunk_size, None),
+        ]
 
     # Size the large file from the in-memory fit's measured peak per row, above a bare interpreter's.
     baseline = run_baseline()
-    per_row = (records[0]["peak_rss_mb"] - baseline) / rows
+    per_row = (max(r["peak_rss_mb"] for r in records if r["run"] == "in-memory") - baseline) / rows
     large_series = math.ceil(3 * args.limit_mb / per_row / args.n_times)
     large_rows = large_series * args.n_times
     large = work / f"oscillator_{large_rows}.parquet"
@@ -174,21 +179,22 @@ def write_results(records: list[dict], args: argparse.Namespace, baseline: float
         f"One epoch of `NeuralODE({', '.join(f'{k}={v!r}' for k, v in MODEL.items())})` on damped-oscillator "
         f"series of {args.n_times} rows (series_id, time, q, p), OMP_NUM_THREADS=1, a shared 2-core machine. "
         "Seconds include reading the data (and, streamed, the statistics pass). Peak RSS sampled from "
-        f"/proc every 20 ms and the child's ru_maxrss; a bare interpreter with the imports holds {baseline:.0f} MB.",
+        f"/proc every 20 ms and the child's ru_maxrss; a bare interpreter with the imports holds {baseline:.0f} MB. "
+        "`load` is the 1-minute load average when the run started (2 cores shared with other work).",
         "",
-        "| run | rows | file MB | chunk (series) | limit MB | status | seconds | rows/s | peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| run | rows | file MB | chunk (series) | limit MB | status | seconds | rows/s | peak RSS MB | load |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         lines.append(f"| {r['run']} | {r['rows']:,} | {r['file_mb']} | {r['chunk_size']} | {r['limit_mb']} | "
-                     f"{r['status']} | {r['seconds']} | {r['rows_per_second']} | {r['peak_rss_mb']} |")
+                     f"{r['status']} | {r['seconds']} | {r['rows_per_second']} | {r['peak_rss_mb']} | {r['load_before']} |")
     lines += [
         "",
         f"The in-memory fit needed {per_row * 1e6:.0f} MB per million rows above the bare interpreter; the large "
         f"file is sized so that it would need at least 3 x {args.limit_mb:.0f} MB in memory.",
         "",
         "Reproduce: `OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/streaming.py` "
-        f"(--rows {args.rows} --chunk-size {args.chunk_size} --limit-mb {args.limit_mb:.0f}).",
+        f"(--rows {args.rows} --chunk-size {args.chunk_size} --limit-mb {args.limit_mb:.0f} --repeat {args.repeat}).",
     ]
     (RESULTS / "README.md").write_text("\n".join(lines) + "\n")
 
