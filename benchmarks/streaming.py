@@ -188,7 +188,15 @@ def write_results(records: list[dict], args: argparse.Namespace, baseline: float
     for r in records:
         lines.append(f"| {r['run']} | {r['rows']:,} | {r['file_mb']} | {r['chunk_size']} | {r['limit_mb']} | "
                      f"{r['status']} | {r['seconds']} | {r['rows_per_second']} | {r['peak_rss_mb']} | {r['load_before']} |")
+    streamed = [r["rows_per_second"] for r in records if r["run"].startswith("streamed") and r["rows_per_second"]]
+    memory = [r["rows_per_second"] for r in records if r["run"] == "in-memory"]
+    slowest, fastest = min(streamed), max(streamed)
     lines += [
+        "",
+        f"Throughput: in-memory {min(memory):,}-{max(memory):,} rows/s, streamed {slowest:,}-{fastest:,} rows/s. "
+        f"Extrapolated at those streamed rates, one epoch over 100 million rows would take "
+        f"{1e8 / fastest / 60:.0f}-{1e8 / slowest / 60:.0f} min with the same peak memory (set by the chunk, "
+        f"not the file), where an in-memory fit would need about {per_row * 1e8 / 1024:.0f} GB; not measured.",
         "",
         f"The in-memory fit needed {per_row * 1e6:.0f} MB per million rows above the bare interpreter; the large "
         f"file is sized so that it would need at least 3 x {args.limit_mb:.0f} MB in memory.",
