@@ -9,6 +9,7 @@ the input was given. Known inputs (covariates) are split off the states by
 from ._container import ID_COLUMN, TIME_COLUMN, InputSpec, QueryTimes, SeriesBatch
 from ._inputs import input_columns, split_inputs
 from ._scaling import masked_mean_scale
+from ._parquet import ParquetSeries, SeriesSummary, is_parquet_source, parquet_series, summarize
 from ._output import SAMPLE_LEVEL, as_frame_spec, batch_to_user_kind, to_user_kind
 from ._time import TimeEncoding
 from ._validation import as_time_values, check_query_times, check_series
@@ -18,6 +19,8 @@ __all__ = [
     "SAMPLE_LEVEL",
     "TIME_COLUMN",
     "InputSpec",
+    "ParquetSeries",
+    "SeriesSummary",
     "QueryTimes",
     "SeriesBatch",
     "TimeEncoding",
@@ -27,6 +30,9 @@ __all__ = [
     "check_query_times",
     "check_series",
     "input_columns",
+    "is_parquet_source",
+    "parquet_series",
+    "summarize",
     "split_inputs",
     "masked_mean_scale",
     "to_user_kind",

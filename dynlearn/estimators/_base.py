@@ -27,10 +27,15 @@ from ..data import (
     QueryTimes,
     SeriesBatch,
     check_query_times,
+    ParquetSeries,
+    SeriesSummary,
     check_series,
     input_columns,
+    is_parquet_source,
     masked_mean_scale,
+    parquet_series,
     split_inputs,
+    summarize,
     to_user_kind,
 )
 from ..exceptions import ForecastRangeWarning, input_error
@@ -40,6 +45,7 @@ from ..training import (
     BASE_BATCH_SIZE,
     Callback,
     Checkpoint,
+    ChunkedData,
     History,
     TrainState,
     agree_on_seed,
@@ -90,8 +96,11 @@ CHECKPOINT_FORMAT = 1
 # Attributes that live only while fit runs.
 _FIT_SCRATCH = (
     "_streams", "_resume", "_fingerprints", "_series_print", "_stage", "_interrupted", "_fitting", "_fit_batch",
-    "_held_series",
+    "_held_series", "_continuing",
 )
+
+# ``held`` of ``_examples``: hold out the last rows of every series in time instead of whole series.
+HOLD_OUT_IN_TIME = "time"
 
 _SHARED_FIT_NOTES = """
 
@@ -125,7 +134,8 @@ def guarded_fit(fit: Callable[..., Any]) -> Callable[..., Any]:
             return fit(self, *args, **kwargs)
         started = time.perf_counter()
         before = dict(vars(self))
-        warm = bool(self.warm_start) and "module_" in before
+        # partial_fit always goes on from the fitted model, so a failure gives it back as it was.
+        warm = (bool(self.warm_start) or fit.__name__ == "partial_fit") and "module_" in before
         if warm:  # training changes the module and the history in place
             before["module_"] = copy.deepcopy(self.module_)
             before["history_"] = copy.deepcopy(self.history_)
@@ -243,13 +253,39 @@ class SeriesModel(BaseEstimator):
         self.n_threads_ = torch.get_num_threads()
 
     # ------------------------------------------------------------ fit setup
-    def _setup_fit(self, X: Any, t: Any) -> SeriesBatch:
-        """Validate parameters and data, record what fit saw, resolve device and seed."""
+    # Whether fit accepts a Parquet dataset and trains on it a chunk of series at a time.
+    _streams_parquet = False
+
+    def _keeps_fitted(self) -> bool:
+        """Whether this fit goes on from the fitted model (``warm_start``, or ``partial_fit`` after a first call)."""
+        return bool(self.warm_start or self.__dict__.get("_continuing")) and hasattr(self, "module_")
+
+    def _setup_fit(self, X: Any, t: Any) -> "SeriesBatch | SeriesStream":
+        """Validate parameters and data, record what fit saw, resolve device and seed.
+
+        A Parquet dataset (a path, a ``pyarrow.dataset.Dataset`` or a
+        :class:`~dynlearn.data.ParquetSeries`) gives a :class:`SeriesStream`
+        instead of a batch, for estimators that train from one.
+        """
         self._validate_params()
         self._check_solver()
         self._check_callbacks()
-        batch = check_series(X, t)
-        spec = batch.spec
+        if is_parquet_source(X):
+            return self._setup_stream(X, t)
+        reference = self.input_spec_ if self._keeps_fitted() and self.__dict__.get("_continuing") else None
+        batch = check_series(X, t, reference=reference, owner=type(self).__name__)
+        self._record_spec(batch.spec)
+        batch = self._split_inputs(batch)
+        _check_every_feature_observed(batch)
+        self._fit_batch = batch
+        self._resolve_run()
+        self._resume = self._read_checkpoint(batch)
+        if not self._keeps_fitted():
+            self._fit_scaling(batch)
+            self._record_data_range(batch)
+        return batch
+
+    def _record_spec(self, spec: Any) -> None:
         self.input_spec_ = spec
         self.n_features_in_ = spec.n_features
         if spec.feature_names is not None:
@@ -257,9 +293,9 @@ class SeriesModel(BaseEstimator):
         elif hasattr(self, "feature_names_in_"):
             del self.feature_names_in_
         self._resolve_covariates(spec)
-        batch = self._split_inputs(batch)
-        _check_every_feature_observed(batch)
-        self._fit_batch = batch
+
+    def _resolve_run(self) -> None:
+        """Device, dtype, the seed of this fit and its random streams."""
         # Under torchrun (or in an initialised process group) fit trains data-parallel: each process on its own
         # device, all from rank 0's seed, so random_state=None still gives every process one split and one order.
         self.device_ = prepare_process_group(resolve_device(self.device))
@@ -267,11 +303,99 @@ class SeriesModel(BaseEstimator):
         self._seed = agree_on_seed(int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max)))
         self._streams: dict[str, torch.Generator] = {}
         self._stage, self._fingerprints = 0, []
-        self._resume = self._read_checkpoint(batch)
-        if not (self.warm_start and hasattr(self, "module_")):
-            self._fit_scaling(batch)
-            self._record_data_range(batch)
-        return batch
+
+    def _setup_stream(self, X: Any, t: Any) -> "SeriesStream":
+        """``_setup_fit`` for a Parquet dataset: one pass over its chunks gathers what scaling needs."""
+        name = type(self).__name__
+        if not self._streams_parquet:
+            raise input_error(
+                "X",
+                f"series in memory (a DataFrame, an array or a list of arrays): {name} does not train from a "
+                "Parquet dataset in chunks",
+                f"{type(X).__name__} {_preview(X)}",
+                "Read the data into memory with pandas.read_parquet(path) and pass the DataFrame, or fit "
+                "NeuralODE, which streams Parquet data larger than memory.",
+            )
+        if t is not None:
+            raise input_error("t", "None for a Parquet dataset (its rows carry their times)", _preview(t),
+                              "Drop t; the times are read from the 'time' column.")
+        if self.checkpoint is not None:
+            raise input_error(
+                "checkpoint", "None when fitting on a Parquet dataset", repr(self.checkpoint),
+                "Fit without a checkpoint, or call partial_fit once per epoch and save the model in between.",
+            )
+        source = parquet_series(X)
+        continuing = self._keeps_fitted() and self.__dict__.get("_continuing")
+        reference = self.input_spec_ if continuing else source.read(0).spec
+        self._record_spec(reference)
+        self._resolve_run()
+        self._resume = None
+        summary = summarize(source, reference, self._split_inputs, self._seed)
+        _check_every_feature_observed_in(summary, self._state_names())
+        if not self._keeps_fitted():
+            self._fit_scaling_from(summary)
+        return SeriesStream(source, reference, summary, self._split_inputs)
+
+    def _state_names(self) -> np.ndarray | None:
+        """Names of the modelled columns (X's value columns less the known inputs), None for unnamed columns."""
+        names = getattr(self, "feature_names_in_", None)
+        return None if names is None else np.delete(names, self._input_index)
+
+    def _fit_scaling_from(self, summary: SeriesSummary) -> None:
+        """``_fit_scaling`` and ``_record_data_range`` from a streamed summary (the same statistics)."""
+        n_features = len(summary.values.count)
+        if self.standardize:
+            self.mean_, self.scale_ = summary.values.mean_scale()
+            self.time_scale_ = summary.median_gap
+        else:
+            self.mean_, self.scale_, self.time_scale_ = np.zeros(n_features), np.ones(n_features), 1.0
+        self.time_offset_ = summary.first_time
+        if summary.inputs is not None:
+            if self.standardize:
+                self.covariate_mean_, self.covariate_scale_ = summary.inputs.mean_scale()
+            else:
+                n_inputs = len(summary.inputs.count)
+                self.covariate_mean_, self.covariate_scale_ = np.zeros(n_inputs), np.ones(n_inputs)
+        else:
+            self.__dict__.pop("covariate_mean_", None)
+            self.__dict__.pop("covariate_scale_", None)
+        self.data_min_, self.data_max_ = summary.values.low.copy(), summary.values.high.copy()
+
+    def _stream_examples(
+        self, stream: "SeriesStream", make: Callable[[SeriesBatch, Any], tuple[dict[str, torch.Tensor], Any]]
+    ) -> tuple[ChunkedData, ChunkedData | None]:
+        """Training and validation examples of a stream, a chunk at a time.
+
+        ``make(batch, held)`` gives a chunk's training and validation tensors;
+        ``held`` marks the chunk's series held out for validation (bool per
+        series), or is ``HOLD_OUT_IN_TIME``. The held-out series are drawn
+        from all of the stream's series as ``_split_examples`` draws them in
+        memory, so a stream and a frame of the same rows hold out the same
+        series. Validation rereads the chunks holding them after each epoch.
+        """
+        n_series = stream.n_series
+        n_valid = int(round(self.validation_fraction * n_series))
+        by_series = self.validation_fraction == 0 or 1 <= n_valid < n_series
+        held_all = np.zeros(n_series, dtype=bool)
+        if by_series and self.validation_fraction > 0:
+            held_all[np.random.RandomState(self._seed).permutation(n_series)[:n_valid]] = True
+        last: dict[int, tuple[dict[str, torch.Tensor], Any]] = {}
+
+        def load(k: int) -> tuple[dict[str, torch.Tensor], Any]:
+            if k not in last:  # validation right after training on the same chunk does not read it again
+                last.clear()
+                held = held_all[stream.source.chunk_series(k)] if by_series else HOLD_OUT_IN_TIME
+                last[k] = make(stream.read(k), held)
+            return last[k]
+
+        n_chunks = stream.source.n_chunks
+        train_data = ChunkedData(lambda k: load(k)[0], n_chunks, order=self._generator(3))
+        if self.validation_fraction == 0:
+            return train_data, None
+        chunks = [k for k in range(n_chunks) if not by_series or held_all[stream.source.chunk_series(k)].any()]
+        empty = lambda k: {}  # noqa: E731
+        valid_data = ChunkedData(lambda k: load(k)[1] or empty(k), n_chunks, chunks=chunks)
+        return train_data, valid_data
 
     def _resolve_covariates(self, spec: Any) -> None:
         """Record ``covariate_index_`` and ``static_index_``: the columns of X named as known inputs.
@@ -333,7 +457,7 @@ class SeriesModel(BaseEstimator):
         global torch seed is never touched; the module ends on the fit's
         device and dtype either way.
         """
-        if not (self.warm_start and hasattr(self, "module_")):
+        if not self._keeps_fitted():
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self._seed)
                 module = build()
@@ -453,7 +577,7 @@ class SeriesModel(BaseEstimator):
             return None
         # The series as given, not only the training tensors: standardised, data in other units look the same.
         self._series_print = _fingerprint({"values": batch.values, "times": batch.times, "lengths": batch.lengths})
-        if self.warm_start and hasattr(self, "module_"):
+        if self._keeps_fitted():
             return None
         saved = checkpoint.read()
         if saved is None:
@@ -722,18 +846,22 @@ class SeriesModel(BaseEstimator):
         return series, index, real
 
     def _split_examples(
-        self, examples: dict[str, np.ndarray], batch: SeriesBatch
+        self, examples: dict[str, np.ndarray], batch: SeriesBatch, held: np.ndarray | None = None
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
         """Training and validation tensors from examples tagged by their ``"series"``.
 
         A ``validation_fraction`` of the series is held out; with too few
         series, the last examples of each series are held out instead.
+        ``held`` (bool per series of ``batch``) names the held-out series
+        instead, for a chunk of a stream.
         """
         series = examples.pop("series")
         rng = np.random.RandomState(self._seed)
         valid = np.zeros(len(series), dtype=bool)
         self._held_series = None
-        if self.validation_fraction > 0:
+        if held is not None:
+            valid = held[series]
+        elif self.validation_fraction > 0:
             n_valid_series = int(round(self.validation_fraction * batch.n_series))
             if n_valid_series >= 1 and batch.n_series - n_valid_series >= 1:
                 held = rng.permutation(batch.n_series)[:n_valid_series]
@@ -928,6 +1056,41 @@ def _caller_level() -> int:
     return max(level, 1)
 
 
+@dataclass(frozen=True)
+class SeriesStream:
+    """Training series read a chunk at a time from a Parquet dataset, with what one pass over them found.
+
+    ``lengths`` and ``ids`` cover every series in the dataset's order (they
+    stay in memory: a few bytes per series); ``read(k)`` gives chunk ``k``
+    checked against ``spec`` with its known inputs split off.
+    """
+
+    source: ParquetSeries
+    spec: Any
+    summary: SeriesSummary
+    prepare: Callable[[SeriesBatch], SeriesBatch]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return self.source.lengths
+
+    @property
+    def n_series(self) -> int:
+        return self.source.n_series
+
+    def read(self, k: int) -> SeriesBatch:
+        return self.prepare(self.source.read(k, reference=self.spec))
+
+
+def _check_every_feature_observed_in(summary: SeriesSummary, names: Any) -> None:
+    """``_check_every_feature_observed`` for a streamed dataset (``names``: of the state columns, or None)."""
+    never = np.flatnonzero(summary.values.count == 0)
+    if len(never):
+        which = [names[i] for i in never] if names is not None else [int(i) for i in never]
+        raise input_error("X", "every feature observed at least once", f"no observed value (all NaN) of feature(s) "
+                          f"{which[:10]}", "Drop those features, or fit on data where they are measured.")
+
+
 def _check_every_feature_observed(batch: SeriesBatch) -> None:
     """Refuse training data with a feature that has no observed value: its dynamics would be made up."""
     never = np.flatnonzero(~batch.mask.any(axis=(0, 1)))
@@ -949,8 +1112,10 @@ def _median_window(batch: SeriesBatch) -> float | None:
     return float(np.median(spans)) if len(spans) else None
 
 
-def _median_gap(batch: SeriesBatch) -> float:
+def _median_gap(batch: "SeriesBatch | SeriesStream") -> float:
     """Median positive gap between consecutive observation times (1.0 when there is none)."""
+    if isinstance(batch, SeriesStream):
+        return batch.summary.median_gap
     gaps = np.diff(batch.times, axis=1)[batch.row_mask[:, 1:]]
     gaps = gaps[gaps > 0]
     return float(np.median(gaps)) if len(gaps) else 1.0

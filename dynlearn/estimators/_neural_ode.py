@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime
 import math
 import time
@@ -22,9 +23,11 @@ from ..solvers import CONTROL_INTERPOLATIONS, ControlPath, solve_ode_irregular, 
 from ._base import guarded_fit
 from ._intervals import ConformalIntervals
 from ._base import (
+    HOLD_OUT_IN_TIME,
     SHARED_CONSTRAINTS,
     DrivenPaths,
     SeriesModel,
+    SeriesStream,
     _anchor_rows,
     _as_states,
     _finite_difference,
@@ -492,6 +495,8 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         self.covariate_interpolation = covariate_interpolation
         self.static_covariates = static_covariates
 
+    _streams_parquet = True
+
     # ----------------------------------------------------------------- fit
     @guarded_fit
     def fit(self, X: Any, y: Any = None, *, t: Any = None) -> "NeuralODE":
@@ -499,8 +504,15 @@ class NeuralODE(ConformalIntervals, SeriesModel):
 
         Parameters
         ----------
-        X : DataFrame, ndarray or list of ndarray
-            Series in any accepted kind; NaN marks missing entries.
+        X : DataFrame, ndarray, list of ndarray, path, pyarrow Dataset or ParquetSeries
+            Series in any accepted kind; NaN marks missing entries. A Parquet
+            file or directory of long rows (``series_id``, ``time``, one
+            column per variable; str or path-like), a
+            ``pyarrow.dataset.Dataset`` of them, or a
+            :class:`~dynlearn.data.ParquetSeries` (to set ``chunk_size``) is
+            read a chunk of whole series at a time, so data larger than
+            memory can be fitted (see the user guide, "Data larger than
+            memory"). Needs ``pyarrow`` (``pip install 'dynlearn[parquet]'``).
         y : None
             Ignored; present for pipeline compatibility.
         t : array-like, default=None
@@ -511,10 +523,71 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         self
         """
         started = time.perf_counter()
-        batch = self._setup_fit(X, t)
-        self._check_learnable(batch)
-        self._resolve_structure(batch)
+        data = self._setup_fit(X, t)
+        self._check_learnable(data)
+        self._resolve_structure(data)
         self._init_module(self._build_module)
+        loss_fn = self._loss_fn()
+        stages = self._curriculum(self.window_size_)
+        for stage, width in enumerate(stages, start=1):
+            train_data, valid_data = self._examples(data, width)
+            if stage == len(stages):
+                self._train(loss_fn, train_data, valid_data, batch_weight=_observed_targets)
+                continue
+            with warnings.catch_warnings():  # a warm-up stage that runs out of epochs is not a failed fit
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                budget = max(1, self.max_epochs // (2 * (len(stages) - 1)))
+                self._train(loss_fn, train_data, valid_data, max_epochs=budget, batch_weight=_observed_targets)
+        self.training_time_ = time.perf_counter() - started
+        return self
+
+    @guarded_fit
+    def partial_fit(self, X: Any, y: Any = None, *, t: Any = None) -> "NeuralODE":
+        """Train one epoch on the series in ``X``, going on from the current weights and scaling.
+
+        The first call on an unfitted model sets up the model as ``fit``
+        does (scaling, hidden dimensions and window length from ``X``, fresh
+        weights); later calls keep all of that, check ``X`` against the
+        columns seen first, and continue training, optimiser state included,
+        on windows of ``window_size_`` rows (no warm-up stages). Each call
+        adds one record to ``history_``; early stopping does not apply, and
+        the weights after the epoch are kept. Use it for data that arrive in
+        parts, or to control epochs over a Parquet dataset yourself.
+
+        Parameters
+        ----------
+        X : DataFrame, ndarray, list of ndarray, path, pyarrow Dataset or ParquetSeries
+            As for ``fit``: in memory, or a Parquet dataset read in chunks.
+        y : None
+            Ignored; present for pipeline compatibility.
+        t : array-like, default=None
+            Observation times for array inputs.
+
+        Returns
+        -------
+        self
+        """
+        started = time.perf_counter()
+        first = not hasattr(self, "module_")
+        self._continuing = not first
+        data = self._setup_fit(X, t)
+        self._check_learnable(data)
+        self._resolve_structure(data)
+        self._init_module(self._build_module)
+        if first:
+            self.__dict__.pop("_optimizer_state", None)
+        optimizer = torch.optim.AdamW(self.module_.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
+        if self.__dict__.get("_optimizer_state") is not None:
+            optimizer.load_state_dict(self._optimizer_state)
+        train_data, valid_data = self._examples(data, self.window_size_)
+        self._train(self._loss_fn(), train_data, valid_data, max_epochs=1, patience=None, optimizer=optimizer,
+                    batch_weight=_observed_targets)
+        self._optimizer_state = copy.deepcopy(optimizer.state_dict())
+        self.training_time_ = time.perf_counter() - started
+        return self
+
+    def _loss_fn(self) -> Any:
+        """The training loss: mean squared error of each window's rollout over its observed entries."""
         solve = self._solve_options()
         noise_seeds = self._generator(2)
 
@@ -530,22 +603,11 @@ class NeuralODE(ConformalIntervals, SeriesModel):
             squared = (predicted[:, 1:] - data["values"][:, 1:]) ** 2 * mask
             return squared.sum() / mask.sum().clamp_min(1)
 
-        stages = self._curriculum(self.window_size_)
-        for stage, width in enumerate(stages, start=1):
-            train_data, valid_data = self._examples(batch, width)
-            if stage == len(stages):
-                self._train(loss_fn, train_data, valid_data, batch_weight=_observed_targets)
-                continue
-            with warnings.catch_warnings():  # a warm-up stage that runs out of epochs is not a failed fit
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                budget = max(1, self.max_epochs // (2 * (len(stages) - 1)))
-                self._train(loss_fn, train_data, valid_data, max_epochs=budget, batch_weight=_observed_targets)
-        self.training_time_ = time.perf_counter() - started
-        return self
+        return loss_fn
 
     def _resolve_structure(self, batch: SeriesBatch) -> None:
         """Record the hidden dimensions and the window length this fit uses."""
-        if self.warm_start and hasattr(self, "module_"):
+        if self._keeps_fitted():
             return
         n_states = self._n_states
         if self.augment_dim == "auto":
@@ -652,7 +714,8 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         velocity = _finite_difference(filled, times, batch.lengths) if self.second_order else None
         return filled, velocity, times, observed
 
-    def _examples(self, batch: SeriesBatch, width: int | None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+    def _examples(self, batch: SeriesBatch | SeriesStream, width: int | None, held: Any = None,
+                  whole: np.ndarray | None = None) -> tuple[Any, Any]:
         """Training and validation windows of ``width`` rows.
 
         With enough series, a ``validation_fraction`` of them is held out.
@@ -662,13 +725,30 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         row from the last training row on, through the held-out rows. Windows
         overlap, so holding out windows instead would validate on rows
         trained on and stop on an overfit field.
+
+        A :class:`SeriesStream` gives :class:`~dynlearn.training.ChunkedData`
+        of each chunk's windows; ``held`` (the chunk's held-out series, or
+        ``HOLD_OUT_IN_TIME``) and ``whole`` (the lengths of every series of
+        the stream, which set the window stride) are then set per chunk,
+        so a chunk's windows are those the whole data in memory would give
+        its series.
         """
-        n_valid_series = int(round(self.validation_fraction * batch.n_series))
-        if self.validation_fraction == 0 or 1 <= n_valid_series < batch.n_series:
-            return self._split_examples(self._windows(batch, _window_rows(batch.lengths, width)), batch)
+        if isinstance(batch, SeriesStream):
+            lengths = batch.lengths
+            return self._stream_examples(batch, lambda chunk, held: self._examples(chunk, width, held, lengths))
+        if held is None:
+            n_valid_series = int(round(self.validation_fraction * batch.n_series))
+            in_time = not (self.validation_fraction == 0 or 1 <= n_valid_series < batch.n_series)
+        else:
+            in_time = isinstance(held, str) and held == HOLD_OUT_IN_TIME
+        if not in_time:
+            windows = self._windows(batch, _window_rows(batch.lengths, width, whole))
+            return self._split_examples(windows, batch, None if held is None else held)
         lengths = batch.lengths
         held = np.where(lengths >= 4, np.maximum(2, np.round(self.validation_fraction * lengths)), 0).astype(int)
-        train = self._windows(batch, _window_rows(lengths - held, width))
+        if whole is not None:  # the stride of the whole data in memory
+            whole = whole - np.where(whole >= 4, np.maximum(2, np.round(self.validation_fraction * whole)), 0)
+        train = self._windows(batch, _window_rows(lengths - held, width, None if whole is None else whole.astype(int)))
         valid = self._windows(batch, _forecast_rows(lengths, lengths - held, width))
         train.pop("series"), valid.pop("series")
         to_tensors = lambda examples: {k: self._tensor(v) for k, v in examples.items()}  # noqa: E731
@@ -936,7 +1016,8 @@ def _history_part(data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | No
     return history or None
 
 
-def _window_rows(lengths: np.ndarray, width: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _window_rows(lengths: np.ndarray, width: int | None,
+                 whole: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Training windows of ``width`` consecutive rows (None: whole series).
 
     Windows start every ``stride`` rows, the stride being the largest (up to
@@ -944,11 +1025,14 @@ def _window_rows(lengths: np.ndarray, width: int | None) -> tuple[np.ndarray, np
     window of each series ends on its last row. Returns the series of each
     window ``(n_windows,)``, its row indices ``(n_windows, width)`` (rows
     past a series' end repeat its last row) and which slots are real rows.
+    ``whole`` holds the lengths of all the series ``lengths`` is a chunk of
+    (default: ``lengths``): the stride and the width are set from them.
     """
-    longest = int(lengths.max())
+    whole = lengths if whole is None else whole
+    longest = int(whole.max())
     width = min(width or longest, longest)
     usable = [(i, int(n)) for i, n in enumerate(lengths) if n >= 2]
-    n_starts = sum(max(n - width, 0) + 1 for _, n in usable)
+    n_starts = int(np.maximum(whole[whole >= 2] - width, 0).sum() + (whole >= 2).sum())
     stride = int(min(max(n_starts // _MIN_WINDOWS, 1), max(width // 2, 1)))
     rows, series = [], []
     for i, n in usable:

@@ -20,6 +20,7 @@ from ..exceptions import (
     NoImprovementWarning,
     SlowFitWarning,
     TrainingError,
+    input_error,
 )
 from ._distributed import DataParallel, data_parallel, flatten_gradients, is_main_process, set_gradients, sharded
 
@@ -41,6 +42,45 @@ SLOW_FIT_SECONDS = 60.0
 def _clock() -> float:
     """Seconds on the loop's timer (one name, so tests can stand a fake clock in for it)."""
     return time.perf_counter()
+
+
+class ChunkedData:
+    """Examples loaded a chunk at a time, for data that do not fit in memory at once.
+
+    ``load(k)`` returns chunk ``k`` (0 <= k < ``n_chunks``) as a dict of
+    tensors with the examples on their first axis, like ``train_data``; a
+    chunk may be empty. :func:`train` visits the chunks of a training epoch
+    in an order drawn from ``order`` (a fixed one when None) and shuffles
+    the examples within each chunk with its minibatch generator, so a
+    minibatch never mixes two chunks. With a single chunk the chunk is kept
+    after its first load and an epoch is the same as on ``load(0)`` in memory.
+    ``chunks`` limits evaluation to some chunks (e.g. those holding the
+    validation examples).
+    """
+
+    def __init__(self, load: Callable[[int], Batch], n_chunks: int, order: torch.Generator | None = None,
+                 chunks: Sequence[int] | None = None):
+        self.load, self.n_chunks, self.order = load, n_chunks, order
+        self.chunks = list(range(n_chunks)) if chunks is None else list(chunks)
+        self._kept: Batch | None = None
+
+    def _get(self, k: int) -> Batch:
+        if self.n_chunks == 1:
+            self._kept = self._kept if self._kept is not None else self.load(k)
+            return self._kept
+        return self.load(k)
+
+    def __iter__(self) -> Any:
+        for k in self.chunks:
+            yield self._get(k)
+
+    def shuffled(self) -> Any:
+        """The chunks in an order drawn from ``order``."""
+        if self.order is None or len(self.chunks) < 2:
+            yield from self
+            return
+        for i in torch.randperm(len(self.chunks), generator=self.order).tolist():
+            yield self._get(self.chunks[i])
 
 
 class History(list):
@@ -314,8 +354,13 @@ def train(
         if state.completed:
             module.eval()
             return state
-    n_train = _n_examples(train_data)
+    n_train = _n_examples(train_data) if not isinstance(train_data, ChunkedData) else 0
     if group is not None:
+        if isinstance(train_data, ChunkedData):
+            raise input_error(
+                "train_data", "examples in memory for a data-parallel run", "a chunked (streamed) dataset",
+                "Stream a Parquet dataset in one process, or read it into memory (pandas.read_parquet) for torchrun.",
+            )  # fmt: skip
         group.check_same_size(n_train)
     for callback in state.callbacks:
         callback.on_train_begin(state)
@@ -542,7 +587,7 @@ def _slice(data: Batch, index: torch.Tensor) -> dict[str, torch.Tensor]:
 def _run_epoch(
     module: nn.Module,
     loss_fn: LossFn,
-    data: Batch,
+    data: Batch | ChunkedData,
     n: int,
     batch_size: int,
     optimizer: torch.optim.Optimizer,
@@ -552,6 +597,18 @@ def _run_epoch(
     state: TrainState,
     on_batch: list[Callback],
 ) -> float:
+    if isinstance(data, ChunkedData):
+        total, seen = 0.0, 0
+        for chunk in data.shuffled():
+            size = _n_examples(chunk) if chunk else 0
+            if size:
+                loss = _run_epoch(
+                    module, loss_fn, chunk, size, batch_size, optimizer, clip_grad_norm, generator, epoch, state, on_batch
+                )
+                total, seen = total + loss * size, seen + size
+        if not seen:
+            raise ValueError("train_data has no examples in any chunk")
+        return total / seen
     order = torch.randperm(n, generator=generator)
     total, seen = 0.0, 0
     for start in range(0, n, batch_size):
@@ -796,7 +853,14 @@ def _clip_gradients(parameters: Any, max_norm: float) -> bool:
     return True
 
 
-def _evaluate(module: nn.Module, loss_fn: LossFn, data: Batch, batch_size: int) -> float:
+def _evaluate(module: nn.Module, loss_fn: LossFn, data: Batch | ChunkedData, batch_size: int) -> float:
+    if isinstance(data, ChunkedData):
+        total, seen = 0.0, 0
+        for chunk in data:
+            size = _n_examples(chunk) if chunk else 0
+            if size:
+                total, seen = total + _evaluate(module, loss_fn, chunk, batch_size) * size, seen + size
+        return total / seen if seen else math.nan
     module.eval()
     n = _n_examples(data)
     total = 0.0
