@@ -513,7 +513,7 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         self._resolve_structure(batch)
         self._init_module(self._build_module)
         solve = self._solve_options()
-        noise_seeds = self._generator(2)
+        noise_seeds = self._generator("noise")
 
         def loss_fn(module: _ODEModel, data: dict[str, torch.Tensor]) -> torch.Tensor:
             y0 = module.initial_state(data["x0"], data.get("v0"), _history_part(data))
