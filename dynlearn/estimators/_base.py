@@ -23,6 +23,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from .._compat import Interval, StrOptions, validate_parameter_constraints
+from .._random import numpy_stream, stream_seed, torch_stream
 from ..data import (
     QueryTimes,
     SeriesBatch,
@@ -91,7 +92,7 @@ _RESUMABLE_ACROSS = frozenset({"checkpoint", "callbacks", "verbose", "n_threads"
 RANGE_FACTOR = 10.0
 
 # Where a checkpoint format changes, older files are refused instead of misread.
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: random streams derived and saved by name
 
 # Attributes that live only while fit runs.
 _FIT_SCRATCH = (
@@ -378,7 +379,7 @@ class SeriesModel(BaseEstimator):
         by_series = self.validation_fraction == 0 or 1 <= n_valid < n_series
         held_all = np.zeros(n_series, dtype=bool)
         if by_series and self.validation_fraction > 0:
-            held_all[np.random.RandomState(self._seed).permutation(n_series)[:n_valid]] = True
+            held_all[numpy_stream(self._seed, "split").permutation(n_series)[:n_valid]] = True
         last: dict[int, tuple[dict[str, torch.Tensor], Any]] = {}
 
         def load(k: int) -> tuple[dict[str, torch.Tensor], Any]:
@@ -389,7 +390,7 @@ class SeriesModel(BaseEstimator):
             return last[k]
 
         n_chunks = stream.source.n_chunks
-        train_data = ChunkedData(lambda k: load(k)[0], n_chunks, order=self._generator(3))
+        train_data = ChunkedData(lambda k: load(k)[0], n_chunks, order=self._generator("chunks"))
         if self.validation_fraction == 0:
             return train_data, None
         chunks = [k for k in range(n_chunks) if not by_series or held_all[stream.source.chunk_series(k)].any()]
@@ -459,7 +460,7 @@ class SeriesModel(BaseEstimator):
         """
         if not self._keeps_fitted():
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self._seed)
+                torch.manual_seed(stream_seed(self._seed, "weights"))
                 module = build()
             self.module_ = module
             self.history_ = History()
@@ -489,7 +490,7 @@ class SeriesModel(BaseEstimator):
         """
         stage, resume = self._stage, self._resume
         self._stage += 1
-        minibatches = self._generator(1)
+        minibatches = self._generator("minibatches")
         callbacks = [*options.pop("callbacks", ()), *(self.callbacks or ())]
         checkpoint = self._checkpoint_spec()
         if checkpoint is not None:
@@ -813,11 +814,11 @@ class SeriesModel(BaseEstimator):
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.ascontiguousarray(array), dtype=self.dtype_, device=self.device_)
 
-    def _generator(self, offset: int = 0) -> torch.Generator:
-        """A generator seeded from ``random_state``; fit's are saved in checkpoints and restored on resume."""
-        generator = torch.Generator().manual_seed(self._seed + offset)
+    def _generator(self, name: str) -> torch.Generator:
+        """Training's generator for random stream ``name`` of ``random_state``, saved in checkpoints and resumed."""
+        generator = torch_stream(self._seed, name)
         if hasattr(self, "_streams"):
-            self._streams[str(offset)] = generator
+            self._streams[name] = generator
         return generator
 
     # ------------------------------------------------------------ examples
@@ -856,7 +857,7 @@ class SeriesModel(BaseEstimator):
         instead, for a chunk of a stream.
         """
         series = examples.pop("series")
-        rng = np.random.RandomState(self._seed)
+        rng = numpy_stream(self._seed, "split")
         valid = np.zeros(len(series), dtype=bool)
         self._held_series = None
         if held is not None:
@@ -1309,7 +1310,10 @@ def _preview(values: Any) -> str:
 
 
 def _sampling_seed(random_state: Any) -> int:
-    """The seed of one call's random draws, from its ``random_state`` argument (None, an int or a RandomState)."""
+    """The base seed of one call's random draws, from its ``random_state`` argument (None, an int or a RandomState).
+
+    The call's draws come from named streams of it (``dynlearn._random``), never from the int itself.
+    """
     try:
         generator = check_random_state(random_state)
     except ValueError:

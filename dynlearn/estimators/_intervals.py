@@ -23,10 +23,11 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._backtest import parse_length
 from .._compat import available_if
+from .._random import stream_seed
 from ..data import QueryTimes, SeriesBatch, check_query_times, to_user_kind
 from ..exceptions import IntegrationError, input_error
 from ..metrics import QUANTILE_LEVEL
-from ._base import _under_thread_budget
+from ._base import _sampling_seed, _under_thread_budget
 
 # Draws per query behind the quantiles of a model that samples, when ``n_samples`` is None.
 DEFAULT_INTERVAL_SAMPLES = 200
@@ -188,9 +189,10 @@ class ForecastIntervals:
                         random_state: Any) -> np.ndarray:
         raise NotImplementedError
 
-    def _interval_seed(self, random_state: Any, offset: int) -> Any:
-        """``random_state``, or a seed from the fitted model when it is None (repeatable intervals)."""
-        return self._seed + offset if random_state is None else random_state
+    def _interval_seed(self, random_state: Any) -> int:
+        """The base seed of one interval call: from ``random_state``, or the fitted model's "intervals" stream when
+        it is None (repeatable intervals)."""
+        return stream_seed(self._seed, "intervals") if random_state is None else _sampling_seed(random_state)
 
     predict_quantiles = _forecasting_method(_predict_quantiles, "predict_quantiles")
     predict_interval = _forecasting_method(_predict_interval, "predict_interval")

@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn import functional
 
 from .._compat import Interval, StrOptions
+from .._random import numpy_stream, torch_stream
 from ..data import QueryTimes, SeriesBatch, check_query_times, to_user_kind
 from ..exceptions import TrainingError, input_error
 from ..nn import ACTIVATIONS, MLPVectorField, ODERNNEncoder, make_mlp, mlp_function
@@ -552,7 +553,7 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
         self._check_settings(batch)
         train_data, valid_data = self._split_examples(self._examples(batch), batch)
         self._init_module(self._build_module)
-        draws = self._generator(2)
+        draws = self._generator("noise")
         schedule = _Schedule(self, n_batches=math.ceil(len(train_data["values"]) / self._minibatch_size(train_data)))
 
         def loss_fn(module: _LatentODEModel, data: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -634,7 +635,7 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
     def _examples(self, batch: SeriesBatch) -> dict[str, np.ndarray]:
         """One example per series; ``scores`` fix the encoded subsets used for validation."""
         examples = self._internal(batch)
-        examples["scores"] = np.random.RandomState(self._seed).uniform(size=batch.times.shape)
+        examples["scores"] = numpy_stream(self._seed, "validation_subsets").uniform(size=batch.times.shape)
         examples["series"] = np.arange(batch.n_series)
         return examples
 
@@ -659,7 +660,7 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
         width = int(whole_batch(data)["lengths"].max())
         values, mask, times = data["values"][:, :width], data["mask"][:, :width] > 0.5, data["times"][:, :width]
         if generator is None:
-            scores, generator = data["scores"][:, :width], torch.Generator().manual_seed(self._seed + 3)
+            scores, generator = data["scores"][:, :width], torch_stream(self._seed, "validation")
         else:
             draw = functools.partial(_uniform, width=width, generator=generator, dtype=times.dtype)
             scores = draw_rows(draw, len(times)).to(times.device)
@@ -723,7 +724,7 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
         held = self.__dict__.get("_held_series")
         chosen = batch.subset(np.sort(held) if held is not None and len(held) else np.arange(batch.n_series))
         data = self._internal(chosen)
-        scores = np.random.RandomState(self._seed + 7).uniform(size=data["times"].shape)
+        scores = numpy_stream(self._seed, "noise_estimate").uniform(size=data["times"].shape)
         module = self.module_.eval()
         squared = np.zeros((2, batch.n_features))
         counts = np.zeros((2, batch.n_features))
@@ -1075,7 +1076,7 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
         check_is_fitted(self, "module_")
         if not isinstance(n_samples, Integral) or isinstance(n_samples, bool) or n_samples < 1:
             raise input_error("n_samples", "a positive int", repr(n_samples), "E.g. n_samples=100.")
-        generator = torch.Generator().manual_seed(_sampling_seed(random_state))
+        generator = torch_stream(_sampling_seed(random_state), "sampling")
         if X is None:
             if X_t is not None:
                 raise input_error(
@@ -1101,11 +1102,11 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
             raise input_error("noise_std_", "a LatentODE fitted by this version of dynlearn (fit estimates its noise)",
                               "a model without it", "Refit the model to get native forecast intervals.")
         n_samples = check_n_samples(n_samples)
-        seed = _sampling_seed(self._interval_seed(random_state, 5))
+        seed = self._interval_seed(random_state)
         q_times, path = self._query_plan(batch, query)
         mean, std, origin = self._posterior(batch, q_times, path)
-        draws = self._draw(mean, std, origin, q_times, n_samples, torch.Generator().manual_seed(seed), path)
-        draws += np.random.default_rng(seed).standard_normal(draws.shape) * self.noise_std_
+        draws = self._draw(mean, std, origin, q_times, n_samples, torch_stream(seed, "sampling"), path)
+        draws += numpy_stream(seed, "observation_noise").standard_normal(draws.shape) * self.noise_std_
         return sample_quantiles(draws, levels)
 
     def _sample_prior_times(self, t: Any, n_samples: int, generator: torch.Generator, prior: bool) -> np.ndarray:

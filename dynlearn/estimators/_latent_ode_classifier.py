@@ -289,7 +289,7 @@ class LatentODEClassifier(_SeriesClassifier, ClassifierMixin, LatentODE):
         examples["label"] = codes.astype(np.float64)
         train_data, valid_data = self._split_examples(examples, batch)
         self._init_module(self._build_module)
-        draws = self._generator(2)
+        draws = self._generator("noise")
         schedule = _Schedule(self, n_batches=math.ceil(len(train_data["values"]) / self._minibatch_size(train_data)))
         weight = float(self.classification_weight)
 

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .._compat import Interval, StrOptions
+from .._random import stream_seed, torch_stream
 from ..data import QueryTimes, SeriesBatch, check_query_times, to_user_kind
 from ..exceptions import input_error
 from ..nn import ACTIVATIONS, make_mlp
@@ -668,7 +669,7 @@ class LatentSDE(ForecastIntervals, SeriesModel):
             self.method_ = sde_method(self.solver).name
         self._init_module(self._build_module)
         weight = {"kl_weight": float(self.kl_weight)}
-        generator = self._generator(2)
+        generator = self._generator("noise")
         adjoint = self.adjoint
 
         def loss_fn(module: _LatentSDEModel, data: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -788,13 +789,14 @@ class LatentSDE(ForecastIntervals, SeriesModel):
         return self._predict_at(X, t, X_t)
 
     def _predict_batch(self, batch: SeriesBatch, query: QueryTimes) -> np.ndarray:
-        draws = self._sample_batch(batch, query, self.n_samples_predict, self._seed + 3, observation_noise=False)
+        draws = self._sample_batch(batch, query, self.n_samples_predict, stream_seed(self._seed, "prediction"),
+                                   observation_noise=False)
         return draws.mean(axis=0)
 
     def _quantile_batch(self, batch: SeriesBatch, query: QueryTimes, levels: np.ndarray, n_samples: Any,
                         random_state: Any) -> np.ndarray:
         """Quantiles of sampled observations (paths with observation noise, as :meth:`sample` draws them)."""
-        seed = _sampling_seed(self._interval_seed(random_state, 5))
+        seed = self._interval_seed(random_state)
         draws = self._sample_batch(batch, query, check_n_samples(n_samples), seed, observation_noise=True)
         return sample_quantiles(draws, levels)
 
@@ -855,7 +857,7 @@ class LatentSDE(ForecastIntervals, SeriesModel):
             knots, knot_inputs = _input_knots(times, batch.row_mask, inputs, queries, query.mask,
                                               self._scale_inputs(query.inputs))
         per_chunk = max(1, _SAMPLE_ROWS // n_samples)
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch_stream(seed, "sampling")
         module = self.module_.eval()
         pieces = []
         with torch.no_grad():

@@ -589,7 +589,7 @@ class NeuralODE(ConformalIntervals, SeriesModel):
     def _loss_fn(self) -> Any:
         """The training loss: mean squared error of each window's rollout over its observed entries."""
         solve = self._solve_options()
-        noise_seeds = self._generator(2)
+        noise_seeds = self._generator("noise")
 
         def loss_fn(module: _ODEModel, data: dict[str, torch.Tensor]) -> torch.Tensor:
             y0 = module.initial_state(data["x0"], data.get("v0"), _history_part(data))

@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .._compat import Interval, StrOptions
+from .._random import stream_seed
 from ..data import QueryTimes, SeriesBatch, check_query_times, to_user_kind
 from ..exceptions import IntegrationError, input_error
 from ..metrics import QUANTILE_LEVEL  # noqa: F401  (the level predict_quantiles writes)
@@ -548,7 +549,7 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
         if n_samples is None:
             mean, var = self._query_moments(batch, query, covariance=True)
             return mean[None] + np.sqrt(var)[None] * ndtri(levels)[:, None, None, None]
-        paths = self._sample_batch(batch, query, _check_n_samples(n_samples), self._interval_seed(random_state, 5))
+        paths = self._sample_batch(batch, query, _check_n_samples(n_samples), self._interval_seed(random_state))
         return sample_quantiles(paths, levels)
 
     def _query_moments(self, batch: SeriesBatch, query: QueryTimes,
@@ -664,12 +665,11 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
         """
         batch = self._check_input(X, X_t, time_argument="X_t")
         query = check_query_times(t, batch)
-        paths = self._sample_batch(batch, query, _check_n_samples(n_samples), random_state)
+        paths = self._sample_batch(batch, query, _check_n_samples(n_samples), _sampling_seed(random_state))
         return to_user_kind(paths, query, batch)
 
-    def _sample_batch(self, batch: SeriesBatch, query: QueryTimes, n_samples: int,
-                      random_state: Any) -> np.ndarray:
-        """Paths (n_samples, n_series, n_queries, n_features) in user units.
+    def _sample_batch(self, batch: SeriesBatch, query: QueryTimes, n_samples: int, seed: int) -> np.ndarray:
+        """Paths (n_samples, n_series, n_queries, n_features) in user units, drawn from the call's base ``seed``.
 
         Queries sharing an anchor (series, latest earlier observation) form
         one group, simulated as one path through its sorted query times.
@@ -678,7 +678,7 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
         groups, grid, path_inputs, lead = self._forward_paths(batch, query, times)
         n_groups, width = grid.shape
         x0 = filled[groups.series, groups.anchors]
-        seed = _sampling_seed(random_state)
+        sampling = stream_seed(seed, "sampling")
         simulated = np.empty((n_groups, width, n_samples, batch.n_features))
         module = self.module_.eval()
         # The solver takes the same number of steps on every row of a solve, enough for its longest gap;
@@ -691,7 +691,7 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
                 rows = np.tile(members, n_samples)
                 draw = np.repeat(np.arange(n_samples), len(members))
                 n_chunks = max(1, math.ceil(len(rows) / _SAMPLE_CHUNK))
-                seeds = np.random.SeedSequence([seed, int(bucket)]).generate_state(n_chunks)
+                seeds = np.random.SeedSequence([sampling, int(bucket)]).generate_state(n_chunks)
                 for c in range(n_chunks):
                     part = slice(c * _SAMPLE_CHUNK, (c + 1) * _SAMPLE_CHUNK)
                     knots = self._tensor(grid[rows[part]])
@@ -754,7 +754,7 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
             raise input_error("t", "non-decreasing output times", "a decreasing step",
                               "An SDE is simulated forwards in time; sort the times.")
         n_samples = _check_n_samples(n_samples)
-        seed = _sampling_seed(random_state)
+        seed = stream_seed(_sampling_seed(random_state), "sampling")
         rows = np.tile(np.arange(len(states)), n_samples)
         module = self.module_.eval()
         with torch.no_grad():

@@ -18,6 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from .._compat import Interval, StrOptions
+from .._random import stream_seed
 from ..data import QueryTimes, SeriesBatch
 from ..exceptions import input_error
 from ..nn import ACTIVATIONS, ODERNNEncoder, make_mlp
@@ -777,9 +778,9 @@ class ODERNN(ConformalIntervals, _ODERNNBase):
             self._fit_step(batch)
         self._init_module(self._build_module)
         solve = self._solve_options()
-        generator = self._generator(2)
+        generator = self._generator("noise")
         fraction, split = self.observed_fraction, self.extrapolation_split
-        valid_seed = self._seed + 3
+        valid_seed = stream_seed(self._seed, "validation")
 
         def loss_fn(module: _ODERNNModel, data: dict[str, torch.Tensor]) -> torch.Tensor:
             # Validation hides the same rows every epoch, so its loss is comparable across epochs.

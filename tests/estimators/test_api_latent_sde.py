@@ -86,9 +86,11 @@ def test_predict_is_the_mean_of_noise_free_paths_and_repeatable(ou, fitted):
     pd.testing.assert_frame_equal(fitted.predict(ou, t=[5.5, 6.0]), first)
     batch = fitted._check_input(ou)
     from dynlearn.data import check_query_times
+    from dynlearn._random import stream_seed
 
     query = check_query_times(np.array([5.5, 6.0]), batch)
-    paths = fitted._sample_batch(batch, query, fitted.n_samples_predict, fitted._seed + 3, observation_noise=False)
+    seed = stream_seed(fitted._seed, "prediction")
+    paths = fitted._sample_batch(batch, query, fitted.n_samples_predict, seed, observation_noise=False)
     np.testing.assert_allclose(first["x"].to_numpy(), paths.mean(axis=0).reshape(-1), rtol=1e-12)
 
 

@@ -174,6 +174,21 @@ def test_a_checkpoint_of_other_parameters_or_data_is_refused(tmp_path):
     NeuralODE(**params, checkpoint=Checkpoint(tmp_path, every=2), verbose=0, callbacks=[CountEpochs()]).fit(frame)
 
 
+def test_a_checkpoint_from_before_named_random_streams_is_refused(tmp_path):
+    # Format 1 saved the training generators under seed offsets ("1", "2"); its streams cannot be resumed.
+    (frame,), _ = _data("oscillator")
+    params = dict(COMMON, hidden_layer_sizes=(8,), window_size=4, max_epochs=2, noise_std=0.05)
+    NeuralODE(**params, checkpoint=tmp_path).fit(frame)
+    path = tmp_path / "checkpoint.pt"
+    saved = torch.load(path, weights_only=True)
+    assert set(saved["random_streams"]) == {"minibatch", "noise"}
+    saved["format"] = 1
+    saved["random_streams"] = {"minibatch": saved["random_streams"]["minibatch"], "2": saved["random_streams"]["noise"]}
+    torch.save(saved, path)
+    with pytest.raises(InputError, match=r"format 2\).*format 1\).*delete the file"):
+        NeuralODE(**params, checkpoint=tmp_path).fit(frame)
+
+
 def test_an_unreadable_checkpoint_file_is_refused_with_advice(tmp_path):
     (frame,), _ = _data("oscillator")
     (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
