@@ -21,9 +21,11 @@ import importlib.util
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from itertools import pairwise
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -82,7 +84,7 @@ def counted(counter: Counter, iteration: Callable[[], float]) -> Callable[[], in
 def mlp(sizes: list[int]) -> nn.Sequential:
     """Linear layers with tanh between them, as a user writes one."""
     layers: list[nn.Module] = []
-    for width_in, width_out in zip(sizes[:-1], sizes[1:]):
+    for width_in, width_out in pairwise(sizes):
         layers += [nn.Linear(width_in, width_out), nn.Tanh()]
     return nn.Sequential(*layers[:-1])
 
@@ -387,10 +389,12 @@ def peers(context: Context, sizes: dict[str, tuple[tuple[int, ...], int]] | None
 
 def authors_rows(context: Context) -> list[Record]:
     """ODE-RNN and Latent ODE against the authors' code: ``authors_reference``'s timed comparison, relabelled."""
-    import authors_reference as authors
     from dynlearn import ODERNN, LatentODE
-    from irregular import LATENT_SPEED, ODERNN_SPEED, ONE_EPOCH, SHARED_TRAIN_SERIES, SPEED_BATCH, dynlearn_iteration
-    from irregular import speed_minibatch
+
+    import authors_reference as authors
+    from irregular import (
+        LATENT_SPEED, ODERNN_SPEED, ONE_EPOCH, SHARED_TRAIN_SERIES, SPEED_BATCH, dynlearn_iteration, speed_minibatch,
+    )
 
     checkout = os.environ.get(authors.AUTHORS_PATH_VARIABLE)
     if not checkout:

@@ -14,10 +14,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-import speed_vs_peers  # noqa: E402
-from harness import Environment, write_results  # noqa: E402
+import speed_vs_peers
+from harness import Environment, write_results
 
-from dynlearn.bench import BenchContext  # noqa: E402
+from dynlearn.bench import BenchContext
 
 TINY = {"tiny": ((8,), 16)}
 FAMILIES = ["neural_ode", "hamiltonian", "latent_sde", "neural_ode_irregular_torchode"]
