@@ -1,0 +1,452 @@
+"""dynlearn against the training loop a user would write by hand on the same backend, family by family.
+
+``speed_vs_peers`` builds each estimator family's training iteration twice:
+dynlearn's, exactly as ``fit`` takes it (the loss and prepared minibatches a
+fit captures with a public ``Callback``, stepped with
+``dynlearn.training.train_step``), and a plain loop written directly on
+torchdiffeq / torch.autograd / torchsde (or torchode) that computes the same
+loss of the same model on the same minibatches from the same initial weights,
+with the same optimiser (AdamW, the estimator's learning rate, gradient norm
+clipped at 1). The two are timed round by round in one process, at a small
+size (per-step overhead dominates) and a large one (matrix products
+dominate), on one torch thread. Each side then trains the same number of
+further iterations and its loss on all the training examples is recorded.
+ODE-RNN and Latent ODE are compared with the authors' code through
+``authors_reference``. How to read the figures: ``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dynlearn import HamiltonianNN, LatentSDE, NeuralODE
+from dynlearn.datasets import make_damped_oscillator, make_mass_spring
+from dynlearn.solvers import count_evaluations
+from dynlearn.training import train_step
+
+from harness import Context, Record, median, register, time_interleaved
+from irregular import TrainingCapture, consecutive_batches
+from physics import torch_threads
+
+NAME = "speed_vs_peers"
+# (hidden widths, minibatch size) of the two sizes; LatentSDE keeps minibatches of 128 series at both.
+SIZES = {"small": ((32, 32), 16), "large": ((256, 256), 256)}
+SDE_BATCH = 128
+SDE_LOSS_DRAWS = 4
+# Iterations each side trains (after the timed rounds) before its loss on all training examples is taken.
+ACCURACY_ITERATIONS = {True: 10, False: 100}
+# NeuralODE solver settings on both sides: dynlearn's defaults.
+RTOL, ATOL = 1e-3, 1e-4
+CLIP = 1.0
+
+
+@dataclass
+class Side:
+    """One implementation of one family at one size."""
+
+    iteration: Callable[[], float]  # one training step on the next minibatch; returns its loss
+    evaluations: Callable[[], int]  # field evaluations (forward) of one training step, counted while it runs
+    full_loss: Callable[[], float]  # the loss on all training examples, without a step
+
+
+class Counter:
+    """Counts the forward calls of a module through a forward hook (a public torch API)."""
+
+    def __init__(self, module: nn.Module):
+        self.calls = 0
+        module.register_forward_hook(self._count)
+
+    def _count(self, *_: Any) -> None:
+        self.calls += 1
+
+
+def counted(counter: Counter, iteration: Callable[[], float]) -> Callable[[], int]:
+    def evaluations() -> int:
+        before = counter.calls
+        iteration()
+        return counter.calls - before
+
+    return evaluations
+
+
+def mlp(sizes: list[int]) -> nn.Sequential:
+    """Linear layers with tanh between them, as a user writes one."""
+    layers: list[nn.Module] = []
+    for width_in, width_out in pairwise(sizes):
+        layers += [nn.Linear(width_in, width_out), nn.Tanh()]
+    return nn.Sequential(*layers[:-1])
+
+
+def capture(estimator: Any, frame: Any, **fit: Any) -> TrainingCapture:
+    seen = TrainingCapture()
+    estimator.set_params(callbacks=[seen], max_epochs=1, patience=None, validation_fraction=0.0, random_state=0,
+                         n_threads=1, device="cpu").fit(frame, **fit)
+    return seen
+
+
+def dynlearn_side(seen: TrainingCapture, batch: int, count: Callable[[Callable[[], float]], Callable[[], int]]) -> Side:
+    module, loss_fn = seen.module, seen.loss_fn
+    batches = consecutive_batches(seen.train_data, batch)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=seen.learning_rate)
+    calls = 0
+
+    def iteration() -> float:
+        nonlocal calls
+        calls += 1
+        module.train()
+        return train_step(module, loss_fn, batches[(calls - 1) % len(batches)], optimizer, clip_grad_norm=CLIP)
+
+    def full_loss() -> float:
+        module.eval()
+        with torch.no_grad():
+            return float(loss_fn(module, seen.train_data))
+
+    return Side(iteration, count(iteration), full_loss)
+
+
+def ode_evaluations(iteration: Callable[[], float]) -> Callable[[], int]:
+    """dynlearn's own evaluation counter (``dynlearn.solvers.count_evaluations``), forward evaluations."""
+
+    def evaluations() -> int:
+        with count_evaluations() as solved:
+            iteration()
+        return solved.nfe_forward
+
+    return evaluations
+
+
+def peer_side(module: nn.Module, loss: Callable[[dict], torch.Tensor], data: dict, batch: int, learning_rate: float,
+              calls: Callable[[], int], no_grad: bool = True) -> Side:
+    """The plain loop: zero, loss, backward, clip, AdamW step; minibatches taken in turn."""
+    batches = consecutive_batches(data, batch)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=learning_rate)
+    step = 0
+
+    def iteration() -> float:
+        nonlocal step
+        step += 1
+        optimizer.zero_grad()
+        value = loss(batches[(step - 1) % len(batches)])
+        value.backward()
+        nn.utils.clip_grad_norm_(module.parameters(), CLIP)
+        optimizer.step()
+        return float(value.detach())
+
+    def evaluations() -> int:
+        before = calls()
+        iteration()
+        return calls() - before
+
+    def full_loss() -> float:
+        if not no_grad:
+            return float(loss(data).detach())
+        with torch.no_grad():
+            return float(loss(data))
+
+    return Side(iteration, evaluations, full_loss)
+
+
+def masked_mse(predicted: torch.Tensor, data: dict) -> torch.Tensor:
+    mask = data["mask"][:, 1:]
+    return ((predicted[:, 1:] - data["values"][:, 1:]) ** 2 * mask).sum() / mask.sum().clamp_min(1)
+
+
+# ------------------------------------------------------------------ NeuralODE
+class CountedField(nn.Module):
+    """``dx/dt = net(x)``, counting its calls."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net, self.calls = net, 0
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.net(y)
+
+
+def neural_ode_pair(hidden: tuple[int, ...], batch: int) -> dict[str, Side]:
+    """dynlearn's NeuralODE against ``torchdiffeq.odeint`` on the shared grid of 16-row windows."""
+    from torchdiffeq import odeint
+
+    frame = make_damped_oscillator(n_series=64, n_times=50, random_state=0)
+    seen = capture(NeuralODE(hidden_layer_sizes=hidden, window_size=16, stabilize=False, rtol=RTOL, atol=ATOL), frame)
+    data = seen.train_data
+    grid = data["times"][0] - data["times"][0, 0]
+    if not torch.allclose(data["times"] - data["times"][:, :1], grid.expand_as(data["times"])):
+        raise RuntimeError("speed_vs_peers: the NeuralODE windows do not share one time grid; the odeint loop needs one.")
+    field = CountedField(mlp([2, *hidden, 2]))
+    field.net.load_state_dict(seen.module.field.net.state_dict())  # same initial weights
+
+    def loss(part: dict) -> torch.Tensor:
+        path = odeint(field, part["x0"], grid, rtol=RTOL, atol=ATOL, method="dopri5")  # (T, batch, 2)
+        return masked_mse(path.transpose(0, 1), part)
+
+    return {
+        "dynlearn": dynlearn_side(seen, batch, ode_evaluations),
+        "peer": peer_side(field, loss, data, batch, seen.learning_rate, lambda: field.calls),
+    }
+
+
+def torchode_pair(hidden: tuple[int, ...], batch: int) -> dict[str, Side]:
+    """dynlearn's per-series irregular solve against torchode's batched solve with per-series steps."""
+    import torchode
+
+    frame = make_damped_oscillator(n_series=64, n_times=50, irregular=True, random_state=0)
+    seen = capture(NeuralODE(hidden_layer_sizes=hidden, window_size=16, stabilize=False, rtol=RTOL, atol=ATOL), frame)
+    data = seen.train_data
+    field = CountedField(mlp([2, *hidden, 2]))
+    field.net.load_state_dict(seen.module.field.net.state_dict())
+    term = torchode.ODETerm(field)
+    solver = torchode.AutoDiffAdjoint(
+        torchode.Dopri5(term=term), torchode.IntegralController(atol=ATOL, rtol=RTOL, term=term)
+    )
+
+    def loss(part: dict) -> torch.Tensor:
+        clocks = part["times"] - part["times"][:, :1]  # each window on its own clock, from 0
+        solution = solver.solve(torchode.InitialValueProblem(y0=part["x0"], t_eval=clocks))
+        return masked_mse(solution.ys, part)
+
+    return {
+        "dynlearn": dynlearn_side(seen, batch, ode_evaluations),
+        "peer": peer_side(field, loss, data, batch, seen.learning_rate, lambda: field.calls),
+    }
+
+
+# --------------------------------------------------------------- HamiltonianNN
+def hamiltonian_pair(hidden: tuple[int, ...], batch: int) -> dict[str, Side]:
+    """dynlearn's HamiltonianNN (derivative regression) against a plain autograd HNN step on the same rows."""
+    frame = make_mass_spring(n_series=32, n_times=50, random_state=0)
+    seen = capture(HamiltonianNN(hidden_layer_sizes=hidden, fit_on="derivatives"), frame)
+    energy = mlp([2, *hidden, 1])
+    energy.load_state_dict(seen.module.net.state_dict())
+    counter = Counter(energy)
+
+    def loss(part: dict) -> torch.Tensor:
+        x = part["x"].detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(energy(x).sum(), x, create_graph=True)
+        field = torch.cat([grad[:, 1:], -grad[:, :1]], dim=-1)  # dq/dt = dH/dp, dp/dt = -dH/dq
+        return ((field - part["rates"]) ** 2 * part["mask"]).sum() / part["mask"].sum().clamp_min(1)
+
+    ours = Counter(seen.module.net)
+    side = dynlearn_side(seen, batch, lambda iteration: counted(ours, iteration))
+    # The derivative loss needs gradients of H even when evaluated.
+    side.full_loss = lambda: float(seen.loss_fn(seen.module, seen.train_data).detach())
+    return {
+        "dynlearn": side,
+        "peer": peer_side(energy, loss, seen.train_data, batch, seen.learning_rate, lambda: counter.calls, False),
+    }
+
+
+# ------------------------------------------------------------------- LatentSDE
+class PeerLatentSDE(nn.Module):
+    """A latent SDE written directly on torchsde (Li et al. 2020), the model dynlearn's LatentSDE fits.
+
+    A GRU reads each series backwards; the posterior drift is the prior
+    drift plus a correction that reads the context of the next observation
+    and the time left until it; each latent dimension has its own diffusion
+    network; ``sdeint(..., logqp=True)`` accumulates the path KL.
+    """
+
+    noise_type, sde_type = "diagonal", "ito"
+
+    def __init__(self, hidden: tuple[int, ...], latent: int = 4, context: int = 16, gru: int = 32, diffusion: int = 16):
+        super().__init__()
+        self.encoder = nn.Module()
+        self.encoder.gru = nn.GRU(5, gru, batch_first=True)
+        self.encoder.out = nn.Linear(gru, context)
+        self.initial = nn.Linear(context + 4, 2 * latent)
+        self.prior_mean = nn.Parameter(torch.zeros(latent))
+        self.prior_log_std = nn.Parameter(torch.zeros(latent))
+        self.dynamics = nn.Module()
+        self.dynamics.correction = mlp([latent + context + 4 + 1, *hidden, latent])
+        self.dynamics.prior = mlp([latent, *hidden, latent])
+        self.dynamics.diffusion = nn.Module()
+        for name in ("w1", "b1", "w2"):
+            setattr(self.dynamics.diffusion, name, nn.Parameter(torch.zeros(latent, diffusion)))
+        self.dynamics.diffusion.b2 = nn.Parameter(torch.zeros(latent))
+        self.decoder = nn.Linear(latent, 2)
+        self.obs_raw = nn.Parameter(torch.zeros(2))
+        self.calls = 0
+
+    def f(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        # Between two observations, the context of the later one (a step starting at one heads for the next).
+        row = torch.searchsorted(self.ts, (t + 1e-3 * self.dt).reshape(1), right=True).clamp(max=len(self.ts) - 1)[0]
+        remaining = (self.ts[row] - t).clamp_min(0.0).expand(len(z), 1)
+        correction = self.dynamics.correction(torch.cat([z, self.context[:, row], remaining], dim=-1))
+        return self.h(t, z) + correction
+
+    def h(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.dynamics.prior(z)
+
+    def g(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        d = self.dynamics.diffusion
+        return torch.sigmoid((torch.tanh(z.unsqueeze(-1) * d.w1 + d.b1) * d.w2).sum(-1) + d.b2) + 1e-3
+
+    def loss(self, part: dict, dt: float) -> torch.Tensor:
+        import torchsde
+
+        values, mask = part["values"], part["mask"]
+        self.ts, self.dt = part["times"][0], dt
+        inputs = torch.cat([values * mask, mask, torch.diff(self.ts, append=self.ts[-1:])[:, None].expand(len(values), -1, 1)
+                            ], dim=-1)  # fmt: skip
+        outputs, _ = self.encoder.gru(inputs.flip(1))  # read backwards in time
+        self.context = torch.cat([self.encoder.out(outputs.flip(1)), values * mask, mask], dim=-1)
+        mean, log_std = self.initial(self.context[:, 0]).chunk(2, dim=-1)
+        std = log_std.clamp(-10.0, 5.0).exp()
+        z0 = mean + std * torch.randn_like(mean)
+        paths, log_ratio = torchsde.sdeint(self, z0, self.ts, method="euler", dt=dt, logqp=True)
+        decoded = self.decoder(paths.transpose(0, 1))
+        obs_std = nn.functional.softplus(self.obs_raw) + 1e-3
+        log_lik = (-0.5 * ((values - decoded) / obs_std) ** 2 - obs_std.log() - 0.5 * math.log(2 * math.pi)) * mask
+        prior_std = self.prior_log_std.exp()
+        initial_kl = torch.log(prior_std / std) + (std**2 + (mean - self.prior_mean) ** 2) / (2 * prior_std**2) - 0.5
+        elbo = log_lik.sum() - initial_kl.sum() - log_ratio.sum()
+        return -elbo / mask.sum().clamp_min(1)
+
+
+def latent_sde_pair(hidden: tuple[int, ...], batch: int) -> dict[str, Side]:
+    """dynlearn's LatentSDE against the torchsde loop above, Euler steps of 0.25 (196 per iteration)."""
+    frame = make_damped_oscillator(n_series=SDE_BATCH, n_times=50, random_state=0)
+    estimator = LatentSDE(hidden_layer_sizes=hidden, kl_anneal_epochs=0, batch_size=SDE_BATCH, dt=0.25)
+    seen = capture(estimator, frame)
+    torch.manual_seed(0)
+    peer = PeerLatentSDE(hidden)
+    peer.load_state_dict(seen.module.state_dict(), strict=True)  # same initial weights, same names
+    ours = Counter(seen.module.dynamics.correction)  # one call per posterior drift evaluation
+    sides = {
+        "dynlearn": dynlearn_side(seen, SDE_BATCH, lambda iteration: counted(ours, iteration)),
+        "peer": peer_side(peer, lambda part: peer.loss(part, 0.25), seen.train_data, SDE_BATCH, seen.learning_rate,
+                          lambda: peer.calls),
+    }
+    for side in sides.values():  # the loss is one draw of the ELBO's noise: the mean of a few draws
+        side.full_loss = averaged(side.full_loss, SDE_LOSS_DRAWS)
+    return sides
+
+
+def averaged(loss: Callable[[], float], draws: int) -> Callable[[], float]:
+    return lambda: sum(loss() for _ in range(draws)) / draws
+
+
+# ---------------------------------------------------------------- comparison
+def compare(family: str, size: str, sides: dict[str, Side], context: Context, iterations: int) -> list[Record]:
+    """Evaluations per iteration, seconds per iteration (interleaved) and their ratio, then the loss after
+    ``iterations`` more training iterations of each side."""
+    prefix = f"{family}.{size}"
+    records = [Record(NAME, f"{prefix}.evaluations_per_iteration.{who}", side.evaluations(), "evaluations")
+               for who, side in sides.items()]  # fmt: skip
+    seconds = time_interleaved({who: side.iteration for who, side in sides.items()}, context)
+    ratios = [ours / theirs for ours, theirs in zip(seconds["dynlearn"], seconds["peer"])]
+    records += [Record(NAME, f"{prefix}.seconds_per_iteration.{who}", median(seconds[who]), "s") for who in sides]
+    records += [
+        Record(NAME, f"{prefix}.ratio_dynlearn_over_peer", median(ratios), "x"),
+        Record(NAME, f"{prefix}.rounds", len(ratios), "rounds"),
+    ]
+    done = len(ratios) + 2  # the evaluation count and the warm-up round were iterations too
+    for _ in range(iterations):
+        for side in sides.values():
+            side.iteration()
+    records += [Record(NAME, f"{prefix}.final_loss.{who}", side.full_loss(), "training loss") for who, side in sides.items()]
+    return records + [Record(NAME, f"{prefix}.iterations_trained", done + iterations, "iterations")]
+
+
+FAMILIES: dict[str, Callable[[tuple[int, ...], int], dict[str, Side]]] = {
+    "neural_ode": neural_ode_pair,
+    "hamiltonian": hamiltonian_pair,
+    "latent_sde": latent_sde_pair,
+    "neural_ode_irregular_torchode": torchode_pair,
+}
+
+
+def peers(context: Context, sizes: dict[str, tuple[tuple[int, ...], int]] | None = None,
+          iterations: int | None = None, families: list[str] | None = None) -> list[Record]:
+    """Every family at every size; torchode's row is skipped, with the reason, when torchode is not installed."""
+    sizes = SIZES if sizes is None else sizes
+    iterations = ACCURACY_ITERATIONS[context.quick] if iterations is None else iterations
+    records = [Record(NAME, "torch_threads", 1, "threads")]
+    with torch_threads(1), torch.random.fork_rng(devices=[]):
+        for family in families or list(FAMILIES):
+            if family.endswith("torchode") and importlib.util.find_spec("torchode") is None:
+                records.append(Record(NAME, f"{family}.skipped", 1, "torchode is not installed (pip install torchode)"))
+                continue
+            for size, (hidden, batch) in sizes.items():
+                torch.manual_seed(0)
+                records += compare(family, size, FAMILIES[family](hidden, batch), context, iterations)
+    return records
+
+
+def authors_rows(context: Context) -> list[Record]:
+    """ODE-RNN and Latent ODE against the authors' code: ``authors_reference``'s timed comparison, relabelled."""
+    from dynlearn import ODERNN, LatentODE
+
+    import authors_reference as authors
+    from irregular import (
+        LATENT_SPEED, ODERNN_SPEED, ONE_EPOCH, SHARED_TRAIN_SERIES, SPEED_BATCH, dynlearn_iteration, speed_minibatch,
+    )
+
+    checkout = os.environ.get(authors.AUTHORS_PATH_VARIABLE)
+    if not checkout:
+        reason = f"skipped: set {authors.AUTHORS_PATH_VARIABLE} to a checkout of github.com/YuliaRubanova/latent_ode"
+        return [Record(NAME, "authors.skipped", 1, reason)]
+    lib = authors.authors_modules(Path(checkout).expanduser().resolve())
+    frame = speed_minibatch("shared_times", SHARED_TRAIN_SERIES)
+    records = []
+    numpy_state = np.random.get_state()  # the authors' code seeds and draws from the global generators
+    try:
+        with torch_threads(1), torch.random.fork_rng(devices=[]):
+            for name, model, estimator, sizes in (
+                ("odernn", "ode_rnn", ODERNN, ODERNN_SPEED), ("latent_ode", "latent_ode", LatentODE, LATENT_SPEED)
+            ):
+                theirs, fetch_seconds, their_networks = authors.authors_training(lib, model, context.device)
+                seen = TrainingCapture()
+                estimator(**sizes, **ONE_EPOCH, callbacks=[seen], device=context.device.type).fit(frame)
+                our_networks = {"encoder": seen.module.encoder.field.net}
+                if name == "latent_ode":
+                    our_networks["latent"] = seen.module.field.net
+                candidates = {"authors": theirs, "dynlearn": dynlearn_iteration(seen, SPEED_BATCH)}
+                networks = {"authors": their_networks, "dynlearn": our_networks}
+                found = authors.compare_with_authors(name, candidates, networks, fetch_seconds, context)
+                for record in found:
+                    if ".speedup_dynlearn_over_" in record.metric:  # authors / dynlearn: turned into dynlearn / peer
+                        metric = record.metric.replace("speedup_dynlearn_over_", "ratio_dynlearn_over_")
+                        records.append(Record(NAME, f"authors.{metric}", 1.0 / record.value, "x"))
+                    elif "matrix_product" not in record.metric and "torch_operators" not in record.metric:
+                        records.append(replace(record, benchmark=NAME, metric=f"authors.{record.metric}"))
+    finally:
+        np.random.set_state(numpy_state)
+    return records
+
+
+@register(
+    NAME,
+    "dynlearn against a plain hand-written training loop on the same backend, one torch thread for both, timed "
+    "round by round in one process: NeuralODE (dopri5, rtol 1e-3, atol 1e-4, dynlearn's defaults; stabilize=False, "
+    "16-row windows of make_damped_oscillator(64, 50)) vs torchdiffeq.odeint on the shared grid; HamiltonianNN "
+    "(derivative regression on make_mass_spring(32, 50)) vs an autograd HNN step (create_graph=True); LatentSDE "
+    "(128 series, 196 Euler steps, logqp) vs torchsde.sdeint; on an irregular panel, NeuralODE vs torchode's batched "
+    "per-series steps (skipped without torchode). small: hidden (32, 32), minibatch 16; large: (256, 256), 256 "
+    "(LatentSDE: 128 at both). Same prepared minibatches, same initial weights, AdamW at the estimator's rate, "
+    "gradient norm clipped at 1. ratio = dynlearn / peer seconds per iteration (median of per-round ratios; < 1: "
+    "dynlearn faster). evaluations_per_iteration: field evaluations of one forward pass (dynlearn's "
+    "count_evaluations for ODE solves; forward hooks / the peer's own counter otherwise). final_loss: loss on "
+    "all training examples after iterations_trained iterations of each side (the same number for both). authors.*: ODERNN / LatentODE against the authors' "
+    "code (irregular_speed_authors' comparison; skipped without $DYNLEARN_AUTHORS_LATENT_ODE).",
+)
+def speed_vs_peers(context: Context) -> list[Record]:
+    started = time.perf_counter()
+    records = peers(context) + authors_rows(context)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    records.append(Record(NAME, "load_average_1min_at_end", load, "runnable processes"))
+    return records + [Record(NAME, "wall_time", time.perf_counter() - started, "s")]

@@ -1,0 +1,82 @@
+"""speed_vs_peers at a tiny size: every family's rows are written, ratios are finite and positive, and the
+hand-written loops train the same model as dynlearn (same losses where training is deterministic)."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+import speed_vs_peers
+from harness import Environment, write_results
+
+from dynlearn.bench import BenchContext
+
+TINY = {"tiny": ((8,), 16)}
+FAMILIES = ["neural_ode", "hamiltonian", "latent_sde", "neural_ode_irregular_torchode"]
+
+
+@pytest.fixture(scope="module")
+def records():
+    context = BenchContext(quick=True, device=torch.device("cpu"), seconds_per_comparison=0.0, repeats=2)
+    return speed_vs_peers.peers(context, sizes=TINY, iterations=2, families=FAMILIES)
+
+
+def _values(records) -> dict[str, float]:
+    return {record.metric: record.value for record in records}
+
+
+def test_every_family_has_its_rows_and_finite_positive_ratios(records):
+    values = _values(records)
+    assert values["torch_threads"] == 1
+    for family in FAMILIES:
+        if family.endswith("torchode") and importlib.util.find_spec("torchode") is None:
+            assert values[f"{family}.skipped"] == 1
+            continue
+        prefix = f"{family}.tiny"
+        ratio = values[f"{prefix}.ratio_dynlearn_over_peer"]
+        assert math.isfinite(ratio) and ratio > 0
+        assert values[f"{prefix}.rounds"] == 2
+        assert values[f"{prefix}.iterations_trained"] == 2 + 2 + 2  # counted, warm-up, timed rounds; then 2 more
+        for who in ("dynlearn", "peer"):
+            assert values[f"{prefix}.seconds_per_iteration.{who}"] > 0
+            assert values[f"{prefix}.evaluations_per_iteration.{who}"] >= 1
+            assert math.isfinite(values[f"{prefix}.final_loss.{who}"])
+
+
+def test_the_hand_written_loops_train_the_same_model(records):
+    values = _values(records)
+    # Deterministic training from the same weights on the same minibatches: the same loss up to round-off.
+    for family in ("neural_ode", "hamiltonian"):
+        ours, theirs = (values[f"{family}.tiny.final_loss.{who}"] for who in ("dynlearn", "peer"))
+        assert ours == pytest.approx(theirs, rel=1e-3)
+        evaluations = (values[f"{family}.tiny.evaluations_per_iteration.{who}"] for who in ("dynlearn", "peer"))
+        assert len(set(evaluations)) == 1
+    # The SDE's Euler steps: 49 unit gaps at dt 0.25, one posterior drift per step on both sides (within one).
+    sde = [values[f"latent_sde.tiny.evaluations_per_iteration.{who}"] for who in ("dynlearn", "peer")]
+    assert all(196 <= count <= 200 for count in sde)
+
+
+def test_the_rows_reach_the_csv(records, tmp_path):
+    context = BenchContext(quick=True, device=torch.device("cpu"), seconds_per_comparison=0.0, repeats=2)
+    table, report = write_results(records, Environment.detect(context), {"speed_vs_peers": 1.0}, tmp_path, "test")
+    with table.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert {"benchmark", "metric", "value", "unit", "torch_threads"} <= set(rows[0])
+    assert {row["benchmark"] for row in rows} == {"speed_vs_peers"}
+    assert any(row["metric"] == "neural_ode.tiny.ratio_dynlearn_over_peer" for row in rows)
+    assert "ratio_dynlearn_over_peer" in report.read_text()
+
+
+def test_without_a_checkout_the_authors_rows_say_what_to_set(monkeypatch):
+    monkeypatch.delenv("DYNLEARN_AUTHORS_LATENT_ODE", raising=False)
+    context = BenchContext(quick=True, device=torch.device("cpu"), seconds_per_comparison=0.0, repeats=1)
+    (record,) = speed_vs_peers.authors_rows(context)
+    assert record.metric == "authors.skipped" and "DYNLEARN_AUTHORS_LATENT_ODE" in record.unit
