@@ -115,20 +115,20 @@ def test_time_varying_and_static_inputs_together(panel):
         model.predict(history, t=future[["series_id", "time", "k"]])
 
 
-def test_odernn_reads_the_constants(panel):
-    # From the first observation alone, only the constant tells the rate.
-    train, test = panel[panel.series_id < 16], panel[panel.series_id >= 16]
+def test_odernn_reads_the_constants():
+    # From the first observation alone, only the constant tells the rate. On 16 training series the gain was
+    # draw-dependent (1.0-3.0x over random_state 0-2); on 48 it is 2.2, 5.0, 3.4 and 2.7x for random_state 0-3.
+    panel = _decay_panel(n_series=56)
+    train, test = panel[panel.series_id < 48], panel[panel.series_id >= 48]
     history, future = _split(test, cut=0.0)
     truth = future["x"].to_numpy()
     errors = []
     for options in ({"static_covariates": ["k"]}, {}):
         frame = train if options else train[["series_id", "time", "x"]]
-        # The 3x margin is draw-dependent: it held for 1 of 7 draws tried with named streams (random_state=0..3
-        # and three more; ratios 2.4, 3.0, 1.0 at random_state=0..2) and 2 of 4 with the former offsets.
-        model = _fit(ODERNN, frame, max_epochs=150, learning_rate=0.02, random_state=3, **options)
+        model = _fit(ODERNN, frame, max_epochs=150, learning_rate=0.02, **options)
         past = history if options else history[["series_id", "time", "x"]]
         errors.append(np.mean((model.predict(past, t=future[["series_id", "time"]])["x"].to_numpy() - truth) ** 2))
-    assert errors[0] * 3 < errors[1], errors  # measured 0.0086 against 0.039
+    assert errors[0] * 2 < errors[1], errors  # measured 0.084 against 0.183 (random_state=0)
 
 
 def test_latent_ode_reads_the_constants_and_takes_array_queries(panel):
