@@ -122,6 +122,9 @@ _SHARED_FIT_NOTES = """
 def guarded_fit(fit: Callable[..., Any]) -> Callable[..., Any]:
     """Make ``fit`` all-or-nothing on failure, and leave a usable model on ``KeyboardInterrupt``.
 
+    A fit that returns records ``training_time_``, its wall-clock seconds
+    before ``_after_fit`` (calibration), so no estimator times itself.
+
     Any exception escaping ``fit`` removes the fitted attributes this call
     made (a fresh fit ends unfitted) or, for a warm-start refit of a fitted
     model, restores the model as it was before the call. A
@@ -143,6 +146,7 @@ def guarded_fit(fit: Callable[..., Any]) -> Callable[..., Any]:
         self._fitting = True
         try:
             fitted = fit(self, *args, **kwargs)
+            self.training_time_ = time.perf_counter() - started
             self._after_fit()
             return fitted
         except KeyboardInterrupt:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import math
-import time
 from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any, Sequence
@@ -548,7 +547,6 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
         -------
         self
         """
-        started = time.perf_counter()
         batch = self._setup_fit(X, t)
         self._check_settings(batch)
         train_data, valid_data = self._split_examples(self._examples(batch), batch)
@@ -565,7 +563,6 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
 
         self._train(loss_fn, train_data, valid_data, callbacks=[schedule], batch_weight=_observed_entries)
         self._fit_noise(batch)
-        self.training_time_ = time.perf_counter() - started
         return self
 
     def _build_module(self) -> _LatentODEModel:

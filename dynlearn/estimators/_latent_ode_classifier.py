@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from numbers import Integral, Real
 from typing import Any, Sequence
 
@@ -275,7 +274,6 @@ class LatentODEClassifier(_SeriesClassifier, ClassifierMixin, LatentODE):
         -------
         self
         """
-        started = time.perf_counter()
         batch = self._setup_fit(X, t)
         self._check_settings(batch)
         sizes = self.head_hidden_layer_sizes
@@ -308,7 +306,6 @@ class LatentODEClassifier(_SeriesClassifier, ClassifierMixin, LatentODE):
             return loss + weight * functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
 
         self._train(loss_fn, train_data, valid_data, callbacks=[schedule])
-        self.training_time_ = time.perf_counter() - started
         return self
 
     def _build_module(self) -> _LatentODEClassifierModel:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from numbers import Integral, Real
 from typing import Any, Sequence
 
@@ -661,7 +660,6 @@ class LatentSDE(ForecastIntervals, SeriesModel):
         -------
         self
         """
-        started = time.perf_counter()
         batch = self._setup_fit(X, t)
         self._check_learnable(batch)
         train_data, valid_data = self._split_examples(self._windows(batch), batch)
@@ -685,7 +683,6 @@ class LatentSDE(ForecastIntervals, SeriesModel):
             )
         finally:
             self.module_.dynamics.release()
-        self.training_time_ = time.perf_counter() - started
         return self
 
     def _windows(self, batch: SeriesBatch) -> dict[str, np.ndarray]:

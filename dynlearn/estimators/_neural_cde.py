@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import math
-import time
 from collections.abc import Sequence
 from numbers import Integral, Real
 from typing import Any
@@ -431,7 +430,6 @@ class NeuralCDE(ConformalIntervals, _CDEBase):
         -------
         self
         """
-        started = time.perf_counter()
         batch = self._setup_fit(X, t)
         if batch.lengths.max() < 2:
             raise input_error(
@@ -453,7 +451,6 @@ class NeuralCDE(ConformalIntervals, _CDEBase):
 
         train_data, valid_data = self._split_examples(self._examples(batch), batch)
         self._train(loss_fn, train_data, valid_data)
-        self.training_time_ = time.perf_counter() - started
         return self
 
     def _forecast_rows(self, batch: SeriesBatch) -> int:
@@ -698,7 +695,6 @@ class NeuralCDEClassifier(_SeriesClassifier, ClassifierMixin, _CDEBase):
         -------
         self
         """
-        started = time.perf_counter()
         batch = self._setup_fit(X, t)
         labels = _series_labels(y, batch)
         fresh = not (self.warm_start and hasattr(self, "module_"))
@@ -716,7 +712,6 @@ class NeuralCDEClassifier(_SeriesClassifier, ClassifierMixin, _CDEBase):
         examples = {"series": np.arange(batch.n_series), **self._whole_paths(batch), "label": codes.astype(np.float64)}
         train_data, valid_data = self._split_examples(examples, batch)
         self._train(loss_fn, train_data, valid_data)
-        self.training_time_ = time.perf_counter() - started
         return self
 
     def _whole_paths(self, batch: SeriesBatch) -> dict[str, np.ndarray]:

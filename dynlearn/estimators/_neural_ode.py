@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import datetime
 import math
-import time
 import warnings
 from numbers import Integral, Real
 from typing import Any, Sequence
@@ -522,7 +521,6 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         -------
         self
         """
-        started = time.perf_counter()
         data = self._setup_fit(X, t)
         self._check_learnable(data)
         self._resolve_structure(data)
@@ -538,7 +536,6 @@ class NeuralODE(ConformalIntervals, SeriesModel):
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 budget = max(1, self.max_epochs // (2 * (len(stages) - 1)))
                 self._train(loss_fn, train_data, valid_data, max_epochs=budget, batch_weight=_observed_targets)
-        self.training_time_ = time.perf_counter() - started
         return self
 
     @guarded_fit
@@ -567,7 +564,6 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         -------
         self
         """
-        started = time.perf_counter()
         first = not hasattr(self, "module_")
         self._continuing = not first
         data = self._setup_fit(X, t)
@@ -583,7 +579,6 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         self._train(self._loss_fn(), train_data, valid_data, max_epochs=1, patience=None, optimizer=optimizer,
                     batch_weight=_observed_targets)
         self._optimizer_state = copy.deepcopy(optimizer.state_dict())
-        self.training_time_ = time.perf_counter() - started
         return self
 
     def _loss_fn(self) -> Any:

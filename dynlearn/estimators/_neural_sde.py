@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from numbers import Integral, Real
 from typing import Any, Sequence
 
@@ -436,7 +435,6 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
         -------
         self
         """
-        started = time.perf_counter()
         batch = self._setup_fit(X, t)
         self._check_learnable(batch)
         examples = self._transitions(batch)
@@ -457,7 +455,6 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
             return nll / data["mask"].sum().clamp_min(1)
 
         self._train(loss_fn, train_data, valid_data)
-        self.training_time_ = time.perf_counter() - started
         return self
 
     def _build_module(self) -> _SDEModel:

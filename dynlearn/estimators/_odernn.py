@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from numbers import Integral, Real
 from typing import Any, Sequence
 
@@ -763,7 +762,6 @@ class ODERNN(ConformalIntervals, _ODERNNBase):
         -------
         self
         """
-        started = time.perf_counter()
         batch = self._setup_fit(X, t)
         self._check_sizes()
         self._check_interpolation()
@@ -792,7 +790,6 @@ class ODERNN(ConformalIntervals, _ODERNNBase):
         examples = {"series": np.arange(batch.n_series), **self._internal(batch)}
         self._train_decaying(loss_fn, examples, batch)
         self._record_state_range(batch)
-        self.training_time_ = time.perf_counter() - started
         return self
 
     def _record_state_range(self, batch: SeriesBatch) -> None:
@@ -1210,7 +1207,6 @@ class ODERNNClassifier(_SeriesClassifier, ClassifierMixin, _ODERNNBase):
         -------
         self
         """
-        started = time.perf_counter()
         batch = self._setup_fit(X, t)
         self._check_sizes()
         self._check_interpolation()
@@ -1237,7 +1233,6 @@ class ODERNNClassifier(_SeriesClassifier, ClassifierMixin, _ODERNNBase):
 
         examples = {"series": np.arange(batch.n_series), **self._internal(batch), "label": codes.astype(np.float64)}
         self._train_decaying(loss_fn, examples, batch)
-        self.training_time_ = time.perf_counter() - started
         return self
 
     def _logits(self, X: Any, t: Any = None) -> np.ndarray:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 from numbers import Integral, Real
 from typing import Any
@@ -212,7 +211,6 @@ class PhaseSpaceModel(ConformalIntervals, SeriesModel):
         -------
         self
         """
-        started = time.perf_counter()
         batch = self._setup_fit(X, t)
         self._check_learnable(batch)
         self._set_coordinates()
@@ -232,7 +230,6 @@ class PhaseSpaceModel(ConformalIntervals, SeriesModel):
             # The records without a stage are this stage's (a resumed stage gets its earlier ones back unlabelled).
             for record in self.history_:
                 record.setdefault("fit_on", mode)
-        self.training_time_ = time.perf_counter() - started
         return self
 
     def _stages(
