@@ -630,13 +630,7 @@ class SeriesModel(BaseEstimator):
 
     def _check_learnable(self, batch: SeriesBatch) -> None:
         """Fail early on data without change over time and on malformed layer sizes."""
-        if batch.lengths.max() < 2:
-            raise input_error(
-                "X",
-                "at least one series with two or more observation times",
-                "one sample (a single time) per series",
-                "Dynamics are learned from changes over time; pass longer series.",
-            )
+        _require_two_times(batch)
         for width in self.hidden_layer_sizes:
             if not isinstance(width, Integral) or width < 1:
                 raise input_error(
@@ -1341,3 +1335,10 @@ def _output_times(t: Any, n_series: int) -> np.ndarray:
             "t", expected, f"{int((~np.isfinite(t)).sum())} NaN or infinite time(s)", "Pass finite output times."
         )
     return np.broadcast_to(t, (n_series, t.shape[-1]))
+
+
+def _require_two_times(batch: SeriesBatch, why: str = "Dynamics are learned from changes over time") -> None:
+    """Refuse data in which no series has two observation times: nothing changes over time to learn from."""
+    if batch.lengths.max() < 2:
+        raise input_error("X", "at least one series with two or more observation times",
+                          "one sample (a single time) per series", f"{why}; pass longer series.")  # fmt: skip

@@ -25,7 +25,7 @@ from ..solvers import CONTROL_INTERPOLATIONS, ControlPath, ode_method, solve_ode
 from ..training import LearningRateDecay, TrainState, draw_rows, whole_batch
 from ._base import guarded_fit
 from ._intervals import ForecastIntervals, check_n_samples, sample_quantiles
-from ._base import SERIES_WINDOW, SHARED_CONSTRAINTS, SeriesModel, _median_window, _sampling_seed
+from ._base import SERIES_WINDOW, SHARED_CONSTRAINTS, SeriesModel, _median_window, _require_two_times, _sampling_seed
 
 # Series encoded at once, and trajectories decoded at once, outside training: bounds memory on big inputs.
 _ENCODE_CHUNK = 1024
@@ -594,13 +594,7 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
         self.encoder_time_unit_ = max(window / self.time_scale_, 1.0) if window is not None else 1.0
 
     def _check_settings(self, batch: SeriesBatch) -> None:
-        if batch.lengths.max() < 2:
-            raise input_error(
-                "X",
-                "at least one series with two or more observation times",
-                "one sample (a single time) per series",
-                "Dynamics are learned from changes over time; pass longer series.",
-            )
+        _require_two_times(batch)
         for name in ("encoder_layer_sizes", "ode_layer_sizes", "decoder_layer_sizes"):
             sizes = getattr(self, name)
             if not all(isinstance(w, Integral) and w >= 1 for w in sizes):

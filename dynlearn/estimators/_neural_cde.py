@@ -19,7 +19,7 @@ from ..data import QueryTimes, SeriesBatch
 from ..exceptions import input_error
 from ..nn import ACTIVATIONS, make_mlp
 from ..solvers import ControlPath, solve_ode_irregular
-from ._base import SHARED_CONSTRAINTS, SeriesModel, _median_gap, _query_groups, guarded_fit
+from ._base import SHARED_CONSTRAINTS, SeriesModel, _median_gap, _query_groups, _require_two_times, guarded_fit
 from ._intervals import ConformalIntervals
 from ._odernn import _series_labels, _SeriesClassifier
 
@@ -431,11 +431,7 @@ class NeuralCDE(ConformalIntervals, _CDEBase):
         self
         """
         batch = self._setup_fit(X, t)
-        if batch.lengths.max() < 2:
-            raise input_error(
-                "X", "at least one series with two or more observation times", "one sample (a single time) per series",
-                "A forecaster learns from what follows each history; pass longer series.",
-            )  # fmt: skip
+        _require_two_times(batch, "A forecaster learns from what follows each history")
         self._resolve_channels(batch)
         if not (self.warm_start and hasattr(self, "forecast_rows_")):
             self.forecast_rows_ = self._forecast_rows(batch)

@@ -25,7 +25,7 @@ from ..solvers import CONTROL_INTERPOLATIONS, ode_method
 from ..training import LearningRateDecay
 from ._base import guarded_fit
 from ._intervals import ConformalIntervals
-from ._base import SERIES_WINDOW, SHARED_CONSTRAINTS, SeriesModel, _anchor_rows, _median_window
+from ._base import SERIES_WINDOW, SHARED_CONSTRAINTS, SeriesModel, _anchor_rows, _median_window, _require_two_times
 
 # Series encoded together at prediction time: bounds memory on big inputs.
 _PREDICT_SERIES_CHUNK = 512
@@ -765,13 +765,7 @@ class ODERNN(ConformalIntervals, _ODERNNBase):
         batch = self._setup_fit(X, t)
         self._check_sizes()
         self._check_interpolation()
-        if batch.lengths.max() < 2:
-            raise input_error(
-                "X",
-                "at least one series with two or more observation times",
-                "one sample (a single time) per series",
-                "Dynamics are learned from changes over time; pass longer series.",
-            )
+        _require_two_times(batch)
         if not (self.warm_start and hasattr(self, "module_")):
             self._fit_step(batch)
         self._init_module(self._build_module)
