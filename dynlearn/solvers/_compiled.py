@@ -53,8 +53,8 @@ def fixed_rollout(
     >>> import torch
     >>> from dynlearn.solvers import fixed_rollout
     >>> y = fixed_rollout("rk4", lambda y: -y, torch.ones(1, 1), torch.tensor([[0.0, 0.5, 1.0]]))
-    >>> round(float(y[0, -1, 0]), 4)  # exp(-1) = 0.3679
-    0.3679
+    >>> round(float(y[0, -1, 0]), 4)  # two rk4 steps of 0.5; exp(-1) = 0.3679
+    0.3682
     """
     if method not in FIXED_STEP_METHODS:
         raise input_error("method", f"one of {sorted(FIXED_STEP_METHODS)}", repr(method),
@@ -96,6 +96,15 @@ class CompiledFunction:
         arguments. The first call of each signature then runs the backward
         pass once, so that a backward graph the compiler cannot build falls
         back too instead of failing in the caller's ``backward()``.
+
+    Attributes
+    ----------
+    fell_back : bool
+        Whether compiling failed and calls now run ``function`` eagerly.
+    fallback_reason : str or None
+        The error that made it fall back.
+    n_compiled : int
+        How many input signatures have a compiled graph.
 
     Examples
     --------
