@@ -11,6 +11,7 @@ torch.compile is missing or fails.
 
 from __future__ import annotations
 
+import types
 import warnings
 from typing import Any, Callable, Iterable
 
@@ -139,7 +140,8 @@ class CompiledFunction:
         compiled = self._compiled.get(key)
         if compiled is None:
             try:
-                compiled = torch.compile(self.function, dynamic=False, mode=None if self.mode == "default" else self.mode)
+                mode = None if self.mode == "default" else self.mode
+                compiled = torch.compile(_own_code(self.function), dynamic=False, mode=mode)
             except Exception as error:  # noqa: BLE001 - torch.compile missing or refused on this platform
                 return self._fall_back(error, args)
         first = key not in self._compiled
@@ -147,7 +149,7 @@ class CompiledFunction:
             result = compiled(*args)
             if first:
                 self._compile_backward(result, args)
-        except Exception as error:  # noqa: BLE001 - compilation happens at the first call: a compiler or tracing failure
+        except Exception as error:  # noqa: BLE001 - compiling happens at the first call: compiler or tracing failure
             if not first:
                 raise  # a graph that ran before does not fail for compiler reasons
             return self._fall_back(error, args)
@@ -181,6 +183,25 @@ class CompiledFunction:
             stacklevel=3,
         )
         return result
+
+
+def _own_code(function: Callable) -> Callable:
+    """``function`` with a code object of its own.
+
+    torch.compile keeps its graphs on the code object, and stops compiling
+    (silently running eager) past a limit of graphs per code object: every
+    rollout closure of every fitted module shares one code object, so a grid
+    search would reach that limit within a few fits. A copy per signature
+    gives each graph its own, freed with it.
+    """
+    if not isinstance(function, types.FunctionType):
+        return function
+    copy = types.FunctionType(
+        function.__code__.replace(), function.__globals__, function.__name__, function.__defaults__,
+        function.__closure__,
+    )
+    copy.__kwdefaults__ = function.__kwdefaults__
+    return copy
 
 
 def _signature(args: tuple) -> tuple:
