@@ -19,12 +19,14 @@ network. Run with one torch thread (``OMP_NUM_THREADS=1``).
 from __future__ import annotations
 
 import os
+import resource
 import tempfile
 import time
 import warnings
 from typing import Callable
 
 import torch
+import torch._inductor.config
 
 from dynlearn import NeuralODE
 from dynlearn.datasets import make_damped_oscillator
@@ -46,7 +48,8 @@ def _window(batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch
     """Initial states, per-series increasing times and targets of a batch of training windows."""
     gaps = 0.5 + torch.rand(batch, WINDOW - 1, generator=generator)
     times = torch.cat([torch.zeros(batch, 1), gaps.cumsum(1)], dim=1)
-    return torch.randn(batch, N_STATES, generator=generator), times, torch.randn(batch, WINDOW, N_STATES, generator=generator)
+    y0 = torch.randn(batch, N_STATES, generator=generator)
+    return y0, times, torch.randn(batch, WINDOW, N_STATES, generator=generator)
 
 
 def _iteration(forward: Callable[[], torch.Tensor], target: torch.Tensor, params: list[torch.Tensor]) -> Callable:
@@ -61,16 +64,23 @@ def _iteration(forward: Callable[[], torch.Tensor], target: torch.Tensor, params
     return run
 
 
-def _first_call(run: Callable[[], None]) -> float:
-    started = time.perf_counter()
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished children (the C++ compiler runs inductor's kernels)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def _first_call(run: Callable[[], None]) -> tuple[float, float]:
+    """Wall-clock and CPU seconds of one call."""
+    started, cpu = time.perf_counter(), _cpu_seconds()
     run()
-    return time.perf_counter() - started
+    return time.perf_counter() - started, _cpu_seconds() - cpu
 
 
 def _compare(name: str, size: str, candidates: dict[str, Callable], compiled: CompiledFunction,
              context: Context) -> list[Record]:
     """Time every candidate; the one named "compiled" is called once first, for its compile time."""
-    first = _first_call(candidates["compiled"])
+    first, first_cpu = _first_call(candidates["compiled"])
     if compiled.fell_back:
         print(f"  {name}.{size}: compiling failed, {compiled.fallback_reason}", flush=True)
         return [Record(NAME, f"{name}.{size}.compile_failed", 1.0, "flag")]
@@ -79,6 +89,7 @@ def _compare(name: str, size: str, candidates: dict[str, Callable], compiled: Co
     records = [Record(NAME, f"{prefix}.{key}_iteration", value, "s") for key, value in seconds.items()]
     compile_s = max(first - seconds["compiled"], 0.0)
     records += [Record(NAME, f"{prefix}.compile_time", compile_s, "s"),
+                Record(NAME, f"{prefix}.compile_cpu_time", first_cpu, "s"),
                 Record(NAME, f"{prefix}.graphs", compiled.n_compiled, "graphs")]
     for key, value in seconds.items():
         if key == "compiled":
@@ -210,7 +221,8 @@ def _default_fit_iterations() -> list[Record]:
     "beside the iterations and minibatch shapes of a default NeuralODE fit on make_damped_oscillator(64, 50).",
 )
 def compile_paths(context: Context) -> list[Record]:
-    records = _default_fit_iterations()
+    records = [Record(NAME, "load_average_1min.start", os.getloadavg()[0], "runnable")]
+    records += _default_fit_iterations()
     sizes = QUICK_SIZES if context.quick else SIZES
     paths = {"rk4_rollout": _rk4, "dopri5_field": _dopri5, "odernn_euler": _odernn, "leapfrog_rollout": _leapfrog}
     if context.quick:
@@ -221,6 +233,9 @@ def compile_paths(context: Context) -> list[Record]:
     previous_cache = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
     scratch = tempfile.TemporaryDirectory(prefix="dynlearn_inductor_")
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = scratch.name
+    # Kernels compiled in this process (no worker pool), so that the C++ compiler's CPU time is counted.
+    previous_compile_threads = torch._inductor.config.compile_threads
+    torch._inductor.config.compile_threads = 1
     try:
         for path_name, path in paths.items():
             for size, (hidden, batch) in sizes.items():
@@ -232,8 +247,10 @@ def compile_paths(context: Context) -> list[Record]:
                 except Exception as error:  # noqa: BLE001 - a path the compiler cannot take is a result, not a crash
                     print(f"  {path_name}.{size} failed: {type(error).__name__}: {error}", flush=True)
                     records.append(Record(NAME, f"{path_name}.{size}.failed", 1.0, "flag"))
+        records.append(Record(NAME, "load_average_1min.end", os.getloadavg()[0], "runnable"))
     finally:
         torch.set_num_threads(previous)
+        torch._inductor.config.compile_threads = previous_compile_threads
         if previous_cache is None:
             os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
         else:
