@@ -244,7 +244,7 @@ def compile_paths(context: Context) -> list[Record]:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore", RuntimeWarning)
                         records += path(size, hidden, batch, context)
-                except Exception as error:  # noqa: BLE001 - a path the compiler cannot take is a result, not a crash
+                except Exception as error:  # a path the compiler cannot take is a result, not a crash
                     print(f"  {path_name}.{size} failed: {type(error).__name__}: {error}", flush=True)
                     records.append(Record(NAME, f"{path_name}.{size}.failed", 1.0, "flag"))
         records.append(Record(NAME, "load_average_1min.end", os.getloadavg()[0], "runnable"))

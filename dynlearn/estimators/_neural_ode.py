@@ -336,7 +336,7 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         settings train uncompiled with a warning, and so does a platform where
         compiling fails (the warning names the reason). Compiling costs tens
         of seconds per graph on a CPU and did not pay back within a default
-        fit there (see the user guide's performance page); GPU modes are
+        fit there (training guide, "Compiling the training rollout"); GPU modes are
         unmeasured.
     dtype : {"float32", "float64"}, default="float32"
         Floating-point type of the weights and of the computations: float32 is faster, float64 more precise.

@@ -142,14 +142,14 @@ class CompiledFunction:
             try:
                 mode = None if self.mode == "default" else self.mode
                 compiled = torch.compile(_own_code(self.function), dynamic=False, mode=mode)
-            except Exception as error:  # noqa: BLE001 - torch.compile missing or refused on this platform
+            except Exception as error:  # torch.compile missing or refused on this platform
                 return self._fall_back(error, args)
         first = key not in self._compiled
         try:
             result = compiled(*args)
             if first:
                 self._compile_backward(result, args)
-        except Exception as error:  # noqa: BLE001 - compiling happens at the first call: compiler or tracing failure
+        except Exception as error:  # compiling happens at the first call: a compiler or tracing failure
             if not first:
                 raise  # a graph that ran before does not fail for compiler reasons
             return self._fall_back(error, args)
