@@ -70,6 +70,7 @@ import batch_size  # noqa: E402,F401  (batch_size="auto" against 64 on tens of t
 import horizon_vs_one_step  # noqa: E402,F401  (NeuralODE: multi-step rollout training against one-step training)
 import classifiers  # noqa: E402,F401  (ODERNNClassifier, LatentODEClassifier against a feature baseline on UCR/UEA sets)
 import speed_vs_peers  # noqa: E402,F401  (every family against a hand-written torchdiffeq / autograd / torchsde loop)
+import compile_paths  # noqa: E402,F401  (torch.compile against eager: per-iteration time, compile time, break-even)
 import real_forecasts  # noqa: E402  (every forecaster against naive, ETS and auto-ARIMA on real series)
 
 

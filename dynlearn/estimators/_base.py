@@ -84,8 +84,9 @@ SHARED_CONSTRAINTS: dict[str, list[Any]] = {
     "callbacks": [list, tuple, None],
 }
 
-# Parameters that do not change what a fit computes: a checkpoint resumes whatever they are.
-_RESUMABLE_ACROSS = frozenset({"checkpoint", "callbacks", "verbose", "n_threads"})
+# Parameters that do not change what a fit computes (compile= changes rounding only): a checkpoint resumes
+# whatever they are.
+_RESUMABLE_ACROSS = frozenset({"checkpoint", "callbacks", "verbose", "n_threads", "compile"})
 
 # A prediction farther outside a feature's observed range than this many times the range's width triggers
 # ForecastRangeWarning: nothing an estimator fitted to the data should forecast lies that far out.

@@ -6,6 +6,7 @@ import copy
 import datetime
 import math
 import warnings
+import weakref
 from numbers import Integral, Real
 from typing import Any, Sequence
 
@@ -16,9 +17,19 @@ from torch import nn
 
 from .._compat import Interval, StrOptions
 from ..data import QueryTimes, SeriesBatch
-from ..exceptions import ConvergenceWarning, input_error
+from ..exceptions import ConvergenceWarning, IntegrationError, input_error
 from ..nn import ACTIVATIONS, BoxContraction, HistoryEncoder, MLPVectorField, SecondOrderField
-from ..solvers import CONTROL_INTERPOLATIONS, ControlPath, solve_ode_irregular, solve_sde_irregular
+from ..solvers import (
+    COMPILE_MODES,
+    CONTROL_INTERPOLATIONS,
+    FIXED_STEP_METHODS,
+    CompiledFunction,
+    ControlPath,
+    fixed_rollout,
+    ode_method,
+    solve_ode_irregular,
+    solve_sde_irregular,
+)
 from ._base import guarded_fit
 from ._intervals import ConformalIntervals
 from ._base import (
@@ -55,6 +66,9 @@ _CURRICULUM_START = 4
 # outside it the field is pulled back at this rate per model time unit (median gap) and unit of distance.
 _BOX_MARGIN = 1.0
 _BOX_RATE = 1.0
+# compile=: the training rollouts of each module, compiled per (method, mode). Held here, outside the module, so
+# that pickling, save() and the copies training takes of the best weights never see compiled code.
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 # augment_dim="auto": hidden dimensions for univariate data (a one-variable autonomous ODE cannot oscillate).
 _AUTO_HIDDEN_UNIVARIATE = 2
 # Width of the history encoder's GRU state.
@@ -131,12 +145,50 @@ class _ODEModel(nn.Module):
         return ControlPath(times, inputs, self.interpolation, lead)
 
     def forward(self, y0: torch.Tensor, times: torch.Tensor, solve: dict[str, Any],
-                control: ControlPath | None = None) -> torch.Tensor:
+                control: ControlPath | None = None, compile_mode: str | None = None) -> torch.Tensor:
+        if compile_mode is not None and self.compilable(solve, control):
+            path = self._compiled_rollout(ode_method(solve["method"]).name, compile_mode)(y0, times)
+            if not torch.isfinite(path).all():
+                raise IntegrationError(
+                    f"The {solve['method']} solve produced non-finite states (the vector field blew up). "
+                    "Try a smaller learning rate, stabilize=True, or an adaptive solver such as 'dopri5'."
+                )
+            return path
         # A field without a time input (nor known inputs) lets windows and series share one solve shifted to a
         # common start; inputs are read segment by segment, on the segment clock.
         return solve_ode_irregular(
             self.dynamics(), y0, times, autonomous=not self.field.time_dependent, control=control, **solve
         )
+
+
+    def compilable(self, solve: dict[str, Any], control: ControlPath | None) -> bool:
+        """Whether ``compile=`` applies to this solve: a training step of an autonomous field on a fixed-step method.
+
+        Predictions (no gradients, shapes that change from call to call), known
+        inputs, time inputs, the adjoint and adaptive methods stay eager.
+        """
+        return (
+            self.training
+            and torch.is_grad_enabled()
+            and control is None
+            and not self.field.time_dependent
+            and not solve.get("adjoint", False)
+            and not solve.get("options")
+            and ode_method(solve["method"]).name in FIXED_STEP_METHODS
+        )
+
+    def _compiled_rollout(self, method: str, mode: str) -> CompiledFunction:
+        compiled = _COMPILED.setdefault(self, {})
+        key = (method, mode)
+        if key not in compiled:
+
+            def rollout(y0: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+                field = self.dynamics()
+                return fixed_rollout(method, lambda y: field(None, y), y0, times)
+
+            compiled[key] = CompiledFunction(rollout, mode=mode, what=f"the {method} training rollout",
+                                             parameters=self.parameters)
+        return compiled[key]
 
 
 class _NoiseInjected(nn.Module):
@@ -274,6 +326,20 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         ``dynlearn.training.PARALLEL_WORK`` multiply-adds, then the free
         cores (see README); None leaves torch's setting alone. ``fit``
         records the count it trained with in ``n_threads_``.
+    compile : bool or str, default=False
+        Compile each training rollout with ``torch.compile`` (inductor):
+        ``True`` in its default mode, or a mode name of
+        :data:`dynlearn.solvers.COMPILE_MODES` (``"reduce-overhead"``, CUDA
+        graphs, is for GPUs). Applies to fixed-step solvers (``"euler"``,
+        ``"midpoint"``, ``"rk4"``) of an autonomous field without covariates,
+        adjoint or ``noise_std``, whose whole window rollout becomes one graph
+        (:func:`dynlearn.solvers.fixed_rollout`), compiled once per training
+        minibatch shape; validation and prediction stay uncompiled. Other
+        settings train uncompiled with a warning, and so does a platform where
+        compiling fails (the warning names the reason). Compiling costs tens
+        of seconds per graph on a CPU and did not pay back within a default
+        fit there (training guide, "Compiling the training rollout"); GPU modes are
+        unmeasured.
     dtype : {"float32", "float64"}, default="float32"
         Floating-point type of the weights and of the computations: float32 is faster, float64 more precise.
     random_state : int, RandomState or None, default=None
@@ -415,6 +481,7 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         "history_length": [Interval(Integral, 1, None, closed="left")],
         "horizon": [Interval(Real, 0, None, closed="neither"), datetime.timedelta, np.timedelta64, None],
         "stabilize": ["boolean"],
+        "compile": ["boolean", StrOptions(set(COMPILE_MODES))],
         "covariates": [list, tuple, str, None],
         "covariate_interpolation": [StrOptions(set(CONTROL_INTERPOLATIONS))],
         "static_covariates": [list, tuple, str, None],
@@ -444,6 +511,7 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         standardize: bool = True,
         device: str = "auto",
         n_threads: int | str | None = "auto",
+        compile: bool | str = False,
         dtype: str = "float32",
         random_state: Any = None,
         verbose: int = 0,
@@ -480,6 +548,7 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         self.standardize = standardize
         self.device = device
         self.n_threads = n_threads
+        self.compile = compile
         self.dtype = dtype
         self.random_state = random_state
         self.verbose = verbose
@@ -584,6 +653,9 @@ class NeuralODE(ConformalIntervals, SeriesModel):
     def _loss_fn(self) -> Any:
         """The training loss: mean squared error of each window's rollout over its observed entries."""
         solve = self._solve_options()
+        compile_mode = self._compile_mode()
+        # Passed only when on: subclasses (the comparison suite's) bring modules whose forward has no compile_mode.
+        compiling = {} if compile_mode is None else {"compile_mode": compile_mode}
         noise_seeds = self._generator("noise")
 
         def loss_fn(module: _ODEModel, data: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -592,7 +664,7 @@ class NeuralODE(ConformalIntervals, SeriesModel):
             if self.noise_std > 0 and module.training:
                 path = self._noisy_solve(module, y0, data["times"], noise_seeds, control)
             else:
-                path = module(y0, data["times"], solve, control)
+                path = module(y0, data["times"], solve, control, **compiling)
             predicted = module.observe(path)
             mask = data["mask"][:, 1:]
             squared = (predicted[:, 1:] - data["values"][:, 1:]) ** 2 * mask
@@ -691,6 +763,22 @@ class NeuralODE(ConformalIntervals, SeriesModel):
             sde, y0, times, method="euler", step_size=_NOISE_STEP, generator=seeds, adjoint=self.adjoint,
             max_num_steps=self.max_num_steps, control=control,
         )
+
+    def _compile_mode(self) -> str | None:
+        """The torch.compile mode of the training rollouts (None: eager), after saying when compile= cannot apply."""
+        if self.compile is False:
+            return None
+        if not (ode_method(self.solver, "solver").name in FIXED_STEP_METHODS and not self.adjoint
+                and not self.time_dependent and not self._n_inputs and self.noise_std == 0):
+            warnings.warn(
+                f"compile={self.compile!r} compiles the training rollouts of fixed-step solvers "
+                f"({', '.join(sorted(FIXED_STEP_METHODS))}) of an autonomous field without covariates, adjoint or "
+                f"noise_std; this fit (solver={self.solver!r}) trains uncompiled. Set compile=False to silence this.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return None
+        return "default" if self.compile is True else self.compile
 
     def _solve_options(self) -> dict[str, Any]:
         return dict(

@@ -4,6 +4,7 @@ symplectic Hamiltonian solves.
 Nothing here knows about pandas, scikit-learn or estimators.
 """
 
+from ._compiled import COMPILE_MODES, CompiledFunction, fixed_rollout
 from ._control import CONTROL_INTERPOLATIONS, ControlPath
 from ._fixed import FIXED_STEP_METHODS, fixed_step
 from ._ode import DEFAULT_MAX_NUM_STEPS, SolverStats, count_evaluations, solve_ode, solve_ode_irregular
@@ -21,6 +22,8 @@ from ._sde import SDE_METHODS, SDEMethodInfo, available_sde_methods, sde_method,
 from ._symplectic import solve_hamiltonian
 
 __all__ = [
+    "COMPILE_MODES",
+    "CompiledFunction",
     "CONTROL_INTERPOLATIONS",
     "ControlPath",
     "DEFAULT_MAX_NUM_STEPS",
@@ -36,6 +39,7 @@ __all__ = [
     "available_sde_methods",
     "available_symplectic_methods",
     "count_evaluations",
+    "fixed_rollout",
     "fixed_step",
     "ode_method",
     "sde_method",
