@@ -52,8 +52,16 @@ from dynlearn.solvers import count_evaluations
 from dynlearn.training import Callback, TrainState
 
 from harness import Context, Record, register
-from irregular import LATENT_TOY, SPEED_BATCH, TRAIN_FRACTION, first_half, keep_fraction, masked_mse, split_series
-from irregular import toy_frame
+from irregular import (
+    LATENT_TOY,
+    SPEED_BATCH,
+    TRAIN_FRACTION,
+    first_half,
+    keep_fraction,
+    masked_mse,
+    split_series,
+    toy_frame,
+)
 from physics import single_thread
 
 NAME = "regularised_dynamics"
@@ -244,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     frame = measure(args.quick)
-    command = "OMP_NUM_THREADS=1 python benchmarks/regularised_dynamics.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    arguments = shlex.join(sys.argv[1:] if argv is None else argv)
+    command = f"OMP_NUM_THREADS=1 python benchmarks/regularised_dynamics.py {arguments}"
     write(frame, command.strip(), args.quick, args.out)
     print(f"Wrote {args.out / 'results.csv'} and {args.out / 'report.md'}")
     return 0

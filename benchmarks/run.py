@@ -69,6 +69,7 @@ import threads  # noqa: E402,F401  (n_threads: epoch time at one and two torch t
 import batch_size  # noqa: E402,F401  (batch_size="auto" against 64 on tens of thousands of windows)
 import horizon_vs_one_step  # noqa: E402,F401  (NeuralODE: multi-step rollout training against one-step training)
 import classifiers  # noqa: E402,F401  (ODERNNClassifier, LatentODEClassifier against a feature baseline on UCR/UEA sets)
+import regularised_dynamics  # noqa: E402,F401  (kinetic_weight / jacobian_weight: training evaluations against MSE)
 import real_forecasts  # noqa: E402  (every forecaster against naive, ETS and auto-ARIMA on real series)
 
 
