@@ -71,6 +71,7 @@ import horizon_vs_one_step  # noqa: E402,F401  (NeuralODE: multi-step rollout tr
 import classifiers  # noqa: E402,F401  (ODERNNClassifier, LatentODEClassifier against a feature baseline on UCR/UEA sets)
 import speed_vs_peers  # noqa: E402,F401  (every family against a hand-written torchdiffeq / autograd / torchsde loop)
 import compile_paths  # noqa: E402,F401  (torch.compile against eager: per-iteration time, compile time, break-even)
+import regularised_dynamics  # noqa: E402,F401  (kinetic_weight / jacobian_weight: training evaluations against MSE)
 import real_forecasts  # noqa: E402  (every forecaster against naive, ETS and auto-ARIMA on real series)
 
 

@@ -20,6 +20,7 @@ STREAMS: dict[str, str] = {
     "minibatches": "the order of training examples in each epoch",
     "chunks": "the order of a streamed dataset's chunks in each epoch",
     "noise": "the training loss's draws: rows shown to an encoder, posterior samples, Brownian paths, injected noise",
+    "probes": "the Gaussian probes of the Jacobian penalty's Hutchinson estimate (jacobian_weight)",
     "validation": "the one fixed draw the validation loss uses every epoch",
     "validation_subsets": "the fixed rows shown to an encoder when scoring validation series",
     "noise_estimate": "the rows shown to an encoder when estimating observation noise after fit",

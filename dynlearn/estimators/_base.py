@@ -41,7 +41,7 @@ from ..data import (
 )
 from ..exceptions import ForecastRangeWarning, input_error
 from ..metrics import forecast_score, r2_score_masked
-from ..solvers import ode_method
+from ..solvers import DynamicsPenalty, ode_method
 from ..training import (
     BASE_BATCH_SIZE,
     Callback,
@@ -53,6 +53,7 @@ from ..training import (
     auto_batch_size,
     auto_threads,
     budget_active,
+    draw_rows,
     largest_product,
     prepare_process_group,
     resolve_device,
@@ -82,6 +83,12 @@ SHARED_CONSTRAINTS: dict[str, list[Any]] = {
     "warm_start": ["boolean"],
     "checkpoint": [str, os.PathLike, Checkpoint, None],
     "callbacks": [list, tuple, None],
+}
+
+# The regularisers of the learned dynamics (Finlay et al. 2020), for the estimators whose training solves an ODE.
+PENALTY_CONSTRAINTS: dict[str, list[Any]] = {
+    "kinetic_weight": [Interval(Real, 0, None, closed="left")],
+    "jacobian_weight": [Interval(Real, 0, None, closed="left")],
 }
 
 # Parameters that do not change what a fit computes (compile= changes rounding only): a checkpoint resumes
@@ -1343,3 +1350,62 @@ def _require_two_times(batch: SeriesBatch, why: str = "Dynamics are learned from
     if batch.lengths.max() < 2:
         raise input_error("X", "at least one series with two or more observation times",
                           "one sample (a single time) per series", f"{why}; pass longer series.")  # fmt: skip
+
+
+class DynamicsCost:
+    """The weighted dynamics penalty of the training solves made for one loss.
+
+    ``kinetic_weight * mean ∫ ‖f‖² dt + jacobian_weight * mean ∫ ‖∂f/∂z‖_F² dt``,
+    means over the solved rows, integrals over each row's path in model
+    time (see :class:`dynlearn.solvers.DynamicsPenalty`). A model's solve
+    calls :meth:`wrap` for the field, start state and solve settings it
+    integrates and :meth:`take` on the path; ``value`` then holds the sum
+    of the penalties of every solve so wrapped, to add to the loss.
+    """
+
+    def __init__(self, kinetic_weight: float, jacobian_weight: float, probes: torch.Generator, repeats: int = 1):
+        self.kinetic_weight = float(kinetic_weight)
+        self.jacobian_weight = float(jacobian_weight)
+        self.probes = probes
+        self.repeats = repeats
+        self.value: torch.Tensor | float = 0.0
+        self._penalty: DynamicsPenalty | None = None
+
+    @classmethod
+    def for_fit(cls, estimator: "SeriesModel") -> "Callable[[], DynamicsCost] | None":
+        """What makes each training loss's cost for ``estimator``'s weights; None when both weights are 0.
+
+        Called once per ``fit``: the costs it makes draw their probes from
+        one stream of ``random_state``, which moves on from batch to batch.
+        """
+        if not (estimator.kinetic_weight > 0 or estimator.jacobian_weight > 0):
+            return None
+        probes = estimator._generator("probes")
+        return functools.partial(cls, estimator.kinetic_weight, estimator.jacobian_weight, probes)
+
+    def wrap(
+        self, field: Callable, y0: torch.Tensor, solve: dict[str, Any]
+    ) -> tuple[DynamicsPenalty, torch.Tensor, dict[str, Any]]:
+        """The augmented field, start state and solve settings for a solve of ``field`` from ``y0`` (batch, n_state).
+
+        The ``batch`` rows are ``repeats`` copies of the minibatch's examples
+        (several draws each), copy after copy: each row gets its own probe,
+        drawn as a single process would draw it for the whole minibatch.
+        """
+        probe = None
+        if self.jacobian_weight > 0:
+            n_state, repeats = y0.shape[-1], self.repeats
+
+            def draw(n: int) -> torch.Tensor:
+                return torch.randn((repeats, n, n_state), generator=self.probes, dtype=y0.dtype)
+
+            probe = draw_rows(draw, y0.shape[0] // repeats, dim=1).reshape(y0.shape).to(y0.device)
+        self._penalty = DynamicsPenalty(field, y0.shape[-1], probe)
+        options = self._penalty.solve_options(solve["method"], solve.get("options"))
+        return self._penalty, self._penalty.initial_state(y0), {**solve, "options": options}
+
+    def take(self, path: torch.Tensor, dim: int) -> torch.Tensor:
+        """The states of a path solved from :meth:`wrap`'s start (time along ``dim``); its penalty goes to ``value``."""
+        states, kinetic, jacobian = self._penalty.split(path, dim)
+        self.value = self.value + self.kinetic_weight * kinetic.mean() + self.jacobian_weight * jacobian.mean()
+        return states

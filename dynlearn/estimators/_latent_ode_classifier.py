@@ -15,7 +15,7 @@ from torch.nn import functional
 from .._compat import Interval
 from ..exceptions import input_error
 from ..nn import make_mlp
-from ._base import guarded_fit
+from ._base import PENALTY_CONSTRAINTS, guarded_fit
 from ._latent_ode import _ENCODE_CHUNK, LatentODE, _LatentODEModel, _Schedule
 from ._odernn import _SeriesClassifier, _series_labels
 
@@ -162,8 +162,9 @@ class LatentODEClassifier(_SeriesClassifier, ClassifierMixin, LatentODE):
     (4, 2)
     """
 
+    # The dynamics penalties are LatentODE's alone: the classifier's training keeps its plain bound.
     _parameter_constraints = {
-        **LatentODE._parameter_constraints,
+        **{name: rule for name, rule in LatentODE._parameter_constraints.items() if name not in PENALTY_CONSTRAINTS},
         "classification_weight": [Interval(Real, 0, None, closed="left")],
         "head_hidden_layer_sizes": [tuple, list],
     }

@@ -8,6 +8,7 @@ from ._compiled import COMPILE_MODES, CompiledFunction, fixed_rollout
 from ._control import CONTROL_INTERPOLATIONS, ControlPath
 from ._fixed import FIXED_STEP_METHODS, fixed_step
 from ._ode import DEFAULT_MAX_NUM_STEPS, SolverStats, count_evaluations, solve_ode, solve_ode_irregular
+from ._penalty import DynamicsPenalty
 from ._registry import (
     ODE_METHODS,
     SYMPLECTIC_METHODS,
@@ -27,6 +28,7 @@ __all__ = [
     "CONTROL_INTERPOLATIONS",
     "ControlPath",
     "DEFAULT_MAX_NUM_STEPS",
+    "DynamicsPenalty",
     "FIXED_STEP_METHODS",
     "MethodInfo",
     "ODE_METHODS",
