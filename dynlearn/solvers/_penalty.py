@@ -67,6 +67,7 @@ class DynamicsPenalty(nn.Module):
         self.probe = probe
 
     def forward(self, t: torch.Tensor, y: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+        """``[f(t, z[, u]), ‖f‖², ‖εᵀ ∂f/∂z‖²]`` at augmented states ``y = [z, kinetic, jacobian]``."""
         z = y[..., : self.n_state]
         if self.probe is None:
             dz = self._field(t, z, u)

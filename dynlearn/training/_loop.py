@@ -639,10 +639,13 @@ def train_step(
     Parameters
     ----------
     module : nn.Module
+        The model whose parameters ``optimizer`` updates, in place.
     loss_fn : callable ``(module, batch) -> scalar Tensor``
+        Mean loss of the minibatch.
     batch : dict of str to Tensor
         One minibatch, on the module's device.
     optimizer : torch.optim.Optimizer
+        Steps the parameters once.
     clip_grad_norm : float or None, default=1.0
         Global gradient-norm clip (None: no clip).
 
