@@ -7,7 +7,8 @@ import copy
 import pytest
 import torch
 
-from dynlearn.solvers import SolverStats, solve_ode, solve_ode_irregular
+from dynlearn.exceptions import IntegrationError
+from dynlearn.solvers import SolverStats, count_evaluations, solve_ode, solve_ode_irregular
 
 # (method, solve keywords, largest error allowed against the exact solution).
 SETTINGS = [
@@ -248,3 +249,30 @@ class _FieldModule(torch.nn.Module):
 
     def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.scale * self.field(t, y)
+
+
+@pytest.mark.parametrize("method", ["euler", "midpoint", "rk4"])
+def test_autonomous_fixed_steps_match_the_segment_clock(method, wide_field, irregular_times):
+    """One written-out step per gap (autonomous=True) gives the segment clock's states, counted alike."""
+    field = wide_field.double()
+    y0 = torch.randn(irregular_times.shape[0], 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    times = irregular_times.double()
+    with count_evaluations() as fast_count:
+        fast = solve_ode_irregular(field, y0, times, method=method, autonomous=True)
+    with count_evaluations() as clock_count:
+        clocked = solve_ode_irregular(field, y0, times, method=method, autonomous=False)
+    torch.testing.assert_close(fast, clocked, rtol=1e-10, atol=1e-12)
+    stages = {"euler": 1, "midpoint": 2, "rk4": 4}[method]
+    assert fast_count.nfe == stages * (times.shape[1] - 1)
+    assert clock_count.nfe >= fast_count.nfe
+    (fast_grad,) = torch.autograd.grad(solve_ode_irregular(field, y0, times, method=method, autonomous=True).sum(),
+                                       next(field.parameters()))  # fmt: skip
+    (clock_grad,) = torch.autograd.grad(solve_ode_irregular(field, y0, times, method=method).sum(),
+                                        next(field.parameters()))  # fmt: skip
+    torch.testing.assert_close(fast_grad, clock_grad, rtol=1e-9, atol=1e-11)
+
+
+def test_autonomous_fixed_steps_refuse_non_finite_states():
+    with pytest.raises(IntegrationError, match="non-finite"):
+        solve_ode_irregular(lambda t, y: y**5, torch.full((1, 1), 100.0), torch.tensor([[0.0, 1.0, 2.0]]),
+                            method="euler", autonomous=True)  # fmt: skip
