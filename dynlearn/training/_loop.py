@@ -418,18 +418,15 @@ def _train_epoch(
     module.train()
     generator = state.random_streams.get("minibatch")
     on_batch = [c for c in state.callbacks if type(c).on_batch_end is not Callback.on_batch_end]
+    shards = None if group is None else _Shards(group, batch_weight, {
+        k: g for k, g in state.random_streams.items() if g is not generator})  # fmt: skip
+    train_loss = _run_epoch(
+        module, loss_fn, train_data, n_train, batch_size, state.optimizer, clip_grad_norm, generator, epoch,
+        state, on_batch, shards,
+    )  # fmt: skip
     if group is None:
-        train_loss = _run_epoch(
-            module, loss_fn, train_data, n_train, batch_size, state.optimizer, clip_grad_norm, generator, epoch,
-            state, on_batch,
-        )  # fmt: skip
         valid_loss = _evaluate(module, loss_fn, valid_data, batch_size) if valid_data is not None else math.nan
     else:
-        others = {k: g for k, g in state.random_streams.items() if g is not generator}
-        train_loss = _run_epoch_sharded(
-            module, loss_fn, train_data, n_train, batch_size, state.optimizer, clip_grad_norm, generator, epoch,
-            group, batch_weight, others, state, on_batch,
-        )
         valid_loss = (
             _evaluate_sharded(module, loss_fn, valid_data, batch_size, group, batch_weight)
             if valid_data is not None
@@ -596,7 +593,14 @@ def _run_epoch(
     epoch: int,
     state: TrainState,
     on_batch: list[Callback],
+    shards: _Shards | None = None,
 ) -> float:
+    """One pass over ``data`` in minibatches of a seeded order; the mean training loss.
+
+    With ``shards`` (a data-parallel run) each global minibatch is split
+    across the processes and every process takes the same step; step hooks
+    see the whole global minibatch and its loss, as in a single-process run.
+    """
     if isinstance(data, ChunkedData):
         total, seen = 0.0, 0
         for chunk in data.shuffled():
@@ -604,17 +608,23 @@ def _run_epoch(
             if size:
                 loss = _run_epoch(
                     module, loss_fn, chunk, size, batch_size, optimizer, clip_grad_norm, generator, epoch, state, on_batch
-                )
+                )  # a streamed dataset is refused in a data-parallel run, so there are no shards here
                 total, seen = total + loss * size, seen + size
         if not seen:
             raise ValueError("train_data has no examples in any chunk")
         return total / seen
-    order = torch.randperm(n, generator=generator)
+    order = torch.randperm(n, generator=generator)  # the same order everywhere: the generators were synchronised
+    if shards is not None and generator is None:  # drawn from each process's global generator: take rank 0's
+        shards.group.broadcast_tensor(order, src=0)
     total, seen = 0.0, 0
     for start in range(0, n, batch_size):
         index = order[start : start + batch_size]
-        batch = _slice(data, index)
-        loss = _step(module, loss_fn, batch, optimizer, clip_grad_norm, epoch)
+        if shards is None:
+            batch = _slice(data, index)
+            loss = _step(module, loss_fn, batch, optimizer, clip_grad_norm, epoch)
+        else:
+            loss = shards.step(module, loss_fn, data, index, optimizer, clip_grad_norm, epoch)
+            batch = _slice(data, index) if on_batch else None
         for callback in on_batch:
             callback.on_batch_end(state, batch, loss)
         total += loss * len(index)
@@ -704,46 +714,25 @@ def _step(
     return float(loss.detach())
 
 
-def _run_epoch_sharded(
-    module: nn.Module,
-    loss_fn: LossFn,
-    data: Batch,
-    n: int,
-    batch_size: int,
-    optimizer: torch.optim.Optimizer,
-    clip_grad_norm: float | None,
-    generator: torch.Generator | None,
-    epoch: int,
-    group: DataParallel,
-    batch_weight: WeightFn | None,
-    streams: Mapping[str, torch.Generator],
-    state: TrainState,
-    on_batch: list[Callback],
-) -> float:
-    """:func:`_run_epoch` with each global batch split across ``group``: the same steps, the same losses.
+@dataclass
+class _Shards:
+    """How a data-parallel run splits each global minibatch: its process group, slice weights and other streams."""
 
-    Step hooks see the whole global minibatch and its loss, as in a single-process run.
-    """
-    order = torch.randperm(n, generator=generator)  # the same order everywhere: the generators were synchronised
-    if generator is None:  # drawn from each process's global generator: take rank 0's
-        group.broadcast_tensor(order, src=0)
-    total, seen = 0.0, 0
-    for start in range(0, n, batch_size):
-        index = order[start : start + batch_size]
+    group: DataParallel
+    batch_weight: WeightFn | None
+    streams: Mapping[str, torch.Generator]
+
+    def step(self, module: nn.Module, loss_fn: LossFn, data: Batch, index: torch.Tensor,
+             optimizer: torch.optim.Optimizer, clip_grad_norm: float | None, epoch: int) -> float:
+        """:func:`_step` on the global minibatch ``index``, each process computing its slice's gradient."""
         optimizer.zero_grad(set_to_none=True)
-        loss = _shared_gradient_step(module, loss_fn, data, index, group, batch_weight, epoch)
+        loss = _shared_gradient_step(module, loss_fn, data, index, self.group, self.batch_weight, epoch)
         if clip_grad_norm is not None and not _clip_gradients(module.parameters(), clip_grad_norm):
             raise _Diverged(epoch, "gradient norm")
         optimizer.step()
         # Draws not made through draw_rows depend on each process's share; the last rank always has one.
-        group.broadcast_generators(streams, src=group.world_size - 1)
-        if on_batch:
-            batch = _slice(data, index)
-            for callback in on_batch:
-                callback.on_batch_end(state, batch, loss)
-        total += loss * len(index)
-        seen += len(index)
-    return total / seen
+        self.group.broadcast_generators(self.streams, src=self.group.world_size - 1)
+        return loss
 
 
 def _shared_gradient_step(
