@@ -284,17 +284,34 @@ def latent_training_curve(
     "the next, to compare the two at equal solver work.",
 )
 def irregular_speed_authors(context: Context) -> list[Record]:
-    checkout = os.environ.get(AUTHORS_PATH_VARIABLE)
-    if not checkout:
-        reason = f"skipped: set {AUTHORS_PATH_VARIABLE} to a checkout of github.com/YuliaRubanova/latent_ode"
+    lib = authors_library()
+    if lib is None:
+        reason = SKIPPED
         print(f"  {reason}", flush=True)
         return [Record(BENCHMARK, "skipped", 1, reason)]
-    lib = authors_modules(Path(checkout).expanduser().resolve())
+    threads = int(os.environ.get(THREADS_VARIABLE, "1"))
+    return [Record(BENCHMARK, "torch_threads", threads, "threads"),
+            *authors_comparisons(lib, context, threads, curve=True)]  # fmt: skip
+
+
+SKIPPED = f"skipped: set {AUTHORS_PATH_VARIABLE} to a checkout of github.com/YuliaRubanova/latent_ode"
+
+
+def authors_library() -> types.SimpleNamespace | None:
+    """The authors' modules from the checkout ``$DYNLEARN_AUTHORS_LATENT_ODE`` names; None without one."""
+    checkout = os.environ.get(AUTHORS_PATH_VARIABLE)
+    return authors_modules(Path(checkout).expanduser().resolve()) if checkout else None
+
+
+def authors_comparisons(lib: types.SimpleNamespace, context: Context, threads: int, curve: bool) -> list[Record]:
+    """dynlearn's ODE-RNN and Latent ODE iterations timed round by round with the authors' (records of BENCHMARK).
+
+    ``curve`` adds the Latent ODE training curve after the timed rounds.
+    """
     from dynlearn import ODERNN, LatentODE
 
     frame = speed_minibatch("shared_times", SHARED_TRAIN_SERIES)
-    threads = int(os.environ.get(THREADS_VARIABLE, "1"))
-    records = [Record(BENCHMARK, "torch_threads", threads, "threads")]
+    records = []
     numpy_state = np.random.get_state()  # the authors' code seeds and draws from the global generators
     try:
         with torch_threads(threads), torch.random.fork_rng(devices=[]):
@@ -310,7 +327,7 @@ def irregular_speed_authors(context: Context) -> list[Record]:
                 candidates = {"authors": authors, "dynlearn": dynlearn_iteration(seen, SPEED_BATCH)}
                 networks = {"authors": their_networks, "dynlearn": our_networks}
                 records += compare_with_authors(name, candidates, networks, fetch_seconds, context)
-                if name == "latent_ode":
+                if curve and name == "latent_ode":
                     length = CURVE_QUICK if context.quick else CURVE_FULL
                     records += latent_training_curve(name, candidates, networks, length, length // 5)
     finally:

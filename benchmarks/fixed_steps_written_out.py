@@ -2,25 +2,85 @@
 
 Autonomous fixed-step solves with one step per gap run as written-out steps
 (``solvers._ode._solve_fixed_steps``); this script times the same fit with
-that path switched off, round by round, one torch thread.
+that path switched off, round by round, with one torch thread, and writes
+``benchmarks/results/fixed_steps/results.csv`` and ``report.md``.
 
-Run: ``OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/fixed_steps_written_out.py``
+Run: ``OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/fixed_steps_written_out.py [--rounds 3] [--epochs 8]``
 """
 
-import time, warnings, statistics, torch
-warnings.simplefilter("ignore")
-torch.set_num_threads(1)
-import dynlearn.solvers._ode as ode
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import statistics
+import warnings
+from pathlib import Path
+
+import torch
+
+import dynlearn.solvers._ode as ode  # the switch below is for this measurement only
 from dynlearn import NeuralODE
 from dynlearn.datasets import make_damped_oscillator
-frame = make_damped_oscillator(n_series=64, n_times=50, random_state=0)
-orig = ode._steps_once_per_gap
-res = {"written-out": [], "segment clock": []}
-for r in range(3):
-    for label in res:
-        ode._steps_once_per_gap = orig if label == "written-out" else (lambda *a: False)
-        m = NeuralODE(hidden_layer_sizes=(32, 32), solver="rk4", max_epochs=8, patience=None, random_state=0, n_threads=1).fit(frame)
-        res[label].append(statistics.median(m.history_.to_frame()["duration"].iloc[1:]))
-        if r == 2: print(label, "valid loss", m.history_.to_frame()["valid_loss"].iloc[-1])
-for k, v in res.items(): print(k, "median epoch s", round(statistics.median(v), 4), [round(x, 4) for x in v])
-print("ratio", statistics.median(res["written-out"]) / statistics.median(res["segment clock"]))
+
+RESULTS = Path(__file__).resolve().parent / "results" / "fixed_steps"
+PATHS = ("written-out steps", "segment clock")
+
+
+def fit(path: str, epochs: int, frame) -> tuple[float, float]:
+    """Median epoch seconds (after the first) and final validation loss of one fit on ``path``."""
+    original = ode._steps_once_per_gap
+    if path == "segment clock":
+        ode._steps_once_per_gap = lambda *args: False
+    try:
+        model = NeuralODE(hidden_layer_sizes=(32, 32), solver="rk4", max_epochs=epochs, patience=None,
+                          random_state=0, n_threads=1).fit(frame)  # fmt: skip
+    finally:
+        ode._steps_once_per_gap = original
+    history = model.history_.to_frame()
+    return statistics.median(history["duration"].iloc[1:]), float(history["valid_loss"].iloc[-1])
+
+
+def main(rounds: int, epochs: int) -> None:
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")
+    frame = make_damped_oscillator(n_series=64, n_times=50, random_state=0)
+    load = os.getloadavg()[0]
+    rows = []
+    for round_ in range(rounds):  # interleaved, so drifting load hits both alike
+        for path in PATHS:
+            seconds, loss = fit(path, epochs, frame)
+            rows.append({"round": round_, "path": path, "epoch_seconds": seconds, "valid_loss": loss})
+            print(rows[-1], flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS / "results.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    median = {p: statistics.median(r["epoch_seconds"] for r in rows if r["path"] == p) for p in PATHS}
+    loss = {p: rows[-len(PATHS) + i]["valid_loss"] for i, p in enumerate(PATHS)}
+    lines = [
+        "# Written-out fixed steps against the segment clock",
+        "",
+        f"NeuralODE(hidden_layer_sizes=(32, 32), solver='rk4'), {epochs} epochs on make_damped_oscillator(64, 50), "
+        f"one torch thread, {rounds} interleaved rounds; 1-minute load average {load:.2f} at the start.",
+        "",
+        "| path | median epoch (s) | validation loss after the last epoch |",
+        "|---|---:|---:|",
+        *[f"| {p} | {median[p]:.4f} | {loss[p]:.6g} |" for p in PATHS],
+        "",
+        f"Written-out ÷ segment clock: {median[PATHS[0]] / median[PATHS[1]]:.2f}x the epoch time.",
+        "",
+        f"Command: `OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/fixed_steps_written_out.py --rounds {rounds} "
+        f"--epochs {epochs}`",
+    ]
+    (RESULTS / "report.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=8)
+    arguments = parser.parse_args()
+    main(arguments.rounds, arguments.epochs)

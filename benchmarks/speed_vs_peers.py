@@ -24,10 +24,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from itertools import pairwise
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -389,43 +387,18 @@ def peers(context: Context, sizes: dict[str, tuple[tuple[int, ...], int]] | None
 
 def authors_rows(context: Context) -> list[Record]:
     """ODE-RNN and Latent ODE against the authors' code: ``authors_reference``'s timed comparison, relabelled."""
-    from dynlearn import ODERNN, LatentODE
-
     import authors_reference as authors
-    from irregular import (
-        LATENT_SPEED, ODERNN_SPEED, ONE_EPOCH, SHARED_TRAIN_SERIES, SPEED_BATCH, dynlearn_iteration, speed_minibatch,
-    )
 
-    checkout = os.environ.get(authors.AUTHORS_PATH_VARIABLE)
-    if not checkout:
-        reason = f"skipped: set {authors.AUTHORS_PATH_VARIABLE} to a checkout of github.com/YuliaRubanova/latent_ode"
-        return [Record(NAME, "authors.skipped", 1, reason)]
-    lib = authors.authors_modules(Path(checkout).expanduser().resolve())
-    frame = speed_minibatch("shared_times", SHARED_TRAIN_SERIES)
+    lib = authors.authors_library()
+    if lib is None:
+        return [Record(NAME, "authors.skipped", 1, authors.SKIPPED)]
     records = []
-    numpy_state = np.random.get_state()  # the authors' code seeds and draws from the global generators
-    try:
-        with torch_threads(1), torch.random.fork_rng(devices=[]):
-            for name, model, estimator, sizes in (
-                ("odernn", "ode_rnn", ODERNN, ODERNN_SPEED), ("latent_ode", "latent_ode", LatentODE, LATENT_SPEED)
-            ):
-                theirs, fetch_seconds, their_networks = authors.authors_training(lib, model, context.device)
-                seen = TrainingCapture()
-                estimator(**sizes, **ONE_EPOCH, callbacks=[seen], device=context.device.type).fit(frame)
-                our_networks = {"encoder": seen.module.encoder.field.net}
-                if name == "latent_ode":
-                    our_networks["latent"] = seen.module.field.net
-                candidates = {"authors": theirs, "dynlearn": dynlearn_iteration(seen, SPEED_BATCH)}
-                networks = {"authors": their_networks, "dynlearn": our_networks}
-                found = authors.compare_with_authors(name, candidates, networks, fetch_seconds, context)
-                for record in found:
-                    if ".speedup_dynlearn_over_" in record.metric:  # authors / dynlearn: turned into dynlearn / peer
-                        metric = record.metric.replace("speedup_dynlearn_over_", "ratio_dynlearn_over_")
-                        records.append(Record(NAME, f"authors.{metric}", 1.0 / record.value, "x"))
-                    elif "matrix_product" not in record.metric and "torch_operators" not in record.metric:
-                        records.append(replace(record, benchmark=NAME, metric=f"authors.{record.metric}"))
-    finally:
-        np.random.set_state(numpy_state)
+    for record in authors.authors_comparisons(lib, context, threads=1, curve=False):
+        if ".speedup_dynlearn_over_" in record.metric:  # authors / dynlearn: turned into dynlearn / peer
+            metric = record.metric.replace("speedup_dynlearn_over_", "ratio_dynlearn_over_")
+            records.append(Record(NAME, f"authors.{metric}", 1.0 / record.value, "x"))
+        elif "matrix_product" not in record.metric and "torch_operators" not in record.metric:
+            records.append(replace(record, benchmark=NAME, metric=f"authors.{record.metric}"))
     return records
 
 
