@@ -1,18 +1,24 @@
 """Benchmark ``scale``: NeuralODE training throughput with 1 and 2 data-parallel processes (torchrun, gloo, CPU).
 
-A problem where compute dominates: 512 series of 20 samples of a damped
-oscillator, hidden layers (256, 256), fixed-step rk4, minibatches of 128 (the
-global batch, the same for every process count, so every run takes the same
-steps). Each process count is run under ``torchrun --nproc_per_node=N`` with
-``OMP_NUM_THREADS=1`` per process, rounds interleaved (1, 2, 1, 2, ...) so
-drifting load hits both alike. Throughput is series per second per epoch, from
-the median duration of the epochs after the first (which pays one-off costs);
-scaling efficiency is throughput(N) / (N * throughput(1)).
+Two problems on a damped oscillator, fixed-step rk4, 20 samples per series:
+
+* ``small``: 512 series, hidden layers (256, 256), global minibatches of 128,
+  so each process does 64 series per step and per-operation overhead (Python,
+  dispatch) is a large share of a step: halving the batch does not halve it;
+* ``large``: 2,048 series, hidden layers (512, 512), global minibatches of 512,
+  a problem where matrix products dominate, the case the 1.7x goal is set for.
+
+The global batch is the same for every process count, so every run takes the
+same steps. Each process count is run under ``torchrun --nproc_per_node=N``
+with ``OMP_NUM_THREADS=1`` per process, rounds interleaved (1, 2, 1, 2, ...)
+so drifting load hits both alike. Throughput is series per second per epoch,
+from the median duration of the epochs after the first (which pays one-off
+costs); scaling efficiency is throughput(N) / (N * throughput(1)).
 
 With ``--baseline REV`` (a git revision from before data-parallel training,
 e.g. ``de32397``) the rounds also time one plain process (no torchrun) of this
-checkout and one of that revision's dynlearn, checked out in a temporary
-worktree: the single-process path must not have become slower.
+checkout and one of that revision's dynlearn on the small problem, checked out
+in a temporary worktree: the single-process path must not have become slower.
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/scale.py [--rounds 3] [--epochs 6] [--baseline REV]``. Writes
 ``benchmarks/results/scale/scale.csv`` and ``report.md``, with the load
@@ -35,22 +41,25 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "scale"
-N_SERIES, N_TIMES, HIDDEN, BATCH = 512, 20, (256, 256), 128
+N_TIMES = 20
+# problem: (series, hidden layer sizes, global minibatch)
+PROBLEMS = {"small": (512, (256, 256), 128), "large": (2048, (512, 512), 512)}
 
 
-def worker(out: Path, epochs: int) -> None:
+def worker(out: Path, epochs: int, problem: str = "small") -> None:
     """Fit under torchrun (or alone) and write rank 0's epoch durations to ``out``."""
     import numpy as np
     import torch
 
     from dynlearn import ConvergenceWarning, NeuralODE
 
+    n_series, hidden, batch = PROBLEMS[problem]
     rng = np.random.RandomState(0)
     t = np.linspace(0.0, 4.0, N_TIMES)
-    phase = rng.uniform(0, 2 * np.pi, size=(N_SERIES, 1))
+    phase = rng.uniform(0, 2 * np.pi, size=(n_series, 1))
     X = np.stack([np.exp(-0.2 * t) * np.cos(1.5 * t + phase), np.exp(-0.2 * t) * np.sin(1.5 * t + phase)], axis=-1)
     model = NeuralODE(
-        hidden_layer_sizes=HIDDEN, solver="rk4", window_size=None, batch_size=BATCH, max_epochs=epochs,
+        hidden_layer_sizes=hidden, solver="rk4", window_size=None, batch_size=batch, max_epochs=epochs,
         patience=None, validation_fraction=0.0, random_state=0, device="cpu", n_threads=1,
     )  # fmt: skip
     with warnings.catch_warnings():
@@ -59,7 +68,9 @@ def worker(out: Path, epochs: int) -> None:
     world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
         durations = model.history_.to_frame()["duration"].tolist()
-        out.write_text(json.dumps({"world_size": world, "durations": durations, "dynlearn": str(Path(dynlearn_file()))}))
+        out.write_text(
+            json.dumps({"world_size": world, "durations": durations, "dynlearn": str(Path(dynlearn_file()))})
+        )
 
 
 def dynlearn_file() -> str:
@@ -74,13 +85,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def run(n_processes: int, epochs: int) -> dict:
+def run(n_processes: int, epochs: int, problem: str) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "durations.json"
         command = [
             sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n_processes}",
             "--master_addr=127.0.0.1", f"--master_port={_free_port()}", __file__, "--worker", str(out),
-            "--epochs", str(epochs),
+            "--epochs", str(epochs), "--problem", problem,
         ]  # fmt: skip
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
         subprocess.run(command, env=env, check=True, capture_output=True)
@@ -110,14 +121,18 @@ def main(rounds: int, epochs: int, baseline: str | None = None) -> None:
                            check=True, capture_output=True)  # fmt: skip
         try:
             for round_ in range(rounds):
-                runs = [(f"torchrun x{n}", n, lambda n=n: run(n, epochs)) for n in (1, 2)]
+                runs = [
+                    (f"{problem}, torchrun x{n}", problem, n, lambda n=n, p=problem: run(n, epochs, p))
+                    for problem in PROBLEMS
+                    for n in (1, 2)
+                ]
                 if baseline is not None:
-                    runs += [("plain, this checkout", 1, lambda: run_plain(epochs, ROOT)),
-                             (f"plain, {baseline}", 1, lambda: run_plain(epochs, base_root))]  # fmt: skip
-                for label, n, go in runs:
+                    runs += [("small, plain, this checkout", "small", 1, lambda: run_plain(epochs, ROOT)),
+                             (f"small, plain, {baseline}", "small", 1, lambda: run_plain(epochs, base_root))]  # fmt: skip
+                for label, problem, n, go in runs:
                     seconds = statistics.median(go()["durations"][1:])
-                    rows.append({"round": round_, "run": label, "processes": n, "epoch_seconds": seconds,
-                                 "series_per_second": N_SERIES / seconds})  # fmt: skip
+                    rows.append({"round": round_, "run": label, "problem": problem, "processes": n,
+                                 "epoch_seconds": seconds, "series_per_second": PROBLEMS[problem][0] / seconds})  # fmt: skip
                     print(rows[-1], flush=True)
         finally:
             if baseline is not None:
@@ -131,12 +146,15 @@ def main(rounds: int, epochs: int, baseline: str | None = None) -> None:
         writer.writerows(rows)
     labels = list(dict.fromkeys(r["run"] for r in rows))
     by_label = {label: statistics.median(r["series_per_second"] for r in rows if r["run"] == label) for label in labels}
-    throughput = {n: by_label[f"torchrun x{n}"] for n in (1, 2)}
-    efficiency = throughput[2] / (2 * throughput[1])
     lines = [
         "# Data-parallel scaling (benchmark `scale`)",
         "",
-        f"NeuralODE, hidden {HIDDEN}, {N_SERIES} series of {N_TIMES} samples, rk4, global batch {BATCH}, "
+        "NeuralODE, rk4, "
+        + "; ".join(
+            f"{name}: {n} series of {N_TIMES} samples, hidden {h}, global batch {b}"
+            for name, (n, h, b) in PROBLEMS.items()
+        )
+        + ". "
         f"{epochs} epochs per run (median of epochs 2..{epochs}), {rounds} rounds interleaved; "
         "torchrun on the CPU (gloo), OMP_NUM_THREADS=1 per process.",
         f"Machine: {os.cpu_count()} cores shared with other work; load average (1, 5, 15 min) "
@@ -149,14 +167,19 @@ def main(rounds: int, epochs: int, baseline: str | None = None) -> None:
         per_round = ", ".join(f"{r['series_per_second']:.1f}" for r in rows if r["run"] == label)
         n = next(r["processes"] for r in rows if r["run"] == label)
         lines.append(f"| {label} | {n} | {by_label[label]:.1f} | {per_round} |")
-    lines += ["", f"Speed-up {throughput[2] / throughput[1]:.2f}x; scaling efficiency {efficiency:.0%}."]
+    lines.append("")
+    for problem in PROBLEMS:
+        speed_up = by_label[f"{problem}, torchrun x2"] / by_label[f"{problem}, torchrun x1"]
+        lines.append(f"{problem}: speed-up of 2 processes {speed_up:.2f}x, scaling efficiency {speed_up / 2:.0%}.")
     if baseline is not None:
-        ratio = by_label["plain, this checkout"] / by_label[f"plain, {baseline}"]
+        ratio = by_label["small, plain, this checkout"] / by_label[f"small, plain, {baseline}"]
         lines.append(f"Single process without torchrun, this checkout against {baseline}: {ratio:.2f}x the throughput.")
     lines.append("")
     lines.append(
         "Command: `OMP_NUM_THREADS=1 python benchmarks/scale.py "
-        f"--rounds {rounds} --epochs {epochs}" + (f" --baseline {baseline}" if baseline else "") + "`. With other processes busy on the same two cores, the second process "
+        f"--rounds {rounds} --epochs {epochs}"
+        + (f" --baseline {baseline}" if baseline else "")
+        + "`. With other processes busy on the same two cores, the second process "
         "competes with them, so the efficiency is a lower bound on what an idle two-core machine gives."
     )
     (RESULTS / "report.md").write_text("\n".join(lines) + "\n")
@@ -166,11 +189,12 @@ def main(rounds: int, epochs: int, baseline: str | None = None) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--problem", choices=sorted(PROBLEMS), default="small", help=argparse.SUPPRESS)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--baseline", default=None, help="a git revision whose single-process fit is timed beside")
     arguments = parser.parse_args()
     if arguments.worker is not None:
-        worker(arguments.worker, arguments.epochs)
+        worker(arguments.worker, arguments.epochs, arguments.problem)
     else:
         main(arguments.rounds, arguments.epochs, arguments.baseline)
