@@ -24,6 +24,7 @@ from ._control import ControlPath
 from ._compiled import fixed_rollout
 from ._fixed import FIXED_STEP_METHODS
 from ._registry import MethodInfo, ode_method
+from ._rk import StepFailure, solve_written_out, writes_out
 
 DEFAULT_MAX_NUM_STEPS = 10_000
 
@@ -574,7 +575,7 @@ def _integrate(
             solution = _odeint_stacked(guarded, y0, t, rows=rows, **kwargs)
         else:
             solution = odeint(guarded, y0, t, **kwargs)
-    except AssertionError as error:
+    except (AssertionError, StepFailure) as error:
         raise IntegrationError(f"The {info.name} solve failed: {error}. {_ADVICE}") from None
     if stats is not None:
         stats.nfe_forward = stats.nfe
@@ -607,6 +608,8 @@ def _odeint_stacked(
     solver then runs from ``t[0]`` to ``t[-1]`` without ending a step on
     any output.
     """
+    if writes_out(kwargs["method"], y0, kwargs["rtol"], kwargs["atol"], kwargs["options"]):
+        return solve_written_out(func, y0, t, kwargs["method"], kwargs["rtol"], kwargs["atol"], kwargs["options"], rows)
     if _TORCHDIFFEQ_SOLVERS is None:  # pragma: no cover
         return odeint(func, y0, t, **kwargs)
     span = t if rows is None else torch.stack([t[0], t[-1]])
