@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..exceptions import input_error
+from ._distributed import is_main_process
 from ._loop import Callback, TrainState
 
 
@@ -69,6 +70,8 @@ class CSVLogger(Callback):
     (earlier warm starts, or the epochs a resumed fit restored), then each
     epoch appends its row and flushes it, so the file can be watched during
     training and never holds rows of epochs a resumed fit trained again.
+    In data-parallel training only rank 0 writes (every process has the
+    same history).
 
     Parameters
     ----------
@@ -93,12 +96,16 @@ class CSVLogger(Callback):
         self.columns = tuple(columns)
 
     def on_train_begin(self, state: TrainState) -> None:
+        if not is_main_process():
+            return
         with open(Path(self.path), "w", newline="") as handle:
             writer = self._writer(handle)
             writer.writeheader()
             writer.writerows(state.history)
 
     def on_epoch_end(self, state: TrainState) -> None:
+        if not is_main_process():
+            return
         with open(Path(self.path), "a", newline="") as handle:
             self._writer(handle).writerow(state.history[-1])
 

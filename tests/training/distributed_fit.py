@@ -2,12 +2,14 @@
 
 ``python distributed_fit.py OUT_DIR CHECKPOINT_DIR`` writes ``OUT_DIR/rank<r>.npz``
 with each model's predictions and history, and how many checkpoint files this
-process wrote. tests/training/test_distributed.py runs it with two processes
+process wrote, and the NeuralODE's CSV log as ``OUT_DIR/history<r>.csv`` where
+the process writes one. tests/training/test_distributed.py runs it with two processes
 and in one, and compares.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import torch
 
 import dynlearn.training._checkpoint as checkpoint_module
 from dynlearn import LatentODE, NeuralODE
-from dynlearn.training import is_main_process
+from dynlearn.training import CSVLogger, is_main_process
 
 
 def series(n_series: int = 11, n_times: int = 12) -> tuple[np.ndarray, np.ndarray]:
@@ -36,10 +38,11 @@ def series(n_series: int = 11, n_times: int = 12) -> tuple[np.ndarray, np.ndarra
     return X, t
 
 
-def models(checkpoint: Path) -> dict[str, object]:
+def models(checkpoint: Path, log: Path) -> dict[str, object]:
     shared = dict(solver="rk4", max_epochs=3, batch_size=5, dtype="float64", device="cpu", n_threads=1, patience=None)
     return {
-        "neural_ode": NeuralODE(hidden_layer_sizes=(8,), window_size=4, random_state=0, checkpoint=checkpoint, **shared),
+        "neural_ode": NeuralODE(hidden_layer_sizes=(8,), window_size=4, random_state=0, checkpoint=checkpoint,
+                                callbacks=[CSVLogger(log)], **shared),  # fmt: skip
         "latent_ode": LatentODE(
             latent_dim=3, encoder_dim=4, encoder_layer_sizes=(6,), ode_layer_sizes=(6,), n_samples_train=2,
             validation_fraction=0.2, random_state=1, **shared,
@@ -55,7 +58,9 @@ def main(out: Path, checkpoint: Path) -> None:
     checkpoint_module.write_atomically = lambda *args: (writes.append(args[1]), write(*args))
     X, t = series()
     results: dict[str, np.ndarray] = {}
-    for name, model in models(checkpoint).items():
+    # Each process names its own log file, so a file written by another rank than 0 would show.
+    log = out / f"history{os.environ.get('RANK', '0')}.csv"
+    for name, model in models(checkpoint, log).items():
         model.fit(X, t=t)
         results[f"{name}_prediction"] = np.asarray(model.predict(X, X_t=t))
         results[f"{name}_history"] = model.history_.to_frame()[["train_loss", "valid_loss"]].to_numpy()

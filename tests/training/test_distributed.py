@@ -70,6 +70,12 @@ def test_only_rank_zero_writes_the_checkpoint(runs):
     assert [p.name for p in (root / "ck_two").iterdir()] == ["checkpoint.pt"]
 
 
+def test_only_rank_zero_writes_the_csv_log(runs):
+    _, _, root = runs
+    assert not (root / "two" / "history1.csv").exists()
+    assert len((root / "two" / "history0.csv").read_text().splitlines()) == 1 + 3  # header and three epochs
+
+
 def test_shares_of_a_batch_cover_it_once_and_differ_by_one_at_most():
     for world_size in (2, 3, 4):
         for n in range(1, 12):
