@@ -22,7 +22,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from .._compat import Interval, StrOptions, validate_parameter_constraints
+from .._compat import Interval, StrOptions, available_if, validate_parameter_constraints
 from .._random import numpy_stream, stream_seed, torch_stream
 from ..data import (
     QueryTimes,
@@ -173,6 +173,18 @@ def guarded_fit(fit: Callable[..., Any]) -> Callable[..., Any]:
     if fit.__doc__:  # every guarded fit documents what failures and interrupts leave behind
         guarded.__doc__ = fit.__doc__.rstrip() + _SHARED_FIT_NOTES.rstrip() + "\n        "
     return guarded
+
+
+def _streams(estimator: "SeriesModel") -> bool:
+    """Whether ``estimator`` trains from a Parquet dataset and in parts (classifiers built on such a model do not)."""
+    return bool(type(estimator)._streams_parquet)
+
+
+def partial_fit_method(partial_fit: Callable[..., Any]) -> Any:
+    """An estimator's ``partial_fit``: guarded like ``fit``, under the thread budget; absent (``hasattr`` False) on
+    subclasses that do not stream (``_streams_parquet``), such as a classifier built on the estimator.
+    """
+    return available_if(_streams)(_under_thread_budget(guarded_fit(partial_fit)))
 
 
 def _restore(estimator: "SeriesModel", before: dict[str, Any], warm: bool) -> None:

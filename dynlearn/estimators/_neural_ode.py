@@ -29,7 +29,7 @@ from ..solvers import (
     solve_ode_irregular,
     solve_sde_irregular,
 )
-from ._base import guarded_fit
+from ._base import guarded_fit, partial_fit_method
 from ._intervals import ConformalIntervals
 from ._base import (
     HOLD_OUT_IN_TIME,
@@ -637,7 +637,7 @@ class NeuralODE(ConformalIntervals, SeriesModel):
                 self._train(loss_fn, train_data, valid_data, max_epochs=budget, batch_weight=_observed_targets)
         return self
 
-    @guarded_fit
+    @partial_fit_method
     def partial_fit(self, X: Any, y: Any = None, *, t: Any = None) -> "NeuralODE":
         """Train one epoch on the series in ``X``, going on from the current weights and scaling.
 

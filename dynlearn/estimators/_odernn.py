@@ -930,6 +930,9 @@ def _series_labels(y: Any, batch: SeriesBatch) -> np.ndarray:
 class _SeriesClassifier:
     """What the per-series classifiers share: label bookkeeping and the outputs built on ``_logits(X, t)``."""
 
+    # Labels come with the series in memory: no Parquet stream, no partial_fit, even on a streaming model's base.
+    _streams_parquet = False
+
     def _fit_classes(self, labels: np.ndarray, fresh: bool) -> np.ndarray:
         """Set ``classes_`` on a fresh fit (two classes at least); the class index of every label."""
         if fresh:
