@@ -350,8 +350,7 @@ class _ODERNNBase(SeriesModel):
         decay = LearningRateDecay(self.learning_rate, self.learning_rate_decay, self._steps_per_epoch(train_data))
         self._train(loss_fn, train_data, valid_data, callbacks=[decay])
 
-    def _series_examples(self, batch: SeriesBatch, rows: slice | None = None, width: int | None = None
-                         ) -> dict[str, np.ndarray]:
+    def _series_examples(self, batch: SeriesBatch) -> dict[str, np.ndarray]:
         """One example per series, padded to the batch's longest (minibatches are trimmed to theirs)."""
         return {"series": np.arange(batch.n_series), **self._internal(batch)}
 
@@ -824,7 +823,7 @@ class ODERNN(ConformalIntervals, _ODERNNBase):
                 return _extrapolation_loss(module, data, solve, fraction, split, draws)
             return _interpolation_loss(module, data, solve, fraction, draws)
 
-        self._train_decaying(loss_fn, *self._split_data(batch, self._series_examples))
+        self._train_decaying(loss_fn, *self._split_data(batch, lambda chunk, *_: self._series_examples(chunk)))
         self._record_state_range(batch)
         return self
 
