@@ -910,14 +910,18 @@ class SeriesModel(BaseEstimator):
         return generator
 
     # ------------------------------------------------------------ examples
-    def _window_index(self, batch: SeriesBatch, window_size: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _window_index(self, batch: SeriesBatch, window_size: int | None,
+                      longest: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Training windows: ``window_size`` consecutive rows of one series, overlapping by half.
 
         Returns the series of each window ``(n_windows,)``, its row indices
         ``(n_windows, width)`` (rows past a series' end repeat its last row)
         and which of those slots are real rows ``(n_windows, width)``.
+        ``longest`` (the longest series of a stream, for a chunk of it) sets
+        the width and stride the whole data in memory would set.
         """
-        width = min(window_size or batch.max_len, batch.max_len)
+        longest = batch.max_len if longest is None else longest
+        width = min(window_size or longest, longest)
         stride = max(1, width // 2)
         rows, series = [], []
         for i, n in enumerate(batch.lengths):

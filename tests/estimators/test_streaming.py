@@ -118,10 +118,8 @@ def test_missing_id_column_is_named(frame, tmp_path):
 
 
 def test_models_that_do_not_stream_say_so(path):
-    with pytest.raises(InputError, match="LatentSDE does not train from a Parquet dataset.*read_parquet.*"
-                                         "LatentODE, NeuralODE, NeuralSDE, ODERNN, which stream"):
-        LatentSDE(max_epochs=1).fit(path)
-    with pytest.raises(InputError, match="HamiltonianNN does not train from a Parquet dataset"):
+    with pytest.raises(InputError, match="HamiltonianNN does not train from a Parquet dataset.*read_parquet.*"
+                                         "LatentODE, LatentSDE, NeuralODE, NeuralSDE, ODERNN, which stream"):
         HamiltonianNN(max_epochs=1).fit(path)
     # A classifier built on a streaming model needs labels with the series in memory.
     with pytest.raises(InputError, match="ODERNNClassifier does not train from a Parquet dataset"):
@@ -193,6 +191,8 @@ def test_auto_batch_size_counts_the_examples_of_every_chunk(frame, path):
 # ------------------------------------------------ the other streaming estimators
 # Small settings each; fixed-step solvers, so a minibatch's losses do not depend on which series share it.
 OTHERS = {
+    LatentSDE: dict(latent_dim=2, context_dim=4, hidden_layer_sizes=(8,), encoder_hidden_size=8,
+                    diffusion_hidden_size=4, n_samples_predict=4, window_size=8, batch_size=8),
     LatentODE: dict(latent_dim=3, encoder_dim=6, encoder_layer_sizes=(8,), ode_layer_sizes=(8,), solver="rk4",
                     refine_steps=2, batch_size=5),
     ODERNN: dict(hidden_dim=4, batch_size=5),
@@ -229,7 +229,8 @@ def test_one_chunk_gives_the_in_memory_model_of_each_streaming_estimator(estimat
     np.testing.assert_allclose(_numbers(memory.predict(frame)), _numbers(streamed.predict(frame)), atol=1e-5)
 
 
-@pytest.mark.parametrize("estimator", list(OTHERS), ids=lambda e: e.__name__)
+# LatentSDE validates on draws of its training noise stream, which depend on the minibatches before: not here.
+@pytest.mark.parametrize("estimator", [LatentODE, ODERNN, NeuralSDE], ids=lambda e: e.__name__)
 def test_several_chunks_validate_on_the_in_memory_examples(estimator, ragged):
     # With a vanishing learning rate the weights stay put: an equal validation loss means the chunks together
     # hold the in-memory validation examples, padded differently only where masked, with the same fixed draws.
