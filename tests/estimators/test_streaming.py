@@ -10,8 +10,8 @@ import pytest
 
 pytest.importorskip("pyarrow")
 
-from dynlearn import (HamiltonianNN, LatentODE, LatentODEClassifier, LatentSDE, NeuralODE, NeuralSDE, ODERNN,
-                      ODERNNClassifier)
+from dynlearn import (HamiltonianNN, LatentODE, LatentODEClassifier, LatentSDE, NeuralCDE, NeuralCDEClassifier,
+                      NeuralODE, NeuralSDE, ODERNN, ODERNNClassifier)
 from dynlearn.data import ID_COLUMN, TIME_COLUMN, ParquetSeries
 from dynlearn.datasets import make_damped_oscillator
 from dynlearn.exceptions import ConvergenceWarning, InputError
@@ -119,12 +119,14 @@ def test_missing_id_column_is_named(frame, tmp_path):
 
 def test_models_that_do_not_stream_say_so(path):
     with pytest.raises(InputError, match="HamiltonianNN does not train from a Parquet dataset.*read_parquet.*"
-                                         "LatentODE, LatentSDE, NeuralODE, NeuralSDE, ODERNN, which stream"):
+                                         "LatentODE, LatentSDE, NeuralCDE, NeuralODE, NeuralSDE, ODERNN, which "
+                                         "stream"):
         HamiltonianNN(max_epochs=1).fit(path)
     # A classifier built on a streaming model needs labels with the series in memory.
     with pytest.raises(InputError, match="ODERNNClassifier does not train from a Parquet dataset"):
         ODERNNClassifier(max_epochs=1).fit(path, np.arange(12) % 2)
-    assert not hasattr(ODERNNClassifier(), "partial_fit") and not hasattr(LatentODEClassifier(), "partial_fit")
+    for classifier in (ODERNNClassifier, LatentODEClassifier, NeuralCDEClassifier):
+        assert not hasattr(classifier(), "partial_fit")
 
 
 def test_times_and_checkpoints_are_refused_with_a_dataset(path, tmp_path):
@@ -197,6 +199,7 @@ OTHERS = {
                     refine_steps=2, batch_size=5),
     ODERNN: dict(hidden_dim=4, batch_size=5),
     NeuralSDE: dict(hidden_layer_sizes=(8,), batch_size=16),
+    NeuralCDE: dict(hidden_dim=4, hidden_layer_sizes=(8,), history_length=6, batch_size=16),
 }
 SHARED = dict(max_epochs=3, random_state=0, validation_fraction=0.25)
 
@@ -230,7 +233,7 @@ def test_one_chunk_gives_the_in_memory_model_of_each_streaming_estimator(estimat
 
 
 # LatentSDE validates on draws of its training noise stream, which depend on the minibatches before: not here.
-@pytest.mark.parametrize("estimator", [LatentODE, ODERNN, NeuralSDE], ids=lambda e: e.__name__)
+@pytest.mark.parametrize("estimator", [LatentODE, ODERNN, NeuralSDE, NeuralCDE], ids=lambda e: e.__name__)
 def test_several_chunks_validate_on_the_in_memory_examples(estimator, ragged):
     # With a vanishing learning rate the weights stay put: an equal validation loss means the chunks together
     # hold the in-memory validation examples, padded differently only where masked, with the same fixed draws.
