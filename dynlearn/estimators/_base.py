@@ -277,7 +277,10 @@ class SeriesModel(BaseEstimator):
     def _steps_per_epoch(self, train_data: "Mapping[str, torch.Tensor] | ChunkedData") -> int:
         """Minibatches of one epoch on ``train_data`` (a streamed epoch's do not cross chunks), for schedules."""
         batch_size = self._minibatch_size(train_data)
-        counts = train_data.sizes()[0] if isinstance(train_data, ChunkedData) else [len(next(iter(train_data.values())))]
+        if isinstance(train_data, ChunkedData):
+            counts = train_data.sizes()[0]
+        else:
+            counts = [len(next(iter(train_data.values())))]
         return sum(math.ceil(n / batch_size) for n in counts)
 
     def _apply_thread_budget(self) -> None:
@@ -431,11 +434,11 @@ class SeriesModel(BaseEstimator):
         ``make(batch, held, rows)`` gives a chunk's training and validation
         tensors; ``held`` marks the chunk's series held out for validation
         (bool per series), or is ``HOLD_OUT_IN_TIME``; ``rows`` is the slice
-        of the chunk's series among all series. ``_held_series`` records the
-        held-out series (positions among all), as the in-memory split does. The held-out series are drawn
-        from all of the stream's series as ``_split_examples`` draws them in
-        memory, so a stream and a frame of the same rows hold out the same
-        series. Validation rereads the chunks holding them after each epoch.
+        of the chunk's series among all series. The held-out series are
+        drawn from all of the stream's series as ``_split_examples`` draws
+        them in memory, so a stream and a frame of the same rows hold out
+        the same series; ``_held_series`` records them (positions among
+        all). Validation rereads the chunks holding them after each epoch.
         """
         n_series = stream.n_series
         n_valid = int(round(self.validation_fraction * n_series))
