@@ -58,3 +58,14 @@ def torch_stream(seed: int, name: str) -> torch.Generator:
 def numpy_stream(seed: int, name: str) -> np.random.Generator:
     """A numpy ``Generator`` (PCG64) for stream ``name``."""
     return np.random.default_rng(stream_sequence(seed, name))
+
+
+def uniform_rows(seed: int, name: str, width: int, rows: slice) -> np.ndarray:
+    """Rows ``rows`` of ``numpy_stream(seed, name).uniform(size=(n, width))``, for any ``n >= rows.stop``.
+
+    The rows before ``rows.start`` are skipped without being drawn (PCG64 draws one word per double and jumps
+    ahead in constant time), so a chunk of series gets the per-series draws the whole data in memory gives them.
+    """
+    generator = numpy_stream(seed, name)
+    generator.bit_generator.advance(int(rows.start) * int(width))
+    return generator.uniform(size=(rows.stop - rows.start, width))

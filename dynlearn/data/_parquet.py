@@ -256,7 +256,9 @@ class SeriesSummary:
     ``values`` and ``inputs`` hold the per-feature moments and ranges of the
     observed states and of the known inputs; ``gaps`` a uniform sample (all
     of them when there are at most ``GAP_SAMPLE``) of the positive gaps
-    between consecutive times; ``first_time`` the earliest time.
+    between consecutive times; ``spans`` every positive span from a series'
+    first to its last time (one number per series, like the series index);
+    ``first_time`` the earliest time.
     """
 
     spec: InputSpec
@@ -264,6 +266,7 @@ class SeriesSummary:
     inputs: _Moments | None = None
     first_time: float = np.inf
     gaps: np.ndarray = field(default_factory=lambda: np.empty(0))
+    spans: np.ndarray = field(default_factory=lambda: np.empty(0))
     _keys: np.ndarray = field(default_factory=lambda: np.empty(0))
 
     def add(self, batch: SeriesBatch, rng: np.random.RandomState) -> None:
@@ -273,6 +276,8 @@ class SeriesSummary:
             rows = np.broadcast_to(batch.row_mask[..., None], batch.inputs.shape)
             self.inputs.add(batch.inputs, rows)
         self.first_time = min(self.first_time, float(batch.times[:, 0].min()))
+        spans = batch.times[np.arange(batch.n_series), batch.lengths - 1] - batch.times[:, 0]
+        self.spans = np.concatenate([self.spans, spans[spans > 0]])
         gaps = np.diff(batch.times, axis=1)[batch.row_mask[:, 1:]]
         gaps = gaps[gaps > 0]
         # Bottom-k sampling: every gap gets a uniform key and the k smallest keys are kept.
@@ -286,6 +291,11 @@ class SeriesSummary:
     @property
     def median_gap(self) -> float:
         return float(np.median(self.gaps)) if len(self.gaps) else 1.0
+
+    @property
+    def median_window(self) -> float | None:
+        """Median positive span of a series (None when no series has one), as in memory."""
+        return float(np.median(self.spans)) if len(self.spans) else None
 
 
 def summarize(source: ParquetSeries, reference: InputSpec, prepare: Callable[[SeriesBatch], SeriesBatch],

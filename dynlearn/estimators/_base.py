@@ -22,7 +22,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from .._compat import Interval, StrOptions, validate_parameter_constraints
+from .._compat import Interval, StrOptions, available_if, validate_parameter_constraints
 from .._random import numpy_stream, stream_seed, torch_stream
 from ..data import (
     QueryTimes,
@@ -105,7 +105,7 @@ CHECKPOINT_FORMAT = 2  # 2: random streams derived and saved by name
 # Attributes that live only while fit runs.
 _FIT_SCRATCH = (
     "_streams", "_resume", "_fingerprints", "_series_print", "_stage", "_interrupted", "_fitting", "_fit_batch",
-    "_held_series", "_continuing",
+    "_held_series", "_continuing", "_partial",
 )
 
 # ``held`` of ``_examples``: hold out the last rows of every series in time instead of whole series.
@@ -173,6 +173,18 @@ def guarded_fit(fit: Callable[..., Any]) -> Callable[..., Any]:
     if fit.__doc__:  # every guarded fit documents what failures and interrupts leave behind
         guarded.__doc__ = fit.__doc__.rstrip() + _SHARED_FIT_NOTES.rstrip() + "\n        "
     return guarded
+
+
+def _streams(estimator: "SeriesModel") -> bool:
+    """Whether ``estimator`` trains from a Parquet dataset and in parts (classifiers built on such a model do not)."""
+    return bool(type(estimator)._streams_parquet)
+
+
+def partial_fit_method(partial_fit: Callable[..., Any]) -> Any:
+    """An estimator's ``partial_fit``: guarded like ``fit``, under the thread budget; absent (``hasattr`` False) on
+    subclasses that do not stream (``_streams_parquet``), such as a classifier built on the estimator.
+    """
+    return available_if(_streams)(_under_thread_budget(guarded_fit(partial_fit)))
 
 
 def _restore(estimator: "SeriesModel", before: dict[str, Any], warm: bool) -> None:
@@ -251,12 +263,25 @@ class SeriesModel(BaseEstimator):
         schedule and its training loop agree.
         """
         if isinstance(self.batch_size, str):
-            n_examples = len(next(iter(train_data.values())))
-            values = max(math.prod(tensor.shape[1:]) for tensor in train_data.values())
+            if isinstance(train_data, ChunkedData):
+                counts, values = train_data.sizes()
+                n_examples = sum(counts)
+            else:
+                n_examples = len(next(iter(train_data.values())))
+                values = max(math.prod(tensor.shape[1:]) for tensor in train_data.values())
             self.batch_size_ = auto_batch_size(n_examples, values, self.device_)
         else:
             self.batch_size_ = int(self.batch_size)
         return self.batch_size_
+
+    def _steps_per_epoch(self, train_data: "Mapping[str, torch.Tensor] | ChunkedData") -> int:
+        """Minibatches of one epoch on ``train_data`` (a streamed epoch's do not cross chunks), for schedules."""
+        batch_size = self._minibatch_size(train_data)
+        if isinstance(train_data, ChunkedData):
+            counts = train_data.sizes()[0]
+        else:
+            counts = [len(next(iter(train_data.values())))]
+        return sum(math.ceil(n / batch_size) for n in counts)
 
     def _apply_thread_budget(self) -> None:
         """Set torch's threads for the module just built (its size decides "auto") and record ``n_threads_``."""
@@ -272,6 +297,32 @@ class SeriesModel(BaseEstimator):
     def _keeps_fitted(self) -> bool:
         """Whether this fit goes on from the fitted model (``warm_start``, or ``partial_fit`` after a first call)."""
         return bool(self.warm_start or self.__dict__.get("_continuing")) and hasattr(self, "module_")
+
+    def _fit(self, X: Any, t: Any) -> "SeriesModel":
+        """The steps of ``fit`` (and of each ``partial_fit`` call) for estimators with ``partial_fit``."""
+        raise NotImplementedError
+
+    def _partial_fit(self, X: Any, t: Any) -> "SeriesModel":
+        """What every ``partial_fit`` does: ``_fit`` as a first fit, then one more epoch per call.
+
+        The first call on an unfitted model sets up as ``fit`` does. Later
+        calls keep scaling and structure (``_continuing``: ``_setup_fit``
+        checks ``X`` against the columns seen first) and ``_train`` runs a
+        single epoch without early stopping, stepping an optimiser that goes
+        on from the state the call before left (``_partial``).
+        """
+        first = not hasattr(self, "module_")
+        self._continuing, self._partial = not first, True
+        if first:
+            self.__dict__.pop("_optimizer_state", None)
+        return self._fit(X, t)
+
+    def _kept_optimizer(self) -> torch.optim.Optimizer:
+        """``partial_fit``'s optimiser (``train``'s AdamW), with the state the previous call left."""
+        optimizer = torch.optim.AdamW(self.module_.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
+        if self.__dict__.get("_optimizer_state") is not None:
+            optimizer.load_state_dict(self._optimizer_state)
+        return optimizer
 
     def _setup_fit(self, X: Any, t: Any) -> "SeriesBatch | SeriesStream":
         """Validate parameters and data, record what fit saw, resolve device and seed.
@@ -326,8 +377,8 @@ class SeriesModel(BaseEstimator):
                 f"series in memory (a DataFrame, an array or a list of arrays): {name} does not train from a "
                 "Parquet dataset in chunks",
                 f"{type(X).__name__} {_preview(X)}",
-                "Read the data into memory with pandas.read_parquet(path) and pass the DataFrame, or fit "
-                "NeuralODE, which streams Parquet data larger than memory.",
+                "Read the data into memory with pandas.read_parquet(path) and pass the DataFrame, or fit one of "
+                f"{', '.join(_streaming_estimators())}, which stream Parquet data larger than memory.",
             )
         if t is not None:
             raise input_error("t", "None for a Parquet dataset (its rows carry their times)", _preview(t),
@@ -345,9 +396,10 @@ class SeriesModel(BaseEstimator):
         self._resume = None
         summary = summarize(source, reference, self._split_inputs, self._seed)
         _check_every_feature_observed_in(summary, self._state_names())
+        stream = SeriesStream(source, reference, summary, self._split_inputs)
         if not self._keeps_fitted():
-            self._fit_scaling_from(summary)
-        return SeriesStream(source, reference, summary, self._split_inputs)
+            self._fit_scaling(stream)
+        return stream
 
     def _state_names(self) -> np.ndarray | None:
         """Names of the modelled columns (X's value columns less the known inputs), None for unnamed columns."""
@@ -375,16 +427,18 @@ class SeriesModel(BaseEstimator):
         self.data_min_, self.data_max_ = summary.values.low.copy(), summary.values.high.copy()
 
     def _stream_examples(
-        self, stream: "SeriesStream", make: Callable[[SeriesBatch, Any], tuple[dict[str, torch.Tensor], Any]]
+        self, stream: "SeriesStream", make: Callable[[SeriesBatch, Any, slice], tuple[dict[str, torch.Tensor], Any]]
     ) -> tuple[ChunkedData, ChunkedData | None]:
         """Training and validation examples of a stream, a chunk at a time.
 
-        ``make(batch, held)`` gives a chunk's training and validation tensors;
-        ``held`` marks the chunk's series held out for validation (bool per
-        series), or is ``HOLD_OUT_IN_TIME``. The held-out series are drawn
-        from all of the stream's series as ``_split_examples`` draws them in
-        memory, so a stream and a frame of the same rows hold out the same
-        series. Validation rereads the chunks holding them after each epoch.
+        ``make(batch, held, rows)`` gives a chunk's training and validation
+        tensors; ``held`` marks the chunk's series held out for validation
+        (bool per series), or is ``HOLD_OUT_IN_TIME``; ``rows`` is the slice
+        of the chunk's series among all series. The held-out series are
+        drawn from all of the stream's series as ``_split_examples`` draws
+        them in memory, so a stream and a frame of the same rows hold out
+        the same series; ``_held_series`` records them (positions among
+        all). Validation rereads the chunks holding them after each epoch.
         """
         n_series = stream.n_series
         n_valid = int(round(self.validation_fraction * n_series))
@@ -392,13 +446,14 @@ class SeriesModel(BaseEstimator):
         held_all = np.zeros(n_series, dtype=bool)
         if by_series and self.validation_fraction > 0:
             held_all[numpy_stream(self._seed, "split").permutation(n_series)[:n_valid]] = True
+        self._held_series = np.flatnonzero(held_all) if held_all.any() else None
         last: dict[int, tuple[dict[str, torch.Tensor], Any]] = {}
 
         def load(k: int) -> tuple[dict[str, torch.Tensor], Any]:
             if k not in last:  # validation right after training on the same chunk does not read it again
                 last.clear()
-                held = held_all[stream.source.chunk_series(k)] if by_series else HOLD_OUT_IN_TIME
-                last[k] = make(stream.read(k), held)
+                rows = stream.source.chunk_series(k)
+                last[k] = make(stream.read(k), held_all[rows] if by_series else HOLD_OUT_IN_TIME, rows)
             return last[k]
 
         n_chunks = stream.source.n_chunks
@@ -409,6 +464,27 @@ class SeriesModel(BaseEstimator):
         empty = lambda k: {}  # noqa: E731
         valid_data = ChunkedData(lambda k: load(k)[1] or empty(k), n_chunks, chunks=chunks)
         return train_data, valid_data
+
+    def _split_data(
+        self, data: "SeriesBatch | SeriesStream", examples_of: Callable[..., dict[str, np.ndarray]]
+    ) -> tuple[Any, Any]:
+        """Training and validation examples tagged by ``"series"``, of data in memory or of a stream.
+
+        ``examples_of(batch)`` gives the examples of a batch in memory;
+        for a stream it is called per chunk as ``examples_of(chunk, rows,
+        width)``, with the chunk's positions among all series and the
+        longest series' length, so that per-series draws can be those of
+        the whole data in memory. The split is ``_split_examples``'s, with
+        the held-out series drawn from all series of a stream.
+        """
+        if not isinstance(data, SeriesStream):
+            return self._split_examples(examples_of(data), data)
+        width = int(data.lengths.max())
+
+        def make(chunk: SeriesBatch, held: Any, rows: slice) -> tuple[Any, Any]:
+            return self._split_examples(examples_of(chunk, rows, width), chunk, held)
+
+        return self._stream_examples(data, make)
 
     def _resolve_covariates(self, spec: Any) -> None:
         """Record ``covariate_index_`` and ``static_index_``: the columns of X named as known inputs.
@@ -513,6 +589,9 @@ class SeriesModel(BaseEstimator):
                     return TrainState(module=self.module_, history=self.history_, max_epochs=0, completed=True)
             callbacks.append(checkpoint.with_context(self._checkpoint_context(stage)))
         recorder = _KeepState()
+        partial = bool(self.__dict__.get("_partial"))
+        if partial:
+            options = {**options, "max_epochs": 1, "patience": None, "optimizer": self._kept_optimizer()}
         batch_size = self._minibatch_size(train_data)
         if isinstance(self.batch_size, str):  # the thread rule now knows the rows of a step
             self._apply_thread_budget()
@@ -539,6 +618,8 @@ class SeriesModel(BaseEstimator):
             raise
         self.n_epochs_ = len(self.history_)
         self.best_epoch_ = state.best_epoch
+        if partial:
+            self._optimizer_state = copy.deepcopy(options["optimizer"].state_dict())
         return state
 
     # ---------------------------------------------------------- checkpoints
@@ -649,7 +730,11 @@ class SeriesModel(BaseEstimator):
         """Fail before any work when ``solver`` names no installed method."""
         ode_method(self.solver, "solver")
 
-    def _fit_scaling(self, batch: SeriesBatch) -> None:
+    def _fit_scaling(self, batch: "SeriesBatch | SeriesStream") -> None:
+        """Scaling of values, inputs and time, and the observed range, from the training data (or a stream's summary)."""
+        if isinstance(batch, SeriesStream):
+            self._fit_scaling_from(batch.summary)
+            return
         if self.standardize:
             self.mean_, self.scale_ = masked_mean_scale(batch.values, batch.mask)
             self.time_scale_ = _median_gap(batch)
@@ -828,14 +913,18 @@ class SeriesModel(BaseEstimator):
         return generator
 
     # ------------------------------------------------------------ examples
-    def _window_index(self, batch: SeriesBatch, window_size: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _window_index(self, batch: SeriesBatch, window_size: int | None,
+                      longest: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Training windows: ``window_size`` consecutive rows of one series, overlapping by half.
 
         Returns the series of each window ``(n_windows,)``, its row indices
         ``(n_windows, width)`` (rows past a series' end repeat its last row)
         and which of those slots are real rows ``(n_windows, width)``.
+        ``longest`` (the longest series of a stream, for a chunk of it) sets
+        the width and stride the whole data in memory would set.
         """
-        width = min(window_size or batch.max_len, batch.max_len)
+        longest = batch.max_len if longest is None else longest
+        width = min(window_size or longest, longest)
         stride = max(1, width // 2)
         rows, series = [], []
         for i, n in enumerate(batch.lengths):
@@ -860,17 +949,20 @@ class SeriesModel(BaseEstimator):
         A ``validation_fraction`` of the series is held out; with too few
         series, the last examples of each series are held out instead.
         ``held`` (bool per series of ``batch``) names the held-out series
-        instead, for a chunk of a stream.
+        instead, for a chunk of a stream; ``HOLD_OUT_IN_TIME`` holds out
+        the last examples of each series, as data with too few series do.
         """
         series = examples.pop("series")
         rng = numpy_stream(self._seed, "split")
         valid = np.zeros(len(series), dtype=bool)
-        self._held_series = None
-        if held is not None:
+        in_time = isinstance(held, str) and held == HOLD_OUT_IN_TIME
+        if held is None:
+            self._held_series = None
+        if held is not None and not in_time:
             valid = held[series]
         elif self.validation_fraction > 0:
             n_valid_series = int(round(self.validation_fraction * batch.n_series))
-            if n_valid_series >= 1 and batch.n_series - n_valid_series >= 1:
+            if not in_time and n_valid_series >= 1 and batch.n_series - n_valid_series >= 1:
                 held = rng.permutation(batch.n_series)[:n_valid_series]
                 valid = np.isin(series, held)
                 self._held_series = held  # whole series the model never trains on: conformal calibration data
@@ -1089,6 +1181,17 @@ class SeriesStream:
         return self.prepare(self.source.read(k, reference=self.spec))
 
 
+def _streaming_estimators() -> list[str]:
+    """Names of dynlearn's estimators whose fit trains from a Parquet dataset (``_streams_parquet``)."""
+    found, stack = set(), [SeriesModel]
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        if cls._streams_parquet and cls.__module__.startswith("dynlearn.estimators.") and not cls.__name__.startswith("_"):
+            found.add(cls.__name__)
+    return sorted(found)
+
+
 def _check_every_feature_observed_in(summary: SeriesSummary, names: Any) -> None:
     """``_check_every_feature_observed`` for a streamed dataset (``names``: of the state columns, or None)."""
     never = np.flatnonzero(summary.values.count == 0)
@@ -1112,8 +1215,10 @@ def _check_every_feature_observed(batch: SeriesBatch) -> None:
         )
 
 
-def _median_window(batch: SeriesBatch) -> float | None:
+def _median_window(batch: "SeriesBatch | SeriesStream") -> float | None:
     """Median positive span from a series' first to its last observation time (None when there is none)."""
+    if isinstance(batch, SeriesStream):
+        return batch.summary.median_window
     spans = batch.times[np.arange(batch.n_series), batch.lengths - 1] - batch.times[:, 0]
     spans = spans[spans > 0]
     return float(np.median(spans)) if len(spans) else None

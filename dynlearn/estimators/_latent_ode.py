@@ -17,13 +17,13 @@ from torch import nn
 from torch.nn import functional
 
 from .._compat import Interval, StrOptions
-from .._random import numpy_stream, torch_stream
+from .._random import numpy_stream, torch_stream, uniform_rows
 from ..data import QueryTimes, SeriesBatch, check_query_times, to_user_kind
 from ..exceptions import TrainingError, input_error
 from ..nn import ACTIVATIONS, MLPVectorField, ODERNNEncoder, make_mlp, mlp_function
 from ..solvers import CONTROL_INTERPOLATIONS, ControlPath, ode_method, solve_ode, solve_ode_irregular
 from ..training import LearningRateDecay, TrainState, draw_rows, whole_batch
-from ._base import guarded_fit
+from ._base import guarded_fit, partial_fit_method
 from ._intervals import ForecastIntervals, check_n_samples, sample_quantiles
 from ._base import (
     PENALTY_CONSTRAINTS,
@@ -31,6 +31,7 @@ from ._base import (
     SHARED_CONSTRAINTS,
     DynamicsCost,
     SeriesModel,
+    SeriesStream,
     _median_window,
     _require_two_times,
     _sampling_seed,
@@ -574,6 +575,8 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
         self.covariate_interpolation = covariate_interpolation
         self.static_covariates = static_covariates
 
+    _streams_parquet = True
+
     # ----------------------------------------------------------------- fit
     @guarded_fit
     def fit(self, X: Any, y: Any = None, *, t: Any = None) -> "LatentODE":
@@ -581,8 +584,16 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
 
         Parameters
         ----------
-        X : DataFrame, ndarray or list of ndarray
-            Series in any accepted kind; NaN marks missing entries.
+        X : DataFrame, ndarray, list of ndarray, path, pyarrow Dataset or ParquetSeries
+            Series in any accepted kind; NaN marks missing entries. A Parquet
+            file or directory of long rows (``series_id``, ``time``, one
+            column per variable; str or path-like), a
+            ``pyarrow.dataset.Dataset`` of them, or a
+            :class:`~dynlearn.data.ParquetSeries` (to set ``chunk_size``) is
+            read a chunk of whole series at a time, so data larger than
+            memory can be fitted (see the user guide, "Data larger than
+            memory"); the same series are held out for validation as in
+            memory. Needs ``pyarrow`` (``pip install 'dynlearn[parquet]'``).
         y : None
             Ignored; present for pipeline compatibility.
         t : array-like, default=None
@@ -592,13 +603,45 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
         -------
         self
         """
+        return self._fit(X, t)
+
+    @partial_fit_method
+    def partial_fit(self, X: Any, y: Any = None, *, t: Any = None) -> "LatentODE":
+        """Train one epoch on the series in ``X``, going on from the current weights and scaling.
+
+        The first call on an unfitted model sets up the model as ``fit``
+        does (scaling and clock from ``X``, fresh weights); later calls keep
+        them, check ``X`` against the columns seen first, and continue
+        training, optimiser state included. The KL weight and the learning
+        rate follow the schedule of the epochs counted over all calls. Each
+        call adds one record to ``history_``, re-estimates ``noise_std_``;
+        early stopping does not apply, and the weights after the epoch are
+        kept. Use it for data that arrive in parts, or to control epochs
+        over a Parquet dataset yourself.
+
+        Parameters
+        ----------
+        X : DataFrame, ndarray, list of ndarray, path, pyarrow Dataset or ParquetSeries
+            As for ``fit``: in memory, or a Parquet dataset read in chunks.
+        y : None
+            Ignored; present for pipeline compatibility.
+        t : array-like, default=None
+            Observation times for array inputs.
+
+        Returns
+        -------
+        self
+        """
+        return self._partial_fit(X, t)
+
+    def _fit(self, X: Any, t: Any) -> "LatentODE":
         batch = self._setup_fit(X, t)
         self._check_settings(batch)
-        train_data, valid_data = self._split_examples(self._examples(batch), batch)
+        train_data, valid_data = self._split_data(batch, self._examples)
         self._init_module(self._build_module)
         draws = self._generator("noise")
         new_cost = DynamicsCost.for_fit(self)
-        schedule = _Schedule(self, n_batches=math.ceil(len(train_data["values"]) / self._minibatch_size(train_data)))
+        schedule = _Schedule(self, n_batches=self._steps_per_epoch(train_data))
 
         def loss_fn(module: _LatentODEModel, data: dict[str, torch.Tensor]) -> torch.Tensor:
             # Training draws fresh subsets and z0 samples and weighs the KL term by the schedule;
@@ -673,10 +716,17 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
             internal["inputs"] = self._scale_inputs(batch.inputs)
         return internal
 
-    def _examples(self, batch: SeriesBatch) -> dict[str, np.ndarray]:
-        """One example per series; ``scores`` fix the encoded subsets used for validation."""
+    def _examples(self, batch: SeriesBatch, rows: slice | None = None, width: int | None = None) -> dict[str, np.ndarray]:
+        """One example per series; ``scores`` fix the encoded subsets used for validation.
+
+        ``rows`` (the batch's positions among all series) and ``width`` (the
+        longest series' length) place a chunk of a stream, whose series then
+        get the scores the whole data in memory gives them.
+        """
         examples = self._internal(batch)
-        examples["scores"] = numpy_stream(self._seed, "validation_subsets").uniform(size=batch.times.shape)
+        rows = slice(0, batch.n_series) if rows is None else rows
+        scores = uniform_rows(self._seed, "validation_subsets", width or batch.times.shape[1], rows)
+        examples["scores"] = scores[:, : batch.times.shape[1]]
         examples["series"] = np.arange(batch.n_series)
         return examples
 
@@ -749,7 +799,7 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
         first = torch.zeros_like(observed_rows).scatter_(1, observed_rows.long().argmax(1, keepdim=True), True)
         return observed_rows & (early | first)
 
-    def _fit_noise(self, batch: SeriesBatch) -> None:
+    def _fit_noise(self, batch: "SeriesBatch | SeriesStream") -> None:
         """Set ``noise_std_``: the spread of observations about the model's predictions of entries it was not shown.
 
         On the series held out for validation (all series when none are),
@@ -763,14 +813,41 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
         noise and model error together, where ``obs_std`` is a fixed
         training weight, far below both (the reason the noise-free draws of
         :meth:`sample` cover few observations).
+
+        A stream is read a chunk at a time; its chosen series get the draws
+        of shown rows they get in memory.
         """
         held = self.__dict__.get("_held_series")
-        chosen = batch.subset(np.sort(held) if held is not None and len(held) else np.arange(batch.n_series))
+        n_series = batch.n_series
+        chosen = np.sort(held) if held is not None and len(held) else np.arange(n_series)
+        sums = np.zeros((2, 2, self._n_states))  # squared residuals and counts, of unshown and of all entries
+        if not isinstance(batch, SeriesStream):
+            self._add_residuals(batch.subset(chosen), slice(0, len(chosen)), None, sums)
+        else:
+            width = int(batch.lengths[chosen].max())
+            for k in range(batch.source.n_chunks):
+                rows = batch.source.chunk_series(k)
+                first, stop = (int(i) for i in np.searchsorted(chosen, [rows.start, rows.stop]))
+                if stop > first:
+                    chunk = batch.read(k)
+                    self._add_residuals(chunk.subset(chosen[first:stop] - rows.start), slice(first, stop), width, sums)
+        squared, counts = sums
+        # Entries the encoder was not shown; where a feature has none (observed_fraction=1), all its entries.
+        use = np.where(counts[0] > 0, 0, 1)
+        picked = np.arange(self._n_states)
+        mean_square = squared[use, picked] / np.maximum(counts[use, picked], 1)
+        self.noise_std_ = np.sqrt(mean_square) * self.scale_
+
+    def _add_residuals(self, chosen: SeriesBatch, rows: slice, width: int | None, sums: np.ndarray) -> None:
+        """Add ``_fit_noise``'s squared residuals and counts on the series ``chosen`` to ``sums``.
+
+        ``rows`` and ``width`` place them among all chosen series, for the draws of the rows shown.
+        """
         data = self._internal(chosen)
-        scores = numpy_stream(self._seed, "noise_estimate").uniform(size=data["times"].shape)
+        scores = uniform_rows(self._seed, "noise_estimate", width or data["times"].shape[1], rows)
+        scores = scores[:, : data["times"].shape[1]]
         module = self.module_.eval()
-        squared = np.zeros((2, batch.n_features))
-        counts = np.zeros((2, batch.n_features))
+        squared, counts = sums
         for start in range(0, chosen.n_series, _ENCODE_CHUNK):
             part = slice(start, start + _ENCODE_CHUNK)
             width = int(chosen.lengths[part].max())
@@ -801,11 +878,6 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
             for k, where in enumerate((unshown, observed)):
                 squared[k] += np.where(where, error, 0.0).sum(axis=(0, 1))
                 counts[k] += where.sum(axis=(0, 1))
-        # Entries the encoder was not shown; where a feature has none (observed_fraction=1), all its entries.
-        use = np.where(counts[0] > 0, 0, 1)
-        picked = np.arange(batch.n_features)
-        mean_square = squared[use, picked] / np.maximum(counts[use, picked], 1)
-        self.noise_std_ = np.sqrt(mean_square) * self.scale_
 
     # ------------------------------------------------------------- encoding
     def _posterior(

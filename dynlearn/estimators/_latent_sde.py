@@ -17,7 +17,7 @@ from ..exceptions import input_error
 from ..nn import ACTIVATIONS, make_mlp
 from ..solvers import CONTROL_INTERPOLATIONS, ControlPath, sde_method, solve_sde
 from ..training import Callback, TrainState
-from ._base import guarded_fit
+from ._base import guarded_fit, partial_fit_method
 from ._intervals import ForecastIntervals, check_n_samples, sample_quantiles
 from ._base import SHARED_CONSTRAINTS, SeriesModel, _sampling_seed
 
@@ -642,6 +642,8 @@ class LatentSDE(ForecastIntervals, SeriesModel):
             interpolation=self.covariate_interpolation,
         )
 
+    _streams_parquet = True
+
     # ----------------------------------------------------------------- fit
     @guarded_fit
     def fit(self, X: Any, y: Any = None, *, t: Any = None) -> "LatentSDE":
@@ -649,8 +651,14 @@ class LatentSDE(ForecastIntervals, SeriesModel):
 
         Parameters
         ----------
-        X : DataFrame, ndarray or list of ndarray
-            Series in any accepted kind; NaN marks missing entries.
+        X : DataFrame, ndarray, list of ndarray, path, pyarrow Dataset or ParquetSeries
+            Series in any accepted kind; NaN marks missing entries. A Parquet
+            dataset (a path, a ``pyarrow.dataset.Dataset`` or a
+            :class:`~dynlearn.data.ParquetSeries`) is read a chunk of whole
+            series at a time, as :meth:`NeuralODE.fit` reads it: each chunk
+            gives the windows the whole data in memory gives its series, and
+            the same series are held out (see the user guide, "Data larger
+            than memory").
         y : None
             Ignored; present for pipeline compatibility.
         t : array-like, default=None
@@ -660,10 +668,40 @@ class LatentSDE(ForecastIntervals, SeriesModel):
         -------
         self
         """
+        return self._fit(X, t)
+
+    @partial_fit_method
+    def partial_fit(self, X: Any, y: Any = None, *, t: Any = None) -> "LatentSDE":
+        """Train one epoch on the series in ``X``, going on from the current weights and scaling.
+
+        The first call on an unfitted model sets up the model as ``fit``
+        does (scaling and solver from ``X``, fresh weights); later calls
+        keep them, check ``X`` against the columns seen first, and continue
+        training, optimiser state included, with the KL weight annealed over
+        the epochs of all calls. Each call adds one record to ``history_``;
+        early stopping does not apply, and the weights after the epoch are
+        kept.
+
+        Parameters
+        ----------
+        X : DataFrame, ndarray, list of ndarray, path, pyarrow Dataset or ParquetSeries
+            As for ``fit``: in memory, or a Parquet dataset read in chunks.
+        y : None
+            Ignored; present for pipeline compatibility.
+        t : array-like, default=None
+            Observation times for array inputs.
+
+        Returns
+        -------
+        self
+        """
+        return self._partial_fit(X, t)
+
+    def _fit(self, X: Any, t: Any) -> "LatentSDE":
         batch = self._setup_fit(X, t)
         self._check_learnable(batch)
-        train_data, valid_data = self._split_examples(self._windows(batch), batch)
-        if not (self.warm_start and hasattr(self, "module_")):
+        train_data, valid_data = self._split_data(batch, self._windows)
+        if not self._keeps_fitted():
             self.method_ = sde_method(self.solver).name
         self._init_module(self._build_module)
         weight = {"kl_weight": float(self.kl_weight)}
@@ -685,9 +723,14 @@ class LatentSDE(ForecastIntervals, SeriesModel):
             self.module_.dynamics.release()
         return self
 
-    def _windows(self, batch: SeriesBatch) -> dict[str, np.ndarray]:
-        """Training windows with times shifted to start at 0 (the model is autonomous)."""
-        series, index, real = self._window_index(batch, self.window_size)
+    def _windows(self, batch: SeriesBatch, rows: slice | None = None, longest: int | None = None
+                 ) -> dict[str, np.ndarray]:
+        """Training windows with times shifted to start at 0 (the model is autonomous).
+
+        For a chunk of a stream, ``longest`` (its longest series) sets the
+        windows' width as in memory; ``rows`` (the chunk's place) is unused.
+        """
+        series, index, real = self._window_index(batch, self.window_size, longest)
         times = self._scale_times(batch.times)[series[:, None], index]
         observed = np.where(batch.mask, self._scale_values(batch.values), 0.0)
         windows = {

@@ -19,7 +19,8 @@ from ..data import QueryTimes, SeriesBatch
 from ..exceptions import input_error
 from ..nn import ACTIVATIONS, make_mlp
 from ..solvers import ControlPath, solve_ode_irregular
-from ._base import SHARED_CONSTRAINTS, SeriesModel, _median_gap, _query_groups, _require_two_times, guarded_fit
+from ._base import (SHARED_CONSTRAINTS, SeriesModel, SeriesStream, _median_gap, _query_groups, _require_two_times,
+                    guarded_fit, partial_fit_method)
 from ._intervals import ConformalIntervals
 from ._odernn import _series_labels, _SeriesClassifier
 
@@ -171,14 +172,17 @@ class _CDEBase(SeriesModel):
 
     def _resolve_channels(self, batch: SeriesBatch) -> None:
         """Check the layer sizes and record ``mask_channels_`` at a fresh fit."""
-        if self.warm_start and hasattr(self, "module_"):
+        if self._keeps_fitted():
             return
         for width in self.hidden_layer_sizes:
             if not isinstance(width, Integral) or width < 1:
                 raise input_error(
                     "hidden_layer_sizes", "a tuple of positive ints", repr(self.hidden_layer_sizes), "E.g. (64,)."
                 )
-        missing = not batch.mask[batch.row_mask].all()
+        if isinstance(batch, SeriesStream):  # an entry is missing where a feature has fewer values than rows
+            missing = bool((batch.summary.values.count < batch.source.n_rows).any())
+        else:
+            missing = not batch.mask[batch.row_mask].all()
         self.mask_channels_ = missing if self.mask_channels == "auto" else bool(self.mask_channels)
 
     @property
@@ -413,14 +417,24 @@ class NeuralCDE(ConformalIntervals, _CDEBase):
         """Divisor of the count channels: a path reads at most ``history_length`` observations."""
         return float(self.history_length)
 
+    _streams_parquet = True
+
     @guarded_fit
     def fit(self, X: Any, y: Any = None, *, t: Any = None) -> NeuralCDE:
         """Learn ζ, ``f`` and the read-out from forecasts of the series in ``X``.
 
         Parameters
         ----------
-        X : DataFrame, ndarray or list of ndarray
-            Series in any accepted kind; NaN marks missing entries.
+        X : DataFrame, ndarray, list of ndarray, path, pyarrow Dataset or ParquetSeries
+            Series in any accepted kind; NaN marks missing entries. A Parquet
+            dataset (a path, a ``pyarrow.dataset.Dataset`` or a
+            :class:`~dynlearn.data.ParquetSeries`) is read a chunk of whole
+            series at a time, as :meth:`NeuralODE.fit` reads it: each chunk
+            gives the forecast examples the whole data in memory gives its
+            series, and the same series are held out (see the user guide,
+            "Data larger than memory"). The conformal intervals are
+            calibrated on held-out series in memory only: after a streamed
+            fit, call ``calibrate`` on series in memory to get them.
         y : None
             Ignored; present for pipeline compatibility.
         t : array-like, default=None
@@ -430,10 +444,39 @@ class NeuralCDE(ConformalIntervals, _CDEBase):
         -------
         self
         """
+        return self._fit(X, t)
+
+    @partial_fit_method
+    def partial_fit(self, X: Any, y: Any = None, *, t: Any = None) -> NeuralCDE:
+        """Train one epoch on the series in ``X``, going on from the current weights and scaling.
+
+        The first call on an unfitted model sets up the model as ``fit``
+        does (scaling, channels and ``forecast_rows_`` from ``X``, fresh
+        weights); later calls keep them, check ``X`` against the columns
+        seen first, and continue training, optimiser state included. Each
+        call adds one record to ``history_``; early stopping does not apply,
+        and the weights after the epoch are kept.
+
+        Parameters
+        ----------
+        X : DataFrame, ndarray, list of ndarray, path, pyarrow Dataset or ParquetSeries
+            As for ``fit``: in memory, or a Parquet dataset read in chunks.
+        y : None
+            Ignored; present for pipeline compatibility.
+        t : array-like, default=None
+            Observation times for array inputs.
+
+        Returns
+        -------
+        self
+        """
+        return self._partial_fit(X, t)
+
+    def _fit(self, X: Any, t: Any) -> NeuralCDE:
         batch = self._setup_fit(X, t)
         _require_two_times(batch, "A forecaster learns from what follows each history")
         self._resolve_channels(batch)
-        if not (self.warm_start and hasattr(self, "forecast_rows_")):
+        if not self._keeps_fitted():
             self.forecast_rows_ = self._forecast_rows(batch)
         self._init_module(self._build_module)
         solve = self._solve_options()
@@ -445,11 +488,12 @@ class NeuralCDE(ConformalIntervals, _CDEBase):
             mask = data["mask"]
             return (((predicted - data["values"]) ** 2) * mask).sum() / mask.sum().clamp_min(1)
 
-        train_data, valid_data = self._split_examples(self._examples(batch), batch)
+        n_cuts = int(np.maximum(batch.lengths - 1, 0).sum())  # of all series: it sets the stride of the cuts
+        train_data, valid_data = self._split_data(batch, lambda chunk, *_: self._examples(chunk, n_cuts))
         self._train(loss_fn, train_data, valid_data)
         return self
 
-    def _forecast_rows(self, batch: SeriesBatch) -> int:
+    def _forecast_rows(self, batch: "SeriesBatch | SeriesStream") -> int:
         longest = max(int(batch.lengths.max()) - 1, 1)
         if self.horizon is not None:
             span = self.horizon
@@ -459,18 +503,20 @@ class NeuralCDE(ConformalIntervals, _CDEBase):
         rows = math.ceil(_AUTO_FORECAST_SHARE * float(np.median(batch.lengths)))
         return int(min(max(rows, _AUTO_FORECAST_MIN), _AUTO_FORECAST_MAX, longest))
 
-    def _examples(self, batch: SeriesBatch) -> dict[str, np.ndarray]:
+    def _examples(self, batch: SeriesBatch, n_cuts: int | None = None) -> dict[str, np.ndarray]:
         """One example per (series, cut row): ``history_length`` rows up to the cut, then ``forecast_rows_``.
 
         Cuts are every few rows (see ``_MIN_EXAMPLES``), counted back from
-        each series' second-to-last row.
+        each series' second-to-last row; the stride is set from ``n_cuts``,
+        the possible cuts of all series (of the batch when None; of the
+        whole stream for a chunk of one).
 
         History rows before a series' start repeat its first row and rows
         after its end its last (zero gaps: the state holds); only the
         observed entries of real future rows are scored.
         """
         rows = self._rows(batch)
-        n_cuts = int(np.maximum(batch.lengths - 1, 0).sum())
+        n_cuts = int(np.maximum(batch.lengths - 1, 0).sum()) if n_cuts is None else n_cuts
         stride = max(1, min(self.forecast_rows_ // 2, n_cuts // _MIN_EXAMPLES))
         # Each series' last cut is its second-to-last row, so every row is forecast by some example.
         per_series = [np.unique(np.r_[np.arange(n - 2, -1, -stride)]) if n > 1 else np.arange(0) for n in batch.lengths]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import datetime
 import math
 import warnings
@@ -30,7 +29,7 @@ from ..solvers import (
     solve_ode_irregular,
     solve_sde_irregular,
 )
-from ._base import guarded_fit
+from ._base import guarded_fit, partial_fit_method
 from ._intervals import ConformalIntervals
 from ._base import (
     HOLD_OUT_IN_TIME,
@@ -617,12 +616,16 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         -------
         self
         """
+        return self._fit(X, t)
+
+    def _fit(self, X: Any, t: Any) -> "NeuralODE":
         data = self._setup_fit(X, t)
         self._check_learnable(data)
         self._resolve_structure(data)
         self._init_module(self._build_module)
         loss_fn = self._loss_fn()
-        stages = self._curriculum(self.window_size_)
+        # partial_fit trains on windows of window_size_ rows from its first call: no warm-up stages.
+        stages = [self.window_size_] if self.__dict__.get("_partial") else self._curriculum(self.window_size_)
         for stage, width in enumerate(stages, start=1):
             train_data, valid_data = self._examples(data, width)
             if stage == len(stages):
@@ -634,7 +637,7 @@ class NeuralODE(ConformalIntervals, SeriesModel):
                 self._train(loss_fn, train_data, valid_data, max_epochs=budget, batch_weight=_observed_targets)
         return self
 
-    @guarded_fit
+    @partial_fit_method
     def partial_fit(self, X: Any, y: Any = None, *, t: Any = None) -> "NeuralODE":
         """Train one epoch on the series in ``X``, going on from the current weights and scaling.
 
@@ -660,22 +663,7 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         -------
         self
         """
-        first = not hasattr(self, "module_")
-        self._continuing = not first
-        data = self._setup_fit(X, t)
-        self._check_learnable(data)
-        self._resolve_structure(data)
-        self._init_module(self._build_module)
-        if first:
-            self.__dict__.pop("_optimizer_state", None)
-        optimizer = torch.optim.AdamW(self.module_.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
-        if self.__dict__.get("_optimizer_state") is not None:
-            optimizer.load_state_dict(self._optimizer_state)
-        train_data, valid_data = self._examples(data, self.window_size_)
-        self._train(self._loss_fn(), train_data, valid_data, max_epochs=1, patience=None, optimizer=optimizer,
-                    batch_weight=_observed_targets)
-        self._optimizer_state = copy.deepcopy(optimizer.state_dict())
-        return self
+        return self._partial_fit(X, t)
 
     def _loss_fn(self) -> Any:
         """The training loss: mean squared error of each window's rollout over its observed entries."""
@@ -858,7 +846,7 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         """
         if isinstance(batch, SeriesStream):
             lengths = batch.lengths
-            return self._stream_examples(batch, lambda chunk, held: self._examples(chunk, width, held, lengths))
+            return self._stream_examples(batch, lambda chunk, held, _: self._examples(chunk, width, held, lengths))
         if held is None:
             n_valid_series = int(round(self.validation_fraction * batch.n_series))
             in_time = not (self.validation_fraction == 0 or 1 <= n_valid_series < batch.n_series)

@@ -31,6 +31,7 @@ from ._base import (
     _query_groups,
     _sampling_seed,
     guarded_fit,
+    partial_fit_method,
 )
 from ._intervals import ForecastIntervals, sample_quantiles
 
@@ -417,6 +418,8 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
                 repr(self.solver), "NeuralSDE learns an Itô SDE; Stratonovich methods would change its meaning.",
             )
 
+    _streams_parquet = True
+
     # ----------------------------------------------------------------- fit
     @guarded_fit
     def fit(self, X: Any, y: Any = None, *, t: Any = None) -> "NeuralSDE":
@@ -424,8 +427,14 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
 
         Parameters
         ----------
-        X : DataFrame, ndarray or list of ndarray
-            Series in any accepted kind; NaN marks missing entries.
+        X : DataFrame, ndarray, list of ndarray, path, pyarrow Dataset or ParquetSeries
+            Series in any accepted kind; NaN marks missing entries. A Parquet
+            dataset (a path, a ``pyarrow.dataset.Dataset`` or a
+            :class:`~dynlearn.data.ParquetSeries`) is read a chunk of whole
+            series at a time, as :meth:`NeuralODE.fit` reads it, holding out
+            the same series (or, with too few series, the same last
+            transitions of each) as in memory (see the user guide, "Data
+            larger than memory").
         y : None
             Ignored; present for pipeline compatibility.
         t : array-like, default=None
@@ -435,13 +444,41 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
         -------
         self
         """
+        return self._fit(X, t)
+
+    @partial_fit_method
+    def partial_fit(self, X: Any, y: Any = None, *, t: Any = None) -> "NeuralSDE":
+        """Train one epoch on the series in ``X``, going on from the current weights and scaling.
+
+        The first call on an unfitted model sets up the model as ``fit``
+        does (scaling from ``X``, fresh weights); later calls keep the
+        scaling, check ``X`` against the columns seen first, and continue
+        training on its transitions, optimiser state included. Each call
+        adds one record to ``history_``; early stopping does not apply, and
+        the weights after the epoch are kept.
+
+        Parameters
+        ----------
+        X : DataFrame, ndarray, list of ndarray, path, pyarrow Dataset or ParquetSeries
+            As for ``fit``: in memory, or a Parquet dataset read in chunks.
+        y : None
+            Ignored; present for pipeline compatibility.
+        t : array-like, default=None
+            Observation times for array inputs.
+
+        Returns
+        -------
+        self
+        """
+        return self._partial_fit(X, t)
+
+    def _fit(self, X: Any, t: Any) -> "NeuralSDE":
         batch = self._setup_fit(X, t)
         self._check_learnable(batch)
-        examples = self._transitions(batch)
-        if len(examples["series"]) == 0:
+        if isinstance(batch, SeriesBatch) and not len(_transition_rows(batch)[0]):
             raise input_error("X", "two consecutive rows with an observed entry in the second", "none",
                               "Pass series with at least two observed rows.")
-        train_data, valid_data = self._split_examples(examples, batch)
+        train_data, valid_data = self._split_data(batch, lambda chunk, *_: self._transitions(chunk))
         self._init_module(self._build_module)
 
         def loss_fn(module: _SDEModel, data: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -483,8 +520,7 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
     def _transitions(self, batch: SeriesBatch) -> dict[str, np.ndarray]:
         """Every pair of consecutive rows whose second row has an observed entry."""
         filled, times, observed = self._internal(batch)
-        series, row = np.nonzero(batch.row_mask[:, 1:] & batch.mask[:, 1:].any(axis=2))
-        row = row + 1
+        series, row = _transition_rows(batch)
         examples = {
             "series": series,
             "x0": filled[series, row - 1],
@@ -843,3 +879,9 @@ def _check_forward(gaps: np.ndarray, query: QueryTimes) -> None:
             "t", "query times at or after each series' first observation", f"{int(early.sum())} earlier queries",
             "An SDE is simulated forwards in time from an observation; drop queries before a series starts.",
         )
+
+
+def _transition_rows(batch: SeriesBatch) -> tuple[np.ndarray, np.ndarray]:
+    """Series and row of every row after the first with an observed entry: the end of a transition."""
+    series, row = np.nonzero(batch.row_mask[:, 1:] & batch.mask[:, 1:].any(axis=2))
+    return series, row + 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from numbers import Integral, Real
 from typing import Any, Sequence
 
@@ -23,7 +22,7 @@ from ..exceptions import input_error
 from ..nn import ACTIVATIONS, ODERNNEncoder, make_mlp
 from ..solvers import CONTROL_INTERPOLATIONS, ode_method
 from ..training import LearningRateDecay
-from ._base import guarded_fit
+from ._base import SeriesStream, guarded_fit, partial_fit_method
 from ._intervals import ConformalIntervals
 from ._base import SERIES_WINDOW, SHARED_CONSTRAINTS, SeriesModel, _anchor_rows, _median_window, _require_two_times
 
@@ -345,12 +344,14 @@ class _ODERNNBase(SeriesModel):
             self._n_inputs,
         )
 
-    def _train_decaying(self, loss_fn: Any, examples: dict[str, np.ndarray], batch: SeriesBatch) -> None:
-        """Train on ``examples`` with the learning rate decaying per minibatch (``learning_rate_decay``)."""
-        train_data, valid_data = self._split_examples(examples, batch)
-        n_batches = math.ceil(len(train_data["values"]) / self._minibatch_size(train_data))
-        decay = LearningRateDecay(self.learning_rate, self.learning_rate_decay, n_batches)
+    def _train_decaying(self, loss_fn: Any, train_data: Any, valid_data: Any) -> None:
+        """Train with the learning rate decaying per minibatch (``learning_rate_decay``)."""
+        decay = LearningRateDecay(self.learning_rate, self.learning_rate_decay, self._steps_per_epoch(train_data))
         self._train(loss_fn, train_data, valid_data, callbacks=[decay])
+
+    def _series_examples(self, batch: SeriesBatch) -> dict[str, np.ndarray]:
+        """One example per series, padded to the batch's longest (minibatches are trimmed to theirs)."""
+        return {"series": np.arange(batch.n_series), **self._internal(batch)}
 
     def _fit_scaling(self, batch: SeriesBatch) -> None:
         super()._fit_scaling(batch)
@@ -745,14 +746,23 @@ class ODERNN(ConformalIntervals, _ODERNNBase):
         self.checkpoint = checkpoint
         self.callbacks = callbacks
 
+    _streams_parquet = True
+
     @guarded_fit
     def fit(self, X: Any, y: Any = None, *, t: Any = None) -> "ODERNN":
         """Learn the ODE-RNN from the series in ``X``.
 
         Parameters
         ----------
-        X : DataFrame, ndarray or list of ndarray
-            Series in any accepted kind; NaN marks missing entries.
+        X : DataFrame, ndarray, list of ndarray, path, pyarrow Dataset or ParquetSeries
+            Series in any accepted kind; NaN marks missing entries. A Parquet
+            dataset (a path, a ``pyarrow.dataset.Dataset`` or a
+            :class:`~dynlearn.data.ParquetSeries`) is read a chunk of whole
+            series at a time, as :meth:`NeuralODE.fit` reads it, holding out
+            the same series as in memory (see the user guide, "Data larger
+            than memory"). The conformal intervals are calibrated on the
+            held-out series in memory only: after a streamed fit, call
+            ``calibrate`` on series in memory to get them.
         y : None
             Ignored; present for pipeline compatibility.
         t : array-like, default=None
@@ -762,11 +772,42 @@ class ODERNN(ConformalIntervals, _ODERNNBase):
         -------
         self
         """
+        return self._fit(X, t)
+
+    @partial_fit_method
+    def partial_fit(self, X: Any, y: Any = None, *, t: Any = None) -> "ODERNN":
+        """Train one epoch on the series in ``X``, going on from the current weights and scaling.
+
+        The first call on an unfitted model sets up the model as ``fit``
+        does (scaling, clock and step size from ``X``, fresh weights); later
+        calls keep them, check ``X`` against the columns seen first, and
+        continue training, optimiser state included, with the learning rate
+        decayed over the epochs of all calls. Each call adds one record to
+        ``history_`` and records the hidden-state box of ``stabilize`` anew;
+        early stopping does not apply, and the weights after the epoch are
+        kept.
+
+        Parameters
+        ----------
+        X : DataFrame, ndarray, list of ndarray, path, pyarrow Dataset or ParquetSeries
+            As for ``fit``: in memory, or a Parquet dataset read in chunks.
+        y : None
+            Ignored; present for pipeline compatibility.
+        t : array-like, default=None
+            Observation times for array inputs.
+
+        Returns
+        -------
+        self
+        """
+        return self._partial_fit(X, t)
+
+    def _fit(self, X: Any, t: Any) -> "ODERNN":
         batch = self._setup_fit(X, t)
         self._check_sizes()
         self._check_interpolation()
         _require_two_times(batch)
-        if not (self.warm_start and hasattr(self, "module_")):
+        if not self._keeps_fitted():
             self._fit_step(batch)
         self._init_module(self._build_module)
         solve = self._solve_options()
@@ -781,25 +822,27 @@ class ODERNN(ConformalIntervals, _ODERNNBase):
                 return _extrapolation_loss(module, data, solve, fraction, split, draws)
             return _interpolation_loss(module, data, solve, fraction, draws)
 
-        examples = {"series": np.arange(batch.n_series), **self._internal(batch)}
-        self._train_decaying(loss_fn, examples, batch)
+        self._train_decaying(loss_fn, *self._split_data(batch, lambda chunk, *_: self._series_examples(chunk)))
         self._record_state_range(batch)
         return self
 
-    def _record_state_range(self, batch: SeriesBatch) -> None:
-        """Set ``state_min_`` / ``state_max_``: the box of hidden states the trained encoder reaches on ``batch``.
+    def _record_state_range(self, data: "SeriesBatch | SeriesStream") -> None:
+        """Set ``state_min_`` / ``state_max_``: the box of hidden states the trained encoder reaches on ``data``.
 
         Every state counts: the one after each observation's update and the
         one evolved to it before. The box is that range widened by
-        ``_STATE_MARGIN`` of its width on each side.
+        ``_STATE_MARGIN`` of its width on each side. A stream is encoded a
+        chunk at a time.
         """
         low = high = None
-        for part, _, (states, before), _, _ in self._encode_chunks(batch, return_before=True):
-            real = torch.arange(states.shape[1], device=states.device)[None, :] < torch.as_tensor(
-                batch.lengths[part], device=states.device)[:, None]
-            seen = torch.cat([states[real], before[real]]).cpu().double().numpy()
-            low = seen.min(axis=0) if low is None else np.minimum(low, seen.min(axis=0))
-            high = seen.max(axis=0) if high is None else np.maximum(high, seen.max(axis=0))
+        chunks = (data.read(k) for k in range(data.source.n_chunks)) if isinstance(data, SeriesStream) else [data]
+        for batch in chunks:
+            for part, _, (states, before), _, _ in self._encode_chunks(batch, return_before=True):
+                real = torch.arange(states.shape[1], device=states.device)[None, :] < torch.as_tensor(
+                    batch.lengths[part], device=states.device)[:, None]
+                seen = torch.cat([states[real], before[real]]).cpu().double().numpy()
+                low = seen.min(axis=0) if low is None else np.minimum(low, seen.min(axis=0))
+                high = seen.max(axis=0) if high is None else np.maximum(high, seen.max(axis=0))
         margin = _STATE_MARGIN * (high - low)
         self.state_min_, self.state_max_ = low - margin, high + margin
 
@@ -929,6 +972,9 @@ def _series_labels(y: Any, batch: SeriesBatch) -> np.ndarray:
 
 class _SeriesClassifier:
     """What the per-series classifiers share: label bookkeeping and the outputs built on ``_logits(X, t)``."""
+
+    # Labels come with the series in memory: no Parquet stream, no partial_fit, even on a streaming model's base.
+    _streams_parquet = False
 
     def _fit_classes(self, labels: np.ndarray, fresh: bool) -> np.ndarray:
         """Set ``classes_`` on a fresh fit (two classes at least); the class index of every label."""
@@ -1225,8 +1271,8 @@ class ODERNNClassifier(_SeriesClassifier, ClassifierMixin, _ODERNNBase):
                 loss = loss + weight * _masked_mse(module.decoder(before[:, 1:]), values[:, 1:], mask[:, 1:])
             return loss
 
-        examples = {"series": np.arange(batch.n_series), **self._internal(batch), "label": codes.astype(np.float64)}
-        self._train_decaying(loss_fn, examples, batch)
+        examples = {**self._series_examples(batch), "label": codes.astype(np.float64)}
+        self._train_decaying(loss_fn, *self._split_examples(examples, batch))
         return self
 
     def _logits(self, X: Any, t: Any = None) -> np.ndarray:

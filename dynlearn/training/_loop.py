@@ -63,6 +63,22 @@ class ChunkedData:
         self.load, self.n_chunks, self.order = load, n_chunks, order
         self.chunks = list(range(n_chunks)) if chunks is None else list(chunks)
         self._kept: Batch | None = None
+        self._sizes: tuple[list[int], int] | None = None
+
+    def sizes(self) -> tuple[list[int], int]:
+        """Examples in each chunk and the most values one example holds, from one read of the chunks (kept).
+
+        What a minibatch size or a per-step schedule needs to know before
+        training; with a single chunk the read is the one training keeps.
+        """
+        if self._sizes is None:
+            counts, values = [], 1
+            for chunk in self:
+                counts.append(_n_examples(chunk) if chunk else 0)
+                if chunk:
+                    values = max(values, max(math.prod(t.shape[1:]) for t in chunk.values()))
+            self._sizes = counts, values
+        return self._sizes
 
     def _get(self, k: int) -> Batch:
         if self.n_chunks == 1:

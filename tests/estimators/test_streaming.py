@@ -10,7 +10,8 @@ import pytest
 
 pytest.importorskip("pyarrow")
 
-from dynlearn import NeuralODE, NeuralSDE
+from dynlearn import (HamiltonianNN, LatentODE, LatentODEClassifier, LatentSDE, NeuralCDE, NeuralCDEClassifier,
+                      NeuralODE, NeuralSDE, ODERNN, ODERNNClassifier)
 from dynlearn.data import ID_COLUMN, TIME_COLUMN, ParquetSeries
 from dynlearn.datasets import make_damped_oscillator
 from dynlearn.exceptions import ConvergenceWarning, InputError
@@ -117,8 +118,15 @@ def test_missing_id_column_is_named(frame, tmp_path):
 
 
 def test_models_that_do_not_stream_say_so(path):
-    with pytest.raises(InputError, match="NeuralSDE does not train from a Parquet dataset.*read_parquet"):
-        NeuralSDE(max_epochs=1).fit(path)
+    with pytest.raises(InputError, match="HamiltonianNN does not train from a Parquet dataset.*read_parquet.*"
+                                         "LatentODE, LatentSDE, NeuralCDE, NeuralODE, NeuralSDE, ODERNN, which "
+                                         "stream"):
+        HamiltonianNN(max_epochs=1).fit(path)
+    # A classifier built on a streaming model needs labels with the series in memory.
+    with pytest.raises(InputError, match="ODERNNClassifier does not train from a Parquet dataset"):
+        ODERNNClassifier(max_epochs=1).fit(path, np.arange(12) % 2)
+    for classifier in (ODERNNClassifier, LatentODEClassifier, NeuralCDEClassifier):
+        assert not hasattr(classifier(), "partial_fit")
 
 
 def test_times_and_checkpoints_are_refused_with_a_dataset(path, tmp_path):
@@ -171,5 +179,99 @@ def test_partial_fit_refuses_other_columns(frame):
     with pytest.raises(InputError, match="features"):
         model.partial_fit(frame.drop(columns="p"))
     assert model.n_epochs_ == 1  # the failed call left the model as it was
+    for a, b in zip(before, _weights(model)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_auto_batch_size_counts_the_examples_of_every_chunk(frame, path):
+    settings = dict(TINY, max_epochs=1, batch_size="auto", window_size=6)
+    memory = _fit(NeuralODE(**settings), frame)
+    streamed = _fit(NeuralODE(**settings), ParquetSeries(path, chunk_size=5))
+    assert streamed.batch_size_ == memory.batch_size_
+
+
+# ------------------------------------------------ the other streaming estimators
+# Small settings each; fixed-step solvers, so a minibatch's losses do not depend on which series share it.
+OTHERS = {
+    LatentSDE: dict(latent_dim=2, context_dim=4, hidden_layer_sizes=(8,), encoder_hidden_size=8,
+                    diffusion_hidden_size=4, n_samples_predict=4, window_size=8, batch_size=8),
+    LatentODE: dict(latent_dim=3, encoder_dim=6, encoder_layer_sizes=(8,), ode_layer_sizes=(8,), solver="rk4",
+                    refine_steps=2, batch_size=5),
+    ODERNN: dict(hidden_dim=4, batch_size=5),
+    NeuralSDE: dict(hidden_layer_sizes=(8,), batch_size=16),
+    NeuralCDE: dict(hidden_dim=4, hidden_layer_sizes=(8,), history_length=6, batch_size=16),
+}
+SHARED = dict(max_epochs=3, random_state=0, validation_fraction=0.25)
+
+
+@pytest.fixture(scope="module")
+def ragged(frame, tmp_path_factory):
+    """Series of 30 and of 21 rows: whole-series minibatches are padded to their longest series."""
+    shorter = frame[~((frame[ID_COLUMN] % 3 == 0) & (frame[TIME_COLUMN] > 20))].reset_index(drop=True)
+    target = tmp_path_factory.mktemp("ragged") / "series.parquet"
+    shorter.to_parquet(target, row_group_size=7)
+    return shorter, target
+
+
+def _numbers(frame):
+    return frame.drop(columns=[ID_COLUMN, TIME_COLUMN]).to_numpy()
+
+
+@pytest.mark.parametrize("estimator", list(OTHERS), ids=lambda e: e.__name__)
+def test_one_chunk_gives_the_in_memory_model_of_each_streaming_estimator(estimator, ragged):
+    frame, target = ragged
+    settings = dict(SHARED, **OTHERS[estimator])
+    memory = _fit(estimator(**settings), frame)
+    streamed = _fit(estimator(**settings), target)  # the default chunk holds all 12 series
+    for a, b in zip(_weights(memory), _weights(streamed)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    pd.testing.assert_frame_equal(memory.history_.to_frame().drop(columns="duration"),
+                                  streamed.history_.to_frame().drop(columns="duration"))
+    assert streamed.time_scale_ == pytest.approx(memory.time_scale_)
+    np.testing.assert_allclose(memory.scale_, streamed.scale_, rtol=1e-12)
+    np.testing.assert_allclose(_numbers(memory.predict(frame)), _numbers(streamed.predict(frame)), atol=1e-5)
+
+
+# LatentSDE validates on draws of its training noise stream, which depend on the minibatches before: not here.
+@pytest.mark.parametrize("estimator", [LatentODE, ODERNN, NeuralSDE, NeuralCDE], ids=lambda e: e.__name__)
+def test_several_chunks_validate_on_the_in_memory_examples(estimator, ragged):
+    # With a vanishing learning rate the weights stay put: an equal validation loss means the chunks together
+    # hold the in-memory validation examples, padded differently only where masked, with the same fixed draws.
+    frame, target = ragged
+    settings = dict(SHARED, **OTHERS[estimator], max_epochs=1, learning_rate=1e-12)
+    memory = _fit(estimator(**settings), frame)
+    streamed = _fit(estimator(**settings), ParquetSeries(target, chunk_size=5))
+    assert streamed.history_[-1]["valid_loss"] == pytest.approx(memory.history_[-1]["valid_loss"], rel=1e-5)
+    assert streamed.history_[-1]["train_loss"] == pytest.approx(memory.history_[-1]["train_loss"], rel=1e-2)
+    if estimator is LatentODE:  # estimated on the held-out series, read a chunk at a time
+        np.testing.assert_allclose(streamed.noise_std_, memory.noise_std_, rtol=1e-5)
+
+
+@pytest.mark.parametrize("estimator", list(OTHERS), ids=lambda e: e.__name__)
+def test_several_chunks_train_and_predict(estimator, ragged):
+    frame, target = ragged
+    model = _fit(estimator(**SHARED, **OTHERS[estimator]), ParquetSeries(target, chunk_size=4))
+    assert model.n_epochs_ == 3
+    assert np.isfinite(_numbers(model.predict(frame))).all()
+
+
+@pytest.mark.parametrize("estimator", list(OTHERS), ids=lambda e: e.__name__)
+def test_partial_fit_of_each_streaming_estimator_continues(estimator, ragged):
+    frame, target = ragged
+    model = estimator(**SHARED, **OTHERS[estimator])
+    steps = []  # Adam's step count: it goes on from call to call where the optimiser state is kept
+    for part in (frame[frame[ID_COLUMN] < 6], frame[frame[ID_COLUMN] >= 6], ParquetSeries(target, chunk_size=5)):
+        model.partial_fit(part)
+        steps.append(int(model._optimizer_state["state"][0]["step"]))
+        if len(steps) == 1:
+            scale = model.scale_.copy()
+    assert model.n_epochs_ == len(model.history_) == 3
+    assert [r["epoch"] for r in model.history_] == [1, 2, 3]
+    np.testing.assert_array_equal(model.scale_, scale)  # the scaling of the first call
+    assert steps[1] == 2 * steps[0] and steps[2] > steps[1]  # the two halves take as many steps each
+    before = _weights(model)
+    with pytest.raises(InputError, match="features"):
+        model.partial_fit(frame.drop(columns="p"))
+    assert model.n_epochs_ == 3
     for a, b in zip(before, _weights(model)):
         np.testing.assert_array_equal(a, b)
