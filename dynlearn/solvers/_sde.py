@@ -12,6 +12,7 @@ from torch import nn
 from torchsde import BrownianInterval, sdeint, sdeint_adjoint
 
 from ..exceptions import DynlearnError, IntegrationError, input_error
+from . import _euler
 from ._control import ControlPath
 from ._ode import DEFAULT_MAX_NUM_STEPS, SolverStats
 
@@ -289,6 +290,17 @@ def solve_sde(
     limit = (max_num_steps + len(ts)) * stages * (3 if adaptive else 1) + 2 * stages + 4
     parts = (sde, drift, diffusion, noise_type, sde_type, limit, stats)
     guarded = _GuardedSDEWithPrior(*parts, prior=prior) if logqp else _GuardedSDE(*parts)
+    if _euler.writes_out(info.name, adaptive, adjoint, options):
+        grid = _euler.step_grid(ts, dt)
+        if bm is None:
+            channels = y0.shape[1] if noise_type == "diagonal" else _noise_channels(sde, diffusion, y0, ts)
+            increments = _euler.default_increments(grid, y0.shape[0], channels, _entropy(seed, generator), y0.dtype,
+                                                   y0.device)  # fmt: skip
+        else:
+            _check_brownian(bm, sde, diffusion, noise_type, y0, ts, logqp)
+            increments = _euler.queried_increments(bm, grid)
+        out = _euler.solve_euler(guarded, y0, grid, increments, logqp)
+        return _finite(out, info, stats, guarded, logqp)
     if bm is None:
         levy = max(info.levy_area, adjoint_info.levy_area if adjoint_info else "none", key=_LEVY_ORDER.index)
         # logqp appends the KL integrand to the state; with diagonal noise it gets its own (zero-weight) channel.
@@ -318,6 +330,11 @@ def solve_sde(
         raise
     except (AssertionError, ValueError) as error:
         raise IntegrationError(f"The {info.name} SDE solve failed: {error}. {_ADVICE}") from None
+    return _finite(out, info, stats, guarded, logqp)
+
+
+def _finite(out: Any, info: SDEMethodInfo, stats: SolverStats | None, guarded: _GuardedSDE, logqp: bool) -> Any:
+    """Close a solve's counts and refuse non-finite states (or KL increments)."""
     if stats is not None:
         stats.nfe_forward = stats.nfe
     guarded.calls = 0  # the adjoint's backward solve gets its own budget
@@ -580,6 +597,20 @@ def _check_shapes(sde: Any, drift: str, diffusion: str, noise_type: str, y0: tor
         received = f"shape {tuple(g.shape)}" if torch.is_tensor(g) else type(g).__name__
         raise input_error("sde diffusion", f"a tensor of shape {expected} for {noise_type} noise", received,
                           "Return diagonal noise as (batch, d); other noise types as (batch, d, m).")
+
+
+def _check_brownian(bm: Any, sde: Any, diffusion: str, noise_type: str, y0: torch.Tensor, ts: torch.Tensor,
+                    logqp: bool) -> None:
+    """A caller's Brownian motion has the shape torchsde would require of it for this solve."""
+    if noise_type == "diagonal":
+        channels = y0.shape[1] + int(logqp)
+    else:
+        channels = _noise_channels(sde, diffusion, y0, ts)
+    shape = tuple(getattr(bm, "shape", ()))
+    if shape != (y0.shape[0], channels):
+        extra = " (one channel per state plus one for the KL term)" if noise_type == "diagonal" and logqp else ""
+        raise input_error("bm", f"a Brownian motion of shape (batch={y0.shape[0]}, m={channels}){extra}",
+                          f"shape {shape}", "Build it with that size, or leave bm=None for a seeded one.")
 
 
 def _noise_channels(sde: Any, diffusion: str, y0: torch.Tensor, ts: torch.Tensor) -> int:
