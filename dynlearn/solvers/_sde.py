@@ -213,8 +213,12 @@ def solve_sde(
     bm : torchsde Brownian motion, default=None
         Of shape (batch, m) covering ``[ts[0], ts[-1]]`` (``m = d + 1`` for
         diagonal noise with ``logqp``: torchsde integrates the KL term as an
-        extra state channel). Default: a ``BrownianInterval`` seeded from
-        ``seed`` / ``generator``.
+        extra state channel). Default: for fixed-step ``"euler"`` without
+        the adjoint, the increments over every step drawn at once from a
+        generator seeded from ``seed`` / ``generator``; otherwise a
+        ``BrownianInterval`` seeded from them. Pass one ``bm`` to give
+        solves of different methods (or with and without the adjoint) the
+        same path.
     seed : int, default=None
         Entropy of the default Brownian motion: the same seed gives the same
         paths, and the global random state is never used or changed.
@@ -234,7 +238,8 @@ def solve_sde(
         :class:`~dynlearn.exceptions.IntegrationError` is raised (checked before a fixed-step solve
         starts), so no solve hangs.
     options : dict, default=None
-        torchsde method options.
+        torchsde method options (any option sends an ``"euler"`` solve
+        through torchsde instead of the written-out steps).
     stats : SolverStats, default=None
         Receives drift-evaluation counts.
 
@@ -243,6 +248,17 @@ def solve_sde(
     ys : Tensor of shape (n_times, batch, d)
     log_ratio : Tensor of shape (n_times - 1, batch)
         Only with ``logqp=True``.
+
+    Notes
+    -----
+    Fixed-step ``"euler"`` (Euler–Maruyama) without the adjoint and without
+    ``options`` runs written out (``dynlearn/solvers/_euler.py``): torchsde's
+    step grid (steps of ``dt`` from ``ts[0]``, the last cut at ``ts[-1]``)
+    and its KL integrand with fewer tensor operations and no Brownian-tree
+    queries. Given the same Brownian motion it returns torchsde's states,
+    KL increments and gradients to rounding, and one drift evaluation per
+    step. Every other solve goes through ``torchsde.sdeint`` /
+    ``sdeint_adjoint``.
 
     Examples
     --------
