@@ -142,7 +142,7 @@ def iterations(rounds: int) -> list[dict]:
                 loss.backward()
                 optimiser.step()
                 seconds[way].append(time.perf_counter() - began)
-                losses[way] = float(loss)
+                losses[way] = float(loss.detach())
         for way in WAYS:
             rows.append({
                 "size": size, "way": way, "rounds": n_rounds, "seconds_per_iteration": statistics.median(seconds[way]),

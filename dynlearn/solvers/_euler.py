@@ -112,8 +112,9 @@ def solve_euler(sde: Any, y0: torch.Tensor, grid: StepGrid, increments: Any, log
     kl = y0.new_zeros(y0.shape[0], 1) if logqp else None
     kl_before = kl
     states, kls = [y0], [kl]
-    for k, (t, step) in enumerate(zip(grid.times, grid.steps)):
-        dw = increments[k]
+    if torch.is_tensor(increments):
+        increments = increments.unbind(0)
+    for k, (t, step, dw) in enumerate(zip(grid.times, grid.steps, increments)):
         f = sde.f(t, y)
         g = sde.g(t, y)
         before, kl_before = y, kl
@@ -141,8 +142,8 @@ def solve_euler(sde: Any, y0: torch.Tensor, grid: StepGrid, increments: Any, log
 def _kl_integrand(f: torch.Tensor, g: torch.Tensor, h: torch.Tensor, diagonal: bool) -> torch.Tensor:
     """``|u|² / 2`` with ``g u = f - h``: torchsde's logqp drift, (batch, 1)."""
     if diagonal:
-        floor = torch.full_like(g, _DIVISION_FLOOR) * g.sign()
-        u = (f - h) / torch.where(g.abs().detach() > _DIVISION_FLOOR, g, floor)
+        # torchsde's floor is full_like(g, floor) * sign(g): the same numbers, and no gradient through it either.
+        u = (f - h) / torch.where(g.detach().abs() > _DIVISION_FLOOR, g, g.sign() * _DIVISION_FLOOR)
     else:
         u = torch.bmm(g.pinverse(), (f - h).unsqueeze(-1)).squeeze(-1)
     return 0.5 * (u**2).sum(dim=1, keepdim=True)
