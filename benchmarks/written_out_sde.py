@@ -37,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import torch
@@ -66,7 +67,7 @@ print(json.dumps([statistics.median(history["duration"].iloc[1:]), float(history
 
 def mlp(sizes: list[int]) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (a, b) in enumerate(pairwise(sizes)):
         layers += [nn.Linear(a, b)] + ([nn.Tanh()] if i < len(sizes) - 2 else [])
     return nn.Sequential(*layers)
 
@@ -184,15 +185,15 @@ def main(rounds: int, baseline: Path | None, fit_rounds: int, n_epochs: int) -> 
     report = [
         "# Written-out Euler–Maruyama against torchsde's stepping",
         "",
-        f"One training iteration (logqp solve, backward, AdamW) of a latent SDE on {SERIES} series, 50 output times, "
-        f"Euler steps of {DT} (196 per solve), float32, one torch thread, rounds interleaved; 1-minute load average "
-        f"{load:.2f} at the start. small: hidden (32, 32); large: (256, 256). ratio: seconds ÷ the sdeint loop's, "
-        "median of per-round ratios (< 1: faster). Each way draws its own Brownian paths, so losses differ by noise.",
+        (f"One training iteration (logqp solve, backward, AdamW) of a latent SDE on {SERIES} series, 50 output times, "
+         f"Euler steps of {DT} (196 per solve), float32, one torch thread, rounds interleaved; 1-minute load average "
+         f"{load:.2f} at the start. small: hidden (32, 32); large: (256, 256). ratio: seconds ÷ the sdeint loop's, "
+         "median of per-round ratios (< 1: faster). Each way draws its own Brownian paths, so losses differ by noise."),
         "",
         "| size | way | s per iteration | ratio to sdeint | evaluations per iteration | loss after the last |",
         "|---|---|---:|---:|---:|---:|",
-        *[f"| {r['size']} | {r['way']} | {r['seconds_per_iteration']:.5f} | {r['ratio_to_sdeint']:.3f} | "
-          f"{r['evaluations_per_iteration']:.0f} | {r['final_loss']:.4g} |" for r in rows],  # fmt: skip
+        *[(f"| {r['size']} | {r['way']} | {r['seconds_per_iteration']:.5f} | {r['ratio_to_sdeint']:.3f} | "
+           f"{r['evaluations_per_iteration']:.0f} | {r['final_loss']:.4g} |") for r in rows],
     ]
     if fits:
         command += f" --baseline {baseline} --fit-rounds {fit_rounds} --epochs {n_epochs}"
@@ -202,16 +203,16 @@ def main(rounds: int, baseline: Path | None, fit_rounds: int, n_epochs: int) -> 
             writer.writerows(fits)
         report += [
             "",
-            f"LatentSDE(kl_anneal_epochs=0, batch_size=32, dt=0.25, random_state=0) on make_damped_oscillator(128, 50), "
-            f"{n_epochs} epochs, {fit_rounds} interleaved rounds of subprocess fits, one torch thread; baseline: "
-            f"`{baseline}`.",
+            (f"LatentSDE(kl_anneal_epochs=0, batch_size=32, dt=0.25, random_state=0) on make_damped_oscillator(128, 50), "
+             f"{n_epochs} epochs, {fit_rounds} interleaved rounds of subprocess fits, one torch thread; baseline: "
+             f"`{baseline}`."),
             "",
             "| checkout | median epoch (s) | validation loss after the last epoch |",
             "|---|---:|---:|",
             *[f"| {f['checkout']} | {f['median_epoch_seconds']:.4f} | {f['valid_loss']:.5g} |" for f in fits],
             "",
-            f"This checkout ÷ baseline: {fits[0]['median_epoch_seconds'] / fits[1]['median_epoch_seconds']:.2f}x "
-            "the epoch time (different Brownian draws for the same seed, so the losses differ by noise).",
+            (f"This checkout ÷ baseline: {fits[0]['median_epoch_seconds'] / fits[1]['median_epoch_seconds']:.2f}x "
+             "the epoch time (different Brownian draws for the same seed, so the losses differ by noise)."),
         ]
     report += ["", f"Command: `{command}`"]
     (RESULTS / "report.md").write_text("\n".join(report) + "\n")

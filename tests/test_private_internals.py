@@ -212,7 +212,7 @@ def test_torchsde_euler_steps_and_logqp_are_what_the_written_out_solve_mirrors()
 
     y0 = torch.linspace(-1.0, 1.0, 8, dtype=torch.float64).reshape(4, 2)
     ts = torch.tensor([0.0, 0.3, 1.0], dtype=torch.float64)
-    bm = dict(t0=0.0, t1=1.0, size=(4, 3), dtype=torch.float64, entropy=5)
+    bm = {"t0": 0.0, "t1": 1.0, "size": (4, 3), "dtype": torch.float64, "entropy": 5}
     ours = solve_sde(Posterior(), y0, ts, dt=0.07, bm=BrownianInterval(**bm), logqp=True)
     theirs = sdeint(Posterior(), y0, ts, bm=BrownianInterval(**bm), method="euler", dt=0.07, logqp=True)
     for name, a, b in zip(("states", "logqp increments"), ours, theirs):

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import pairwise
 from typing import Any
 
 import torch
@@ -73,15 +74,15 @@ def _step_grid(values: tuple[float, ...], dt: float, dtype: torch.dtype, device:
     for out in ts[1:]:
         while current < out:
             following = current + dt
-            current = end if end < following else following
+            current = min(following, end)
             times.append(current)
             reports.append([])
         start, stop = times[-2], times[-1]
         on_end = bool(out == stop)
         reports[-1].append(None if on_end else ((stop - out) / (stop - start), (out - start) / (stop - start)))
-    steps = tuple(b - a for a, b in zip(times[:-1], times[1:]))
+    steps = tuple(b - a for a, b in pairwise(times))
     floats = [float(t) for t in times]
-    return StepGrid(tuple(times[:-1]), steps, tuple(zip(floats[:-1], floats[1:])), tuple(map(tuple, reports)))
+    return StepGrid(tuple(times[:-1]), steps, tuple(pairwise(floats)), tuple(map(tuple, reports)))
 
 
 def default_increments(grid: StepGrid, batch: int, channels: int, entropy: int, dtype: torch.dtype,

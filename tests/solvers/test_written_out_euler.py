@@ -8,8 +8,7 @@ import torchsde
 from torch import nn
 
 from dynlearn.exceptions import InputError, IntegrationError
-from dynlearn.solvers import SolverStats, solve_sde, solve_sde_irregular
-from dynlearn.solvers import _euler
+from dynlearn.solvers import SolverStats, _euler, solve_sde, solve_sde_irregular
 
 D, M, BATCH = 3, 2, 5
 # Output gaps that the step does not divide: torchsde then interpolates, and the last step is cut at ts[-1].
@@ -106,7 +105,7 @@ def test_float32_step_grid_and_states_are_torchsdes():
     # float32 step ends accumulate rounding: the grid is built with torchsde's own arithmetic, so it matches.
     sde, y0 = Field("diagonal", torch.float32), _y0(torch.float32)
     ts = torch.linspace(0.0, 7.3, 11)
-    bm = dict(t0=0.0, t1=float(ts[-1]), size=(BATCH, D + 1), dtype=torch.float32, entropy=3, dt=0.1)
+    bm = {"t0": 0.0, "t1": float(ts[-1]), "size": (BATCH, D + 1), "dtype": torch.float32, "entropy": 3, "dt": 0.1}
     ours = solve_sde(sde, y0, ts, dt=0.1, bm=torchsde.BrownianInterval(**bm), logqp=True)
     theirs = torchsde.sdeint(sde, y0, ts, bm=torchsde.BrownianInterval(**bm), method="euler", dt=0.1, logqp=True)
     for a, b in zip(ours, theirs):
