@@ -117,10 +117,10 @@ def test_default_brownian_motion_is_the_seeded_increment_table(noise_type):
     sde, y0, ts = Field(noise_type), _y0(), torch.tensor(TIMES, dtype=torch.float64)
     ours = solve_sde(sde, y0, ts, dt=DT, seed=11, logqp=True)
     grid = _euler.step_grid(ts, DT)
-    increments = _euler.default_increments(grid, BATCH, _channels(noise_type, True), 11, torch.float64,
+    # The default draws one channel per noise channel; torchsde's logqp wants an extra (ignored) one with diagonal noise.
+    increments = _euler.default_increments(grid, BATCH, D if noise_type == "diagonal" else M, 11, torch.float64,
                                            y0.device)  # fmt: skip
     if noise_type == "diagonal":
-        increments = _euler.default_increments(grid, BATCH, D, 11, torch.float64, y0.device)
         increments = torch.cat([increments, torch.zeros(len(grid.steps), BATCH, 1, dtype=torch.float64)], dim=-1)
     theirs = torchsde.sdeint(sde, y0, ts, bm=IncrementTable(increments, grid), method="euler", dt=DT, logqp=True)
     for a, b in zip(ours, theirs):
