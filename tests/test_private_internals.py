@@ -190,6 +190,37 @@ def test_torchsde_method_classes_match_dynlearns_table(name):
             assert cls.strong_order == info.strong_order, _changed("torchsde", internal, SDE_FILE, cls.strong_order)
 
 
+def test_torchsde_euler_steps_and_logqp_are_what_the_written_out_solve_mirrors():
+    # _euler.py transcribes torchsde's fixed-step clock (steps of dt cut at ts[-1], outputs interpolated), its
+    # Euler step and its logqp column (|(f - h) / g|^2 / 2 with a floor on |g|); the same Brownian motion must
+    # give the same numbers.
+    from torchsde import BrownianInterval, sdeint
+
+    from dynlearn.solvers import solve_sde
+
+    class Posterior(torch.nn.Module):
+        noise_type, sde_type = "diagonal", "ito"
+
+        def f(self, t, y):
+            return torch.sin(y) - t
+
+        def h(self, t, y):
+            return -y
+
+        def g(self, t, y):
+            return 0.5 + 0.1 * torch.cos(y)
+
+    y0 = torch.linspace(-1.0, 1.0, 8, dtype=torch.float64).reshape(4, 2)
+    ts = torch.tensor([0.0, 0.3, 1.0], dtype=torch.float64)
+    bm = {"t0": 0.0, "t1": 1.0, "size": (4, 3), "dtype": torch.float64, "entropy": 5}
+    ours = solve_sde(Posterior(), y0, ts, dt=0.07, bm=BrownianInterval(**bm), logqp=True)
+    theirs = sdeint(Posterior(), y0, ts, bm=BrownianInterval(**bm), method="euler", dt=0.07, logqp=True)
+    for name, a, b in zip(("states", "logqp increments"), ours, theirs):
+        gap = float((a - b).abs().max())
+        assert gap < 1e-12, _changed("torchsde", f"sdeint(method='euler', logqp=True)'s {name}",
+                                     "dynlearn/solvers/_euler.py", f"a difference of {gap:.3g}")  # fmt: skip
+
+
 # --------------------------------------------------------------- scikit-learn
 COMPAT_FILE = "dynlearn/_compat.py (and the estimators' _parameter_constraints tables)"
 

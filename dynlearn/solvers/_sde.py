@@ -12,6 +12,7 @@ from torch import nn
 from torchsde import BrownianInterval, sdeint, sdeint_adjoint
 
 from ..exceptions import DynlearnError, IntegrationError, input_error
+from . import _euler
 from ._control import ControlPath
 from ._ode import DEFAULT_MAX_NUM_STEPS, SolverStats
 
@@ -212,8 +213,12 @@ def solve_sde(
     bm : torchsde Brownian motion, default=None
         Of shape (batch, m) covering ``[ts[0], ts[-1]]`` (``m = d + 1`` for
         diagonal noise with ``logqp``: torchsde integrates the KL term as an
-        extra state channel). Default: a ``BrownianInterval`` seeded from
-        ``seed`` / ``generator``.
+        extra state channel). Default: for fixed-step ``"euler"`` without
+        the adjoint, the increments over every step drawn at once from a
+        generator seeded from ``seed`` / ``generator``; otherwise a
+        ``BrownianInterval`` seeded from them. Pass one ``bm`` to give
+        solves of different methods (or with and without the adjoint) the
+        same path.
     seed : int, default=None
         Entropy of the default Brownian motion: the same seed gives the same
         paths, and the global random state is never used or changed.
@@ -233,7 +238,8 @@ def solve_sde(
         :class:`~dynlearn.exceptions.IntegrationError` is raised (checked before a fixed-step solve
         starts), so no solve hangs.
     options : dict, default=None
-        torchsde method options.
+        torchsde method options (any option sends an ``"euler"`` solve
+        through torchsde instead of the written-out steps).
     stats : SolverStats, default=None
         Receives drift-evaluation counts.
 
@@ -242,6 +248,17 @@ def solve_sde(
     ys : Tensor of shape (n_times, batch, d)
     log_ratio : Tensor of shape (n_times - 1, batch)
         Only with ``logqp=True``.
+
+    Notes
+    -----
+    Fixed-step ``"euler"`` (Euler–Maruyama) without the adjoint and without
+    ``options`` runs written out (``dynlearn/solvers/_euler.py``): torchsde's
+    step grid (steps of ``dt`` from ``ts[0]``, the last cut at ``ts[-1]``)
+    and its KL integrand with fewer tensor operations and no Brownian-tree
+    queries. Given the same Brownian motion it returns torchsde's states,
+    KL increments and gradients to rounding, and one drift evaluation per
+    step. Every other solve goes through ``torchsde.sdeint`` /
+    ``sdeint_adjoint``.
 
     Examples
     --------
@@ -289,6 +306,17 @@ def solve_sde(
     limit = (max_num_steps + len(ts)) * stages * (3 if adaptive else 1) + 2 * stages + 4
     parts = (sde, drift, diffusion, noise_type, sde_type, limit, stats)
     guarded = _GuardedSDEWithPrior(*parts, prior=prior) if logqp else _GuardedSDE(*parts)
+    if _euler.writes_out(info.name, adaptive, adjoint, options):
+        grid = _euler.step_grid(ts, dt)
+        if bm is None:
+            channels = y0.shape[1] if noise_type == "diagonal" else _noise_channels(sde, diffusion, y0, ts)
+            increments = _euler.default_increments(grid, y0.shape[0], channels, _entropy(seed, generator), y0.dtype,
+                                                   y0.device)  # fmt: skip
+        else:
+            _check_brownian(bm, sde, diffusion, noise_type, y0, ts, logqp)
+            increments = _euler.queried_increments(bm, grid)
+        out = _euler.solve_euler(guarded, y0, grid, increments, logqp)
+        return _finite(out, info, stats, guarded, logqp)
     if bm is None:
         levy = max(info.levy_area, adjoint_info.levy_area if adjoint_info else "none", key=_LEVY_ORDER.index)
         # logqp appends the KL integrand to the state; with diagonal noise it gets its own (zero-weight) channel.
@@ -318,6 +346,11 @@ def solve_sde(
         raise
     except (AssertionError, ValueError) as error:
         raise IntegrationError(f"The {info.name} SDE solve failed: {error}. {_ADVICE}") from None
+    return _finite(out, info, stats, guarded, logqp)
+
+
+def _finite(out: Any, info: SDEMethodInfo, stats: SolverStats | None, guarded: _GuardedSDE, logqp: bool) -> Any:
+    """Close a solve's counts and refuse non-finite states (or KL increments)."""
     if stats is not None:
         stats.nfe_forward = stats.nfe
     guarded.calls = 0  # the adjoint's backward solve gets its own budget
@@ -580,6 +613,20 @@ def _check_shapes(sde: Any, drift: str, diffusion: str, noise_type: str, y0: tor
         received = f"shape {tuple(g.shape)}" if torch.is_tensor(g) else type(g).__name__
         raise input_error("sde diffusion", f"a tensor of shape {expected} for {noise_type} noise", received,
                           "Return diagonal noise as (batch, d); other noise types as (batch, d, m).")
+
+
+def _check_brownian(bm: Any, sde: Any, diffusion: str, noise_type: str, y0: torch.Tensor, ts: torch.Tensor,
+                    logqp: bool) -> None:
+    """A caller's Brownian motion has the shape torchsde would require of it for this solve."""
+    if noise_type == "diagonal":
+        channels = y0.shape[1] + int(logqp)
+    else:
+        channels = _noise_channels(sde, diffusion, y0, ts)
+    shape = tuple(getattr(bm, "shape", ()))
+    if shape != (y0.shape[0], channels):
+        extra = " (one channel per state plus one for the KL term)" if noise_type == "diagonal" and logqp else ""
+        raise input_error("bm", f"a Brownian motion of shape (batch={y0.shape[0]}, m={channels}){extra}",
+                          f"shape {shape}", "Build it with that size, or leave bm=None for a seeded one.")
 
 
 def _noise_channels(sde: Any, diffusion: str, y0: torch.Tensor, ts: torch.Tensor) -> int:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torchsde import BrownianInterval
 
 from dynlearn.exceptions import InputError, IntegrationError
 from dynlearn.solvers import SDE_METHODS, SolverStats, available_sde_methods, solve_sde, solve_sde_irregular
@@ -144,7 +145,9 @@ def test_ito_adjoint_gradient_agrees_with_direct():
     grads = []
     for adjoint in (False, True):
         sde = GBM("ito", b=0.3)
-        ys = solve_sde(sde, y0, ts, method="euler", dt=2.0**-7, seed=9, adjoint=adjoint)
+        # One Brownian path for both: the direct solve is written out and draws its own increments otherwise.
+        bm = BrownianInterval(t0=0.0, t1=1.0, size=(256, 1), dtype=torch.float64, entropy=9, dt=2.0**-7)
+        ys = solve_sde(sde, y0, ts, method="euler", dt=2.0**-7, bm=bm, adjoint=adjoint)
         ys[-1].mean().backward()
         grads.append(torch.stack([sde.a.grad, sde.b.grad]))
     # The Itô adjoint is a different discretisation of the same gradient: close, not identical.

@@ -1,0 +1,229 @@
+"""Training iterations of a latent SDE through dynlearn's written-out Euler–Maruyama against torchsde's stepping.
+
+Three ways to take one training iteration (a logqp solve, backward pass,
+AdamW step) of a latent SDE on 128 series reported at 50 times, Euler steps
+of 0.25 (196 per solve, as in ``speed_vs_peers``'s LatentSDE rows), timed
+round by round in one process with one torch thread:
+
+* ``sdeint``: a hand-written loop around ``torchsde.sdeint(..., logqp=True)``
+  with its default Brownian motion;
+* ``written out``: ``dynlearn.solvers.solve_sde`` (the written-out steps,
+  increments drawn in one call);
+* ``torchsde stepping``: ``solve_sde`` with a torchsde method option (which
+  Euler–Maruyama ignores), which sends the solve through ``torchsde.sdeint``
+  with a seeded ``BrownianInterval``, as every SDE solve went before.
+
+The latent SDE: a posterior drift MLP reading the state and the time, a
+prior drift MLP, one sigmoid diffusion per latent dimension, a linear
+decoder; the loss is the squared error of the decoded path plus the path KL
+per observation. All three start from the same weights. ``small``: hidden
+(32, 32); ``large``: (256, 256).
+
+With ``--baseline PATH`` (a dynlearn checkout from before the written-out
+steps), ``LatentSDE`` fits of this checkout and of the baseline are also
+timed in interleaved subprocesses, median epoch seconds after the first.
+
+Run: ``OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/written_out_sde.py [--rounds 40] [--baseline PATH]``.
+Writes ``benchmarks/results/written_out_sde/results.csv`` and ``report.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from itertools import pairwise
+from pathlib import Path
+
+import torch
+import torchsde
+from torch import nn
+
+from dynlearn.solvers import solve_sde
+
+RESULTS = Path(__file__).resolve().parent / "results" / "written_out_sde"
+SIZES = {"small": (32, 32), "large": (256, 256)}
+WAYS = ("sdeint", "written out", "torchsde stepping")
+SERIES, LATENT, DT = 128, 4, 0.25
+# torchsde's Euler method reads no options; passing one sends solve_sde through torchsde.sdeint.
+THROUGH_TORCHSDE = {"through_torchsde": True}
+EPOCH_SCRIPT = """
+import json, statistics, torch
+from dynlearn import LatentSDE
+from dynlearn.datasets import make_damped_oscillator
+torch.set_num_threads(1)
+frame = make_damped_oscillator(n_series=128, n_times=50, random_state=0)
+model = LatentSDE(kl_anneal_epochs=0, batch_size=32, dt=0.25, max_epochs={epochs}, patience=None, random_state=0,
+                  n_threads=1).fit(frame)
+history = model.history_.to_frame()
+print(json.dumps([statistics.median(history["duration"].iloc[1:]), float(history["valid_loss"].iloc[-1])]))
+"""
+
+
+def mlp(sizes: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(pairwise(sizes)):
+        layers += [nn.Linear(a, b)] + ([nn.Tanh()] if i < len(sizes) - 2 else [])
+    return nn.Sequential(*layers)
+
+
+class LatentDynamics(nn.Module):
+    noise_type, sde_type = "diagonal", "ito"
+
+    def __init__(self, hidden: tuple[int, ...]):
+        super().__init__()
+        self.posterior = mlp([LATENT + 1, *hidden, LATENT])
+        self.prior = mlp([LATENT, *hidden, LATENT])
+        self.w1 = nn.Parameter(0.1 * torch.randn(LATENT, 16))
+        self.b1 = nn.Parameter(torch.zeros(LATENT, 16))
+        self.w2 = nn.Parameter(0.1 * torch.randn(LATENT, 16))
+        self.z0_mean = nn.Parameter(torch.zeros(SERIES, LATENT))
+        self.decoder = nn.Linear(LATENT, 2)
+        self.calls = 0
+
+    def f(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.posterior(torch.cat([z, t.expand(len(z), 1)], dim=-1))
+
+    def h(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.prior(z)
+
+    def g(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid((torch.tanh(z.unsqueeze(-1) * self.w1 + self.b1) * self.w2).sum(-1)) + 1e-3
+
+
+def _solve(way: str, model: LatentDynamics, z0: torch.Tensor, ts: torch.Tensor, seed: int):
+    if way == "sdeint":
+        return torchsde.sdeint(model, z0, ts, method="euler", dt=DT, logqp=True)
+    options = THROUGH_TORCHSDE if way == "torchsde stepping" else None
+    return solve_sde(model, z0, ts, method="euler", dt=DT, logqp=True, seed=seed, options=options)
+
+
+def _targets(ts: torch.Tensor) -> torch.Tensor:
+    """(n_times, series, 2): slowly decaying rotations of random starts."""
+    start = torch.randn(SERIES, 2, generator=torch.Generator().manual_seed(0))
+    angle = 0.3 * ts[:, None]
+    rotated = torch.stack([start[:, 0] * angle.cos() - start[:, 1] * angle.sin(),
+                           start[:, 0] * angle.sin() + start[:, 1] * angle.cos()], -1)  # fmt: skip
+    return torch.exp(-0.02 * ts)[:, None, None] * rotated
+
+
+def iterations(rounds: int) -> list[dict]:
+    ts = torch.arange(50.0)
+    target = _targets(ts)
+    rows = []
+    for size, hidden in SIZES.items():
+        torch.manual_seed(0)
+        start = LatentDynamics(hidden).state_dict()
+        models = {way: LatentDynamics(hidden) for way in WAYS}
+        optimisers, noise = {}, {}
+        for way, model in models.items():
+            model.load_state_dict(start)
+            optimisers[way] = torch.optim.AdamW(model.parameters(), lr=1e-3)
+            noise[way] = torch.Generator().manual_seed(1)
+        seconds: dict[str, list[float]] = {way: [] for way in WAYS}
+        evaluations: dict[str, list[int]] = {way: [] for way in WAYS}
+        losses: dict[str, float] = {}
+        n_rounds = rounds if size == "small" else max(5, rounds // 4)
+        for round_ in range(n_rounds):
+            for way in WAYS:
+                model, optimiser = models[way], optimisers[way]
+                began = time.perf_counter()
+                optimiser.zero_grad()
+                model.calls = 0
+                z0 = model.z0_mean + 0.1 * torch.randn(SERIES, LATENT, generator=noise[way])
+                paths, log_ratio = _solve(way, model, z0, ts, seed=round_)
+                evaluations[way].append(model.calls)
+                loss = (model.decoder(paths) - target).pow(2).mean() + log_ratio.sum() / target[..., 0].numel()
+                loss.backward()
+                optimiser.step()
+                seconds[way].append(time.perf_counter() - began)
+                losses[way] = float(loss.detach())
+        for way in WAYS:
+            rows.append({
+                "size": size, "way": way, "rounds": n_rounds, "seconds_per_iteration": statistics.median(seconds[way]),
+                "ratio_to_sdeint": statistics.median(a / b for a, b in zip(seconds[way], seconds["sdeint"])),
+                "evaluations_per_iteration": statistics.median(evaluations[way]), "final_loss": losses[way],
+            })  # fmt: skip
+            print(rows[-1], flush=True)
+    return rows
+
+
+def epochs(baseline: Path, rounds: int, n_epochs: int) -> list[dict]:
+    """LatentSDE fits of this checkout and of ``baseline`` in subprocesses, interleaved round by round."""
+    here = Path(__file__).resolve().parent.parent
+    checkouts = {"this checkout": here, "baseline": baseline.resolve()}
+    found: dict[str, list[list[float]]] = {name: [] for name in checkouts}
+    for _ in range(rounds):
+        for name, root in checkouts.items():
+            env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1")
+            out = subprocess.run([sys.executable, "-c", EPOCH_SCRIPT.format(epochs=n_epochs)], env=env, cwd=root,
+                                 capture_output=True, text=True, check=True)  # fmt: skip
+            found[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(name, found[name][-1], flush=True)
+    return [{"checkout": name, "rounds": rounds, "epochs": n_epochs,
+             "median_epoch_seconds": statistics.median(r[0] for r in runs), "valid_loss": runs[-1][1]}
+            for name, runs in found.items()]  # fmt: skip
+
+
+def main(rounds: int, baseline: Path | None, fit_rounds: int, n_epochs: int) -> None:
+    torch.set_num_threads(1)
+    load = os.getloadavg()[0]
+    rows = iterations(rounds)
+    fits = epochs(baseline, fit_rounds, n_epochs) if baseline is not None else []
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS / "results.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    command = f"OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/written_out_sde.py --rounds {rounds}"
+    report = [
+        "# Written-out Euler–Maruyama against torchsde's stepping",
+        "",
+        (f"One training iteration (logqp solve, backward, AdamW) of a latent SDE on {SERIES} series, 50 output times, "
+         f"Euler steps of {DT} (196 per solve), float32, one torch thread, rounds interleaved; 1-minute load average "
+         f"{load:.2f} at the start. small: hidden (32, 32); large: (256, 256). ratio: seconds ÷ the sdeint loop's, "
+         "median of per-round ratios (< 1: faster). Each way draws its own Brownian paths, so losses differ by noise."),
+        "",
+        "| size | way | s per iteration | ratio to sdeint | evaluations per iteration | loss after the last |",
+        "|---|---|---:|---:|---:|---:|",
+        *[(f"| {r['size']} | {r['way']} | {r['seconds_per_iteration']:.5f} | {r['ratio_to_sdeint']:.3f} | "
+           f"{r['evaluations_per_iteration']:.0f} | {r['final_loss']:.4g} |") for r in rows],
+    ]
+    if fits:
+        command += f" --baseline {baseline} --fit-rounds {fit_rounds} --epochs {n_epochs}"
+        with open(RESULTS / "fits.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(fits[0]))
+            writer.writeheader()
+            writer.writerows(fits)
+        report += [
+            "",
+            (f"LatentSDE(kl_anneal_epochs=0, batch_size=32, dt=0.25, random_state=0) on make_damped_oscillator(128, 50), "
+             f"{n_epochs} epochs, {fit_rounds} interleaved rounds of subprocess fits, one torch thread; baseline: "
+             f"`{baseline}`."),
+            "",
+            "| checkout | median epoch (s) | validation loss after the last epoch |",
+            "|---|---:|---:|",
+            *[f"| {f['checkout']} | {f['median_epoch_seconds']:.4f} | {f['valid_loss']:.5g} |" for f in fits],
+            "",
+            (f"This checkout ÷ baseline: {fits[0]['median_epoch_seconds'] / fits[1]['median_epoch_seconds']:.2f}x "
+             "the epoch time (different Brownian draws for the same seed, so the losses differ by noise)."),
+        ]
+    report += ["", f"Command: `{command}`"]
+    (RESULTS / "report.md").write_text("\n".join(report) + "\n")
+    print("\n".join(report))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--baseline", type=Path, default=None, help="a dynlearn checkout to time LatentSDE fits against")
+    parser.add_argument("--fit-rounds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=5)
+    arguments = parser.parse_args()
+    main(arguments.rounds, arguments.baseline, arguments.fit_rounds, arguments.epochs)
