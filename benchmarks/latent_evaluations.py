@@ -1,0 +1,187 @@
+"""Latent ODE evaluations per training iteration, from initialisation on, against the authors' code.
+
+``irregular_speed_authors`` counted 296 latent-field evaluations per
+iteration for dynlearn's LatentODE and 44 for the authors' code
+(Rubanova et al. 2019, github.com/YuliaRubanova/latent_ode) on the toy
+periodic data. This traces where the gap comes from: both models from
+their first iteration, on the same 800 training series (the paper's 100
+shared times on [0, 5], 50 shown to the encoder), at the paper's sizes
+(``irregular.LATENT_SPEED``; dopri5 rtol 1e-3 atol 1e-4, Euler encoder,
+3 draws of z0, batch 50). Every ``--every`` iterations: mean encoder and
+latent evaluations per iteration over the window (forward passes only,
+counted the same way on both sides, ``irregular.EvaluationCounter``), and
+the training reconstruction MSE in the data's units (mean over the 3
+draws, all 100 points, 50 of them shown to the encoder), so the two are
+compared at equal accuracy as well as at equal iterations.
+
+dynlearn's side starts from the weights ``fit`` builds (captured by a
+callback before the first step) and steps as ``fit`` does (AdamW at the
+estimator's rate, gradient norm clipped at 1, KL weight 0 as in the
+first 10 epochs of both schedules). Variants: ``default`` (the latent
+field's weights drawn from N(0, 0.1²), biases 0); ``fan_in_field``: the
+field as dynlearn drew it before (each linear layer's fan-in-scaled
+uniform weights, the last layer's shrunk by 10, as ``make_mlp`` draws
+them); ``kinetic``: ``kinetic_weight=1`` with the default field. The authors' side runs with
+``$DYNLEARN_AUTHORS_LATENT_ODE`` set to a checkout of their code (not
+shipped with dynlearn) and is left out without one.
+
+    OMP_NUM_THREADS=1 DYNLEARN_AUTHORS_LATENT_ODE=/path/to/latent_ode PYTHONPATH=. \
+        python benchmarks/latent_evaluations.py [--iterations 320 --every 40 --seeds 0 1]
+
+writes ``results.csv`` and ``report.md`` in
+``benchmarks/results/latent_evaluations/`` (or ``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dynlearn import LatentODE
+from dynlearn.training import Callback, TrainState, train_step
+
+from authors_reference import authors_library, authors_training
+from irregular import (
+    LATENT_SPEED, ONE_EPOCH, SHARED_TRAIN_SERIES, SPEED_BATCH, EvaluationCounter, consecutive_batches, speed_minibatch,
+)  # fmt: skip
+
+NAME = "latent_evaluations"
+OUT = Path(__file__).resolve().parent / "results" / NAME
+VARIANTS = {"default": {}, "fan_in_field": {}, "kinetic": {"kinetic_weight": 1.0}}
+LAST_LAYER_SHRINK = 0.1  # make_mlp's scaling of a network's last layer
+
+
+class InitialModule(Callback):
+    """A copy of the module, loss and training examples ``fit`` starts from (before its first step)."""
+
+    def on_train_begin(self, state: TrainState) -> None:
+        self.module = copy.deepcopy(state.module)
+        self.loss_fn, self.train_data = state.loss_fn, state.train_data
+        self.learning_rate = state.optimizer.defaults["lr"]
+
+
+def fan_in_field(module: torch.nn.Module, seed: int) -> None:
+    """The latent field's layers re-drawn as torch's ``nn.Linear`` draws them, the last one's weights shrunk."""
+    layers = [layer for layer in module.field.net.modules() if isinstance(layer, torch.nn.Linear)]
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        for layer in layers:
+            layer.reset_parameters()
+        layers[-1].weight.mul_(LAST_LAYER_SHRINK)
+        layers[-1].bias.zero_()
+
+
+def dynlearn_steps(variant: str, seed: int) -> Callable[[], tuple[int, int, float]]:
+    """One training iteration of dynlearn's LatentODE per call: (encoder evaluations, latent evaluations, MSE)."""
+    frame = speed_minibatch("shared_times", SHARED_TRAIN_SERIES)
+    start = InitialModule()
+    settings = {**LATENT_SPEED, **VARIANTS[variant]}
+    estimator = LatentODE(**settings, **{**ONE_EPOCH, "random_state": seed}, callbacks=[start]).fit(frame)
+    module, scale = start.module, float(estimator.scale_[0])
+    if variant == "fan_in_field":
+        fan_in_field(module, seed)
+    batches = consecutive_batches(start.train_data, SPEED_BATCH)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=start.learning_rate, weight_decay=0.0)
+    decoded: dict[str, torch.Tensor] = {}
+    module.decoder.register_forward_hook(lambda _, inputs, output: decoded.__setitem__("output", output))
+    calls = 0
+
+    def step() -> tuple[int, int, float]:
+        nonlocal calls
+        batch = batches[calls % len(batches)]
+        calls += 1
+        module.train()
+        with EvaluationCounter(encoder=module.encoder.field.net, latent=module.field.net) as counter:
+            train_step(module, start.loss_fn, batch, optimizer, clip_grad_norm=1.0)
+        draws = decoded["output"].detach().reshape(settings["n_samples_train"], len(batch["values"]), -1)
+        mse = float(((draws - batch["values"][None, :, :, 0]) ** 2).mean()) * scale**2
+        return counter.counts["encoder"], counter.counts["latent"], mse
+
+    return step
+
+
+def authors_steps(lib: Any) -> Callable[[], tuple[int, int, float]]:
+    """One iteration of the authors' training loop per call: (encoder evaluations, latent evaluations, MSE)."""
+    baseline = sys.modules["lib.base_models"].VAE_Baseline
+    losses, seen = baseline.compute_all_losses, {}
+
+    def keeping_mse(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        result = losses(self, *args, **kwargs)
+        seen["mse"] = float(result["mse"])
+        return result
+
+    baseline.compute_all_losses = keeping_mse  # their loss reports the MSE; the loop keeps only the loss
+    iteration, _, networks = authors_training(lib, "latent_ode", torch.device("cpu"))
+
+    def step() -> tuple[int, int, float]:
+        with EvaluationCounter(**networks) as counter:
+            iteration()
+        return counter.counts["encoder"], counter.counts["latent"], seen["mse"]
+
+    return step
+
+
+def trace(name: str, seed: int, step: Callable[[], tuple[int, int, float]], iterations: int, every: int) -> list[dict]:
+    rows, window = [], []
+    for done in range(1, iterations + 1):
+        begun = time.perf_counter()
+        window.append((*step(), time.perf_counter() - begun))
+        if done == 1 or done % every == 0:
+            encoder, latent, mse, seconds = np.mean(window, axis=0)
+            rows.append(dict(model=name, seed=seed, iteration=done, nfe_encoder=encoder, nfe_latent=latent,
+                             mse=mse, seconds_per_iteration=seconds))  # fmt: skip
+            print(f"  {name} seed {seed} it {done}: latent {latent:.0f} encoder {encoder:.0f} mse {mse:.3f}", flush=True)
+            window = []
+    return rows
+
+
+def write(frame: pd.DataFrame, command: str, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out / "results.csv", index=False)
+    table = frame.pivot_table(index=["iteration"], columns="model", values=["nfe_latent", "mse"], aggfunc="mean")
+    table.columns = [f"{value}.{model}" for value, model in table.columns]
+    text = [
+        "# Latent ODE evaluations per training iteration, dynlearn against the authors' code", "",
+        f"Command: `{command}`, torch on one thread (OMP_NUM_THREADS=1). Seeds: {sorted(frame['seed'].unique())} "
+        "(the authors' code seeds itself: 1991). Each row: means over the iterations since the previous row "
+        "(the first row: iteration 1 alone), averaged over seeds. nfe_*: forward evaluations of the latent "
+        "field per iteration; mse: training reconstruction MSE in the data's units.", "",
+        table.to_markdown(floatfmt=".4g"), "",
+        "Encoder evaluations per iteration: "
+        + ", ".join(f"{m} {v:.0f}" for m, v in frame.groupby("model")["nfe_encoder"].mean().items()) + ".", "",
+    ]  # fmt: skip
+    (out / "report.md").write_text("\n".join(text))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=320)
+    parser.add_argument("--every", type=int, default=40)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    rows = []
+    for seed in args.seeds:
+        for variant in args.variants:
+            rows += trace(f"dynlearn_{variant}", seed, dynlearn_steps(variant, seed), args.iterations, args.every)
+    lib = authors_library()
+    if lib is not None:
+        rows += trace("authors", 1991, authors_steps(lib), args.iterations, args.every)
+    command = "OMP_NUM_THREADS=1 python benchmarks/latent_evaluations.py " + shlex.join(argv or sys.argv[1:])
+    write(pd.DataFrame(rows), command.strip(), args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
