@@ -18,10 +18,10 @@ dynlearn's side starts from the weights ``fit`` builds (captured by a
 callback before the first step) and steps as ``fit`` does (AdamW at the
 estimator's rate, gradient norm clipped at 1, KL weight 0 as in the
 first 10 epochs of both schedules). Variants: ``default`` (the latent
-field's weights drawn from N(0, 0.1²), biases 0); ``fan_in_field``: the
-field as dynlearn drew it before (each linear layer's fan-in-scaled
-uniform weights, the last layer's shrunk by 10, as ``make_mlp`` draws
-them); ``kinetic``: ``kinetic_weight=1`` with the default field. The authors' side runs with
+field as ``make_mlp`` draws it: torch's fan-in-scaled uniform layers, the
+last one's weights shrunk by 10); ``normal_field``: its linear layers
+re-drawn from N(0, 0.1²) with biases 0, the scale the authors' code draws
+every layer at; ``kinetic``: ``kinetic_weight=1``. The authors' side runs with
 ``$DYNLEARN_AUTHORS_LATENT_ODE`` set to a checkout of their code (not
 shipped with dynlearn) and is left out without one.
 
@@ -56,8 +56,8 @@ from irregular import (
 
 NAME = "latent_evaluations"
 OUT = Path(__file__).resolve().parent / "results" / NAME
-VARIANTS = {"default": {}, "fan_in_field": {}, "kinetic": {"kinetic_weight": 1.0}}
-LAST_LAYER_SHRINK = 0.1  # make_mlp's scaling of a network's last layer
+VARIANTS = {"default": {}, "normal_field": {}, "kinetic": {"kinetic_weight": 1.0}}
+NORMAL_FIELD_STD = 0.1
 
 
 class InitialModule(Callback):
@@ -69,15 +69,14 @@ class InitialModule(Callback):
         self.learning_rate = state.optimizer.defaults["lr"]
 
 
-def fan_in_field(module: torch.nn.Module, seed: int) -> None:
-    """The latent field's layers re-drawn as torch's ``nn.Linear`` draws them, the last one's weights shrunk."""
-    layers = [layer for layer in module.field.net.modules() if isinstance(layer, torch.nn.Linear)]
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(seed)
-        for layer in layers:
-            layer.reset_parameters()
-        layers[-1].weight.mul_(LAST_LAYER_SHRINK)
-        layers[-1].bias.zero_()
+def normal_field(module: torch.nn.Module, seed: int) -> None:
+    """The latent field's linear layers re-drawn from N(0, NORMAL_FIELD_STD²), biases 0."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in module.field.net.modules():
+            if isinstance(layer, torch.nn.Linear):
+                layer.weight.normal_(0.0, NORMAL_FIELD_STD, generator=generator)
+                layer.bias.zero_()
 
 
 def dynlearn_steps(variant: str, seed: int) -> Callable[[], tuple[int, int, float]]:
@@ -87,8 +86,8 @@ def dynlearn_steps(variant: str, seed: int) -> Callable[[], tuple[int, int, floa
     settings = {**LATENT_SPEED, **VARIANTS[variant]}
     estimator = LatentODE(**settings, **{**ONE_EPOCH, "random_state": seed}, callbacks=[start]).fit(frame)
     module, scale = start.module, float(estimator.scale_[0])
-    if variant == "fan_in_field":
-        fan_in_field(module, seed)
+    if variant == "normal_field":
+        normal_field(module, seed)
     batches = consecutive_batches(start.train_data, SPEED_BATCH)
     optimizer = torch.optim.AdamW(module.parameters(), lr=start.learning_rate, weight_decay=0.0)
     decoded: dict[str, torch.Tensor] = {}
@@ -144,18 +143,25 @@ def trace(name: str, seed: int, step: Callable[[], tuple[int, int, float]], iter
     return rows
 
 
+def markdown(frame: pd.DataFrame) -> str:
+    cells = [[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row] for row in frame.itertuples(index=False)]
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
+
+
 def write(frame: pd.DataFrame, command: str, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out / "results.csv", index=False)
+    seeds = sorted(int(seed) for seed in frame.loc[frame["model"] != "authors", "seed"].unique())
     table = frame.pivot_table(index=["iteration"], columns="model", values=["nfe_latent", "mse"], aggfunc="mean")
     table.columns = [f"{value}.{model}" for value, model in table.columns]
     text = [
         "# Latent ODE evaluations per training iteration, dynlearn against the authors' code", "",
-        f"Command: `{command}`, torch on one thread (OMP_NUM_THREADS=1). Seeds: {sorted(frame['seed'].unique())} "
+        f"Command: `{command}`, torch on one thread (OMP_NUM_THREADS=1). dynlearn seeds: {seeds} "
         "(the authors' code seeds itself: 1991). Each row: means over the iterations since the previous row "
         "(the first row: iteration 1 alone), averaged over seeds. nfe_*: forward evaluations of the latent "
         "field per iteration; mse: training reconstruction MSE in the data's units.", "",
-        table.to_markdown(floatfmt=".4g"), "",
+        markdown(table.reset_index()), "",
         "Encoder evaluations per iteration: "
         + ", ".join(f"{m} {v:.0f}" for m, v in frame.groupby("model")["nfe_encoder"].mean().items()) + ".", "",
     ]  # fmt: skip

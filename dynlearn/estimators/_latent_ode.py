@@ -44,8 +44,6 @@ _MIN_STD = 1e-4
 _LOG_2PI = math.log(2 * math.pi)
 # softplus(_INITIAL_STD_BIAS) = 0.05: the posterior's initial standard deviation.
 _INITIAL_STD_BIAS = math.log(math.expm1(0.05))
-# Standard deviation of the latent field's weights at initialisation (biases start at 0).
-_FIELD_WEIGHT_STD = 0.1
 
 
 class _PlainField(nn.Module):
@@ -99,7 +97,6 @@ class _LatentODEModel(nn.Module):
             last.weight[:latent_dim].mul_(10.0)
             last.bias[latent_dim:].fill_(_INITIAL_STD_BIAS)
         self.field = MLPVectorField(latent_dim, tuple(ode_layers), activation, n_inputs=n_inputs)
-        _init_field(self.field)
         self.decoder = make_mlp(latent_dim, n_features, tuple(decoder_layers), activation)
 
     def encode(
@@ -177,25 +174,6 @@ class _LatentODEModel(nn.Module):
                 return self.decoder(path[:, 1:])
         path = solve_ode_irregular(field, start, times, autonomous=True, **solve)
         return self.decoder(_states(path, cost, dim=1)[:, 1:])
-
-
-def _init_field(field: MLPVectorField) -> None:
-    """Every linear layer of the latent field drawn from N(0, 0.1²), biases 0.
-
-    With the default layers (fan-in-scaled uniform weights, the last layer
-    shrunk by 10), Adam at the default rate grew the field into a fast
-    rotation within tens of iterations on the toy periodic data (Jacobian
-    eigenvalues of modulus ~13 after 40 iterations, ~70 after 240, against
-    the data's 2.5-5 rad per unit), and dopri5 took 3-4 times the
-    evaluations per iteration at the same training MSE
-    (benchmarks/latent_evaluations.py). Equal-scale weights in every layer
-    keep the learned rotation near the data's frequencies.
-    """
-    with torch.no_grad():
-        for layer in field.net.modules():
-            if isinstance(layer, nn.Linear):
-                nn.init.normal_(layer.weight, mean=0.0, std=_FIELD_WEIGHT_STD)
-                nn.init.zeros_(layer.bias)
 
 
 def _states(path: torch.Tensor, cost: DynamicsCost | None, dim: int) -> torch.Tensor:

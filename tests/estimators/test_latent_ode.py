@@ -18,8 +18,6 @@ from dynlearn import ConvergenceWarning, LatentODE
 from dynlearn.exceptions import TrainingError
 from dynlearn.data import check_query_times
 from dynlearn.datasets import make_periodic
-from dynlearn.solvers import count_evaluations
-from dynlearn.training import Callback
 
 SPAN = 2.5
 # The tests here check the encoder's posterior and training; those of refinement set refine_steps themselves
@@ -279,32 +277,3 @@ def test_codes_of_different_sinusoids_stay_apart():
                       device="cpu")
     codes = model.fit(frame).transform(frame)
     assert codes.std(axis=0).max() > 0.1
-
-
-class _EvaluationsPerIteration(Callback):
-    """Solver evaluations of each training iteration, read from an open ``count_evaluations`` block."""
-
-    def __init__(self, counted):
-        self.counted, self.per_iteration = counted, []
-
-    def on_train_begin(self, state):
-        self.before = self.counted.nfe
-
-    def on_batch_end(self, state, batch, loss):
-        self.per_iteration.append(self.counted.nfe - self.before)
-        self.before = self.counted.nfe
-
-
-def test_latent_field_stays_cheap_to_solve_while_fitting_the_paper_toy_data():
-    # The paper's toy setting at its sizes (dopri5, rtol 1e-3, 3 draws of z0), 100 series, 40 iterations. The
-    # former field (fan-in uniform layers, last one shrunk by 10) learned a fast rotation here: its last 10
-    # iterations took 292 latent evaluations each on average (seeds 1, 2: 204, 250); the N(0, 0.1²) field
-    # takes 137 (132, 144). benchmarks/latent_evaluations.py follows both for longer, with their accuracy.
-    frame = make_periodic(n_series=100, n_times=100, noise=0.01, irregular="shared", random_state=0)
-    with count_evaluations() as counted:
-        log = _EvaluationsPerIteration(counted)
-        model = LatentODE(n_samples_train=3, refine_steps=0, max_epochs=20, validation_fraction=0.0, patience=None,
-                          random_state=0, device="cpu", n_threads=1, callbacks=[log])  # fmt: skip
-        _fit(model, frame)
-    assert len(log.per_iteration) == 40
-    assert np.mean(log.per_iteration[-10:]) < 180, log.per_iteration
