@@ -29,7 +29,13 @@ shipped with dynlearn) and is left out without one.
         python benchmarks/latent_evaluations.py [--iterations 320 --every 40 --seeds 0 1]
 
 writes ``results.csv`` and ``report.md`` in
-``benchmarks/results/latent_evaluations/`` (or ``--out``).
+``benchmarks/results/latent_evaluations/`` (or ``--out``). ``--spectra
+1 40 120 240`` writes instead ``spectra.csv``: eigenvalues of the latent
+field's Jacobian at states of one iteration's solves, dynlearn's default
+and the authors'. ``--panel --seeds 0 1`` writes ``panel.csv``: the
+held-out MSE of default fits with either field on ``latent_defaults``'
+varied-sinusoid panel (the size ``tests/estimators/test_latent_ode_defaults.py``
+uses).
 """
 
 from __future__ import annotations
@@ -105,6 +111,8 @@ def dynlearn_steps(variant: str, seed: int) -> Callable[[], tuple[int, int, floa
         mse = float(((draws - batch["values"][None, :, :, 0]) ** 2).mean()) * scale**2
         return counter.counts["encoder"], counter.counts["latent"], mse
 
+    step.field = lambda states: module.field(torch.zeros(()), states)
+    step.network = module.field.net
     return step
 
 
@@ -126,7 +134,86 @@ def authors_steps(lib: Any) -> Callable[[], tuple[int, int, float]]:
             iteration()
         return counter.counts["encoder"], counter.counts["latent"], seen["mse"]
 
+    step.field = networks["latent"]
+    step.network = networks["latent"]
     return step
+
+
+class FieldStates(EvaluationCounter):
+    """The states a network is evaluated at while active: the inputs of its first layer's products."""
+
+    def __init__(self, network: torch.nn.Module, width: int):
+        super().__init__(latent=network)
+        self.width, self.states = width, []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        position = self._PRODUCTS.get(func)
+        if position is not None and len(args) > position and self.names.get(id(args[position])) == "latent":
+            state = args[1 if func is torch.addmm else 0]
+            if state.shape[-1] == self.width:
+                self.states.append(state.detach().reshape(-1, self.width))
+        return super().__torch_function__(func, types, args, kwargs)
+
+
+def field_spectrum(step: Callable, width: int, n_states: int = 200) -> dict[str, float]:
+    """Eigenvalues of the latent field's Jacobian at states of one iteration's solves (medians over states):
+    the largest modulus, the largest imaginary part (rotation rate, rad per time unit) and largest real part."""
+    with FieldStates(step.network, width) as seen:
+        step()
+    states = torch.cat(seen.states)
+    chosen = states[torch.randperm(len(states), generator=torch.Generator().manual_seed(0))[:n_states]]
+    values = [torch.linalg.eigvals(torch.autograd.functional.jacobian(step.field, y[None])[0, :, 0].double())
+              for y in chosen]  # fmt: skip
+    return {
+        "jacobian_radius": float(np.median([v.abs().max() for v in values])),
+        "jacobian_max_imaginary": float(np.median([v.imag.abs().max() for v in values])),
+        "jacobian_max_real": float(np.median([v.real.max() for v in values])),
+    }
+
+
+def spectra(name: str, step: Callable, checkpoints: list[int]) -> list[dict]:
+    rows, done = [], 0
+    for checkpoint in checkpoints:
+        while done < checkpoint - 1:
+            step()
+            done += 1
+        rows.append(dict(model=name, iteration=checkpoint, **field_spectrum(step, LATENT_SPEED["latent_dim"])))
+        done += 1
+        print(f"  {name} it {checkpoint}: {rows[-1]}", flush=True)
+    return rows
+
+
+class NormalField(Callback):
+    """Re-draws the latent field as ``normal_field`` does before the first step of ``fit``."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def on_train_begin(self, state: TrainState) -> None:
+        normal_field(state.module, self.seed)
+
+
+def panel_accuracy(seed: int, variant: str) -> dict[str, Any]:
+    """A default LatentODE (or one with the ``normal_field`` field) on the varied-sinusoid panel of
+    ``latent_defaults`` at the size its test uses: held-out interpolation MSE and evaluations per epoch."""
+    import warnings
+
+    import latent_defaults
+    from dynlearn import LastValueForecaster
+    from dynlearn.solvers import count_evaluations
+
+    train, given, hidden = latent_defaults.panel(seed=seed, n_series=200, n_held=40)
+    keys = ["series_id", "time"]
+    callbacks = [NormalField(seed)] if variant == "normal_field" else []
+    with warnings.catch_warnings(), count_evaluations() as counted:
+        warnings.simplefilter("ignore")
+        model = LatentODE(random_state=0, device="cpu", n_threads=1, callbacks=callbacks).fit(train)
+    truth = hidden["y"].to_numpy()
+    predicted = model.predict(given, t=hidden[keys])["y"].to_numpy()
+    last_value = LastValueForecaster().fit(given).predict(given, t=hidden[keys])["y"].to_numpy()
+    return dict(panel_seed=seed, variant=variant, mse=float(np.mean((predicted - truth) ** 2)),
+                last_value_mse=float(np.mean((last_value - truth) ** 2)), epochs=model.n_epochs_,
+                evaluations_per_epoch=counted.nfe / model.n_epochs_)  # fmt: skip
 
 
 def trace(name: str, seed: int, step: Callable[[], tuple[int, int, float]], iterations: int, every: int) -> list[dict]:
@@ -175,8 +262,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--spectra", type=int, nargs="+", metavar="ITERATION",
+                        help="instead: the latent field's Jacobian eigenvalues at these iterations (first seed, "
+                        "default variant and the authors'), written to spectra.csv")  # fmt: skip
+    parser.add_argument("--panel", action="store_true",
+                        help="instead: default and normal_field fits on latent_defaults' panel (seeds --seeds), "
+                        "written to panel.csv")  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.panel:
+        rows = [panel_accuracy(seed, variant) for seed in args.seeds for variant in ("default", "normal_field")]
+        args.out.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(rows).to_csv(args.out / "panel.csv", index=False)
+        print(pd.DataFrame(rows).to_string())
+        return 0
+    if args.spectra:
+        rows = spectra("dynlearn_default", dynlearn_steps("default", args.seeds[0]), args.spectra)
+        lib = authors_library()
+        if lib is not None:
+            rows += spectra("authors", authors_steps(lib), args.spectra)
+        args.out.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(rows).to_csv(args.out / "spectra.csv", index=False)
+        return 0
     rows = []
     for seed in args.seeds:
         for variant in args.variants:
