@@ -45,6 +45,7 @@ import copy
 import shlex
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -52,9 +53,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dynlearn import LatentODE
+from dynlearn import LastValueForecaster, LatentODE
+from dynlearn.solvers import count_evaluations
 from dynlearn.training import Callback, TrainState, train_step
 
+import latent_defaults
 from authors_reference import authors_library, authors_training
 from irregular import (
     LATENT_SPEED, ONE_EPOCH, SHARED_TRAIN_SERIES, SPEED_BATCH, EvaluationCounter, consecutive_batches, speed_minibatch,
@@ -196,12 +199,6 @@ class NormalField(Callback):
 def panel_accuracy(seed: int, variant: str) -> dict[str, Any]:
     """A default LatentODE (or one with the ``normal_field`` field) on the varied-sinusoid panel of
     ``latent_defaults`` at the size its test uses: held-out interpolation MSE and evaluations per epoch."""
-    import warnings
-
-    import latent_defaults
-    from dynlearn import LastValueForecaster
-    from dynlearn.solvers import count_evaluations
-
     train, given, hidden = latent_defaults.panel(seed=seed, n_series=200, n_held=40)
     keys = ["series_id", "time"]
     callbacks = [NormalField(seed)] if variant == "normal_field" else []
@@ -225,7 +222,8 @@ def trace(name: str, seed: int, step: Callable[[], tuple[int, int, float]], iter
             encoder, latent, mse, seconds = np.mean(window, axis=0)
             rows.append(dict(model=name, seed=seed, iteration=done, nfe_encoder=encoder, nfe_latent=latent,
                              mse=mse, seconds_per_iteration=seconds))  # fmt: skip
-            print(f"  {name} seed {seed} it {done}: latent {latent:.0f} encoder {encoder:.0f} mse {mse:.3f}", flush=True)
+            figures = f"latent {latent:.0f} encoder {encoder:.0f} mse {mse:.3f}"
+            print(f"  {name} seed {seed} it {done}: {figures}", flush=True)
             window = []
     return rows
 
