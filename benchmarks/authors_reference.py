@@ -177,7 +177,10 @@ def compare_with_authors(
     Both train as they are timed, and the work of an iteration changes as the
     weights do (the latent ODE's adaptive solver takes more or fewer steps):
     the ODE networks' evaluations are counted in one iteration before the
-    timed rounds (``first``) and one after them (``last``).
+    timed rounds (``first``) and one after them (``last``). dynlearn's side
+    has by then trained the epoch of the fit that captured its training
+    state, the authors' side nothing, so ``first`` is not at equal training
+    (``benchmarks/latent_evaluations.py`` traces both from iteration 1).
     """
     records = evaluations(name, "first", candidates, networks)
     seconds = time_interleaved(candidates, context)
