@@ -395,10 +395,11 @@ class ConformalIntervals(ForecastIntervals):
                 "calibration",
                 f"a calibrated {type(self).__name__} (conformal forecast intervals need residuals on held-out "
                 "series)",
-                "a model fitted without held-out series (validation_fraction=0, or too few series to hold "
-                "whole series out) and never calibrated",
-                "Call calibrate(X_calibration) on series the model was not trained on, or fit with "
-                "validation_fraction > 0 on enough series.",
+                "a model fitted without held-out series in memory (validation_fraction=0, too few series to "
+                "hold whole series out, or a Parquet stream, whose held-out series are not kept) and never "
+                "calibrated",
+                "Call calibrate(X_calibration) on series in memory the model was not trained on, or fit in "
+                "memory with validation_fraction > 0 on enough series.",
             )
 
     def _check_leads(self, leads: np.ndarray, query: QueryTimes, kind: str) -> None:

@@ -275,3 +275,13 @@ def test_partial_fit_of_each_streaming_estimator_continues(estimator, ragged):
     assert model.n_epochs_ == 3
     for a, b in zip(before, _weights(model)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_intervals_after_a_streamed_fit_ask_for_calibration_on_series_in_memory(frame, path):
+    """A streamed fit keeps no held-out series in memory to calibrate on: the error says so, and calibrate works."""
+    model = _fit(NeuralODE(**TINY), str(path))
+    with pytest.raises(InputError, match="Parquet stream.*calibrate"):
+        model.predict_interval(frame)
+    model.calibrate(make_damped_oscillator(n_series=4, n_times=30, random_state=1))
+    lower, upper = model.predict_interval(frame)
+    assert (np.asarray(lower) <= np.asarray(upper)).all()
