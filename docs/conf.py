@@ -45,6 +45,29 @@ templates_path = ["_templates"]
 autosummary_generate = True
 autosummary_imported_members = True
 
+
+def _unavailable_methods() -> dict[str, list[str]]:
+    """Per classifier, the public methods its class inherits but its instances lack (``available_if``).
+
+    The classifiers built on forecasters have no ``partial_fit``, intervals
+    or calibration; autodoc reads the class, where the descriptor still
+    shows the method, so the template leaves these out of their pages.
+    """
+    from sklearn.base import ClassifierMixin
+
+    unavailable = {}
+    for name in dynlearn.__all__:
+        cls = getattr(dynlearn, name)
+        if isinstance(cls, type) and issubclass(cls, ClassifierMixin):
+            instance = cls()
+            missing = [m for m in dir(cls) if not m.startswith("_") and not hasattr(instance, m)]
+            if missing:
+                unavailable[name] = missing
+    return unavailable
+
+
+autosummary_context = {"unavailable": _unavailable_methods()}
+
 autodoc_typehints = "none"  # numpydoc's Parameters sections carry the types
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
