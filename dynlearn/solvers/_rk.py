@@ -167,9 +167,9 @@ def solve_written_out(
     ends, jumps = (sorted(x for x in marks[key] if x >= times[0]) for key in ("step_t", "jump_t"))
     next_end = next_jump = 0
     dtype, device = y0.dtype, y0.device
-    clock = lambda s: torch.tensor(s, dtype=dtype, device=device)  # noqa: E731
-    before = torch.tensor(-float("inf"), dtype=dtype, device=device)
-    after = torch.tensor(float("inf"), dtype=dtype, device=device)
+    # A filled 0-dim tensor, not torch.tensor: on a GPU a fill is launched with the value, no copy from the host.
+    clock = lambda s: torch.full((), s, dtype=dtype, device=device)  # noqa: E731
+    before, after = clock(-float("inf")), clock(float("inf"))
 
     s0 = times[0]
     slope = field(clock(s0), y0)
