@@ -144,3 +144,25 @@ def test_controlled_solves_read_held_inputs_as_torchdiffeq_does(interpolation):
         outs.append((out, stats.nfe))
     torch.testing.assert_close(outs[0][0], outs[1][0], rtol=1e-11, atol=1e-12)
     assert outs[0][1] == outs[1][1]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_written_out_solves_on_cuda_match_the_cpu_and_torchdiffeq():
+    """Same steps on the GPU: states, gradients and evaluations as on the CPU, and as torchdiffeq's on the GPU."""
+    times = torch.tensor([[0.0, 0.4, 0.9, 2.0], [0.0, 1.3, 1.4, 2.6]], dtype=torch.float64)
+    y0 = torch.randn(2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    results = {}
+    for device, options in (("cpu", {}), ("cuda", {}), ("cuda", dict(TORCHDIFFEQ))):
+        field, stats = _field().to(device), SolverStats()
+        out = solve_ode_irregular(field, y0.to(device), times.to(device), rtol=1e-7, atol=1e-9,
+                                  options={"first_step": 0.05, **options}, stats=stats)  # fmt: skip
+        grads = torch.autograd.grad(out.square().sum(), list(field.parameters()))
+        results[(device, bool(options))] = (out.cpu(), [g.cpu() for g in grads], stats.nfe)
+    reference = results[("cpu", False)]
+    for key in (("cuda", False), ("cuda", True)):
+        out, grads, nfe = results[key]
+        torch.testing.assert_close(out, reference[0], rtol=1e-10, atol=1e-12)
+        for mine, other in zip(grads, reference[1]):
+            torch.testing.assert_close(mine, other, rtol=1e-9, atol=1e-11)
+        assert nfe == reference[2]
