@@ -103,9 +103,16 @@ def gru_cell_tensors(cell: nn.GRUCell, inputs: torch.Tensor) -> list[torch.Tenso
 
 
 def _weight_grads(inputs: torch.Tensor, grads: torch.Tensor) -> list[torch.Tensor]:
-    """A layer's weight (transposed) and bias gradients over every row: ``Σ_k inputs[k]ᵀ grads[k]``, ``Σ grads``."""
-    flat_grads = grads.reshape(-1, grads.shape[-1])
-    return [inputs.reshape(-1, inputs.shape[-1]).t().mm(flat_grads), flat_grads.sum(0)]
+    """A layer's weight (transposed) and bias gradients over every row: ``Σ_k inputs[k]ᵀ grads[k]``, ``Σ grads``.
+
+    The product over thousands of rows is taken with the narrower side as
+    its left factor (``(gradsᵀ inputs)ᵀ`` when the inputs are wider): on CPU
+    that runs the same sum up to twice as fast.
+    """
+    flat_grads, flat_inputs = grads.reshape(-1, grads.shape[-1]), inputs.reshape(-1, inputs.shape[-1])
+    if flat_inputs.shape[1] > flat_grads.shape[1]:
+        return [flat_grads.t().mm(flat_inputs).t(), flat_grads.sum(0)]
+    return [flat_inputs.t().mm(flat_grads), flat_grads.sum(0)]
 
 
 class _EulerGRULoop(torch.autograd.Function):
