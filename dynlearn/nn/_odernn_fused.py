@@ -124,11 +124,12 @@ class _EulerGRULoop(torch.autograd.Function):
     buffer is split into its rows once (``unbind``): indexing a row inside the
     loop would dispatch one operation per row and buffer.
 
-    A row that updates only some series applies its update through a 0/1
-    weight on the step towards the candidate (``h + w·(c - h)``, ``w`` zero
-    where nothing is observed), which leaves the other series' states
-    exactly as they were; the paper's GRU reads ``1 - z`` straight from its
-    gate (see :func:`gru_unit_tensors`), so the weight costs one product.
+    With the paper's GRU, a row that updates only some series applies its
+    update through a 0/1 weight on the step towards the candidate
+    (``h + (1 - z)·w·(c - h)``, ``w`` zero where nothing is observed), which
+    leaves the other series' states exactly as they were; the gate gives
+    ``1 - z`` directly (see :func:`gru_unit_tensors`), so the weight costs one
+    product and the backward needs no ``where``.
     """
 
     @staticmethod
@@ -141,12 +142,12 @@ class _EulerGRULoop(torch.autograd.Function):
         moving = [k for k in range(1, n_rows) if moves[k]]
         new = gaps.new_empty
         states, priors = new(n_rows, batch, hidden_dim), new(n_rows, batch, hidden_dim)
-        # Each hidden layer's output at every moving row, then the (masked) step towards the candidate.
+        # Each hidden layer's output at every moving row, then the update's lever: w (c - h) for the paper's GRU,
+        # h - c for GRUCell.
         layer_outputs = [new(len(moving), batch, field[2 * i].shape[1]) for i in range(len(activations))]
         lever = new(n_rows, batch, hidden_dim)
         weight = update.to(gaps.dtype)
-        rows = _rows(gaps, weight, states, priors, lever)
-        gap_k, weight_k, state_k, prior_k, lever_k = rows
+        gap_k, weight_k, state_k, prior_k, lever_k = _rows(gaps, weight, states, priors, lever)
         outputs_j = [_rows(buffer)[0] for buffer in layer_outputs]
         if gru_kind == "unit":
             gates_x, candidate_x, gates_h, gates_out, gates_out_bias, candidate_h, candidate_out, candidate_bias = gru
@@ -181,7 +182,8 @@ class _EulerGRULoop(torch.autograd.Function):
             if gru_kind == "unit":
                 hidden = torch.addmm(gates_x_k[k], h, gates_h, out=gates_k[k]).sigmoid_()
                 torch.addmm(gates_out_bias, hidden, gates_out, out=zr_k[k]).sigmoid_()
-                hidden = torch.addmm(candidate_x_k[k], torch.mul(h, r_k[k], out=hr_k[k]), candidate_h, out=hidden_c_k[k])
+                h_reset = torch.mul(h, r_k[k], out=hr_k[k])
+                hidden = torch.addmm(candidate_x_k[k], h_reset, candidate_h, out=hidden_c_k[k])
                 c = torch.addmm(candidate_bias, hidden.sigmoid_(), candidate_out)
                 step = torch.sub(c, h, out=lever_k[k])
                 if not updates_all[k]:
