@@ -172,10 +172,10 @@ class _GRUUnit(nn.Module):
 
         def step(k: int, h: torch.Tensor) -> torch.Tensor:
             hidden = torch.sigmoid(torch.addmm(gates_x[k], h, gates_h))
-            z, r = torch.sigmoid(torch.addmm(gates_out_bias, hidden, gates_out)).split(n, dim=1)
+            keep, r = torch.sigmoid(torch.addmm(gates_out_bias, hidden, gates_out)).split(n, dim=1)  # 1 - z, r
             c = torch.sigmoid(torch.addmm(candidate_x[k], h * r, candidate_h))
             c = torch.addmm(candidate_bias, c, candidate_out)
-            return torch.addcmul(c, z, h - c)
+            return torch.addcmul(h, keep, c - h)
 
         return step
 

@@ -212,6 +212,57 @@ def test_euler_loop_with_its_own_backward_matches_the_recorded_loop(monkeypatch,
     assert all(g.abs().sum() > 0 for g in fused[2:])
 
 
+def _plain_euler(encoder, values, mask, times, n, step_size, reverse):
+    """One series on its own, written out: ceil(gap / step_size) Euler steps of the field's module, then its GRU."""
+    order = list(range(n - 1, -1, -1)) if reverse else list(range(n))
+    h = torch.zeros(1, encoder.hidden_dim, dtype=values.dtype)
+    states, before = {}, {}
+    for i, k in enumerate(order):
+        if i > 0:
+            gap = times[k] - times[order[i - 1]]
+            n_steps = max(1, int(torch.ceil(gap.abs() / step_size - 1e-9)))
+            for _ in range(n_steps):
+                h = h + gap / n_steps * encoder.field.net(h)
+        before[k] = h[0]
+        if mask[k].any():
+            h = encoder.gru(torch.cat([values[k] * mask[k], mask[k].double()])[None], h)
+        states[k] = h[0]
+    return torch.stack([states[k] for k in range(n)]), torch.stack([before[k] for k in range(n)])
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("gru_hidden", [None, 7])
+def test_euler_loop_matches_plain_per_series_steps_in_values_and_gradients(reverse, gru_hidden):
+    """The fused Euler loop against the modules' own forward, series by series: states, priors and every gradient."""
+    torch.manual_seed(4)
+    encoder = ODERNNEncoder(n_features=2, hidden_dim=5, ode_hidden=(16, 12), gru_hidden=gru_hidden).double()
+    values, mask, times, lengths = _panel()
+    step_size = 0.3
+    weights = [torch.randn(3, 5, 5, dtype=torch.float64), torch.randn(3, 5, 5, dtype=torch.float64)]
+
+    def gradients(loss):
+        encoder.zero_grad()
+        loss.backward()
+        return [p.grad.clone() for p in encoder.parameters()]
+
+    solve = dict(method="euler", options={"step_size": step_size})
+    states, _, before = encoder(values, mask, times, lengths, solve=solve, reverse=reverse, return_before=True)
+    rows = (torch.arange(5)[None, :] < lengths[:, None])[..., None]
+    loss = ((states * weights[0] + before * weights[1]) * rows).sum()
+    fused = [states.detach(), before.detach(), *gradients(loss)]
+    expected_states = torch.zeros(3, 5, 5, dtype=torch.float64)
+    expected_before, loss = torch.zeros_like(expected_states), 0.0
+    for b, n in enumerate(lengths.tolist()):
+        s, p = _plain_euler(encoder, values[b], mask[b], times[b], n, step_size, reverse)
+        expected_states[b, :n], expected_before[b, :n] = s.detach(), p.detach()
+        loss = loss + (s * weights[0][b, :n]).sum() + (p * weights[1][b, :n]).sum()
+    plain = [expected_states, expected_before, *gradients(loss)]
+    fused[0], fused[1] = fused[0] * rows, fused[1] * rows
+    for got, expected in zip(fused, plain):
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+    assert all(g.abs().sum() > 0 for g in fused[2:])
+
+
 def test_paper_step_rule_takes_one_step_up_to_three_nominal_steps_then_about_one_per_step():
     from dynlearn.nn._odernn import _substeps
 
