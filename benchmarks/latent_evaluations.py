@@ -21,14 +21,14 @@ first 10 epochs of both schedules), the latent field's parameters at
 ``ode_learning_rate_scale`` times the rate. Variants (``VARIANTS``):
 ``default``, the estimator's defaults (the field as ``make_mlp`` draws it:
 torch's fan-in-scaled uniform layers, the last one's weights shrunk by 10,
-trained at 0.1 times the rate); ``shared_rate``: the field at the shared
-rate (the default before); the others change one thing of ``shared_rate``:
+trained at the shared rate); ``shared_rate``: the same, the rate named;
+the others change one thing of ``shared_rate``:
 ``normal_field`` re-draws the field's linear layers from N(0, 0.1²) with
 biases 0 (the scale the authors' code draws every layer at),
 ``small_last`` shrinks its last layer by a further 10, ``orthogonal_0.5``
 re-draws its hidden layers orthogonal with gain 0.5, ``kinetic`` /
 ``kinetic_0.1`` / ``jacobian_0.1`` add those penalties, ``rtol_1e-2``
-loosens the tolerances 10 times; ``field_rate_0.1`` / ``field_rate_0.3``
+loosens the tolerances 10 times; ``field_rate_0.1`` / ``_0.3`` / ``_0.5``
 set ``ode_learning_rate_scale``. The authors' side runs with
 ``$DYNLEARN_AUTHORS_LATENT_ODE`` set to a checkout of their code (not
 shipped with dynlearn) and is left out without one.
@@ -111,8 +111,8 @@ def orthogonal_field(module: torch.nn.Module, seed: int) -> None:
             layer.bias.zero_()
 
 
-# name: (estimator settings, re-draw of the latent field before the first step). The field variants keep the
-# rate shared (``ode_learning_rate_scale=1``, the default before 0.1).
+# name: (estimator settings, re-draw of the latent field before the first step). The field variants name the
+# shared rate (``ode_learning_rate_scale=1``, the default) so that they stay one change away from it.
 SHARED = {"ode_learning_rate_scale": 1.0}
 VARIANTS: dict[str, tuple[dict, Callable | None]] = {
     "default": ({}, None),
@@ -126,6 +126,7 @@ VARIANTS: dict[str, tuple[dict, Callable | None]] = {
     "rtol_1e-2": ({**SHARED, "rtol": 1e-2, "atol": 1e-3}, None),
     "field_rate_0.1": ({"ode_learning_rate_scale": 0.1}, None),
     "field_rate_0.3": ({"ode_learning_rate_scale": 0.3}, None),
+    "field_rate_0.5": ({"ode_learning_rate_scale": 0.5}, None),
 }
 
 
