@@ -17,11 +17,19 @@ compared at equal accuracy as well as at equal iterations.
 dynlearn's side starts from the weights ``fit`` builds (captured by a
 callback before the first step) and steps as ``fit`` does (AdamW at the
 estimator's rate, gradient norm clipped at 1, KL weight 0 as in the
-first 10 epochs of both schedules). Variants: ``default`` (the latent
-field as ``make_mlp`` draws it: torch's fan-in-scaled uniform layers, the
-last one's weights shrunk by 10); ``normal_field``: its linear layers
-re-drawn from N(0, 0.1²) with biases 0, the scale the authors' code draws
-every layer at; ``kinetic``: ``kinetic_weight=1``. The authors' side runs with
+first 10 epochs of both schedules), the latent field's parameters at
+``ode_learning_rate_scale`` times the rate. Variants (``VARIANTS``):
+``default``, the estimator's defaults (the field as ``make_mlp`` draws it:
+torch's fan-in-scaled uniform layers, the last one's weights shrunk by 10,
+trained at the shared rate); ``shared_rate``: the same, the rate named;
+the others change one thing of ``shared_rate``:
+``normal_field`` re-draws the field's linear layers from N(0, 0.1²) with
+biases 0 (the scale the authors' code draws every layer at),
+``small_last`` shrinks its last layer by a further 10, ``orthogonal_0.5``
+re-draws its hidden layers orthogonal with gain 0.5, ``kinetic`` /
+``kinetic_0.1`` / ``jacobian_0.1`` add those penalties, ``rtol_1e-2``
+loosens the tolerances 10 times; ``field_rate_0.1`` / ``_0.3`` / ``_0.5``
+set ``ode_learning_rate_scale``. The authors' side runs with
 ``$DYNLEARN_AUTHORS_LATENT_ODE`` set to a checkout of their code (not
 shipped with dynlearn) and is left out without one.
 
@@ -31,9 +39,9 @@ shipped with dynlearn) and is left out without one.
 writes ``results.csv`` and ``report.md`` in
 ``benchmarks/results/latent_evaluations/`` (or ``--out``). ``--spectra
 1 40 120 240`` writes instead ``spectra.csv``: eigenvalues of the latent
-field's Jacobian at states of one iteration's solves, dynlearn's default
-and the authors'. ``--panel --seeds 0 1`` writes ``panel.csv``: the
-held-out MSE of default fits with either field on ``latent_defaults``'
+field's Jacobian at states of one iteration's solves, dynlearn's
+``--variants`` and the authors'. ``--panel --seeds 0 1`` writes
+``panel.csv``: the held-out MSE of fits of ``--variants`` on ``latent_defaults``'
 varied-sinusoid panel (the size ``tests/estimators/test_latent_ode_defaults.py``
 uses).
 """
@@ -65,7 +73,6 @@ from irregular import (
 
 NAME = "latent_evaluations"
 OUT = Path(__file__).resolve().parent / "results" / NAME
-VARIANTS = {"default": {}, "normal_field": {}, "kinetic": {"kinetic_weight": 1.0}}
 NORMAL_FIELD_STD = 0.1
 
 
@@ -88,17 +95,62 @@ def normal_field(module: torch.nn.Module, seed: int) -> None:
                 layer.bias.zero_()
 
 
+def small_last_layer(module: torch.nn.Module, seed: int) -> None:
+    """The latent field's last layer shrunk by a further 10: weights 0.01 of torch's fan-in uniform draw."""
+    with torch.no_grad():
+        module.field.net[-1].weight.mul_(0.1)
+
+
+def orthogonal_field(module: torch.nn.Module, seed: int) -> None:
+    """The latent field's hidden layers re-drawn orthogonal with gain 0.5 (biases 0); the last layer kept."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        layers = [layer for layer in module.field.net.modules() if isinstance(layer, torch.nn.Linear)]
+        for layer in layers[:-1]:
+            torch.nn.init.orthogonal_(layer.weight, gain=0.5, generator=generator)
+            layer.bias.zero_()
+
+
+# name: (estimator settings, re-draw of the latent field before the first step). The field variants name the
+# shared rate (``ode_learning_rate_scale=1``, the default) so that they stay one change away from it.
+SHARED = {"ode_learning_rate_scale": 1.0}
+VARIANTS: dict[str, tuple[dict, Callable | None]] = {
+    "default": ({}, None),
+    "shared_rate": (SHARED, None),
+    "normal_field": (SHARED, normal_field),
+    "kinetic": ({**SHARED, "kinetic_weight": 1.0}, None),
+    "kinetic_0.1": ({**SHARED, "kinetic_weight": 0.1}, None),
+    "jacobian_0.1": ({**SHARED, "jacobian_weight": 0.1}, None),
+    "small_last": (SHARED, small_last_layer),
+    "orthogonal_0.5": (SHARED, orthogonal_field),
+    "rtol_1e-2": ({**SHARED, "rtol": 1e-2, "atol": 1e-3}, None),
+    "field_rate_0.1": ({"ode_learning_rate_scale": 0.1}, None),
+    "field_rate_0.3": ({"ode_learning_rate_scale": 0.3}, None),
+    "field_rate_0.5": ({"ode_learning_rate_scale": 0.5}, None),
+}
+
+
+def field_groups(module: torch.nn.Module, rate: float, scale: float) -> list[dict]:
+    """AdamW parameter groups as ``fit`` builds them: the latent field's parameters at ``scale`` times ``rate``."""
+    field = list(module.field.parameters())
+    chosen = {id(p) for p in field}
+    return [{"params": [p for p in module.parameters() if id(p) not in chosen], "lr": rate},
+            {"params": field, "lr": rate * scale}]  # fmt: skip
+
+
 def dynlearn_steps(variant: str, seed: int) -> Callable[[], tuple[int, int, float]]:
     """One training iteration of dynlearn's LatentODE per call: (encoder evaluations, latent evaluations, MSE)."""
     frame = speed_minibatch("shared_times", SHARED_TRAIN_SERIES)
     start = InitialModule()
-    settings = {**LATENT_SPEED, **VARIANTS[variant]}
+    options, redraw = VARIANTS[variant]
+    settings = {**LATENT_SPEED, **options}
     estimator = LatentODE(**settings, **{**ONE_EPOCH, "random_state": seed}, callbacks=[start]).fit(frame)
     module, scale = start.module, float(estimator.scale_[0])
-    if variant == "normal_field":
-        normal_field(module, seed)
+    if redraw is not None:
+        redraw(module, seed)
     batches = consecutive_batches(start.train_data, SPEED_BATCH)
-    optimizer = torch.optim.AdamW(module.parameters(), lr=start.learning_rate, weight_decay=0.0)
+    groups = field_groups(module, start.learning_rate, estimator.ode_learning_rate_scale)
+    optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
     decoded: dict[str, torch.Tensor] = {}
     module.decoder.register_forward_hook(lambda _, inputs, output: decoded.__setitem__("output", output))
     calls = 0
@@ -186,31 +238,34 @@ def spectra(name: str, step: Callable, checkpoints: list[int]) -> list[dict]:
     return rows
 
 
-class NormalField(Callback):
-    """Re-draws the latent field as ``normal_field`` does before the first step of ``fit``."""
+class Redraw(Callback):
+    """A variant's re-draw of the latent field before the first step of ``fit``."""
 
-    def __init__(self, seed: int):
-        self.seed = seed
+    def __init__(self, redraw: Callable, seed: int):
+        self.redraw, self.seed = redraw, seed
 
     def on_train_begin(self, state: TrainState) -> None:
-        normal_field(state.module, self.seed)
+        self.redraw(state.module, self.seed)
 
 
 def panel_accuracy(seed: int, variant: str) -> dict[str, Any]:
-    """A default LatentODE (or one with the ``normal_field`` field) on the varied-sinusoid panel of
+    """A default LatentODE (or a variant of its latent field) on the varied-sinusoid panel of
     ``latent_defaults`` at the size its test uses: held-out interpolation MSE and evaluations per epoch."""
     train, given, hidden = latent_defaults.panel(seed=seed, n_series=200, n_held=40)
     keys = ["series_id", "time"]
-    callbacks = [NormalField(seed)] if variant == "normal_field" else []
+    begun = time.perf_counter()
     with warnings.catch_warnings(), count_evaluations() as counted:
         warnings.simplefilter("ignore")
-        model = LatentODE(random_state=0, device="cpu", n_threads=1, callbacks=callbacks).fit(train)
+        options, redraw = VARIANTS[variant]
+        callbacks = [] if redraw is None else [Redraw(redraw, seed)]
+        model = LatentODE(**options, random_state=0, device="cpu", n_threads=1, callbacks=callbacks).fit(train)
+    seconds = time.perf_counter() - begun
     truth = hidden["y"].to_numpy()
     predicted = model.predict(given, t=hidden[keys])["y"].to_numpy()
     last_value = LastValueForecaster().fit(given).predict(given, t=hidden[keys])["y"].to_numpy()
     return dict(panel_seed=seed, variant=variant, mse=float(np.mean((predicted - truth) ** 2)),
                 last_value_mse=float(np.mean((last_value - truth) ** 2)), epochs=model.n_epochs_,
-                evaluations_per_epoch=counted.nfe / model.n_epochs_)  # fmt: skip
+                evaluations_per_epoch=counted.nfe / model.n_epochs_, fit_seconds=seconds)  # fmt: skip
 
 
 def trace(name: str, seed: int, step: Callable[[], tuple[int, int, float]], iterations: int, every: int) -> list[dict]:
@@ -258,24 +313,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=320)
     parser.add_argument("--every", type=int, default=40)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=["default", "shared_rate"], choices=list(VARIANTS))
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--spectra", type=int, nargs="+", metavar="ITERATION",
                         help="instead: the latent field's Jacobian eigenvalues at these iterations (first seed, "
-                        "default variant and the authors'), written to spectra.csv")  # fmt: skip
+                        "--variants and the authors'), written to spectra.csv")  # fmt: skip
     parser.add_argument("--panel", action="store_true",
-                        help="instead: default and normal_field fits on latent_defaults' panel (seeds --seeds), "
+                        help="instead: fits of --variants on latent_defaults' panel (seeds --seeds), "
                         "written to panel.csv")  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.panel:
-        rows = [panel_accuracy(seed, variant) for seed in args.seeds for variant in ("default", "normal_field")]
+        rows = []
+        for seed in args.seeds:
+            for variant in args.variants:
+                rows.append(panel_accuracy(seed, variant))
+                print(rows[-1], flush=True)
         args.out.mkdir(parents=True, exist_ok=True)
         pd.DataFrame(rows).to_csv(args.out / "panel.csv", index=False)
         print(pd.DataFrame(rows).to_string())
         return 0
     if args.spectra:
-        rows = spectra("dynlearn_default", dynlearn_steps("default", args.seeds[0]), args.spectra)
+        rows = [row for variant in args.variants
+                for row in spectra(f"dynlearn_{variant}", dynlearn_steps(variant, args.seeds[0]), args.spectra)]  # fmt: skip
         lib = authors_library()
         if lib is not None:
             rows += spectra("authors", authors_steps(lib), args.spectra)

@@ -317,9 +317,19 @@ class SeriesModel(BaseEstimator):
             self.__dict__.pop("_optimizer_state", None)
         return self._fit(X, t)
 
+    def _parameter_groups(self) -> list[dict[str, Any]]:
+        """The optimiser's parameter groups; a group's ``lr_scale`` multiplies the learning rate it is stepped at."""
+        return [{"params": list(self.module_.parameters())}]
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        """The AdamW ``fit`` steps, over ``_parameter_groups`` at their scaled initial rates."""
+        rate = self.learning_rate
+        groups = [{**group, "lr": rate * group.get("lr_scale", 1.0)} for group in self._parameter_groups()]
+        return torch.optim.AdamW(groups, lr=self.learning_rate, weight_decay=self.weight_decay)
+
     def _kept_optimizer(self) -> torch.optim.Optimizer:
-        """``partial_fit``'s optimiser (``train``'s AdamW), with the state the previous call left."""
-        optimizer = torch.optim.AdamW(self.module_.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
+        """``partial_fit``'s optimiser (``_optimizer``), with the state the previous call left."""
+        optimizer = self._optimizer()
         if self.__dict__.get("_optimizer_state") is not None:
             optimizer.load_state_dict(self._optimizer_state)
         return optimizer
@@ -601,6 +611,7 @@ class SeriesModel(BaseEstimator):
             batch_size=batch_size,
             learning_rate=self.learning_rate,
             weight_decay=self.weight_decay,
+            optimizer=self._optimizer(),
             patience=self.patience,
             generator=minibatches,
             random_streams={name: g for name, g in self._streams.items() if g is not minibatches},

@@ -162,9 +162,14 @@ class LatentODEClassifier(_SeriesClassifier, ClassifierMixin, LatentODE):
     (4, 2)
     """
 
-    # The dynamics penalties are LatentODE's alone: the classifier's training keeps its plain bound.
+    # The dynamics penalties and the field's own rate are LatentODE's alone: the classifier's training keeps its
+    # plain bound and one rate (the field's rate was measured on LatentODE's reconstruction only).
     _parameter_constraints = {
-        **{name: rule for name, rule in LatentODE._parameter_constraints.items() if name not in PENALTY_CONSTRAINTS},
+        **{
+            name: rule
+            for name, rule in LatentODE._parameter_constraints.items()
+            if name not in PENALTY_CONSTRAINTS and name != "ode_learning_rate_scale"
+        },
         "classification_weight": [Interval(Real, 0, None, closed="left")],
         "head_hidden_layer_sizes": [tuple, list],
     }
@@ -238,6 +243,7 @@ class LatentODEClassifier(_SeriesClassifier, ClassifierMixin, LatentODE):
             batch_size=batch_size,
             learning_rate=learning_rate,
             learning_rate_decay=learning_rate_decay,
+            ode_learning_rate_scale=1.0,
             weight_decay=weight_decay,
             validation_fraction=validation_fraction,
             patience=patience,

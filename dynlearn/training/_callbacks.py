@@ -51,7 +51,7 @@ class StepDecay(Callback):
     def _set(self, state: TrainState, epoch: int) -> None:
         base = state.optimizer.defaults["lr"]
         for group in state.optimizer.param_groups:
-            group["lr"] = self.rate(base, epoch)
+            group["lr"] = self.rate(base, epoch) * group.get("lr_scale", 1.0)
 
     def on_train_begin(self, state: TrainState) -> None:
         self._set(state, state.epoch + 1)

@@ -165,7 +165,8 @@ class LearningRateDecay(Callback):
     The schedule of Rubanova et al. (2019): in epoch ``e`` (counted over warm
     starts too) the rate is ``learning_rate * decay ** ((e - 1) * n_batches)``,
     floored at ``floor * learning_rate``; it is set before the first epoch
-    and after each one. ``decay=1`` keeps the rate constant.
+    and after each one. ``decay=1`` keeps the rate constant. A parameter
+    group with an ``lr_scale`` entry gets that multiple of the rate.
     """
 
     def __init__(self, learning_rate: float, decay: float, n_batches: int, floor: float = 0.1):
@@ -180,7 +181,7 @@ class LearningRateDecay(Callback):
 
     def set_epoch(self, state: "TrainState", epoch: int) -> None:
         for group in state.optimizer.param_groups:
-            group["lr"] = self.rate(epoch)
+            group["lr"] = self.rate(epoch) * group.get("lr_scale", 1.0)
 
     def on_train_begin(self, state: "TrainState") -> None:
         self.set_epoch(state, state.epoch + 1)
