@@ -16,6 +16,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 # The registry, records, timing and the environment live in the package
 # (dynlearn.bench), which `dynlearn bench` runs from an installed copy;
 # re-exported here for the benchmark modules of this folder.
@@ -23,8 +25,8 @@ from dynlearn.bench import PERF, Environment, Record, format_value, median, regi
 from dynlearn.bench import BenchContext as Context
 
 __all__ = [
-    "PERF", "Context", "Environment", "Record", "median", "register", "run_all", "time_interleaved", "warm_up",
-    "write_results",
+    "PERF", "Context", "Environment", "Record", "compare_iterations", "median", "register", "run_all",
+    "time_interleaved", "warm_up", "write_results",
 ]  # fmt: skip
 
 
@@ -35,6 +37,38 @@ def register(name: str, description: str) -> Callable[[Callable[[Context], list[
     also run by ``dynlearn bench``); a name taken by either is refused.
     """
     return register_perf(name, description, suite=False)
+
+
+def compare_iterations(
+    steps: dict[str, Callable[[], tuple[float, int]]], rounds: int, reference: str, device: str = "cpu"
+) -> list[dict]:
+    """Training iterations of several ways of computing one model, timed interleaved, one row per way.
+
+    Each step takes one iteration and returns its loss and its field
+    evaluations. :func:`time_interleaved` runs one untimed warm-up round,
+    then exactly ``rounds`` rounds (A, B, C, A, B, C, ...). A row gives the
+    median seconds per iteration, the median of the per-round ratios to
+    ``reference``'s seconds, the median evaluations and the loss of the last
+    iteration.
+    """
+    losses: dict[str, float] = {}
+    evaluations: dict[str, list[int]] = {way: [] for way in steps}
+
+    def recorded(way: str) -> Callable[[], None]:
+        def run() -> None:
+            losses[way], count = steps[way]()
+            evaluations[way].append(count)
+
+        return run
+
+    context = Context(quick=False, device=torch.device(device), seconds_per_comparison=0.0, repeats=rounds)
+    seconds = time_interleaved({way: recorded(way) for way in steps}, context)
+    return [
+        {"way": way, "rounds": rounds, "seconds_per_iteration": median(seconds[way]),
+         f"ratio_to_{reference.replace(' ', '_')}": median([a / b for a, b in zip(seconds[way], seconds[reference])]),
+         "evaluations_per_iteration": median(evaluations[way]), "final_loss": losses[way]}
+        for way in steps
+    ]  # fmt: skip
 
 
 def _log(line: str) -> None:

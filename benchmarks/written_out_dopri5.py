@@ -26,11 +26,10 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import statistics
-import time
 from pathlib import Path
 
 import torch
+from harness import compare_iterations
 from torch import nn
 from torchdiffeq import odeint
 
@@ -61,10 +60,27 @@ def _solve(way: str, field: Field, y0: torch.Tensor, t: torch.Tensor) -> torch.T
     return solve_ode(field, y0, t, method="dopri5", options=options, **SOLVE)
 
 
+def _iteration(way: str, start: dict, width: int, y0: torch.Tensor, t: torch.Tensor, target: torch.Tensor):
+    """One training iteration of a fresh copy of the field (weights ``start``) solved ``way``: (loss, evaluations)."""
+    model = Field(width)
+    model.load_state_dict(start)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+    def step() -> tuple[float, int]:
+        optimiser.zero_grad()
+        model.calls = 0
+        loss = (_solve(way, model, y0, t) - target).pow(2).mean()
+        loss.backward()
+        optimiser.step()
+        return float(loss), model.calls
+
+    return step
+
+
 def main(rounds: int) -> None:
     torch.set_num_threads(1)
     load = os.getloadavg()[0]
-    rows, report = [], []
+    rows = []
     for size, (width, batch) in SIZES.items():
         generator = torch.Generator().manual_seed(0)
         t = torch.linspace(0.0, 3.0, 16)
@@ -75,33 +91,9 @@ def main(rounds: int) -> None:
              y0[:, 0] * rotation[:, None, 1] + y0[:, 1] * rotation[:, None, 0]], -1)  # fmt: skip
         torch.manual_seed(0)
         start = Field(width).state_dict()
-        models = {way: Field(width) for way in WAYS}
-        optimisers = {}
-        for way, model in models.items():
-            model.load_state_dict(start)
-            optimisers[way] = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        seconds: dict[str, list[float]] = {way: [] for way in WAYS}
-        evaluations: dict[str, list[int]] = {way: [] for way in WAYS}
-        losses: dict[str, float] = {}
-        n_rounds = rounds if size == "small" else max(5, rounds // 8)
-        for _ in range(n_rounds):
-            for way in WAYS:
-                model, optimiser = models[way], optimisers[way]
-                began = time.perf_counter()
-                optimiser.zero_grad()
-                model.calls = 0
-                loss = (_solve(way, model, y0, t) - target).pow(2).mean()
-                evaluations[way].append(model.calls)
-                loss.backward()
-                optimiser.step()
-                seconds[way].append(time.perf_counter() - began)
-                losses[way] = float(loss)
-        for way in WAYS:
-            rows.append({
-                "size": size, "way": way, "rounds": n_rounds, "seconds_per_iteration": statistics.median(seconds[way]),
-                "ratio_to_odeint": statistics.median(a / b for a, b in zip(seconds[way], seconds["odeint"])),
-                "evaluations_per_iteration": statistics.median(evaluations[way]), "final_loss": losses[way],
-            })  # fmt: skip
+        steps = {way: _iteration(way, start, width, y0, t, target) for way in WAYS}
+        for row in compare_iterations(steps, rounds if size == "small" else max(5, rounds // 8), "odeint"):
+            rows.append({"size": size, **row})
             print(rows[-1], flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     with open(RESULTS / "results.csv", "w", newline="") as handle:

@@ -36,12 +36,12 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from itertools import pairwise
 from pathlib import Path
 
 import torch
 import torchsde
+from harness import compare_iterations
 from torch import nn
 
 from dynlearn.solvers import solve_sde
@@ -113,6 +113,32 @@ def _targets(ts: torch.Tensor) -> torch.Tensor:
     return torch.exp(-0.02 * ts)[:, None, None] * rotated
 
 
+def _iteration(way: str, start: dict, hidden: tuple[int, ...], ts: torch.Tensor, target: torch.Tensor):
+    """One training iteration of a fresh copy of the model (weights ``start``) solved ``way``: (loss, evaluations).
+
+    Each way draws its start states from its own generator of the same seed,
+    and its Brownian paths from the iteration's number.
+    """
+    model = LatentDynamics(hidden)
+    model.load_state_dict(start)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    noise = torch.Generator().manual_seed(1)
+    done = [0]
+
+    def step() -> tuple[float, int]:
+        optimiser.zero_grad()
+        model.calls = 0
+        z0 = model.z0_mean + 0.1 * torch.randn(SERIES, LATENT, generator=noise)
+        paths, log_ratio = _solve(way, model, z0, ts, seed=done[0])
+        done[0] += 1
+        loss = (model.decoder(paths) - target).pow(2).mean() + log_ratio.sum() / target[..., 0].numel()
+        loss.backward()
+        optimiser.step()
+        return float(loss.detach()), model.calls
+
+    return step
+
+
 def iterations(rounds: int) -> list[dict]:
     ts = torch.arange(50.0)
     target = _targets(ts)
@@ -120,36 +146,9 @@ def iterations(rounds: int) -> list[dict]:
     for size, hidden in SIZES.items():
         torch.manual_seed(0)
         start = LatentDynamics(hidden).state_dict()
-        models = {way: LatentDynamics(hidden) for way in WAYS}
-        optimisers, noise = {}, {}
-        for way, model in models.items():
-            model.load_state_dict(start)
-            optimisers[way] = torch.optim.AdamW(model.parameters(), lr=1e-3)
-            noise[way] = torch.Generator().manual_seed(1)
-        seconds: dict[str, list[float]] = {way: [] for way in WAYS}
-        evaluations: dict[str, list[int]] = {way: [] for way in WAYS}
-        losses: dict[str, float] = {}
-        n_rounds = rounds if size == "small" else max(5, rounds // 4)
-        for round_ in range(n_rounds):
-            for way in WAYS:
-                model, optimiser = models[way], optimisers[way]
-                began = time.perf_counter()
-                optimiser.zero_grad()
-                model.calls = 0
-                z0 = model.z0_mean + 0.1 * torch.randn(SERIES, LATENT, generator=noise[way])
-                paths, log_ratio = _solve(way, model, z0, ts, seed=round_)
-                evaluations[way].append(model.calls)
-                loss = (model.decoder(paths) - target).pow(2).mean() + log_ratio.sum() / target[..., 0].numel()
-                loss.backward()
-                optimiser.step()
-                seconds[way].append(time.perf_counter() - began)
-                losses[way] = float(loss.detach())
-        for way in WAYS:
-            rows.append({
-                "size": size, "way": way, "rounds": n_rounds, "seconds_per_iteration": statistics.median(seconds[way]),
-                "ratio_to_sdeint": statistics.median(a / b for a, b in zip(seconds[way], seconds["sdeint"])),
-                "evaluations_per_iteration": statistics.median(evaluations[way]), "final_loss": losses[way],
-            })  # fmt: skip
+        steps = {way: _iteration(way, start, hidden, ts, target) for way in WAYS}
+        for row in compare_iterations(steps, rounds if size == "small" else max(5, rounds // 4), "sdeint"):
+            rows.append({"size": size, **row})
             print(rows[-1], flush=True)
     return rows
 

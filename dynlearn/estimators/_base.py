@@ -300,7 +300,9 @@ class SeriesModel(BaseEstimator):
 
     def _fit(self, X: Any, t: Any) -> "SeriesModel":
         """The steps of ``fit`` (and of each ``partial_fit`` call) for estimators with ``partial_fit``."""
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__name__} sets _streams_parquet, so it must define _fit (what fit and partial_fit run)."
+        )
 
     def _partial_fit(self, X: Any, t: Any) -> "SeriesModel":
         """What every ``partial_fit`` does: ``_fit`` as a first fit, then one more epoch per call.

@@ -5,8 +5,8 @@ writes each stage into one buffer through a custom autograd function, sums
 the stages along that buffer's last axis and fits a quartic per step. On a
 small network that bookkeeping, not the network, is much of a training
 iteration: written out, an iteration of a 2-32-32-2 field on 16 series takes
-0.56x the time of a plain ``odeint`` loop, of a 2-256-256-2 field on 256
-series 0.81x (``benchmarks/written_out_dopri5.py``, one thread).
+0.50x the time of a plain ``odeint`` loop, of a 2-256-256-2 field on 256
+series 0.80x (``benchmarks/written_out_dopri5.py``, one thread).
 
 Here the step-size control runs on Python floats (one read from the device
 per step, which torchdiffeq's accept/reject test makes too), each stage is a
@@ -262,6 +262,6 @@ def _dense_output(
     if rows is None:
         stacked = torch.stack(stages).reshape(len(stages), -1)
         return y.reshape(1, -1).add(weights @ stacked).reshape(len(fractions), *y.shape)
-    stacked = torch.stack([stage[rows] for stage in stages])  # (stages, m, *rest)
-    flat = stacked.reshape(len(stages), len(fractions), -1)
-    return y[rows].add(torch.einsum("ms,smd->md", weights, flat).reshape(y[rows].shape))
+    start = y.index_select(0, rows)
+    stacked = torch.stack(stages).index_select(1, rows).reshape(len(stages), len(fractions), -1)  # (stages, m, rest)
+    return start.add(torch.einsum("ms,smd->md", weights, stacked).reshape(start.shape))
