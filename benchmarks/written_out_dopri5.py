@@ -9,7 +9,12 @@ one process with one torch thread:
 * ``written out``: ``dynlearn.solvers.solve_ode`` (the written-out steps);
 * ``torchdiffeq stepping``: ``solve_ode`` with an option only torchdiffeq's
   solver object takes (``dtype``), which sends it through that object, as
-  every dopri5 solve went before.
+  every dopri5 solve went before;
+* ``fused step``: ``solve_ode`` of the same network as a
+  ``dynlearn.nn.MLPVectorField``, whose steps run as one autograd node each
+  with the backward pass written out (``dynlearn/solvers/_rk_mlp.py``), as
+  the estimators' fields do. The other ways' field is a plain module, which
+  ``solve_ode`` steps stage by stage.
 
 All three start from the same weights and take the same iterations; the
 evaluations per iteration are reported beside the times (equal unless the
@@ -33,11 +38,12 @@ from harness import compare_iterations
 from torch import nn
 from torchdiffeq import odeint
 
-from dynlearn.solvers import solve_ode
+from dynlearn.nn import MLPVectorField
+from dynlearn.solvers import count_evaluations, solve_ode
 
 RESULTS = Path(__file__).resolve().parent / "results" / "written_out_dopri5"
 SIZES = {"small": (32, 16), "large": (256, 256)}
-WAYS = ("odeint", "written out", "torchdiffeq stepping")
+WAYS = ("odeint", "written out", "torchdiffeq stepping", "fused step")
 SOLVE = dict(rtol=1e-3, atol=1e-4)
 
 
@@ -62,17 +68,18 @@ def _solve(way: str, field: Field, y0: torch.Tensor, t: torch.Tensor) -> torch.T
 
 def _iteration(way: str, start: dict, width: int, y0: torch.Tensor, t: torch.Tensor, target: torch.Tensor):
     """One training iteration of a fresh copy of the field (weights ``start``) solved ``way``: (loss, evaluations)."""
-    model = Field(width)
-    model.load_state_dict(start)
+    model = MLPVectorField(2, (width, width)) if way == "fused step" else Field(width)
+    model.load_state_dict(start)  # the same layers under the same names
     optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3)
 
     def step() -> tuple[float, int]:
         optimiser.zero_grad()
         model.calls = 0
-        loss = (_solve(way, model, y0, t) - target).pow(2).mean()
+        with count_evaluations() as counted:
+            loss = (_solve(way, model, y0, t) - target).pow(2).mean()
         loss.backward()
         optimiser.step()
-        return float(loss), model.calls
+        return float(loss), model.calls if way == "odeint" else counted.nfe
 
     return step
 
@@ -101,7 +108,7 @@ def main(rounds: int) -> None:
         writer.writeheader()
         writer.writerows(rows)
     report = [
-        "# Written-out dopri5 against torchdiffeq's stepping",
+        "# Written-out dopri5 (stage by stage and fused) against torchdiffeq's stepping",
         "",
         f"One training iteration (solve, backward, AdamW) of a tanh MLP field, 16 output times, rtol 1e-3, atol 1e-4, "
         f"float32, one torch thread, rounds interleaved; 1-minute load average {load:.2f} at the start. "

@@ -49,6 +49,7 @@ from ..training import (
     ChunkedData,
     History,
     TrainState,
+    adamw,
     agree_on_seed,
     auto_batch_size,
     auto_threads,
@@ -327,7 +328,7 @@ class SeriesModel(BaseEstimator):
         """The AdamW ``fit`` steps, over ``_parameter_groups`` at their scaled initial rates."""
         rate = self.learning_rate
         groups = [{**group, "lr": rate * group.get("lr_scale", 1.0)} for group in self._parameter_groups()]
-        return torch.optim.AdamW(groups, lr=self.learning_rate, weight_decay=self.weight_decay)
+        return adamw(groups, lr=self.learning_rate, weight_decay=self.weight_decay)
 
     def _kept_optimizer(self) -> torch.optim.Optimizer:
         """``partial_fit``'s optimiser (``_optimizer``), with the state the previous call left."""

@@ -66,6 +66,10 @@ class _PlainField(nn.Module):
             return self.field(t, y) if u is None else self.field(t, y, u)
         return self.net(y if u is None else torch.cat([y, u.to(y.dtype)], dim=-1))
 
+    def mlp_layers(self) -> Any:
+        """The field's layers where it is ``dz/dt = mlp(z)`` (see ``MLPVectorField.mlp_layers``)."""
+        return self.field.mlp_layers()
+
 
 class _LatentODEModel(nn.Module):
     """Encoder to q(z0 | x), latent vector field, decoder to observations."""

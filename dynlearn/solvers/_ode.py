@@ -126,17 +126,28 @@ class _GuardedField(nn.Module):
         self.calls = 0
 
     def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
+        self.counted(1)
+        return self.func(t, y)
+
+    def counted(self, n: int) -> None:
+        """Count ``n`` evaluations (a solver that evaluates the field itself reports them here)."""
+        self.calls += n
         if self.stats is not None:
-            self.stats.nfe += 1
+            self.stats.nfe += n
         if _OPEN_COUNTS:
-            _count_open(_in_backward_pass())
+            backward = _in_backward_pass()
+            for _ in range(n):
+                _count_open(backward)
         if self.calls > self.limit:
             raise IntegrationError(
                 f"A solve exceeded its step limit ({self.limit} vector-field evaluations). "
                 f"Raise max_num_steps if the dynamics are stiff. {_ADVICE}"
             )
-        return self.func(t, y)
+
+    def mlp_layers(self) -> Any:
+        """The field's ``mlp_layers()`` (see ``solvers._rk_mlp``), None where it has none."""
+        method = getattr(self.func, "mlp_layers", None)
+        return method() if callable(method) else None
 
 
 class _SegmentClock(nn.Module):
@@ -444,6 +455,9 @@ def _solve_shifted(
 
     def shifted(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return func(start + t.to(start.dtype), y)
+
+    if hasattr(func, "mlp_layers"):  # an autonomous field is the same function on any clock
+        shifted.mlp_layers = func.mlp_layers  # type: ignore[attr-defined]
 
     outputs = _integrate(
         shifted, y0, elapsed[order], info, rtol, atol, False, _with_defaults(info, options), max_num_steps, None,

@@ -33,6 +33,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ._rk_mlp import MLPLayers, mlp_step
+
 
 @dataclass(frozen=True)
 class Tableau:
@@ -171,6 +173,10 @@ def solve_written_out(
     clock = lambda s: torch.full((), s, dtype=dtype, device=device)  # noqa: E731
     before, after = clock(-float("inf")), clock(float("inf"))
 
+    # A field dy/dt = mlp(y) steps through MLPStep (forwards in time; a backwards solve negates the field).
+    layers = _mlp_layers(func) if field is func else None
+    counted = getattr(func, "counted", None)
+
     s0 = times[0]
     slope = field(clock(s0), y0)
     h = options.get("first_step")
@@ -194,16 +200,22 @@ def solve_written_out(
         if on_jump:
             on_end, s1 = False, jumps[next_jump]
             h = s1 - s0
-        stages = [slope]
-        for node, weights in zip(tableau.nodes, tableau.coupling):
-            state = y
-            for stage, weight in zip(stages, weights):
-                if weight != 0.0:
-                    state = torch.add(state, stage, alpha=weight * h)
-            # The last stage is taken just before the step's end, as torchdiffeq does (a field that jumps
-            # at the end time is read on the side the step comes from).
-            when = torch.nextafter(clock(s1), before) if node == 1.0 else clock(s0 + node * h)
-            stages.append(field(when, state))
+        if layers is not None:
+            if counted is not None:
+                counted(len(tableau.coupling))
+            state, *later = mlp_step(tableau.coupling, h, layers, y, slope)
+            stages = [slope, *later]
+        else:
+            stages = [slope]
+            for node, weights in zip(tableau.nodes, tableau.coupling):
+                state = y
+                for stage, weight in zip(stages, weights):
+                    if weight != 0.0:
+                        state = torch.add(state, stage, alpha=weight * h)
+                # The last stage is taken just before the step's end, as torchdiffeq does (a field that jumps
+                # at the end time is read on the side the step comes from).
+                when = torch.nextafter(clock(s1), before) if node == 1.0 else clock(s0 + node * h)
+                stages.append(field(when, state))
         steps += 1
         with torch.no_grad():
             estimate = None
@@ -231,6 +243,12 @@ def solve_written_out(
         else:
             h *= min(_GROW, max(_SAFETY * ratio**exponent, 1.0 if ratio < 1.0 else _SHRINK))
     return torch.cat(pieces)
+
+
+def _mlp_layers(func: Callable) -> MLPLayers | None:
+    """The layers of ``func`` when it is ``dy/dt = mlp(y)`` and says so (an ``mlp_layers()`` method), else None."""
+    method = getattr(func, "mlp_layers", None)
+    return method() if callable(method) else None
 
 
 def _first_step(

@@ -13,6 +13,7 @@ from ._loop import (
     LearningRateDecay,
     ProgressBar,
     TrainState,
+    adamw,
     train,
     train_step,
 )
@@ -30,8 +31,8 @@ from ._threads import (
 
 __all__ = [
     "BASE_BATCH_SIZE", "CSVLogger", "Callback", "Checkpoint", "ChunkedData", "History", "LearningRateDecay",
-    "PARALLEL_WORK", "ProgressBar", "SLOW_FIT_SECONDS", "StepDecay", "TrainState", "agree_on_seed", "auto_batch_size",
-    "auto_threads", "budget_active", "caller_threads", "current_shard", "dask_task_threads", "draw_rows",
-    "is_main_process", "largest_product", "other_runnable", "prepare_process_group", "resolve_device", "resolve_dtype",
-    "thread_budget", "train", "train_step", "usable_cores", "whole_batch",
+    "PARALLEL_WORK", "ProgressBar", "SLOW_FIT_SECONDS", "StepDecay", "TrainState", "adamw", "agree_on_seed",
+    "auto_batch_size", "auto_threads", "budget_active", "caller_threads", "current_shard", "dask_task_threads",
+    "draw_rows", "is_main_process", "largest_product", "other_runnable", "prepare_process_group", "resolve_device",
+    "resolve_dtype", "thread_budget", "train", "train_step", "usable_cores", "whole_batch",
 ]  # fmt: skip

@@ -1,0 +1,151 @@
+"""A dopri5 step of an MLP field as one autograd node (dynlearn.solvers._rk_mlp) against stage-by-stage stepping."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from dynlearn.nn import MLPVectorField
+from dynlearn.solvers import SolverStats, count_evaluations, solve_ode, solve_ode_irregular
+from dynlearn.solvers._rk import DOPRI5
+from dynlearn.solvers._rk_mlp import MLPLayers, MLPStep, mlp_step
+
+ACTIVATIONS = ["tanh", "relu", "softplus", "elu"]
+
+
+def _pair(activation: str, seed: int = 0) -> tuple[MLPVectorField, nn.Module]:
+    """A field that steps through MLPStep, and the same field hidden behind a plain module (stage by stage)."""
+    torch.manual_seed(seed)
+    fused = MLPVectorField(3, (16, 12), activation).double()
+    with torch.no_grad():
+        fused.net[-1].weight.mul_(10.0)  # make_mlp's shrunken last layer would leave the dynamics nearly still
+
+    class Plain(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = fused
+
+        def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return self.inner(t, y)
+
+    return fused, Plain()
+
+
+def _solve_and_differentiate(field: nn.Module, regular: bool) -> tuple[torch.Tensor, list[torch.Tensor], int]:
+    y0 = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    stats = SolverStats()
+    if regular:
+        t = torch.linspace(0.0, 2.0, 6, dtype=torch.float64)
+        out = solve_ode(field, y0, t, method="dopri5", rtol=1e-6, atol=1e-8, stats=stats)
+    else:  # row-by-row outputs of the shifted clock
+        times = torch.tensor([[0.0, 0.3, 1.7], [0.5, 0.6, 2.9], [0.0, 1.1, 1.2], [0.2, 2.0, 2.1], [0.0, 0.1, 0.4]],
+                             dtype=torch.float64)  # fmt: skip
+        out = solve_ode_irregular(field, y0, times, rtol=1e-6, atol=1e-8, autonomous=True, stats=stats)
+    weights = torch.linspace(-1.0, 2.0, out.numel(), dtype=torch.float64).reshape(out.shape)
+    grads = torch.autograd.grad((out.sin() * weights).sum(), list(field.parameters()))
+    return out, list(grads), stats.nfe
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("regular", [True, False])
+def test_fused_steps_give_the_stage_by_stage_states_gradients_and_evaluations(activation, regular):
+    fused, plain = _pair(activation)
+    assert fused.mlp_layers() is not None and not hasattr(plain, "mlp_layers")
+    ours, our_grads, our_nfe = _solve_and_differentiate(fused, regular)
+    theirs, their_grads, their_nfe = _solve_and_differentiate(plain, regular)
+    assert our_nfe == their_nfe >= 14  # several steps
+    torch.testing.assert_close(ours, theirs, rtol=1e-13, atol=1e-14)
+    for mine, other in zip(our_grads, their_grads):
+        torch.testing.assert_close(mine, other, rtol=1e-10, atol=1e-12)
+
+
+def test_gradients_reach_the_start_state_and_a_slope_given_from_outside():
+    """MLPStep's own adjoints of y0 and k1, and of a stage a loss reads, against autograd through the stages."""
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+    layers = MLPLayers((net[0].weight, net[2].weight), (net[0].bias, net[2].bias), ("tanh",))
+    y0 = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    k1 = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    h = 0.3
+
+    def by_stages():
+        stages, state = [k1], y0
+        for row in DOPRI5.coupling:
+            state = y0 + sum(w * h * k for w, k in zip(row, stages))
+            stages.append(net(state))
+        return [state, *stages[1:]]
+
+    for step in (lambda: mlp_step(DOPRI5.coupling, h, layers, y0, k1), by_stages):
+        out = step()
+        loss = out[0].square().sum() + (out[3] * 0.5).sum()  # the state and one stage
+        grads = torch.autograd.grad(loss, [y0, k1, *net.parameters()])
+        if step is by_stages:
+            for mine, other in zip(first, grads):
+                torch.testing.assert_close(mine, other, rtol=1e-12, atol=1e-13)
+        first = grads
+
+
+def test_fields_that_are_not_a_plain_mlp_of_the_state_are_stepped_stage_by_stage():
+    assert MLPVectorField(2, (8,), "tanh", time_dependent=True).mlp_layers() is None
+    assert MLPVectorField(2, (8,), "tanh", n_inputs=1).mlp_layers() is None
+    assert MLPVectorField(2, (8,), "gelu").mlp_layers() is None  # its derivative needs the layer's input
+    assert MLPVectorField(2, (8,), "softplus").mlp_layers().activations == ("softplus",)
+
+
+def test_evaluations_are_counted():
+    fused, _ = _pair("tanh")
+    y0 = torch.randn(2, 3, dtype=torch.float64)
+    t = torch.linspace(0.0, 1.0, 3, dtype=torch.float64)
+    with count_evaluations() as counted:
+        solve_ode(fused, y0, t, method="dopri5")
+    assert counted.nfe == counted.nfe_forward > 7 and (counted.nfe - 2) % 6 == 0  # start, first-step trial, 6 a step
+
+
+def test_second_derivatives_through_fused_steps_are_exact():
+    """A recorded backward pass (create_graph=True) recomputes the step through autograd: the same Hessian products."""
+    results = []
+    for field in _pair("softplus"):
+        y0 = torch.randn(3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(4)).requires_grad_()
+        out = solve_ode(field, y0, torch.linspace(0.0, 1.5, 4, dtype=torch.float64), method="dopri5", rtol=1e-7,
+                        atol=1e-9)  # fmt: skip
+        (grad,) = torch.autograd.grad(out.square().sum(), [y0], create_graph=True)
+        second = torch.autograd.grad((grad * torch.arange(9.0, dtype=torch.float64).reshape(3, 3)).sum(),
+                                     [y0, *field.parameters()])  # fmt: skip
+        results.append(second)
+    for mine, other in zip(*results):
+        torch.testing.assert_close(mine, other, rtol=1e-10, atol=1e-12)
+
+
+def test_a_step_limit_stops_a_fused_solve():
+    from dynlearn.exceptions import IntegrationError
+
+    fused, _ = _pair("tanh")
+    with pytest.raises(IntegrationError, match="max_num_steps|step limit"):
+        solve_ode(fused, torch.ones(2, 3, dtype=torch.float64), torch.tensor([0.0, 50.0], dtype=torch.float64),
+                  method="dopri5", rtol=1e-12, atol=1e-14, max_num_steps=3)  # fmt: skip
+
+
+def test_the_step_needs_a_consistent_layer_description():
+    w = torch.zeros(2, 2)
+    with pytest.raises(ValueError, match="activations"):
+        MLPLayers((w, w), (w[0], w[0]), ("gelu",))
+    with pytest.raises(ValueError, match="one activation between layers"):
+        MLPLayers((w, w), (w[0], w[0]), ())
+    assert MLPStep is not None
+
+
+def test_wide_layers_sum_their_stage_gradients_in_place_to_the_same_result():
+    """Above _ACCUMULATE_ABOVE entries the weight gradients are summed stage by stage instead of stacked."""
+    from dynlearn.solvers import _rk_mlp
+
+    torch.manual_seed(3)
+    fused = MLPVectorField(3, (160,), "tanh").double()
+    y0 = torch.randn(120, 3, dtype=torch.float64)
+    assert 120 * 160 > _rk_mlp._ACCUMULATE_ABOVE
+    results = []
+    for field in (fused, lambda t, y: fused(t, y)):
+        out = solve_ode(field, y0, torch.linspace(0.0, 1.0, 3, dtype=torch.float64), method="dopri5")
+        results.append(torch.autograd.grad(out.sin().sum(), list(fused.parameters())))
+    for mine, other in zip(*results):
+        torch.testing.assert_close(mine, other, rtol=1e-10, atol=1e-12)
