@@ -264,8 +264,12 @@ class HamiltonianField(nn.Module):
 
     def forward(self, t: torch.Tensor, x: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
         """``dx/dt`` of shape (batch, 2 d) under inputs ``u`` (batch, n_inputs); ``t`` is unused."""
-        q, p = x.split(self.n_coordinates, dim=-1)
-        grad_q, grad_p = self.gradients(q, p)
+        if self.separable:
+            q, p = x.split(self.n_coordinates, dim=-1)
+            grad_q, grad_p = self.gradients(q, p)
+        else:  # the network reads the state as it comes, not re-joined from q and p
+            grad_q, grad_p = _network_gradient(self.net, x, value=False)[1].split(self.n_coordinates, dim=-1)
+            q = x[..., : self.n_coordinates]
         if self.n_inputs:
             return torch.cat([grad_p, self.input_matrix.force(q, u) - grad_q], dim=-1)
         return torch.cat([grad_p, -grad_q], dim=-1)
