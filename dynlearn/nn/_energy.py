@@ -42,7 +42,9 @@ def _gradient(scalar: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -
     """
     create_graph = torch.is_grad_enabled()
     with torch.enable_grad():
-        if not x.requires_grad:
+        # Under no_grad a view of a tensor that requires grad (a state split into q and p during
+        # torchdiffeq's adjoint solve) says it does but leads nowhere, so no graph is ever taken from x there.
+        if not create_graph or not x.requires_grad:
             x = x.detach().requires_grad_(True)
         value = scalar(x)
         (grad,) = torch.autograd.grad(value.sum(), x, create_graph=create_graph)
