@@ -33,8 +33,9 @@ import argparse
 import copy
 import csv
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from harness import compare_iterations
@@ -49,8 +50,8 @@ from dynlearn.training import train_step
 RESULTS = Path(__file__).resolve().parent / "results" / "written_out_hamiltonian"
 SIZES = {"small": ((32, 32), 16), "large": ((256, 256), 256)}
 TASKS = {
-    "derivatives": dict(fit_on="derivatives"),
-    "leapfrog": dict(separable=True, solver="leapfrog", fit_on="trajectories", window_size=10),
+    "derivatives": {"fit_on": "derivatives"},
+    "leapfrog": {"separable": True, "solver": "leapfrog", "fit_on": "trajectories", "window_size": 10},
 }
 WAYS = ("autograd", "written out")
 
@@ -136,20 +137,25 @@ def main(rounds: int) -> None:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    table = [
+        f"| {r['task']} | {r['size']} | {r['way']} | {r['rounds']} | {r['seconds_per_iteration']:.5f} | "
+        f"{r['ratio_to_autograd']:.3f} | {r['evaluations_per_iteration']:.0f} | {r['final_loss']:.6g} |"
+        for r in rows
+    ]
     report = [
         "# Written-out gradient of H against autograd's double backward",
         "",
-        "One HamiltonianNN training iteration (loss, backward, clip, AdamW) on make_mass_spring (32 series of 50), "
-        f"float32, one torch thread, rounds interleaved; 1-minute load average {load:.2f} at the start. "
-        "small: hidden (32, 32), minibatches of 16; large: (256, 256), 256. derivatives: non-separable H, "
-        "derivative loss; leapfrog: separable H, windows of 10 through leapfrog. ratio: seconds ÷ autograd's, "
-        "median of per-round ratios (< 1: faster). gradients: network gradients per iteration.",
+        (
+            "One HamiltonianNN training iteration (loss, backward, clip, AdamW) on make_mass_spring (32 series of "
+            f"50), float32, one torch thread, rounds interleaved; 1-minute load average {load:.2f} at the start. "
+            "small: hidden (32, 32), minibatches of 16; large: (256, 256), 256. derivatives: non-separable H, "
+            "derivative loss; leapfrog: separable H, windows of 10 through leapfrog. ratio: seconds ÷ autograd's, "
+            "median of per-round ratios (< 1: faster). gradients: network gradients per iteration."
+        ),
         "",
         "| task | size | way | rounds | s per iteration | ratio to autograd | gradients | loss of the last |",
         "|---|---|---|---:|---:|---:|---:|---:|",
-        *[f"| {r['task']} | {r['size']} | {r['way']} | {r['rounds']} | {r['seconds_per_iteration']:.5f} | "
-          f"{r['ratio_to_autograd']:.3f} | {r['evaluations_per_iteration']:.0f} | {r['final_loss']:.6g} |"
-          for r in rows],  # fmt: skip
+        *table,
         "",
         f"Command: `OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/written_out_hamiltonian.py --rounds {rounds}`",
     ]

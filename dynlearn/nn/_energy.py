@@ -81,9 +81,7 @@ def _written_out_layers(net: nn.Module) -> tuple[list[nn.Linear], list[nn.Module
     return linears, activations
 
 
-def _network_gradient(
-    net: nn.Module, x: torch.Tensor, value: bool = True
-) -> tuple[torch.Tensor | None, torch.Tensor]:
+def _network_gradient(net: nn.Module, x: torch.Tensor, value: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
     """``net(x).squeeze(-1)`` of shape (batch,) and its gradient with respect to ``x`` (batch, in), as :func:`_gradient`.
 
     For a network of :func:`_written_out_layers` the gradient is written out:
