@@ -7,7 +7,7 @@ while gradients are being recorded they keep their graph, so a loss on the
 vector field trains the scalar's weights.
 
 The gradient of a Hamiltonian network (Linear layers between the
-activations of :func:`_written_out_activation`, one output) is written out
+activations of ``_WRITTEN_OUT``, one output) is written out
 instead: a backward sweep through the layers in plain tensor operations,
 ``g = W_L``, then ``g = (g σ'(z_i)) W_i`` from the last hidden layer to the
 first. It is the same function as autograd's gradient, but a loss on the
