@@ -237,7 +237,7 @@ def hamiltonian_pair(hidden: tuple[int, ...], batch: int) -> dict[str, Side]:
         field = torch.cat([grad[:, 1:], -grad[:, :1]], dim=-1)  # dq/dt = dH/dp, dp/dt = -dH/dq
         return ((field - part["rates"]) ** 2 * part["mask"]).sum() / part["mask"].sum().clamp_min(1)
 
-    ours = Counter(seen.module.net)
+    ours = Counter(seen.module)  # one field evaluation per loss; H's gradient is written out, without calling net
     side = dynlearn_side(seen, batch, lambda iteration: counted(ours, iteration))
     # The derivative loss needs gradients of H even when evaluated.
     side.full_loss = lambda: float(seen.loss_fn(seen.module, seen.train_data).detach())

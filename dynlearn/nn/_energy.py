@@ -6,6 +6,15 @@ coordinates first, then their momenta (Hamiltonian) or velocities
 while gradients are being recorded they keep their graph, so a loss on the
 vector field trains the scalar's weights.
 
+The gradient of a Hamiltonian network (Linear layers between the
+activations of ``_WRITTEN_OUT``, one output) is written out
+instead: a backward sweep through the layers in plain tensor operations,
+``g = W_L``, then ``g = (g σ'(z_i)) W_i`` from the last hidden layer to the
+first. It is the same function as autograd's gradient, but a loss on the
+field is then differentiated once through ordinary operations rather than
+twice through autograd's backward graph, which on small layers costs more
+bookkeeping than arithmetic.
+
 Known inputs ``u`` (``n_inputs > 0``) act as generalised forces
 ``B(q) u`` on the momenta (Hamiltonian) or in the Euler–Lagrange equations
 (Lagrangian), through a learned :class:`InputMatrix`: with ``u = 0`` the
@@ -33,11 +42,86 @@ def _gradient(scalar: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -
     """
     create_graph = torch.is_grad_enabled()
     with torch.enable_grad():
-        if not x.requires_grad:
+        # Under no_grad a view of a tensor that requires grad (a state split into q and p during
+        # torchdiffeq's adjoint solve) says it does but leads nowhere, so no graph is ever taken from x there.
+        if not create_graph or not x.requires_grad:
             x = x.detach().requires_grad_(True)
         value = scalar(x)
         (grad,) = torch.autograd.grad(value.sum(), x, create_graph=create_graph)
     return value, grad
+
+
+# Hidden activations whose derivative the written-out gradient forms (nn.GELU, for one, is left to autograd).
+_WRITTEN_OUT = (nn.Tanh, nn.ReLU, nn.Softplus, nn.ELU, nn.SiLU)
+
+# aten's derivative kernels of those activations: one operation each, with its own derivative.
+_TANH_BACKWARD = torch.ops.aten.tanh_backward
+_THRESHOLD_BACKWARD = torch.ops.aten.threshold_backward
+_SOFTPLUS_BACKWARD = torch.ops.aten.softplus_backward
+_ELU_BACKWARD = torch.ops.aten.elu_backward
+
+
+def _written_out_layers(net: nn.Module) -> tuple[list[nn.Linear], list[nn.Module]] | None:
+    """``net``'s Linear layers and hidden activations when its gradient can be written out, else None.
+
+    That is an ``nn.Sequential`` alternating Linear layers with biases and
+    activations of ``_WRITTEN_OUT`` (an ELU of nonnegative ``alpha``), and
+    ending in a Linear layer of one output, as :func:`make_mlp` builds.
+    """
+    if type(net) is not nn.Sequential:
+        return None
+    layers = list(net)
+    linears, activations = layers[::2], layers[1::2]
+    if not len(layers) % 2 or any(type(layer) is not nn.Linear or layer.bias is None for layer in linears):
+        return None
+    if linears[-1].out_features != 1:
+        return None
+    if any(type(layer) not in _WRITTEN_OUT or (type(layer) is nn.ELU and layer.alpha < 0) for layer in activations):
+        return None
+    return linears, activations
+
+
+def _network_gradient(net: nn.Module, x: torch.Tensor, value: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """``net(x).squeeze(-1)`` of shape (batch,) and its gradient with respect to ``x`` (batch, in), as :func:`_gradient`.
+
+    For a network of :func:`_written_out_layers` the gradient is written out:
+    a forward sweep keeping each hidden layer's input ``z`` and output ``h``,
+    then ``g = W_L`` and ``g = (g σ'(z)) W`` back through the hidden layers.
+    Anything else goes through :func:`_gradient`. Either way the gradient
+    keeps its graph while gradients are recorded and has none under
+    ``torch.no_grad()``. With ``value=False`` the written-out path skips the
+    last layer and returns None for the value.
+    """
+    plan = _written_out_layers(net) if x.dim() == 2 else None
+    if plan is None:
+        return _gradient(lambda z: net(z).squeeze(-1), x)
+    linears, activations = plan
+    weights = [layer.weight for layer in linears]
+    inputs, outputs = [], []
+    h = x
+    for layer, weight, activation in zip(linears, weights, activations):
+        z = torch.addmm(layer.bias, h, weight.t())
+        h = activation(z)
+        inputs.append(z)
+        outputs.append(h)
+    last = weights[-1]
+    energy = torch.addmm(linears[-1].bias, h, last.t()).squeeze(-1) if value else None
+    gradient = last.expand(x.shape[0], last.shape[1])
+    for weight, activation, z, h in zip(weights[-2::-1], activations[::-1], inputs[::-1], outputs[::-1]):
+        kind = type(activation)
+        if kind is nn.Tanh:
+            gradient = _TANH_BACKWARD(gradient, h)
+        elif kind is nn.ReLU:
+            gradient = _THRESHOLD_BACKWARD(gradient, h, 0)
+        elif kind is nn.Softplus:
+            gradient = _SOFTPLUS_BACKWARD(gradient, z, activation.beta, activation.threshold)
+        elif kind is nn.ELU:
+            gradient = _ELU_BACKWARD(gradient, activation.alpha, 1, 1, True, h)
+        else:  # SiLU, whose derivative kernel has no derivative: σ' = s + z s (1 - s) = s + h - h s, s = sigmoid(z)
+            s = torch.sigmoid(z)
+            gradient = gradient * torch.addcmul(s + h, h, s, value=-1)
+        gradient = gradient.mm(weight)
+    return energy, gradient
 
 
 # The kinds of InputMatrix: its ``kind`` argument and the estimators' ``input_matrix`` choices.
@@ -167,21 +251,25 @@ class HamiltonianField(nn.Module):
         """``(∂H/∂q, ∂H/∂p)``, each of shape (batch, d)."""
         if self.separable:
             return self.potential_gradient(q), self.kinetic_gradient(p)
-        _, grad = _gradient(self.energy, torch.cat([q, p], dim=-1))
+        _, grad = _network_gradient(self.net, torch.cat([q, p], dim=-1), value=False)
         return grad.split(self.n_coordinates, dim=-1)
 
     def potential_gradient(self, q: torch.Tensor) -> torch.Tensor:
         """``∂V/∂q`` of shape (batch, d), for ``separable=True``."""
-        return _gradient(lambda z: self.potential(z).squeeze(-1), q)[1]
+        return _network_gradient(self.potential, q, value=False)[1]
 
     def kinetic_gradient(self, p: torch.Tensor) -> torch.Tensor:
         """``∂T/∂p`` of shape (batch, d), for ``separable=True``."""
-        return _gradient(lambda z: self.kinetic(z).squeeze(-1), p)[1]
+        return _network_gradient(self.kinetic, p, value=False)[1]
 
     def forward(self, t: torch.Tensor, x: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
         """``dx/dt`` of shape (batch, 2 d) under inputs ``u`` (batch, n_inputs); ``t`` is unused."""
-        q, p = x.split(self.n_coordinates, dim=-1)
-        grad_q, grad_p = self.gradients(q, p)
+        if self.separable:
+            q, p = x.split(self.n_coordinates, dim=-1)
+            grad_q, grad_p = self.gradients(q, p)
+        else:  # the network reads the state as it comes, not re-joined from q and p
+            grad_q, grad_p = _network_gradient(self.net, x, value=False)[1].split(self.n_coordinates, dim=-1)
+            q = x[..., : self.n_coordinates]
         if self.n_inputs:
             return torch.cat([grad_p, self.input_matrix.force(q, u) - grad_q], dim=-1)
         return torch.cat([grad_p, -grad_q], dim=-1)
