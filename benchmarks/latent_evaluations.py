@@ -21,7 +21,8 @@ first 10 epochs of both schedules), the latent field's parameters at
 ``ode_learning_rate_scale`` times the rate. Variants (``VARIANTS``):
 ``default``, the estimator's defaults (the field as ``make_mlp`` draws it:
 torch's fan-in-scaled uniform layers, the last one's weights shrunk by 10,
-trained at the shared rate); ``shared_rate``: the same, the rate named;
+trained at half the rate since ``ode_learning_rate_scale=0.5`` became the
+default); ``shared_rate``: the same at the shared rate, the defaults before;
 the others change one thing of ``shared_rate``:
 ``normal_field`` re-draws the field's linear layers from N(0, 0.1²) with
 biases 0 (the scale the authors' code draws every layer at),
@@ -112,7 +113,7 @@ def orthogonal_field(module: torch.nn.Module, seed: int) -> None:
 
 
 # name: (estimator settings, re-draw of the latent field before the first step). The field variants name the
-# shared rate (``ode_learning_rate_scale=1``, the default) so that they stay one change away from it.
+# shared rate (``ode_learning_rate_scale=1``, the default until 0.5 was) so that they stay one change away from it.
 SHARED = {"ode_learning_rate_scale": 1.0}
 VARIANTS: dict[str, tuple[dict, Callable | None]] = {
     "default": ({}, None),

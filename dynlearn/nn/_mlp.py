@@ -7,7 +7,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from ..solvers._rk_mlp import OUTPUT_DERIVATIVES, MLPLayers
+from ..solvers import MLPLayers
 from ._odernn_fused import field_layers, fusable_field
 
 ACTIVATIONS = {
@@ -93,7 +93,7 @@ class MLPVectorField(nn.Module):
         """
         if self.time_dependent or getattr(self, "n_inputs", 0):
             return None
-        return plain_layers(self.net)
+        return MLPLayers.of(self.net)
 
 
 class SecondOrderField(nn.Module):
@@ -112,29 +112,6 @@ class SecondOrderField(nn.Module):
         velocity = y[:, self.position_dim :]
         acceleration = self.net(_network_input(t, y, u, self.time_dependent, getattr(self, "n_inputs", 0)))
         return torch.cat([velocity, acceleration], dim=-1)
-
-
-def plain_layers(net: nn.Sequential) -> MLPLayers | None:
-    """``net``'s layers as :class:`~dynlearn.solvers._rk_mlp.MLPLayers`, or None where it is not
-    Linear layers with biases alternating with activations of :data:`OUTPUT_DERIVATIVES` at their defaults."""
-    modules = list(net)
-    linears, activations = modules[::2], modules[1::2]
-    if len(modules) % 2 == 0 or not all(isinstance(m, nn.Linear) and m.bias is not None for m in linears):
-        return None
-    names = []
-    for module in activations:
-        name = _OUTPUT_DERIVATIVE_MODULES.get(type(module))
-        if name is None or (name == "softplus" and (module.beta != 1 or module.threshold != 20)) or (
-            name == "elu" and module.alpha != 1.0
-        ):
-            return None
-        names.append(name)
-    return MLPLayers(tuple(m.weight for m in linears), tuple(m.bias for m in linears), tuple(names))
-
-
-# Activation modules whose derivative MLPStep writes from their output (with softplus β = 1, threshold 20; elu α = 1).
-_OUTPUT_DERIVATIVE_MODULES = {nn.Tanh: "tanh", nn.ReLU: "relu", nn.Softplus: "softplus", nn.ELU: "elu"}
-assert set(_OUTPUT_DERIVATIVE_MODULES.values()) == set(OUTPUT_DERIVATIVES)
 
 
 # Parameter-free activations called as functions by mlp_function.

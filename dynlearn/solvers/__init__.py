@@ -9,6 +9,7 @@ from ._control import CONTROL_INTERPOLATIONS, ControlPath
 from ._fixed import FIXED_STEP_METHODS, fixed_step
 from ._ode import DEFAULT_MAX_NUM_STEPS, SolverStats, count_evaluations, solve_ode, solve_ode_irregular
 from ._penalty import DynamicsPenalty
+from ._rk_mlp import MLPLayers
 from ._registry import (
     ODE_METHODS,
     SYMPLECTIC_METHODS,
@@ -30,6 +31,7 @@ __all__ = [
     "DEFAULT_MAX_NUM_STEPS",
     "DynamicsPenalty",
     "FIXED_STEP_METHODS",
+    "MLPLayers",
     "MethodInfo",
     "ODE_METHODS",
     "SDEMethodInfo",

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+from torch import nn
 
 # Hidden activations whose derivative the backward pass writes from the layer's output ``a``:
 # tanh 1 - a², relu [a > 0], softplus (β = 1) 1 - exp(-a), elu (α = 1) 1 where a > 0 else a + 1.
@@ -44,7 +45,36 @@ _FORWARD: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 
 @dataclass(frozen=True)
 class MLPLayers:
-    """A field ``dy/dt = mlp(y)``: its layers' weights (out, in) and biases, and each hidden activation's name."""
+    """The layers of a vector field ``dy/dt = mlp(y)``, which adaptive Runge–Kutta solves step as one node.
+
+    A vector field passed to :func:`solve_ode` or :func:`solve_ode_irregular`
+    that has a method ``mlp_layers()`` returning an ``MLPLayers`` (as
+    :class:`dynlearn.nn.MLPVectorField` does for a field of the state alone)
+    declares that it computes exactly that network of the state, whatever
+    the time: each dopri5 step without the adjoint then runs as one autograd
+    node whose backward pass is written out, with the same states and
+    evaluations and the same gradients to rounding, in less time on small
+    networks. ``mlp_layers()`` returning None keeps stage-by-stage stepping.
+
+    Parameters
+    ----------
+    weights : tuple of Tensor
+        Each Linear layer's weight, ``(out, in)``, first layer first.
+    biases : tuple of Tensor
+        Each Linear layer's bias.
+    activations : tuple of str
+        The activation after each layer but the last: ``"tanh"``, ``"relu"``, ``"softplus"`` or ``"elu"``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dynlearn.solvers import MLPLayers
+    >>> net = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    >>> MLPLayers.of(net).activations
+    ('tanh',)
+    >>> MLPLayers.of(torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.GELU(), torch.nn.Linear(8, 2))) is None
+    True
+    """
 
     weights: tuple[torch.Tensor, ...]
     biases: tuple[torch.Tensor, ...]
@@ -61,7 +91,29 @@ class MLPLayers:
             raise ValueError(f"activations: expected names among {list(OUTPUT_DERIVATIVES)}; got {unknown}.")
 
     def parameters(self) -> tuple[torch.Tensor, ...]:
+        """``(weight, bias)`` of each layer in turn."""
         return tuple(p for pair in zip(self.weights, self.biases) for p in pair)
+
+    @classmethod
+    def of(cls, net: nn.Sequential) -> MLPLayers | None:
+        """``net``'s layers, or None where it is not Linear layers with biases alternating with ``nn.Tanh``,
+        ``nn.ReLU``, ``nn.Softplus`` or ``nn.ELU`` at their default settings (softplus β = 1, threshold 20; α = 1)."""
+        modules = list(net)
+        linears, activations = modules[::2], modules[1::2]
+        if len(modules) % 2 == 0 or not all(isinstance(m, nn.Linear) and m.bias is not None for m in linears):
+            return None
+        names = []
+        for module in activations:
+            name = _MODULES.get(type(module))
+            if name is None or (name == "softplus" and (module.beta != 1 or module.threshold != 20)) or (
+                name == "elu" and module.alpha != 1.0
+            ):
+                return None
+            names.append(name)
+        return cls(tuple(m.weight for m in linears), tuple(m.bias for m in linears), tuple(names))
+
+
+_MODULES = {nn.Tanh: "tanh", nn.ReLU: "relu", nn.Softplus: "softplus", nn.ELU: "elu"}
 
 
 def _activation_backward(name: str, grad: torch.Tensor, out: torch.Tensor) -> torch.Tensor:

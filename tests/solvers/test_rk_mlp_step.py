@@ -9,7 +9,8 @@ from torch import nn
 from dynlearn.nn import MLPVectorField
 from dynlearn.solvers import SolverStats, count_evaluations, solve_ode, solve_ode_irregular
 from dynlearn.solvers._rk import DOPRI5
-from dynlearn.solvers._rk_mlp import MLPLayers, MLPStep, mlp_step
+from dynlearn.solvers import MLPLayers
+from dynlearn.solvers._rk_mlp import MLPStep, mlp_step
 
 ACTIVATIONS = ["tanh", "relu", "softplus", "elu"]
 
