@@ -162,6 +162,7 @@ class TrainingCapture(Callback):
     def on_train_begin(self, state: TrainState) -> None:
         self.module, self.loss_fn, self.train_data = state.module, state.loss_fn, state.train_data
         self.learning_rate = state.optimizer.defaults["lr"]
+        self.optimizer = state.optimizer  # fit's own: its kernel, parameter groups and rates, and its state
 
 
 def consecutive_batches(data: dict[str, torch.Tensor], size: int | None) -> list[dict[str, torch.Tensor]]:
@@ -172,22 +173,23 @@ def consecutive_batches(data: dict[str, torch.Tensor], size: int | None) -> list
 
 
 def dynlearn_iteration(seen: TrainingCapture, batch_size: int | None = None) -> Callable[[], float]:
-    """One training iteration as ``dynlearn.training.train`` runs it: loss, backward, clip at 1, AdamW step.
+    """One training iteration as ``dynlearn.training.train`` runs it: loss, backward, clip at 1, and a step of
+    the optimiser the captured fit built (going on from the state that fit left).
 
     Without ``batch_size``, ``train_data`` holds exactly one minibatch. With
     it, each call takes the next ``batch_size`` series of ``train_data`` in
     turn, as an epoch steps through its minibatches.
     """
-    module, loss_fn = seen.module, seen.loss_fn
+    module, loss_fn, optimizer = seen.module, seen.loss_fn, seen.optimizer  # fit's optimiser, going on
     batches = consecutive_batches(seen.train_data, batch_size)
-    optimizer = torch.optim.AdamW(module.parameters(), lr=seen.learning_rate)
     calls = 0
 
     def iteration() -> float:
         nonlocal calls
         batch = batches[calls % len(batches)]
         calls += 1
-        module.train()
+        if not module.training:  # as fit's loop: training mode once, not a walk over the modules every step
+            module.train()
         return train_step(module, loss_fn, batch, optimizer, clip_grad_norm=1.0)
 
     return iteration

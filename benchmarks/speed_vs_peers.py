@@ -7,7 +7,9 @@ fit captures with a public ``Callback``, stepped with
 torchdiffeq / torch.autograd / torchsde (or torchode) that computes the same
 loss of the same model on the same minibatches from the same initial weights,
 with the same optimiser (AdamW, the estimator's learning rate, gradient norm
-clipped at 1). The two are timed round by round in one process, at a small
+clipped at 1): on dynlearn's side the one ``fit`` steps
+(``dynlearn.training.adamw``, torch's fused kernel where it has one), on the
+peer's the plain ``torch.optim.AdamW`` a hand-written loop constructs. The two are timed round by round in one process, at a small
 size (per-step overhead dominates) and a large one (matrix products
 dominate), on one torch thread. Each side then trains the same number of
 further iterations and its loss on all the training examples is recorded.
@@ -32,7 +34,7 @@ from torch import nn
 from dynlearn import HamiltonianNN, LatentSDE, NeuralODE
 from dynlearn.datasets import make_damped_oscillator, make_mass_spring
 from dynlearn.solvers import count_evaluations
-from dynlearn.training import train_step
+from dynlearn.training import adamw, train_step
 
 from harness import Context, Record, median, register, time_interleaved
 from irregular import TrainingCapture, consecutive_batches
@@ -97,13 +99,14 @@ def capture(estimator: Any, frame: Any, **fit: Any) -> TrainingCapture:
 def dynlearn_side(seen: TrainingCapture, batch: int, count: Callable[[Callable[[], float]], Callable[[], int]]) -> Side:
     module, loss_fn = seen.module, seen.loss_fn
     batches = consecutive_batches(seen.train_data, batch)
-    optimizer = torch.optim.AdamW(module.parameters(), lr=seen.learning_rate)
+    optimizer = adamw(module.parameters(), lr=seen.learning_rate)  # the optimiser fit steps
     calls = 0
 
     def iteration() -> float:
         nonlocal calls
         calls += 1
-        module.train()
+        if not module.training:  # as fit's loop: training mode once, not a walk over the modules every step
+            module.train()
         return train_step(module, loss_fn, batches[(calls - 1) % len(batches)], optimizer, clip_grad_norm=CLIP)
 
     def full_loss() -> float:
@@ -410,8 +413,8 @@ def authors_rows(context: Context) -> list[Record]:
     "(derivative regression on make_mass_spring(32, 50)) vs an autograd HNN step (create_graph=True); LatentSDE "
     "(128 series, 196 Euler steps, logqp) vs torchsde.sdeint; on an irregular panel, NeuralODE vs torchode's batched "
     "per-series steps (skipped without torchode). small: hidden (32, 32), minibatch 16; large: (256, 256), 256 "
-    "(LatentSDE: 128 at both). Same prepared minibatches, same initial weights, AdamW at the estimator's rate, "
-    "gradient norm clipped at 1. ratio = dynlearn / peer seconds per iteration (median of per-round ratios; < 1: "
+    "(LatentSDE: 128 at both). Same prepared minibatches, same initial weights, AdamW at the estimator's rate "
+    "(dynlearn: fit's fused AdamW; peer: torch.optim.AdamW), gradient norm clipped at 1. ratio = dynlearn / peer seconds per iteration (median of per-round ratios; < 1: "
     "dynlearn faster). evaluations_per_iteration: field evaluations of one forward pass (dynlearn's "
     "count_evaluations for ODE solves; forward hooks / the peer's own counter otherwise). final_loss: loss on "
     "all training examples after iterations_trained iterations of each side (the same number for both). authors.*: ODERNN / LatentODE against the authors' "

@@ -8,10 +8,11 @@ field is ``dy/dt = mlp(y)`` (Linear layers with activations whose derivative
 follows from their output), :class:`MLPStep` runs the step's stages without
 recording, keeps each layer's output, and its backward pass walks the stages
 in reverse by hand: the adjoint of each stage's state is the network's
-vector-Jacobian product (two products and a multiply-add per layer), the
-adjoints of the earlier stages pick up their tableau weights, and the weight
-gradients of all stages are summed in one matrix product per layer instead of
-one per stage.
+vector-Jacobian product (per layer, a product with its weight and the
+activation's derivative from its output), the adjoints of the earlier stages
+pick up their tableau weights, and the weight gradients of all stages are
+summed together (one product per layer on small layers) instead of each
+stage's being added to the parameters' gradients in turn.
 
 The forward pass is the same arithmetic as the stage-by-stage step; the
 gradients are the same to rounding. ``benchmarks/written_out_dopri5.py``
