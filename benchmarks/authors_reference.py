@@ -84,7 +84,7 @@ def authors_modules(checkout: Path) -> types.SimpleNamespace:
 
 
 def authors_training(
-    lib: types.SimpleNamespace, model: str, device: torch.device
+    lib: types.SimpleNamespace, model: str, device: torch.device, frozen: bool = False
 ) -> tuple[Callable[[], float], list[float], dict[str, torch.nn.Module]]:
     """One iteration of run_models.py's training loop for ``model`` ("latent_ode" or "ode_rnn"), its fetch times
     and its ODE networks.
@@ -96,7 +96,9 @@ def authors_training(
     100 points kept for the encoder), ``compute_all_losses`` with 3 draws,
     backward, optimiser step. The second value collects each call's batch
     fetch time in seconds; the third names the networks of the recognition
-    ODE (``encoder``) and of the latent ODE (``latent``).
+    ODE (``encoder``) and of the latent ODE (``latent``). ``frozen`` steps
+    at a learning rate of 0: the same work per iteration, the initial weights
+    kept, so the solver work stays that of iteration 1.
     """
     from torch.distributions.normal import Normal
 
@@ -143,6 +145,9 @@ def authors_training(
         itr += 1
         optimizer.zero_grad()
         lib.utils.update_learning_rate(optimizer, decay_rate=0.999, lowest=args.lr / 10)
+        if frozen:
+            for group in optimizer.param_groups:
+                group["lr"] = 0.0
         kl_coef = 0.0 if itr // num_batches < 10 else 1 - 0.99 ** (itr // num_batches - 10)
         begun = time.perf_counter()
         batch = lib.utils.get_next_batch(data["train_dataloader"])
@@ -237,6 +242,27 @@ def matrix_product_seconds(
     return records + [Record(BENCHMARK, f"{name}.speedup_bound_matrix_products_only", bound, "x")]
 
 
+def compare_at_initial_weights(
+    name: str, candidates: dict[str, Callable[[], Any]], networks: dict, context: Context
+) -> list[Record]:
+    """Both candidates at their initial weights, stepped at a learning rate of 0, timed interleaved.
+
+    An iteration's work then stays that of the first one: both codes' latent
+    ODEs take 20 evaluations there, so this is the comparison at equal latent
+    solver work that training drift blurs in :func:`compare_with_authors`
+    (the recognition ODEs' counts are recorded beside it: 100 for the
+    authors', fewer for dynlearn's, which steps once per observation gap).
+    """
+    records = evaluations(name, "initial", candidates, networks)
+    seconds = time_interleaved(candidates, context)
+    ratios = [their / our for their, our in zip(seconds["authors"], seconds["dynlearn"])]
+    return records + [
+        Record(BENCHMARK, f"{name}.initial.seconds_per_iteration.authors", median(seconds["authors"]), "s"),
+        Record(BENCHMARK, f"{name}.initial.seconds_per_iteration.dynlearn", median(seconds["dynlearn"]), "s"),
+        Record(BENCHMARK, f"{name}.initial.speedup_dynlearn_over_authors", median(ratios), "x"),
+    ]
+
+
 def latent_training_curve(
     name: str, candidates: dict[str, Callable[[], Any]], networks: dict, iterations: int, every: int
 ) -> list[Record]:
@@ -284,7 +310,8 @@ def latent_training_curve(
     "profiler, 4 iterations after the timed rounds); speedup_bound_matrix_products_only = authors seconds / dynlearn's "
     "matrix-product seconds, the speedup of an iteration that did nothing else. latent_ode.curve.itK: both Latent ODEs trained on, round by round, K iterations past "
     "the timed rounds (160 quick, 320 full, five checkpoints): latent evaluations in one iteration and the seconds of "
-    "the next, to compare the two at equal solver work.",
+    "the next, to compare the two at equal solver work. *.initial.*: both at their initial weights, stepped at a "
+    "learning rate of 0 (the work of iteration 1 every round: 20 latent evaluations each), timed interleaved.",
 )
 def irregular_speed_authors(context: Context) -> list[Record]:
     lib = authors_library()
@@ -330,6 +357,13 @@ def authors_comparisons(lib: types.SimpleNamespace, context: Context, threads: i
                 candidates = {"authors": authors, "dynlearn": dynlearn_iteration(seen, SPEED_BATCH)}
                 networks = {"authors": their_networks, "dynlearn": our_networks}
                 records += compare_with_authors(name, candidates, networks, fetch_seconds, context)
+                still, _, their_still = authors_training(lib, model, context.device, frozen=True)
+                ours = dynlearn_iteration(seen, SPEED_BATCH, frozen=True)
+                our_still = {"encoder": ours.module.encoder.field.net}
+                if name == "latent_ode":
+                    our_still["latent"] = ours.module.field.net
+                records += compare_at_initial_weights(name, {"authors": still, "dynlearn": ours},
+                                                      {"authors": their_still, "dynlearn": our_still}, context)
                 if curve and name == "latent_ode":
                     length = CURVE_QUICK if context.quick else CURVE_FULL
                     records += latent_training_curve(name, candidates, networks, length, length // 5)

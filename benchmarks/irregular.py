@@ -11,6 +11,7 @@ from the published protocols, is in ``benchmarks/README.md``.
 
 from __future__ import annotations
 
+import copy
 import multiprocessing
 import os
 import time
@@ -24,7 +25,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from dynlearn.datasets import make_periodic
-from dynlearn.training import Callback, TrainState, train_step
+from dynlearn.training import Callback, TrainState, adamw, train_step
 
 from harness import Context, Record, median, register, time_interleaved
 from physics import single_thread
@@ -163,6 +164,7 @@ class TrainingCapture(Callback):
         self.module, self.loss_fn, self.train_data = state.module, state.loss_fn, state.train_data
         self.learning_rate = state.optimizer.defaults["lr"]
         self.optimizer = state.optimizer  # fit's own: its kernel, parameter groups and rates, and its state
+        self.initial = copy.deepcopy(state.module.state_dict())  # the weights before the first step
 
 
 def consecutive_batches(data: dict[str, torch.Tensor], size: int | None) -> list[dict[str, torch.Tensor]]:
@@ -172,15 +174,25 @@ def consecutive_batches(data: dict[str, torch.Tensor], size: int | None) -> list
     return [{k: v[start : start + size] for k, v in data.items()} for start in range(0, n - size + 1, size)]
 
 
-def dynlearn_iteration(seen: TrainingCapture, batch_size: int | None = None) -> Callable[[], float]:
+def dynlearn_iteration(
+    seen: TrainingCapture, batch_size: int | None = None, frozen: bool = False
+) -> Callable[[], float]:
     """One training iteration as ``dynlearn.training.train`` runs it: loss, backward, clip at 1, and a step of
     the optimiser the captured fit built (going on from the state that fit left).
 
     Without ``batch_size``, ``train_data`` holds exactly one minibatch. With
     it, each call takes the next ``batch_size`` series of ``train_data`` in
-    turn, as an epoch steps through its minibatches.
+    turn, as an epoch steps through its minibatches. ``frozen`` steps a copy
+    of the module at the fit's initial weights with AdamW at a learning rate
+    of 0 instead: the same work per iteration, the weights kept, so the solver
+    work stays that of the first iteration. The function's ``module`` is the
+    module it steps.
     """
     module, loss_fn, optimizer = seen.module, seen.loss_fn, seen.optimizer  # fit's optimiser, going on
+    if frozen:
+        module = copy.deepcopy(module)
+        module.load_state_dict(seen.initial)
+        optimizer = adamw(module.parameters(), lr=0.0)
     batches = consecutive_batches(seen.train_data, batch_size)
     calls = 0
 
@@ -192,6 +204,7 @@ def dynlearn_iteration(seen: TrainingCapture, batch_size: int | None = None) -> 
             module.train()
         return train_step(module, loss_fn, batch, optimizer, clip_grad_norm=1.0)
 
+    iteration.module = module  # type: ignore[attr-defined]
     return iteration
 
 

@@ -91,8 +91,8 @@ class MLPVectorField(nn.Module):
         activations; adaptive Runge–Kutta solves then evaluate it stage by
         stage (see ``dynlearn.solvers._rk_mlp``).
         """
-        if self.time_dependent or getattr(self, "n_inputs", 0):
-            return None
+        if self.time_dependent or getattr(self, "n_inputs", 0) or type(self).forward is not MLPVectorField.forward:
+            return None  # a subclass that computes something else must not be stepped as the plain network
         return MLPLayers.of(self.net)
 
 

@@ -93,6 +93,12 @@ def test_fields_that_are_not_a_plain_mlp_of_the_state_are_stepped_stage_by_stage
     assert MLPVectorField(2, (8,), "gelu").mlp_layers() is None  # its derivative needs the layer's input
     assert MLPVectorField(2, (8,), "softplus").mlp_layers().activations == ("softplus",)
 
+    class Damped(MLPVectorField):  # a subclass with its own forward is not the plain network any more
+        def forward(self, t, y, u=None):
+            return super().forward(t, y, u) - 0.1 * y
+
+    assert Damped(2, (8,)).mlp_layers() is None
+
 
 def test_evaluations_are_counted():
     fused, _ = _pair("tanh")
