@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
+
+from ..solvers import MLPLayers
 
 
 class BoxContraction(nn.Module):
@@ -31,6 +35,14 @@ class BoxContraction(nn.Module):
         self.field = field
         self.lower, self.upper, self.rate = lower, upper, rate
         self.time_dependent = getattr(field, "time_dependent", False)
+
+    def mlp_layers(self) -> MLPLayers | None:
+        """The wrapped field's layers with this box, where the field is ``dy/dt = mlp(y)`` (see ``MLPVectorField``)."""
+        method = getattr(self.field, "mlp_layers", None)
+        layers = method() if callable(method) else None
+        if layers is None or layers.box is not None:
+            return None
+        return dataclasses.replace(layers, box=(self.lower, self.upper, float(self.rate)))
 
     def forward(self, t: torch.Tensor, y: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
         """The wrapped field at ``(t, y)`` (and known ``inputs``), pulled back towards the box where ``y`` leaves it."""

@@ -65,6 +65,9 @@ class MLPLayers:
         Each Linear layer's bias.
     activations : tuple of str
         The activation after each layer but the last: ``"tanh"``, ``"relu"``, ``"softplus"`` or ``"elu"``.
+    box : (Tensor, Tensor, float), optional
+        ``(lower, upper, rate)``: the field is ``mlp(y) − rate · (y − clamp(y, lower, upper))`` on the first
+        ``len(lower)`` components, as :class:`dynlearn.nn.BoxContraction` makes it.
 
     Examples
     --------
@@ -80,6 +83,7 @@ class MLPLayers:
     weights: tuple[torch.Tensor, ...]
     biases: tuple[torch.Tensor, ...]
     activations: tuple[str, ...]
+    box: tuple[torch.Tensor, torch.Tensor, float] | None = None
 
     def __post_init__(self) -> None:
         if len(self.weights) != len(self.biases) or len(self.activations) != len(self.weights) - 1:
@@ -128,7 +132,7 @@ def _activation_backward(name: str, grad: torch.Tensor, out: torch.Tensor) -> to
     return torch.ops.aten.elu_backward(grad, 1.0, 1, 1, True, out)  # α = 1, from the output
 
 
-def _stages(coupling, h, activations, y0, k1, weights, biases):
+def _stages(coupling, h, activations, box, y0, k1, weights, biases):
     """``(y1, [k2, ..., ks], layer outputs of each stage)``: the step, stage by stage, in plain tensor operations."""
     stages, outputs = [k1], []
     for row in coupling:
@@ -140,9 +144,21 @@ def _stages(coupling, h, activations, y0, k1, weights, biases):
         for weight, bias, name in zip(weights, biases, activations):
             x = _FORWARD[name](torch.addmm(bias, x, weight.t()))
             layers.append(x)
-        stages.append(torch.addmm(biases[-1], x, weights[-1].t()))
+        slope = torch.addmm(biases[-1], x, weights[-1].t())
+        if box is not None:
+            slope = _contracted(slope, state, *box)
+        stages.append(slope)
         outputs.append(layers)
     return state, stages[1:], outputs
+
+
+def _contracted(slope: torch.Tensor, state: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, rate: float):
+    """``slope − rate · (y − clamp(y, lower, upper))`` on the first ``len(lower)`` components (BoxContraction's)."""
+    n = lower.shape[0]
+    guarded = state[:, :n]
+    outside = guarded - torch.minimum(torch.maximum(guarded, lower), upper)
+    pulled = slope[:, :n] - rate * outside
+    return pulled if n == slope.shape[1] else torch.cat([pulled, slope[:, n:]], dim=-1)
 
 
 class MLPStep(torch.autograd.Function):
@@ -151,8 +167,8 @@ class MLPStep(torch.autograd.Function):
     ``coupling[i]`` are stage ``i + 2``'s weights on the stages before it and
     its last row the solution's, so that ``y1`` is the last stage's state
     (first same as last: ``ks`` is the slope at ``y1``). Arguments:
-    ``(coupling, h, activations, y0, k1, *parameters)`` with the parameters
-    as ``MLPLayers.parameters()`` orders them.
+    ``(coupling, h, activations, box, y0, k1, *parameters)`` with the
+    parameters as ``MLPLayers.parameters()`` orders them.
 
     A backward pass that is itself recorded (``create_graph=True``, for a
     second derivative) recomputes the step stage by stage and differentiates
@@ -160,18 +176,18 @@ class MLPStep(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, coupling, h, activations, y0, k1, *parameters):  # noqa: D102
+    def forward(ctx, coupling, h, activations, box, y0, k1, *parameters):  # noqa: D102
         ctx.set_materialize_grads(False)  # an output no loss reads (a last slope) gets no adjoint to carry
-        state, stages, outputs = _stages(coupling, h, activations, y0, k1, parameters[0::2], parameters[1::2])
-        ctx.coupling, ctx.h, ctx.activations, ctx.outputs = coupling, h, activations, outputs
+        state, stages, outputs = _stages(coupling, h, activations, box, y0, k1, parameters[0::2], parameters[1::2])
+        ctx.coupling, ctx.h, ctx.activations, ctx.box, ctx.outputs = coupling, h, activations, box, outputs
         ctx.save_for_backward(y0, k1, *parameters)
         return (state, *stages)
 
     @staticmethod
     def backward(ctx, grad_y1, *grad_stages):  # noqa: D102
         if torch.is_grad_enabled():
-            return (None, None, None, *_recorded_backward(ctx, grad_y1, grad_stages))
-        coupling, h, activations, outputs = ctx.coupling, ctx.h, ctx.activations, ctx.outputs
+            return (None, None, None, None, *_recorded_backward(ctx, grad_y1, grad_stages))
+        coupling, h, activations, box, outputs = ctx.coupling, ctx.h, ctx.activations, ctx.box, ctx.outputs
         weights = ctx.saved_tensors[2::2]
         n = len(coupling)
         adjoints: list[torch.Tensor | None] = [None] * n  # of each stage's state, stage 2 to s
@@ -186,13 +202,14 @@ class MLPStep(torch.autograd.Function):
             layers = outputs[i]
             adjoint = None
             if grad is not None:
+                pulled = None if box is None else _contraction_backward(grad, layers[0], *box)
                 for depth in reversed(range(len(weights))):
                     layer_grads[depth].append(grad)
                     layer_inputs[depth].append(layers[depth])
                     grad = grad @ weights[depth]
                     if depth > 0:
                         grad = _activation_backward(activations[depth - 1], grad, layers[depth])
-                adjoint = grad
+                adjoint = grad if pulled is None else grad.add_(pulled)
             if i == n - 1 and grad_y1 is not None:  # y1 is the last stage's state
                 adjoint = grad_y1 if adjoint is None else adjoint + grad_y1
             adjoints[i] = adjoint
@@ -217,7 +234,17 @@ class MLPStep(torch.autograd.Function):
             out = torch.cat(outs) if len(outs) > 1 else outs[0]
             inp = torch.cat(inps) if len(inps) > 1 else inps[0]
             grads += [out.t() @ inp, out.sum(0)]
-        return (None, None, None, grad_y0, grad_k1, *grads)
+        return (None, None, None, None, grad_y0, grad_k1, *grads)
+
+
+def _contraction_backward(grad: torch.Tensor, state: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
+                          rate: float) -> torch.Tensor:
+    """The contraction's share of a stage state's adjoint: ``−rate · grad`` where a guarded component is outside."""
+    n = lower.shape[0]
+    guarded = state[:, :n]
+    outside = (guarded < lower) | (guarded > upper)
+    pulled = grad[:, :n] * outside * -rate
+    return pulled if n == grad.shape[1] else torch.cat([pulled, torch.zeros_like(grad[:, n:])], dim=-1)
 
 
 def _recorded_backward(ctx, grad_y1, grad_stages) -> tuple:
@@ -225,7 +252,8 @@ def _recorded_backward(ctx, grad_y1, grad_stages) -> tuple:
     # Views, so that each derivative is the partial one: k1 is itself a function of y0 and the weights.
     inputs = tuple(x.view_as(x) for x in ctx.saved_tensors)
     y0, k1, parameters = inputs[0], inputs[1], inputs[2:]
-    state, stages, _ = _stages(ctx.coupling, ctx.h, ctx.activations, y0, k1, parameters[0::2], parameters[1::2])
+    state, stages, _ = _stages(ctx.coupling, ctx.h, ctx.activations, ctx.box, y0, k1, parameters[0::2],
+                               parameters[1::2])  # fmt: skip
     pairs = [(out, grad) for out, grad in zip([state, *stages], [grad_y1, *grad_stages]) if grad is not None]
     wanted = [i for i, x in enumerate(inputs) if x.requires_grad]
     if not pairs or not wanted:
@@ -242,4 +270,4 @@ def mlp_step(
     coupling: tuple[tuple[float, ...], ...], h: float, layers: MLPLayers, y0: torch.Tensor, k1: torch.Tensor
 ) -> list[torch.Tensor]:
     """``[y1, k2, ..., ks]`` of one step of ``dy/dt = mlp(y)`` (see :class:`MLPStep`)."""
-    return list(MLPStep.apply(coupling, h, layers.activations, y0, k1, *layers.parameters()))
+    return list(MLPStep.apply(coupling, h, layers.activations, layers.box, y0, k1, *layers.parameters()))

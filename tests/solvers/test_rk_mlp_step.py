@@ -156,3 +156,34 @@ def test_wide_layers_sum_their_stage_gradients_in_place_to_the_same_result():
         results.append(torch.autograd.grad(out.sin().sum(), list(fused.parameters())))
     for mine, other in zip(*results):
         torch.testing.assert_close(mine, other, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("guarded", [3, 2])
+def test_a_box_contraction_steps_fused_with_the_same_states_and_gradients(guarded):
+    """NeuralODE's default stabilize=True field: mlp(y) pulled back to a box on the first components."""
+    from dynlearn.nn import BoxContraction
+
+    fused, _ = _pair("tanh", seed=2)
+    lower = torch.full((guarded,), -0.3, dtype=torch.float64)
+    box = BoxContraction(fused, lower, -lower, 2.0)
+    assert box.mlp_layers().box is not None
+
+    class Plain(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = box
+
+        def forward(self, t, y):
+            return self.inner(t, y)
+
+    results = []
+    for field in (box, Plain()):
+        out, grads, nfe = _solve_and_differentiate(field, regular=True)
+        results.append((out, grads, nfe))
+    (ours, our_grads, our_nfe), (theirs, their_grads, their_nfe) = results
+    assert our_nfe == their_nfe
+    torch.testing.assert_close(ours, theirs, rtol=1e-13, atol=1e-14)
+    for mine, other in zip(our_grads, their_grads):
+        torch.testing.assert_close(mine, other, rtol=1e-10, atol=1e-12)
+    y0 = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    assert ((y0[:, :guarded] < -0.3) | (y0[:, :guarded] > 0.3)).any()  # the pull is exercised
