@@ -329,18 +329,17 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
     learning_rate_decay : float, default=0.999
         Factor applied to the learning rate per minibatch (updated at each
         epoch's end), down to ``learning_rate / 10``; 1 keeps it constant.
-    ode_learning_rate_scale : float, default=0.5
+    ode_learning_rate_scale : float, default=1.0
         The latent vector field's learning rate as a multiple of the rest's
         (the encoder, posterior and decoder); it decays with them. At the
         shared rate (1) the field learns a fast rotation in its first
         epochs, before the model fits anything, and the adaptive solver
-        takes several times the steps. At 0.5 a panel of varied sinusoids
-        is interpolated more accurately (median held-out error 0.3 times the
-        shared rate's over 10 panels, better on 9) with 0.83 times the
-        evaluations per epoch, and 0.61-0.74 times late in training on the
-        paper's toy data. Lower still (0.3) saves more but short fits (a
-        hundred or so steps) learn too little dynamics
-        (benchmarks/latent_evaluations.py).
+        takes several times the steps. 0.5 interpolated a panel of varied
+        sinusoids 1.4-2.3 times more accurately (4 panels) with 0.69-0.94
+        times the evaluations per epoch, but short driven fits forecast
+        worse (R² 0.80-0.96 against 0.97-0.98 after 30 epochs on forced
+        oscillators), and 0.3 learns too little dynamics in a hundred or so
+        steps (benchmarks/latent_evaluations.py, benchmarks/README.md).
     weight_decay : float, default=0.0
         AdamW weight decay.
     validation_fraction : float, default=0.1
@@ -534,7 +533,7 @@ class LatentODE(ForecastIntervals, TransformerMixin, SeriesModel):
         batch_size: int | str = 50,
         learning_rate: float = 1e-2,
         learning_rate_decay: float = 0.999,
-        ode_learning_rate_scale: float = 0.5,
+        ode_learning_rate_scale: float = 1.0,
         weight_decay: float = 0.0,
         validation_fraction: float = 0.1,
         patience: int | None = 50,

@@ -38,8 +38,7 @@ class BoxContraction(nn.Module):
 
     def mlp_layers(self) -> MLPLayers | None:
         """The wrapped field's layers with this box, where the field is ``dy/dt = mlp(y)`` (see ``MLPVectorField``)."""
-        method = getattr(self.field, "mlp_layers", None)
-        layers = method() if callable(method) else None
+        layers = MLPLayers.declared_by(self.field)
         if layers is None or layers.box is not None:
             return None
         return dataclasses.replace(layers, box=(self.lower, self.upper, float(self.rate)))

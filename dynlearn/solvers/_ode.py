@@ -25,6 +25,7 @@ from ._compiled import fixed_rollout
 from ._fixed import FIXED_STEP_METHODS
 from ._registry import MethodInfo, ode_method
 from ._rk import StepFailure, solve_written_out, writes_out
+from ._rk_mlp import MLPLayers
 
 DEFAULT_MAX_NUM_STEPS = 10_000
 
@@ -144,10 +145,9 @@ class _GuardedField(nn.Module):
                 f"Raise max_num_steps if the dynamics are stiff. {_ADVICE}"
             )
 
-    def mlp_layers(self) -> Any:
-        """The field's ``mlp_layers()`` (see ``solvers._rk_mlp``), None where it has none."""
-        method = getattr(self.func, "mlp_layers", None)
-        return method() if callable(method) else None
+    def mlp_layers(self) -> MLPLayers | None:
+        """The field's ``mlp_layers()`` (see :class:`MLPLayers`), None where it has none."""
+        return MLPLayers.declared_by(self.func)
 
 
 class _SegmentClock(nn.Module):

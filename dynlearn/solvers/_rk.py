@@ -174,7 +174,7 @@ def solve_written_out(
     before, after = clock(-float("inf")), clock(float("inf"))
 
     # A field dy/dt = mlp(y) steps through MLPStep (forwards in time; a backwards solve negates the field).
-    layers = _mlp_layers(func) if field is func else None
+    layers = MLPLayers.declared_by(func) if field is func else None
     counted = getattr(func, "counted", None)
 
     s0 = times[0]
@@ -243,12 +243,6 @@ def solve_written_out(
         else:
             h *= min(_GROW, max(_SAFETY * ratio**exponent, 1.0 if ratio < 1.0 else _SHRINK))
     return torch.cat(pieces)
-
-
-def _mlp_layers(func: Callable) -> MLPLayers | None:
-    """The layers of ``func`` when it is ``dy/dt = mlp(y)`` and says so (an ``mlp_layers()`` method), else None."""
-    method = getattr(func, "mlp_layers", None)
-    return method() if callable(method) else None
 
 
 def _first_step(

@@ -99,6 +99,12 @@ class MLPLayers:
         """``(weight, bias)`` of each layer in turn."""
         return tuple(p for pair in zip(self.weights, self.biases) for p in pair)
 
+    @staticmethod
+    def declared_by(field: object) -> MLPLayers | None:
+        """What ``field.mlp_layers()`` returns, or None for a field without that method."""
+        method = getattr(field, "mlp_layers", None)
+        return method() if callable(method) else None
+
     @classmethod
     def of(cls, net: nn.Sequential) -> MLPLayers | None:
         """``net``'s layers, or None where it is not Linear layers with biases alternating with ``nn.Tanh``,
@@ -179,17 +185,22 @@ class MLPStep(torch.autograd.Function):
     def forward(ctx, coupling, h, activations, box, y0, k1, *parameters):  # noqa: D102
         ctx.set_materialize_grads(False)  # an output no loss reads (a last slope) gets no adjoint to carry
         state, stages, outputs = _stages(coupling, h, activations, box, y0, k1, parameters[0::2], parameters[1::2])
-        ctx.coupling, ctx.h, ctx.activations, ctx.box, ctx.outputs = coupling, h, activations, box, outputs
-        ctx.save_for_backward(y0, k1, *parameters)
+        ctx.coupling, ctx.h, ctx.activations, ctx.box = coupling, h, activations, box
+        ctx.n_inputs = 2 + len(parameters)
+        # Every layer output is saved through autograd (so saved-tensor hooks, e.g. offloading, see them).
+        ctx.save_for_backward(y0, k1, *parameters, *(x for layers in outputs for x in layers))
         return (state, *stages)
 
     @staticmethod
     def backward(ctx, grad_y1, *grad_stages):  # noqa: D102
         if torch.is_grad_enabled():
             return (None, None, None, None, *_recorded_backward(ctx, grad_y1, grad_stages))
-        coupling, h, activations, box, outputs = ctx.coupling, ctx.h, ctx.activations, ctx.box, ctx.outputs
-        weights = ctx.saved_tensors[2::2]
+        coupling, h, activations, box = ctx.coupling, ctx.h, ctx.activations, ctx.box
+        saved = ctx.saved_tensors
+        weights = saved[2 : ctx.n_inputs : 2]
         n = len(coupling)
+        per_stage = len(activations) + 1  # the stage's state, then each hidden layer's output
+        outputs = [saved[ctx.n_inputs + i * per_stage : ctx.n_inputs + (i + 1) * per_stage] for i in range(n)]
         adjoints: list[torch.Tensor | None] = [None] * n  # of each stage's state, stage 2 to s
         layer_grads: list[list[torch.Tensor]] = [[] for _ in weights]  # per layer: its output's adjoint, per stage
         layer_inputs: list[list[torch.Tensor]] = [[] for _ in weights]
@@ -250,7 +261,7 @@ def _contraction_backward(grad: torch.Tensor, state: torch.Tensor, lower: torch.
 def _recorded_backward(ctx, grad_y1, grad_stages) -> tuple:
     """The step's vector-Jacobian product as a recorded graph: the stages again, through autograd."""
     # Views, so that each derivative is the partial one: k1 is itself a function of y0 and the weights.
-    inputs = tuple(x.view_as(x) for x in ctx.saved_tensors)
+    inputs = tuple(x.view_as(x) for x in ctx.saved_tensors[: ctx.n_inputs])
     y0, k1, parameters = inputs[0], inputs[1], inputs[2:]
     state, stages, _ = _stages(ctx.coupling, ctx.h, ctx.activations, ctx.box, y0, k1, parameters[0::2],
                                parameters[1::2])  # fmt: skip

@@ -215,4 +215,7 @@ def test_relabelling_and_reordering_series_permutes_outputs(fitted_ode, oscillat
     original = fitted_ode.predict(frame, t=[9.0]).set_index("series_id")
     permuted = fitted_ode.predict(shuffled, t=[9.0]).set_index("series_id")
     back = permuted.rename(index={v: k for k, v in relabel.items()}).loc[original.index]
-    np.testing.assert_allclose(back[["q", "p"]].to_numpy(), original[["q", "p"]].to_numpy(), rtol=1e-5, atol=1e-6)
+    # The batch's rows share one adaptive solve whose error norm sums over them: reordered, the sum rounds
+    # differently, so a step may end a little elsewhere (the solve's rtol is 1e-3). A mismatched series is off by
+    # the size of the states (about 0.1).
+    np.testing.assert_allclose(back[["q", "p"]].to_numpy(), original[["q", "p"]].to_numpy(), rtol=1e-4, atol=1e-5)
