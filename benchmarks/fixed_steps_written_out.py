@@ -11,13 +11,13 @@ Run: ``OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/fixed_steps_written_out.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import statistics
 import warnings
 from pathlib import Path
 
 import torch
+from harness import write_rows
 
 import dynlearn.solvers._ode as ode  # the switch below is for this measurement only
 from dynlearn import NeuralODE
@@ -52,11 +52,6 @@ def main(rounds: int, epochs: int) -> None:
             seconds, loss = fit(path, epochs, frame)
             rows.append({"round": round_, "path": path, "epoch_seconds": seconds, "valid_loss": loss})
             print(rows[-1], flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS / "results.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
     median = {p: statistics.median(r["epoch_seconds"] for r in rows if r["path"] == p) for p in PATHS}
     loss = {p: rows[-len(PATHS) + i]["valid_loss"] for i, p in enumerate(PATHS)}
     lines = [
@@ -74,8 +69,7 @@ def main(rounds: int, epochs: int) -> None:
         f"Command: `OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/fixed_steps_written_out.py --rounds {rounds} "
         f"--epochs {epochs}`",
     ]
-    (RESULTS / "report.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_rows(RESULTS, rows, report=lines)
 
 
 if __name__ == "__main__":

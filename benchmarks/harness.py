@@ -92,6 +92,19 @@ def run_all(names: list[str], context: Context, log: Callable[[str], None] = _lo
     return records, spent
 
 
+def write_rows(out: Path, rows: list[dict], name: str = "results.csv", report: list[str] | None = None) -> None:
+    """Write ``rows`` (dicts with the same keys) to ``out / name``; with ``report``, its lines to ``report.md``
+    (and print them)."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / name, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    if report is not None:
+        (out / "report.md").write_text("\n".join(report) + "\n")
+        print("\n".join(report))
+
+
 def write_results(
     records: list[Record], environment: Environment, spent: dict[str, float], out: Path, command: str
 ) -> tuple[Path, Path]:

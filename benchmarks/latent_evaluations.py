@@ -287,7 +287,11 @@ def driven_accuracy(seed: int, variant: str) -> dict[str, Any]:
                           task="extrapolation", refine_steps=0, batch_size=10, random_state=seed, n_threads=1,
                           **options).fit(train)  # fmt: skip
     predicted = model.predict(history, t=future[["series_id", "time", "u"]])
-    return dict(seed=seed, variant=variant, r2=float(r2_score(future[["series_id", "time", "q", "p"]], predicted)))
+    truth = future[["series_id", "time", "q", "p"]]
+    naive = LastValueForecaster().fit(history.drop(columns="u")).predict(history.drop(columns="u"),
+                                                                         t=future[["series_id", "time"]])  # fmt: skip
+    return dict(seed=seed, variant=variant, r2=float(r2_score(truth, predicted)),
+                last_value_r2=float(r2_score(truth, naive)))  # fmt: skip
 
 
 def trace(name: str, seed: int, step: Callable[[], tuple[int, int, float]], iterations: int, every: int) -> list[dict]:

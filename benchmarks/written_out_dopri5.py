@@ -29,12 +29,11 @@ Run: ``OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/written_out_dopri5.py [-
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 from pathlib import Path
 
 import torch
-from harness import compare_iterations
+from harness import compare_iterations, write_rows
 from torch import nn
 from torchdiffeq import odeint
 
@@ -102,11 +101,6 @@ def main(rounds: int) -> None:
         for row in compare_iterations(steps, rounds if size == "small" else max(5, rounds // 8), "odeint"):
             rows.append({"size": size, **row})
             print(rows[-1], flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS / "results.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
     report = [
         "# Written-out dopri5 (stage by stage and fused) against torchdiffeq's stepping",
         "",
@@ -122,8 +116,7 @@ def main(rounds: int) -> None:
         "",
         f"Command: `OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/written_out_dopri5.py --rounds {rounds}`",
     ]
-    (RESULTS / "report.md").write_text("\n".join(report) + "\n")
-    print("\n".join(report))
+    write_rows(RESULTS, rows, report=report)
 
 
 def default_fits(rounds: int) -> None:
@@ -157,11 +150,7 @@ def default_fits(rounds: int) -> None:
                          "final_validation_loss": model.history_[-1].get("valid_loss")})  # fmt: skip
             print(rows[-1], flush=True)
     BoxContraction.mlp_layers = fused
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS / "fits.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(RESULTS, rows, "fits.csv")
     for way in ("fused step", "stage by stage"):
         times = sorted(r["fit_seconds"] for r in rows if r["way"] == way)
         print(f"{way}: median fit {times[len(times) // 2]:.2f} s over {len(times)} fits")

@@ -31,14 +31,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from harness import compare_iterations
+from harness import compare_iterations, write_rows
 from irregular import TrainingCapture, consecutive_batches
 
 from dynlearn import HamiltonianNN
@@ -138,11 +137,6 @@ def main(rounds: int) -> None:
             for row in compare_iterations(steps, timed, "autograd"):
                 rows.append({"task": task, "size": size, "batch": batch, **row})
                 print(rows[-1], flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS / "results.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
     table = [
         f"| {r['task']} | {r['size']} | {r['way']} | {r['rounds']} | {r['seconds_per_iteration']:.5f} | "
         f"{r['ratio_to_autograd']:.3f} | {r['evaluations_per_iteration']:.0f} | {r['final_loss']:.6g} |"
@@ -165,8 +159,7 @@ def main(rounds: int) -> None:
         "",
         f"Command: `OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/written_out_hamiltonian.py --rounds {rounds}`",
     ]
-    (RESULTS / "report.md").write_text("\n".join(report) + "\n")
-    print("\n".join(report))
+    write_rows(RESULTS, rows, report=report)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ Writes ``benchmarks/results/written_out_sde/results.csv`` and ``report.md``.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import statistics
@@ -41,7 +40,7 @@ from pathlib import Path
 
 import torch
 import torchsde
-from harness import compare_iterations
+from harness import compare_iterations, write_rows
 from torch import nn
 
 from dynlearn.solvers import solve_sde
@@ -175,11 +174,6 @@ def main(rounds: int, baseline: Path | None, fit_rounds: int, n_epochs: int) -> 
     load = os.getloadavg()[0]
     rows = iterations(rounds)
     fits = epochs(baseline, fit_rounds, n_epochs) if baseline is not None else []
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS / "results.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
     command = f"OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/written_out_sde.py --rounds {rounds}"
     report = [
         "# Written-out Euler–Maruyama against torchsde's stepping",
@@ -196,10 +190,7 @@ def main(rounds: int, baseline: Path | None, fit_rounds: int, n_epochs: int) -> 
     ]
     if fits:
         command += f" --baseline {baseline} --fit-rounds {fit_rounds} --epochs {n_epochs}"
-        with open(RESULTS / "fits.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(fits[0]))
-            writer.writeheader()
-            writer.writerows(fits)
+        write_rows(RESULTS, fits, "fits.csv")
         report += [
             "",
             (f"LatentSDE(kl_anneal_epochs=0, batch_size=32, dt=0.25, random_state=0) on make_damped_oscillator(128, 50), "
@@ -214,8 +205,7 @@ def main(rounds: int, baseline: Path | None, fit_rounds: int, n_epochs: int) -> 
              "the epoch time (different Brownian draws for the same seed, so the losses differ by noise)."),
         ]
     report += ["", f"Command: `{command}`"]
-    (RESULTS / "report.md").write_text("\n".join(report) + "\n")
-    print("\n".join(report))
+    write_rows(RESULTS, rows, report=report)
 
 
 if __name__ == "__main__":

@@ -104,11 +104,11 @@ def count_evaluations() -> Iterator[SolverStats]:
         _OPEN_COUNTS.remove(stats)
 
 
-def _count_open(backward: bool) -> None:
+def _count_open(backward: bool, n: int = 1) -> None:
     for stats in _OPEN_COUNTS:
-        stats.nfe += 1
+        stats.nfe += n
         if not backward:
-            stats.nfe_forward += 1
+            stats.nfe_forward += n
 
 
 def _in_backward_pass() -> bool:
@@ -136,9 +136,7 @@ class _GuardedField(nn.Module):
         if self.stats is not None:
             self.stats.nfe += n
         if _OPEN_COUNTS:
-            backward = _in_backward_pass()
-            for _ in range(n):
-                _count_open(backward)
+            _count_open(_in_backward_pass(), n)
         if self.calls > self.limit:
             raise IntegrationError(
                 f"A solve exceeded its step limit ({self.limit} vector-field evaluations). "
