@@ -37,10 +37,10 @@ class BoxContraction(nn.Module):
         self.time_dependent = getattr(field, "time_dependent", False)
 
     def mlp_layers(self) -> MLPLayers | None:
-        """The wrapped field's layers with this box, where the field is ``dy/dt = mlp(y)`` (see ``MLPVectorField``)."""
+        """The wrapped field's layers with this box, where the field is an MLP (see ``MLPVectorField.mlp_layers``)."""
         layers = MLPLayers.declared_by(self.field)
-        if layers is None or layers.box is not None:
-            return None
+        if layers is None or layers.box is not None or layers.clock is not None:
+            return None  # the box acts on the field's own slope, before any clock's scale
         return dataclasses.replace(layers, box=(self.lower, self.upper, float(self.rate)))
 
     def forward(self, t: torch.Tensor, y: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:

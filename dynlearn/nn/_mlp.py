@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Sequence
 
 import torch
@@ -42,18 +43,29 @@ def make_mlp(in_dim: int, out_dim: int, hidden: Sequence[int], activation: str =
 def _network_input(t: torch.Tensor, y: torch.Tensor, u: torch.Tensor | None, time_dependent: bool,
                    n_inputs: int) -> torch.Tensor:
     """``[y, u, t]``: the state, the known inputs (when the field takes any) and time (when it depends on it)."""
-    parts = [y]
+    if not (n_inputs or time_dependent):
+        return y
+    return torch.cat([y, _columns(t, u, time_dependent, n_inputs, y.shape[0], y.dtype)], dim=-1)
+
+
+def _columns(t: torch.Tensor, u: torch.Tensor | None, time_dependent: bool, n_inputs: int, batch: int | None,
+             dtype: torch.dtype) -> torch.Tensor:
+    """``[u, t]``: what the network reads after the state, ``(batch, m)`` (``(1, 1)`` for one time and no
+    ``u`` when ``batch`` is None: it broadcasts over the batch)."""
+    parts = []
     if n_inputs:
-        if u is None or u.shape != (y.shape[0], n_inputs):
+        if u is None or u.dim() != 2 or u.shape[1] != n_inputs or (batch is not None and u.shape[0] != batch):
             received = "none" if u is None else f"shape {tuple(u.shape)}"
             raise ValueError(
-                f"u: expected inputs of shape (batch={y.shape[0]}, n_inputs={n_inputs}); got {received}. "
-                "Solve the field with a ControlPath of its inputs."
+                f"u: expected inputs of shape (batch={batch if batch is not None else 'n_series'}, "
+                f"n_inputs={n_inputs}); got {received}. Solve the field with a ControlPath of its inputs."
             )
-        parts.append(u.to(y.dtype))
+        parts.append(u.to(dtype))
+        batch = u.shape[0]
     if time_dependent:
-        parts.append(t.to(y.dtype).reshape(-1, 1).expand(y.shape[0], 1))
-    return torch.cat(parts, dim=-1) if len(parts) > 1 else y
+        time = t.to(dtype).reshape(-1, 1)
+        parts.append(time if batch is None else time.expand(batch, 1))
+    return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
 
 
 class MLPVectorField(nn.Module):
@@ -85,15 +97,23 @@ class MLPVectorField(nn.Module):
         return self.net(_network_input(t, y, u, self.time_dependent, getattr(self, "n_inputs", 0)))
 
     def mlp_layers(self) -> MLPLayers | None:
-        """The layers, where the field is ``dy/dt = mlp(y)`` with activations a Runge–Kutta step can run itself.
+        """The layers, where their activations are ones an adaptive Runge–Kutta step can run itself.
 
-        None for a field of time or of known inputs, or with other
-        activations; adaptive Runge–Kutta solves then evaluate it stage by
-        stage (see ``dynlearn.solvers._rk_mlp``).
+        A field of time or of known inputs declares what its network reads
+        after the state (``MLPLayers.columns``: ``[u, t]``). None with other
+        activations; adaptive Runge–Kutta solves then evaluate the field
+        stage by stage (see :class:`dynlearn.solvers.MLPLayers`).
         """
-        if self.time_dependent or getattr(self, "n_inputs", 0) or type(self).forward is not MLPVectorField.forward:
+        if type(self).forward is not MLPVectorField.forward:
             return None  # a subclass that computes something else must not be stepped as the plain network
-        return MLPLayers.of(self.net)
+        layers = MLPLayers.of(self.net)
+        n_inputs = getattr(self, "n_inputs", 0)
+        if layers is None or not (self.time_dependent or n_inputs):
+            return layers
+        dtype = self.net[0].weight.dtype
+        return dataclasses.replace(
+            layers, columns=lambda t, u: _columns(t, u, self.time_dependent, n_inputs, None, dtype)
+        )
 
 
 class SecondOrderField(nn.Module):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -178,18 +179,29 @@ class _SegmentClock(nn.Module):
         self.last = times.shape[1] - 2
 
     def forward(self, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        s = s.to(y.dtype).reshape(1)
-        knots = self.knots.to(y.dtype)
+        t, u, scale = self.read(s.to(y.dtype))
+        shape = (-1,) + (1,) * (y.dim() - 1)
+        return (self.func(t, y) if u is None else self.func(t, y, u)) * scale.reshape(shape)
+
+    def read(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """``(t, u, scale)`` at clock time ``s``: each series' own time, its inputs (None without a control)
+        and ``dt/ds`` (``gap / w``), all in ``s``'s dtype."""
+        s = s.reshape(1)
+        knots = self.knots.to(s.dtype)
         k = (torch.searchsorted(knots, s, side="left") - 1).clamp(0, self.last)
         left, width = knots[k], knots[k + 1] - knots[k]
-        gap = self.gaps.index_select(1, k).squeeze(1).to(y.dtype)
-        start = self.starts.index_select(1, k).squeeze(1).to(y.dtype)
+        gap = self.gaps.index_select(1, k).squeeze(1).to(s.dtype)
+        start = self.starts.index_select(1, k).squeeze(1).to(s.dtype)
         fraction = (s - left) / width
-        t = start + fraction * gap
-        shape = (-1,) + (1,) * (y.dim() - 1)
-        if self.control is None:
-            return self.func(t, y) * (gap / width).reshape(shape)
-        return self.func(t, y, self.control.on_segment(k, fraction)) * (gap / width).reshape(shape)
+        u = None if self.control is None else self.control.on_segment(k, fraction)
+        return start + fraction * gap, u, gap / width
+
+    def mlp_layers(self) -> MLPLayers | None:
+        """The field's layers (see :class:`MLPLayers`) read on this clock, None where it has none."""
+        layers = MLPLayers.declared_by(self.func)
+        if layers is None or layers.clock is not None:
+            return None
+        return dataclasses.replace(layers, clock=self.read)
 
 
 def _adaptive_knots(n: int, device: torch.device) -> torch.Tensor:
@@ -454,8 +466,9 @@ def _solve_shifted(
     def shifted(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return func(start + t.to(start.dtype), y)
 
-    if hasattr(func, "mlp_layers"):  # an autonomous field is the same function on any clock
-        shifted.mlp_layers = func.mlp_layers  # type: ignore[attr-defined]
+    layers = MLPLayers.declared_by(func)
+    if layers is not None and not layers.reads_time:  # an autonomous field is the same function on any clock
+        shifted.mlp_layers = lambda: layers  # type: ignore[attr-defined]
 
     outputs = _integrate(
         shifted, y0, elapsed[order], info, rtol, atol, False, _with_defaults(info, options), max_num_steps, None,

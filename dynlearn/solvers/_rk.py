@@ -173,7 +173,7 @@ def solve_written_out(
     clock = lambda s: torch.full((), s, dtype=dtype, device=device)  # noqa: E731
     before, after = clock(-float("inf")), clock(float("inf"))
 
-    # A field dy/dt = mlp(y) steps through MLPStep (forwards in time; a backwards solve negates the field).
+    # A field mlp([y, columns(t, u)]) steps through MLPStep (forwards in time; a backwards solve negates the field).
     layers = MLPLayers.declared_by(func) if field is func else None
     counted = getattr(func, "counted", None)
 
@@ -200,21 +200,24 @@ def solve_written_out(
         if on_jump:
             on_end, s1 = False, jumps[next_jump]
             h = s1 - s0
-        if layers is not None:
+        # The last stage is taken just before the step's end, as torchdiffeq does (a field that jumps at the
+        # end time is read on the side the step comes from).
+        whens = None if layers is not None and not layers.reads_time else [
+            torch.nextafter(clock(s1), before) if node == 1.0 else clock(s0 + node * h) for node in tableau.nodes
+        ]  # fmt: skip
+        reads = None if whens is None or layers is None else [layers.at(when) for when in whens]
+        if layers is not None and not (reads is not None and _recorded(reads)):
             if counted is not None:
                 counted(len(tableau.coupling))
-            state, *later = mlp_step(tableau.coupling, h, layers, y, slope)
+            state, *later = mlp_step(tableau.coupling, h, layers, y, slope, reads)
             stages = [slope, *later]
         else:
             stages = [slope]
-            for node, weights in zip(tableau.nodes, tableau.coupling):
+            for when, weights in zip(whens, tableau.coupling):
                 state = y
                 for stage, weight in zip(stages, weights):
                     if weight != 0.0:
                         state = torch.add(state, stage, alpha=weight * h)
-                # The last stage is taken just before the step's end, as torchdiffeq does (a field that jumps
-                # at the end time is read on the side the step comes from).
-                when = torch.nextafter(clock(s1), before) if node == 1.0 else clock(s0 + node * h)
                 stages.append(field(when, state))
         steps += 1
         with torch.no_grad():
@@ -243,6 +246,11 @@ def solve_written_out(
         else:
             h *= min(_GROW, max(_SAFETY * ratio**exponent, 1.0 if ratio < 1.0 else _SHRINK))
     return torch.cat(pieces)
+
+
+def _recorded(reads: list[tuple[torch.Tensor | None, torch.Tensor | None]]) -> bool:
+    """Whether a gradient must reach what the field reads besides the state (then the step goes stage by stage)."""
+    return any(x is not None and x.requires_grad for pair in reads for x in pair)
 
 
 def _first_step(

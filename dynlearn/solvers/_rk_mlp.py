@@ -68,6 +68,15 @@ class MLPLayers:
     box : (Tensor, Tensor, float), optional
         ``(lower, upper, rate)``: the field is ``mlp(y) − rate · (y − clamp(y, lower, upper))`` on the first
         ``len(lower)`` components, as :class:`dynlearn.nn.BoxContraction` makes it.
+    columns : callable, optional
+        ``columns(t, u)``: what the network reads after the state, as a tensor of shape ``(batch, m)``, from
+        the field's time ``t`` (a 0-dim tensor, or one time per series) and known inputs ``u`` (None, or
+        ``(batch, n_inputs)``): the field is then ``mlp([y, columns(t, u)])``, as
+        :class:`dynlearn.nn.MLPVectorField` is with ``time_dependent`` or ``n_inputs``.
+    clock : callable, optional
+        ``clock(s)``: ``(t, u, scale)`` at the solver's time ``s``, for a solve that runs the field on a
+        clock of its own (the segment clock of :func:`solve_ode_irregular`): the slope is then
+        ``scale[:, None] · field(t, y, u)`` (``u`` and ``scale`` may be None). Set by that solve.
 
     Examples
     --------
@@ -84,6 +93,8 @@ class MLPLayers:
     biases: tuple[torch.Tensor, ...]
     activations: tuple[str, ...]
     box: tuple[torch.Tensor, torch.Tensor, float] | None = None
+    columns: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor] | None = None
+    clock: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]] | None = None
 
     def __post_init__(self) -> None:
         if len(self.weights) != len(self.biases) or len(self.activations) != len(self.weights) - 1:
@@ -98,6 +109,17 @@ class MLPLayers:
     def parameters(self) -> tuple[torch.Tensor, ...]:
         """``(weight, bias)`` of each layer in turn."""
         return tuple(p for pair in zip(self.weights, self.biases) for p in pair)
+
+    @property
+    def reads_time(self) -> bool:
+        """Whether the slope depends on the solver's time (through ``columns`` or ``clock``)."""
+        return self.columns is not None or self.clock is not None
+
+    def at(self, s: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``(columns, scale)`` at the solver's time ``s``: what the network reads after the state, and the
+        per-series factor on the slope (each None where the field has none)."""
+        t, u, scale = (s, None, None) if self.clock is None else self.clock(s)
+        return (None if self.columns is None else self.columns(t, u)), scale
 
     @staticmethod
     def declared_by(field: object) -> MLPLayers | None:
@@ -138,21 +160,31 @@ def _activation_backward(name: str, grad: torch.Tensor, out: torch.Tensor) -> to
     return torch.ops.aten.elu_backward(grad, 1.0, 1, 1, True, out)  # α = 1, from the output
 
 
-def _stages(coupling, h, activations, box, y0, k1, weights, biases):
-    """``(y1, [k2, ..., ks], layer outputs of each stage)``: the step, stage by stage, in plain tensor operations."""
+def _stages(coupling, h, activations, box, reads, y0, k1, weights, biases):
+    """``(y1, [k2, ..., ks], layer outputs of each stage)``: the step, stage by stage, in plain tensor operations.
+
+    ``reads`` holds each stage's ``(columns, scale)`` (see :meth:`MLPLayers.at`), or is None. A stage's first
+    layer output is its network input: the state, then the columns.
+    """
     stages, outputs = [k1], []
-    for row in coupling:
+    for i, row in enumerate(coupling):
         state = y0
         for stage, weight in zip(stages, row):
             if weight != 0.0:
                 state = torch.add(state, stage, alpha=weight * h)
-        layers, x = [state], state
+        columns, scale = (None, None) if reads is None else reads[i]
+        if columns is not None:
+            columns = columns.to(state.dtype).expand(state.shape[0], -1)
+        x = state if columns is None else torch.cat([state, columns], dim=-1)
+        layers = [x]
         for weight, bias, name in zip(weights, biases, activations):
             x = _FORWARD[name](torch.addmm(bias, x, weight.t()))
             layers.append(x)
         slope = torch.addmm(biases[-1], x, weights[-1].t())
         if box is not None:
             slope = _contracted(slope, state, *box)
+        if scale is not None:
+            slope = slope * scale.reshape(-1, 1)
         stages.append(slope)
         outputs.append(layers)
     return state, stages[1:], outputs
@@ -173,8 +205,10 @@ class MLPStep(torch.autograd.Function):
     ``coupling[i]`` are stage ``i + 2``'s weights on the stages before it and
     its last row the solution's, so that ``y1`` is the last stage's state
     (first same as last: ``ks`` is the slope at ``y1``). Arguments:
-    ``(coupling, h, activations, box, y0, k1, *parameters)`` with the
-    parameters as ``MLPLayers.parameters()`` orders them.
+    ``(coupling, h, activations, box, reads, y0, k1, *parameters)`` with
+    the parameters as ``MLPLayers.parameters()`` orders them, and
+    ``reads`` each later stage's ``(columns, scale)`` or None (data: no
+    gradient reaches them).
 
     A backward pass that is itself recorded (``create_graph=True``, for a
     second derivative) recomputes the step stage by stage and differentiates
@@ -182,25 +216,33 @@ class MLPStep(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, coupling, h, activations, box, y0, k1, *parameters):  # noqa: D102
+    def forward(ctx, coupling, h, activations, box, reads, y0, k1, *parameters):  # noqa: D102
         ctx.set_materialize_grads(False)  # an output no loss reads (a last slope) gets no adjoint to carry
-        state, stages, outputs = _stages(coupling, h, activations, box, y0, k1, parameters[0::2], parameters[1::2])
-        ctx.coupling, ctx.h, ctx.activations, ctx.box = coupling, h, activations, box
+        state, stages, outputs = _stages(coupling, h, activations, box, reads, y0, k1, parameters[0::2],
+                                         parameters[1::2])  # fmt: skip
+        ctx.coupling, ctx.h, ctx.activations, ctx.box, ctx.reads = coupling, h, activations, box, reads
         ctx.n_inputs = 2 + len(parameters)
-        # Every layer output is saved through autograd (so saved-tensor hooks, e.g. offloading, see them).
-        ctx.save_for_backward(y0, k1, *parameters, *(x for layers in outputs for x in layers))
+        scales = [] if reads is None else [scale for _, scale in reads if scale is not None]
+        if scales and len(scales) != len(coupling):
+            raise ValueError(f"reads: expected a scale for every stage or for none; got {len(scales)} of "
+                             f"{len(coupling)}.")  # fmt: skip
+        ctx.scaled = bool(scales)
+        # Every layer output (and scale) is saved through autograd (so saved-tensor hooks, e.g. offloading, see them).
+        ctx.save_for_backward(y0, k1, *parameters, *(x for layers in outputs for x in layers), *scales)
         return (state, *stages)
 
     @staticmethod
     def backward(ctx, grad_y1, *grad_stages):  # noqa: D102
         if torch.is_grad_enabled():
-            return (None, None, None, None, *_recorded_backward(ctx, grad_y1, grad_stages))
+            return (None, None, None, None, None, *_recorded_backward(ctx, grad_y1, grad_stages))
         coupling, h, activations, box = ctx.coupling, ctx.h, ctx.activations, ctx.box
         saved = ctx.saved_tensors
         weights = saved[2 : ctx.n_inputs : 2]
         n = len(coupling)
-        per_stage = len(activations) + 1  # the stage's state, then each hidden layer's output
+        per_stage = len(activations) + 1  # the stage's network input, then each hidden layer's output
         outputs = [saved[ctx.n_inputs + i * per_stage : ctx.n_inputs + (i + 1) * per_stage] for i in range(n)]
+        scales = saved[ctx.n_inputs + n * per_stage :] if ctx.scaled else None
+        width = saved[0].shape[-1]  # the state's: the network input's columns after it are data
         adjoints: list[torch.Tensor | None] = [None] * n  # of each stage's state, stage 2 to s
         layer_grads: list[list[torch.Tensor]] = [[] for _ in weights]  # per layer: its output's adjoint, per stage
         layer_inputs: list[list[torch.Tensor]] = [[] for _ in weights]
@@ -213,6 +255,8 @@ class MLPStep(torch.autograd.Function):
             layers = outputs[i]
             adjoint = None
             if grad is not None:
+                if scales is not None:
+                    grad = grad * scales[i].reshape(-1, 1)
                 pulled = None if box is None else _contraction_backward(grad, layers[0], *box)
                 for depth in reversed(range(len(weights))):
                     layer_grads[depth].append(grad)
@@ -220,6 +264,8 @@ class MLPStep(torch.autograd.Function):
                     grad = grad @ weights[depth]
                     if depth > 0:
                         grad = _activation_backward(activations[depth - 1], grad, layers[depth])
+                if grad.shape[-1] != width:
+                    grad = grad[:, :width]
                 adjoint = grad if pulled is None else grad.add_(pulled)
             if i == n - 1 and grad_y1 is not None:  # y1 is the last stage's state
                 adjoint = grad_y1 if adjoint is None else adjoint + grad_y1
@@ -245,7 +291,7 @@ class MLPStep(torch.autograd.Function):
             out = torch.cat(outs) if len(outs) > 1 else outs[0]
             inp = torch.cat(inps) if len(inps) > 1 else inps[0]
             grads += [out.t() @ inp, out.sum(0)]
-        return (None, None, None, None, grad_y0, grad_k1, *grads)
+        return (None, None, None, None, None, grad_y0, grad_k1, *grads)
 
 
 def _contraction_backward(grad: torch.Tensor, state: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
@@ -263,7 +309,7 @@ def _recorded_backward(ctx, grad_y1, grad_stages) -> tuple:
     # Views, so that each derivative is the partial one: k1 is itself a function of y0 and the weights.
     inputs = tuple(x.view_as(x) for x in ctx.saved_tensors[: ctx.n_inputs])
     y0, k1, parameters = inputs[0], inputs[1], inputs[2:]
-    state, stages, _ = _stages(ctx.coupling, ctx.h, ctx.activations, ctx.box, y0, k1, parameters[0::2],
+    state, stages, _ = _stages(ctx.coupling, ctx.h, ctx.activations, ctx.box, ctx.reads, y0, k1, parameters[0::2],
                                parameters[1::2])  # fmt: skip
     pairs = [(out, grad) for out, grad in zip([state, *stages], [grad_y1, *grad_stages]) if grad is not None]
     wanted = [i for i, x in enumerate(inputs) if x.requires_grad]
@@ -278,7 +324,8 @@ def _recorded_backward(ctx, grad_y1, grad_stages) -> tuple:
 
 
 def mlp_step(
-    coupling: tuple[tuple[float, ...], ...], h: float, layers: MLPLayers, y0: torch.Tensor, k1: torch.Tensor
+    coupling: tuple[tuple[float, ...], ...], h: float, layers: MLPLayers, y0: torch.Tensor, k1: torch.Tensor,
+    reads: list[tuple[torch.Tensor | None, torch.Tensor | None]] | None = None,
 ) -> list[torch.Tensor]:
-    """``[y1, k2, ..., ks]`` of one step of ``dy/dt = mlp(y)`` (see :class:`MLPStep`)."""
-    return list(MLPStep.apply(coupling, h, layers.activations, layers.box, y0, k1, *layers.parameters()))
+    """``[y1, k2, ..., ks]`` of one step of ``dy/dt = mlp(y)`` (see :class:`MLPStep`); ``reads`` as there."""
+    return list(MLPStep.apply(coupling, h, layers.activations, layers.box, reads, y0, k1, *layers.parameters()))

@@ -87,9 +87,10 @@ def test_gradients_reach_the_start_state_and_a_slope_given_from_outside():
         first = grads
 
 
-def test_fields_that_are_not_a_plain_mlp_of_the_state_are_stepped_stage_by_stage():
-    assert MLPVectorField(2, (8,), "tanh", time_dependent=True).mlp_layers() is None
-    assert MLPVectorField(2, (8,), "tanh", n_inputs=1).mlp_layers() is None
+def test_fields_that_are_not_a_plain_mlp_are_stepped_stage_by_stage():
+    assert MLPVectorField(2, (8,), "tanh", time_dependent=True).mlp_layers().columns is not None
+    assert MLPVectorField(2, (8,), "tanh", n_inputs=1).mlp_layers().reads_time
+    assert MLPVectorField(2, (8,), "tanh").mlp_layers().columns is None
     assert MLPVectorField(2, (8,), "gelu").mlp_layers() is None  # its derivative needs the layer's input
     assert MLPVectorField(2, (8,), "softplus").mlp_layers().activations == ("softplus",)
 
@@ -187,3 +188,137 @@ def test_a_box_contraction_steps_fused_with_the_same_states_and_gradients(guarde
         torch.testing.assert_close(mine, other, rtol=1e-10, atol=1e-12)
     y0 = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
     assert ((y0[:, :guarded] < -0.3) | (y0[:, :guarded] > 0.3)).any()  # the pull is exercised
+
+
+# ------------------------------------------------------------ fields that read time or known inputs
+class _Hidden(nn.Module):
+    """A field behind a plain module: solves step it stage by stage."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, t, y, *inputs):
+        return self.inner(t, y, *inputs)
+
+
+def _driven(time_dependent: bool, n_inputs: int, seed: int = 0) -> MLPVectorField:
+    torch.manual_seed(seed)
+    field = MLPVectorField(3, (16, 12), "softplus", time_dependent=time_dependent, n_inputs=n_inputs).double()
+    with torch.no_grad():
+        field.net[-1].weight.mul_(10.0)
+    return field
+
+
+def _compare(solve, fused: nn.Module, leaves: list[torch.Tensor], steps_fused: bool = True) -> None:
+    """The same states, evaluations and gradients (parameters and ``leaves``) from ``fused`` (which takes
+    MLPStep, or not where ``steps_fused`` is False) and stage by stage."""
+    from dynlearn.solvers import _rk
+
+    results, original = [], _rk.mlp_step
+    for field in (fused, _Hidden(fused)):
+        stats, taken = SolverStats(), []
+        _rk.mlp_step = lambda *args: taken.append(1) or original(*args)
+        try:
+            out = solve(field, stats)
+        finally:
+            _rk.mlp_step = original
+        assert bool(taken) == (steps_fused and field is fused)
+        weights = torch.linspace(-1.0, 2.0, out.numel(), dtype=torch.float64).reshape(out.shape)
+        grads = torch.autograd.grad((out.sin() * weights).sum(), [*fused.parameters(), *leaves], allow_unused=True)
+        results.append((out, grads, stats.nfe))
+    (ours, our_grads, our_nfe), (theirs, their_grads, their_nfe) = results
+    assert our_nfe == their_nfe >= 14
+    torch.testing.assert_close(ours, theirs, rtol=1e-13, atol=1e-14)
+    for mine, other in zip(our_grads, their_grads):
+        assert (mine is None) == (other is None)
+        if mine is not None:
+            torch.testing.assert_close(mine, other, rtol=1e-10, atol=1e-12)
+
+
+def test_a_field_of_time_steps_fused_on_the_solver_clock():
+    field = _driven(time_dependent=True, n_inputs=0)
+    y0 = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(7), requires_grad=True)
+    t = torch.linspace(0.3, 2.3, 6, dtype=torch.float64)
+    _compare(lambda f, stats: solve_ode(f, y0, t, method="dopri5", rtol=1e-6, atol=1e-8, stats=stats), field, [y0])
+
+
+_TIMES = torch.tensor([[0.0, 0.3, 1.7, 1.7, 2.0], [0.5, 0.6, 2.9, 3.0, 3.5], [0.0, 1.1, 1.2, 2.5, 2.6]],
+                      dtype=torch.float64)  # fmt: skip
+
+
+@pytest.mark.parametrize("interpolation", ["previous", "linear", "cubic"])
+@pytest.mark.parametrize("time_dependent", [False, True])
+def test_driven_fields_step_fused_on_the_segment_clock(interpolation, time_dependent):
+    """A field of known inputs (and time) on each series' own segments: the clock's scale and inputs per stage."""
+    from dynlearn.solvers import ControlPath
+
+    field = _driven(time_dependent, n_inputs=2)
+    values = torch.randn(3, 5, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    y0 = torch.randn(3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2), requires_grad=True)
+
+    def solve(f, stats):
+        control = ControlPath(_TIMES, values, interpolation)
+        return solve_ode_irregular(f, y0, _TIMES, control=control, rtol=1e-6, atol=1e-8, stats=stats)
+
+    _compare(solve, field, [y0])
+
+
+def test_a_driven_field_in_a_box_steps_fused_on_the_segment_clock():
+    """NeuralODE's default with covariates: BoxContraction around a driven field, scaled by the clock."""
+    from dynlearn.nn import BoxContraction
+    from dynlearn.solvers import ControlPath
+
+    inner = _driven(time_dependent=False, n_inputs=1, seed=3)
+    lower = torch.full((2,), -0.3, dtype=torch.float64)
+    box = BoxContraction(inner, lower, -lower, 2.0)
+    layers = box.mlp_layers()
+    assert layers.box is not None and layers.columns is not None
+    values = torch.randn(3, 5, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    y0 = torch.randn(3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    assert ((y0[:, :2] < -0.3) | (y0[:, :2] > 0.3)).any()  # the pull is exercised
+    _compare(lambda f, stats: solve_ode_irregular(f, y0, _TIMES, control=ControlPath(_TIMES, values, "linear"),
+                                                  rtol=1e-6, atol=1e-8, stats=stats), box, [])  # fmt: skip
+
+
+def test_inputs_that_need_a_gradient_are_stepped_stage_by_stage_and_get_it():
+    """A control path built from tensors that require grad: the fused step would drop their gradient."""
+    from dynlearn.solvers import ControlPath
+
+    field = _driven(time_dependent=False, n_inputs=2)
+    values = torch.randn(3, 5, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    y0 = torch.randn(3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+
+    def solve(f, stats):
+        return solve_ode_irregular(f, y0, _TIMES, control=ControlPath(_TIMES, values, "cubic"), rtol=1e-6,
+                                   atol=1e-8, stats=stats)  # fmt: skip
+
+    _compare(solve, field, [values], steps_fused=False)
+    out = solve(field, SolverStats())
+    (grad,) = torch.autograd.grad(out.square().sum(), [values])
+    assert grad.abs().sum() > 0
+
+
+def test_a_field_of_time_declared_autonomous_is_not_stepped_on_the_shifted_clock_as_if_it_were():
+    """The shifted clock moves each series' start to 0: a field that reads time must see its own times there."""
+    field = _driven(time_dependent=True, n_inputs=0)
+    y0 = torch.randn(3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    _compare(lambda f, stats: solve_ode_irregular(f, y0, _TIMES, autonomous=True, rtol=1e-6, atol=1e-8,
+                                                  stats=stats), field, [], steps_fused=False)  # fmt: skip
+
+
+def test_a_driven_field_refuses_inputs_of_the_wrong_shape_by_name():
+    layers = _driven(time_dependent=False, n_inputs=2).mlp_layers()
+    with pytest.raises(ValueError, match=r"u: expected inputs of shape .*n_inputs=2.*got none"):
+        layers.columns(torch.zeros(()), None)
+    with pytest.raises(ValueError, match=r"u: expected .*got shape \(3, 1\)"):
+        layers.columns(torch.zeros(3), torch.zeros(3, 1))
+
+
+def test_the_step_refuses_scales_on_some_stages_only():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    reads = [(None, torch.ones(3, dtype=torch.float64))] + [(None, None)] * 5
+    with pytest.raises(ValueError, match="a scale for every stage or for none"):
+        mlp_step(DOPRI5.coupling, 0.1, MLPLayers.of(net), torch.zeros(3, 2, dtype=torch.float64),
+                 torch.zeros(3, 2, dtype=torch.float64), reads)  # fmt: skip
