@@ -280,6 +280,8 @@ def solve_ode(
     """
     info = ode_method(method)
     t = _check_times(t, y0)
+    if y0.numel() == 0:  # no series (or no state): nothing moves, and a solver's error norm of nothing is NaN
+        return y0.unsqueeze(0).expand(t.shape[0], *y0.shape).clone()
     options = _with_defaults(info, options)
     if not info.adaptive:
         steps = _fixed_steps(options, t)
@@ -358,8 +360,8 @@ def solve_ode_irregular(
             "Give one row of times per initial state.",
         )
     n = times.shape[1]
-    if n == 1:
-        return y0.unsqueeze(1)
+    if n == 1 or y0.numel() == 0:
+        return y0.unsqueeze(1).expand(y0.shape[0], n, *y0.shape[1:]).clone()
     times = times.to(y0.device)
     if autonomous and control is None and _shifts_exactly(info, adjoint, times):
         return _solve_shifted(func, y0, times, info, rtol, atol, options, max_num_steps, stats)

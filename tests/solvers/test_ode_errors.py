@@ -143,3 +143,15 @@ def test_dense_output_grid_is_not_a_stall():
     y = solve_ode_irregular(lambda t, y: -y, torch.ones(1, 1, dtype=torch.float64), times, max_num_steps=100)
     assert y.shape == (1, 3001, 1)
     assert abs(float(y[0, -1, 0]) - math.exp(-10.0)) < 1e-5
+
+
+@pytest.mark.parametrize("method", ["dopri5", "rk4", "bosh3"])
+def test_an_empty_batch_gives_empty_outputs_instead_of_a_misleading_step_failure(method):
+    """The error norm of no states is NaN: a solve of zero series used to fail with 'underflow in dt nan'."""
+    from dynlearn.solvers import solve_ode_irregular
+
+    field = torch.nn.Linear(2, 2)
+    out = solve_ode(lambda t, y: field(y), torch.zeros(0, 2), torch.linspace(0.0, 1.0, 5), method=method)
+    assert out.shape == (5, 0, 2)
+    irregular = solve_ode_irregular(lambda t, y: field(y), torch.zeros(0, 2), torch.zeros(0, 4), method=method)
+    assert irregular.shape == (0, 4, 2)
