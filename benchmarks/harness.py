@@ -92,16 +92,17 @@ def run_all(names: list[str], context: Context, log: Callable[[str], None] = _lo
     return records, spent
 
 
-def write_rows(out: Path, rows: list[dict], name: str = "results.csv", report: list[str] | None = None) -> None:
-    """Write ``rows`` (dicts with the same keys) to ``out / name``; with ``report``, its lines to ``report.md``
-    (and print them)."""
+def write_rows(out: Path, rows: list[dict], name: str = "results.csv", report: list[str] | None = None,
+               report_name: str = "report.md") -> None:
+    """Write ``rows`` (dicts with the same keys) to ``out / name``; with ``report``, its lines to
+    ``out / report_name`` (and print them)."""
     out.mkdir(parents=True, exist_ok=True)
     with open(out / name, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     if report is not None:
-        (out / "report.md").write_text("\n".join(report) + "\n")
+        (out / report_name).write_text("\n".join(report) + "\n")
         print("\n".join(report))
 
 

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from dynlearn import HamiltonianNN, LatentSDE, NeuralODE
-from dynlearn.datasets import make_damped_oscillator, make_mass_spring
+from dynlearn.datasets import make_damped_oscillator, make_forced_oscillator, make_mass_spring
 from dynlearn.solvers import count_evaluations
 from dynlearn.training import adamw, train_step
 
@@ -192,6 +192,56 @@ def neural_ode_pair(hidden: tuple[int, ...], batch: int) -> dict[str, Side]:
 
     def loss(part: dict) -> torch.Tensor:
         path = odeint(field, part["x0"], grid, rtol=RTOL, atol=ATOL, method="dopri5")  # (T, batch, 2)
+        return masked_mse(path.transpose(0, 1), part)
+
+    return {
+        "dynlearn": dynlearn_side(seen, batch, ode_evaluations),
+        "peer": peer_side(field, loss, data, batch, seen.learning_rate, lambda: field.calls),
+    }
+
+
+class DrivenField(nn.Module):
+    """``dx/dt = net([x, u(t)])`` with ``u`` each series' known input on the grid, held from each knot
+    (``"previous"``) or interpolated linearly, as a user writes it for ``odeint``; counts its calls."""
+
+    def __init__(self, net: nn.Module, interpolation: str):
+        super().__init__()
+        self.net, self.interpolation, self.calls = net, interpolation, 0
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        grid, inputs = self.grid, self.inputs
+        k = int((torch.searchsorted(grid, t.reshape(1), right=True) - 1).clamp(0, len(grid) - 2))
+        u = inputs[:, k]
+        if self.interpolation == "linear":
+            u = u + (t - grid[k]) / (grid[k + 1] - grid[k]) * (inputs[:, k + 1] - u)
+        return self.net(torch.cat([y, u], dim=-1))
+
+
+def driven_pair(hidden: tuple[int, ...], batch: int, interpolation: str) -> dict[str, Side]:
+    """dynlearn's NeuralODE driven by a known input (forced oscillators) against an ``odeint`` loop whose
+    field reads the input itself, on the shared grid of 16-row windows.
+
+    dynlearn ends a step at every observation, so that no state depends on
+    an input after it (and a held input switches exactly there); the loop
+    steps across observations as its error control lets it.
+    """
+    from torchdiffeq import odeint
+
+    frame = make_forced_oscillator(n_series=64, n_times=50, t_span=(0.0, 15.0), random_state=0)
+    seen = capture(NeuralODE(hidden_layer_sizes=hidden, window_size=16, stabilize=False, rtol=RTOL, atol=ATOL,
+                             covariates=["u"], covariate_interpolation=interpolation), frame)  # fmt: skip
+    data = seen.train_data
+    grid = data["times"][0] - data["times"][0, 0]
+    if not torch.allclose(data["times"] - data["times"][:, :1], grid.expand_as(data["times"])):
+        raise RuntimeError("speed_vs_peers: the driven windows do not share one time grid; the odeint loop needs one.")
+    field = DrivenField(mlp([3, *hidden, 2]), interpolation)
+    field.net.load_state_dict(seen.module.field.net.state_dict())
+    field.grid = grid
+
+    def loss(part: dict) -> torch.Tensor:
+        field.inputs = part["inputs"]  # the scaled inputs dynlearn's loss reads
+        path = odeint(field, part["x0"], grid, rtol=RTOL, atol=ATOL, method="dopri5")
         return masked_mse(path.transpose(0, 1), part)
 
     return {
@@ -368,6 +418,8 @@ FAMILIES: dict[str, Callable[[tuple[int, ...], int], dict[str, Side]]] = {
     "hamiltonian": hamiltonian_pair,
     "latent_sde": latent_sde_pair,
     "neural_ode_irregular_torchode": torchode_pair,
+    "neural_ode_driven_held": lambda hidden, batch: driven_pair(hidden, batch, "previous"),
+    "neural_ode_driven_linear": lambda hidden, batch: driven_pair(hidden, batch, "linear"),
 }
 
 

@@ -23,7 +23,11 @@ one way). ``small``: hidden (32, 32), 16 series, where per-operation costs
 dominate; ``large``: (256, 256), 256 series, where matrix products do.
 
 Run: ``OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/written_out_dopri5.py [--rounds 200]``. Writes
-``benchmarks/results/written_out_dopri5/results.csv`` and ``report.md``.
+``benchmarks/results/written_out_dopri5/results.csv`` and ``report.md``. ``--fits N`` times whole default
+fits instead, fused against stage by stage (``fits.csv``); ``--driven`` times training iterations of
+NeuralODE and LatentODE fits driven by a known input, fused against stage by stage
+(``driven_iterations.csv``, ``driven_report.md``), and ``--fits N --driven`` whole driven fits
+(``driven_fits.csv``).
 """
 
 from __future__ import annotations
@@ -119,41 +123,125 @@ def main(rounds: int) -> None:
     write_rows(RESULTS, rows, report=report)
 
 
-def default_fits(rounds: int) -> None:
-    """A default ``NeuralODE`` fit (its field boxed, ``stabilize=True``) stepped fused and stage by stage.
+def default_fits(rounds: int, driven: bool = False) -> None:
+    """Default fits stepped fused and stage by stage, alternating, ``rounds`` fits each, one torch thread.
 
-    Stage by stage is the same fit with ``BoxContraction.mlp_layers`` made
-    to return None, so that the solver evaluates the field stage by stage;
-    the two alternate, ``rounds`` fits each, one torch thread. Writes
-    ``fits.csv``.
+    Without ``driven``: a default ``NeuralODE`` (its field boxed,
+    ``stabilize=True``) on damped oscillators, 20 epochs; writes
+    ``fits.csv``. With ``driven``: a ``NeuralODE`` and a ``LatentODE`` with
+    the known input ``u`` of forced oscillators (linear interpolation, the
+    segment clock reading the input at every stage), 20 epochs each; writes
+    ``driven_fits.csv``. Stage by stage is the same fit with
+    ``MLPVectorField.mlp_layers`` made to return None, so that the solver
+    evaluates the field stage by stage.
     """
     import time
     import warnings
 
-    from dynlearn import NeuralODE
-    from dynlearn.datasets import make_damped_oscillator
-    from dynlearn.nn import BoxContraction
+    from dynlearn import LatentODE, NeuralODE
+    from dynlearn.datasets import make_damped_oscillator, make_forced_oscillator
 
     torch.set_num_threads(1)
-    frame = make_damped_oscillator(n_series=64, n_times=50, random_state=0)
-    fused = BoxContraction.mlp_layers
+    if driven:
+        frame = make_forced_oscillator(n_series=64, n_times=50, t_span=(0.0, 15.0), random_state=0)
+        inputs = dict(covariates=["u"], covariate_interpolation="linear")
+        models = {"NeuralODE": lambda: NeuralODE(max_epochs=20, random_state=0, n_threads=1, **inputs),
+                  "LatentODE": lambda: LatentODE(max_epochs=20, random_state=0, n_threads=1, **inputs)}  # fmt: skip
+    else:
+        frame = make_damped_oscillator(n_series=64, n_times=50, random_state=0)
+        models = {"NeuralODE": lambda: NeuralODE(max_epochs=20, random_state=0, n_threads=1)}
+    fused = MLPVectorField.mlp_layers
     rows = []
-    for round_ in range(rounds):
+    try:
+        for round_ in range(rounds):
+            for name, build in models.items():
+                for way in ("fused step", "stage by stage"):
+                    MLPVectorField.mlp_layers = fused if way == "fused step" else (lambda self: None)
+                    with warnings.catch_warnings(), count_evaluations() as counted:
+                        warnings.simplefilter("ignore")
+                        begun = time.perf_counter()
+                        model = build().fit(frame)
+                        seconds = time.perf_counter() - begun
+                    rows.append({"round": round_, "model": name, "way": way, "fit_seconds": seconds,
+                                 "epochs": len(model.history_), "evaluations": counted.nfe,
+                                 "final_validation_loss": model.history_[-1].get("valid_loss")})  # fmt: skip
+                    print(rows[-1], flush=True)
+    finally:
+        MLPVectorField.mlp_layers = fused
+    write_rows(RESULTS, rows, "driven_fits.csv" if driven else "fits.csv")
+    for name in models:
         for way in ("fused step", "stage by stage"):
-            BoxContraction.mlp_layers = fused if way == "fused step" else (lambda self: None)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                begun = time.perf_counter()
-                model = NeuralODE(max_epochs=20, random_state=0, n_threads=1).fit(frame)
-                seconds = time.perf_counter() - begun
-            rows.append({"round": round_, "way": way, "fit_seconds": seconds, "epochs": len(model.history_),
-                         "final_validation_loss": model.history_[-1].get("valid_loss")})  # fmt: skip
-            print(rows[-1], flush=True)
-    BoxContraction.mlp_layers = fused
-    write_rows(RESULTS, rows, "fits.csv")
-    for way in ("fused step", "stage by stage"):
-        times = sorted(r["fit_seconds"] for r in rows if r["way"] == way)
-        print(f"{way}: median fit {times[len(times) // 2]:.2f} s over {len(times)} fits")
+            times = sorted(r["fit_seconds"] for r in rows if r["way"] == way and r["model"] == name)
+            print(f"{name}, {way}: median fit {times[len(times) // 2]:.2f} s over {len(times)} fits")
+
+
+def driven_iterations(rounds: int) -> None:
+    """Training iterations of driven fits, fused against stage by stage, interleaved, one torch thread.
+
+    A ``NeuralODE`` (16-row windows) and a ``LatentODE`` with the known input
+    ``u`` of forced oscillators (linear interpolation, read on the segment
+    clock at every stage), each at the two sizes of ``speed_vs_peers``
+    (hidden (32, 32) on minibatches of 16, (256, 256) on 256; the LatentODE's
+    latent field at those widths). Both ways step the same model in turn;
+    stage by stage is ``MLPVectorField.mlp_layers`` made to return None.
+    Writes ``driven_iterations.csv`` and ``driven_report.md``.
+    """
+    import warnings
+
+    from speed_vs_peers import SIZES as PEER_SIZES
+    from speed_vs_peers import capture, dynlearn_side, ode_evaluations
+
+    from dynlearn import LatentODE, NeuralODE
+    from dynlearn.datasets import make_forced_oscillator
+
+    torch.set_num_threads(1)
+    load = os.getloadavg()[0]
+    frame = make_forced_oscillator(n_series=64, n_times=50, t_span=(0.0, 15.0), random_state=0)
+    inputs = dict(covariates=["u"], covariate_interpolation="linear")
+    models = {
+        "NeuralODE": lambda hidden: NeuralODE(hidden_layer_sizes=hidden, window_size=16, **inputs),
+        "LatentODE": lambda hidden: LatentODE(ode_layer_sizes=hidden, **inputs),
+    }
+    fused = MLPVectorField.mlp_layers
+    rows = []
+    try:
+        for name, build in models.items():
+            for size, (hidden, batch) in PEER_SIZES.items():
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    side = dynlearn_side(capture(build(hidden), frame), batch, ode_evaluations)
+
+                def step(layers=None, side=side):
+                    def run() -> tuple[float, int]:
+                        MLPVectorField.mlp_layers = layers or (lambda self: None)
+                        with count_evaluations() as counted:
+                            loss = side.iteration()
+                        return loss, counted.nfe_forward
+
+                    return run
+
+                steps = {"fused step": step(fused), "stage by stage": step()}
+                for row in compare_iterations(steps, rounds if size == "small" else max(5, rounds // 8),
+                                              "stage by stage"):  # fmt: skip
+                    rows.append({"model": name, "size": size, **row})
+                    print(rows[-1], flush=True)
+    finally:
+        MLPVectorField.mlp_layers = fused
+    report = [
+        "# Driven fits: fused dopri5 steps against stage-by-stage stepping",
+        "",
+        f"Training iterations (solve, backward, AdamW) of fits driven by a known input, float32, one torch thread, "
+        f"rounds interleaved; 1-minute load average {load:.2f} at the start. ratio: seconds ÷ stage by stage's, "
+        "median of per-round ratios (< 1: faster).",
+        "",
+        "| model | size | way | s per iteration | ratio | evaluations per iteration |",
+        "|---|---|---|---:|---:|---:|",
+        *[f"| {r['model']} | {r['size']} | {r['way']} | {r['seconds_per_iteration']:.5f} | "
+          f"{r['ratio_to_stage_by_stage']:.3f} | {r['evaluations_per_iteration']:.0f} |" for r in rows],  # fmt: skip
+        "",
+        f"Command: `OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/written_out_dopri5.py --driven --rounds {rounds}`",
+    ]
+    write_rows(RESULTS, rows, "driven_iterations.csv", report=report, report_name="driven_report.md")
 
 
 if __name__ == "__main__":
@@ -162,8 +250,13 @@ if __name__ == "__main__":
     parser.add_argument("--fits", type=int, default=0, metavar="ROUNDS",
                         help="instead: default NeuralODE fits (20 epochs), fused against stage by stage, "
                         "ROUNDS of each, written to fits.csv")  # fmt: skip
+    parser.add_argument("--driven", action="store_true",
+                        help="NeuralODE and LatentODE driven by a known input: training iterations (or with --fits, "
+                        "whole fits), fused against stage by stage")  # fmt: skip
     arguments = parser.parse_args()
     if arguments.fits:
-        default_fits(arguments.fits)
+        default_fits(arguments.fits, arguments.driven)
+    elif arguments.driven:
+        driven_iterations(arguments.rounds)
     else:
         main(arguments.rounds)
