@@ -20,7 +20,8 @@ from harness import Environment, write_results
 from dynlearn.bench import BenchContext
 
 TINY = {"tiny": ((8,), 16)}
-FAMILIES = ["neural_ode", "hamiltonian", "latent_sde", "neural_ode_irregular_torchode"]
+FAMILIES = ["neural_ode", "hamiltonian", "latent_sde", "neural_ode_irregular_torchode", "neural_ode_driven_held",
+            "neural_ode_driven_linear"]
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +63,12 @@ def test_the_hand_written_loops_train_the_same_model(records):
     # The SDE's Euler steps: 49 unit gaps at dt 0.25, one posterior drift per step on both sides (within one).
     sde = [values[f"latent_sde.tiny.evaluations_per_iteration.{who}"] for who in ("dynlearn", "peer")]
     assert all(196 <= count <= 200 for count in sde)
+    # Driven: the same model from the same weights (losses close; the two solvers step differently), and
+    # dynlearn ends a dopri5 step (6 evaluations) on each of a 16-row window's 15 gaps at least.
+    for family in ("neural_ode_driven_held", "neural_ode_driven_linear"):
+        ours, theirs = (values[f"{family}.tiny.final_loss.{who}"] for who in ("dynlearn", "peer"))
+        assert ours == pytest.approx(theirs, rel=0.1)
+        assert values[f"{family}.tiny.evaluations_per_iteration.dynlearn"] >= 6 * 15 + 2
 
 
 def test_the_rows_reach_the_csv(records, tmp_path):
