@@ -222,12 +222,14 @@ class _LatentDynamics(nn.Module):
         table = self._context.reshape(n_series * width, -1)
         offsets = torch.arange(n_series, device=self._times.device) * width
 
-        def rows(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            query = t.to(self._times.dtype).reshape(1, 1).expand(n_series, 1).contiguous()
-            row = torch.searchsorted(self._times, query + self.tolerance, side="right").squeeze(1)
-            row = torch.minimum(row, self._last_row)
-            remaining = (self._times[torch.arange(n_series, device=row.device), row] - query[:, 0]).clamp_min(0.0)
-            return (offsets + row).repeat(self._repeats), remaining.unsqueeze(-1).repeat(self._repeats, 1)
+        def rows(starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            # _row_context at every step start at once: (n_steps, batch) rows and (n_steps, batch, 1) time left.
+            query = starts.to(self._times.dtype).reshape(1, -1).expand(n_series, -1).contiguous()
+            row = torch.minimum(torch.searchsorted(self._times, query + self.tolerance, side="right"),
+                                self._last_row[:, None])  # fmt: skip
+            remaining = (self._times.gather(1, row) - query).clamp_min(0.0)
+            return (offsets[:, None] + row).t().repeat(1, self._repeats), remaining.t().unsqueeze(-1).repeat(
+                1, self._repeats, 1)
 
         d = self.diffusion
         return PosteriorLayers(prior, correction, table, rows, (d.w1, d.b1, d.w2, d.b2), activation, _DIFFUSION_FLOOR)

@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 import torch
 
-from ._rk_mlp import _FORWARD, OUTPUT_DERIVATIVES, MLPLayers, _activation_backward
+from ._rk_mlp import _ACCUMULATE_ABOVE, _FORWARD, OUTPUT_DERIVATIVES, MLPLayers, _activation_backward
 
 # torchsde's floor on |g| when it divides by the diffusion (misc.stable_division), as in _euler.
 _DIVISION_FLOOR = 1e-7
@@ -64,9 +64,10 @@ class PosteriorLayers:
     table : Tensor
         ``(n_rows, width)`` context rows (gradients flow back to it).
     rows : callable
-        ``rows(t)`` for a step starting at ``t``: ``(index, extra)``, the
-        table row of each batch row ``(batch,)`` (long) and the extra
-        columns ``(batch, n_extra)`` (not differentiated).
+        ``rows(starts)`` for steps starting at ``starts`` ``(n_steps,)``:
+        ``(index, extra)``, the table row of each batch row at each step
+        ``(n_steps, batch)`` (long) and the extra columns ``(n_steps,
+        batch, n_extra)`` (not differentiated).
     diffusion : (Tensor, Tensor, Tensor, Tensor)
         ``(w1, b1, w2, b2)``: ``(d, hidden)`` three times and ``(d,)``.
     activation : str
@@ -119,53 +120,76 @@ def _unpack(plan: _Plan, params: tuple[torch.Tensor, ...]):
     return prior[0::2], prior[1::2], correction[0::2], correction[1::2], params[n_prior + n_correction :]
 
 
-def _run(plan: _Plan, y0, table, index, extra, dw, params):
+def _run(plan: _Plan, y0, table, index, extra, dw, params, record: bool = False):
     """The solve in plain tensor operations: states ``(n + 1, batch, d)``, KL ``(n + 1, batch, 1)`` (or None),
-    and what the backward pass reads."""
+    and what the backward pass reads. Unrecorded, each step writes into buffers over all steps; recorded
+    (``record``, for a second derivative), the steps are stacked at the end."""
     prior_w, prior_b, corr_w, corr_b, (w1, b1, w2, b2) = _unpack(plan, params)
-    d, width = y0.shape[1], table.shape[1]
+    (batch, d), width, n = y0.shape, table.shape[1], len(plan.steps)
     first = corr_w[0]
     projected = table @ first[:, d : d + width].t()  # the context's share of the first layer, once per row
     base = projected[index] + extra @ first[:, d + width :].t() + corr_b[0]  # (n, batch, hidden)
     weight_z = first[:, :d]
-    act, floor, logqp = _FORWARD[plan.activation], plan.floor, plan.logqp
-    y = y0
-    kl = y0.new_zeros(y0.shape[0], 1) if logqp else None
-    states, kls = [y0], [kl]
-    prior_hidden: list[list[torch.Tensor]] = [[] for _ in plan.prior_activations]
-    corr_hidden: list[list[torch.Tensor]] = [[] for _ in plan.correction_activations]
-    hiddens, sigmoids, ratios = [], [], []
+    floor, logqp = plan.floor, plan.logqp
+    new = (lambda *shape: None) if record else (lambda *shape: y0.new_empty(shape))
+    states = _Buffer(new(n + 1, batch, d), y0)
+    kls = _Buffer(new(n + 1, batch, 1), y0.new_zeros(batch, 1)) if logqp else None
+    prior_hidden = [_Buffer(new(n, batch, w.shape[0])) for w in prior_w[:-1]]
+    corr_hidden = [_Buffer(new(n, batch, w.shape[0])) for w in corr_w[:-1]]
+    hiddens, sigmoids = _Buffer(new(n, batch, *w1.shape)), _Buffer(new(n, batch, d))
+    ratios = _Buffer(new(n, batch, d)) if logqp else None
+    y, kl = y0, kls.last if logqp else None
     for k, step in enumerate(plan.steps):
         x = y
         for j, (weight, bias, name) in enumerate(zip(prior_w, prior_b, plan.prior_activations)):
-            x = _FORWARD[name](torch.addmm(bias, x, weight.t()))
-            prior_hidden[j].append(x)
+            x = prior_hidden[j].activated(k, name, bias, x, weight)
         p = torch.addmm(prior_b[-1], x, prior_w[-1].t())
-        x = torch.addmm(base[k], y, weight_z.t())
+        x = y
         for j, name in enumerate(plan.correction_activations):
-            x = _FORWARD[name](x)
-            corr_hidden[j].append(x)
-            x = torch.addmm(corr_b[j + 1], x, corr_w[j + 1].t())
-        c = x
-        hidden = act(y.unsqueeze(-1) * w1 + b1)
-        sigmoid = torch.sigmoid((hidden * w2).sum(-1) + b2)
+            x = corr_hidden[j].activated(k, name, base[k] if j == 0 else corr_b[j], x, weight_z if j == 0 else corr_w[j])
+        c = torch.addmm(base[k], y, weight_z.t()) if not corr_hidden else torch.addmm(corr_b[-1], x, corr_w[-1].t())
+        hidden = hiddens.put(k, _FORWARD[plan.activation](torch.addcmul(b1, y.unsqueeze(-1), w1)))
+        sigmoid = sigmoids.put(k, torch.sigmoid((hidden * w2).sum(-1) + b2))
         g = sigmoid + floor
-        hiddens.append(hidden)
-        sigmoids.append(sigmoid)
         if logqp:
-            u = c / torch.where(g.detach().abs() > _DIVISION_FLOOR, g, g.sign() * _DIVISION_FLOOR)
-            ratios.append(u)
-            kl = kl + 0.5 * (u**2).sum(dim=1, keepdim=True) * step
-            kls.append(kl)
-        y = y + (p + c) * step + g * dw[k]
-        states.append(y)
-    saved = (
-        [torch.stack(h) for h in prior_hidden]
-        + [torch.stack(h) for h in corr_hidden]
-        + [torch.stack(hiddens), torch.stack(sigmoids)]
-        + ([torch.stack(ratios)] if logqp else [])
-    )
-    return torch.stack(states), (torch.stack(kls) if logqp else None), saved
+            u = ratios.put(k, c / torch.where(g.detach().abs() > _DIVISION_FLOOR, g, g.sign() * _DIVISION_FLOOR))
+            kl = kls.put(k + 1, kl + 0.5 * (u**2).sum(dim=1, keepdim=True) * step)
+        y = states.put(k + 1, y + (p + c) * step + g * dw[k])
+    saved = [h.whole() for h in prior_hidden + corr_hidden] + [hiddens.whole(), sigmoids.whole()]
+    return states.whole(), (kls.whole() if logqp else None), saved + ([ratios.whole()] if logqp else [])
+
+
+class _Buffer:
+    """Per-step tensors: written into one ``(n, ...)`` tensor, or (``buffer`` None, recording) stacked at the end."""
+
+    def __init__(self, buffer: torch.Tensor | None, first: torch.Tensor | None = None):
+        self.buffer, self.items, self.last = buffer, [], first
+        if first is not None:
+            self.put(0, first)
+
+    def put(self, k: int, value: torch.Tensor) -> torch.Tensor:
+        if self.buffer is None:
+            self.items.append(value)
+            return value
+        self.buffer[k] = value
+        return self.buffer[k]
+
+    def activated(self, k: int, name: str, bias: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """``σ(bias + x weightᵀ)``, written in place into step ``k``'s slot when unrecorded."""
+        if self.buffer is None or name == "softplus":
+            return self.put(k, _FORWARD[name](torch.addmm(bias, x, weight.t())))
+        out = torch.addmm(bias, x, weight.t(), out=self.buffer[k])
+        return _IN_PLACE[name](out)
+
+    def whole(self) -> torch.Tensor:
+        return torch.stack(self.items) if self.buffer is None else self.buffer
+
+
+_IN_PLACE = {
+    "tanh": torch.Tensor.tanh_,
+    "relu": torch.Tensor.relu_,
+    "elu": lambda x: torch.nn.functional.elu_(x),
+}
 
 
 class EulerPosterior(torch.autograd.Function):
@@ -212,8 +236,10 @@ def _backward(ctx, grad_states, grad_kls):
 
     a_y = grad_states[n] if grad_states is not None else torch.zeros_like(y0)
     a_kl = grad_kls[n] if grad_kls is not None else None
-    prior_deltas: list[list[torch.Tensor]] = [[] for _ in prior_w]
-    corr_deltas: list[list[torch.Tensor]] = [[] for _ in corr_w]
+    inputs = states[:n]
+    prior_grads = [_LayerGrads(inputs if j == 0 else prior_hidden[j - 1], w.shape[0]) for j, w in enumerate(prior_w)]
+    corr_grads = [_FirstLayerGrads(inputs, table, index, extra, corr_w[0].shape[0])]
+    corr_grads += [_LayerGrads(corr_hidden[j - 1], w.shape[0]) for j, w in enumerate(corr_w) if j > 0]
     sigmoid_grads, pre_grads = [], []
     for k in reversed(range(n)):
         step = plan.steps[k]
@@ -227,10 +253,9 @@ def _backward(ctx, grad_states, grad_kls):
             scaled = (a_kl * step) * u  # the adjoint of u: a_kl · step · u
             a_c = a_c + scaled / divisor
             a_g = a_g - torch.where(above, scaled * u / divisor, 0.0)
-        grad_z = _mlp_backward(a_p, prior_w, plan.prior_activations, [h[k] for h in prior_hidden], prior_deltas,
-                               prior_w[0])  # fmt: skip
-        grad_z = grad_z + _mlp_backward(a_c, corr_w, plan.correction_activations, [h[k] for h in corr_hidden],
-                                        corr_deltas, weight_z)  # fmt: skip
+        grad_z = _mlp_backward(k, a_p, prior_w, plan.prior_activations, prior_hidden, prior_grads, prior_w[0])
+        grad_z = grad_z + _mlp_backward(k, a_c, corr_w, plan.correction_activations, corr_hidden, corr_grads,
+                                        weight_z)  # fmt: skip
         a_s = torch.ops.aten.sigmoid_backward(a_g, sigmoids[k])
         a_pre = _activation_backward(plan.activation, a_s.unsqueeze(-1) * w2, hiddens[k])
         sigmoid_grads.append(a_s)
@@ -241,21 +266,9 @@ def _backward(ctx, grad_states, grad_kls):
         if grad_kls is not None:
             a_kl = a_kl + grad_kls[k] if a_kl is not None else grad_kls[k]
 
-    inputs = states[:n].reshape(n * y0.shape[0], d)
-    grads = []
-    for deltas, hidden, first_input in ((prior_deltas, prior_hidden, inputs), (corr_deltas, corr_hidden, None)):
-        for j, layer in enumerate(deltas):
-            delta = torch.cat(layer[::-1])  # step order
-            if j == 0 and first_input is None:  # the correction's first layer: state, context row, extra columns
-                scattered = delta.new_zeros(table.shape[0], delta.shape[1]).index_add_(0, index.reshape(-1), delta)
-                projection = corr_w[0][:, d : d + width]
-                grad_table = scattered @ projection
-                weight = torch.cat([delta.t() @ inputs, scattered.t() @ table,
-                                    delta.t() @ extra.reshape(delta.shape[0], -1)], dim=1)  # fmt: skip
-            else:
-                source = first_input if j == 0 else hidden[j - 1].reshape(delta.shape[0], -1)
-                weight = delta.t() @ source
-            grads += [weight, delta.sum(0)]
+    grads = [g for layer in prior_grads for g in layer.result()]
+    grad_table, first = corr_grads[0].result(corr_w[0][:, d : d + width])
+    grads += [*first, *(g for layer in corr_grads[1:] for g in layer.result())]
     a_s = torch.stack(sigmoid_grads[::-1])
     a_pre = torch.stack(pre_grads[::-1])
     grads += [
@@ -267,14 +280,79 @@ def _backward(ctx, grad_states, grad_kls):
     return (a_y, grad_table, None, *grads)
 
 
-def _mlp_backward(grad, weights, activations, hidden, deltas, first_weight):
-    """The adjoint of an MLP's input (through ``first_weight``'s columns); each layer's output adjoint noted."""
+def _mlp_backward(k, grad, weights, activations, hidden, layers, first_weight):
+    """The adjoint of an MLP's input at step ``k`` (through ``first_weight``'s columns of the first layer);
+    each layer's output adjoint handed to its ``layers`` entry."""
     for j in reversed(range(len(weights))):
-        deltas[j].append(grad)
+        layers[j].add(k, grad)
         grad = grad @ (weights[j] if j > 0 else first_weight)
         if j > 0:
-            grad = _activation_backward(activations[j - 1], grad, hidden[j - 1])
+            grad = _activation_backward(activations[j - 1], grad, hidden[j - 1][k])
     return grad
+
+
+class _LayerGrads:
+    """A Linear layer's weight and bias gradients over all steps, from its output adjoint at each step.
+
+    ``source`` holds its input at every step, ``(n, batch, in)``. Small layers keep the adjoints and
+    take one product over all steps at the end; above ``_ACCUMULATE_ABOVE`` entries each step's product
+    is added into one buffer (no copy of every step's adjoint)."""
+
+    def __init__(self, source: torch.Tensor, width: int):
+        self.source = source
+        self.accumulate = source.shape[1] * (source.shape[2] + width) > _ACCUMULATE_ABOVE
+        self.deltas: list[torch.Tensor] = []
+        self.weight: torch.Tensor | None = None
+        self.bias: torch.Tensor | None = None
+
+    def add(self, k: int, delta: torch.Tensor) -> None:
+        if not self.accumulate:
+            self.deltas.append(delta)
+            return
+        if self.weight is None:
+            self.weight, self.bias = delta.t() @ self.source[k], delta.sum(0)
+        else:
+            self.weight.addmm_(delta.t(), self.source[k])
+            self.bias.add_(delta.sum(0))
+
+    def stacked(self) -> torch.Tensor:
+        return torch.cat(self.deltas[::-1])  # step order
+
+    def result(self) -> list[torch.Tensor]:
+        if self.accumulate:
+            return [self.weight, self.bias]
+        delta = self.stacked()
+        return [delta.t() @ self.source.reshape(delta.shape[0], -1), delta.sum(0)]
+
+
+class _FirstLayerGrads(_LayerGrads):
+    """The correction's first layer, reading the state, a context-table row and the extra columns."""
+
+    def __init__(self, states: torch.Tensor, table: torch.Tensor, index: torch.Tensor, extra: torch.Tensor,
+                 width: int):
+        super().__init__(states, width)
+        self.table, self.index, self.extra = table, index, extra
+        self.scattered = states.new_zeros(table.shape[0], width)
+        self.extra_weight: torch.Tensor | None = None
+
+    def add(self, k: int, delta: torch.Tensor) -> None:
+        super().add(k, delta)
+        if self.accumulate:
+            self.scattered.index_add_(0, self.index[k], delta)
+            product = delta.t() @ self.extra[k]
+            self.extra_weight = product if self.extra_weight is None else self.extra_weight.add_(product)
+
+    def result(self, projection: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The table's gradient (``projection``: the first layer's table columns) and ``[weight, bias]``."""
+        if self.accumulate:
+            weight, bias, extra = self.weight, self.bias, self.extra_weight
+        else:
+            delta = self.stacked()
+            self.scattered.index_add_(0, self.index.reshape(-1), delta)
+            weight, bias = delta.t() @ self.source.reshape(delta.shape[0], -1), delta.sum(0)
+            extra = delta.t() @ self.extra.reshape(delta.shape[0], -1)
+        grad_table = self.scattered @ projection
+        return grad_table, [torch.cat([weight, self.scattered.t() @ self.table, extra], dim=1), bias]
 
 
 def _recorded_backward(ctx, grad_states, grad_kls) -> tuple:
@@ -283,7 +361,7 @@ def _recorded_backward(ctx, grad_states, grad_kls) -> tuple:
     index, extra = saved[0], saved[1]
     inputs = tuple(x.view_as(x) for x in saved[2 : 5 + ctx.n_params])
     y0, table, dw, params = inputs[0], inputs[1], inputs[2], inputs[3:]
-    states, kls, _ = _run(ctx.plan, y0, table, index, extra, dw, params)
+    states, kls, _ = _run(ctx.plan, y0, table, index, extra, dw, params, record=True)
     pairs = [(out, grad) for out, grad in ((states, grad_states), (kls, grad_kls)) if grad is not None and out is not None]
     wanted = [i for i, x in enumerate(inputs) if x.requires_grad]
     if not pairs or not wanted:
@@ -300,9 +378,8 @@ def solve_posterior(layers: PosteriorLayers, y0: torch.Tensor, times: tuple[torc
                     steps: tuple[torch.Tensor, ...], dw: torch.Tensor, logqp: bool):
     """States ``(n + 1, batch, d)`` and KL ``(n + 1, batch, 1)`` (None without ``logqp``) at every step's end."""
     with torch.no_grad():
-        found = [layers.rows(t) for t in times]
-        index = torch.stack([i for i, _ in found])
-        extra = torch.stack([e for _, e in found]).to(y0.dtype)
+        index, extra = layers.rows(torch.stack(times))
+        extra = extra.to(y0.dtype)
     plan = _Plan(tuple(steps), layers.prior.activations, layers.correction.activations, layers.activation,
                  float(layers.floor), logqp)  # fmt: skip
     states, kls = EulerPosterior.apply(plan, index, extra, y0, layers.table, dw, *layers.parameters())
