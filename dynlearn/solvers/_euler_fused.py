@@ -27,8 +27,9 @@ give the same states, KL increments and gradients to rounding.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -146,7 +147,9 @@ def _run(plan: _Plan, y0, table, index, extra, dw, params, record: bool = False)
         p = torch.addmm(prior_b[-1], x, prior_w[-1].t())
         x = y
         for j, name in enumerate(plan.correction_activations):
-            x = corr_hidden[j].activated(k, name, base[k] if j == 0 else corr_b[j], x, weight_z if j == 0 else corr_w[j])
+            x = corr_hidden[j].activated(
+                k, name, base[k] if j == 0 else corr_b[j], x, weight_z if j == 0 else corr_w[j]
+            )
         c = torch.addmm(base[k], y, weight_z.t()) if not corr_hidden else torch.addmm(corr_b[-1], x, corr_w[-1].t())
         hidden = hiddens.put(k, _FORWARD[plan.activation](torch.addcmul(b1, y.unsqueeze(-1), w1)))
         sigmoid = sigmoids.put(k, torch.sigmoid((hidden * w2).sum(-1) + b2))
@@ -202,7 +205,7 @@ class EulerPosterior(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, plan, index, extra, y0, table, dw, *params):  # noqa: D102
+    def forward(ctx, plan, index, extra, y0, table, dw, *params):
         ctx.set_materialize_grads(False)
         states, kls, saved = _run(plan, y0, table, index, extra, dw, params)
         ctx.plan = plan
@@ -211,7 +214,7 @@ class EulerPosterior(torch.autograd.Function):
         return (states, kls) if plan.logqp else (states, states.new_zeros(0))
 
     @staticmethod
-    def backward(ctx, grad_states, grad_kls):  # noqa: D102
+    def backward(ctx, grad_states, grad_kls):
         if torch.is_grad_enabled():
             return (None, None, None, *_recorded_backward(ctx, grad_states, grad_kls))
         return (None, None, None, *_backward(ctx, grad_states, grad_kls if ctx.plan.logqp else None))
@@ -228,7 +231,7 @@ def _backward(ctx, grad_states, grad_kls):
     prior_hidden, corr_hidden = rest[:n_prior], rest[n_prior : n_prior + n_corr]
     hiddens, sigmoids = rest[n_prior + n_corr], rest[n_prior + n_corr + 1]
     ratios = rest[n_prior + n_corr + 2] if plan.logqp else None
-    prior_w, prior_b, corr_w, corr_b, (w1, b1, w2, b2) = _unpack(plan, params)
+    prior_w, _prior_b, corr_w, _corr_b, (w1, _b1, w2, _b2) = _unpack(plan, params)
     d, width = y0.shape[1], table.shape[1]
     weight_z = corr_w[0][:, :d]
     n = len(plan.steps)
@@ -328,8 +331,7 @@ class _LayerGrads:
 class _FirstLayerGrads(_LayerGrads):
     """The correction's first layer, reading the state, a context-table row and the extra columns."""
 
-    def __init__(self, states: torch.Tensor, table: torch.Tensor, index: torch.Tensor, extra: torch.Tensor,
-                 width: int):
+    def __init__(self, states: torch.Tensor, table: torch.Tensor, index: torch.Tensor, extra: torch.Tensor, width: int):
         super().__init__(states, width)
         self.table, self.index, self.extra = table, index, extra
         self.scattered = states.new_zeros(table.shape[0], width)
@@ -362,7 +364,9 @@ def _recorded_backward(ctx, grad_states, grad_kls) -> tuple:
     inputs = tuple(x.view_as(x) for x in saved[2 : 5 + ctx.n_params])
     y0, table, dw, params = inputs[0], inputs[1], inputs[2], inputs[3:]
     states, kls, _ = _run(ctx.plan, y0, table, index, extra, dw, params, record=True)
-    pairs = [(out, grad) for out, grad in ((states, grad_states), (kls, grad_kls)) if grad is not None and out is not None]
+    pairs = [
+        (out, grad) for out, grad in ((states, grad_states), (kls, grad_kls)) if grad is not None and out is not None
+    ]
     wanted = [i for i, x in enumerate(inputs) if x.requires_grad]
     if not pairs or not wanted:
         return (None,) * len(inputs)
@@ -374,8 +378,14 @@ def _recorded_backward(ctx, grad_states, grad_kls) -> tuple:
     return tuple(grads)
 
 
-def solve_posterior(layers: PosteriorLayers, y0: torch.Tensor, times: tuple[torch.Tensor, ...],
-                    steps: tuple[torch.Tensor, ...], dw: torch.Tensor, logqp: bool):
+def solve_posterior(
+    layers: PosteriorLayers,
+    y0: torch.Tensor,
+    times: tuple[torch.Tensor, ...],
+    steps: tuple[torch.Tensor, ...],
+    dw: torch.Tensor,
+    logqp: bool,
+):
     """States ``(n + 1, batch, d)`` and KL ``(n + 1, batch, 1)`` (None without ``logqp``) at every step's end."""
     with torch.no_grad():
         index, extra = layers.rows(torch.stack(times))

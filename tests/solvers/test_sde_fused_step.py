@@ -8,15 +8,15 @@ import torch
 from dynlearn import LatentSDE
 from dynlearn.datasets import make_ou_process
 from dynlearn.estimators._latent_sde import _LatentDynamics
-from dynlearn.solvers import PosteriorLayers, SolverStats, solve_sde
-from dynlearn.solvers import _euler, _euler_fused
+from dynlearn.solvers import PosteriorLayers, SolverStats, _euler, _euler_fused, solve_sde
 
 ACTIVATIONS = ["tanh", "relu", "softplus", "elu"]
 D, CONTEXT, DT = 3, 5, 0.3
 
 
-def _dynamics(activation: str = "tanh", hidden: tuple[int, ...] = (8, 7), n_series: int = 6, seed: int = 0,
-              repeats: int = 1):
+def _dynamics(
+    activation: str = "tanh", hidden: tuple[int, ...] = (8, 7), n_series: int = 6, seed: int = 0, repeats: int = 1
+):
     """Dynamics conditioned on a random context, with the tensors a solve reads: (dynamics, z0, ts, context)."""
     torch.manual_seed(seed)
     dynamics = _LatentDynamics(D, CONTEXT, hidden, 4, activation, "ito").double()
@@ -121,7 +121,7 @@ def test_drift_evaluations_are_counted_as_step_by_step():
 
 
 def test_configurations_without_layers_step_by_step():
-    dynamics, z0, ts, context = _dynamics("tanh")
+    dynamics, _z0, _ts, _context = _dynamics("tanh")
     dynamics._forecast = True  # sampling: the prior after each series' last observation
     assert dynamics.posterior_layers() is None
     assert _dynamics("gelu")[0].posterior_layers() is None  # its derivative needs the layer's input
@@ -147,8 +147,15 @@ def test_fit_history_is_the_same_fused_or_not(monkeypatch):
     frame = make_ou_process(n_series=8, n_times=12, random_state=0)
 
     def fit():
-        model = LatentSDE(latent_dim=2, hidden_layer_sizes=(8,), max_epochs=2, batch_size=4, random_state=0,
-                          dtype="float64", n_threads=1)
+        model = LatentSDE(
+            latent_dim=2,
+            hidden_layer_sizes=(8,),
+            max_epochs=2,
+            batch_size=4,
+            random_state=0,
+            dtype="float64",
+            n_threads=1,
+        )
         return model.fit(frame).history_.to_frame()
 
     applied = []
