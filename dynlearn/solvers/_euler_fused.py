@@ -75,6 +75,20 @@ class PosteriorLayers:
         The diffusion's activation, among :data:`OUTPUT_DERIVATIVES`.
     floor : float
         Added to the sigmoid.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dynlearn.solvers import MLPLayers, PosteriorLayers
+    >>> def net(n_in):
+    ...     return torch.nn.Sequential(torch.nn.Linear(n_in, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    >>> def rows(starts):  # every batch row reads table row 0, no extra columns
+    ...     return torch.zeros(len(starts), 4, dtype=torch.long), torch.zeros(len(starts), 4, 0)
+    >>> diffusion = (torch.ones(2, 4), torch.zeros(2, 4), torch.ones(2, 4), torch.zeros(2))
+    >>> layers = PosteriorLayers(MLPLayers.of(net(2)), MLPLayers.of(net(2 + 3)), torch.randn(10, 3), rows, diffusion,
+    ...                          "tanh", 1e-3)
+    >>> len(layers.parameters())
+    12
     """
 
     prior: MLPLayers
