@@ -226,7 +226,8 @@ def fused(rounds: int) -> None:
          f"make_damped_oscillator({SERIES}, 50): one training iteration as fit takes it (train_step, AdamW, gradient "
          f"norm clipped at 1) on the same minibatch from the same weights, float32, one torch thread, rounds "
          f"interleaved; 1-minute load average {load:.2f} at the start. ratio: seconds ÷ the step-by-step solve's, "
-         "median of per-round ratios (< 1: faster). Each way draws its own noise, so losses differ by noise."),
+         "median of per-round ratios (< 1: faster). Each way draws its own noise, so losses differ by noise (given the "
+         "same noise they agree to rounding: tests/solvers/test_sde_fused_step.py)."),
         "",
         "| size | way | s per iteration | ratio to step by step | drift evaluations per iteration | loss after the last |",
         "|---|---|---:|---:|---:|---:|",
