@@ -107,7 +107,9 @@ def solve_euler(sde: Any, y0: torch.Tensor, grid: StepGrid, increments: Any, log
     they are called in torchsde's order, drift then diffusion then prior
     drift, once per step. Increments wider than the state with diagonal
     noise (torchsde's extra channel for the KL term) have it dropped: its
-    diffusion is zero.
+    diffusion is zero. An SDE that declares :class:`PosteriorLayers` (and
+    increments without gradients) is solved as one autograd node instead,
+    without calling ``f``, ``g`` or ``h`` (``_euler_fused``).
     """
     diagonal = sde.noise_type == "diagonal"
     d = y0.shape[1]
