@@ -377,6 +377,7 @@ def latent_sde_pair(hidden: tuple[int, ...], batch: int) -> dict[str, Side]:
     peer = PeerLatentSDE(hidden)
     peer.load_state_dict(seen.module.state_dict(), strict=True)  # same initial weights, same names
     ours = Counter(seen.module.dynamics.correction)  # one call per posterior drift evaluation
+    count_fused_steps(seen.module.dynamics, ours)
     sides = {
         "dynlearn": dynlearn_side(seen, SDE_BATCH, lambda iteration: counted(ours, iteration)),
         "peer": peer_side(peer, lambda part: peer.loss(part, 0.25), seen.train_data, SDE_BATCH, seen.learning_rate,
@@ -385,6 +386,25 @@ def latent_sde_pair(hidden: tuple[int, ...], batch: int) -> dict[str, Side]:
     for side in sides.values():  # the loss is one draw of the ELBO's noise: the mean of a few draws
         side.full_loss = averaged(side.full_loss, SDE_LOSS_DRAWS)
     return sides
+
+
+def count_fused_steps(dynamics: nn.Module, counter: Counter) -> None:
+    """Counts the steps of a fused solve too: it runs no forward hook, but looks the context rows up once per step
+    start (``PosteriorLayers.rows``)."""
+    declared = type(dynamics).posterior_layers
+
+    def counted_layers() -> Any:
+        layers = declared(dynamics)
+        if layers is None:
+            return None
+
+        def rows(starts: torch.Tensor) -> Any:
+            counter.calls += len(starts)
+            return layers.rows(starts)
+
+        return replace(layers, rows=rows)
+
+    dynamics.posterior_layers = counted_layers
 
 
 def averaged(loss: Callable[[], float], draws: int) -> Callable[[], float]:

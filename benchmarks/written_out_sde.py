@@ -25,11 +25,20 @@ timed in interleaved subprocesses, median epoch seconds after the first.
 
 Run: ``OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/written_out_sde.py [--rounds 40] [--baseline PATH]``.
 Writes ``benchmarks/results/written_out_sde/results.csv`` and ``report.md``.
+
+``--fused ROUNDS`` times instead ``LatentSDE``'s own training iteration (as
+``fit`` takes it, the minibatch of ``speed_vs_peers``' LatentSDE rows) with
+its solve fused into one autograd node (``PosteriorLayers``, the default)
+and step by step (the dynamics' ``posterior_layers`` returning None), same
+weights, same process, one thread, rounds interleaved; writes ``fused.csv``
+and ``fused.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import json
 import os
 import statistics
@@ -41,9 +50,13 @@ from pathlib import Path
 import torch
 import torchsde
 from harness import compare_iterations, write_rows
+from irregular import TrainingCapture
 from torch import nn
 
+from dynlearn import LatentSDE
+from dynlearn.datasets import make_damped_oscillator
 from dynlearn.solvers import solve_sde
+from dynlearn.training import adamw, train_step
 
 RESULTS = Path(__file__).resolve().parent / "results" / "written_out_sde"
 SIZES = {"small": (32, 32), "large": (256, 256)}
@@ -152,6 +165,81 @@ def iterations(rounds: int) -> list[dict]:
     return rows
 
 
+def fused_steps(hidden: tuple[int, ...]) -> dict:
+    """One ``LatentSDE`` training iteration per way, from the same captured weights and minibatch: (loss, steps).
+
+    The steps are the drift evaluations of the iteration's solve: forward calls of the correction network step
+    by step; the step starts the fused solve looks its context rows up for, fused.
+    """
+    frame = make_damped_oscillator(n_series=SERIES, n_times=50, random_state=0)
+    seen = TrainingCapture()
+    LatentSDE(hidden_layer_sizes=hidden, kl_anneal_epochs=0, batch_size=SERIES, dt=DT, callbacks=[seen], max_epochs=1,
+              patience=None, validation_fraction=0.0, random_state=0, n_threads=1, device="cpu").fit(frame)
+    batch = {k: v[:SERIES] for k, v in seen.train_data.items()}
+    steps = {}
+    for way in ("fused", "step by step"):
+        module = copy.deepcopy(seen.module)
+        module.load_state_dict(seen.initial)
+        module.train()
+        dynamics, count = module.dynamics, [0]
+        declared = type(dynamics).posterior_layers
+        module.dynamics.correction.register_forward_hook(lambda *_, count=count: count.__setitem__(0, count[0] + 1))
+
+        def counting(dynamics=dynamics, declared=declared, count=count, way=way):
+            layers = declared(dynamics) if way == "fused" else None
+            if layers is None:
+                return None
+
+            def rows(starts, rows=layers.rows):
+                count[0] += len(starts)
+                return rows(starts)
+
+            return dataclasses.replace(layers, rows=rows)
+
+        dynamics.posterior_layers = counting
+        optimiser = adamw(module.parameters(), lr=seen.learning_rate)
+
+        def step(module=module, optimiser=optimiser, count=count) -> tuple[float, int]:
+            count[0] = 0
+            loss = train_step(module, seen.loss_fn, batch, optimiser, clip_grad_norm=1.0)
+            return loss, count[0]
+
+        steps[way] = step
+    return steps
+
+
+def fused(rounds: int) -> None:
+    torch.set_num_threads(1)
+    load = os.getloadavg()[0]
+    rows = []
+    for size, hidden in SIZES.items():
+        torch.manual_seed(0)
+        for row in compare_iterations(fused_steps(hidden), rounds if size == "small" else max(5, rounds // 2),
+                                      "step by step"):
+            rows.append({"size": size, **row})
+            print(rows[-1], flush=True)
+    write_rows(RESULTS, rows, "fused.csv")
+    report = [
+        "# LatentSDE iterations with the Euler–Maruyama solve fused into one autograd node",
+        "",
+        (f"LatentSDE(hidden_layer_sizes=..., kl_anneal_epochs=0, batch_size={SERIES}, dt={DT}) on "
+         f"make_damped_oscillator({SERIES}, 50): one training iteration as fit takes it (train_step, AdamW, gradient "
+         f"norm clipped at 1) on the same minibatch from the same weights, float32, one torch thread, rounds "
+         f"interleaved; 1-minute load average {load:.2f} at the start. ratio: seconds ÷ the step-by-step solve's, "
+         "median of per-round ratios (< 1: faster). Each way draws its own noise, so losses differ by noise (given the "
+         "same noise they agree to rounding: tests/solvers/test_sde_fused_step.py)."),
+        "",
+        "| size | way | s per iteration | ratio to step by step | drift evaluations per iteration | loss after the last |",
+        "|---|---|---:|---:|---:|---:|",
+        *[(f"| {r['size']} | {r['way']} | {r['seconds_per_iteration']:.5f} | {r['ratio_to_step_by_step']:.3f} | "
+           f"{r['evaluations_per_iteration']:.0f} | {r['final_loss']:.4g} |") for r in rows],
+        "",
+        f"Command: `OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/written_out_sde.py --fused {rounds}`",
+    ]
+    (RESULTS / "fused.md").write_text("\n".join(report) + "\n")
+    print("\n".join(report))
+
+
 def epochs(baseline: Path, rounds: int, n_epochs: int) -> list[dict]:
     """LatentSDE fits of this checkout and of ``baseline`` in subprocesses, interleaved round by round."""
     here = Path(__file__).resolve().parent.parent
@@ -214,5 +302,10 @@ if __name__ == "__main__":
     parser.add_argument("--baseline", type=Path, default=None, help="a dynlearn checkout to time LatentSDE fits against")
     parser.add_argument("--fit-rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--fused", type=int, default=None, metavar="ROUNDS",
+                        help="time LatentSDE iterations fused and step by step instead")
     arguments = parser.parse_args()
-    main(arguments.rounds, arguments.baseline, arguments.fit_rounds, arguments.epochs)
+    if arguments.fused is not None:
+        fused(arguments.fused)
+    else:
+        main(arguments.rounds, arguments.baseline, arguments.fit_rounds, arguments.epochs)

@@ -15,7 +15,7 @@ from .._random import stream_seed, torch_stream
 from ..data import QueryTimes, SeriesBatch, check_query_times, to_user_kind
 from ..exceptions import input_error
 from ..nn import ACTIVATIONS, make_mlp
-from ..solvers import CONTROL_INTERPOLATIONS, ControlPath, sde_method, solve_sde
+from ..solvers import CONTROL_INTERPOLATIONS, ControlPath, MLPLayers, PosteriorLayers, sde_method, solve_sde
 from ..training import Callback, TrainState
 from ._base import guarded_fit, partial_fit_method
 from ._intervals import ForecastIntervals, check_n_samples, sample_quantiles
@@ -25,6 +25,8 @@ from ._base import SHARED_CONSTRAINTS, SeriesModel, _sampling_seed
 _DIFFUSION_FLOOR = 1e-3
 # Smallest learned observation standard deviation (standardised units).
 _OBS_STD_FLOOR = 1e-3
+# Diffusion activations the fused Euler–Maruyama solve differentiates from their output (MLPLayers' list).
+_FUSED_ACTIVATIONS = ("tanh", "relu", "softplus", "elu")
 # Rows (series x samples) integrated together when sampling: bounds memory.
 _SAMPLE_ROWS = 4096
 
@@ -43,6 +45,7 @@ class _Diffusion(nn.Module):
     def __init__(self, dim: int, hidden: int, activation: str, n_inputs: int = 0):
         super().__init__()
         self.activation = ACTIVATIONS[activation]()
+        self.activation_name = activation
         self.w1 = nn.Parameter(torch.empty(dim, hidden).uniform_(-1.0, 1.0))
         self.b1 = nn.Parameter(torch.empty(dim, hidden).uniform_(-1.0, 1.0))
         bound = 1.0 / math.sqrt(hidden)
@@ -203,6 +206,33 @@ class _LatentDynamics(nn.Module):
 
     def h(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return self.prior(self._with_inputs(z, t))
+
+    def posterior_layers(self) -> PosteriorLayers | None:
+        """``f``, ``g`` and ``h`` as layers (see :class:`~dynlearn.solvers.PosteriorLayers`) for a conditioned
+        posterior without inputs or forecasting, whose activation's derivative follows from its output."""
+        if getattr(self, "_control", None) is not None or self._context is None or self._forecast:
+            return None
+        activation = getattr(self.diffusion, "activation_name", None)  # models pickled before it lack it
+        prior, correction = MLPLayers.of(self.prior), MLPLayers.of(self.correction)
+        if prior is None or correction is None or activation not in _FUSED_ACTIVATIONS:
+            return None
+        if self._times.requires_grad or self._context.dim() != 3:
+            return None
+        n_series, width, _ = self._context.shape
+        table = self._context.reshape(n_series * width, -1)
+        offsets = torch.arange(n_series, device=self._times.device) * width
+
+        def rows(starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            # _row_context at every step start at once: (n_steps, batch) rows and (n_steps, batch, 1) time left.
+            query = starts.to(self._times.dtype).reshape(1, -1).expand(n_series, -1).contiguous()
+            row = torch.minimum(torch.searchsorted(self._times, query + self.tolerance, side="right"),
+                                self._last_row[:, None])  # fmt: skip
+            remaining = (self._times.gather(1, row) - query).clamp_min(0.0)
+            return (offsets[:, None] + row).t().repeat(1, self._repeats), remaining.t().unsqueeze(-1).repeat(
+                1, self._repeats, 1)
+
+        d = self.diffusion
+        return PosteriorLayers(prior, correction, table, rows, (d.w1, d.b1, d.w2, d.b2), activation, _DIFFUSION_FLOOR)
 
     def g(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         if getattr(self, "_control", None) is None:

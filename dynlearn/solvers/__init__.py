@@ -6,6 +6,7 @@ Nothing here knows about pandas, scikit-learn or estimators.
 
 from ._compiled import COMPILE_MODES, CompiledFunction, fixed_rollout
 from ._control import CONTROL_INTERPOLATIONS, ControlPath
+from ._euler_fused import PosteriorLayers
 from ._fixed import FIXED_STEP_METHODS, fixed_step
 from ._ode import DEFAULT_MAX_NUM_STEPS, SolverStats, count_evaluations, solve_ode, solve_ode_irregular
 from ._penalty import DynamicsPenalty
@@ -34,6 +35,7 @@ __all__ = [
     "MLPLayers",
     "MethodInfo",
     "ODE_METHODS",
+    "PosteriorLayers",
     "SDEMethodInfo",
     "SDE_METHODS",
     "SYMPLECTIC_METHODS",

@@ -33,6 +33,8 @@ from typing import Any
 
 import torch
 
+from ._euler_fused import PosteriorLayers, solve_posterior
+
 # torchsde's floor on |g| when it divides by the diffusion (misc.stable_division).
 _DIVISION_FLOOR = 1e-7
 
@@ -105,10 +107,18 @@ def solve_euler(sde: Any, y0: torch.Tensor, grid: StepGrid, increments: Any, log
     they are called in torchsde's order, drift then diffusion then prior
     drift, once per step. Increments wider than the state with diagonal
     noise (torchsde's extra channel for the KL term) have it dropped: its
-    diffusion is zero.
+    diffusion is zero. An SDE that declares :class:`PosteriorLayers` (and
+    increments without gradients) is solved as one autograd node instead,
+    without calling ``f``, ``g`` or ``h`` (``_euler_fused``).
     """
     diagonal = sde.noise_type == "diagonal"
     d = y0.shape[1]
+    layers = PosteriorLayers.declared_by(sde) if diagonal else None
+    if layers is not None and len(grid.steps) > 0:
+        if not torch.is_tensor(increments):
+            increments = torch.stack(list(increments))
+        if not increments.requires_grad:
+            return _solve_fused(sde, layers, y0, grid, increments[..., :d], logqp)
     y, before = y0, y0
     kl = y0.new_zeros(y0.shape[0], 1) if logqp else None
     kl_before = kl
@@ -133,6 +143,29 @@ def solve_euler(sde: Any, y0: torch.Tensor, grid: StepGrid, increments: Any, log
             else:
                 states.append(weights[0] * before + weights[1] * y)
                 kls.append(weights[0] * kl_before + weights[1] * kl if logqp else None)
+    ys = torch.stack(states)
+    if not logqp:
+        return ys
+    ratio = torch.stack(kls)
+    return ys, (ratio[1:] - ratio[:-1]).squeeze(2)
+
+
+def _solve_fused(sde: Any, layers: PosteriorLayers, y0: torch.Tensor, grid: StepGrid, increments: torch.Tensor,
+                 logqp: bool) -> Any:
+    """:func:`solve_euler` with every step in one autograd node (see ``_euler_fused``)."""
+    counted = getattr(sde, "counted", None)
+    if counted is not None:
+        counted(len(grid.steps))
+    ends, kl_ends = solve_posterior(layers, y0, grid.times, grid.steps, increments, logqp)
+    states, kls = [y0], [kl_ends[0] if logqp else None]
+    for k in range(len(grid.steps)):
+        for weights in grid.reports[k + 1]:
+            if weights is None:
+                states.append(ends[k + 1])
+                kls.append(kl_ends[k + 1] if logqp else None)
+            else:
+                states.append(weights[0] * ends[k] + weights[1] * ends[k + 1])
+                kls.append(weights[0] * kl_ends[k] + weights[1] * kl_ends[k + 1] if logqp else None)
     ys = torch.stack(states)
     if not logqp:
         return ys

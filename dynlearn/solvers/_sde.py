@@ -14,6 +14,7 @@ from torchsde import BrownianInterval, sdeint, sdeint_adjoint
 from ..exceptions import DynlearnError, IntegrationError, input_error
 from . import _euler
 from ._control import ControlPath
+from ._euler_fused import PosteriorLayers
 from ._ode import DEFAULT_MAX_NUM_STEPS, SolverStats
 
 NOISE_TYPES = ("diagonal", "scalar", "additive", "general")
@@ -142,6 +143,23 @@ class _GuardedSDE(nn.Module):
 
     def g(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return getattr(self.inner, self.diffusion)(t, y)
+
+    def counted(self, n: int) -> None:
+        """``n`` drift evaluations made at once (a fused solve's steps), counted and bounded as ``f``'s."""
+        self.calls += n
+        if self.stats is not None:
+            self.stats.nfe += n
+        if self.calls > self.limit:
+            raise IntegrationError(
+                f"An SDE solve exceeded its step limit ({self.limit} drift evaluations). "
+                f"Raise max_num_steps or use a larger dt. {_ADVICE}"
+            )
+
+    def posterior_layers(self) -> PosteriorLayers | None:
+        """The SDE's :class:`PosteriorLayers` where it declares them for its own ``f``, ``g`` and ``h``."""
+        if (self.drift, self.diffusion, getattr(self, "prior", "h")) != ("f", "g", "h"):
+            return None
+        return PosteriorLayers.declared_by(self.inner)
 
 
 class _GuardedSDEWithPrior(_GuardedSDE):

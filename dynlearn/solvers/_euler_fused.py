@@ -1,0 +1,410 @@
+"""A latent SDE's whole fixed-step Euler–Maruyama solve as one autograd node, with its backward written out.
+
+Recorded step by step, each Euler–Maruyama step of a latent SDE (Li et al.
+2020) is dozens of autograd nodes: the prior drift network, the correction
+network on the state and a context row, the diffusion networks, the KL
+integrand and the step's adds, and a gather from the context table whose
+backward fills a context-sized buffer of zeros every step. Over some two
+hundred steps of a small network that bookkeeping, not the arithmetic, is
+most of a training iteration.
+
+When the SDE declares its functions as :class:`PosteriorLayers`, the
+written-out solve runs every step without recording, keeping each layer's
+output, and one backward pass walks the steps in reverse by hand: per step
+the vector-Jacobian products of the two drift networks and the diffusion
+with the state's adjoint (per layer, a product with its weight and the
+activation's derivative from its output), and, after the last, each
+weight's gradient as one product over all steps. The context table's share
+of the correction's first layer is projected once per solve, and its
+gradient gathered back with one ``index_add``.
+
+The arithmetic is the step-by-step solve's, to rounding: the KL integrand
+reads the correction itself rather than the posterior drift minus the
+prior drift (the same number up to rounding), and the first layer of the
+correction sums its three column blocks separately. The same increments
+give the same states, KL increments and gradients to rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ._rk_mlp import _ACCUMULATE_ABOVE, _FORWARD, OUTPUT_DERIVATIVES, MLPLayers, _activation_backward
+
+# torchsde's floor on |g| when it divides by the diffusion (misc.stable_division), as in _euler.
+_DIVISION_FLOOR = 1e-7
+
+
+@dataclass(frozen=True)
+class PosteriorLayers:
+    """A latent SDE whose written-out Euler–Maruyama solve runs as one autograd node.
+
+    An SDE passed to :func:`solve_sde` (fixed-step ``"euler"``, diagonal
+    noise, no adjoint, default function names) with a method
+    ``posterior_layers()`` returning a ``PosteriorLayers`` declares that its
+    functions are exactly
+
+    * prior drift ``h(t, z) = prior(z)``;
+    * posterior drift ``f(t, z) = prior(z) + correction([z, table[row(t)], extra(t)])``;
+    * diagonal diffusion ``g_i(t, z) = sigmoid(Σ_j σ(z_i w1[i, j] + b1[i, j]) w2[i, j] + b2[i]) + floor``.
+
+    The solve then gives the same states, KL increments and gradients to
+    rounding as calling ``f``, ``g`` and ``h`` step by step, in less time;
+    ``posterior_layers()`` returning None keeps step-by-step calls. No
+    forward hook of the networks runs on the fused path.
+
+    Parameters
+    ----------
+    prior, correction : MLPLayers
+        The two drift networks (without a box). The correction's first
+        layer reads ``z``, then a row of ``table``, then ``extra``.
+    table : Tensor
+        ``(n_rows, width)`` context rows (gradients flow back to it).
+    rows : callable
+        ``rows(starts)`` for steps starting at ``starts`` ``(n_steps,)``:
+        ``(index, extra)``, the table row of each batch row at each step
+        ``(n_steps, batch)`` (long) and the extra columns ``(n_steps,
+        batch, n_extra)`` (not differentiated).
+    diffusion : (Tensor, Tensor, Tensor, Tensor)
+        ``(w1, b1, w2, b2)``: ``(d, hidden)`` three times and ``(d,)``.
+    activation : str
+        The diffusion's activation, among :data:`OUTPUT_DERIVATIVES`.
+    floor : float
+        Added to the sigmoid.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dynlearn.solvers import MLPLayers, PosteriorLayers
+    >>> def net(n_in):
+    ...     return torch.nn.Sequential(torch.nn.Linear(n_in, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    >>> def rows(starts):  # every batch row reads table row 0, no extra columns
+    ...     return torch.zeros(len(starts), 4, dtype=torch.long), torch.zeros(len(starts), 4, 0)
+    >>> diffusion = (torch.ones(2, 4), torch.zeros(2, 4), torch.ones(2, 4), torch.zeros(2))
+    >>> layers = PosteriorLayers(MLPLayers.of(net(2)), MLPLayers.of(net(2 + 3)), torch.randn(10, 3), rows, diffusion,
+    ...                          "tanh", 1e-3)
+    >>> len(layers.parameters())
+    12
+    """
+
+    prior: MLPLayers
+    correction: MLPLayers
+    table: torch.Tensor
+    rows: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    diffusion: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+    activation: str
+    floor: float
+
+    def __post_init__(self) -> None:
+        if self.activation not in OUTPUT_DERIVATIVES:
+            raise ValueError(f"activation: expected one of {list(OUTPUT_DERIVATIVES)}; got {self.activation!r}.")
+        if self.prior.box is not None or self.correction.box is not None:
+            raise ValueError("prior, correction: expected networks without a box contraction; got a box.")
+
+    @staticmethod
+    def declared_by(sde: object) -> PosteriorLayers | None:
+        """What ``sde.posterior_layers()`` returns, or None for an SDE without that method."""
+        method = getattr(sde, "posterior_layers", None)
+        return method() if callable(method) else None
+
+    def parameters(self) -> tuple[torch.Tensor, ...]:
+        """The prior's, then the correction's layer parameters, then the diffusion's."""
+        return (*self.prior.parameters(), *self.correction.parameters(), *self.diffusion)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What the solve needs besides tensors with gradients."""
+
+    steps: tuple[torch.Tensor, ...]
+    prior_activations: tuple[str, ...]
+    correction_activations: tuple[str, ...]
+    activation: str
+    floor: float
+    logqp: bool
+
+
+def _unpack(plan: _Plan, params: tuple[torch.Tensor, ...]):
+    n_prior = 2 * (len(plan.prior_activations) + 1)
+    n_correction = 2 * (len(plan.correction_activations) + 1)
+    prior, correction = params[:n_prior], params[n_prior : n_prior + n_correction]
+    return prior[0::2], prior[1::2], correction[0::2], correction[1::2], params[n_prior + n_correction :]
+
+
+def _run(plan: _Plan, y0, table, index, extra, dw, params, record: bool = False):
+    """The solve in plain tensor operations: states ``(n + 1, batch, d)``, KL ``(n + 1, batch, 1)`` (or None),
+    and what the backward pass reads. Unrecorded, each step writes into buffers over all steps; recorded
+    (``record``, for a second derivative), the steps are stacked at the end."""
+    prior_w, prior_b, corr_w, corr_b, (w1, b1, w2, b2) = _unpack(plan, params)
+    (batch, d), width, n = y0.shape, table.shape[1], len(plan.steps)
+    first = corr_w[0]
+    projected = table @ first[:, d : d + width].t()  # the context's share of the first layer, once per row
+    base = projected[index] + extra @ first[:, d + width :].t() + corr_b[0]  # (n, batch, hidden)
+    weight_z = first[:, :d]
+    floor, logqp = plan.floor, plan.logqp
+    new = (lambda *shape: None) if record else (lambda *shape: y0.new_empty(shape))
+    states = _Buffer(new(n + 1, batch, d), y0)
+    kls = _Buffer(new(n + 1, batch, 1), y0.new_zeros(batch, 1)) if logqp else None
+    prior_hidden = [_Buffer(new(n, batch, w.shape[0])) for w in prior_w[:-1]]
+    corr_hidden = [_Buffer(new(n, batch, w.shape[0])) for w in corr_w[:-1]]
+    hiddens, sigmoids = _Buffer(new(n, batch, *w1.shape)), _Buffer(new(n, batch, d))
+    ratios = _Buffer(new(n, batch, d)) if logqp else None
+    y, kl = y0, kls.last if logqp else None
+    for k, step in enumerate(plan.steps):
+        x = y
+        for j, (weight, bias, name) in enumerate(zip(prior_w, prior_b, plan.prior_activations)):
+            x = prior_hidden[j].activated(k, name, bias, x, weight)
+        p = torch.addmm(prior_b[-1], x, prior_w[-1].t())
+        x = y
+        for j, name in enumerate(plan.correction_activations):
+            x = corr_hidden[j].activated(
+                k, name, base[k] if j == 0 else corr_b[j], x, weight_z if j == 0 else corr_w[j]
+            )
+        c = torch.addmm(base[k], y, weight_z.t()) if not corr_hidden else torch.addmm(corr_b[-1], x, corr_w[-1].t())
+        hidden = hiddens.put(k, _FORWARD[plan.activation](torch.addcmul(b1, y.unsqueeze(-1), w1)))
+        sigmoid = sigmoids.put(k, torch.sigmoid((hidden * w2).sum(-1) + b2))
+        g = sigmoid + floor
+        if logqp:
+            u = ratios.put(k, c / torch.where(g.detach().abs() > _DIVISION_FLOOR, g, g.sign() * _DIVISION_FLOOR))
+            kl = kls.put(k + 1, kl + 0.5 * (u**2).sum(dim=1, keepdim=True) * step)
+        y = states.put(k + 1, y + (p + c) * step + g * dw[k])
+    saved = [h.whole() for h in prior_hidden + corr_hidden] + [hiddens.whole(), sigmoids.whole()]
+    return states.whole(), (kls.whole() if logqp else None), saved + ([ratios.whole()] if logqp else [])
+
+
+class _Buffer:
+    """Per-step tensors: written into one ``(n, ...)`` tensor, or (``buffer`` None, recording) stacked at the end."""
+
+    def __init__(self, buffer: torch.Tensor | None, first: torch.Tensor | None = None):
+        self.buffer, self.items, self.last = buffer, [], first
+        if first is not None:
+            self.put(0, first)
+
+    def put(self, k: int, value: torch.Tensor) -> torch.Tensor:
+        if self.buffer is None:
+            self.items.append(value)
+            return value
+        self.buffer[k] = value
+        return self.buffer[k]
+
+    def activated(self, k: int, name: str, bias: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """``σ(bias + x weightᵀ)``, written in place into step ``k``'s slot when unrecorded."""
+        if self.buffer is None or name == "softplus":
+            return self.put(k, _FORWARD[name](torch.addmm(bias, x, weight.t())))
+        out = torch.addmm(bias, x, weight.t(), out=self.buffer[k])
+        return _IN_PLACE[name](out)
+
+    def whole(self) -> torch.Tensor:
+        return torch.stack(self.items) if self.buffer is None else self.buffer
+
+
+_IN_PLACE = {
+    "tanh": torch.Tensor.tanh_,
+    "relu": torch.Tensor.relu_,
+    "elu": lambda x: torch.nn.functional.elu_(x),
+}
+
+
+class EulerPosterior(torch.autograd.Function):
+    """The whole written-out solve of a :class:`PosteriorLayers` SDE: ``(states, kl)`` at every step's end.
+
+    Arguments: ``(plan, index, extra, y0, table, dw, *parameters)``. A
+    recorded backward pass (``create_graph=True``) solves again through
+    autograd and differentiates that, so higher derivatives are exact too,
+    at autograd's cost.
+    """
+
+    @staticmethod
+    def forward(ctx, plan, index, extra, y0, table, dw, *params):
+        ctx.set_materialize_grads(False)
+        states, kls, saved = _run(plan, y0, table, index, extra, dw, params)
+        ctx.plan = plan
+        ctx.n_params = len(params)
+        ctx.save_for_backward(index, extra, y0, table, dw, *params, states, *saved)
+        return (states, kls) if plan.logqp else (states, states.new_zeros(0))
+
+    @staticmethod
+    def backward(ctx, grad_states, grad_kls):
+        if torch.is_grad_enabled():
+            return (None, None, None, *_recorded_backward(ctx, grad_states, grad_kls))
+        return (None, None, None, *_backward(ctx, grad_states, grad_kls if ctx.plan.logqp else None))
+
+
+def _backward(ctx, grad_states, grad_kls):
+    plan = ctx.plan
+    saved = ctx.saved_tensors
+    index, extra, y0, table, dw = saved[:5]
+    params = saved[5 : 5 + ctx.n_params]
+    states = saved[5 + ctx.n_params]
+    rest = saved[6 + ctx.n_params :]
+    n_prior, n_corr = len(plan.prior_activations), len(plan.correction_activations)
+    prior_hidden, corr_hidden = rest[:n_prior], rest[n_prior : n_prior + n_corr]
+    hiddens, sigmoids = rest[n_prior + n_corr], rest[n_prior + n_corr + 1]
+    ratios = rest[n_prior + n_corr + 2] if plan.logqp else None
+    prior_w, _prior_b, corr_w, _corr_b, (w1, _b1, w2, _b2) = _unpack(plan, params)
+    d, width = y0.shape[1], table.shape[1]
+    weight_z = corr_w[0][:, :d]
+    n = len(plan.steps)
+    floor = plan.floor
+
+    a_y = grad_states[n] if grad_states is not None else torch.zeros_like(y0)
+    a_kl = grad_kls[n] if grad_kls is not None else None
+    inputs = states[:n]
+    prior_grads = [_LayerGrads(inputs if j == 0 else prior_hidden[j - 1], w.shape[0]) for j, w in enumerate(prior_w)]
+    corr_grads = [_FirstLayerGrads(inputs, table, index, extra, corr_w[0].shape[0])]
+    corr_grads += [_LayerGrads(corr_hidden[j - 1], w.shape[0]) for j, w in enumerate(corr_w) if j > 0]
+    sigmoid_grads, pre_grads = [], []
+    for k in reversed(range(n)):
+        step = plan.steps[k]
+        a_p = a_y * step
+        a_c, a_g = a_p, a_y * dw[k]
+        if a_kl is not None:
+            g = sigmoids[k] + floor
+            above = g.abs() > _DIVISION_FLOOR
+            divisor = torch.where(above, g, g.sign() * _DIVISION_FLOOR)
+            u = ratios[k]
+            scaled = (a_kl * step) * u  # the adjoint of u: a_kl · step · u
+            a_c = a_c + scaled / divisor
+            a_g = a_g - torch.where(above, scaled * u / divisor, 0.0)
+        grad_z = _mlp_backward(k, a_p, prior_w, plan.prior_activations, prior_hidden, prior_grads, prior_w[0])
+        grad_z = grad_z + _mlp_backward(k, a_c, corr_w, plan.correction_activations, corr_hidden, corr_grads,
+                                        weight_z)  # fmt: skip
+        a_s = torch.ops.aten.sigmoid_backward(a_g, sigmoids[k])
+        a_pre = _activation_backward(plan.activation, a_s.unsqueeze(-1) * w2, hiddens[k])
+        sigmoid_grads.append(a_s)
+        pre_grads.append(a_pre)
+        a_y = a_y + grad_z + (a_pre * w1).sum(-1)
+        if grad_states is not None:
+            a_y = a_y + grad_states[k]
+        if grad_kls is not None:
+            a_kl = a_kl + grad_kls[k] if a_kl is not None else grad_kls[k]
+
+    grads = [g for layer in prior_grads for g in layer.result()]
+    grad_table, first = corr_grads[0].result(corr_w[0][:, d : d + width])
+    grads += [*first, *(g for layer in corr_grads[1:] for g in layer.result())]
+    a_s = torch.stack(sigmoid_grads[::-1])
+    a_pre = torch.stack(pre_grads[::-1])
+    grads += [
+        (a_pre * states[:n].unsqueeze(-1)).sum((0, 1)),
+        a_pre.sum((0, 1)),
+        (a_s.unsqueeze(-1) * hiddens).sum((0, 1)),
+        a_s.sum((0, 1)),
+    ]
+    return (a_y, grad_table, None, *grads)
+
+
+def _mlp_backward(k, grad, weights, activations, hidden, layers, first_weight):
+    """The adjoint of an MLP's input at step ``k`` (through ``first_weight``'s columns of the first layer);
+    each layer's output adjoint handed to its ``layers`` entry."""
+    for j in reversed(range(len(weights))):
+        layers[j].add(k, grad)
+        grad = grad @ (weights[j] if j > 0 else first_weight)
+        if j > 0:
+            grad = _activation_backward(activations[j - 1], grad, hidden[j - 1][k])
+    return grad
+
+
+class _LayerGrads:
+    """A Linear layer's weight and bias gradients over all steps, from its output adjoint at each step.
+
+    ``source`` holds its input at every step, ``(n, batch, in)``. Small layers keep the adjoints and
+    take one product over all steps at the end; above ``_ACCUMULATE_ABOVE`` entries each step's product
+    is added into one buffer (no copy of every step's adjoint)."""
+
+    def __init__(self, source: torch.Tensor, width: int):
+        self.source = source
+        self.accumulate = source.shape[1] * (source.shape[2] + width) > _ACCUMULATE_ABOVE
+        self.deltas: list[torch.Tensor] = []
+        self.weight: torch.Tensor | None = None
+        self.bias: torch.Tensor | None = None
+
+    def add(self, k: int, delta: torch.Tensor) -> None:
+        if not self.accumulate:
+            self.deltas.append(delta)
+            return
+        if self.weight is None:
+            self.weight, self.bias = delta.t() @ self.source[k], delta.sum(0)
+        else:
+            self.weight.addmm_(delta.t(), self.source[k])
+            self.bias.add_(delta.sum(0))
+
+    def stacked(self) -> torch.Tensor:
+        return torch.cat(self.deltas[::-1])  # step order
+
+    def result(self) -> list[torch.Tensor]:
+        if self.accumulate:
+            return [self.weight, self.bias]
+        delta = self.stacked()
+        return [delta.t() @ self.source.reshape(delta.shape[0], -1), delta.sum(0)]
+
+
+class _FirstLayerGrads(_LayerGrads):
+    """The correction's first layer, reading the state, a context-table row and the extra columns."""
+
+    def __init__(self, states: torch.Tensor, table: torch.Tensor, index: torch.Tensor, extra: torch.Tensor, width: int):
+        super().__init__(states, width)
+        self.table, self.index, self.extra = table, index, extra
+        self.scattered = states.new_zeros(table.shape[0], width)
+        self.extra_weight: torch.Tensor | None = None
+
+    def add(self, k: int, delta: torch.Tensor) -> None:
+        super().add(k, delta)
+        if self.accumulate:
+            self.scattered.index_add_(0, self.index[k], delta)
+            product = delta.t() @ self.extra[k]
+            self.extra_weight = product if self.extra_weight is None else self.extra_weight.add_(product)
+
+    def result(self, projection: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The table's gradient (``projection``: the first layer's table columns) and ``[weight, bias]``."""
+        if self.accumulate:
+            weight, bias, extra = self.weight, self.bias, self.extra_weight
+        else:
+            delta = self.stacked()
+            self.scattered.index_add_(0, self.index.reshape(-1), delta)
+            weight, bias = delta.t() @ self.source.reshape(delta.shape[0], -1), delta.sum(0)
+            extra = delta.t() @ self.extra.reshape(delta.shape[0], -1)
+        grad_table = self.scattered @ projection
+        return grad_table, [torch.cat([weight, self.scattered.t() @ self.table, extra], dim=1), bias]
+
+
+def _recorded_backward(ctx, grad_states, grad_kls) -> tuple:
+    """The solve's vector-Jacobian product as a recorded graph: the steps again, through autograd."""
+    saved = ctx.saved_tensors
+    index, extra = saved[0], saved[1]
+    inputs = tuple(x.view_as(x) for x in saved[2 : 5 + ctx.n_params])
+    y0, table, dw, params = inputs[0], inputs[1], inputs[2], inputs[3:]
+    states, kls, _ = _run(ctx.plan, y0, table, index, extra, dw, params, record=True)
+    pairs = [
+        (out, grad) for out, grad in ((states, grad_states), (kls, grad_kls)) if grad is not None and out is not None
+    ]
+    wanted = [i for i, x in enumerate(inputs) if x.requires_grad]
+    if not pairs or not wanted:
+        return (None,) * len(inputs)
+    found = torch.autograd.grad([o for o, _ in pairs], [inputs[i] for i in wanted], [g for _, g in pairs],
+                                create_graph=True, allow_unused=True)  # fmt: skip
+    grads: list[Any] = [None] * len(inputs)
+    for i, grad in zip(wanted, found):
+        grads[i] = grad
+    return tuple(grads)
+
+
+def solve_posterior(
+    layers: PosteriorLayers,
+    y0: torch.Tensor,
+    times: tuple[torch.Tensor, ...],
+    steps: tuple[torch.Tensor, ...],
+    dw: torch.Tensor,
+    logqp: bool,
+):
+    """States ``(n + 1, batch, d)`` and KL ``(n + 1, batch, 1)`` (None without ``logqp``) at every step's end."""
+    with torch.no_grad():
+        index, extra = layers.rows(torch.stack(times))
+        extra = extra.to(y0.dtype)
+    plan = _Plan(tuple(steps), layers.prior.activations, layers.correction.activations, layers.activation,
+                 float(layers.floor), logqp)  # fmt: skip
+    states, kls = EulerPosterior.apply(plan, index, extra, y0, layers.table, dw, *layers.parameters())
+    return states, (kls if logqp else None)
