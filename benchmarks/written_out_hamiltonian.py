@@ -5,10 +5,7 @@ backward sweep of plain tensor operations (``dynlearn/nn/_energy.py``,
 ``_network_gradient``), so a loss on the field is differentiated once. The
 ``autograd`` way is the same field computing that gradient as before, with
 ``torch.autograd.grad(H(x).sum(), x, create_graph=True)``, so that the
-training step backpropagates through autograd's backward graph. The
-``fused`` way is the written-out gradient as one autograd node whose
-backward (the vector–Hessian product and the weight gradients) is written
-out too (``_FusedGradient``); the ``written out`` way turns it off.
+training step backpropagates through autograd's backward graph.
 
 Each way is one training iteration exactly as ``fit`` takes it (the loss and
 prepared minibatches of a one-epoch fit on ``make_mass_spring``, captured
@@ -45,7 +42,7 @@ from irregular import TrainingCapture, consecutive_batches
 
 from dynlearn import HamiltonianNN
 from dynlearn.datasets import make_mass_spring
-from dynlearn.nn import HamiltonianField, _energy
+from dynlearn.nn import HamiltonianField
 from dynlearn.training import train_step
 
 RESULTS = Path(__file__).resolve().parent / "results" / "written_out_hamiltonian"
@@ -54,7 +51,7 @@ TASKS = {
     "derivatives": {"fit_on": "derivatives"},
     "leapfrog": {"separable": True, "solver": "leapfrog", "fit_on": "trajectories", "window_size": 10},
 }
-WAYS = ("autograd", "written out", "fused")
+WAYS = ("autograd", "written out")
 
 
 def _gradient(scalar: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> tuple[None, torch.Tensor]:
@@ -102,9 +99,7 @@ def _counted(field: HamiltonianField) -> list[int]:
     return calls
 
 
-def _iteration(
-    field: HamiltonianField, seen: TrainingCapture, batch: int, fused: bool = False
-) -> Callable[[], tuple[float, int]]:
+def _iteration(field: HamiltonianField, seen: TrainingCapture, batch: int) -> Callable[[], tuple[float, int]]:
     batches = consecutive_batches(seen.train_data, batch)
     optimizer = torch.optim.AdamW(field.parameters(), lr=seen.learning_rate)
     calls = _counted(field)
@@ -114,7 +109,6 @@ def _iteration(
         nonlocal step
         step += 1
         calls[0] = 0
-        _energy._FUSED = fused
         field.train()
         loss = train_step(field, seen.loss_fn, batches[(step - 1) % len(batches)], optimizer, clip_grad_norm=1.0)
         return loss, calls[0]
@@ -134,16 +128,11 @@ def main(rounds: int) -> None:
                           validation_fraction=0.0, random_state=0, n_threads=1, device="cpu", **settings).fit(frame)  # fmt: skip
             start = seen.module.state_dict()
             written = copy.deepcopy(seen.module)
-            fused = copy.deepcopy(seen.module)
             baseline = copy.deepcopy(seen.module)
             baseline.__class__ = AutogradHamiltonianField  # the same module, its gradients taken by autograd
-            for field in (written, fused, baseline):
+            for field in (written, baseline):
                 field.load_state_dict(start)
-            steps = {
-                "autograd": _iteration(baseline, seen, batch),
-                "written out": _iteration(written, seen, batch),
-                "fused": _iteration(fused, seen, batch, fused=True),
-            }
+            steps = {"autograd": _iteration(baseline, seen, batch), "written out": _iteration(written, seen, batch)}
             timed = rounds if size == "small" else max(5, rounds // 8)
             for row in compare_iterations(steps, timed, "autograd"):
                 rows.append({"task": task, "size": size, "batch": batch, **row})

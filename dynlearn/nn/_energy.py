@@ -90,47 +90,22 @@ def _network_gradient(net: nn.Module, x: torch.Tensor, value: bool = True) -> tu
     Anything else goes through :func:`_gradient`. Either way the gradient
     keeps its graph while gradients are recorded and has none under
     ``torch.no_grad()``. With ``value=False`` the written-out path skips the
-    last layer and returns None for the value; while gradients are recorded
-    the gradient is then one :class:`_FusedGradient` node (with
-    ``_FUSED`` on and some hidden layer).
+    last layer and returns None for the value.
     """
     plan = _written_out_layers(net) if x.dim() == 2 else None
     if plan is None:
         return _gradient(lambda z: net(z).squeeze(-1), x)
     linears, activations = plan
-    parameters = [p for layer in linears[:-1] for p in (layer.weight, layer.bias)] + [linears[-1].weight]
-    if (
-        not value
-        and _FUSED
-        and activations
-        and torch.is_grad_enabled()
-        and (x.requires_grad or any(p.requires_grad for p in parameters))
-    ):
-        return None, _FusedGradient.apply(tuple(activations), x, *parameters)
-    return _written_out_gradient(activations, x, parameters, linears[-1].bias if value else None)
-
-
-def _written_out_gradient(
-    activations: Sequence[nn.Module],
-    x: torch.Tensor,
-    parameters: Sequence[torch.Tensor],
-    last_bias: torch.Tensor | None,
-) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """The value (when ``last_bias`` is given, else None) and gradient of the network in plain tensor operations.
-
-    ``parameters`` are ``(W_1, b_1, ..., W_{L-1}, b_{L-1}, W_L)``: each hidden
-    layer's weight and bias, then the last layer's weight.
-    """
-    weights, biases = parameters[0::2], parameters[1::2]
+    weights = [layer.weight for layer in linears]
     inputs, outputs = [], []
     h = x
-    for weight, bias, activation in zip(weights, biases, activations):
-        z = torch.addmm(bias, h, weight.t())
+    for layer, weight, activation in zip(linears, weights, activations):
+        z = torch.addmm(layer.bias, h, weight.t())
         h = activation(z)
         inputs.append(z)
         outputs.append(h)
     last = weights[-1]
-    energy = torch.addmm(last_bias, h, last.t()).squeeze(-1) if last_bias is not None else None
+    energy = torch.addmm(linears[-1].bias, h, last.t()).squeeze(-1) if value else None
     gradient = last.expand(x.shape[0], last.shape[1])
     for weight, activation, z, h in zip(weights[-2::-1], activations[::-1], inputs[::-1], outputs[::-1]):
         kind = type(activation)
@@ -147,150 +122,6 @@ def _written_out_gradient(
             gradient = gradient * torch.addcmul(s + h, h, s, value=-1)
         gradient = gradient.mm(weight)
     return energy, gradient
-
-
-# Whether a recorded written-out gradient runs as one _FusedGradient node (off: the plain operations, through autograd).
-_FUSED = True
-
-
-def _activation_terms(
-    activation: nn.Module, g: torch.Tensor, z: torch.Tensor, h: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """``(δ, c, d)`` of a hidden layer with input ``z``, output ``h`` and output adjoint ``g`` of the sweep.
-
-    ``δ = g σ'(z)`` continues the backward sweep; ``c = g σ''(z)`` (None for
-    ReLU, whose σ'' is zero) is what a change of ``z`` does to ``δ`` beyond
-    ``σ'``; ``d = σ'(z)`` where the layer multiplies by it (None where
-    :func:`_scaled` forms the product from ``h``).
-    """
-    kind = type(activation)
-    if kind is nn.Tanh:  # σ'' = -2 h σ'
-        delta = _TANH_BACKWARD(g, h)
-        return delta, torch.mul(h, delta).mul_(-2.0), None
-    if kind is nn.ReLU:
-        return _THRESHOLD_BACKWARD(g, h, 0), None, None
-    if kind is nn.ELU:  # σ'' = σ' where z < 0 (h < 0), else 0
-        delta = _ELU_BACKWARD(g, activation.alpha, 1, 1, True, h)
-        return delta, delta.masked_fill(h >= 0, 0.0), None
-    if kind is nn.Softplus:  # σ' = sigmoid(β z), 1 past the threshold; σ'' = β σ' (1 - σ'), 0 past it
-        beta, threshold = activation.beta, activation.threshold
-        scaled = z if beta == 1 else z * beta
-        d = torch.sigmoid(scaled).masked_fill_(scaled > threshold, 1.0)
-        delta = g * d
-        curvature = torch.addcmul(delta, delta, d, value=-1)
-        return delta, curvature if beta == 1 else curvature.mul_(beta), d
-    # SiLU: s = sigmoid(z), σ' = s + h (1 - s), σ'' = (1 - s) (s (1 - h) + σ')
-    s = torch.sigmoid(z)
-    d = torch.addcmul(s + h, h, s, value=-1)
-    curvature = torch.addcmul(s, s, h, value=-1).add_(d).mul_(1 - s)
-    return g * d, curvature.mul_(g), d
-
-
-def _scaled(activation: nn.Module, grad: torch.Tensor, h: torch.Tensor, d: torch.Tensor | None) -> torch.Tensor:
-    """``grad σ'(z)`` of a hidden layer, from its output ``h`` or its saved ``d = σ'(z)``."""
-    if d is not None:
-        return grad * d
-    kind = type(activation)
-    if kind is nn.Tanh:
-        return _TANH_BACKWARD(grad, h)
-    if kind is nn.ReLU:
-        return _THRESHOLD_BACKWARD(grad, h, 0)
-    return _ELU_BACKWARD(grad, activation.alpha, 1, 1, True, h)
-
-
-class _FusedGradient(torch.autograd.Function):
-    """The input gradient ``∇ₓH`` of a network of :func:`_written_out_layers` as one autograd node.
-
-    Arguments: ``(activations, x, W_1, b_1, ..., W_{L-1}, b_{L-1}, W_L)``
-    (the last bias does not move the gradient). The forward pass runs the
-    forward and backward sweeps of :func:`_written_out_gradient` unrecorded,
-    saving each hidden layer's output ``h``, its ``δ = g σ'(z)`` and its
-    curvature ``c = g σ''(z)``. The backward pass takes the adjoint ``v`` of
-    the gradient and forms by hand what autograd's double backward would: a
-    forward-mode pass of ``v`` through the layers (``t_i = (t_{i-1} W_iᵀ)
-    σ'(z_i)``, the change of each ``h_i`` along ``v``), then a reverse pass
-    (``z̄_i = (t_{i-1} W_iᵀ) c_i + h̄_i σ'(z_i)``, ``h̄_{i-1} = z̄_i W_i``),
-    with ``W̄_i = δ_iᵀ t_{i-1} + z̄_iᵀ h_{i-1}``, ``b̄_i = Σ z̄_i``,
-    ``W̄_L = Σ t_{L-1}`` and ``x̄ = h̄_0`` (the vector–Hessian product).
-
-    A backward pass that is itself recorded (``create_graph=True``, or a
-    solver differentiating the field's vector-Jacobian product) recomputes
-    the written-out operations on views of the inputs and differentiates
-    them, so higher derivatives stay exact.
-    """
-
-    @staticmethod
-    def forward(ctx, activations, x, *parameters):
-        weights, biases = parameters[0::2], parameters[1::2]
-        outputs = []
-        h = x
-        for weight, bias, activation in zip(weights, biases, activations):
-            z = torch.addmm(bias, h, weight.t())
-            h = activation(z)
-            outputs.append((z, h))
-        g = weights[-1]  # (1, width), broadcast over the batch by the first product
-        saved: list[torch.Tensor | None] = []
-        for weight, activation, (z, h) in zip(weights[-2::-1], activations[::-1], outputs[::-1]):
-            delta, curvature, d = _activation_terms(activation, g, z, h)
-            saved[:0] = (h, delta, curvature, d)
-            g = delta.mm(weight)
-        ctx.activations = activations
-        ctx.n_inputs = 1 + len(parameters)
-        # Layer outputs are saved through autograd, so that saved-tensor hooks (e.g. offloading) see them.
-        ctx.save_for_backward(x, *parameters, *saved)
-        return g
-
-    @staticmethod
-    def backward(ctx, v):
-        if torch.is_grad_enabled():
-            return (None, *_recorded_gradient_backward(ctx, v))
-        activations, n = ctx.activations, ctx.n_inputs
-        saved = ctx.saved_tensors
-        parameters = saved[1:n]
-        weights = parameters[0::2]
-        inputs = saved[0:1] + saved[n::4]  # each hidden layer's input h_{i-1}: x, then the layers' outputs
-        # Forward-mode pass of v: t_i, the change of h_i; along_i, the change of z_i.
-        tangents, alongs = [v], []
-        for i, activation in enumerate(activations):
-            along = torch.nn.functional.linear(tangents[-1], weights[i])
-            alongs.append(along)
-            tangents.append(_scaled(activation, along, saved[n + 4 * i], saved[n + 4 * i + 3]))
-        grads: list[torch.Tensor | None] = [None] * (n - 1)
-        grads[-1] = tangents[-1].sum(0, keepdim=True)
-        above = None  # h̄_i, the adjoint of the hidden layer's output from the layer above
-        for i in reversed(range(len(activations))):
-            h, delta, curvature, d = saved[n + 4 * i : n + 4 * i + 4]
-            if above is None:
-                bar_z = None if curvature is None else alongs[i] * curvature
-            else:
-                scaled = _scaled(activations[i], above, h, d)
-                bar_z = scaled if curvature is None else torch.addcmul(scaled, alongs[i], curvature)
-            weight_grad = torch.mm(delta.t(), tangents[i])
-            if bar_z is None:  # ReLU with nothing above: z̄ is zero
-                grads[2 * i], grads[2 * i + 1] = weight_grad, torch.zeros_like(parameters[2 * i + 1])
-                continue
-            grads[2 * i] = weight_grad.addmm_(bar_z.t(), inputs[i])
-            grads[2 * i + 1] = bar_z.sum(0)
-            above = bar_z.mm(weights[i]) if i > 0 or ctx.needs_input_grad[1] else None
-        grad_x = None
-        if ctx.needs_input_grad[1]:
-            grad_x = above if above is not None else torch.zeros_like(saved[0])
-        return (None, grad_x, *grads)
-
-
-def _recorded_gradient_backward(ctx, v: torch.Tensor) -> tuple:
-    """The gradient's vector-Jacobian product as a recorded graph: the written-out operations again, via autograd."""
-    # Views, so that each derivative is the partial one: x may itself be a function of the weights.
-    inputs = tuple(t.view_as(t) for t in ctx.saved_tensors[: ctx.n_inputs])
-    wanted = [i for i, t in enumerate(inputs) if ctx.needs_input_grad[1 + i]]
-    grads: list[torch.Tensor | None] = [None] * len(inputs)
-    if not wanted:
-        return tuple(grads)
-    _, gradient = _written_out_gradient(ctx.activations, inputs[0], inputs[1:], None)
-    found = torch.autograd.grad(gradient, [inputs[i] for i in wanted], v, create_graph=True, allow_unused=True)
-    for i, grad in zip(wanted, found):
-        grads[i] = grad if grad is not None else torch.zeros_like(inputs[i])
-    return tuple(grads)
 
 
 # The kinds of InputMatrix: its ``kind`` argument and the estimators' ``input_matrix`` choices.
