@@ -131,14 +131,7 @@ class _GuardedSDE(nn.Module):
         self.limit, self.stats, self.calls = limit, stats, 0
 
     def f(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        if self.stats is not None:
-            self.stats.nfe += 1
-        if self.calls > self.limit:
-            raise IntegrationError(
-                f"An SDE solve exceeded its step limit ({self.limit} drift evaluations). "
-                f"Raise max_num_steps or use a larger dt. {_ADVICE}"
-            )
+        self.counted(1)
         return getattr(self.inner, self.drift)(t, y)
 
     def g(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
