@@ -46,16 +46,20 @@ _FORWARD: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 
 @dataclass(frozen=True)
 class MLPLayers:
-    """The layers of a vector field ``dy/dt = mlp(y)``, which adaptive Runge–Kutta solves step as one node.
+    """The layers of a vector field ``dy/dt = mlp([y, columns(t, u)])``, which adaptive Runge–Kutta solves step
+    as one node.
 
     A vector field passed to :func:`solve_ode` or :func:`solve_ode_irregular`
     that has a method ``mlp_layers()`` returning an ``MLPLayers`` (as
-    :class:`dynlearn.nn.MLPVectorField` does for a field of the state alone)
-    declares that it computes exactly that network of the state, whatever
-    the time: each dopri5 step without the adjoint then runs as one autograd
-    node whose backward pass is written out, with the same states and
-    evaluations and the same gradients to rounding, in less time on small
-    networks. ``mlp_layers()`` returning None keeps stage-by-stage stepping.
+    :class:`dynlearn.nn.MLPVectorField` does) declares that it computes
+    exactly that network of the state and, where ``columns`` is given, of
+    what it reads besides (time, known inputs): each dopri5 step without the
+    adjoint then runs as one autograd node whose backward pass is written
+    out, with the same states and evaluations and the same gradients to
+    rounding, in less time on small networks. What ``columns`` reads enters
+    each stage as data: a step whose columns or clock scale need a gradient
+    goes stage by stage. ``mlp_layers()`` returning None keeps stage-by-stage
+    stepping.
 
     Parameters
     ----------
