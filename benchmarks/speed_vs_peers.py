@@ -19,6 +19,7 @@ ODE-RNN and Latent ODE are compared with the authors' code through
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import math
 import os
@@ -219,12 +220,14 @@ class DrivenField(nn.Module):
 
 
 def driven_pair(hidden: tuple[int, ...], batch: int, interpolation: str) -> dict[str, Side]:
-    """dynlearn's NeuralODE driven by a known input (forced oscillators) against an ``odeint`` loop whose
-    field reads the input itself, on the shared grid of 16-row windows.
+    """dynlearn's NeuralODE driven by a known input (forced oscillators) against an ``odeint`` loop whose field
+    reads the input itself, on the shared grid of 16-row windows.
 
-    dynlearn ends a step at every observation, so that no state depends on
-    an input after it (and a held input switches exactly there); the loop
-    steps across observations as its error control lets it.
+    The loop tells torchdiffeq where the input changes (``jump_t`` at the
+    samples), as dynlearn's segment clock does, so both solve to the
+    tolerance asked. A loop that does not (``naive``) steps across the
+    samples in fewer evaluations and misses the tolerance by far: the peer
+    side's ``extra()`` measures both against a tight solve.
     """
     from torchdiffeq import odeint
 
@@ -237,17 +240,37 @@ def driven_pair(hidden: tuple[int, ...], batch: int, interpolation: str) -> dict
         raise RuntimeError("speed_vs_peers: the driven windows do not share one time grid; the odeint loop needs one.")
     field = DrivenField(mlp([3, *hidden, 2]), interpolation)
     field.net.load_state_dict(seen.module.field.net.state_dict())
-    field.grid = grid
+    samples = {"jump_t": grid[1:-1]}
 
-    def loss(part: dict) -> torch.Tensor:
-        field.inputs = part["inputs"]  # the scaled inputs dynlearn's loss reads
-        path = odeint(field, part["x0"], grid, rtol=RTOL, atol=ATOL, method="dopri5")
-        return masked_mse(path.transpose(0, 1), part)
+    def solve(part: dict, rtol: float = RTOL, atol: float = ATOL, options: dict | None = None) -> torch.Tensor:
+        field.grid, field.inputs = grid.to(part["x0"].dtype), part["inputs"]  # the scaled inputs dynlearn reads
+        options = samples if options is None else options
+        return odeint(field, part["x0"], field.grid, rtol=rtol, atol=atol, method="dopri5", options=options)
 
-    return {
-        "dynlearn": dynlearn_side(seen, batch, ode_evaluations),
-        "peer": peer_side(field, loss, data, batch, seen.learning_rate, lambda: field.calls),
-    }
+    def errors(prefix: str) -> list[Record]:
+        """At the initial weights, on the first minibatch: the largest state error of the loop's solve with and
+        without ``jump_t`` against the same solve at rtol 1e-9 in float64, and the naive loop's evaluations."""
+        first = consecutive_batches(data, batch)[0]
+        wide = {key: value.double() if torch.is_tensor(value) and value.is_floating_point() else value
+                for key, value in first.items()}  # fmt: skip
+        with torch.no_grad():
+            state = copy.deepcopy(field.net.state_dict())
+            field.net.double()
+            reference = solve(wide, 1e-9, 1e-11, {"jump_t": grid[1:-1].double()})
+            field.net.float().load_state_dict(state)
+            records = []
+            for name, options in (("peer", None), ("naive", {})):
+                before = field.calls
+                error = float((solve(first, options=options).double() - reference).abs().max())
+                records.append(Record(NAME, f"{prefix}.solve_error.{name}", error, "max |state - tight solve|"))
+            records.append(Record(NAME, f"{prefix}.evaluations_per_iteration.naive", field.calls - before,
+                                  "evaluations"))  # fmt: skip
+        return records
+
+    peer = peer_side(field, lambda part: masked_mse(solve(part).transpose(0, 1), part), data, batch,
+                     seen.learning_rate, lambda: field.calls)  # fmt: skip
+    peer.extra = errors  # type: ignore[attr-defined]
+    return {"dynlearn": dynlearn_side(seen, batch, ode_evaluations), "peer": peer}
 
 
 def torchode_pair(hidden: tuple[int, ...], batch: int) -> dict[str, Side]:
@@ -416,8 +439,11 @@ def compare(family: str, size: str, sides: dict[str, Side], context: Context, it
     """Evaluations per iteration, seconds per iteration (interleaved) and their ratio, then the loss after
     ``iterations`` more training iterations of each side."""
     prefix = f"{family}.{size}"
-    records = [Record(NAME, f"{prefix}.evaluations_per_iteration.{who}", side.evaluations(), "evaluations")
-               for who, side in sides.items()]  # fmt: skip
+    records = []
+    for side in sides.values():  # records of a family's own, taken at the initial weights (driven: solve errors)
+        records += getattr(side, "extra", lambda prefix: [])(prefix)
+    records += [Record(NAME, f"{prefix}.evaluations_per_iteration.{who}", side.evaluations(), "evaluations")
+                for who, side in sides.items()]  # fmt: skip
     seconds = time_interleaved({who: side.iteration for who, side in sides.items()}, context)
     ratios = [ours / theirs for ours, theirs in zip(seconds["dynlearn"], seconds["peer"])]
     records += [Record(NAME, f"{prefix}.seconds_per_iteration.{who}", median(seconds[who]), "s") for who in sides]
@@ -486,7 +512,9 @@ def authors_rows(context: Context) -> list[Record]:
     "(128 series, 196 Euler steps, logqp) vs torchsde.sdeint; on an irregular panel, NeuralODE vs torchode's batched "
     "per-series steps (skipped without torchode); neural_ode_driven_held / _linear: NeuralODE driven by the known "
     "input of make_forced_oscillator(64, 50) (held, the default, or linear) vs odeint of a field that reads the input "
-    "itself (dynlearn ends a step on every sample, keeping outputs causal; the loop steps across them). small: hidden (32, 32), minibatch 16; large: (256, 256), 256 "
+    "itself, told where it changes (jump_t at the samples, where dynlearn's segment clock ends its steps too); "
+    "solve_error: max state error at the initial weights against a tight solve, of that loop (peer) and of one that "
+    "steps across the samples (naive). small: hidden (32, 32), minibatch 16; large: (256, 256), 256 "
     "(LatentSDE: 128 at both). Same prepared minibatches, same initial weights, AdamW at the estimator's rate "
     "(dynlearn: fit's fused AdamW; peer: torch.optim.AdamW), gradient norm clipped at 1. ratio = dynlearn / peer seconds per iteration (median of per-round ratios; < 1: "
     "dynlearn faster). evaluations_per_iteration: field evaluations of one forward pass (dynlearn's "

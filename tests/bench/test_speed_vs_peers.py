@@ -63,12 +63,15 @@ def test_the_hand_written_loops_train_the_same_model(records):
     # The SDE's Euler steps: 49 unit gaps at dt 0.25, one posterior drift per step on both sides (within one).
     sde = [values[f"latent_sde.tiny.evaluations_per_iteration.{who}"] for who in ("dynlearn", "peer")]
     assert all(196 <= count <= 200 for count in sde)
-    # Driven: the same model from the same weights (losses close; the two solvers step differently), and
-    # dynlearn ends a dopri5 step (6 evaluations) on each of a 16-row window's 15 gaps at least.
+    # Driven: the same model from the same weights, both ending a dopri5 step (6 evaluations) on each of a
+    # 16-row window's 15 gaps at least (dynlearn's segment clock, the loop's jump_t); the loop that steps across
+    # the samples solves less accurately.
     for family in ("neural_ode_driven_held", "neural_ode_driven_linear"):
         ours, theirs = (values[f"{family}.tiny.final_loss.{who}"] for who in ("dynlearn", "peer"))
-        assert ours == pytest.approx(theirs, rel=0.1)
-        assert values[f"{family}.tiny.evaluations_per_iteration.dynlearn"] >= 6 * 15 + 2
+        assert ours == pytest.approx(theirs, rel=0.05)
+        evaluations = [values[f"{family}.tiny.evaluations_per_iteration.{who}"] for who in ("dynlearn", "peer")]
+        assert min(evaluations) >= 6 * 15 + 2 and abs(evaluations[0] - evaluations[1]) <= 6
+        assert values[f"{family}.tiny.solve_error.naive"] > 3 * values[f"{family}.tiny.solve_error.peer"]
 
 
 def test_the_rows_reach_the_csv(records, tmp_path):
