@@ -68,6 +68,18 @@ def _columns(t: torch.Tensor, u: torch.Tensor | None, time_dependent: bool, n_in
     return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
 
 
+def _declared(net: nn.Sequential, time_dependent: bool, n_inputs: int, second_order: int = 0) -> MLPLayers | None:
+    """``net``'s layers reading ``[y, u, t]`` (see :class:`MLPLayers`), None where its activations do not allow."""
+    layers = MLPLayers.of(net)
+    if layers is None:
+        return None
+    dtype = net[0].weight.dtype
+    columns = None
+    if time_dependent or n_inputs:
+        columns = lambda t, u: _columns(t, u, time_dependent, n_inputs, None, dtype)  # noqa: E731
+    return dataclasses.replace(layers, columns=columns, second_order=second_order)
+
+
 class MLPVectorField(nn.Module):
     """``dy/dt = mlp(y)``, ``mlp([y, t])``, ``mlp([y, u])`` or ``mlp([y, u, t])``.
 
@@ -106,14 +118,7 @@ class MLPVectorField(nn.Module):
         """
         if type(self).forward is not MLPVectorField.forward:
             return None  # a subclass that computes something else must not be stepped as the plain network
-        layers = MLPLayers.of(self.net)
-        n_inputs = getattr(self, "n_inputs", 0)
-        if layers is None or not (self.time_dependent or n_inputs):
-            return layers
-        dtype = self.net[0].weight.dtype
-        return dataclasses.replace(
-            layers, columns=lambda t, u: _columns(t, u, self.time_dependent, n_inputs, None, dtype)
-        )
+        return _declared(self.net, self.time_dependent, getattr(self, "n_inputs", 0))
 
 
 class SecondOrderField(nn.Module):
@@ -132,6 +137,12 @@ class SecondOrderField(nn.Module):
         velocity = y[:, self.position_dim :]
         acceleration = self.net(_network_input(t, y, u, self.time_dependent, getattr(self, "n_inputs", 0)))
         return torch.cat([velocity, acceleration], dim=-1)
+
+    def mlp_layers(self) -> MLPLayers | None:
+        """The acceleration network's layers with ``second_order`` set (see :meth:`MLPVectorField.mlp_layers`)."""
+        if type(self).forward is not SecondOrderField.forward:
+            return None
+        return _declared(self.net, self.time_dependent, getattr(self, "n_inputs", 0), self.position_dim)
 
 
 # Parameter-free activations called as functions by mlp_function.

@@ -72,7 +72,7 @@ class PosteriorLayers:
     diffusion : (Tensor, Tensor, Tensor, Tensor)
         ``(w1, b1, w2, b2)``: ``(d, hidden)`` three times and ``(d,)``.
     activation : str
-        The diffusion's activation, among :data:`OUTPUT_DERIVATIVES`.
+        The diffusion's activation: "tanh", "relu", "softplus" or "elu".
     floor : float
         Added to the sigmoid.
 

@@ -81,6 +81,9 @@ class MLPLayers:
         ``clock(s)``: ``(t, u, scale)`` at the solver's time ``s``, for a solve that runs the field on a
         clock of its own (the segment clock of :func:`solve_ode_irregular`): the slope is then
         ``scale[:, None] · field(t, y, u)`` (``u`` and ``scale`` may be None). Set by that solve.
+    second_order : int, default=0
+        ``p > 0`` for a second-order field on ``y = [z, v]`` (``p`` columns each): the slope is
+        ``[v, mlp(...)]``, as :class:`dynlearn.nn.SecondOrderField` makes it.
 
     Examples
     --------
@@ -99,6 +102,7 @@ class MLPLayers:
     box: tuple[torch.Tensor, torch.Tensor, float] | None = None
     columns: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor] | None = None
     clock: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]] | None = None
+    second_order: int = 0
 
     def __post_init__(self) -> None:
         if len(self.weights) != len(self.biases) or len(self.activations) != len(self.weights) - 1:
@@ -164,7 +168,7 @@ def _activation_backward(name: str, grad: torch.Tensor, out: torch.Tensor) -> to
     return torch.ops.aten.elu_backward(grad, 1.0, 1, 1, True, out)  # α = 1, from the output
 
 
-def _stages(coupling, h, activations, box, reads, y0, k1, weights, biases):
+def _stages(coupling, h, activations, box, reads, second_order, y0, k1, weights, biases):
     """``(y1, [k2, ..., ks], layer outputs of each stage)``: the step, stage by stage, in plain tensor operations.
 
     ``reads`` holds each stage's ``(columns, scale)`` (see :meth:`MLPLayers.at`), or is None. A stage's first
@@ -185,6 +189,8 @@ def _stages(coupling, h, activations, box, reads, y0, k1, weights, biases):
             x = _FORWARD[name](torch.addmm(bias, x, weight.t()))
             layers.append(x)
         slope = torch.addmm(biases[-1], x, weights[-1].t())
+        if second_order:
+            slope = torch.cat([state[:, second_order:], slope], dim=-1)
         if box is not None:
             slope = _contracted(slope, state, *box)
         if scale is not None:
@@ -209,10 +215,11 @@ class MLPStep(torch.autograd.Function):
     ``coupling[i]`` are stage ``i + 2``'s weights on the stages before it and
     its last row the solution's, so that ``y1`` is the last stage's state
     (first same as last: ``ks`` is the slope at ``y1``). Arguments:
-    ``(coupling, h, activations, box, reads, y0, k1, *parameters)`` with
-    the parameters as ``MLPLayers.parameters()`` orders them, and
-    ``reads`` each later stage's ``(columns, scale)`` or None (data: no
-    gradient reaches them).
+    ``(coupling, h, activations, box, reads, second_order, y0, k1,
+    *parameters)`` with the parameters as ``MLPLayers.parameters()`` orders
+    them, ``reads`` each later stage's ``(columns, scale)`` or None (data:
+    no gradient reaches them) and ``second_order`` as in
+    :class:`MLPLayers`.
 
     A backward pass that is itself recorded (``create_graph=True``, for a
     second derivative) recomputes the step stage by stage and differentiates
@@ -220,11 +227,12 @@ class MLPStep(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, coupling, h, activations, box, reads, y0, k1, *parameters):  # noqa: D102
+    def forward(ctx, coupling, h, activations, box, reads, second_order, y0, k1, *parameters):  # noqa: D102
         ctx.set_materialize_grads(False)  # an output no loss reads (a last slope) gets no adjoint to carry
-        state, stages, outputs = _stages(coupling, h, activations, box, reads, y0, k1, parameters[0::2],
-                                         parameters[1::2])  # fmt: skip
+        state, stages, outputs = _stages(coupling, h, activations, box, reads, second_order, y0, k1,
+                                         parameters[0::2], parameters[1::2])  # fmt: skip
         ctx.coupling, ctx.h, ctx.activations, ctx.box, ctx.reads = coupling, h, activations, box, reads
+        ctx.second_order = second_order
         ctx.n_inputs = 2 + len(parameters)
         scales = [] if reads is None else [scale for _, scale in reads if scale is not None]
         if scales and len(scales) != len(coupling):
@@ -238,7 +246,7 @@ class MLPStep(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y1, *grad_stages):  # noqa: D102
         if torch.is_grad_enabled():
-            return (None, None, None, None, None, *_recorded_backward(ctx, grad_y1, grad_stages))
+            return (None, None, None, None, None, None, *_recorded_backward(ctx, grad_y1, grad_stages))
         coupling, h, activations, box = ctx.coupling, ctx.h, ctx.activations, ctx.box
         saved = ctx.saved_tensors
         weights = saved[2 : ctx.n_inputs : 2]
@@ -262,6 +270,8 @@ class MLPStep(torch.autograd.Function):
                 if scales is not None:
                     grad = grad * scales[i].reshape(-1, 1)
                 pulled = None if box is None else _contraction_backward(grad, layers[0], *box)
+                if ctx.second_order:  # the slope's first p columns are the state's velocities
+                    carried, grad = grad[:, : ctx.second_order], grad[:, ctx.second_order :]
                 for depth in reversed(range(len(weights))):
                     layer_grads[depth].append(grad)
                     layer_inputs[depth].append(layers[depth])
@@ -271,6 +281,8 @@ class MLPStep(torch.autograd.Function):
                 if grad.shape[-1] != width:
                     grad = grad[:, :width]
                 adjoint = grad if pulled is None else grad.add_(pulled)
+                if ctx.second_order:
+                    adjoint[:, ctx.second_order :] += carried
             if i == n - 1 and grad_y1 is not None:  # y1 is the last stage's state
                 adjoint = grad_y1 if adjoint is None else adjoint + grad_y1
             adjoints[i] = adjoint
@@ -295,7 +307,7 @@ class MLPStep(torch.autograd.Function):
             out = torch.cat(outs) if len(outs) > 1 else outs[0]
             inp = torch.cat(inps) if len(inps) > 1 else inps[0]
             grads += [out.t() @ inp, out.sum(0)]
-        return (None, None, None, None, None, grad_y0, grad_k1, *grads)
+        return (None, None, None, None, None, None, grad_y0, grad_k1, *grads)
 
 
 def _contraction_backward(grad: torch.Tensor, state: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
@@ -313,8 +325,8 @@ def _recorded_backward(ctx, grad_y1, grad_stages) -> tuple:
     # Views, so that each derivative is the partial one: k1 is itself a function of y0 and the weights.
     inputs = tuple(x.view_as(x) for x in ctx.saved_tensors[: ctx.n_inputs])
     y0, k1, parameters = inputs[0], inputs[1], inputs[2:]
-    state, stages, _ = _stages(ctx.coupling, ctx.h, ctx.activations, ctx.box, ctx.reads, y0, k1, parameters[0::2],
-                               parameters[1::2])  # fmt: skip
+    state, stages, _ = _stages(ctx.coupling, ctx.h, ctx.activations, ctx.box, ctx.reads, ctx.second_order, y0, k1,
+                               parameters[0::2], parameters[1::2])  # fmt: skip
     pairs = [(out, grad) for out, grad in zip([state, *stages], [grad_y1, *grad_stages]) if grad is not None]
     wanted = [i for i, x in enumerate(inputs) if x.requires_grad]
     if not pairs or not wanted:
@@ -332,4 +344,5 @@ def mlp_step(
     reads: list[tuple[torch.Tensor | None, torch.Tensor | None]] | None = None,
 ) -> list[torch.Tensor]:
     """``[y1, k2, ..., ks]`` of one step of ``dy/dt = mlp(y)`` (see :class:`MLPStep`); ``reads`` as there."""
-    return list(MLPStep.apply(coupling, h, layers.activations, layers.box, reads, y0, k1, *layers.parameters()))
+    return list(MLPStep.apply(coupling, h, layers.activations, layers.box, reads, layers.second_order, y0, k1,
+                              *layers.parameters()))  # fmt: skip

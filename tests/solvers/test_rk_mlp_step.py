@@ -322,3 +322,28 @@ def test_the_step_refuses_scales_on_some_stages_only():
     with pytest.raises(ValueError, match="a scale for every stage or for none"):
         mlp_step(DOPRI5.coupling, 0.1, MLPLayers.of(net), torch.zeros(3, 2, dtype=torch.float64),
                  torch.zeros(3, 2, dtype=torch.float64), reads)  # fmt: skip
+
+
+@pytest.mark.parametrize("driven", [False, True])
+@pytest.mark.parametrize("boxed", [False, True])
+def test_a_second_order_field_steps_fused_with_the_same_states_and_gradients(driven, boxed):
+    """NeuralODE(second_order=True): the slope is [v, mlp([z, v, u])], optionally in the default box."""
+    from dynlearn.nn import BoxContraction, SecondOrderField
+    from dynlearn.solvers import ControlPath
+
+    torch.manual_seed(4)
+    inner = SecondOrderField(2, (16, 12), "tanh", n_inputs=1 if driven else 0).double()
+    with torch.no_grad():
+        inner.net[-1].weight.mul_(10.0)
+    field = BoxContraction(inner, torch.full((2,), -0.3, dtype=torch.float64), torch.full((2,), 0.3,
+                           dtype=torch.float64), 2.0) if boxed else inner  # fmt: skip
+    assert field.mlp_layers().second_order == 2
+    y0 = torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(6), requires_grad=True)
+    if driven:
+        values = torch.randn(3, 5, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+        solve = lambda f, stats: solve_ode_irregular(f, y0, _TIMES, control=ControlPath(_TIMES, values, "cubic"),  # noqa: E731
+                                                     rtol=1e-6, atol=1e-8, stats=stats)  # fmt: skip
+    else:
+        t = torch.linspace(0.0, 2.0, 6, dtype=torch.float64)
+        solve = lambda f, stats: solve_ode(f, y0, t, method="dopri5", rtol=1e-6, atol=1e-8, stats=stats)  # noqa: E731
+    _compare(solve, field, [y0])
