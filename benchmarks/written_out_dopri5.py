@@ -26,7 +26,8 @@ Run: ``OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/written_out_dopri5.py [-
 ``benchmarks/results/written_out_dopri5/results.csv`` and ``report.md``. ``--fits N`` times whole default
 fits instead, fused against stage by stage (``fits.csv``); ``--driven`` times training iterations of
 NeuralODE and LatentODE fits driven by a known input, fused against stage by stage
-(``driven_iterations.csv``, ``driven_report.md``), and ``--fits N --driven`` whole driven fits
+(``driven_iterations.csv``, ``driven_report.md``), ``--second-order`` the same for
+``NeuralODE(second_order=True)`` (``second_order_*``), and ``--fits N --driven`` whole driven fits
 (``driven_fits.csv``).
 """
 
@@ -175,16 +176,19 @@ def default_fits(rounds: int, driven: bool = False) -> None:
             print(f"{name}, {way}: median fit {times[len(times) // 2]:.2f} s over {len(times)} fits")
 
 
-def driven_iterations(rounds: int) -> None:
-    """Training iterations of driven fits, fused against stage by stage, interleaved, one torch thread.
+def variant_iterations(rounds: int, second_order: bool = False) -> None:
+    """Training iterations of driven (or second-order) fits, fused against stage by stage, interleaved, one
+    torch thread.
 
-    A ``NeuralODE`` (16-row windows) and a ``LatentODE`` with the known input
-    ``u`` of forced oscillators (linear interpolation, read on the segment
-    clock at every stage), each at the two sizes of ``speed_vs_peers``
-    (hidden (32, 32) on minibatches of 16, (256, 256) on 256; the LatentODE's
-    latent field at those widths). Both ways step the same model in turn;
-    stage by stage is ``MLPVectorField.mlp_layers`` made to return None.
-    Writes ``driven_iterations.csv`` and ``driven_report.md``.
+    Driven: a ``NeuralODE`` (16-row windows) and a ``LatentODE`` with the
+    known input ``u`` of forced oscillators (linear interpolation, read on
+    the segment clock at every stage); ``second_order``: a
+    ``NeuralODE(second_order=True)`` on damped oscillators. Each at the two
+    sizes of ``speed_vs_peers`` (hidden (32, 32) on minibatches of 16, (256,
+    256) on 256; the LatentODE's latent field at those widths). Both ways
+    step the same model in turn; stage by stage is the field's
+    ``mlp_layers`` made to return None. Writes ``driven_iterations.csv`` and
+    ``driven_report.md`` (``second_order_*`` with ``second_order``).
     """
     import warnings
 
@@ -192,17 +196,25 @@ def driven_iterations(rounds: int) -> None:
     from speed_vs_peers import capture, dynlearn_side, ode_evaluations
 
     from dynlearn import LatentODE, NeuralODE
-    from dynlearn.datasets import make_forced_oscillator
+    from dynlearn.datasets import make_damped_oscillator, make_forced_oscillator
+    from dynlearn.nn import SecondOrderField
 
     torch.set_num_threads(1)
     load = os.getloadavg()[0]
-    frame = make_forced_oscillator(n_series=64, n_times=50, t_span=(0.0, 15.0), random_state=0)
-    inputs = dict(covariates=["u"], covariate_interpolation="linear")
-    models = {
-        "NeuralODE": lambda hidden: NeuralODE(hidden_layer_sizes=hidden, window_size=16, **inputs),
-        "LatentODE": lambda hidden: LatentODE(ode_layer_sizes=hidden, **inputs),
-    }
-    fused = MLPVectorField.mlp_layers
+    if second_order:
+        frame = make_damped_oscillator(n_series=64, n_times=50, random_state=0)
+        models = {"NeuralODE, second order": lambda hidden: NeuralODE(hidden_layer_sizes=hidden, window_size=16,
+                                                                      second_order=True)}  # fmt: skip
+        kind, name_of = SecondOrderField, "second_order"
+    else:
+        frame = make_forced_oscillator(n_series=64, n_times=50, t_span=(0.0, 15.0), random_state=0)
+        inputs = dict(covariates=["u"], covariate_interpolation="linear")
+        models = {
+            "NeuralODE": lambda hidden: NeuralODE(hidden_layer_sizes=hidden, window_size=16, **inputs),
+            "LatentODE": lambda hidden: LatentODE(ode_layer_sizes=hidden, **inputs),
+        }
+        kind, name_of = MLPVectorField, "driven"
+    fused = kind.mlp_layers
     rows = []
     try:
         for name, build in models.items():
@@ -213,7 +225,7 @@ def driven_iterations(rounds: int) -> None:
 
                 def step(layers=None, side=side):
                     def run() -> tuple[float, int]:
-                        MLPVectorField.mlp_layers = layers or (lambda self: None)
+                        kind.mlp_layers = layers or (lambda self: None)
                         with count_evaluations() as counted:
                             loss = side.iteration()
                         return loss, counted.nfe_forward
@@ -226,11 +238,11 @@ def driven_iterations(rounds: int) -> None:
                     rows.append({"model": name, "size": size, **row})
                     print(rows[-1], flush=True)
     finally:
-        MLPVectorField.mlp_layers = fused
+        kind.mlp_layers = fused
     report = [
-        "# Driven fits: fused dopri5 steps against stage-by-stage stepping",
+        f"# {'Second-order' if second_order else 'Driven'} fits: fused dopri5 steps against stage-by-stage stepping",
         "",
-        f"Training iterations (solve, backward, AdamW) of fits driven by a known input, float32, one torch thread, "
+        f"Training iterations (solve, backward, AdamW) of {'second-order fits' if second_order else 'fits driven by a known input'}, float32, one torch thread, "
         f"rounds interleaved; 1-minute load average {load:.2f} at the start. ratio: seconds ÷ stage by stage's, "
         "median of per-round ratios (< 1: faster).",
         "",
@@ -239,9 +251,10 @@ def driven_iterations(rounds: int) -> None:
         *[f"| {r['model']} | {r['size']} | {r['way']} | {r['seconds_per_iteration']:.5f} | "
           f"{r['ratio_to_stage_by_stage']:.3f} | {r['evaluations_per_iteration']:.0f} |" for r in rows],  # fmt: skip
         "",
-        f"Command: `OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/written_out_dopri5.py --driven --rounds {rounds}`",
+        f"Command: `OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/written_out_dopri5.py "
+        f"--{name_of.replace('_', '-')} --rounds {rounds}`",
     ]
-    write_rows(RESULTS, rows, "driven_iterations.csv", report=report, report_name="driven_report.md")
+    write_rows(RESULTS, rows, f"{name_of}_iterations.csv", report=report, report_name=f"{name_of}_report.md")
 
 
 if __name__ == "__main__":
@@ -253,10 +266,12 @@ if __name__ == "__main__":
     parser.add_argument("--driven", action="store_true",
                         help="NeuralODE and LatentODE driven by a known input: training iterations (or with --fits, "
                         "whole fits), fused against stage by stage")  # fmt: skip
+    parser.add_argument("--second-order", action="store_true",
+                        help="NeuralODE(second_order=True) training iterations, fused against stage by stage")
     arguments = parser.parse_args()
     if arguments.fits:
         default_fits(arguments.fits, arguments.driven)
-    elif arguments.driven:
-        driven_iterations(arguments.rounds)
+    elif arguments.driven or arguments.second_order:
+        variant_iterations(arguments.rounds, arguments.second_order)
     else:
         main(arguments.rounds)
