@@ -31,7 +31,10 @@ Writes ``benchmarks/results/written_out_sde/results.csv`` and ``report.md``.
 its solve fused into one autograd node (``PosteriorLayers``, the default)
 and step by step (the dynamics' ``posterior_layers`` returning None), same
 weights, same process, one thread, rounds interleaved; writes ``fused.csv``
-and ``fused.md``.
+and ``fused.md``. With ``--driven`` too, the model is driven by a known
+input (``covariates=["u"]``, linear interpolation, on
+``make_forced_oscillator``): writes ``fused_driven.csv`` and
+``fused_driven.md``.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ from irregular import TrainingCapture
 from torch import nn
 
 from dynlearn import LatentSDE
-from dynlearn.datasets import make_damped_oscillator
+from dynlearn.datasets import make_damped_oscillator, make_forced_oscillator
 from dynlearn.solvers import solve_sde
 from dynlearn.training import adamw, train_step
 
@@ -165,16 +168,18 @@ def iterations(rounds: int) -> list[dict]:
     return rows
 
 
-def fused_steps(hidden: tuple[int, ...]) -> dict:
+def fused_steps(hidden: tuple[int, ...], driven: bool = False) -> dict:
     """One ``LatentSDE`` training iteration per way, from the same captured weights and minibatch: (loss, steps).
 
     The steps are the drift evaluations of the iteration's solve: forward calls of the correction network step
     by step; the step starts the fused solve looks its context rows up for, fused.
     """
-    frame = make_damped_oscillator(n_series=SERIES, n_times=50, random_state=0)
+    frame = (make_forced_oscillator(n_series=SERIES, n_times=50, random_state=0) if driven
+             else make_damped_oscillator(n_series=SERIES, n_times=50, random_state=0))  # fmt: skip
     seen = TrainingCapture()
+    inputs = {"covariates": ["u"], "covariate_interpolation": "linear"} if driven else {}
     LatentSDE(hidden_layer_sizes=hidden, kl_anneal_epochs=0, batch_size=SERIES, dt=DT, callbacks=[seen], max_epochs=1,
-              patience=None, validation_fraction=0.0, random_state=0, n_threads=1, device="cpu").fit(frame)
+              patience=None, validation_fraction=0.0, random_state=0, n_threads=1, device="cpu", **inputs).fit(frame)
     batch = {k: v[:SERIES] for k, v in seen.train_data.items()}
     steps = {}
     for way in ("fused", "step by step"):
@@ -208,22 +213,26 @@ def fused_steps(hidden: tuple[int, ...]) -> dict:
     return steps
 
 
-def fused(rounds: int) -> None:
+def fused(rounds: int, driven: bool = False) -> None:
     torch.set_num_threads(1)
     load = os.getloadavg()[0]
     rows = []
     for size, hidden in SIZES.items():
         torch.manual_seed(0)
-        for row in compare_iterations(fused_steps(hidden), rounds if size == "small" else max(5, rounds // 2),
+        for row in compare_iterations(fused_steps(hidden, driven), rounds if size == "small" else max(5, rounds // 2),
                                       "step by step"):
             rows.append({"size": size, **row})
             print(rows[-1], flush=True)
-    write_rows(RESULTS, rows, "fused.csv")
+    name = "fused_driven" if driven else "fused"
+    write_rows(RESULTS, rows, f"{name}.csv")
+    model = (f"LatentSDE(hidden_layer_sizes=..., kl_anneal_epochs=0, batch_size={SERIES}, dt={DT}"
+             + (', covariates=["u"], covariate_interpolation="linear") on make_forced_oscillator' if driven
+                else ") on make_damped_oscillator"))  # fmt: skip
     report = [
-        "# LatentSDE iterations with the Euler–Maruyama solve fused into one autograd node",
+        "# LatentSDE iterations with the Euler–Maruyama solve fused into one autograd node"
+        + (", driven by a known input" if driven else ""),
         "",
-        (f"LatentSDE(hidden_layer_sizes=..., kl_anneal_epochs=0, batch_size={SERIES}, dt={DT}) on "
-         f"make_damped_oscillator({SERIES}, 50): one training iteration as fit takes it (train_step, AdamW, gradient "
+        (f"{model}({SERIES}, 50): one training iteration as fit takes it (train_step, AdamW, gradient "
          f"norm clipped at 1) on the same minibatch from the same weights, float32, one torch thread, rounds "
          f"interleaved; 1-minute load average {load:.2f} at the start. ratio: seconds ÷ the step-by-step solve's, "
          "median of per-round ratios (< 1: faster). Each way draws its own noise, so losses differ by noise (given the "
@@ -234,9 +243,10 @@ def fused(rounds: int) -> None:
         *[(f"| {r['size']} | {r['way']} | {r['seconds_per_iteration']:.5f} | {r['ratio_to_step_by_step']:.3f} | "
            f"{r['evaluations_per_iteration']:.0f} | {r['final_loss']:.4g} |") for r in rows],
         "",
-        f"Command: `OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/written_out_sde.py --fused {rounds}`",
+        f"Command: `OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/written_out_sde.py --fused {rounds}"
+        + (" --driven`" if driven else "`"),
     ]
-    (RESULTS / "fused.md").write_text("\n".join(report) + "\n")
+    (RESULTS / f"{name}.md").write_text("\n".join(report) + "\n")
     print("\n".join(report))
 
 
@@ -304,8 +314,9 @@ if __name__ == "__main__":
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--fused", type=int, default=None, metavar="ROUNDS",
                         help="time LatentSDE iterations fused and step by step instead")
+    parser.add_argument("--driven", action="store_true", help="with --fused: a LatentSDE driven by a known input")
     arguments = parser.parse_args()
     if arguments.fused is not None:
-        fused(arguments.fused)
+        fused(arguments.fused, arguments.driven)
     else:
         main(arguments.rounds, arguments.baseline, arguments.fit_rounds, arguments.epochs)

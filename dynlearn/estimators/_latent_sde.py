@@ -209,8 +209,13 @@ class _LatentDynamics(nn.Module):
 
     def posterior_layers(self) -> PosteriorLayers | None:
         """``f``, ``g`` and ``h`` as layers (see :class:`~dynlearn.solvers.PosteriorLayers`) for a conditioned
-        posterior without inputs or forecasting, whose activation's derivative follows from its output."""
-        if getattr(self, "_control", None) is not None or self._context is None or self._forecast:
+        posterior without forecasting, whose activation's derivative follows from its output. Known inputs
+        are read at every step start as data (a control path with gradients keeps step-by-step calls)."""
+        if self._context is None or self._forecast:
+            return None
+        control = getattr(self, "_control", None)
+        if control is not None and (control.coefficients.requires_grad or control.times.requires_grad
+                                    or getattr(self.diffusion, "wu", None) is None):
             return None
         activation = getattr(self.diffusion, "activation_name", None)  # models pickled before it lack it
         prior, correction = MLPLayers.of(self.prior), MLPLayers.of(self.correction)
@@ -232,13 +237,37 @@ class _LatentDynamics(nn.Module):
                 1, self._repeats, 1)
 
         d = self.diffusion
-        return PosteriorLayers(prior, correction, table, rows, (d.w1, d.b1, d.w2, d.b2), activation, _DIFFUSION_FLOOR)
+        if control is None:
+            return PosteriorLayers(prior, correction, table, rows, (d.w1, d.b1, d.w2, d.b2), activation,
+                                   _DIFFUSION_FLOOR)
+
+        def inputs(starts: torch.Tensor) -> torch.Tensor:
+            # _with_inputs' u at every step start at once: (n_steps, batch, n_inputs).
+            return _control_at(control, starts, self.tolerance).repeat(1, self._repeats, 1)
+
+        return PosteriorLayers(prior, correction, table, rows, (d.w1, d.b1, d.w2, d.b2), activation, _DIFFUSION_FLOOR,
+                               inputs, d.wu)
 
     def g(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         if getattr(self, "_control", None) is None:
             return self.diffusion(z)
         u = self._control.at(t, self.tolerance).to(z.dtype).repeat(self._repeats, 1)
         return self.diffusion(z, u)
+
+
+def _control_at(control: ControlPath, starts: torch.Tensor, tolerance: float) -> torch.Tensor:
+    """``control.at(t, tolerance)`` at every time of ``starts`` ``(n,)`` at once: ``(n, batch, n_inputs)``."""
+    times = control.times
+    batch, n_segments = control.coefficients.shape[:2]
+    t = starts.to(times.dtype).reshape(1, -1).expand(batch, -1).contiguous()
+    k = (torch.searchsorted(times, t + tolerance, side="right") - 1).clamp(0, n_segments - 1)
+    left = times.gather(1, k)
+    width = times.gather(1, k + 1) - left
+    fraction = torch.where(width > 0, (t - left) / torch.where(width > 0, width, torch.ones_like(width)),
+                           torch.zeros_like(width)).clamp(0, 1).unsqueeze(-1)
+    c = control.coefficients[torch.arange(batch, device=k.device)[:, None], k]  # (batch, n, 4, n_inputs)
+    value = c[:, :, 0] + fraction * (c[:, :, 1] + fraction * (c[:, :, 2] + fraction * c[:, :, 3]))
+    return value.transpose(0, 1)
 
 
 class _LatentSDEModel(nn.Module):

@@ -18,6 +18,11 @@ weight's gradient as one product over all steps. The context table's share
 of the correction's first layer is projected once per solve, and its
 gradient gathered back with one ``index_add``.
 
+Known inputs ``u`` (a driven model) are data read at every step start:
+their share of each network's first layer (and of the diffusion's
+pre-activation) is one product over all steps, added to the biases, and
+their columns of the weight gradients one product at the end.
+
 The arithmetic is the step-by-step solve's, to rounding: the KL integrand
 reads the correction itself rather than the posterior drift minus the
 prior drift (the same number up to rounding), and the first layer of the
@@ -50,7 +55,14 @@ class PosteriorLayers:
 
     * prior drift ``h(t, z) = prior(z)``;
     * posterior drift ``f(t, z) = prior(z) + correction([z, table[row(t)], extra(t)])``;
-    * diagonal diffusion ``g_i(t, z) = sigmoid(Σ_j σ(z_i w1[i, j] + b1[i, j]) w2[i, j] + b2[i]) + floor``.
+    * diagonal diffusion ``g_i(t, z) = sigmoid(Σ_j σ(z_i w1[i, j] + b1[i, j]) w2[i, j] + b2[i]) + floor``;
+
+    or, with ``inputs`` (a model driven by known inputs ``u(t)``), exactly
+
+    * ``h(t, z) = prior([z, u(t)])``;
+    * ``f(t, z) = prior([z, u(t)]) + correction([z, u(t), table[row(t)], extra(t)])``;
+    * ``g_i(t, z) = sigmoid(Σ_j σ(z_i w1[i, j] + b1[i, j] + Σ_n u_n(t) wu[n, i, j]) w2[i, j] + b2[i]) + floor``
+      (without ``input_diffusion``, the diffusion does not read ``u``).
 
     The solve then gives the same states, KL increments and gradients to
     rounding as calling ``f``, ``g`` and ``h`` step by step, in less time;
@@ -75,6 +87,14 @@ class PosteriorLayers:
         The diffusion's activation: "tanh", "relu", "softplus" or "elu".
     floor : float
         Added to the sigmoid.
+    inputs : callable, optional
+        ``inputs(starts)``: the known inputs at each step start, ``(n_steps,
+        batch, n_inputs)`` (not differentiated: an SDE whose inputs need a
+        gradient declares no layers). They follow ``z`` in the first layer of
+        both drift networks.
+    input_diffusion : Tensor, optional
+        ``wu``, ``(n_inputs, d, hidden)``: the inputs' share of the
+        diffusion's pre-activation (with ``inputs`` only).
 
     Examples
     --------
@@ -98,12 +118,16 @@ class PosteriorLayers:
     diffusion: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
     activation: str
     floor: float
+    inputs: Callable[[torch.Tensor], torch.Tensor] | None = None
+    input_diffusion: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.activation not in OUTPUT_DERIVATIVES:
             raise ValueError(f"activation: expected one of {list(OUTPUT_DERIVATIVES)}; got {self.activation!r}.")
         if self.prior.box is not None or self.correction.box is not None:
             raise ValueError("prior, correction: expected networks without a box contraction; got a box.")
+        if self.input_diffusion is not None and self.inputs is None:
+            raise ValueError("input_diffusion: expected None without inputs; got a tensor. Pass inputs too.")
 
     @staticmethod
     def declared_by(sde: object) -> PosteriorLayers | None:
@@ -112,8 +136,9 @@ class PosteriorLayers:
         return method() if callable(method) else None
 
     def parameters(self) -> tuple[torch.Tensor, ...]:
-        """The prior's, then the correction's layer parameters, then the diffusion's."""
-        return (*self.prior.parameters(), *self.correction.parameters(), *self.diffusion)
+        """The prior's, then the correction's layer parameters, then the diffusion's (``wu`` last)."""
+        wu = () if self.input_diffusion is None else (self.input_diffusion,)
+        return (*self.prior.parameters(), *self.correction.parameters(), *self.diffusion, *wu)
 
 
 @dataclass(frozen=True)
@@ -126,24 +151,45 @@ class _Plan:
     activation: str
     floor: float
     logqp: bool
+    n_inputs: int = 0
+    input_diffusion: bool = False
 
 
 def _unpack(plan: _Plan, params: tuple[torch.Tensor, ...]):
     n_prior = 2 * (len(plan.prior_activations) + 1)
     n_correction = 2 * (len(plan.correction_activations) + 1)
     prior, correction = params[:n_prior], params[n_prior : n_prior + n_correction]
-    return prior[0::2], prior[1::2], correction[0::2], correction[1::2], params[n_prior + n_correction :]
+    diffusion = params[n_prior + n_correction :]
+    return prior[0::2], prior[1::2], correction[0::2], correction[1::2], diffusion[:4], (
+        diffusion[4] if plan.input_diffusion else None)
 
 
-def _run(plan: _Plan, y0, table, index, extra, dw, params, record: bool = False):
+def _input_shares(plan: _Plan, u, prior_w, prior_b, corr_w, wu, d: int):
+    """The inputs' share of the prior's first layer plus its bias ``(n, batch, hidden)`` (None when the prior
+    reads no inputs), of the correction's first layer ``(n, batch, hidden)`` and of the diffusion's
+    pre-activation ``(n, batch, d, hidden)`` (or None)."""
+    m = plan.n_inputs
+    if not m:
+        return None, None, None
+    prior = u @ prior_w[0][:, d : d + m].t() + prior_b[0]
+    correction = u @ corr_w[0][:, d : d + m].t()
+    diffusion = None if wu is None else (u @ wu.reshape(m, -1)).reshape(*u.shape[:2], *wu.shape[1:])
+    return prior, correction, diffusion
+
+
+def _run(plan: _Plan, y0, table, index, extra, u, dw, params, record: bool = False):
     """The solve in plain tensor operations: states ``(n + 1, batch, d)``, KL ``(n + 1, batch, 1)`` (or None),
     and what the backward pass reads. Unrecorded, each step writes into buffers over all steps; recorded
     (``record``, for a second derivative), the steps are stacked at the end."""
-    prior_w, prior_b, corr_w, corr_b, (w1, b1, w2, b2) = _unpack(plan, params)
-    (batch, d), width, n = y0.shape, table.shape[1], len(plan.steps)
+    prior_w, prior_b, corr_w, corr_b, (w1, b1, w2, b2), wu = _unpack(plan, params)
+    (batch, d), width, n, m = y0.shape, table.shape[1], len(plan.steps), plan.n_inputs
+    prior_base, corr_inputs, diffusion_inputs = _input_shares(plan, u, prior_w, prior_b, corr_w, wu, d)
+    prior_z = prior_w[0][:, :d]
     first = corr_w[0]
-    projected = table @ first[:, d : d + width].t()  # the context's share of the first layer, once per row
-    base = projected[index] + extra @ first[:, d + width :].t() + corr_b[0]  # (n, batch, hidden)
+    projected = table @ first[:, d + m : d + m + width].t()  # the context's share of the first layer, once per row
+    base = projected[index] + extra @ first[:, d + m + width :].t() + corr_b[0]  # (n, batch, hidden)
+    if corr_inputs is not None:
+        base = base + corr_inputs
     weight_z = first[:, :d]
     floor, logqp = plan.floor, plan.logqp
     new = (lambda *shape: None) if record else (lambda *shape: y0.new_empty(shape))
@@ -157,15 +203,21 @@ def _run(plan: _Plan, y0, table, index, extra, dw, params, record: bool = False)
     for k, step in enumerate(plan.steps):
         x = y
         for j, (weight, bias, name) in enumerate(zip(prior_w, prior_b, plan.prior_activations)):
+            if j == 0 and prior_base is not None:
+                weight, bias = prior_z, prior_base[k]
             x = prior_hidden[j].activated(k, name, bias, x, weight)
-        p = torch.addmm(prior_b[-1], x, prior_w[-1].t())
+        if prior_base is None or prior_hidden:
+            p = torch.addmm(prior_b[-1], x, prior_w[-1].t())
+        else:
+            p = torch.addmm(prior_base[k], y, prior_z.t())
         x = y
         for j, name in enumerate(plan.correction_activations):
             x = corr_hidden[j].activated(
                 k, name, base[k] if j == 0 else corr_b[j], x, weight_z if j == 0 else corr_w[j]
             )
         c = torch.addmm(base[k], y, weight_z.t()) if not corr_hidden else torch.addmm(corr_b[-1], x, corr_w[-1].t())
-        hidden = hiddens.put(k, _FORWARD[plan.activation](torch.addcmul(b1, y.unsqueeze(-1), w1)))
+        shift = b1 if diffusion_inputs is None else diffusion_inputs[k] + b1
+        hidden = hiddens.put(k, _FORWARD[plan.activation](torch.addcmul(shift, y.unsqueeze(-1), w1)))
         sigmoid = sigmoids.put(k, torch.sigmoid((hidden * w2).sum(-1) + b2))
         g = sigmoid + floor
         if logqp:
@@ -212,48 +264,48 @@ _IN_PLACE = {
 class EulerPosterior(torch.autograd.Function):
     """The whole written-out solve of a :class:`PosteriorLayers` SDE: ``(states, kl)`` at every step's end.
 
-    Arguments: ``(plan, index, extra, y0, table, dw, *parameters)``. A
+    Arguments: ``(plan, index, extra, inputs, y0, table, dw, *parameters)`` (``inputs`` None undriven). A
     recorded backward pass (``create_graph=True``) solves again through
     autograd and differentiates that, so higher derivatives are exact too,
     at autograd's cost.
     """
 
     @staticmethod
-    def forward(ctx, plan, index, extra, y0, table, dw, *params):
+    def forward(ctx, plan, index, extra, inputs, y0, table, dw, *params):
         ctx.set_materialize_grads(False)
-        states, kls, saved = _run(plan, y0, table, index, extra, dw, params)
+        states, kls, saved = _run(plan, y0, table, index, extra, inputs, dw, params)
         ctx.plan = plan
         ctx.n_params = len(params)
-        ctx.save_for_backward(index, extra, y0, table, dw, *params, states, *saved)
+        ctx.save_for_backward(index, extra, inputs, y0, table, dw, *params, states, *saved)
         return (states, kls) if plan.logqp else (states, states.new_zeros(0))
 
     @staticmethod
     def backward(ctx, grad_states, grad_kls):
         if torch.is_grad_enabled():
-            return (None, None, None, *_recorded_backward(ctx, grad_states, grad_kls))
-        return (None, None, None, *_backward(ctx, grad_states, grad_kls if ctx.plan.logqp else None))
+            return (None, None, None, None, *_recorded_backward(ctx, grad_states, grad_kls))
+        return (None, None, None, None, *_backward(ctx, grad_states, grad_kls if ctx.plan.logqp else None))
 
 
 def _backward(ctx, grad_states, grad_kls):
     plan = ctx.plan
     saved = ctx.saved_tensors
-    index, extra, y0, table, dw = saved[:5]
-    params = saved[5 : 5 + ctx.n_params]
-    states = saved[5 + ctx.n_params]
-    rest = saved[6 + ctx.n_params :]
+    index, extra, known, y0, table, dw = saved[:6]
+    params = saved[6 : 6 + ctx.n_params]
+    states = saved[6 + ctx.n_params]
+    rest = saved[7 + ctx.n_params :]
     n_prior, n_corr = len(plan.prior_activations), len(plan.correction_activations)
     prior_hidden, corr_hidden = rest[:n_prior], rest[n_prior : n_prior + n_corr]
     hiddens, sigmoids = rest[n_prior + n_corr], rest[n_prior + n_corr + 1]
     ratios = rest[n_prior + n_corr + 2] if plan.logqp else None
-    prior_w, _prior_b, corr_w, _corr_b, (w1, _b1, w2, _b2) = _unpack(plan, params)
-    d, width = y0.shape[1], table.shape[1]
+    prior_w, _prior_b, corr_w, _corr_b, (w1, _b1, w2, _b2), wu = _unpack(plan, params)
+    d, width, m = y0.shape[1], table.shape[1], plan.n_inputs
     weight_z = corr_w[0][:, :d]
     n = len(plan.steps)
     floor = plan.floor
 
     a_y = grad_states[n] if grad_states is not None else torch.zeros_like(y0)
     a_kl = grad_kls[n] if grad_kls is not None else None
-    inputs = states[:n]
+    inputs = torch.cat([states[:n], known], dim=-1) if m else states[:n]  # what both first layers read
     prior_grads = [_LayerGrads(inputs if j == 0 else prior_hidden[j - 1], w.shape[0]) for j, w in enumerate(prior_w)]
     corr_grads = [_FirstLayerGrads(inputs, table, index, extra, corr_w[0].shape[0])]
     corr_grads += [_LayerGrads(corr_hidden[j - 1], w.shape[0]) for j, w in enumerate(corr_w) if j > 0]
@@ -270,7 +322,7 @@ def _backward(ctx, grad_states, grad_kls):
             scaled = (a_kl * step) * u  # the adjoint of u: a_kl · step · u
             a_c = a_c + scaled / divisor
             a_g = a_g - torch.where(above, scaled * u / divisor, 0.0)
-        grad_z = _mlp_backward(k, a_p, prior_w, plan.prior_activations, prior_hidden, prior_grads, prior_w[0])
+        grad_z = _mlp_backward(k, a_p, prior_w, plan.prior_activations, prior_hidden, prior_grads, prior_w[0][:, :d])
         grad_z = grad_z + _mlp_backward(k, a_c, corr_w, plan.correction_activations, corr_hidden, corr_grads,
                                         weight_z)  # fmt: skip
         a_s = torch.ops.aten.sigmoid_backward(a_g, sigmoids[k])
@@ -284,7 +336,7 @@ def _backward(ctx, grad_states, grad_kls):
             a_kl = a_kl + grad_kls[k] if a_kl is not None else grad_kls[k]
 
     grads = [g for layer in prior_grads for g in layer.result()]
-    grad_table, first = corr_grads[0].result(corr_w[0][:, d : d + width])
+    grad_table, first = corr_grads[0].result(corr_w[0][:, d + m : d + m + width])
     grads += [*first, *(g for layer in corr_grads[1:] for g in layer.result())]
     a_s = torch.stack(sigmoid_grads[::-1])
     a_pre = torch.stack(pre_grads[::-1])
@@ -294,6 +346,8 @@ def _backward(ctx, grad_states, grad_kls):
         (a_s.unsqueeze(-1) * hiddens).sum((0, 1)),
         a_s.sum((0, 1)),
     ]
+    if wu is not None:
+        grads.append((known.reshape(-1, m).t() @ a_pre.reshape(-1, a_pre[0, 0].numel())).reshape(wu.shape))
     return (a_y, grad_table, None, *grads)
 
 
@@ -343,7 +397,8 @@ class _LayerGrads:
 
 
 class _FirstLayerGrads(_LayerGrads):
-    """The correction's first layer, reading the state, a context-table row and the extra columns."""
+    """The correction's first layer, reading the state (and the inputs: ``states`` holds both), a context-table
+    row and the extra columns."""
 
     def __init__(self, states: torch.Tensor, table: torch.Tensor, index: torch.Tensor, extra: torch.Tensor, width: int):
         super().__init__(states, width)
@@ -374,10 +429,10 @@ class _FirstLayerGrads(_LayerGrads):
 def _recorded_backward(ctx, grad_states, grad_kls) -> tuple:
     """The solve's vector-Jacobian product as a recorded graph: the steps again, through autograd."""
     saved = ctx.saved_tensors
-    index, extra = saved[0], saved[1]
-    inputs = tuple(x.view_as(x) for x in saved[2 : 5 + ctx.n_params])
+    index, extra, u = saved[0], saved[1], saved[2]
+    inputs = tuple(x.view_as(x) for x in saved[3 : 6 + ctx.n_params])
     y0, table, dw, params = inputs[0], inputs[1], inputs[2], inputs[3:]
-    states, kls, _ = _run(ctx.plan, y0, table, index, extra, dw, params, record=True)
+    states, kls, _ = _run(ctx.plan, y0, table, index, extra, u, dw, params, record=True)
     pairs = [
         (out, grad) for out, grad in ((states, grad_states), (kls, grad_kls)) if grad is not None and out is not None
     ]
@@ -402,9 +457,12 @@ def solve_posterior(
 ):
     """States ``(n + 1, batch, d)`` and KL ``(n + 1, batch, 1)`` (None without ``logqp``) at every step's end."""
     with torch.no_grad():
-        index, extra = layers.rows(torch.stack(times))
+        starts = torch.stack(times)
+        index, extra = layers.rows(starts)
         extra = extra.to(y0.dtype)
+        inputs = None if layers.inputs is None else layers.inputs(starts).to(y0.dtype).contiguous()
     plan = _Plan(tuple(steps), layers.prior.activations, layers.correction.activations, layers.activation,
-                 float(layers.floor), logqp)  # fmt: skip
-    states, kls = EulerPosterior.apply(plan, index, extra, y0, layers.table, dw, *layers.parameters())
+                 float(layers.floor), logqp, 0 if inputs is None else inputs.shape[-1],
+                 layers.input_diffusion is not None)  # fmt: skip
+    states, kls = EulerPosterior.apply(plan, index, extra, inputs, y0, layers.table, dw, *layers.parameters())
     return states, (kls if logqp else None)

@@ -6,20 +6,22 @@ import pytest
 import torch
 
 from dynlearn import LatentSDE
-from dynlearn.datasets import make_ou_process
+from dynlearn.datasets import make_forced_oscillator, make_ou_process
 from dynlearn.estimators._latent_sde import _LatentDynamics
-from dynlearn.solvers import PosteriorLayers, SolverStats, _euler, _euler_fused, solve_sde
+from dynlearn.solvers import ControlPath, PosteriorLayers, SolverStats, _euler, _euler_fused, solve_sde
 
 ACTIVATIONS = ["tanh", "relu", "softplus", "elu"]
 D, CONTEXT, DT = 3, 5, 0.3
 
 
 def _dynamics(
-    activation: str = "tanh", hidden: tuple[int, ...] = (8, 7), n_series: int = 6, seed: int = 0, repeats: int = 1
+    activation: str = "tanh", hidden: tuple[int, ...] = (8, 7), n_series: int = 6, seed: int = 0, repeats: int = 1,
+    n_inputs: int = 0, interpolation: str = "previous",
 ):
-    """Dynamics conditioned on a random context, with the tensors a solve reads: (dynamics, z0, ts, context)."""
+    """Dynamics conditioned on a random context (and ``n_inputs`` random input signals read by
+    ``interpolation``), with the tensors a solve reads: (dynamics, z0, ts, context)."""
     torch.manual_seed(seed)
-    dynamics = _LatentDynamics(D, CONTEXT, hidden, 4, activation, "ito").double()
+    dynamics = _LatentDynamics(D, CONTEXT, hidden, 4, activation, "ito", n_inputs).double()
     with torch.no_grad():  # make_mlp's shrunken last layers would leave the correction and so the KL nearly still
         dynamics.correction[-1].weight.mul_(10.0)
         dynamics.prior[-1].weight.mul_(10.0)
@@ -29,7 +31,14 @@ def _dynamics(
     times = torch.sort(torch.rand(n_series, width, generator=generator, dtype=torch.float64) * 3.0, dim=1).values
     times[:, 0] = 0.0
     lengths = torch.randint(2, width + 1, (n_series,), generator=generator)
-    dynamics.condition(context, times, lengths, 1e-3 * DT, repeats=repeats)
+    control = None
+    if n_inputs:  # knots of their own, between and beyond the observations, some met by a step start
+        knots = torch.sort(torch.rand(n_series, 8, generator=generator, dtype=torch.float64) * 3.0, dim=1).values
+        knots[:, 0], knots[:, 3] = 0.0, 2 * DT
+        values = torch.randn(n_series, 8, n_inputs, generator=generator, dtype=torch.float64)
+        lead = (torch.full((n_series,), 0.5, dtype=torch.float64), torch.randn(n_series, n_inputs, dtype=torch.float64))
+        control = ControlPath(knots, values, interpolation, lead)
+    dynamics.condition(context, times, lengths, 1e-3 * DT, repeats=repeats, control=control)
     z0 = torch.randn(n_series * repeats, D, generator=generator, dtype=torch.float64, requires_grad=True)
     return dynamics, z0, torch.unique(times), context
 
@@ -68,6 +77,61 @@ def test_fused_solve_matches_step_by_step(activation, hidden):
     assert fused[0].shape == (len(ts), len(z0), D) and fused[1].shape == (len(ts) - 1, len(z0))
     assert float(fused[1].detach().abs().max()) > 1e-3  # the KL term is exercised
     assert _same(fused, plain)
+
+
+@pytest.mark.parametrize("interpolation", ["previous", "linear", "cubic"])
+@pytest.mark.parametrize(("activation", "hidden"), [("tanh", (8, 7)), ("softplus", ()), ("relu", (6,))])
+def test_driven_fused_solve_matches_step_by_step(interpolation, activation, hidden):
+    dynamics, z0, ts, context = _dynamics(activation, hidden, n_inputs=2, interpolation=interpolation)
+    layers = dynamics.posterior_layers()
+    assert layers is not None and layers.input_diffusion is dynamics.diffusion.wu
+    fused, plain = _solve(dynamics, z0, ts, context, True), _solve(dynamics, z0, ts, context, False)
+    assert float(fused[1].detach().abs().max()) > 1e-3
+    assert float(fused[2][-1].abs().max()) > 1e-3  # the inputs' diffusion weights have a gradient to compare
+    assert _same(fused, plain)
+
+
+def test_driven_large_layers_and_repeated_series():
+    dynamics, z0, ts, context = _dynamics("tanh", (150,), n_series=120, n_inputs=2, interpolation="linear")
+    assert 120 * (150 + D + 2) > _euler_fused._ACCUMULATE_ABOVE
+    assert _same(_solve(dynamics, z0, ts, context, True), _solve(dynamics, z0, ts, context, False))
+    dynamics, z0, ts, context = _dynamics("elu", n_inputs=3, interpolation="cubic", repeats=3)
+    assert _same(_solve(dynamics, z0, ts, context, True), _solve(dynamics, z0, ts, context, False))
+
+
+def test_driven_wrong_terms_are_caught():
+    from dataclasses import replace
+
+    dynamics, z0, ts, context = _dynamics("tanh", n_inputs=2, interpolation="linear")
+    plain = _solve(dynamics, z0, ts, context, False)
+    declared = type(dynamics).posterior_layers
+    wrongs = {  # inputs read half a step late; a diffusion that ignores them
+        "late": lambda: replace(declared(dynamics), inputs=lambda s: declared(dynamics).inputs(s + DT / 2)),
+        "no diffusion": lambda: replace(declared(dynamics), input_diffusion=torch.zeros_like(dynamics.diffusion.wu)),
+    }
+    for wrong in wrongs.values():
+        dynamics.posterior_layers = wrong
+        ys, kl = solve_sde(dynamics, z0, ts, method="euler", dt=DT, seed=3, logqp=True)
+        del dynamics.posterior_layers
+        assert not _close(ys, plain[0]) and not _close(kl, plain[1])
+
+
+def test_driven_second_derivatives_match():
+    dynamics, z0, ts, context = _dynamics("softplus", (6,), n_inputs=2, interpolation="cubic")
+    results = []
+    for fused in (True, False):
+        _, _, grads = _solve(dynamics, z0, ts, context, fused, create_graph=True)
+        inputs = [z0, context, *dynamics.parameters()]
+        norm = sum((g**2).sum() for g in grads)
+        results.append(torch.autograd.grad(norm, inputs, allow_unused=True, materialize_grads=True))
+    assert all(_close(a, b) for a, b in zip(*results))
+
+
+def test_inputs_with_gradients_step_by_step():
+    dynamics, _z0, _ts, _context = _dynamics("tanh", n_inputs=2, interpolation="linear")
+    knots, values = dynamics._control.times, torch.randn(6, 8, 2, dtype=torch.float64, requires_grad=True)
+    dynamics._control = ControlPath(knots, values, "linear")
+    assert dynamics.posterior_layers() is None
 
 
 def test_large_layers_accumulate_their_gradients_step_by_step():
@@ -165,5 +229,27 @@ def test_fit_history_is_the_same_fused_or_not(monkeypatch):
     assert applied  # the fit took the fused path
     monkeypatch.setattr(_LatentDynamics, "posterior_layers", lambda self: None)
     plain = fit()
+    for column in ("train_loss", "valid_loss"):
+        assert fused[column].to_numpy() == pytest.approx(plain[column].to_numpy(), rel=1e-9)
+
+
+def test_driven_fit_history_is_the_same_fused_or_not(monkeypatch):
+    frame = make_forced_oscillator(n_series=6, n_times=16, t_span=(0.0, 6.0), noise=0.05, random_state=0)
+
+    def fit():
+        model = LatentSDE(latent_dim=2, hidden_layer_sizes=(8,), max_epochs=2, batch_size=3, random_state=0,
+                          dtype="float64", n_threads=1, covariates=["u"], covariate_interpolation="linear")
+        return model.fit(frame).history_.to_frame()
+
+    applied = []
+    apply = _euler_fused.EulerPosterior.apply
+    monkeypatch.setattr(_euler_fused.EulerPosterior, "apply",
+                        lambda *a: applied.append(a[3] is not None) or apply(*a))  # fmt: skip
+    fused = fit()
+    assert applied and all(applied)  # the fit took the fused path, with its inputs
+    taken = len(applied)
+    monkeypatch.setattr(_LatentDynamics, "posterior_layers", lambda self: None)
+    plain = fit()
+    assert len(applied) == taken  # this one stepped one step at a time
     for column in ("train_loss", "valid_loss"):
         assert fused[column].to_numpy() == pytest.approx(plain[column].to_numpy(), rel=1e-9)
