@@ -143,25 +143,28 @@ class _EulerGRULoop(torch.autograd.Function):
         new = gaps.new_empty
         states, priors = new(n_rows, batch, hidden_dim), new(n_rows, batch, hidden_dim)
         # Each hidden layer's output at every moving row, then the update's lever: w (c - h) for the paper's GRU,
-        # h - c for GRUCell.
-        layer_outputs = [new(len(moving), batch, field[2 * i].shape[1]) for i in range(len(activations))]
+        # h - c for GRUCell. Buffers that a row's product adds to start out holding what it adds to (the bias, the
+        # input's share), so the loop adds the product in place: no copy of the bias into every row first.
+        layer_outputs = [_filled(new(len(moving), batch, field[2 * i].shape[1]), field[2 * i + 1]) for i in range(len(activations))]
         lever = new(n_rows, batch, hidden_dim)
         weight = update.to(gaps.dtype)
-        gap_k, weight_k, state_k, prior_k, lever_k = _rows(gaps, weight, states, priors, lever)
+        gap_k, state_k, prior_k, lever_k = _rows(gaps, states, priors, lever)
+        weight_k = None if all(updates_all) else _rows(weight)[0]
         outputs_j = [_rows(buffer)[0] for buffer in layer_outputs]
         if gru_kind == "unit":
             gates_x, candidate_x, gates_h, gates_out, gates_out_bias, candidate_h, candidate_out, candidate_bias = gru
-            gates, zr, hr = new(*gates_x.shape), new(n_rows, batch, 2 * hidden_dim), new(n_rows, batch, hidden_dim)
-            hidden_c = new(*candidate_x.shape)
-            buffers = [gates, zr, hr, hidden_c]
-            gates_x_k, candidate_x_k, gates_k, zr_k, hr_k, hidden_c_k = _rows(
-                gates_x, candidate_x, gates, zr, hr, hidden_c
+            gates, hidden_c = gates_x.clone(memory_format=torch.contiguous_format), candidate_x.clone(
+                memory_format=torch.contiguous_format
             )
+            zr, hr = _filled(new(n_rows, batch, 2 * hidden_dim), gates_out_bias), new(n_rows, batch, hidden_dim)
+            _filled(lever, candidate_bias)
+            buffers = [gates, zr, hr, hidden_c]
+            gates_k, zr_k, hr_k, hidden_c_k = _rows(gates, zr, hr, hidden_c)
             keep_k, r_k = _rows(zr[..., :hidden_dim], zr[..., hidden_dim:])
         else:
             projected, weight_hh_t, bias_hh = gru
             two = 2 * hidden_dim
-            hh, rz, c_out = new(*projected.shape), new(n_rows, batch, two), new(n_rows, batch, hidden_dim)
+            hh, rz, c_out = _filled(new(*projected.shape), bias_hh), new(n_rows, batch, two), new(n_rows, batch, hidden_dim)
             buffers = [hh, rz, c_out]
             hh_k, rz_k, c_out_k = _rows(hh, rz, c_out)
             gates_x_k, candidate_x_k = _rows(projected[..., :two], projected[..., two:])
@@ -173,24 +176,22 @@ class _EulerGRULoop(torch.autograd.Function):
             if k > 0 and moves[k]:
                 a = h
                 for i, act in enumerate(activations):
-                    a = torch.addmm(field[2 * i + 1], a, field[2 * i], out=outputs_j[i][j])
+                    a = outputs_j[i][j].addmm_(a, field[2 * i])
                     a = a.sigmoid_() if act == "sigmoid" else a.relu_()
                 h = torch.addcmul(h, gap_k[k], torch.addmm(field[-1], a, field[-2]), out=prior_k[k])
                 j += 1
             else:
                 h = prior_k[k].copy_(h)
             if gru_kind == "unit":
-                hidden = torch.addmm(gates_x_k[k], h, gates_h, out=gates_k[k]).sigmoid_()
-                torch.addmm(gates_out_bias, hidden, gates_out, out=zr_k[k]).sigmoid_()
+                hidden = gates_k[k].addmm_(h, gates_h).sigmoid_()
+                zr_k[k].addmm_(hidden, gates_out).sigmoid_()
                 h_reset = torch.mul(h, r_k[k], out=hr_k[k])
-                hidden = torch.addmm(candidate_x_k[k], h_reset, candidate_h, out=hidden_c_k[k])
-                c = torch.addmm(candidate_bias, hidden.sigmoid_(), candidate_out)
-                step = torch.sub(c, h, out=lever_k[k])
+                step = lever_k[k].addmm_(hidden_c_k[k].addmm_(h_reset, candidate_h).sigmoid_(), candidate_out).sub_(h)
                 if not updates_all[k]:
                     step.mul_(weight_k[k])
                 h = torch.addcmul(h, keep_k[k], step, out=state_k[k])
             else:
-                torch.addmm(bias_hh, h, weight_hh_t, out=hh_k[k])
+                hh_k[k].addmm_(h, weight_hh_t)
                 torch.add(hh_gates_k[k], gates_x_k[k], out=rz_k[k]).sigmoid_()
                 c = torch.addcmul(candidate_x_k[k], r_k[k], hh_candidate_k[k], out=c_out_k[k]).tanh_()
                 d = torch.sub(h, c, out=lever_k[k])
@@ -221,9 +222,8 @@ class _EulerGRULoop(torch.autograd.Function):
         field_grads = [new(len(moving), batch, field[2 * i].shape[1]) for i in range(n_hidden + 1)]
         outputs_j = [_rows(buffer)[0] for buffer in layer_outputs]
         field_grads_j = [_rows(buffer)[0] for buffer in field_grads]
-        gap_k, weight_k, prior_k, lever_k, grad_states_k, grad_priors_k = _rows(
-            gaps, weight, priors, lever, grad_states, grad_priors
-        )
+        gap_k, prior_k, lever_k, grad_states_k, grad_priors_k = _rows(gaps, priors, lever, grad_states, grad_priors)
+        weight_k = None if all(updates_all) else _rows(weight)[0]
         if gru_kind == "unit":
             gates, zr, hr, hidden_c = buffers
             gates_back, gates_out_back, candidate_h_back, candidate_out_back = (gru[i].t() for i in (2, 3, 5, 6))
@@ -248,25 +248,25 @@ class _EulerGRULoop(torch.autograd.Function):
                 g_projected[..., :two], g_projected[..., :hidden_dim], g_projected[..., hidden_dim:two],
                 g_projected[..., two:],
             )
+        # Every g below is a temporary of this loop, so sums and products accumulate into it in place.
         g = torch.zeros_like(grad_states_k[0])
         j = len(moving)
         for k in range(n_rows - 1, -1, -1):
-            g = g + grad_states_k[k]
+            g.add_(grad_states_k[k])
             h = prior_k[k]
             if gru_kind == "unit":
                 # h' = h + w (1 - z) (c - h): lever holds w (c - h), the gate's first half 1 - z.
                 torch.mul(g, lever_k[k], out=g_keep_k[k])
                 g_updated = g if updates_all[k] else g * weight_k[k]
                 g_candidate = torch.mul(g_updated, keep_k[k], out=g_c_k[k])
-                g_pre_c = _SIGMOID_GRAD(
-                    g_candidate.mm(candidate_out_back), hidden_c_k[k], grad_input=g_hidden_c_k[k]
-                )
+                back = torch.mm(g_candidate, candidate_out_back, out=g_hidden_c_k[k])
+                g_pre_c = _SIGMOID_GRAD(back, hidden_c_k[k], grad_input=back)
                 g_hr = g_pre_c.mm(candidate_h_back)
                 torch.mul(g_hr, h, out=g_r_k[k])
                 g_pre_zr = _SIGMOID_GRAD(g_zr_k[k], zr_k[k], grad_input=g_zr_k[k])
-                g_pre_gates = _SIGMOID_GRAD(g_pre_zr.mm(gates_out_back), gates_k[k], grad_input=g_gates_k[k])
-                g_h = torch.addcmul(torch.sub(g, g_candidate), g_hr, r_k[k])
-                g_h = torch.addmm(g_h, g_pre_gates, gates_back)
+                back = torch.mm(g_pre_zr, gates_out_back, out=g_gates_k[k])
+                g_pre_gates = _SIGMOID_GRAD(back, gates_k[k], grad_input=back)
+                g_h = torch.sub(g, g_candidate).addcmul_(g_hr, r_k[k]).addmm_(g_pre_gates, gates_back)
             else:
                 # h' = c + z (h - c) where the row updates, h elsewhere; lever holds h - c.
                 g_new = g if updates_all[k] else g * weight_k[k]
@@ -279,18 +279,18 @@ class _EulerGRULoop(torch.autograd.Function):
                 g_hh_k[k][:, :two].copy_(g_pre_rz)
                 if not updates_all[k]:
                     g_h = g_h + (g - g_new)
-                g_h = torch.addmm(g_h, g_hh_k[k], weight_hh)
-            g = g_h + grad_priors_k[k]
+                g_h = g_h.addmm_(g_hh_k[k], weight_hh)
+            g = g_h.add_(grad_priors_k[k])
             if k > 0 and moves[k]:
                 j -= 1
                 g_layer = torch.mul(g, gap_k[k], out=field_grads_j[-1][j])
                 for i in range(n_hidden - 1, -1, -1):
-                    back = g_layer.mm(field_back[i + 1])
+                    back = torch.mm(g_layer, field_back[i + 1], out=field_grads_j[i][j])
                     if activations[i] == "sigmoid":
-                        g_layer = _SIGMOID_GRAD(back, outputs_j[i][j], grad_input=field_grads_j[i][j])
+                        g_layer = _SIGMOID_GRAD(back, outputs_j[i][j], grad_input=back)
                     else:
-                        g_layer = torch.mul(back, outputs_j[i][j] > 0, out=field_grads_j[i][j])
-                g = torch.addmm(g, g_layer, field_back[0])
+                        g_layer = back.mul_(outputs_j[i][j] > 0)
+                g = g.addmm_(g_layer, field_back[0])
         grads: list[torch.Tensor] = []
         if moving:
             before_step = states[[k - 1 for k in moving]]
@@ -312,6 +312,11 @@ class _EulerGRULoop(torch.autograd.Function):
         else:
             grads += [g_projected, *_weight_grads(priors, g_hh)]
         return (None, None, None, *grads)
+
+
+def _filled(buffer: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``buffer`` with ``bias`` written into every row (one copy for all rows, not one per row)."""
+    return buffer.copy_(bias.expand_as(buffer))
 
 
 def _rows(*buffers: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
