@@ -65,31 +65,54 @@ def fusable_field(net: nn.Sequential) -> bool:
     )
 
 
-def gru_unit_tensors(gru: Any, inputs: torch.Tensor) -> list[torch.Tensor]:
-    """The paper's GRU (``_GRUUnit``) for the rows of ``inputs`` (n_rows, batch, input_dim), tanh as sigmoid.
+def gru_unit_input_layers(gru: Any) -> list[torch.Tensor]:
+    """The inputs' share of the paper's GRU's (``_GRUUnit``) first layers, tanh as sigmoid.
 
-    Returns ``[gates_x, candidate_x, gates_h, gates_out, gates_out_bias,
-    candidate_h, candidate_out, candidate_out_bias]``: the inputs' share of
-    the first layers for every row, then the state's share and the last
-    layers (both gates' last layers as one block-diagonal product). The
-    update gate's last layer is negated, so the gates' sigmoid gives ``1 - z``
-    (``sigmoid(-x) = 1 - sigmoid(x)``), then ``r``: the update is then
-    ``h + (1 - z)(c - h)``, whose step towards ``c`` a mask can scale.
+    Returns ``[gates_in, gates_in_bias, candidate_in, candidate_in_bias]``,
+    the weights transposed (input_dim, width): both gates' first layers side
+    by side, then the candidate's.
+    """
+    n = gru.hidden_dim
+    (update, *_), (reset, *_) = gru.update, gru.reset
+    candidate = gru.candidate[0]
+    gates_in = 2 * torch.cat([update.weight[:, n:], reset.weight[:, n:]]).t()
+    return [gates_in, 2 * torch.cat([update.bias, reset.bias]), 2 * candidate.weight[:, n:].t(), 2 * candidate.bias]
+
+
+def gru_unit_state_layers(gru: Any) -> list[torch.Tensor]:
+    """The state's share of the paper's GRU's first layers and its last layers, tanh as sigmoid.
+
+    Returns ``[gates_h, gates_out, gates_out_bias, candidate_h,
+    candidate_out, candidate_out_bias]`` (weights transposed), both gates'
+    last layers as one block-diagonal product. The update gate's last layer
+    is negated, so the gates' sigmoid gives ``1 - z`` (``sigmoid(-x) = 1 -
+    sigmoid(x)``), then ``r``: the update is then ``h + (1 - z)(c - h)``,
+    whose step towards ``c`` a mask can scale.
     """
     n = gru.hidden_dim
     (update, _, update_out, _), (reset, _, reset_out, _) = gru.update, gru.reset
     candidate, _, candidate_out = gru.candidate
-    gates_x = nn.functional.linear(
-        inputs, 2 * torch.cat([update.weight[:, n:], reset.weight[:, n:]]), 2 * torch.cat([update.bias, reset.bias])
-    )
-    candidate_x = nn.functional.linear(inputs, 2 * candidate.weight[:, n:], 2 * candidate.bias)
     gates_h = 2 * torch.cat([update.weight[:, :n], reset.weight[:, :n]]).t()
     gates_out, gates_out_bias = _linear_after_tanh(
         torch.block_diag(-update_out.weight, reset_out.weight).t(), torch.cat([-update_out.bias, reset_out.bias])
     )
     candidate_h = 2 * candidate.weight[:, :n].t()
     candidate_out_t, candidate_out_bias = _linear_after_tanh(candidate_out.weight.t(), candidate_out.bias)
-    return [gates_x, candidate_x, gates_h, gates_out, gates_out_bias, candidate_h, candidate_out_t, candidate_out_bias]
+    return [gates_h, gates_out, gates_out_bias, candidate_h, candidate_out_t, candidate_out_bias]
+
+
+def gru_unit_tensors(gru: Any, inputs: torch.Tensor) -> list[torch.Tensor]:
+    """The paper's GRU (``_GRUUnit``) for the rows of ``inputs`` (n_rows, batch, input_dim), tanh as sigmoid.
+
+    Returns ``[gates_x, candidate_x, *gru_unit_state_layers(gru)]``: the
+    inputs' share of the first layers for every row
+    (:func:`gru_unit_input_layers`), then the state's share and the last
+    layers (:func:`gru_unit_state_layers`).
+    """
+    gates_in, gates_in_bias, candidate_in, candidate_in_bias = gru_unit_input_layers(gru)
+    gates_x = nn.functional.linear(inputs, gates_in.t(), gates_in_bias)
+    candidate_x = nn.functional.linear(inputs, candidate_in.t(), candidate_in_bias)
+    return [gates_x, candidate_x, *gru_unit_state_layers(gru)]
 
 
 def gru_cell_tensors(cell: nn.GRUCell, inputs: torch.Tensor) -> list[torch.Tensor]:
@@ -128,7 +151,7 @@ class _EulerGRULoop(torch.autograd.Function):
     update through a 0/1 weight on the step towards the candidate
     (``h + (1 - z)·w·(c - h)``, ``w`` zero where nothing is observed), which
     leaves the other series' states exactly as they were; the gate gives
-    ``1 - z`` directly (see :func:`gru_unit_tensors`), so the weight costs one
+    ``1 - z`` directly (see :func:`gru_unit_state_layers`), so the weight costs one
     product and the backward needs no ``where``.
     """
 
@@ -152,10 +175,10 @@ class _EulerGRULoop(torch.autograd.Function):
         weight_k = None if all(updates_all) else _rows(weight)[0]
         outputs_j = [_rows(buffer)[0] for buffer in layer_outputs]
         if gru_kind == "unit":
-            gates_x, candidate_x, gates_h, gates_out, gates_out_bias, candidate_h, candidate_out, candidate_bias = gru
-            gates, hidden_c = gates_x.clone(memory_format=torch.contiguous_format), candidate_x.clone(
-                memory_format=torch.contiguous_format
-            )
+            inputs, gates_in, gates_in_bias, candidate_in, candidate_in_bias, *state_layers = gru
+            gates_h, gates_out, gates_out_bias, candidate_h, candidate_out, candidate_bias = state_layers
+            # The inputs' share of the first layers, for every row at once, straight into the rows' buffers.
+            gates, hidden_c = _projected(inputs, gates_in, gates_in_bias), _projected(inputs, candidate_in, candidate_in_bias)
             zr, hr = _filled(new(n_rows, batch, 2 * hidden_dim), gates_out_bias), new(n_rows, batch, hidden_dim)
             _filled(lever, candidate_bias)
             buffers = [gates, zr, hr, hidden_c]
@@ -226,7 +249,7 @@ class _EulerGRULoop(torch.autograd.Function):
         weight_k = None if all(updates_all) else _rows(weight)[0]
         if gru_kind == "unit":
             gates, zr, hr, hidden_c = buffers
-            gates_back, gates_out_back, candidate_h_back, candidate_out_back = (gru[i].t() for i in (2, 3, 5, 6))
+            gates_back, gates_out_back, candidate_h_back, candidate_out_back = (gru[i].t() for i in (5, 6, 8, 9))
             g_gates, g_zr, g_hidden_c = new(*gates.shape), new(*zr.shape), new(*hidden_c.shape)
             g_c = new(n_rows, batch, hidden_dim)
             gates_k, zr_k, hidden_c_k, g_gates_k, g_zr_k, g_hidden_c_k, g_c_k = _rows(
@@ -301,9 +324,14 @@ class _EulerGRULoop(torch.autograd.Function):
         if gru_kind == "unit":
             gates_out_grads = _weight_grads(gates, g_zr)
             candidate_out_grads = _weight_grads(hidden_c, g_c)
+            inputs, gates_in, _, candidate_in = gru[:4]
+            g_inputs = None
+            if ctx.needs_input_grad[3 + n_field]:
+                g_inputs = g_gates.matmul(gates_in.t()).add_(g_hidden_c.matmul(candidate_in.t()))
             grads += [
-                g_gates,
-                g_hidden_c,
+                g_inputs,
+                *_weight_grads(inputs, g_gates),
+                *_weight_grads(inputs, g_hidden_c),
                 _weight_grads(priors, g_gates)[0],
                 *gates_out_grads,
                 _weight_grads(hr, g_hidden_c)[0],
@@ -312,6 +340,13 @@ class _EulerGRULoop(torch.autograd.Function):
         else:
             grads += [g_projected, *_weight_grads(priors, g_hh)]
         return (None, None, None, *grads)
+
+
+def _projected(inputs: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``inputs @ weight_t + bias`` for ``inputs`` (n_rows, batch, input_dim), in a new buffer of its own."""
+    out = inputs.new_empty(*inputs.shape[:-1], weight_t.shape[1])
+    torch.addmm(bias, inputs.reshape(-1, inputs.shape[-1]), weight_t, out=out.view(-1, weight_t.shape[1]))
+    return out
 
 
 def _filled(buffer: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -357,6 +392,6 @@ def euler_gru_loop(
     if isinstance(gru, nn.GRUCell):
         gru_kind, gru_tensors = "cell", gru_cell_tensors(gru, inputs)
     else:
-        gru_kind, gru_tensors = "unit", gru_unit_tensors(gru, inputs)
+        gru_kind, gru_tensors = "unit", [inputs, *gru_unit_input_layers(gru), *gru_unit_state_layers(gru)]
     config = (activations, gru_kind, tuple(moves), tuple(updates_all))
     return _EulerGRULoop.apply(config, gaps, update, *field, *gru_tensors)
