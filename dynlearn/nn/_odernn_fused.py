@@ -125,8 +125,10 @@ def gru_cell_tensors(cell: nn.GRUCell, inputs: torch.Tensor) -> list[torch.Tenso
     return [projected, cell.weight_hh.t(), cell.bias_hh]
 
 
-def _weight_grads(inputs: torch.Tensor, grads: torch.Tensor) -> list[torch.Tensor]:
+def _weight_grads(inputs: torch.Tensor, grads: torch.Tensor, bias: bool = True) -> list[torch.Tensor]:
     """A layer's weight (transposed) and bias gradients over every row: ``Σ_k inputs[k]ᵀ grads[k]``, ``Σ grads``.
+
+    Without ``bias``, only the weight's (a layer whose bias another product carries).
 
     The product over thousands of rows is taken with the narrower side as
     its left factor (``(gradsᵀ inputs)ᵀ`` when the inputs are wider): on CPU
@@ -134,8 +136,10 @@ def _weight_grads(inputs: torch.Tensor, grads: torch.Tensor) -> list[torch.Tenso
     """
     flat_grads, flat_inputs = grads.reshape(-1, grads.shape[-1]), inputs.reshape(-1, inputs.shape[-1])
     if flat_inputs.shape[1] > flat_grads.shape[1]:
-        return [flat_grads.t().mm(flat_inputs).t(), flat_grads.sum(0)]
-    return [flat_inputs.t().mm(flat_grads), flat_grads.sum(0)]
+        weight = flat_grads.t().mm(flat_inputs).t()
+    else:
+        weight = flat_inputs.t().mm(flat_grads)
+    return [weight, flat_grads.sum(0)] if bias else [weight]
 
 
 class _EulerGRULoop(torch.autograd.Function):
@@ -332,9 +336,9 @@ class _EulerGRULoop(torch.autograd.Function):
                 g_inputs,
                 *_weight_grads(inputs, g_gates),
                 *_weight_grads(inputs, g_hidden_c),
-                _weight_grads(priors, g_gates)[0],
+                *_weight_grads(priors, g_gates, bias=False),
                 *gates_out_grads,
-                _weight_grads(hr, g_hidden_c)[0],
+                *_weight_grads(hr, g_hidden_c, bias=False),
                 *candidate_out_grads,
             ]
         else:
