@@ -17,6 +17,7 @@ side: the same function, and on CPU a sigmoid costs a fraction of a tanh.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import torch
@@ -151,12 +152,13 @@ class _EulerGRULoop(torch.autograd.Function):
     buffer is split into its rows once (``unbind``): indexing a row inside the
     loop would dispatch one operation per row and buffer.
 
-    With the paper's GRU, a row that updates only some series applies its
-    update through a 0/1 weight on the step towards the candidate
-    (``h + (1 - z)·w·(c - h)``, ``w`` zero where nothing is observed), which
-    leaves the other series' states exactly as they were; the gate gives
-    ``1 - z`` directly (see :func:`gru_unit_state_layers`), so the weight costs one
-    product and the backward needs no ``where``.
+    With the paper's GRU, the gate gives ``1 - z`` directly (see
+    :func:`gru_unit_state_layers`) and the update is ``h + (1 - z)(c - h)``.
+    Where a series observes nothing at a row, its buffer holds ``-inf`` as
+    that gate's logit, so ``1 - z = sigmoid(-inf) = 0`` leaves its state
+    exactly as it was and the gate's gradient ``s (1 - s)`` is exactly 0
+    there: masking costs no operation per row, and the backward needs no
+    ``where``.
     """
 
     @staticmethod
@@ -169,21 +171,25 @@ class _EulerGRULoop(torch.autograd.Function):
         moving = [k for k in range(1, n_rows) if moves[k]]
         new = gaps.new_empty
         states, priors = new(n_rows, batch, hidden_dim), new(n_rows, batch, hidden_dim)
-        # Each hidden layer's output at every moving row, then the update's lever: w (c - h) for the paper's GRU,
+        # Each hidden layer's output at every moving row, then the update's lever: c - h for the paper's GRU,
         # h - c for GRUCell. Buffers that a row's product adds to start out holding what it adds to (the bias, the
         # input's share), so the loop adds the product in place: no copy of the bias into every row first.
-        layer_outputs = [_filled(new(len(moving), batch, field[2 * i].shape[1]), field[2 * i + 1]) for i in range(len(activations))]
+        layer_outputs = [
+            _filled(new(len(moving), batch, field[2 * i].shape[1]), field[2 * i + 1]) for i in range(len(activations))
+        ]
         lever = new(n_rows, batch, hidden_dim)
         weight = update.to(gaps.dtype)
         gap_k, state_k, prior_k, lever_k = _rows(gaps, states, priors, lever)
-        weight_k = None if all(updates_all) else _rows(weight)[0]
         outputs_j = [_rows(buffer)[0] for buffer in layer_outputs]
         if gru_kind == "unit":
             inputs, gates_in, gates_in_bias, candidate_in, candidate_in_bias, *state_layers = gru
             gates_h, gates_out, gates_out_bias, candidate_h, candidate_out, candidate_bias = state_layers
             # The inputs' share of the first layers, for every row at once, straight into the rows' buffers.
-            gates, hidden_c = _projected(inputs, gates_in, gates_in_bias), _projected(inputs, candidate_in, candidate_in_bias)
+            gates = _projected(inputs, gates_in, gates_in_bias)
+            hidden_c = _projected(inputs, candidate_in, candidate_in_bias)
             zr, hr = _filled(new(n_rows, batch, 2 * hidden_dim), gates_out_bias), new(n_rows, batch, hidden_dim)
+            if not all(updates_all):
+                zr[..., :hidden_dim].masked_fill_(~update, -math.inf)
             _filled(lever, candidate_bias)
             buffers = [gates, zr, hr, hidden_c]
             gates_k, zr_k, hr_k, hidden_c_k = _rows(gates, zr, hr, hidden_c)
@@ -191,7 +197,7 @@ class _EulerGRULoop(torch.autograd.Function):
         else:
             projected, weight_hh_t, bias_hh = gru
             two = 2 * hidden_dim
-            hh, rz, c_out = _filled(new(*projected.shape), bias_hh), new(n_rows, batch, two), new(n_rows, batch, hidden_dim)
+            hh, rz, c_out = _filled(new(*projected.shape), bias_hh), new(n_rows, batch, two), new(*states.shape)
             buffers = [hh, rz, c_out]
             hh_k, rz_k, c_out_k = _rows(hh, rz, c_out)
             gates_x_k, candidate_x_k = _rows(projected[..., :two], projected[..., two:])
@@ -214,8 +220,6 @@ class _EulerGRULoop(torch.autograd.Function):
                 zr_k[k].addmm_(hidden, gates_out).sigmoid_()
                 h_reset = torch.mul(h, r_k[k], out=hr_k[k])
                 step = lever_k[k].addmm_(hidden_c_k[k].addmm_(h_reset, candidate_h).sigmoid_(), candidate_out).sub_(h)
-                if not updates_all[k]:
-                    step.mul_(weight_k[k])
                 h = torch.addcmul(h, keep_k[k], step, out=state_k[k])
             else:
                 hh_k[k].addmm_(h, weight_hh_t)
@@ -250,7 +254,6 @@ class _EulerGRULoop(torch.autograd.Function):
         outputs_j = [_rows(buffer)[0] for buffer in layer_outputs]
         field_grads_j = [_rows(buffer)[0] for buffer in field_grads]
         gap_k, prior_k, lever_k, grad_states_k, grad_priors_k = _rows(gaps, priors, lever, grad_states, grad_priors)
-        weight_k = None if all(updates_all) else _rows(weight)[0]
         if gru_kind == "unit":
             gates, zr, hr, hidden_c = buffers
             gates_back, gates_out_back, candidate_h_back, candidate_out_back = (gru[i].t() for i in (5, 6, 8, 9))
@@ -267,6 +270,7 @@ class _EulerGRULoop(torch.autograd.Function):
             weight_hh = gru[1].t()
             two = 2 * hidden_dim
             g_projected, g_hh = new(*hh.shape), new(*hh.shape)
+            weight_k = None if all(updates_all) else _rows(weight)[0]
             rz_k, c_out_k, g_hh_k = _rows(rz, c_out, g_hh)
             r_k, z_k, hh_candidate_k, g_hh_candidate_k = _rows(
                 rz[..., :hidden_dim], rz[..., hidden_dim:], hh[..., two:], g_hh[..., two:]
@@ -282,10 +286,9 @@ class _EulerGRULoop(torch.autograd.Function):
             g.add_(grad_states_k[k])
             h = prior_k[k]
             if gru_kind == "unit":
-                # h' = h + w (1 - z) (c - h): lever holds w (c - h), the gate's first half 1 - z.
+                # h' = h + (1 - z) (c - h): lever holds c - h, the gate's first half 1 - z (0 where masked).
                 torch.mul(g, lever_k[k], out=g_keep_k[k])
-                g_updated = g if updates_all[k] else g * weight_k[k]
-                g_candidate = torch.mul(g_updated, keep_k[k], out=g_c_k[k])
+                g_candidate = torch.mul(g, keep_k[k], out=g_c_k[k])
                 back = torch.mm(g_candidate, candidate_out_back, out=g_hidden_c_k[k])
                 g_pre_c = _SIGMOID_GRAD(back, hidden_c_k[k], grad_input=back)
                 g_hr = g_pre_c.mm(candidate_h_back)
