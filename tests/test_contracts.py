@@ -171,6 +171,12 @@ BENCHMARK_PRIVATE_IMPORTS_ALLOWED = {
     ("benchmarks/fixed_steps_written_out.py", "dynlearn.solvers._ode"): (
         "switches the written-out fixed steps off to time the segment clock on the same fit; no user needs that switch"
     ),
+    ("benchmarks/odernn_loop_before_after.py", "dynlearn.nn._odernn"): (
+        "points the encoder at an earlier version of its Euler-GRU loop to time the two on the same fit"
+    ),
+    ("benchmarks/odernn_loop_before_after.py", "dynlearn.nn._odernn_fused"): (
+        "the Euler-GRU loop whose versions it times against each other; no user calls it directly"
+    ),
 }
 
 

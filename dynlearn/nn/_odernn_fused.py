@@ -17,6 +17,7 @@ side: the same function, and on CPU a sigmoid costs a fraction of a tanh.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import torch
@@ -65,31 +66,54 @@ def fusable_field(net: nn.Sequential) -> bool:
     )
 
 
-def gru_unit_tensors(gru: Any, inputs: torch.Tensor) -> list[torch.Tensor]:
-    """The paper's GRU (``_GRUUnit``) for the rows of ``inputs`` (n_rows, batch, input_dim), tanh as sigmoid.
+def gru_unit_input_layers(gru: Any) -> list[torch.Tensor]:
+    """The inputs' share of the paper's GRU's (``_GRUUnit``) first layers, tanh as sigmoid.
 
-    Returns ``[gates_x, candidate_x, gates_h, gates_out, gates_out_bias,
-    candidate_h, candidate_out, candidate_out_bias]``: the inputs' share of
-    the first layers for every row, then the state's share and the last
-    layers (both gates' last layers as one block-diagonal product). The
-    update gate's last layer is negated, so the gates' sigmoid gives ``1 - z``
-    (``sigmoid(-x) = 1 - sigmoid(x)``), then ``r``: the update is then
-    ``h + (1 - z)(c - h)``, whose step towards ``c`` a mask can scale.
+    Returns ``[gates_in, gates_in_bias, candidate_in, candidate_in_bias]``,
+    the weights transposed (input_dim, width): both gates' first layers side
+    by side, then the candidate's.
+    """
+    n = gru.hidden_dim
+    (update, *_), (reset, *_) = gru.update, gru.reset
+    candidate = gru.candidate[0]
+    gates_in = 2 * torch.cat([update.weight[:, n:], reset.weight[:, n:]]).t()
+    return [gates_in, 2 * torch.cat([update.bias, reset.bias]), 2 * candidate.weight[:, n:].t(), 2 * candidate.bias]
+
+
+def gru_unit_state_layers(gru: Any) -> list[torch.Tensor]:
+    """The state's share of the paper's GRU's first layers and its last layers, tanh as sigmoid.
+
+    Returns ``[gates_h, gates_out, gates_out_bias, candidate_h,
+    candidate_out, candidate_out_bias]`` (weights transposed), both gates'
+    last layers as one block-diagonal product. The update gate's last layer
+    is negated, so the gates' sigmoid gives ``1 - z`` (``sigmoid(-x) = 1 -
+    sigmoid(x)``), then ``r``: the update is then ``h + (1 - z)(c - h)``,
+    whose step towards ``c`` a mask can scale.
     """
     n = gru.hidden_dim
     (update, _, update_out, _), (reset, _, reset_out, _) = gru.update, gru.reset
     candidate, _, candidate_out = gru.candidate
-    gates_x = nn.functional.linear(
-        inputs, 2 * torch.cat([update.weight[:, n:], reset.weight[:, n:]]), 2 * torch.cat([update.bias, reset.bias])
-    )
-    candidate_x = nn.functional.linear(inputs, 2 * candidate.weight[:, n:], 2 * candidate.bias)
     gates_h = 2 * torch.cat([update.weight[:, :n], reset.weight[:, :n]]).t()
     gates_out, gates_out_bias = _linear_after_tanh(
         torch.block_diag(-update_out.weight, reset_out.weight).t(), torch.cat([-update_out.bias, reset_out.bias])
     )
     candidate_h = 2 * candidate.weight[:, :n].t()
     candidate_out_t, candidate_out_bias = _linear_after_tanh(candidate_out.weight.t(), candidate_out.bias)
-    return [gates_x, candidate_x, gates_h, gates_out, gates_out_bias, candidate_h, candidate_out_t, candidate_out_bias]
+    return [gates_h, gates_out, gates_out_bias, candidate_h, candidate_out_t, candidate_out_bias]
+
+
+def gru_unit_tensors(gru: Any, inputs: torch.Tensor) -> list[torch.Tensor]:
+    """The paper's GRU (``_GRUUnit``) for the rows of ``inputs`` (n_rows, batch, input_dim), tanh as sigmoid.
+
+    Returns ``[gates_x, candidate_x, *gru_unit_state_layers(gru)]``: the
+    inputs' share of the first layers for every row
+    (:func:`gru_unit_input_layers`), then the state's share and the last
+    layers (:func:`gru_unit_state_layers`).
+    """
+    gates_in, gates_in_bias, candidate_in, candidate_in_bias = gru_unit_input_layers(gru)
+    gates_x = nn.functional.linear(inputs, gates_in.t(), gates_in_bias)
+    candidate_x = nn.functional.linear(inputs, candidate_in.t(), candidate_in_bias)
+    return [gates_x, candidate_x, *gru_unit_state_layers(gru)]
 
 
 def gru_cell_tensors(cell: nn.GRUCell, inputs: torch.Tensor) -> list[torch.Tensor]:
@@ -102,8 +126,10 @@ def gru_cell_tensors(cell: nn.GRUCell, inputs: torch.Tensor) -> list[torch.Tenso
     return [projected, cell.weight_hh.t(), cell.bias_hh]
 
 
-def _weight_grads(inputs: torch.Tensor, grads: torch.Tensor) -> list[torch.Tensor]:
+def _weight_grads(inputs: torch.Tensor, grads: torch.Tensor, bias: bool = True) -> list[torch.Tensor]:
     """A layer's weight (transposed) and bias gradients over every row: ``Σ_k inputs[k]ᵀ grads[k]``, ``Σ grads``.
+
+    Without ``bias``, only the weight's (a layer whose bias another product carries).
 
     The product over thousands of rows is taken with the narrower side as
     its left factor (``(gradsᵀ inputs)ᵀ`` when the inputs are wider): on CPU
@@ -111,8 +137,10 @@ def _weight_grads(inputs: torch.Tensor, grads: torch.Tensor) -> list[torch.Tenso
     """
     flat_grads, flat_inputs = grads.reshape(-1, grads.shape[-1]), inputs.reshape(-1, inputs.shape[-1])
     if flat_inputs.shape[1] > flat_grads.shape[1]:
-        return [flat_grads.t().mm(flat_inputs).t(), flat_grads.sum(0)]
-    return [flat_inputs.t().mm(flat_grads), flat_grads.sum(0)]
+        weight = flat_grads.t().mm(flat_inputs).t()
+    else:
+        weight = flat_inputs.t().mm(flat_grads)
+    return [weight, flat_grads.sum(0)] if bias else [weight]
 
 
 class _EulerGRULoop(torch.autograd.Function):
@@ -124,12 +152,13 @@ class _EulerGRULoop(torch.autograd.Function):
     buffer is split into its rows once (``unbind``): indexing a row inside the
     loop would dispatch one operation per row and buffer.
 
-    With the paper's GRU, a row that updates only some series applies its
-    update through a 0/1 weight on the step towards the candidate
-    (``h + (1 - z)·w·(c - h)``, ``w`` zero where nothing is observed), which
-    leaves the other series' states exactly as they were; the gate gives
-    ``1 - z`` directly (see :func:`gru_unit_tensors`), so the weight costs one
-    product and the backward needs no ``where``.
+    With the paper's GRU, the gate gives ``1 - z`` directly (see
+    :func:`gru_unit_state_layers`) and the update is ``h + (1 - z)(c - h)``.
+    Where a series observes nothing at a row, its buffer holds ``-inf`` as
+    that gate's logit, so ``1 - z = sigmoid(-inf) = 0`` leaves its state
+    exactly as it was and the gate's gradient ``s (1 - s)`` is exactly 0
+    there: masking costs no operation per row, and the backward needs no
+    ``where``.
     """
 
     @staticmethod
@@ -142,26 +171,33 @@ class _EulerGRULoop(torch.autograd.Function):
         moving = [k for k in range(1, n_rows) if moves[k]]
         new = gaps.new_empty
         states, priors = new(n_rows, batch, hidden_dim), new(n_rows, batch, hidden_dim)
-        # Each hidden layer's output at every moving row, then the update's lever: w (c - h) for the paper's GRU,
-        # h - c for GRUCell.
-        layer_outputs = [new(len(moving), batch, field[2 * i].shape[1]) for i in range(len(activations))]
+        # Each hidden layer's output at every moving row, then the update's lever: c - h for the paper's GRU,
+        # h - c for GRUCell. Buffers that a row's product adds to start out holding what it adds to (the bias, the
+        # input's share), so the loop adds the product in place: no copy of the bias into every row first.
+        layer_outputs = [
+            _filled(new(len(moving), batch, field[2 * i].shape[1]), field[2 * i + 1]) for i in range(len(activations))
+        ]
         lever = new(n_rows, batch, hidden_dim)
         weight = update.to(gaps.dtype)
-        gap_k, weight_k, state_k, prior_k, lever_k = _rows(gaps, weight, states, priors, lever)
+        gap_k, state_k, prior_k, lever_k = _rows(gaps, states, priors, lever)
         outputs_j = [_rows(buffer)[0] for buffer in layer_outputs]
         if gru_kind == "unit":
-            gates_x, candidate_x, gates_h, gates_out, gates_out_bias, candidate_h, candidate_out, candidate_bias = gru
-            gates, zr, hr = new(*gates_x.shape), new(n_rows, batch, 2 * hidden_dim), new(n_rows, batch, hidden_dim)
-            hidden_c = new(*candidate_x.shape)
+            inputs, gates_in, gates_in_bias, candidate_in, candidate_in_bias, *state_layers = gru
+            gates_h, gates_out, gates_out_bias, candidate_h, candidate_out, candidate_bias = state_layers
+            # The inputs' share of the first layers, for every row at once, straight into the rows' buffers.
+            gates = _projected(inputs, gates_in, gates_in_bias)
+            hidden_c = _projected(inputs, candidate_in, candidate_in_bias)
+            zr, hr = _filled(new(n_rows, batch, 2 * hidden_dim), gates_out_bias), new(n_rows, batch, hidden_dim)
+            if not all(updates_all):
+                zr[..., :hidden_dim].masked_fill_(~update, -math.inf)
+            _filled(lever, candidate_bias)
             buffers = [gates, zr, hr, hidden_c]
-            gates_x_k, candidate_x_k, gates_k, zr_k, hr_k, hidden_c_k = _rows(
-                gates_x, candidate_x, gates, zr, hr, hidden_c
-            )
+            gates_k, zr_k, hr_k, hidden_c_k = _rows(gates, zr, hr, hidden_c)
             keep_k, r_k = _rows(zr[..., :hidden_dim], zr[..., hidden_dim:])
         else:
             projected, weight_hh_t, bias_hh = gru
             two = 2 * hidden_dim
-            hh, rz, c_out = new(*projected.shape), new(n_rows, batch, two), new(n_rows, batch, hidden_dim)
+            hh, rz, c_out = _filled(new(*projected.shape), bias_hh), new(n_rows, batch, two), new(*states.shape)
             buffers = [hh, rz, c_out]
             hh_k, rz_k, c_out_k = _rows(hh, rz, c_out)
             gates_x_k, candidate_x_k = _rows(projected[..., :two], projected[..., two:])
@@ -173,24 +209,20 @@ class _EulerGRULoop(torch.autograd.Function):
             if k > 0 and moves[k]:
                 a = h
                 for i, act in enumerate(activations):
-                    a = torch.addmm(field[2 * i + 1], a, field[2 * i], out=outputs_j[i][j])
+                    a = outputs_j[i][j].addmm_(a, field[2 * i])
                     a = a.sigmoid_() if act == "sigmoid" else a.relu_()
                 h = torch.addcmul(h, gap_k[k], torch.addmm(field[-1], a, field[-2]), out=prior_k[k])
                 j += 1
             else:
                 h = prior_k[k].copy_(h)
             if gru_kind == "unit":
-                hidden = torch.addmm(gates_x_k[k], h, gates_h, out=gates_k[k]).sigmoid_()
-                torch.addmm(gates_out_bias, hidden, gates_out, out=zr_k[k]).sigmoid_()
+                hidden = gates_k[k].addmm_(h, gates_h).sigmoid_()
+                zr_k[k].addmm_(hidden, gates_out).sigmoid_()
                 h_reset = torch.mul(h, r_k[k], out=hr_k[k])
-                hidden = torch.addmm(candidate_x_k[k], h_reset, candidate_h, out=hidden_c_k[k])
-                c = torch.addmm(candidate_bias, hidden.sigmoid_(), candidate_out)
-                step = torch.sub(c, h, out=lever_k[k])
-                if not updates_all[k]:
-                    step.mul_(weight_k[k])
+                step = lever_k[k].addmm_(hidden_c_k[k].addmm_(h_reset, candidate_h).sigmoid_(), candidate_out).sub_(h)
                 h = torch.addcmul(h, keep_k[k], step, out=state_k[k])
             else:
-                torch.addmm(bias_hh, h, weight_hh_t, out=hh_k[k])
+                hh_k[k].addmm_(h, weight_hh_t)
                 torch.add(hh_gates_k[k], gates_x_k[k], out=rz_k[k]).sigmoid_()
                 c = torch.addcmul(candidate_x_k[k], r_k[k], hh_candidate_k[k], out=c_out_k[k]).tanh_()
                 d = torch.sub(h, c, out=lever_k[k])
@@ -221,12 +253,10 @@ class _EulerGRULoop(torch.autograd.Function):
         field_grads = [new(len(moving), batch, field[2 * i].shape[1]) for i in range(n_hidden + 1)]
         outputs_j = [_rows(buffer)[0] for buffer in layer_outputs]
         field_grads_j = [_rows(buffer)[0] for buffer in field_grads]
-        gap_k, weight_k, prior_k, lever_k, grad_states_k, grad_priors_k = _rows(
-            gaps, weight, priors, lever, grad_states, grad_priors
-        )
+        gap_k, prior_k, lever_k, grad_states_k, grad_priors_k = _rows(gaps, priors, lever, grad_states, grad_priors)
         if gru_kind == "unit":
             gates, zr, hr, hidden_c = buffers
-            gates_back, gates_out_back, candidate_h_back, candidate_out_back = (gru[i].t() for i in (2, 3, 5, 6))
+            gates_back, gates_out_back, candidate_h_back, candidate_out_back = (gru[i].t() for i in (5, 6, 8, 9))
             g_gates, g_zr, g_hidden_c = new(*gates.shape), new(*zr.shape), new(*hidden_c.shape)
             g_c = new(n_rows, batch, hidden_dim)
             gates_k, zr_k, hidden_c_k, g_gates_k, g_zr_k, g_hidden_c_k, g_c_k = _rows(
@@ -240,6 +270,7 @@ class _EulerGRULoop(torch.autograd.Function):
             weight_hh = gru[1].t()
             two = 2 * hidden_dim
             g_projected, g_hh = new(*hh.shape), new(*hh.shape)
+            weight_k = None if all(updates_all) else _rows(weight)[0]
             rz_k, c_out_k, g_hh_k = _rows(rz, c_out, g_hh)
             r_k, z_k, hh_candidate_k, g_hh_candidate_k = _rows(
                 rz[..., :hidden_dim], rz[..., hidden_dim:], hh[..., two:], g_hh[..., two:]
@@ -248,25 +279,24 @@ class _EulerGRULoop(torch.autograd.Function):
                 g_projected[..., :two], g_projected[..., :hidden_dim], g_projected[..., hidden_dim:two],
                 g_projected[..., two:],
             )
+        # Every g below is a temporary of this loop, so sums and products accumulate into it in place.
         g = torch.zeros_like(grad_states_k[0])
         j = len(moving)
         for k in range(n_rows - 1, -1, -1):
-            g = g + grad_states_k[k]
+            g.add_(grad_states_k[k])
             h = prior_k[k]
             if gru_kind == "unit":
-                # h' = h + w (1 - z) (c - h): lever holds w (c - h), the gate's first half 1 - z.
+                # h' = h + (1 - z) (c - h): lever holds c - h, the gate's first half 1 - z (0 where masked).
                 torch.mul(g, lever_k[k], out=g_keep_k[k])
-                g_updated = g if updates_all[k] else g * weight_k[k]
-                g_candidate = torch.mul(g_updated, keep_k[k], out=g_c_k[k])
-                g_pre_c = _SIGMOID_GRAD(
-                    g_candidate.mm(candidate_out_back), hidden_c_k[k], grad_input=g_hidden_c_k[k]
-                )
+                g_candidate = torch.mul(g, keep_k[k], out=g_c_k[k])
+                back = torch.mm(g_candidate, candidate_out_back, out=g_hidden_c_k[k])
+                g_pre_c = _SIGMOID_GRAD(back, hidden_c_k[k], grad_input=back)
                 g_hr = g_pre_c.mm(candidate_h_back)
                 torch.mul(g_hr, h, out=g_r_k[k])
                 g_pre_zr = _SIGMOID_GRAD(g_zr_k[k], zr_k[k], grad_input=g_zr_k[k])
-                g_pre_gates = _SIGMOID_GRAD(g_pre_zr.mm(gates_out_back), gates_k[k], grad_input=g_gates_k[k])
-                g_h = torch.addcmul(torch.sub(g, g_candidate), g_hr, r_k[k])
-                g_h = torch.addmm(g_h, g_pre_gates, gates_back)
+                back = torch.mm(g_pre_zr, gates_out_back, out=g_gates_k[k])
+                g_pre_gates = _SIGMOID_GRAD(back, gates_k[k], grad_input=back)
+                g_h = torch.sub(g, g_candidate).addcmul_(g_hr, r_k[k]).addmm_(g_pre_gates, gates_back)
             else:
                 # h' = c + z (h - c) where the row updates, h elsewhere; lever holds h - c.
                 g_new = g if updates_all[k] else g * weight_k[k]
@@ -279,18 +309,18 @@ class _EulerGRULoop(torch.autograd.Function):
                 g_hh_k[k][:, :two].copy_(g_pre_rz)
                 if not updates_all[k]:
                     g_h = g_h + (g - g_new)
-                g_h = torch.addmm(g_h, g_hh_k[k], weight_hh)
-            g = g_h + grad_priors_k[k]
+                g_h = g_h.addmm_(g_hh_k[k], weight_hh)
+            g = g_h.add_(grad_priors_k[k])
             if k > 0 and moves[k]:
                 j -= 1
                 g_layer = torch.mul(g, gap_k[k], out=field_grads_j[-1][j])
                 for i in range(n_hidden - 1, -1, -1):
-                    back = g_layer.mm(field_back[i + 1])
+                    back = torch.mm(g_layer, field_back[i + 1], out=field_grads_j[i][j])
                     if activations[i] == "sigmoid":
-                        g_layer = _SIGMOID_GRAD(back, outputs_j[i][j], grad_input=field_grads_j[i][j])
+                        g_layer = _SIGMOID_GRAD(back, outputs_j[i][j], grad_input=back)
                     else:
-                        g_layer = torch.mul(back, outputs_j[i][j] > 0, out=field_grads_j[i][j])
-                g = torch.addmm(g, g_layer, field_back[0])
+                        g_layer = back.mul_(outputs_j[i][j] > 0)
+                g = g.addmm_(g_layer, field_back[0])
         grads: list[torch.Tensor] = []
         if moving:
             before_step = states[[k - 1 for k in moving]]
@@ -301,17 +331,34 @@ class _EulerGRULoop(torch.autograd.Function):
         if gru_kind == "unit":
             gates_out_grads = _weight_grads(gates, g_zr)
             candidate_out_grads = _weight_grads(hidden_c, g_c)
+            inputs, gates_in, _, candidate_in = gru[:4]
+            g_inputs = None
+            if ctx.needs_input_grad[3 + n_field]:
+                g_inputs = g_gates.matmul(gates_in.t()).add_(g_hidden_c.matmul(candidate_in.t()))
             grads += [
-                g_gates,
-                g_hidden_c,
-                _weight_grads(priors, g_gates)[0],
+                g_inputs,
+                *_weight_grads(inputs, g_gates),
+                *_weight_grads(inputs, g_hidden_c),
+                *_weight_grads(priors, g_gates, bias=False),
                 *gates_out_grads,
-                _weight_grads(hr, g_hidden_c)[0],
+                *_weight_grads(hr, g_hidden_c, bias=False),
                 *candidate_out_grads,
             ]
         else:
             grads += [g_projected, *_weight_grads(priors, g_hh)]
         return (None, None, None, *grads)
+
+
+def _projected(inputs: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``inputs @ weight_t + bias`` for ``inputs`` (n_rows, batch, input_dim), in a new buffer of its own."""
+    out = inputs.new_empty(*inputs.shape[:-1], weight_t.shape[1])
+    torch.addmm(bias, inputs.reshape(-1, inputs.shape[-1]), weight_t, out=out.view(-1, weight_t.shape[1]))
+    return out
+
+
+def _filled(buffer: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``buffer`` with ``bias`` written into every row (one copy for all rows, not one per row)."""
+    return buffer.copy_(bias.expand_as(buffer))
 
 
 def _rows(*buffers: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
@@ -352,6 +399,6 @@ def euler_gru_loop(
     if isinstance(gru, nn.GRUCell):
         gru_kind, gru_tensors = "cell", gru_cell_tensors(gru, inputs)
     else:
-        gru_kind, gru_tensors = "unit", gru_unit_tensors(gru, inputs)
+        gru_kind, gru_tensors = "unit", [inputs, *gru_unit_input_layers(gru), *gru_unit_state_layers(gru)]
     config = (activations, gru_kind, tuple(moves), tuple(updates_all))
     return _EulerGRULoop.apply(config, gaps, update, *field, *gru_tensors)

@@ -300,6 +300,34 @@ def test_times_that_need_a_gradient_get_one_from_the_euler_loop():
     assert torch.isfinite(gradient).all() and gradient.abs().sum() > 0
 
 
+def test_euler_loop_gives_inputs_that_need_one_the_recorded_loops_gradient():
+    """The paper's GRU's inputs, projected inside the hand-written loop, get the gradient a recorded loop gives them."""
+    from dynlearn.nn._odernn import _GRUUnit
+    from dynlearn.nn._odernn_fused import euler_gru_loop
+
+    torch.manual_seed(5)
+    n_rows, batch, n_inputs, hidden = 4, 3, 3, 5
+    gru = _GRUUnit(n_inputs, hidden, 7).double()
+    field = torch.nn.Sequential(torch.nn.Linear(hidden, 8), torch.nn.Tanh(), torch.nn.Linear(8, hidden)).double()
+    gaps = torch.rand(n_rows, batch, 1, dtype=torch.float64)
+    gaps[0] = 0.0
+    update = torch.rand(n_rows, batch, 1) > 0.3
+    inputs = torch.randn(n_rows, batch, n_inputs, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(2, n_rows, batch, hidden, dtype=torch.float64)
+    updates_all = [bool(row.all()) for row in update]
+    states, priors = euler_gru_loop(gaps, update, [True] * n_rows, updates_all, field, gru, inputs)
+    (fused,) = torch.autograd.grad((states * weights[0]).sum() + (priors * weights[1]).sum(), inputs)
+    h, loss = torch.zeros(batch, hidden, dtype=torch.float64), 0.0
+    for k in range(n_rows):
+        h = h + gaps[k] * field(h)
+        loss = loss + (h * weights[1][k]).sum()
+        h = torch.where(update[k], gru(inputs[k], h), h)
+        loss = loss + (h * weights[0][k]).sum()
+    (recorded,) = torch.autograd.grad(loss, inputs)
+    assert not all(updates_all) and fused.abs().sum() > 0
+    torch.testing.assert_close(fused, recorded, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("gru_hidden", [None, 7])

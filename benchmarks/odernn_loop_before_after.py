@@ -1,0 +1,140 @@
+"""ODERNN's Euler-GRU loop (``dynlearn/nn/_odernn_fused.py``) against an earlier version of the same file.
+
+Times, round by round in one process with one torch thread, (1) one
+training iteration of the paper's ODE-RNN (``irregular.ODERNN_SPEED``,
+minibatches of 50 of the toy periodic data's 800 training series, as
+``authors_reference.py`` times it) at the fit's initial weights stepped at a
+learning rate of 0, so every round does the same work, and (2) the loop
+alone, forward and backward, on the first minibatch's rows. The only
+difference between the two sides is the module that ``ODERNNEncoder`` calls
+for the loop; the values and gradients of both are compared first. With
+``DYNLEARN_AUTHORS_LATENT_ODE`` naming a checkout of the authors' code, their
+ODE-RNN iteration at its initial weights (``authors_reference.py``'s equal-work
+comparison) is timed in the same rounds.
+
+Run::
+
+    git show main:dynlearn/nn/_odernn_fused.py > /tmp/odernn_fused_before.py
+    [DYNLEARN_AUTHORS_LATENT_ODE=/path/to/latent_ode] OMP_NUM_THREADS=1 PYTHONPATH=. \\
+        python benchmarks/odernn_loop_before_after.py \\
+        --before /tmp/odernn_fused_before.py [--rounds 20] [--per-round 10]
+
+Writes ``benchmarks/results/odernn_loop/results.csv`` (seconds per round and side) and ``report.md``
+(medians).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import statistics
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from authors_reference import authors_library, authors_training
+from harness import write_rows
+from irregular import (
+    ODERNN_SPEED,
+    ONE_EPOCH,
+    SHARED_TRAIN_SERIES,
+    SPEED_BATCH,
+    TrainingCapture,
+    dynlearn_iteration,
+    speed_minibatch,
+)
+
+import dynlearn.nn._odernn as odernn
+import dynlearn.nn._odernn_fused as after
+from dynlearn import ODERNN
+
+RESULTS = Path(__file__).resolve().parent / "results" / "odernn_loop"
+
+
+def _module(path: str):
+    spec = importlib.util.spec_from_file_location("odernn_fused_before", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _interleaved(sides: dict, run, rounds: int, per_round: int) -> dict[str, list[float]]:
+    """Seconds per call of ``run`` with each side's loop, sides alternating first and second round by round."""
+    seconds: dict[str, list[float]] = {name: [] for name in sides}
+    for name, module in sides.items():  # warm-up
+        odernn.euler_gru_loop = getattr(module, "euler_gru_loop", None)
+        run(module)
+    for r in range(rounds):
+        for name, module in sides.items() if r % 2 == 0 else reversed(sides.items()):
+            odernn.euler_gru_loop = getattr(module, "euler_gru_loop", None)
+            start = time.perf_counter()
+            for _ in range(per_round):
+                run(module)
+            seconds[name].append((time.perf_counter() - start) / per_round)
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--before", required=True, help="path of the earlier _odernn_fused.py")
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--per-round", type=int, default=10)
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
+    sides = {"before": _module(args.before), "after": after}
+    seen = TrainingCapture()
+    frame = speed_minibatch("shared_times", SHARED_TRAIN_SERIES)
+    ODERNN(**ODERNN_SPEED, **ONE_EPOCH, callbacks=[seen], device="cpu").fit(frame)
+    iteration = dynlearn_iteration(seen, SPEED_BATCH, frozen=True)
+    lib = authors_library()
+    authors = None if lib is None else authors_training(lib, "ode_rnn", torch.device("cpu"), frozen=True)[0]
+
+    captured = []
+
+    def capture(*loop_args):
+        captured.append(loop_args)
+        return after.euler_gru_loop(*loop_args)
+
+    odernn.euler_gru_loop = capture
+    iteration()
+    loop_args = captured[0]
+    states, priors = after.euler_gru_loop(*loop_args)
+    weights = [torch.randn_like(states), torch.randn_like(priors)]
+    parameters = list(iteration.module.parameters())
+
+    def loop(module) -> list[torch.Tensor]:
+        for parameter in parameters:
+            parameter.grad = None
+        states, priors = module.euler_gru_loop(*loop_args)
+        ((states * weights[0]).sum() + (priors * weights[1]).sum()).backward()
+        return [states.detach(), priors.detach(), *(p.grad for p in parameters if p.grad is not None)]
+
+    difference = max((a - b).abs().max().item() for a, b in zip(loop(sides["before"]), loop(after)))
+    report = [f"largest difference in values and gradients, loop alone: {difference:.3g}"]
+    rows = []
+    def one_iteration(module) -> None:
+        if module is None:
+            authors()
+        else:
+            iteration()
+
+    for what, run in (("iteration", one_iteration), ("loop", loop)):
+        timed = {**sides, "authors": None} if what == "iteration" and authors is not None else sides
+        seconds = _interleaved(timed, run, args.rounds, args.per_round)
+        before, now = statistics.median(seconds["before"]), statistics.median(seconds["after"])
+        report.append(f"{what}: before {before:.4f} s, after {now:.4f} s, {before / now:.2f}x ({args.rounds} rounds)")
+        if "authors" in seconds:
+            theirs = statistics.median(seconds["authors"])
+            report.append(f"authors' iteration {theirs:.4f} s: {theirs / before:.2f}x before, {theirs / now:.2f}x now")
+        rows += [
+            {"what": what, "side": side, "round": r, "seconds": value}
+            for side in timed
+            for r, value in enumerate(seconds[side])
+        ]
+    write_rows(RESULTS, rows, report=report)
+
+
+if __name__ == "__main__":
+    main()
