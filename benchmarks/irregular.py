@@ -287,13 +287,14 @@ class EvaluationCounter(TorchFunctionMode):
     through weights derived from it once per solve (dynlearn transposes and
     rescales them, see ``dynlearn.nn._odernn_fused``): every tensor computed
     from a watched weight by anything but a product is watched too, and each
-    ``linear``, ``addmm`` or ``mm`` whose weight operand is watched is one
+    ``linear``, ``addmm`` (in place too) or ``mm`` whose weight operand is watched is one
     evaluation. Only forward passes are counted (backward passes run outside
     the mode).
     """
 
     _PRODUCTS = {
-        torch.nn.functional.linear: 1, torch.addmm: 2, torch.mm: 1, torch.Tensor.mm: 1, torch.matmul: 1,
+        torch.nn.functional.linear: 1, torch.addmm: 2, torch.Tensor.addmm_: 2, torch.mm: 1, torch.Tensor.mm: 1,
+        torch.matmul: 1,
     }  # fmt: skip
 
     def __init__(self, **networks: torch.nn.Module):
