@@ -183,16 +183,19 @@ class _LatentDynamics(nn.Module):
         u = self._control.at(t, self.tolerance).to(z.dtype).repeat(self._repeats, 1)
         return torch.cat([z, u], dim=-1)
 
-    def _row_context(self, t: torch.Tensor) -> torch.Tensor:
-        n_series = self._times.shape[0]
-        query = t.to(self._times.dtype).reshape(1, 1).expand(n_series, 1).contiguous()
+    def _next_rows(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each series' row ahead of each time of ``t`` ``(m,)`` and the time left to it, both ``(n_series, m)``."""
+        query = t.to(self._times.dtype).reshape(1, -1).expand(self._times.shape[0], -1).contiguous()
         # A step starting at (or within round-off of) an observation time heads for the next row.
-        row = torch.searchsorted(self._times, query + self.tolerance, side="right").squeeze(1)
-        row = torch.minimum(row, self._last_row)
-        series = torch.arange(n_series, device=row.device)
+        row = torch.minimum(torch.searchsorted(self._times, query + self.tolerance, side="right"),
+                            self._last_row[:, None])  # fmt: skip
         # Time left until that row lets the drift steer towards it (bridge-like) instead of only drifting.
-        remaining = (self._times[series, row] - query[:, 0]).clamp_min(0.0)
-        context = torch.cat([self._context[series, row], remaining.unsqueeze(-1)], dim=-1)
+        return row, (self._times.gather(1, row) - query).clamp_min(0.0)
+
+    def _row_context(self, t: torch.Tensor) -> torch.Tensor:
+        row, remaining = self._next_rows(t)
+        series = torch.arange(row.shape[0], device=row.device)
+        context = torch.cat([self._context[series, row[:, 0]], remaining], dim=-1)
         return context.repeat(self._repeats, 1)
 
     def f(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -229,10 +232,7 @@ class _LatentDynamics(nn.Module):
 
         def rows(starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             # _row_context at every step start at once: (n_steps, batch) rows and (n_steps, batch, 1) time left.
-            query = starts.to(self._times.dtype).reshape(1, -1).expand(n_series, -1).contiguous()
-            row = torch.minimum(torch.searchsorted(self._times, query + self.tolerance, side="right"),
-                                self._last_row[:, None])  # fmt: skip
-            remaining = (self._times.gather(1, row) - query).clamp_min(0.0)
+            row, remaining = self._next_rows(starts)
             return (offsets[:, None] + row).t().repeat(1, self._repeats), remaining.t().unsqueeze(-1).repeat(
                 1, self._repeats, 1)
 
@@ -243,7 +243,7 @@ class _LatentDynamics(nn.Module):
 
         def inputs(starts: torch.Tensor) -> torch.Tensor:
             # _with_inputs' u at every step start at once: (n_steps, batch, n_inputs).
-            return _control_at(control, starts, self.tolerance).repeat(1, self._repeats, 1)
+            return control.at_each(starts, self.tolerance).repeat(1, self._repeats, 1)
 
         return PosteriorLayers(prior, correction, table, rows, (d.w1, d.b1, d.w2, d.b2), activation, _DIFFUSION_FLOOR,
                                inputs, d.wu)
@@ -253,21 +253,6 @@ class _LatentDynamics(nn.Module):
             return self.diffusion(z)
         u = self._control.at(t, self.tolerance).to(z.dtype).repeat(self._repeats, 1)
         return self.diffusion(z, u)
-
-
-def _control_at(control: ControlPath, starts: torch.Tensor, tolerance: float) -> torch.Tensor:
-    """``control.at(t, tolerance)`` at every time of ``starts`` ``(n,)`` at once: ``(n, batch, n_inputs)``."""
-    times = control.times
-    batch, n_segments = control.coefficients.shape[:2]
-    t = starts.to(times.dtype).reshape(1, -1).expand(batch, -1).contiguous()
-    k = (torch.searchsorted(times, t + tolerance, side="right") - 1).clamp(0, n_segments - 1)
-    left = times.gather(1, k)
-    width = times.gather(1, k + 1) - left
-    fraction = torch.where(width > 0, (t - left) / torch.where(width > 0, width, torch.ones_like(width)),
-                           torch.zeros_like(width)).clamp(0, 1).unsqueeze(-1)
-    c = control.coefficients[torch.arange(batch, device=k.device)[:, None], k]  # (batch, n, 4, n_inputs)
-    value = c[:, :, 0] + fraction * (c[:, :, 1] + fraction * (c[:, :, 2] + fraction * c[:, :, 3]))
-    return value.transpose(0, 1)
 
 
 class _LatentSDEModel(nn.Module):

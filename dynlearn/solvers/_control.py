@@ -89,16 +89,25 @@ class ControlPath(nn.Module):
         ``"previous"`` holds the one before: repeat the last knot to hold
         it). Needs non-decreasing knot times.
         """
+        return self._read(t.reshape(-1, 1).expand(self.coefficients.shape[0], 1), tolerance)[:, 0]
+
+    def at_each(self, times: torch.Tensor, tolerance: float = 0.0) -> torch.Tensor:
+        """The signal ``(n, batch, n_inputs)`` of every series at each of ``times`` ``(n,)``, read as :meth:`at`
+        reads it (one call for all the step starts of a fixed-step solve)."""
+        return self._read(times.reshape(1, -1).expand(self.coefficients.shape[0], -1), tolerance).transpose(0, 1)
+
+    def _read(self, t: torch.Tensor, tolerance: float) -> torch.Tensor:
+        """The signal ``(batch, m, n_inputs)`` at times ``t`` ``(batch, m)`` (see :meth:`at`)."""
         times = self.times
         batch, n_segments = self.coefficients.shape[:2]
-        t = t.to(times.dtype).reshape(-1, 1).expand(batch, 1).contiguous()
+        t = t.to(times.dtype).contiguous()
         k = (torch.searchsorted(times, t + tolerance, side="right") - 1).clamp(0, n_segments - 1)
         left = times.gather(1, k)
         width = times.gather(1, k + 1) - left
         fraction = torch.where(width > 0, (t - left) / torch.where(width > 0, width, torch.ones_like(width)),
-                               torch.zeros_like(width)).clamp(0, 1)
-        c = self.coefficients[torch.arange(batch, device=k.device), k[:, 0]]  # (batch, 4, n_inputs)
-        return c[:, 0] + fraction * (c[:, 1] + fraction * (c[:, 2] + fraction * c[:, 3]))
+                               torch.zeros_like(width)).clamp(0, 1).unsqueeze(-1)
+        c = self.coefficients[torch.arange(batch, device=k.device)[:, None], k]  # (batch, m, 4, n_inputs)
+        return c[..., 0, :] + fraction * (c[..., 1, :] + fraction * (c[..., 2, :] + fraction * c[..., 3, :]))
 
     def derivative(self) -> "ControlPath":
         """The path's time derivative ``dX/dt`` as a path on the same knots (what a controlled differential

@@ -33,10 +33,7 @@ from typing import Any
 
 import torch
 
-from ._euler_fused import PosteriorLayers, solve_posterior
-
-# torchsde's floor on |g| when it divides by the diffusion (misc.stable_division).
-_DIVISION_FLOOR = 1e-7
+from ._euler_fused import PosteriorLayers, solve_posterior, stable_divisor
 
 
 def writes_out(method: str, adaptive: bool, adjoint: bool, options: dict[str, Any] | None) -> bool:
@@ -176,8 +173,7 @@ def _solve_fused(sde: Any, layers: PosteriorLayers, y0: torch.Tensor, grid: Step
 def _kl_integrand(f: torch.Tensor, g: torch.Tensor, h: torch.Tensor, diagonal: bool) -> torch.Tensor:
     """``|u|² / 2`` with ``g u = f - h``: torchsde's logqp drift, (batch, 1)."""
     if diagonal:
-        # torchsde's floor is full_like(g, floor) * sign(g): the same numbers, and no gradient through it either.
-        u = (f - h) / torch.where(g.detach().abs() > _DIVISION_FLOOR, g, g.sign() * _DIVISION_FLOOR)
+        u = (f - h) / stable_divisor(g)
     else:
         u = torch.bmm(g.pinverse(), (f - h).unsqueeze(-1)).squeeze(-1)
     return 0.5 * (u**2).sum(dim=1, keepdim=True)

@@ -40,8 +40,14 @@ import torch
 
 from ._rk_mlp import _ACCUMULATE_ABOVE, _FORWARD, OUTPUT_DERIVATIVES, MLPLayers, _activation_backward
 
-# torchsde's floor on |g| when it divides by the diffusion (misc.stable_division), as in _euler.
+# torchsde's floor on |g| when it divides by the diffusion (misc.stable_division).
 _DIVISION_FLOOR = 1e-7
+
+
+def stable_divisor(g: torch.Tensor) -> torch.Tensor:
+    """``g`` with entries nearer zero than torchsde's floor moved out to it, keeping their sign (torchsde's
+    ``full_like(g, floor) * sign(g)``: the same numbers, no gradient through the floor)."""
+    return torch.where(g.detach().abs() > _DIVISION_FLOOR, g, g.sign() * _DIVISION_FLOOR)
 
 
 @dataclass(frozen=True)
@@ -221,7 +227,7 @@ def _run(plan: _Plan, y0, table, index, extra, u, dw, params, record: bool = Fal
         sigmoid = sigmoids.put(k, torch.sigmoid((hidden * w2).sum(-1) + b2))
         g = sigmoid + floor
         if logqp:
-            u = ratios.put(k, c / torch.where(g.detach().abs() > _DIVISION_FLOOR, g, g.sign() * _DIVISION_FLOOR))
+            u = ratios.put(k, c / stable_divisor(g))
             kl = kls.put(k + 1, kl + 0.5 * (u**2).sum(dim=1, keepdim=True) * step)
         y = states.put(k + 1, y + (p + c) * step + g * dw[k])
     saved = [h.whole() for h in prior_hidden + corr_hidden] + [hiddens.whole(), sigmoids.whole()]
@@ -316,8 +322,7 @@ def _backward(ctx, grad_states, grad_kls):
         a_c, a_g = a_p, a_y * dw[k]
         if a_kl is not None:
             g = sigmoids[k] + floor
-            above = g.abs() > _DIVISION_FLOOR
-            divisor = torch.where(above, g, g.sign() * _DIVISION_FLOOR)
+            above, divisor = g.abs() > _DIVISION_FLOOR, stable_divisor(g)  # no gradient where the floor holds
             u = ratios[k]
             scaled = (a_kl * step) * u  # the adjoint of u: a_kl · step · u
             a_c = a_c + scaled / divisor

@@ -114,3 +114,15 @@ def test_reading_by_time_agrees_with_reading_by_segment(interpolation):
     torch.testing.assert_close(control.at(torch.tensor(-1.0)), VALUES[:, 0])
     hair = TIMES[:, 1] - 1e-9
     torch.testing.assert_close(control.at(hair, tolerance=1e-6), control.on_segment(torch.tensor(1), torch.tensor(0.0)))
+
+
+@pytest.mark.parametrize("interpolation", ["previous", "linear", "cubic"])
+def test_reading_many_times_at_once_agrees_with_reading_each(interpolation):
+    """at_each (all the step starts of a fixed-step solve in one call) is at, time by time."""
+    control = ControlPath(TIMES, VALUES, interpolation)
+    starts = torch.linspace(float(TIMES.min()) - 0.5, float(TIMES.max()) + 0.5, 23, dtype=TIMES.dtype)
+    starts = torch.cat([starts, TIMES[0, 1:2] - 1e-9])  # a hair before a knot, within the tolerance
+    together = control.at_each(starts, tolerance=1e-6)
+    assert together.shape == (len(starts), *VALUES[:, 0].shape)
+    for i, start in enumerate(starts):
+        torch.testing.assert_close(together[i], control.at(start, tolerance=1e-6))
