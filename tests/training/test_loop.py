@@ -97,6 +97,30 @@ def test_a_finite_gradient_whose_norm_overflows_is_clipped_not_called_divergence
               generator=torch.Generator().manual_seed(0))
 
 
+@pytest.mark.parametrize("max_norm", [1e-3, 0.7, 1e6])
+@pytest.mark.parametrize("mixed", [False, True])
+def test_the_step_clips_exactly_as_torch_clip_grad_norm_does(max_norm, mixed):
+    """One foreach norm and no multiply below the limit: the same clipped gradients as torch's, bit for bit."""
+    torch.manual_seed(0)
+    ours, theirs = (nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 2)) for _ in range(2))
+    theirs.load_state_dict(ours.state_dict())
+    if mixed:  # a float64 layer: torch's own function, which groups by dtype, takes these
+        ours[2].double(), theirs[2].double()
+    batch = {"x": torch.randn(9, 5)}
+
+    def loss(module, batch):
+        hidden = module[1](module[0](batch["x"]))
+        return module[2](hidden.to(module[2].weight.dtype)).pow(2).sum()
+
+    ours[0].bias.requires_grad_(False), theirs[0].bias.requires_grad_(False)  # no gradient: left alone
+    train_step(ours, loss, batch, torch.optim.SGD(ours.parameters(), lr=1.0), clip_grad_norm=max_norm)
+    loss(theirs, batch).backward()
+    nn.utils.clip_grad_norm_(theirs.parameters(), max_norm)
+    torch.optim.SGD(theirs.parameters(), lr=1.0).step()  # p - g exactly: equal weights are equal gradients
+    for mine, reference in zip(ours.parameters(), theirs.parameters()):
+        assert torch.equal(mine, reference)
+
+
 def test_learning_rate_decays_per_minibatch_to_its_floor():
     class Record(Callback):
         def __init__(self):
