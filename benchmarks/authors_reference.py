@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from harness import Context, Record, median, register, time_interleaved
+from harness import Context, Record, matrix_product_profile, median, register, time_interleaved
 from irregular import (
     LATENT_SPEED, ODERNN_SPEED, ONE_EPOCH, SHARED_TRAIN_SERIES, SPEED_BATCH, EvaluationCounter, TrainingCapture,
     dynlearn_iteration, speed_minibatch,
@@ -206,37 +206,23 @@ def compare_with_authors(
     return records + [Record(BENCHMARK, f"{name}.rounds", rounds, "rounds")]
 
 
-# Torch operators that are matrix products (a linear layer's forward and backward run these).
-MATRIX_PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
-
-
 def matrix_product_seconds(
     name: str, candidates: dict[str, Callable[[], Any]], authors_seconds: float, iterations: int = 4
 ) -> list[Record]:
     """Seconds per iteration each candidate spends inside matrix products, and what that bounds.
 
-    Profiles ``iterations`` iterations of each candidate (torch's profiler,
-    self time of :data:`MATRIX_PRODUCTS`, which include their dispatch) and
-    counts the torch operators an iteration calls. ``speedup_bound`` is
-    ``authors_seconds`` over dynlearn's matrix-product seconds: the speedup
-    dynlearn's iteration would reach if it did nothing but its matrix
-    products, no elementwise work and no Python between them.
+    :func:`harness.matrix_product_profile` of each candidate.
+    ``speedup_bound`` is ``authors_seconds`` over dynlearn's matrix-product
+    seconds: the speedup dynlearn's iteration would reach if it did nothing
+    but its matrix products, no elementwise work and no Python between them.
     """
-    from torch.profiler import ProfilerActivity, profile
-
     records, products = [], {}
-    for candidate, iteration in candidates.items():
-        with profile(activities=[ProfilerActivity.CPU]) as profiler:
-            for _ in range(iterations):
-                iteration()
-        events = profiler.key_averages()
-        products[candidate] = sum(e.self_cpu_time_total for e in events if e.key in MATRIX_PRODUCTS) / 1e6 / iterations
-        operators = sum(e.count for e in events if e.key.startswith("aten::")) / iterations
-        calls = sum(e.count for e in events if e.key in MATRIX_PRODUCTS) / iterations
+    for candidate, figures in matrix_product_profile(candidates, iterations).items():
+        products[candidate] = figures.product_seconds
         records += [
-            Record(BENCHMARK, f"{name}.matrix_product_seconds_per_iteration.{candidate}", products[candidate], "s"),
-            Record(BENCHMARK, f"{name}.matrix_products_per_iteration.{candidate}", calls, "calls"),
-            Record(BENCHMARK, f"{name}.torch_operators_per_iteration.{candidate}", operators, "calls"),
+            Record(BENCHMARK, f"{name}.matrix_product_seconds_per_iteration.{candidate}", figures.product_seconds, "s"),
+            Record(BENCHMARK, f"{name}.matrix_products_per_iteration.{candidate}", figures.products, "calls"),
+            Record(BENCHMARK, f"{name}.torch_operators_per_iteration.{candidate}", figures.operators, "calls"),
         ]
     bound = authors_seconds / products["dynlearn"]
     return records + [Record(BENCHMARK, f"{name}.speedup_bound_matrix_products_only", bound, "x")]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import csv
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -25,8 +25,8 @@ from dynlearn.bench import PERF, Environment, Record, format_value, median, regi
 from dynlearn.bench import BenchContext as Context
 
 __all__ = [
-    "PERF", "Context", "Environment", "Record", "compare_iterations", "median", "register", "run_all",
-    "time_interleaved", "warm_up", "write_results",
+    "PERF", "Arithmetic", "Context", "Environment", "Record", "compare_iterations", "matrix_product_profile", "median", "register",
+    "run_all", "time_interleaved", "warm_up", "write_results",
 ]  # fmt: skip
 
 
@@ -37,6 +37,59 @@ def register(name: str, description: str) -> Callable[[Callable[[Context], list[
     also run by ``dynlearn bench``); a name taken by either is refused.
     """
     return register_perf(name, description, suite=False)
+
+
+# Torch operators that are matrix products (a linear layer's forward and backward run these; torch.mv runs addmv_).
+MATRIX_PRODUCTS = (
+    "aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm", "aten::baddbmm_", "aten::addmv",
+    "aten::addmv_",
+)  # fmt: skip
+
+# The activations' own kernels and their derivatives' (what a hidden layer computes besides its product).
+ACTIVATIONS = (
+    "aten::tanh", "aten::tanh_backward", "aten::relu", "aten::threshold_backward", "aten::softplus",
+    "aten::softplus_backward", "aten::elu", "aten::elu_backward", "aten::sigmoid", "aten::sigmoid_backward",
+)  # fmt: skip
+
+
+@dataclass
+class Arithmetic:
+    """One iteration's matrix products and activation kernels (torch profiler self time, with dispatch)."""
+
+    product_seconds: float
+    products: float
+    activation_seconds: float
+    operators: float
+
+
+def matrix_product_profile(candidates: dict[str, Callable[[], object]], iterations: int = 4) -> dict[str, Arithmetic]:
+    """Per candidate, per iteration: seconds inside matrix products and activation kernels, and operator counts.
+
+    Profiles ``iterations`` iterations of each candidate with torch's
+    profiler and sums the self time of :data:`MATRIX_PRODUCTS` and of
+    :data:`ACTIVATIONS`; ``operators`` counts every ``aten`` operator
+    called. The two times are what an iteration that did nothing else (no
+    other elementwise work, no Python between the kernels) would take.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    figures = {}
+    for candidate, iteration in candidates.items():
+        with profile(activities=[ProfilerActivity.CPU]) as profiler:
+            for _ in range(iterations):
+                iteration()
+        events = profiler.key_averages()
+
+        def seconds(names: tuple[str, ...]) -> float:
+            return sum(e.self_cpu_time_total for e in events if e.key in names) / 1e6 / iterations  # noqa: B023
+
+        figures[candidate] = Arithmetic(
+            product_seconds=seconds(MATRIX_PRODUCTS),
+            products=sum(e.count for e in events if e.key in MATRIX_PRODUCTS) / iterations,
+            activation_seconds=seconds(ACTIVATIONS),
+            operators=sum(e.count for e in events if e.key.startswith("aten::")) / iterations,
+        )
+    return figures
 
 
 def compare_iterations(

@@ -37,7 +37,7 @@ from dynlearn.datasets import make_damped_oscillator, make_forced_oscillator, ma
 from dynlearn.solvers import count_evaluations
 from dynlearn.training import adamw, train_step
 
-from harness import Context, Record, median, register, time_interleaved
+from harness import Context, Record, matrix_product_profile, median, register, time_interleaved
 from irregular import TrainingCapture, consecutive_batches
 from physics import torch_threads
 
@@ -451,13 +451,30 @@ def compare(family: str, size: str, sides: dict[str, Side], context: Context, it
         Record(NAME, f"{prefix}.ratio_dynlearn_over_peer", median(ratios), "x"),
         Record(NAME, f"{prefix}.rounds", len(ratios), "rounds"),
     ]
-    done = len(ratios) + 2  # the evaluation count and the warm-up round were iterations too
+    profiled = matrix_product_profile({who: side.iteration for who, side in sides.items()}, PROFILED)
+    for who, figures in profiled.items():
+        records += [
+            Record(NAME, f"{prefix}.matrix_product_seconds_per_iteration.{who}", figures.product_seconds, "s"),
+            Record(NAME, f"{prefix}.matrix_products_per_iteration.{who}", figures.products, "calls"),
+            Record(NAME, f"{prefix}.activation_seconds_per_iteration.{who}", figures.activation_seconds, "s"),
+        ]
+    # The ratio dynlearn would reach if its iteration were its products (and activations) alone, the peer's as timed.
+    ours, theirs = profiled["dynlearn"], median(seconds["peer"])
+    records += [
+        Record(NAME, f"{prefix}.ratio_floor_matrix_products_only", ours.product_seconds / theirs, "x"),
+        Record(NAME, f"{prefix}.ratio_floor_products_and_activations",
+               (ours.product_seconds + ours.activation_seconds) / theirs, "x"),
+    ]  # fmt: skip
+    done = len(ratios) + 2 + PROFILED  # the evaluation count, the warm-up round and the profiled ones were iterations too
     for _ in range(iterations):
         for side in sides.values():
             side.iteration()
     records += [Record(NAME, f"{prefix}.final_loss.{who}", side.full_loss(), "training loss") for who, side in sides.items()]
     return records + [Record(NAME, f"{prefix}.iterations_trained", done + iterations, "iterations")]
 
+
+# Iterations of each side profiled for the time inside matrix products.
+PROFILED = 4
 
 FAMILIES: dict[str, Callable[[tuple[int, ...], int], dict[str, Side]]] = {
     "neural_ode": neural_ode_pair,
@@ -519,7 +536,13 @@ def authors_rows(context: Context) -> list[Record]:
     "(dynlearn: fit's fused AdamW; peer: torch.optim.AdamW), gradient norm clipped at 1. ratio = dynlearn / peer seconds per iteration (median of per-round ratios; < 1: "
     "dynlearn faster). evaluations_per_iteration: field evaluations of one forward pass (dynlearn's "
     "count_evaluations for ODE solves; forward hooks / the peer's own counter otherwise). final_loss: loss on "
-    "all training examples after iterations_trained iterations of each side (the same number for both). authors.*: ODERNN / LatentODE against the authors' "
+    "all training examples after iterations_trained iterations of each side (the same number for both). "
+    "matrix_product_seconds_per_iteration: self time of the matrix-product operators (torch profiler, 4 iterations "
+    "of each side after the timed rounds); ratio_floor_matrix_products_only = dynlearn's matrix-product seconds / "
+    "the peer's seconds per iteration: the ratio dynlearn would reach if its iteration were nothing but its matrix "
+    "products; ratio_floor_products_and_activations adds the activation kernels and their derivatives' "
+    "(activation_seconds_per_iteration). A floor above 0.5 says the 2x goal needs fewer or cheaper kernels, not "
+    "less overhead. authors.*: ODERNN / LatentODE against the authors' "
     "code (irregular_speed_authors' comparison; skipped without $DYNLEARN_AUTHORS_LATENT_ODE).",
 )
 def speed_vs_peers(context: Context) -> list[Record]:

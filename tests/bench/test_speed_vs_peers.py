@@ -45,9 +45,14 @@ def test_every_family_has_its_rows_and_finite_positive_ratios(records):
         ratio = values[f"{prefix}.ratio_dynlearn_over_peer"]
         assert math.isfinite(ratio) and ratio > 0
         assert values[f"{prefix}.rounds"] == 2
-        assert values[f"{prefix}.iterations_trained"] == 2 + 2 + 2  # counted, warm-up, timed rounds; then 2 more
+        # counted, warm-up, timed rounds, profiled; then 2 more
+        assert values[f"{prefix}.iterations_trained"] == 2 + 2 + speed_vs_peers.PROFILED + 2
+        floor = values[f"{prefix}.ratio_floor_matrix_products_only"]
+        assert 0 < floor <= values[f"{prefix}.ratio_floor_products_and_activations"]
         for who in ("dynlearn", "peer"):
             assert values[f"{prefix}.seconds_per_iteration.{who}"] > 0
+            assert values[f"{prefix}.matrix_products_per_iteration.{who}"] >= 1
+            assert values[f"{prefix}.matrix_product_seconds_per_iteration.{who}"] > 0
             assert values[f"{prefix}.evaluations_per_iteration.{who}"] >= 1
             assert math.isfinite(values[f"{prefix}.final_loss.{who}"])
 
