@@ -73,9 +73,14 @@ class ControlPath(nn.Module):
 
     def on_segment(self, k: torch.Tensor, fraction: torch.Tensor) -> torch.Tensor:
         """The signal ``(batch, n_inputs)`` on segment ``k`` (a one-element index) at ``fraction`` of it."""
-        c = self.coefficients.index_select(1, k.reshape(1)).squeeze(1)  # (batch, 4, n_inputs)
-        phi = fraction.reshape(()).clamp(0, 1).to(c.dtype)
-        return c[:, 0] + phi * (c[:, 1] + phi * (c[:, 2] + phi * c[:, 3]))
+        return self.on_segments(k.reshape(1), fraction.reshape(1))[0]
+
+    def on_segments(self, k: torch.Tensor, fraction: torch.Tensor) -> torch.Tensor:
+        """The signal ``(n, batch, n_inputs)`` on segments ``k`` ``(n,)`` at ``fraction`` ``(n,)`` of each (what
+        :meth:`on_segment` reads, for all the stages of a solver step in one call)."""
+        c = self.coefficients.index_select(1, k).transpose(0, 1)  # (n, batch, 4, n_inputs)
+        phi = fraction.clamp(0, 1).to(c.dtype).reshape(-1, 1, 1)
+        return c[:, :, 0] + phi * (c[:, :, 1] + phi * (c[:, :, 2] + phi * c[:, :, 3]))
 
     def at(self, t: torch.Tensor, tolerance: float = 0.0) -> torch.Tensor:
         """The signal ``(batch, n_inputs)`` at time ``t`` (a scalar or one time per series).

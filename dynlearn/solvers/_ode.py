@@ -184,17 +184,23 @@ class _SegmentClock(nn.Module):
         return (self.func(t, y) if u is None else self.func(t, y, u)) * scale.reshape(shape)
 
     def read(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """``(t, u, scale)`` at clock time ``s``: each series' own time, its inputs (None without a control)
-        and ``dt/ds`` (``gap / w``), all in ``s``'s dtype."""
-        s = s.reshape(1)
+        """``(t, u, scale)`` at clock time ``s``: each series' own time ``(batch,)``, its inputs ``(batch,
+        n_inputs)`` (None without a control) and ``dt/ds`` (``gap / w``, ``(batch,)``), in ``s``'s dtype.
+
+        At several clock times ``s`` ``(n,)`` (the stages of a step, read in
+        one call) each gains a leading dimension ``n``.
+        """
+        many = s.dim() > 0
+        s = s.reshape(-1)
         knots = self.knots.to(s.dtype)
         k = (torch.searchsorted(knots, s, side="left") - 1).clamp(0, self.last)
         left, width = knots[k], knots[k + 1] - knots[k]
-        gap = self.gaps.index_select(1, k).squeeze(1).to(s.dtype)
-        start = self.starts.index_select(1, k).squeeze(1).to(s.dtype)
+        gap = self.gaps.index_select(1, k).t().to(s.dtype)  # (n, batch)
+        start = self.starts.index_select(1, k).t().to(s.dtype)
         fraction = (s - left) / width
-        u = None if self.control is None else self.control.on_segment(k, fraction)
-        return start + fraction * gap, u, gap / width
+        u = None if self.control is None else self.control.on_segments(k, fraction)
+        t, scale = start + fraction[:, None] * gap, gap / width[:, None]
+        return (t, u, scale) if many else (t[0], None if u is None else u[0], scale[0])
 
     def mlp_layers(self) -> MLPLayers | None:
         """The field's layers (see :class:`MLPLayers`) read on this clock, None where it has none."""

@@ -202,10 +202,8 @@ def solve_written_out(
             h = s1 - s0
         # The last stage is taken just before the step's end, as torchdiffeq does (a field that jumps at the
         # end time is read on the side the step comes from).
-        whens = None if layers is not None and not layers.reads_time else [
-            torch.nextafter(clock(s1), before) if node == 1.0 else clock(s0 + node * h) for node in tableau.nodes
-        ]  # fmt: skip
-        reads = None if whens is None or layers is None else [layers.at(when) for when in whens]
+        whens = None if layers is not None and not layers.reads_time else _stage_times(tableau.nodes, s0, s1, h, before)
+        reads = None if whens is None or layers is None else layers.at_each(whens)
         if layers is not None and not (reads is not None and _recorded(reads)):
             if counted is not None:
                 counted(len(tableau.coupling))
@@ -246,6 +244,18 @@ def solve_written_out(
         else:
             h *= min(_GROW, max(_SAFETY * ratio**exponent, 1.0 if ratio < 1.0 else _SHRINK))
     return torch.cat(pieces)
+
+
+def _stage_times(nodes: tuple[float, ...], s0: float, s1: float, h: float, before: torch.Tensor) -> torch.Tensor:
+    """A step's stage times ``s0 + node · h`` in ``before``'s dtype, one tensor; a stage at the step's end is
+    taken just before ``s1`` (on the side the step comes from)."""
+    times = torch.tensor([s1 if node == 1.0 else s0 + node * h for node in nodes], dtype=before.dtype,
+                         device=before.device)  # fmt: skip
+    ends = [i for i, node in enumerate(nodes) if node == 1.0]
+    if ends:
+        at_end = slice(ends[0], None) if ends == list(range(ends[0], len(nodes))) else ends  # dopri5's: the last two
+        times[at_end] = torch.nextafter(times[at_end], before)
+    return times
 
 
 def _recorded(reads: list[tuple[torch.Tensor | None, torch.Tensor | None]]) -> bool:

@@ -78,9 +78,10 @@ class MLPLayers:
         ``(batch, n_inputs)``): the field is then ``mlp([y, columns(t, u)])``, as
         :class:`dynlearn.nn.MLPVectorField` is with ``time_dependent`` or ``n_inputs``.
     clock : callable, optional
-        ``clock(s)``: ``(t, u, scale)`` at the solver's time ``s``, for a solve that runs the field on a
-        clock of its own (the segment clock of :func:`solve_ode_irregular`): the slope is then
-        ``scale[:, None] · field(t, y, u)`` (``u`` and ``scale`` may be None). Set by that solve.
+        ``clock(s)``: ``(t, u, scale)`` at the solver's times ``s`` ``(n,)`` (a step's stages), each with a
+        leading dimension ``n``, for a solve that runs the field on a clock of its own (the segment clock of
+        :func:`solve_ode_irregular`): the slope is then ``scale[:, None] · field(t, y, u)`` (``u`` and
+        ``scale`` may be None). Set by that solve.
     second_order : int, default=0
         ``p > 0`` for a second-order field on ``y = [z, v]`` (``p`` columns each): the slope is
         ``[v, mlp(...)]``, as :class:`dynlearn.nn.SecondOrderField` makes it.
@@ -126,8 +127,18 @@ class MLPLayers:
     def at(self, s: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """``(columns, scale)`` at the solver's time ``s``: what the network reads after the state, and the
         per-series factor on the slope (each None where the field has none)."""
-        t, u, scale = (s, None, None) if self.clock is None else self.clock(s)
-        return (None if self.columns is None else self.columns(t, u)), scale
+        return self.at_each(s.reshape(1))[0]
+
+    def at_each(self, s: torch.Tensor) -> list[tuple[torch.Tensor | None, torch.Tensor | None]]:
+        """:meth:`at` at each of the solver's times ``s`` ``(n,)``, the clock read once for all of them (the
+        stages of one step)."""
+        if self.clock is None:
+            return [((None if self.columns is None else self.columns(when, None)), None) for when in s]
+        t, u, scale = self.clock(s)
+        columns = [None] * len(s) if self.columns is None else [
+            self.columns(t[i], None if u is None else u[i]) for i in range(len(s))
+        ]  # fmt: skip
+        return list(zip(columns, [None] * len(s) if scale is None else scale.unbind(0)))
 
     @staticmethod
     def declared_by(field: object) -> MLPLayers | None:

@@ -126,3 +126,16 @@ def test_reading_many_times_at_once_agrees_with_reading_each(interpolation):
     assert together.shape == (len(starts), *VALUES[:, 0].shape)
     for i, start in enumerate(starts):
         torch.testing.assert_close(together[i], control.at(start, tolerance=1e-6))
+
+
+@pytest.mark.parametrize("interpolation", ["previous", "linear", "cubic"])
+def test_reading_several_segments_at_once_agrees_with_reading_each(interpolation):
+    """on_segments (the stages of a solver step in one call) is on_segment, segment by segment, bit for bit."""
+    control = ControlPath(TIMES, VALUES, interpolation)
+    k = torch.tensor([0, 2, 2, 1, TIMES.shape[1] - 2])
+    fractions = torch.tensor([0.0, 0.25, 1.0, 0.6, 0.999], dtype=TIMES.dtype)
+    together = control.on_segments(k, fractions)
+    assert together.shape == (len(k), *VALUES[:, 0].shape)
+    for i in range(len(k)):
+        assert torch.equal(together[i], control.on_segment(k[i], fractions[i]))
+
