@@ -25,8 +25,8 @@ from dynlearn.bench import PERF, Environment, Record, format_value, median, regi
 from dynlearn.bench import BenchContext as Context
 
 __all__ = [
-    "PERF", "Arithmetic", "Context", "Environment", "Record", "compare_iterations", "matrix_product_profile", "median", "register",
-    "run_all", "time_interleaved", "warm_up", "write_results",
+    "PERF", "Arithmetic", "Context", "Environment", "Record", "compare_iterations", "matrix_product_profile",
+    "median", "register", "run_all", "time_interleaved", "warm_up", "write_results",
 ]  # fmt: skip
 
 

@@ -465,7 +465,7 @@ def compare(family: str, size: str, sides: dict[str, Side], context: Context, it
         Record(NAME, f"{prefix}.ratio_floor_products_and_activations",
                (ours.product_seconds + ours.activation_seconds) / theirs, "x"),
     ]  # fmt: skip
-    done = len(ratios) + 2 + PROFILED  # the evaluation count, the warm-up round and the profiled ones were iterations too
+    done = len(ratios) + 2 + PROFILED  # the evaluation count, the warm-up and the profiled rounds were iterations too
     for _ in range(iterations):
         for side in sides.values():
             side.iteration()

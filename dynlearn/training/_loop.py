@@ -895,7 +895,11 @@ def _clip_gradients(parameters: Any, max_norm: float) -> bool:
     if math.isfinite(float(norm)):
         coefficient = max_norm / (norm + 1e-6)  # clip_grads_with_norm_'s arithmetic, so the clipped gradients are its
         if float(coefficient) < 1.0:  # it multiplies by the coefficient clamped at 1: nothing to do at 1
-            torch._foreach_mul_(grads, coefficient)
+            if all(g.device == coefficient.device for g in grads):
+                torch._foreach_mul_(grads, coefficient)
+            else:  # a model split across devices
+                for g in grads:
+                    g.mul_(coefficient.to(g.device))
         return True
     largest = torch.stack([g.detach().abs().max() for g in grads]).max()
     if not torch.isfinite(largest):
