@@ -253,8 +253,7 @@ def _stage_times(nodes: tuple[float, ...], s0: float, s1: float, h: float, befor
                          device=before.device)  # fmt: skip
     ends = [i for i, node in enumerate(nodes) if node == 1.0]
     if ends:
-        at_end = slice(ends[0], None) if ends == list(range(ends[0], len(nodes))) else ends  # dopri5's: the last two
-        times[at_end] = torch.nextafter(times[at_end], before)
+        times[ends] = torch.nextafter(times[ends], before)
     return times
 
 

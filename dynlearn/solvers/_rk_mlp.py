@@ -124,14 +124,10 @@ class MLPLayers:
         """Whether the slope depends on the solver's time (through ``columns`` or ``clock``)."""
         return self.columns is not None or self.clock is not None
 
-    def at(self, s: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """``(columns, scale)`` at the solver's time ``s``: what the network reads after the state, and the
-        per-series factor on the slope (each None where the field has none)."""
-        return self.at_each(s.reshape(1))[0]
-
     def at_each(self, s: torch.Tensor) -> list[tuple[torch.Tensor | None, torch.Tensor | None]]:
-        """:meth:`at` at each of the solver's times ``s`` ``(n,)``, the clock read once for all of them (the
-        stages of one step)."""
+        """``(columns, scale)`` at each of the solver's times ``s`` ``(n,)``: what the network reads after the
+        state, and the per-series factor on the slope (each None where the field has none), the clock read
+        once for all of them (the stages of one step)."""
         if self.clock is None:
             return [((None if self.columns is None else self.columns(when, None)), None) for when in s]
         t, u, scale = self.clock(s)
@@ -182,7 +178,7 @@ def _activation_backward(name: str, grad: torch.Tensor, out: torch.Tensor) -> to
 def _stages(coupling, h, activations, box, reads, second_order, y0, k1, weights, biases):
     """``(y1, [k2, ..., ks], layer outputs of each stage)``: the step, stage by stage, in plain tensor operations.
 
-    ``reads`` holds each stage's ``(columns, scale)`` (see :meth:`MLPLayers.at`), or is None. A stage's first
+    ``reads`` holds each stage's ``(columns, scale)`` (see :meth:`MLPLayers.at_each`), or is None. A stage's first
     layer output is its network input: the state, then the columns.
     """
     stages, outputs = [k1], []
