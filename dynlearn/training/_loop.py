@@ -281,7 +281,7 @@ def train(
     max_epochs, batch_size, learning_rate, weight_decay :
         Optimisation settings (AdamW; ``weight_decay=0`` is Adam).
     clip_grad_norm : float or None
-        Global gradient-norm clip.
+        Clip of the global norm of the gradients the optimiser steps.
     patience : int or None
         Stop after this many epochs without improvement of the monitored loss
         and restore the best weights; None trains for ``max_epochs`` (and
@@ -705,8 +705,9 @@ def train_step(
     """One optimisation step on one minibatch, exactly as :func:`train` takes it.
 
     Zero the gradients, evaluate ``loss_fn(module, batch)``, backpropagate,
-    clip the global gradient norm, step ``optimizer``. ``module`` is left in
-    the mode it is in (``train`` puts it in training mode first).
+    clip the global norm of the gradients ``optimizer`` steps, step
+    ``optimizer``. ``module`` is left in the mode it is in (``train`` puts
+    it in training mode first).
 
     Parameters
     ----------
@@ -719,7 +720,8 @@ def train_step(
     optimizer : torch.optim.Optimizer
         Steps the parameters once.
     clip_grad_norm : float or None, default=1.0
-        Global gradient-norm clip (None: no clip).
+        Clip of the global norm of the gradients ``optimizer`` steps (None:
+        no clip). Parameters it does not step are left as they are.
 
     Returns
     -------
@@ -771,7 +773,7 @@ def _step(
         loss.backward()
     except AssertionError as error:  # torchdiffeq's adjoint pass asserts on failure
         raise IntegrationError(f"The adjoint solve failed during backpropagation: {error}.") from None
-    if clip_grad_norm is not None and not _clip_gradients(module.parameters(), clip_grad_norm):
+    if clip_grad_norm is not None and not _clip_gradients(_stepped(optimizer), clip_grad_norm):
         raise _Diverged(epoch, "gradient norm")
     optimizer.step()
     return value
@@ -790,7 +792,7 @@ class _Shards:
         """:func:`_step` on the global minibatch ``index``, each process computing its slice's gradient."""
         optimizer.zero_grad(set_to_none=True)
         loss = _shared_gradient_step(module, loss_fn, data, index, self.group, self.batch_weight, epoch)
-        if clip_grad_norm is not None and not _clip_gradients(module.parameters(), clip_grad_norm):
+        if clip_grad_norm is not None and not _clip_gradients(_stepped(optimizer), clip_grad_norm):
             raise _Diverged(epoch, "gradient norm")
         optimizer.step()
         # Draws not made through draw_rows depend on each process's share; the last rank always has one.
@@ -877,6 +879,15 @@ def _evaluate_sharded(
     sizes = torch.tensor([min(start + batch_size, n) - start for start in starts], dtype=torch.float64)
     losses = torch.where(reduced[:, 1] > 0, reduced[:, 0] / reduced[:, 1].clamp_min(1e-300), torch.zeros(()))
     return float((losses * sizes).sum()) / n
+
+
+def _stepped(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """The parameters ``optimizer`` steps, in its groups' order: the gradient the clip measures.
+
+    Read from the groups' lists rather than by walking the module's
+    submodules, which on a small model costs more than the norm.
+    """
+    return [p for group in optimizer.param_groups for p in group["params"]]
 
 
 def _clip_gradients(parameters: Any, max_norm: float) -> bool:

@@ -121,6 +121,28 @@ def test_the_step_clips_exactly_as_torch_clip_grad_norm_does(max_norm, mixed):
         assert torch.equal(mine, reference)
 
 
+def test_the_step_clips_the_gradients_its_optimizer_steps():
+    """The norm is that of the stepped parameters' gradients; a parameter the optimiser leaves keeps its gradient."""
+    torch.manual_seed(0)
+    ours, theirs = (nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 2)) for _ in range(2))
+    theirs.load_state_dict(ours.state_dict())
+    batch = {"x": torch.randn(9, 5)}
+
+    def loss(module, batch):
+        return module(batch["x"]).pow(2).sum()
+
+    train_step(ours, loss, batch, torch.optim.SGD(ours[2].parameters(), lr=1.0), clip_grad_norm=0.1)
+    loss(theirs, batch).backward()
+    untouched = theirs[0].weight.grad.clone()
+    nn.utils.clip_grad_norm_(theirs[2].parameters(), 0.1)
+    torch.optim.SGD(theirs[2].parameters(), lr=1.0).step()
+    assert torch.equal(ours[0].weight.grad, untouched)  # not scaled: it is not stepped
+    assert torch.equal(ours[0].weight, theirs[0].weight)
+    for mine, reference in zip(ours[2].parameters(), theirs[2].parameters()):
+        assert torch.equal(mine, reference)
+    assert torch.linalg.vector_norm(torch.cat([p.grad.reshape(-1) for p in ours[2].parameters()])) <= 0.1 + 1e-6
+
+
 def test_learning_rate_decays_per_minibatch_to_its_floor():
     class Record(Callback):
         def __init__(self):
