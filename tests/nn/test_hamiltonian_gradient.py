@@ -133,6 +133,50 @@ def test_a_state_that_requires_grad_gets_its_second_derivatives():
     torch.testing.assert_close(ours, reference, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("hidden", [(8,), (8, 9), (5, 6, 7)])
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_hand_written_second_derivatives_are_autograds(activation, hidden):
+    """The field's gradients with respect to the state and every parameter, one hidden layer to three."""
+    field = _randomised(HamiltonianField(2, hidden, activation), seed=9)
+    x = _states(12, 4).requires_grad_(True)
+    target = torch.randn(12, 4, generator=torch.Generator().manual_seed(10), dtype=torch.float64)
+    wrt = [x, *field.parameters()]
+    ours = torch.autograd.grad(((field(torch.zeros(()), x) - target) ** 2).sum(), wrt, allow_unused=True)
+    reference = torch.autograd.grad(((_autograd_field(field, x) - target) ** 2).sum(), wrt, allow_unused=True)
+    for mine, expected, tensor in zip(ours, reference, wrt):
+        zero = torch.zeros_like(tensor)
+        torch.testing.assert_close(zero if mine is None else mine, zero if expected is None else expected,
+                                   rtol=1e-10, atol=1e-10)
+    assert ours[1].abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_a_recorded_backward_gives_third_derivatives(activation):
+    """A penalty on the training gradient (``create_graph=True``) is differentiated as through autograd's field."""
+    field = _randomised(HamiltonianField(2, (8, 9), activation), seed=11)
+    x = _states(10, 4)
+    parameters = list(field.parameters())
+
+    def penalty(rate: torch.Tensor) -> torch.Tensor:
+        grads = torch.autograd.grad(rate.pow(2).sum(), parameters, create_graph=True, allow_unused=True)
+        return sum(g.pow(2).sum() for g in grads if g is not None)
+
+    ours = torch.autograd.grad(penalty(field(torch.zeros(()), x)), parameters, allow_unused=True)
+    reference = torch.autograd.grad(penalty(_autograd_field(field, x)), parameters, allow_unused=True)
+    for mine, expected, p in zip(ours, reference, parameters):
+        zero = torch.zeros_like(p)
+        torch.testing.assert_close(zero if mine is None else mine, zero if expected is None else expected,
+                                   rtol=1e-9, atol=1e-9)
+    assert max(g.abs().max() for g in ours if g is not None) > 1e-3
+
+
+def test_a_batch_of_states_with_more_dimensions_takes_the_general_path():
+    field = _randomised(HamiltonianField(1, (8,), "tanh"))
+    x = _states(12, 2).reshape(3, 4, 2)
+    torch.testing.assert_close(field(torch.zeros(()), x), _autograd_field(field, x.reshape(12, 2)).reshape(3, 4, 2),
+                               rtol=0, atol=1e-12)
+
+
 def test_gelu_and_other_networks_fall_back_to_autograd():
     gelu = _randomised(make_mlp(3, 1, (8,), "gelu"))
     two_outputs = make_mlp(3, 2, (8,))
