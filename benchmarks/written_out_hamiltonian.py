@@ -1,17 +1,11 @@
 """Training iterations of HamiltonianNN with the written-out gradient of H against autograd's double backward.
 
 ``HamiltonianField`` takes ``∂H/∂(q, p)`` of its networks as a written-out
-backward sweep (``dynlearn/nn/_energy.py``, ``_network_gradient``), so a
-loss on the field is differentiated once; for tanh and ReLU networks the
-sweep is one autograd function whose own derivatives are written out too
-(``_NetworkGradient``). Three ways of the same field:
-
-* ``autograd``: the gradient by ``torch.autograd.grad(H(x).sum(), x,
-  create_graph=True)``, so the training step backpropagates through
-  autograd's backward graph;
-* ``written out, recorded``: the sweep as plain tensor operations that
-  autograd records (what the field did before the function);
-* ``written out``: the field as it is.
+backward sweep of plain tensor operations (``dynlearn/nn/_energy.py``,
+``_network_gradient``), so a loss on the field is differentiated once. The
+``autograd`` way is the same field computing that gradient as before, with
+``torch.autograd.grad(H(x).sum(), x, create_graph=True)``, so that the
+training step backpropagates through autograd's backward graph.
 
 Each way is one training iteration exactly as ``fit`` takes it (the loss and
 prepared minibatches of a one-epoch fit on ``make_mass_spring``, captured
@@ -57,7 +51,7 @@ TASKS = {
     "derivatives": {"fit_on": "derivatives"},
     "leapfrog": {"separable": True, "solver": "leapfrog", "fit_on": "trajectories", "window_size": 10},
 }
-WAYS = ("autograd", "written out, recorded", "written out")
+WAYS = ("autograd", "written out")
 
 
 def _gradient(scalar: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> tuple[None, torch.Tensor]:
@@ -88,45 +82,6 @@ class AutogradHamiltonianField(HamiltonianField):
 
     def kinetic_gradient(self, p: torch.Tensor) -> torch.Tensor:
         return _gradient(lambda z: self.kinetic(z).squeeze(-1), p)[1]
-
-
-def _recorded_sweep(net: torch.nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    """``∂H/∂x`` of a tanh or ReLU network as recorded operations: ``g = W_L``, ``g = (g σ'(z)) W`` downwards."""
-    linears, activations = list(net)[::2], list(net)[1::2]
-    outputs, h = [], x
-    for layer, activation in zip(linears, activations):
-        h = activation(torch.addmm(layer.bias, h, layer.weight.t()))
-        outputs.append(h)
-    last = linears[-1].weight
-    gradient = last.expand(x.shape[0], last.shape[1])
-    for layer, activation, h in zip(linears[-2::-1], activations[::-1], outputs[::-1]):
-        if isinstance(activation, torch.nn.Tanh):
-            gradient = torch.ops.aten.tanh_backward(gradient, h)
-        else:
-            gradient = torch.ops.aten.threshold_backward(gradient, h, 0)
-        gradient = gradient.mm(layer.weight)
-    return gradient
-
-
-class RecordedHamiltonianField(AutogradHamiltonianField):
-    """The field with the written-out sweep as recorded operations, and no autograd function (tanh or ReLU)."""
-
-    def forward(self, t: torch.Tensor, x: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
-        if self.separable or self.n_inputs:
-            return super().forward(t, x, u)
-        grad_q, grad_p = _recorded_sweep(self.net, x).split(self.n_coordinates, dim=-1)  # reads x as it comes
-        return torch.cat([grad_p, -grad_q], dim=-1)
-
-    def gradients(self, q: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.separable:
-            return self.potential_gradient(q), self.kinetic_gradient(p)
-        return _recorded_sweep(self.net, torch.cat([q, p], dim=-1)).split(self.n_coordinates, dim=-1)
-
-    def potential_gradient(self, q: torch.Tensor) -> torch.Tensor:
-        return _recorded_sweep(self.potential, q)
-
-    def kinetic_gradient(self, p: torch.Tensor) -> torch.Tensor:
-        return _recorded_sweep(self.kinetic, p)
 
 
 def _counted(field: HamiltonianField) -> list[int]:
@@ -172,12 +127,12 @@ def main(rounds: int) -> None:
             HamiltonianNN(hidden_layer_sizes=hidden, callbacks=[seen], max_epochs=1, patience=None,
                           validation_fraction=0.0, random_state=0, n_threads=1, device="cpu", **settings).fit(frame)  # fmt: skip
             start = seen.module.state_dict()
-            fields = {way: copy.deepcopy(seen.module) for way in WAYS}
-            fields["autograd"].__class__ = AutogradHamiltonianField  # the same module, its gradients by autograd
-            fields["written out, recorded"].__class__ = RecordedHamiltonianField
-            for field in fields.values():
+            written = copy.deepcopy(seen.module)
+            baseline = copy.deepcopy(seen.module)
+            baseline.__class__ = AutogradHamiltonianField  # the same module, its gradients taken by autograd
+            for field in (written, baseline):
                 field.load_state_dict(start)
-            steps = {way: _iteration(field, seen, batch) for way, field in fields.items()}
+            steps = {"autograd": _iteration(baseline, seen, batch), "written out": _iteration(written, seen, batch)}
             timed = rounds if size == "small" else max(5, rounds // 8)
             for row in compare_iterations(steps, timed, "autograd"):
                 rows.append({"task": task, "size": size, "batch": batch, **row})
@@ -194,9 +149,7 @@ def main(rounds: int) -> None:
             "One HamiltonianNN training iteration (loss, backward, clip, AdamW) on make_mass_spring (32 series of "
             f"50), float32, one torch thread, rounds interleaved; 1-minute load average {load:.2f} at the start. "
             "small: hidden (32, 32), minibatches of 16; large: (256, 256), 256. derivatives: non-separable H, "
-            "derivative loss; leapfrog: separable H, windows of 10 through leapfrog. written out, recorded: the sweep as "
-            "operations autograd records; written out: the field as it is (one autograd function). "
-            "ratio: seconds ÷ autograd's, "
+            "derivative loss; leapfrog: separable H, windows of 10 through leapfrog. ratio: seconds ÷ autograd's, "
             "median of per-round ratios (< 1: faster). gradients: network gradients per iteration."
         ),
         "",

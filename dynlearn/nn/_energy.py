@@ -81,56 +81,31 @@ def _written_out_layers(net: nn.Module) -> tuple[list[nn.Linear], list[nn.Module
     return linears, activations
 
 
-def _network_gradient(net: nn.Module, x: torch.Tensor, value: bool = True,
-                      symplectic: bool = False) -> tuple[torch.Tensor | None, torch.Tensor]:
+def _network_gradient(net: nn.Module, x: torch.Tensor, value: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
     """``net(x).squeeze(-1)`` of shape (batch,) and its gradient with respect to ``x`` (batch, in), as :func:`_gradient`.
 
-    For a network of :func:`_written_out_layers` the gradient is written out
-    (:func:`_written_out`); without ``value`` and with tanh or ReLU hidden
-    layers its own derivatives are written out too
-    (:class:`_NetworkGradient`). Anything else goes through
-    :func:`_gradient`. Either way the gradient keeps its graph while
-    gradients are recorded and has none under ``torch.no_grad()``. With
-    ``value=False`` the written-out paths skip the last layer and return
-    None for the value. With ``symplectic`` the second value is
-    ``[∂H/∂p, -∂H/∂q]`` (``x = [q, p]``) instead of the gradient.
+    For a network of :func:`_written_out_layers` the gradient is written out:
+    a forward sweep keeping each hidden layer's input ``z`` and output ``h``,
+    then ``g = W_L`` and ``g = (g σ'(z)) W`` back through the hidden layers.
+    Anything else goes through :func:`_gradient`. Either way the gradient
+    keeps its graph while gradients are recorded and has none under
+    ``torch.no_grad()``. With ``value=False`` the written-out path skips the
+    last layer and returns None for the value.
     """
     plan = _written_out_layers(net) if x.dim() == 2 else None
     if plan is None:
-        energy, gradient = _gradient(lambda z: net(z).squeeze(-1), x)
-    else:
-        linears, activations = plan
-        if not value and all(type(layer) in _SECOND_ORDER for layer in activations):
-            parameters = [t for layer in linears[:-1] for t in (layer.weight, layer.bias)] + [linears[-1].weight]
-            return None, _NetworkGradient.apply(tuple(activations), symplectic, x, *parameters)
-        energy, gradient = _written_out(x, [layer.weight for layer in linears], [layer.bias for layer in linears],
-                                        activations, value)  # fmt: skip
-    return energy, _symplectic(gradient) if symplectic else gradient
-
-
-def _symplectic(gradient: torch.Tensor) -> torch.Tensor:
-    """``[∂H/∂p, -∂H/∂q]`` from ``gradient = [∂H/∂q, ∂H/∂p]`` (batch, 2 d)."""
-    d = gradient.shape[-1] // 2
-    return torch.cat([gradient[..., d:], -gradient[..., :d]], dim=-1)
-
-
-def _written_out(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None],
-                 activations: Sequence[nn.Module], value: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """The network's value (None without ``value``) and gradient in plain, recorded tensor operations.
-
-    A forward sweep keeps each hidden layer's input ``z`` and output ``h``,
-    then ``g = W_L`` and ``g = (g σ'(z)) W`` back through the hidden layers.
-    ``biases[-1]`` (the last layer's) is read only for the value.
-    """
+        return _gradient(lambda z: net(z).squeeze(-1), x)
+    linears, activations = plan
+    weights = [layer.weight for layer in linears]
     inputs, outputs = [], []
     h = x
-    for weight, bias, activation in zip(weights, biases, activations):
-        z = torch.addmm(bias, h, weight.t())
+    for layer, weight, activation in zip(linears, weights, activations):
+        z = torch.addmm(layer.bias, h, weight.t())
         h = activation(z)
         inputs.append(z)
         outputs.append(h)
     last = weights[-1]
-    energy = torch.addmm(biases[-1], h, last.t()).squeeze(-1) if value else None
+    energy = torch.addmm(linears[-1].bias, h, last.t()).squeeze(-1) if value else None
     gradient = last.expand(x.shape[0], last.shape[1])
     for weight, activation, z, h in zip(weights[-2::-1], activations[::-1], inputs[::-1], outputs[::-1]):
         kind = type(activation)
@@ -147,113 +122,6 @@ def _written_out(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Seque
             gradient = gradient * torch.addcmul(s + h, h, s, value=-1)
         gradient = gradient.mm(weight)
     return energy, gradient
-
-
-# Hidden activations whose second derivative _NetworkGradient writes out (tanh'' = -2 tanh tanh', ReLU'' = 0).
-_SECOND_ORDER = (nn.Tanh, nn.ReLU)
-
-
-class _NetworkGradient(torch.autograd.Function):
-    """The gradient ``g = ∂H/∂x`` of a tanh or ReLU network, with its derivatives written out as well.
-
-    Arguments: ``(activations, symplectic, x, W_1, b_1, ..., W_{L-1},
-    b_{L-1}, W_L)``; returns ``g`` (or ``[g_p, -g_q]`` with
-    ``symplectic``). The forward is :func:`_written_out`'s sweep, unrecorded,
-    keeping each hidden output ``h_i`` and each ``a_i = g_i σ'(z_i)``, where
-    ``g_{i-1} = a_i W_i``. A loss on the field then needs the derivatives of
-    that sweep, which the backward forms in one pass of matrix products:
-    retracing ``g_{i-1} = a_i W_i`` from the input up gives
-    ``W̄_i = a_iᵀ ḡ_{i-1}``, ``ā_i = ḡ_{i-1} W_iᵀ``, ``ḡ_i = ā_i σ'(z_i)``
-    and a share ``ā_i g_i σ''(z_i)`` of ``z̄_i`` (for tanh
-    ``-2 ā_i a_i h_i``; 0 for ReLU), and ``W̄_L = Σ ḡ_{L-1}``; then the
-    forward sweep, from the top: ``z̄_i`` gains ``σ'(z_i) h̄_i``,
-    ``W̄_i += z̄_iᵀ h_{i-1}``, ``b̄_i = Σ z̄_i``, ``h̄_{i-1} = z̄_i W_i``
-    (``x̄`` at the bottom).
-
-    Recorded as plain operations the same gradient is twenty-odd graph
-    nodes, whose bookkeeping on a small network costs more than their
-    arithmetic. A backward pass that is itself recorded
-    (``create_graph=True``, a second derivative) differentiates
-    :func:`_written_out` instead, so higher derivatives are exact too.
-    """
-
-    @staticmethod
-    def forward(ctx, activations, symplectic, x, *parameters):  # noqa: D102
-        weights, biases = parameters[0::2], parameters[1::2]
-        outputs, levers = [], []
-        h = x
-        for weight, bias, activation in zip(weights, biases, activations):
-            h = torch.addmm(bias, h, weight.t())
-            h = h.tanh_() if type(activation) is nn.Tanh else h.relu_()
-            outputs.append(h)
-        last = weights[-1]
-        gradient = last.expand(x.shape[0], last.shape[1])
-        for weight, activation, h in zip(weights[-2::-1], activations[::-1], outputs[::-1]):
-            if type(activation) is nn.Tanh:
-                gradient = _TANH_BACKWARD(gradient, h)
-            else:
-                gradient = _THRESHOLD_BACKWARD(gradient, h, 0)
-            levers.append(gradient)
-            gradient = gradient.mm(weight)
-        ctx.activations, ctx.symplectic = activations, symplectic
-        ctx.save_for_backward(x, *parameters, *outputs, *levers[::-1])
-        return _symplectic(gradient) if symplectic else gradient
-
-    @staticmethod
-    def backward(ctx, grad):  # noqa: D102
-        activations = ctx.activations
-        n = len(activations)
-        saved = ctx.saved_tensors
-        x, parameters = saved[0], saved[1 : 2 * n + 2]
-        if torch.is_grad_enabled():
-            return (None, None, *_recorded_gradient_backward(ctx, x, parameters, grad))
-        outputs, levers = saved[2 * n + 2 : 3 * n + 2], saved[3 * n + 2 :]
-        weights = parameters[0::2]
-        tanh = [type(activation) is nn.Tanh for activation in activations]
-        if ctx.symplectic:  # the adjoint of g from that of [g_p, -g_q]
-            d = grad.shape[-1] // 2
-            grad = torch.cat([-grad[:, d:], grad[:, :d]], dim=-1)
-        weight_grads, curvature = [], []
-        g = grad  # ḡ_{i-1}
-        for i in range(n):
-            weight_grads.append(levers[i].t().mm(g))
-            lever_grad = g.mm(weights[i].t())
-            if tanh[i]:
-                g = _TANH_BACKWARD(lever_grad, outputs[i])
-                curvature.append(lever_grad.mul_(outputs[i]))  # ā_i h_i; times -2 a_i below
-            else:
-                g = _THRESHOLD_BACKWARD(lever_grad, outputs[i], 0)
-                curvature.append(None)
-        grads: list[torch.Tensor | None] = [None] * (2 * n + 1)
-        grads[-1] = g.sum(0, keepdim=True)
-        above = None  # h̄_i, what the layer above takes from this layer's output
-        for i in reversed(range(n)):
-            if tanh[i]:
-                if above is None:
-                    z_grad = torch.mul(curvature[i], levers[i]).mul_(-2)
-                else:
-                    z_grad = _TANH_BACKWARD(above, outputs[i]).addcmul_(curvature[i], levers[i], value=-2)
-            else:  # ReLU'' = 0: only what the layer above passes down
-                z_grad = torch.zeros_like(levers[i]) if above is None else _THRESHOLD_BACKWARD(above, outputs[i], 0)
-            below = x if i == 0 else outputs[i - 1]
-            grads[2 * i] = weight_grads[i].addmm_(z_grad.t(), below)
-            grads[2 * i + 1] = z_grad.sum(0)
-            if i > 0 or ctx.needs_input_grad[2]:
-                above = z_grad.mm(weights[i])
-        return (None, None, above if ctx.needs_input_grad[2] else None, *grads)
-
-
-def _recorded_gradient_backward(ctx, x: torch.Tensor, parameters: Sequence[torch.Tensor],
-                                grad: torch.Tensor) -> list[torch.Tensor | None]:
-    """:class:`_NetworkGradient`'s input gradients as a recorded graph: :func:`_written_out` differentiated."""
-    needs = ctx.needs_input_grad[2:]
-    inputs = [x, *parameters]
-    with torch.enable_grad():
-        _, gradient = _written_out(x, parameters[0::2], parameters[1::2], ctx.activations, value=False)
-        out = _symplectic(gradient) if ctx.symplectic else gradient
-        wanted = [tensor for tensor, need in zip(inputs, needs) if need]
-        found = iter(torch.autograd.grad(out, wanted, grad, create_graph=True, allow_unused=True))
-    return [next(found) if need else None for need in needs]
 
 
 # The kinds of InputMatrix: its ``kind`` argument and the estimators' ``input_matrix`` choices.
@@ -399,9 +267,7 @@ class HamiltonianField(nn.Module):
         if self.separable:
             q, p = x.split(self.n_coordinates, dim=-1)
             grad_q, grad_p = self.gradients(q, p)
-        elif not self.n_inputs:  # the network reads the state as it comes, not re-joined from q and p
-            return _network_gradient(self.net, x, value=False, symplectic=True)[1]
-        else:
+        else:  # the network reads the state as it comes, not re-joined from q and p
             grad_q, grad_p = _network_gradient(self.net, x, value=False)[1].split(self.n_coordinates, dim=-1)
             q = x[..., : self.n_coordinates]
         if self.n_inputs:
