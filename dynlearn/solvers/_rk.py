@@ -16,7 +16,11 @@ dense output in one matrix product: torchdiffeq's interpolant through the
 step's ends and midpoint, written as polynomial weights on the stages.
 
 Same method, same step-size rule, same interpolant, so the same steps,
-evaluations and states to rounding. One difference: step sizes are
+evaluations and states to rounding. Where the field jumps (``jump_t``),
+the slope on its far side is taken by the next step, not when the step
+reaching the jump is accepted: for a field of one network it is then a
+stage of that step's fused node, and a solve that ends on a jump skips it.
+One difference: step sizes are
 constants to backpropagation here (as they are to the adjoint method), while
 torchdiffeq lets gradients flow through the first step size, which it
 chooses from the initial state and slope. Given the same ``first_step``, the
@@ -104,6 +108,10 @@ DOPRI5 = Tableau(
 )
 
 TABLEAUS = {"dopri5": DOPRI5}
+
+# Each tableau's coupling with the first slope as a stage of its own, weighted 0 on a first slope passed in: the
+# step after a jump takes the field's other side of it with the step's other stages, as one fused node.
+_FRESH = {name: ((0.0,), *((0.0, *row) for row in tableau.coupling)) for name, tableau in TABLEAUS.items()}
 
 # Options the written-out solve honours; any other option goes to torchdiffeq's own solver.
 _OPTIONS = frozenset({"max_num_steps", "norm", "first_step", "step_t", "jump_t"})
@@ -201,15 +209,24 @@ def solve_written_out(
             on_end, s1 = False, jumps[next_jump]
             h = s1 - s0
         # The last stage is taken just before the step's end, as torchdiffeq does (a field that jumps at the
-        # end time is read on the side the step comes from).
-        whens = None if layers is not None and not layers.reads_time else _stage_times(tableau.nodes, s0, s1, h, before)
+        # end time is read on the side the step comes from). After a jump the first slope is still to be taken,
+        # just after s0: a step of one node takes it as a stage of its own (``_FRESH``), read with the others.
+        fresh = slope is None
+        whens = None if layers is not None and not layers.reads_time else _stage_times(
+            tableau.nodes, s0, s1, h, before, after if fresh and layers is not None else None
+        )  # fmt: skip
         reads = None if whens is None or layers is None else layers.at_each(whens)
         if layers is not None and not (reads is not None and _recorded(reads)):
+            coupling = _FRESH[method] if fresh else tableau.coupling
             if counted is not None:
-                counted(len(tableau.coupling))
-            state, *later = mlp_step(tableau.coupling, h, layers, y, slope, reads)
-            stages = [slope, *later]
+                counted(len(coupling))
+            state, *later = mlp_step(coupling, h, layers, y, torch.zeros_like(y) if fresh else slope, reads)
+            stages = later if fresh else [slope, *later]
+            slope = stages[0]  # kept for a retry from s0 if this step is rejected
         else:
+            if fresh:
+                whens = whens if whens is None or layers is None else whens[1:]
+                slope = field(torch.nextafter(clock(s0), after), y)
             stages = [slope]
             for when, weights in zip(whens, tableau.coupling):
                 state = y
@@ -238,7 +255,7 @@ def solve_written_out(
                 next_end += 1
             if on_jump:
                 next_jump += int(next_jump < len(jumps) - 1)
-                slope = field(torch.nextafter(clock(s1), after), y)  # the field's other side of the jump
+                slope = None  # the field's other side of the jump, taken by the next step
         if ratio == 0.0:
             h *= _GROW
         else:
@@ -246,14 +263,20 @@ def solve_written_out(
     return torch.cat(pieces)
 
 
-def _stage_times(nodes: tuple[float, ...], s0: float, s1: float, h: float, before: torch.Tensor) -> torch.Tensor:
+def _stage_times(nodes: tuple[float, ...], s0: float, s1: float, h: float, before: torch.Tensor,
+                 after: torch.Tensor | None = None) -> torch.Tensor:
     """A step's stage times ``s0 + node · h`` in ``before``'s dtype, one tensor; a stage at the step's end is
-    taken just before ``s1`` (on the side the step comes from)."""
+    taken just before ``s1`` (on the side the step comes from). Given ``after``, a first time just after
+    ``s0`` (the first slope after a jump at ``s0``) comes before them."""
+    if after is not None:
+        nodes = (0.0, *nodes)
     times = torch.tensor([s1 if node == 1.0 else s0 + node * h for node in nodes], dtype=before.dtype,
                          device=before.device)  # fmt: skip
     ends = [i for i, node in enumerate(nodes) if node == 1.0]
     if ends:
         times[ends] = torch.nextafter(times[ends], before)
+    if after is not None:
+        times[0] = torch.nextafter(times[0], after)
     return times
 
 

@@ -264,6 +264,35 @@ def test_driven_fields_step_fused_on_the_segment_clock(interpolation, time_depen
     _compare(solve, field, [y0])
 
 
+def test_a_step_rejected_just_after_a_jump_is_retried_with_the_slope_its_fused_node_took():
+    """After a jump the next step takes the field's other side as a stage of its own; when that step is rejected,
+    the retry starts from the slope it took (same states, gradients and evaluations as stage by stage)."""
+    from dynlearn.solvers import ControlPath, _rk
+
+    field = _driven(time_dependent=False, n_inputs=1, seed=4)
+    values = torch.zeros(3, 5, 1, dtype=torch.float64)
+    values[:, 1:] = 100.0  # a held input that leaps at each series' second time: the step after it is too long
+    y0 = torch.randn(3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(8), requires_grad=True)
+    calls, original = [], _rk.mlp_step
+
+    def recorded(coupling, h, layers, y, k1, reads=None):
+        calls.append((len(coupling), y))
+        return original(coupling, h, layers, y, k1, reads)
+
+    def solve(f, stats):
+        return solve_ode_irregular(f, y0, _TIMES, control=ControlPath(_TIMES, values, "previous"), rtol=1e-6,
+                                   atol=1e-8, stats=stats)  # fmt: skip
+
+    _rk.mlp_step = recorded
+    try:
+        _compare(solve, field, [y0])
+    finally:
+        _rk.mlp_step = original
+    fresh = [i for i, (n, _) in enumerate(calls) if n == len(DOPRI5.coupling) + 1]
+    assert fresh  # steps after a jump took its slope themselves
+    assert any(i + 1 < len(calls) and calls[i + 1][1] is calls[i][1] for i in fresh)  # and one was retried
+
+
 def test_a_driven_field_in_a_box_steps_fused_on_the_segment_clock():
     """NeuralODE's default with covariates: BoxContraction around a driven field, scaled by the clock."""
     from dynlearn.nn import BoxContraction
