@@ -38,7 +38,6 @@ from typing import Any
 
 import torch
 
-from .._workspace import scratch
 from ._rk_mlp import _ACCUMULATE_ABOVE, _FORWARD, OUTPUT_DERIVATIVES, MLPLayers, _activation_backward
 
 # torchsde's floor on |g| when it divides by the diffusion (misc.stable_division).
@@ -194,30 +193,18 @@ def _run(plan: _Plan, y0, table, index, extra, u, dw, params, record: bool = Fal
     prior_z = prior_w[0][:, :d]
     first = corr_w[0]
     projected = table @ first[:, d + m : d + m + width].t()  # the context's share of the first layer, once per row
-    extra_weight = first[:, d + m + width :]
-    if record:
-        base = projected[index] + extra @ extra_weight.t() + corr_b[0]  # (n, batch, hidden)
-        if corr_inputs is not None:
-            base = base + corr_inputs
-    else:  # the same sums, written into one scratch buffer
-        base = scratch((n, batch, projected.shape[1]), y0)
-        flat = base.view(-1, projected.shape[1])
-        torch.index_select(projected, 0, index.reshape(-1), out=flat)
-        flat.addmm_(extra.reshape(-1, extra.shape[-1]), extra_weight.t())
-        base.add_(corr_b[0])
-        if corr_inputs is not None:
-            base.add_(corr_inputs)
+    base = projected[index] + extra @ first[:, d + m + width :].t() + corr_b[0]  # (n, batch, hidden)
+    if corr_inputs is not None:
+        base = base + corr_inputs
     weight_z = first[:, :d]
     floor, logqp = plan.floor, plan.logqp
     new = (lambda *shape: None) if record else (lambda *shape: y0.new_empty(shape))
-    # What only the backward pass reads may come from a training step's workspace (kept between steps).
-    kept = (lambda *shape: None) if record else (lambda *shape: scratch(shape, y0))
     states = _Buffer(new(n + 1, batch, d), y0)
     kls = _Buffer(new(n + 1, batch, 1), y0.new_zeros(batch, 1)) if logqp else None
-    prior_hidden = [_Buffer(kept(n, batch, w.shape[0])) for w in prior_w[:-1]]
-    corr_hidden = [_Buffer(kept(n, batch, w.shape[0])) for w in corr_w[:-1]]
-    hiddens, sigmoids = _Buffer(kept(n, batch, *w1.shape)), _Buffer(kept(n, batch, d))
-    ratios = _Buffer(kept(n, batch, d)) if logqp else None
+    prior_hidden = [_Buffer(new(n, batch, w.shape[0])) for w in prior_w[:-1]]
+    corr_hidden = [_Buffer(new(n, batch, w.shape[0])) for w in corr_w[:-1]]
+    hiddens, sigmoids = _Buffer(new(n, batch, *w1.shape)), _Buffer(new(n, batch, d))
+    ratios = _Buffer(new(n, batch, d)) if logqp else None
     y, kl = y0, kls.last if logqp else None
     for k, step in enumerate(plan.steps):
         x = y

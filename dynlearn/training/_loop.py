@@ -13,7 +13,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._workspace import using, workspace_of
 from ..exceptions import (
     ConvergenceWarning,
     DivergenceWarning,
@@ -766,15 +765,14 @@ def _step(
     epoch: int,
 ) -> float:
     optimizer.zero_grad(set_to_none=True)
-    with using(workspace_of(optimizer)):  # fused solves' scratch buffers, kept from one step to the next
-        loss = loss_fn(module, batch)
-        value = float(loss.detach())  # one read of the scalar; torch.isfinite would be two more operations a step
-        if not math.isfinite(value):
-            raise _Diverged(epoch, "training loss")
-        try:
-            loss.backward()
-        except AssertionError as error:  # torchdiffeq's adjoint pass asserts on failure
-            raise IntegrationError(f"The adjoint solve failed during backpropagation: {error}.") from None
+    loss = loss_fn(module, batch)
+    value = float(loss.detach())  # one read of the scalar; torch.isfinite would be two more operations a step
+    if not math.isfinite(value):
+        raise _Diverged(epoch, "training loss")
+    try:
+        loss.backward()
+    except AssertionError as error:  # torchdiffeq's adjoint pass asserts on failure
+        raise IntegrationError(f"The adjoint solve failed during backpropagation: {error}.") from None
     if clip_grad_norm is not None and not _clip_gradients(_stepped(optimizer), clip_grad_norm):
         raise _Diverged(epoch, "gradient norm")
     optimizer.step()
