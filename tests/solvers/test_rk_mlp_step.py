@@ -87,6 +87,33 @@ def test_gradients_reach_the_start_state_and_a_slope_given_from_outside():
         first = grads
 
 
+@pytest.mark.parametrize("activation", ["tanh", "softplus"])
+def test_an_autonomous_field_told_of_jumps_takes_each_far_side_slope_in_its_next_fused_step(activation):
+    """``jump_t`` without a clock: the step after each jump takes the slope there as a stage (no reads)."""
+    from dynlearn.solvers import _rk
+
+    fused, plain = _pair(activation, seed=2)
+    y0 = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    t = torch.linspace(0.0, 2.0, 5, dtype=torch.float64)
+    options = {"jump_t": torch.tensor([0.35, 0.8, 1.55], dtype=torch.float64)}
+    results, couplings, original = [], [], _rk.mlp_step
+    _rk.mlp_step = lambda coupling, *args: couplings.append(len(coupling)) or original(coupling, *args)
+    try:
+        for field in (fused, plain):
+            stats = SolverStats()
+            out = solve_ode(field, y0, t, method="dopri5", rtol=1e-6, atol=1e-8, options=options, stats=stats)
+            grads = torch.autograd.grad((out.sin() * t[:, None, None]).sum(), list(fused.parameters()))
+            results.append((out, grads, stats.nfe))
+    finally:
+        _rk.mlp_step = original
+    assert couplings.count(len(DOPRI5.coupling) + 1) >= 3  # one fused step after each jump
+    (ours, our_grads, our_nfe), (theirs, their_grads, their_nfe) = results
+    assert our_nfe == their_nfe
+    torch.testing.assert_close(ours, theirs, rtol=1e-13, atol=1e-14)
+    for mine, other in zip(our_grads, their_grads):
+        torch.testing.assert_close(mine, other, rtol=1e-10, atol=1e-12)
+
+
 def test_fields_that_are_not_a_plain_mlp_are_stepped_stage_by_stage():
     assert MLPVectorField(2, (8,), "tanh", time_dependent=True).mlp_layers().columns is not None
     assert MLPVectorField(2, (8,), "tanh", n_inputs=1).mlp_layers().reads_time
