@@ -373,8 +373,8 @@ def _segment_inputs(control: ControlPath | None, k: int, fractions: Tensor) -> l
     """The inputs ``(batch, n_inputs)`` on segment ``k`` at each fraction (None each without a control)."""
     if control is None:
         return [None] * len(fractions)
-    segment = torch.tensor([k], device=control.coefficients.device)
-    return [control.on_segment(segment, fraction) for fraction in fractions]
+    segments = torch.full((len(fractions),), k, device=control.coefficients.device)
+    return list(control.on_segments(segments, fractions).unbind(0))  # one read for every fraction
 
 
 def _check_control(force: Any, control: Any, times: Tensor) -> None:
