@@ -73,7 +73,21 @@ class Counter:
         self.calls += 1
 
 
-def counted(counter: Counter, iteration: Callable[[], float]) -> Callable[[], int]:
+class CallCounter:
+    """Counts the calls of one method of an object (wrapped on the instance)."""
+
+    def __init__(self, owner: Any, name: str):
+        self.calls = 0
+        method = getattr(owner, name)
+
+        def count(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            return method(*args, **kwargs)
+
+        setattr(owner, name, count)
+
+
+def counted(counter: Counter | CallCounter, iteration: Callable[[], float]) -> Callable[[], int]:
     def evaluations() -> int:
         before = counter.calls
         iteration()
@@ -313,7 +327,9 @@ def hamiltonian_pair(hidden: tuple[int, ...], batch: int) -> dict[str, Side]:
         field = torch.cat([grad[:, 1:], -grad[:, :1]], dim=-1)  # dq/dt = dH/dp, dp/dt = -dH/dq
         return ((field - part["rates"]) ** 2 * part["mask"]).sum() / part["mask"].sum().clamp_min(1)
 
-    ours = Counter(seen.module)  # one field evaluation per loss; H's gradient is written out, without calling net
+    # One field evaluation per loss: the field's derivative_loss forms it and the weights' gradient in one
+    # pass, without calling the field module or net; its calls are counted.
+    ours = CallCounter(seen.module, "derivative_loss")
     side = dynlearn_side(seen, batch, lambda iteration: counted(ours, iteration))
     # The derivative loss needs gradients of H even when evaluated.
     side.full_loss = lambda: float(seen.loss_fn(seen.module, seen.train_data).detach())

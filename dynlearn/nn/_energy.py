@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ..exceptions import IntegrationError
+from ._energy_loss import derivative_loss_node, times_derivative
 from ._mlp import make_mlp
 
 
@@ -53,13 +54,6 @@ def _gradient(scalar: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -
 
 # Hidden activations whose derivative the written-out gradient forms (nn.GELU, for one, is left to autograd).
 _WRITTEN_OUT = (nn.Tanh, nn.ReLU, nn.Softplus, nn.ELU, nn.SiLU)
-
-# aten's derivative kernels of those activations: one operation each, with its own derivative.
-_TANH_BACKWARD = torch.ops.aten.tanh_backward
-_THRESHOLD_BACKWARD = torch.ops.aten.threshold_backward
-_SOFTPLUS_BACKWARD = torch.ops.aten.softplus_backward
-_ELU_BACKWARD = torch.ops.aten.elu_backward
-
 
 def _written_out_layers(net: nn.Module) -> tuple[list[nn.Linear], list[nn.Module]] | None:
     """``net``'s Linear layers and hidden activations when its gradient can be written out, else None.
@@ -108,19 +102,7 @@ def _network_gradient(net: nn.Module, x: torch.Tensor, value: bool = True) -> tu
     energy = torch.addmm(linears[-1].bias, h, last.t()).squeeze(-1) if value else None
     gradient = last.expand(x.shape[0], last.shape[1])
     for weight, activation, z, h in zip(weights[-2::-1], activations[::-1], inputs[::-1], outputs[::-1]):
-        kind = type(activation)
-        if kind is nn.Tanh:
-            gradient = _TANH_BACKWARD(gradient, h)
-        elif kind is nn.ReLU:
-            gradient = _THRESHOLD_BACKWARD(gradient, h, 0)
-        elif kind is nn.Softplus:
-            gradient = _SOFTPLUS_BACKWARD(gradient, z, activation.beta, activation.threshold)
-        elif kind is nn.ELU:
-            gradient = _ELU_BACKWARD(gradient, activation.alpha, 1, 1, True, h)
-        else:  # SiLU, whose derivative kernel has no derivative: σ' = s + z s (1 - s) = s + h - h s, s = sigmoid(z)
-            s = torch.sigmoid(z)
-            gradient = gradient * torch.addcmul(s + h, h, s, value=-1)
-        gradient = gradient.mm(weight)
+        gradient = times_derivative(activation, gradient, z, h).mm(weight)
     return energy, gradient
 
 
@@ -273,6 +255,48 @@ class HamiltonianField(nn.Module):
         if self.n_inputs:
             return torch.cat([grad_p, self.input_matrix.force(q, u) - grad_q], dim=-1)
         return torch.cat([grad_p, -grad_q], dim=-1)
+
+    def derivative_loss(self, x: torch.Tensor, rates: torch.Tensor, mask: torch.Tensor,
+                        u: torch.Tensor | None = None) -> torch.Tensor:
+        """The masked mean squared error of the field at ``x`` against measured ``rates``, a scalar.
+
+        ``((self(t, x, u) - rates) ** 2 * mask).sum() / max(mask.sum(), 1)``
+        for states, rates and mask of shape (batch, 2 d). While gradients
+        are recorded, a field without inputs whose networks are Linear
+        layers between tanh, ReLU, softplus, ELU or SiLU activations
+        computes the loss and its gradient with respect to the weights in
+        one pass, as one autograd node (the same values to rounding as
+        differentiating the field; a backward pass with
+        ``create_graph=True`` differentiates the field's recorded loss
+        instead). States that require a gradient, other networks, inputs,
+        and evaluation without gradients take the field itself.
+        """
+        plans = self._loss_plans(x, rates, mask, u)
+        if plans is not None:
+            return derivative_loss_node(plans, self.n_coordinates, x, rates, mask,
+                                        lambda: self._recorded_loss(x, rates, mask, u))
+        return self._recorded_loss(x, rates, mask, u)
+
+    def _recorded_loss(self, x: torch.Tensor, rates: torch.Tensor, mask: torch.Tensor,
+                       u: torch.Tensor | None) -> torch.Tensor:
+        """:meth:`derivative_loss` through the field's recorded operations."""
+        predicted = self(None, x, *([] if u is None else [u]))
+        return ((predicted - rates) ** 2 * mask).sum() / mask.sum().clamp_min(1)
+
+    def _loss_plans(self, x: torch.Tensor, rates: torch.Tensor, mask: torch.Tensor,
+                    u: torch.Tensor | None) -> list | None:
+        """The networks' written-out plans when :meth:`derivative_loss` can be one node, else None."""
+        if u is not None or self.n_inputs or not torch.is_grad_enabled() or x.dim() != 2:
+            return None
+        if x.requires_grad or rates.requires_grad or mask.requires_grad:
+            return None
+        networks = [self.kinetic, self.potential] if self.separable else [self.net]
+        plans = [_written_out_layers(net) for net in networks]
+        if any(plan is None for plan in plans):
+            return None
+        if not any(layer.weight.requires_grad for linears, _ in plans for layer in linears):
+            return None
+        return plans
 
     def input_power(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """``dH/dt = q̇ · B(q) u`` of shape (batch,): the power the inputs put into the system."""

@@ -13,10 +13,10 @@ from ._loop import (
     LearningRateDecay,
     ProgressBar,
     TrainState,
-    adamw,
     train,
     train_step,
 )
+from ._optim import adamw
 from ._threads import (
     PARALLEL_WORK,
     auto_threads,

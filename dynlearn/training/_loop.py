@@ -23,6 +23,7 @@ from ..exceptions import (
     input_error,
 )
 from ._distributed import DataParallel, data_parallel, flatten_gradients, is_main_process, set_gradients, sharded
+from ._optim import adamw, clip_gradients, optimizer_step, stepped_parameters, zero_gradients
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -649,51 +650,6 @@ def _run_epoch(
     return total / seen
 
 
-def adamw(parameters: Any, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
-    """AdamW over ``parameters`` (tensors or parameter groups), with torch's fused kernel where it applies.
-
-    The fused kernel updates every parameter in one call per step instead
-    of a handful of elementwise operations per tensor: on a small model
-    the step takes a third of the time, and the iterates are the same to
-    rounding. Parameters it cannot take (a device or dtype without a fused
-    kernel, or a torch release without one on the CPU) get the plain
-    AdamW, which computes the same update.
-
-    Parameters
-    ----------
-    parameters : iterable of Tensor or of dict
-        What ``torch.optim.AdamW`` accepts.
-    lr : float
-        Learning rate (a group's own ``lr`` takes precedence).
-    weight_decay : float, default=0.0
-        Decoupled weight decay (0: Adam).
-
-    Returns
-    -------
-    torch.optim.AdamW
-
-    Examples
-    --------
-    >>> import torch
-    >>> from dynlearn.training import adamw
-    >>> optimizer = adamw(torch.nn.Linear(2, 1).parameters(), lr=1e-3)
-    >>> optimizer.defaults["lr"]
-    0.001
-    """
-    groups = list(parameters)
-    tensors = [p for g in groups for p in (g["params"] if isinstance(g, dict) else [g])]
-    if tensors and all(p.is_floating_point() and p.device.type in _FUSED_DEVICES for p in tensors):
-        try:
-            return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=True)
-        except (RuntimeError, TypeError, ValueError):  # no fused kernel in this torch for these tensors
-            pass
-    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
-
-
-# Device types with a fused AdamW kernel (the CPU's since torch 2.4; adamw falls back where one is missing).
-_FUSED_DEVICES = ("cpu", "cuda")
-
-
 def train_step(
     module: nn.Module,
     loss_fn: LossFn,
@@ -764,7 +720,8 @@ def _step(
     clip_grad_norm: float | None,
     epoch: int,
 ) -> float:
-    optimizer.zero_grad(set_to_none=True)
+    parameters = stepped_parameters(optimizer)
+    zero_gradients(optimizer, parameters)
     loss = loss_fn(module, batch)
     value = float(loss.detach())  # one read of the scalar; torch.isfinite would be two more operations a step
     if not math.isfinite(value):
@@ -773,9 +730,9 @@ def _step(
         loss.backward()
     except AssertionError as error:  # torchdiffeq's adjoint pass asserts on failure
         raise IntegrationError(f"The adjoint solve failed during backpropagation: {error}.") from None
-    if clip_grad_norm is not None and not _clip_gradients(_stepped(optimizer), clip_grad_norm):
+    if clip_grad_norm is not None and not clip_gradients(parameters, clip_grad_norm):
         raise _Diverged(epoch, "gradient norm")
-    optimizer.step()
+    optimizer_step(optimizer)
     return value
 
 
@@ -790,11 +747,12 @@ class _Shards:
     def step(self, module: nn.Module, loss_fn: LossFn, data: Batch, index: torch.Tensor,
              optimizer: torch.optim.Optimizer, clip_grad_norm: float | None, epoch: int) -> float:
         """:func:`_step` on the global minibatch ``index``, each process computing its slice's gradient."""
-        optimizer.zero_grad(set_to_none=True)
+        parameters = stepped_parameters(optimizer)
+        zero_gradients(optimizer, parameters)
         loss = _shared_gradient_step(module, loss_fn, data, index, self.group, self.batch_weight, epoch)
-        if clip_grad_norm is not None and not _clip_gradients(_stepped(optimizer), clip_grad_norm):
+        if clip_grad_norm is not None and not clip_gradients(parameters, clip_grad_norm):
             raise _Diverged(epoch, "gradient norm")
-        optimizer.step()
+        optimizer_step(optimizer)
         # Draws not made through draw_rows depend on each process's share; the last rank always has one.
         self.group.broadcast_generators(self.streams, src=self.group.world_size - 1)
         return loss
@@ -879,64 +837,6 @@ def _evaluate_sharded(
     sizes = torch.tensor([min(start + batch_size, n) - start for start in starts], dtype=torch.float64)
     losses = torch.where(reduced[:, 1] > 0, reduced[:, 0] / reduced[:, 1].clamp_min(1e-300), torch.zeros(()))
     return float((losses * sizes).sum()) / n
-
-
-def _stepped(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
-    """The parameters ``optimizer`` steps, in its groups' order: the gradient the clip measures.
-
-    Read from the groups' lists rather than by walking the module's
-    submodules, which on a small model costs more than the norm.
-    """
-    return [p for group in optimizer.param_groups for p in group["params"]]
-
-
-def _clip_gradients(parameters: Any, max_norm: float) -> bool:
-    """Scale the gradients to a total norm of at most ``max_norm``; False if any entry is not finite.
-
-    A gradient whose entries are all finite can still have a norm that
-    overflows float32 (entries above about 1e19, which a stiff stretch of a
-    solve produces in an otherwise healthy fit); its direction is then
-    found after dividing by its largest entry, instead of reporting a
-    divergence that did not happen.
-    """
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if not grads:
-        return True
-    norm = _total_norm(grads)
-    if math.isfinite(float(norm)):
-        coefficient = max_norm / (norm + 1e-6)  # clip_grads_with_norm_'s arithmetic, so the clipped gradients are its
-        if float(coefficient) < 1.0:  # it multiplies by the coefficient clamped at 1: nothing to do at 1
-            if all(g.device == coefficient.device for g in grads):
-                torch._foreach_mul_(grads, coefficient)
-            else:  # a model split across devices
-                for g in grads:
-                    g.mul_(coefficient.to(g.device))
-        return True
-    largest = torch.stack([g.detach().abs().max() for g in grads]).max()
-    if not torch.isfinite(largest):
-        return False
-    # The norm overflowed, so it is far above max_norm: scale to exactly max_norm.
-    for g in grads:
-        g.div_(largest)
-    scaled = _total_norm(grads)
-    for g in grads:
-        g.mul_(max_norm / scaled)
-    return True
-
-
-def _total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
-    """``nn.utils.get_total_norm(grads)``, in one foreach call where the gradients share a device and dtype.
-
-    The figure is the same (the norm of the per-tensor norms torch's
-    foreach kernel returns); what goes is the Python that groups the
-    tensors by device and dtype, which on a small model costs more than the
-    norm itself. Mixed devices or dtypes, and tensor subclasses, go through
-    torch's own function.
-    """
-    first = grads[0]
-    if all(type(g) is torch.Tensor and g.device == first.device and g.dtype == first.dtype for g in grads):
-        return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-    return nn.utils.get_total_norm(grads)
 
 
 def _evaluate(module: nn.Module, loss_fn: LossFn, data: Batch | ChunkedData, batch_size: int) -> float:

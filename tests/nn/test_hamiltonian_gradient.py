@@ -220,3 +220,106 @@ def test_adjoint_gradients_through_the_written_out_field(separable, activation):
     for a, b, c in zip(found["adjoint"], found["autograd"], found["direct"]):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-7)
+
+
+# ------------------------------------------------------- the derivative loss as one node (HamiltonianField)
+def _reference_loss(field: HamiltonianField, x, rates, mask, u=None) -> torch.Tensor:
+    return ((_autograd_field(field, x, u) - rates) ** 2 * mask).sum() / mask.sum().clamp_min(1)
+
+
+def _regression_batch(n: int = 24, seed: int = 4):
+    generator = torch.Generator().manual_seed(seed)
+    rates = torch.randn(n, 4, generator=generator, dtype=torch.float64)
+    mask = (torch.rand(n, 4, generator=generator) > 0.3).double()  # missing rates are masked out
+    return _states(n, 4), rates, mask
+
+
+def _is_node(loss: torch.Tensor) -> bool:
+    return type(loss.grad_fn).__name__ == "_DerivativeLossBackward"
+
+
+@pytest.mark.parametrize("hidden", [(), (8,), (8, 9), (5, 6, 7)])
+@pytest.mark.parametrize("separable", [False, True])
+@pytest.mark.parametrize("activation", WRITTEN_OUT)
+def test_the_derivative_loss_node_gives_the_double_backward_loss_and_gradients(activation, separable, hidden):
+    field = _randomised(HamiltonianField(2, hidden, activation, separable), seed=2)
+    x, rates, mask = _regression_batch()
+    parameters = list(field.parameters())
+    loss = field.derivative_loss(x, rates, mask)
+    assert _is_node(loss)
+    reference = _reference_loss(field, x, rates, mask)
+    torch.testing.assert_close(loss, reference, rtol=1e-12, atol=0)
+    ours = torch.autograd.grad(loss, parameters, allow_unused=True)
+    expected = torch.autograd.grad(reference, parameters, allow_unused=True)
+    for mine, theirs in zip(ours, expected):
+        assert (mine is None) == (theirs is None)  # each network's output bias gets none, as under autograd
+        if mine is not None:
+            torch.testing.assert_close(mine, theirs, rtol=1e-10, atol=1e-12)
+    assert max(g.abs().max() for g in ours if g is not None) > 1e-3
+
+
+def test_the_derivative_loss_node_scales_by_the_incoming_gradient_and_keeps_float32_close():
+    field = _randomised(HamiltonianField(1, (16, 16), "tanh"), seed=3).float()
+    x, rates, mask = (t.float() for t in _regression_batch())
+    x, rates, mask = x[:, :2] / 30, rates[:, :2], mask[:, :2]
+    parameters = list(field.parameters())
+    ours = torch.autograd.grad(3.5 * field.derivative_loss(x, rates, mask), parameters, allow_unused=True)
+    expected = torch.autograd.grad(3.5 * _reference_loss(field, x, rates, mask), parameters, allow_unused=True)
+    for mine, theirs in zip(ours, expected):
+        if theirs is not None:
+            torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_the_derivative_loss_takes_the_field_where_the_node_does_not_apply():
+    """No gradients recorded, states that need one, inputs, other activations: the recorded field, same value."""
+    x, rates, mask = _regression_batch()
+    field = _randomised(HamiltonianField(2, (8,), "tanh"), seed=5)
+    with torch.no_grad():
+        value = field.derivative_loss(x, rates, mask)
+    assert value.grad_fn is None
+    torch.testing.assert_close(value, _reference_loss(field, x, rates, mask).detach(), rtol=1e-12, atol=0)
+    state = x.clone().requires_grad_(True)  # a loss differentiated with respect to the states
+    loss = field.derivative_loss(state, rates, mask)
+    assert not _is_node(loss)
+    torch.testing.assert_close(torch.autograd.grad(loss, state)[0],
+                               torch.autograd.grad(_reference_loss(field, state, rates, mask), state)[0])
+    gelu = _randomised(HamiltonianField(2, (8,), "gelu"), seed=6)
+    driven = _randomised(HamiltonianField(2, (8,), "tanh", n_inputs=1), seed=7)
+    u = torch.randn(24, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+    for other, inputs in ((gelu, None), (driven, u)):
+        loss = other.derivative_loss(x, rates, mask, inputs)
+        assert loss.grad_fn is not None and not _is_node(loss)
+        torch.testing.assert_close(loss, _reference_loss(other, x, rates, mask, inputs), rtol=1e-12, atol=0)
+
+
+def test_the_derivative_loss_node_skips_frozen_weights_and_gives_third_derivatives_through_the_recorded_loss():
+    field = _randomised(HamiltonianField(2, (8, 9), "tanh"), seed=9)
+    x, rates, mask = _regression_batch()
+    field.net[0].weight.requires_grad_(False)
+    trained = [p for p in field.parameters() if p.requires_grad]
+    loss = field.derivative_loss(x, rates, mask)
+    assert _is_node(loss)
+    ours = torch.autograd.grad(loss, trained, allow_unused=True)
+    expected = torch.autograd.grad(_reference_loss(field, x, rates, mask), trained, allow_unused=True)
+    for mine, theirs in zip(ours, expected):
+        if theirs is not None:
+            torch.testing.assert_close(mine, theirs, rtol=1e-10, atol=1e-12)
+    for p in field.parameters():
+        p.requires_grad_(False)
+    assert field.derivative_loss(x, rates, mask).grad_fn is None  # nothing to train: the field, without a graph
+    for p in field.parameters():
+        p.requires_grad_(True)
+
+    def penalty(loss: torch.Tensor) -> torch.Tensor:  # a penalty on the training gradient (create_graph=True)
+        gradients = torch.autograd.grad(loss, trained, create_graph=True, allow_unused=True)
+        return sum(g.pow(2).sum() for g in gradients if g is not None)
+
+    loss = field.derivative_loss(x, rates, mask)
+    assert _is_node(loss)
+    ours = torch.autograd.grad(penalty(loss) + loss, trained, allow_unused=True)
+    expected = torch.autograd.grad(penalty(_reference_loss(field, x, rates, mask)) + _reference_loss(field, x, rates, mask),
+                                   trained, allow_unused=True)
+    for mine, theirs in zip(ours, expected):
+        assert (mine is None) == (theirs is None)
+        if mine is not None:
+            torch.testing.assert_close(mine, theirs, rtol=1e-9, atol=1e-10)

@@ -1,0 +1,227 @@
+"""The derivative-regression loss of a Hamiltonian network, with its parameter gradient written out.
+
+Fitting ``HamiltonianNN`` on rates regresses the symplectic gradient of
+``H`` on measured time derivatives: the loss is a function of ``∂H/∂x``,
+so its gradient with respect to the weights takes second derivatives of
+the network. Recorded operation by operation (the written-out gradient of
+:func:`._energy._network_gradient`, or autograd's double backward), a small
+network's training step is mostly autograd's bookkeeping.
+:class:`_DerivativeLoss` is the whole loss as one autograd node: its
+forward sweeps the layers once, forms ``∂H/∂x``, the masked mean squared
+error and, in the same pass, the gradient of the loss with respect to
+every weight; its backward scales those by the incoming gradient.
+
+For a network ``z_k = h_{k-1} W_kᵀ + b_k``, ``h_k = σ(z_k)`` (``h_0 = x``)
+with output weights ``W_out``, the gradient sweep is ``g_L = W_out``,
+``d_k = g_k ⊙ σ'(z_k)``, ``g_{k-1} = d_k W_k``, and ``∂H/∂x = g_0``. With
+``v = ∂loss/∂g_{k-1}`` the reverse of that sweep gives ``∂W_k += d_kᵀ v``,
+``∂d_k = v W_kᵀ``, ``∂g_k = ∂d_k ⊙ σ'(z_k)`` and a curvature term
+``c_k = ∂d_k ⊙ g_k ⊙ σ''(z_k)`` on ``z_k``; the reverse of the forward
+sweep then carries ``e_k = ∂loss/∂z_k`` down the layers
+(``e_{k-1} = (e_k W_k) ⊙ σ'(z_{k-1}) + c_{k-1}``, ``∂W_k += e_kᵀ h_{k-1}``,
+``∂b_k = Σ e_k``). The output bias does not reach ``∂H/∂x`` and gets no
+gradient, as under autograd.
+
+A backward pass that must itself be differentiable (a penalty on the
+training gradient, ``create_graph=True``) differentiates the loss
+recomputed through recorded operations instead, so higher derivatives are
+autograd's; :meth:`HamiltonianField.derivative_loss` takes that recorded
+path from the start whenever the states require a gradient.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_TANH_BACKWARD = torch.ops.aten.tanh_backward.default
+_THRESHOLD_BACKWARD = torch.ops.aten.threshold_backward.default
+_SOFTPLUS_BACKWARD = torch.ops.aten.softplus_backward.default
+_ELU_BACKWARD = torch.ops.aten.elu_backward.default
+
+
+def times_derivative(activation: nn.Module, g: torch.Tensor, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """``g ⊙ σ'(z)`` for a hidden activation of ``_WRITTEN_OUT``, from its input ``z`` and output ``h``.
+
+    Each is aten's derivative kernel of the activation (one operation, with
+    a derivative of its own), except SiLU's, whose kernel has none:
+    ``σ' = s + z s (1 - s) = s + h - h s`` with ``s = sigmoid(z)``.
+    """
+    kind = type(activation)
+    if kind is nn.Tanh:
+        return _TANH_BACKWARD(g, h)
+    if kind is nn.ReLU:
+        return _THRESHOLD_BACKWARD(g, h, 0)
+    if kind is nn.Softplus:
+        return _SOFTPLUS_BACKWARD(g, z, activation.beta, activation.threshold)
+    if kind is nn.ELU:
+        return _ELU_BACKWARD(g, activation.alpha, 1, 1, True, h)
+    s = torch.sigmoid(z)
+    return g * torch.addcmul(s + h, h, s, value=-1)
+
+
+def _activate(activation: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """``activation(z)`` without the module call."""
+    kind = type(activation)
+    if kind is nn.Tanh:
+        return torch.tanh(z)
+    if kind is nn.ReLU:
+        return torch.relu(z)
+    return activation(z)
+
+
+def _curvature(activation: nn.Module, g: torch.Tensor, d: torch.Tensor, z: torch.Tensor,
+               h: torch.Tensor) -> tuple[torch.Tensor, float] | None:
+    """``(a, c)`` with ``g ⊙ σ''(z) = c a`` (None where σ'' is zero), given ``d = g ⊙ σ'(z)``.
+
+    σ'' is what autograd differentiates :func:`times_derivative`'s kernels
+    to: ``-2 h σ'`` for tanh, zero for ReLU, ``β s (1 - s)`` below the
+    threshold for softplus (``s = sigmoid(β z)``), ``σ'`` where ``h ≤ 0``
+    for ELU, and ``s (1 - s) (2 + z (1 - 2 s))`` for SiLU.
+    """
+    kind = type(activation)
+    if kind is nn.Tanh:
+        return h * d, -2.0
+    if kind is nn.ReLU:
+        return None
+    if kind is nn.ELU:
+        return d * (h <= 0), 1.0
+    if kind is nn.Softplus:
+        beta = activation.beta
+        s = torch.sigmoid(z * beta)
+        second = torch.addcmul(s, s, s, value=-1.0).mul_(z * beta <= activation.threshold)
+        return second.mul_(g), beta
+    s = torch.sigmoid(z)  # SiLU
+    return torch.addcmul(s, s, s, value=-1.0).mul_(z * (1.0 - 2.0 * s) + 2.0).mul_(g), 1.0
+
+
+class _Sweep:
+    """One network's forward and gradient sweeps at ``x``: its layers' inputs and outputs, and ``∂H/∂x``.
+
+    ``tensors`` are the hidden layers' weights and biases in turn, then the
+    output weights; ``activations`` the hidden activations.
+    """
+
+    def __init__(self, activations: Sequence[nn.Module], tensors: Sequence[torch.Tensor], x: torch.Tensor):
+        self.activations, self.x = activations, x
+        n = len(activations)
+        self.weights, biases = tensors[0:-1:2], tensors[1:-1:2]
+        self.zs, self.hs = [], []
+        h = x
+        for activation, weight, bias in zip(activations, self.weights, biases):
+            z = F.linear(h, weight, bias)
+            h = _activate(activation, z)
+            self.zs.append(z)
+            self.hs.append(h)
+        g = tensors[-1]  # (1, width): the kernels broadcast it over the batch
+        if not n:
+            g = g.expand(x.shape[0], g.shape[1])
+        self.gs, self.ds = [None] * n, [None] * n
+        for k in range(n - 1, -1, -1):
+            self.gs[k] = g
+            self.ds[k] = times_derivative(activations[k], g, self.zs[k], self.hs[k])
+            g = self.ds[k].mm(self.weights[k])
+        self.gradient = g  # ∂H/∂x, (batch, in)
+
+    def parameter_gradients(self, v: torch.Tensor) -> list[torch.Tensor]:
+        """The gradients of a loss with ``∂loss/∂(∂H/∂x) = v``, in the order of ``tensors``."""
+        activations, weights, n = self.activations, self.weights, len(self.activations)
+        if not n:  # H linear in x: only the output weights reach its (constant) gradient
+            return [v.sum(0, keepdim=True)]
+        found: list[torch.Tensor] = [None] * (2 * n + 1)
+        curvatures = [None] * n
+        for k in range(n):  # the reverse of the gradient sweep, first layer to last
+            found[2 * k] = self.ds[k].t().mm(v)
+            dd = F.linear(v, weights[k])
+            curvature = _curvature(activations[k], self.gs[k], self.ds[k], self.zs[k], self.hs[k])
+            if curvature is not None:
+                curvatures[k] = (curvature[0], dd, curvature[1])
+            v = times_derivative(activations[k], dd, self.zs[k], self.hs[k])
+        found[2 * n] = v.sum(0, keepdim=True)
+        e = None
+        for k in range(n - 1, -1, -1):  # the reverse of the forward sweep, last layer to first: e = ∂loss/∂z_k
+            if e is not None:
+                e = times_derivative(activations[k], e.mm(weights[k + 1]), self.zs[k], self.hs[k])
+            if curvatures[k] is not None:
+                a, b, c = curvatures[k]
+                e = torch.mul(a, b).mul_(c) if e is None else e.addcmul_(a, b, value=c)
+            elif e is None:
+                e = torch.zeros_like(self.zs[k])
+            found[2 * k] = found[2 * k].addmm_(e.t(), self.hs[k - 1] if k else self.x)
+            found[2 * k + 1] = e.sum(0)
+        return found
+
+
+@functools.lru_cache(maxsize=8)
+def _symplectic_transpose(n_coordinates: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``Jᵀ`` for Hamilton's ``J = [[0, I], [-I, 0]]``: a row of gradients times it is ``[∂H/∂p, -∂H/∂q]``."""
+    d = n_coordinates
+    eye = torch.eye(d, dtype=dtype, device=device)
+    zero = torch.zeros(d, d, dtype=dtype, device=device)
+    return torch.cat([torch.cat([zero, -eye], dim=1), torch.cat([eye, zero], dim=1)], dim=0)
+
+
+class _DerivativeLoss(torch.autograd.Function):
+    """``mean over mask of (Hamilton's field - rates)²`` for networks of ``_written_out_layers``, as one node.
+
+    ``recorded()`` is the same loss through recorded operations (for a
+    differentiable backward). ``activations`` holds each network's hidden activations: one network
+    (``H(x)``) or two (``T(p)`` then ``V(q)``); ``tensors`` are each
+    network's hidden weights and biases in turn, then its output weights
+    (its output bias does not reach the field).
+    """
+
+    @staticmethod
+    def forward(ctx, activations, n_coordinates, recorded, x, rates, mask, *tensors):
+        ctx.recorded = recorded
+        ctx.save_for_backward(*tensors)
+        d = n_coordinates
+        if len(activations) == 1:  # the field is J ∂H/∂x, one product with the signed permutation J
+            sweep = _Sweep(activations[0], tensors, x)
+            symplectic = _symplectic_transpose(d, x.dtype, x.device)
+            error = torch.addmm(rates, sweep.gradient, symplectic, beta=-1)
+        else:
+            split = 2 * len(activations[0]) + 1
+            sweeps = [_Sweep(activations[0], tensors[:split], x[:, d:]),
+                      _Sweep(activations[1], tensors[split:], x[:, :d])]
+            error = torch.cat([sweeps[0].gradient, sweeps[1].gradient.neg()], dim=1).sub_(rates)
+        weighted = error * mask
+        count = mask.sum().clamp_min_(1)
+        loss = error.mul_(weighted).sum().div_(count)
+        weighted = weighted.div_(count).mul_(2.0)  # ∂loss/∂field
+        if len(activations) == 1:
+            ctx.gradients = sweep.parameter_gradients(weighted.mm(symplectic.t()))
+        else:  # ∂loss/∂(∂T/∂p), then ∂loss/∂(∂V/∂q)
+            ctx.gradients = sweeps[0].parameter_gradients(weighted[:, :d]) + sweeps[1].parameter_gradients(
+                weighted[:, d:].neg())
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        if torch.is_grad_enabled():  # create_graph: the gradient must have a graph, so the recorded loss gives it
+            found = torch.autograd.grad(ctx.recorded(), ctx.saved_tensors, grad_loss, create_graph=True,
+                                        allow_unused=True)
+            return (None, None, None, None, None, None, *found)
+        return (None, None, None, None, None, None, *torch._foreach_mul(ctx.gradients, grad_loss))
+
+
+def derivative_loss_node(networks: Sequence[tuple[list[nn.Linear], list[nn.Module]]], n_coordinates: int,
+                         x: torch.Tensor, rates: torch.Tensor, mask: torch.Tensor,
+                         recorded: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """:class:`_DerivativeLoss` of ``networks`` (plans of ``_written_out_layers``, one or two) at ``x``.
+
+    ``recorded()`` computes the same loss through recorded operations on
+    the same parameters: a backward pass that must itself be
+    differentiable (``create_graph=True``) differentiates it instead.
+    """
+    tensors = []
+    for linears, _ in networks:
+        for layer in linears[:-1]:
+            tensors += [layer.weight, layer.bias]
+        tensors.append(linears[-1].weight)
+    activations = [activations for _, activations in networks]
+    return _DerivativeLoss.apply(activations, n_coordinates, recorded, x, rates, mask, *tensors)
