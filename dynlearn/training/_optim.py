@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import weakref
 from typing import Any
 
 import numpy as np
@@ -112,7 +113,7 @@ def optimizer_step(optimizer: torch.optim.Optimizer) -> None:
         optimizer.step()
         return
     with torch.no_grad():
-        for group, (params, grads, exp_avgs, exp_avg_sqs, steps) in calls:
+        for group, params, grads, exp_avgs, exp_avg_sqs, steps in calls:
             beta1, beta2 = group["betas"]
             torch._foreach_add_(steps, 1)
             _FUSED_ADAMW(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=group["lr"],
@@ -120,13 +121,20 @@ def optimizer_step(optimizer: torch.optim.Optimizer) -> None:
                          maximize=False, grad_scale=None, found_inf=None)  # fmt: skip
 
 
-def _fused_adamw_calls(optimizer: torch.optim.Optimizer) -> list[tuple[dict, tuple[list, ...]]] | None:
+# Per optimiser: what its groups looked like when their kernel arguments were last gathered, and those arguments.
+_GATHERED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _fused_adamw_calls(optimizer: torch.optim.Optimizer) -> list[tuple] | None:
     """Each group's kernel arguments when ``optimizer.step()`` would be one fused AdamW call per group, else None.
 
     That is a ``torch.optim.AdamW(fused=True)`` whose ``step`` nobody has
     wrapped (an LR scheduler, a hook, a gradient scaler), with plain
     options, scalar rates, and state for every parameter with a gradient
     (its first ``step()`` makes it), all on one device and of one dtype.
+    The parameters, moments and step counts are gathered once and kept
+    while the groups, their options and the optimiser's state stay the
+    same objects; the gradients are read every step.
     """
     if _FUSED_ADAMW is None or type(optimizer) is not torch.optim.AdamW or "step" in vars(optimizer):
         return None
@@ -140,7 +148,49 @@ def _fused_adamw_calls(optimizer: torch.optim.Optimizer) -> list[tuple[dict, tup
     ]
     if any(registry is None or len(registry) for registry in hooks):
         return None
-    calls, kind = [], None
+    signature = _signature(optimizer)
+    kept = _GATHERED.get(optimizer)
+    if kept is None or kept[0] != signature:
+        gathered = _gather(optimizer)
+        if gathered is None:
+            return None
+        kept = (signature, gathered)
+        _GATHERED[optimizer] = kept
+    calls = []
+    for group, params, exp_avgs, exp_avg_sqs, steps, unstarted in kept[1]:
+        if any(p.grad is not None for p in unstarted):  # torch's step makes its state first
+            return None
+        grads = [p.grad for p in params]
+        if any(grad is None or grad.is_sparse for grad in grads):
+            # Parameters without a gradient this step are left as they are, as torch's step leaves them.
+            if any(grad is not None and grad.is_sparse for grad in grads):
+                return None
+            kept_ = [i for i, grad in enumerate(grads) if grad is not None]
+            params, grads, exp_avgs, exp_avg_sqs, steps = (
+                [items[i] for i in kept_] for items in (params, grads, exp_avgs, exp_avg_sqs, steps))
+        if params:
+            calls.append((group, params, grads, exp_avgs, exp_avg_sqs, steps))
+    return calls
+
+
+def _signature(optimizer: torch.optim.Optimizer) -> tuple:
+    """What the gathered arguments depend on: the state and groups (as objects), each group's options and size."""
+    groups = optimizer.param_groups
+    return (id(optimizer.state), len(optimizer.state), id(groups),
+            *((id(g), id(g["params"]), len(g["params"]), *(g.get(k) for k in _OPTIONS)) for g in groups))
+
+
+# The group options the signature follows (the rates are read at each step).
+_OPTIONS = ("fused", "decoupled_weight_decay", *_PLAIN_GROUP)
+
+
+def _gather(optimizer: torch.optim.Optimizer) -> list[tuple] | None:
+    """Per group: its parameters with state, their moments and step counts, and those without state yet.
+
+    None where the kernel does not apply: other options, rates that are
+    not numbers, complex parameters, or several devices or dtypes.
+    """
+    gathered, kind = [], None
     for group in optimizer.param_groups:
         if not group.get("fused") or not group.get("decoupled_weight_decay", True):
             return None
@@ -150,21 +200,17 @@ def _fused_adamw_calls(optimizer: torch.optim.Optimizer) -> list[tuple[dict, tup
             return None
         arguments: tuple[list, ...] = ([], [], [], [], [])
         for p in group["params"]:
-            grad = p.grad
-            if grad is None:
-                continue
+            if p.is_complex() or (kind is not None and (p.device, p.dtype) != kind):
+                return None
+            kind = (p.device, p.dtype)
             state = optimizer.state.get(p)
-            if not state or "step" not in state or grad.is_sparse or p.is_complex():
-                return None
-            if kind is None:
-                kind = (p.device, p.dtype)
-            if (p.device, p.dtype) != kind or (grad.device, grad.dtype) != kind:
-                return None
-            for found, tensor in zip(arguments, (p, grad, state["exp_avg"], state["exp_avg_sq"], state["step"])):
+            if not state or "step" not in state:
+                arguments[4].append(p)
+                continue
+            for found, tensor in zip(arguments, (p, state["exp_avg"], state["exp_avg_sq"], state["step"])):
                 found.append(tensor)
-        if arguments[0]:
-            calls.append((group, arguments))
-    return calls
+        gathered.append((group, *arguments))
+    return gathered
 
 
 def _is_number(value: Any) -> bool:
@@ -223,10 +269,12 @@ def _clip_coefficient(max_norm: float, norm: float, dtype: torch.dtype) -> float
     multiplies by ``max_norm`` (``Tensor.__rtruediv__``); each step is one
     IEEE rounding, which numpy's scalars of the same precision repeat.
     """
-    kind = {torch.float32: np.float32, torch.float64: np.float64}.get(dtype)
-    if kind is None:
+    if dtype == torch.float64:
+        return 1.0 / (norm + 1e-6) * max_norm
+    if dtype != torch.float32:
         return None
-    return float(kind(1.0) / (kind(norm) + kind(1e-6)) * kind(max_norm))
+    single = np.float32
+    return float(single(1.0) / (single(norm) + single(1e-6)) * single(max_norm))
 
 
 def _total_norm(grads: list[torch.Tensor]) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """The AdamW every fit steps: torch's fused kernel where one exists, the same iterates as the plain one."""
 
+import copy
 import warnings
 
 import pytest
@@ -114,6 +115,28 @@ def test_the_step_calls_the_fused_kernel_itself_with_torchs_iterates_bit_for_bit
             optimizer.param_groups[1]["lr"] *= 0.5
     _assert_same_state(mine, reference)
     assert int(mine.state[ours[2].weight]["step"]) == 6
+
+
+@pytest.mark.skipif(not FUSED_ON_CPU, reason="torch before 2.4 has no fused AdamW on the CPU")
+def test_the_direct_kernel_calls_follow_missing_gradients_late_parameters_and_a_loaded_state():
+    (ours, theirs), (mine, reference), batch = _twins()
+
+    def loss(module, batch, step):  # the last layer's bias is left out of every third loss, and of the first two
+        hidden = module[1](module[0](batch["x"]))
+        if step % 3 == 0 or step < 2:
+            return (torch.nn.functional.linear(hidden, module[2].weight) ** 2).mean()
+        return (module[2](hidden) ** 2).mean()
+
+    for step in range(9):
+        train_step(ours, lambda m, b: loss(m, b, step), batch, mine, clip_grad_norm=None)
+        reference.zero_grad()
+        loss(theirs, batch, step).backward()
+        reference.step()
+        if step == 4:  # a checkpoint loaded into both: new state tensors, gathered again
+            kept = reference.state_dict()
+            mine.load_state_dict(copy.deepcopy(kept)), reference.load_state_dict(copy.deepcopy(kept))
+        _assert_same_state(mine, reference)
+    assert int(mine.state[ours[2].bias]["step"]) == 5  # stepped only where it had a gradient: 2, 4, 5, 7, 8
 
 
 @pytest.mark.skipif(not FUSED_ON_CPU, reason="torch before 2.4 has no fused AdamW on the CPU")
