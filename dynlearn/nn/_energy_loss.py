@@ -177,8 +177,7 @@ class _DerivativeLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, activations, n_coordinates, recorded, x, rates, mask, *tensors):
-        ctx.recorded = recorded
-        ctx.save_for_backward(*tensors)
+        ctx.recorded, ctx.tensors = recorded, tensors  # the parameters, for a differentiable backward
         d = n_coordinates
         if len(activations) == 1:  # the field is J ∂H/∂x, one product with the signed permutation J
             sweep = _Sweep(activations[0], tensors, x)
@@ -203,7 +202,7 @@ class _DerivativeLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss):
         if torch.is_grad_enabled():  # create_graph: the gradient must have a graph, so the recorded loss gives it
-            found = torch.autograd.grad(ctx.recorded(), ctx.saved_tensors, grad_loss, create_graph=True,
+            found = torch.autograd.grad(ctx.recorded(), ctx.tensors, grad_loss, create_graph=True,
                                         allow_unused=True)
             return (None, None, None, None, None, None, *found)
         return (None, None, None, None, None, None, *torch._foreach_mul(ctx.gradients, grad_loss))
