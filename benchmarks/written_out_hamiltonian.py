@@ -20,6 +20,12 @@ torch thread. Tasks:
   fit_on="trajectories")``, windows of 10 observations: one gradient of
   ``V`` and one of ``T`` per step, backpropagated through the steps.
 
+The ``derivatives`` task times a third way, ``one node``: the field's
+``derivative_loss`` as fit takes it, one autograd node that forms the loss
+and the weights' gradient in its forward pass (``dynlearn/nn/_energy_loss.py``);
+``written out`` there records the written-out operations and lets autograd
+differentiate them, as fit did before.
+
 ``small``: hidden (32, 32), minibatches of 16 examples; ``large``:
 (256, 256), 256 examples.
 
@@ -51,7 +57,7 @@ TASKS = {
     "derivatives": {"fit_on": "derivatives"},
     "leapfrog": {"separable": True, "solver": "leapfrog", "fit_on": "trajectories", "window_size": 10},
 }
-WAYS = ("autograd", "written out")
+WAYS = ("autograd", "written out", "one node")
 
 
 def _gradient(scalar: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> tuple[None, torch.Tensor]:
@@ -84,10 +90,22 @@ class AutogradHamiltonianField(HamiltonianField):
         return _gradient(lambda z: self.kinetic(z).squeeze(-1), p)[1]
 
 
-def _counted(field: HamiltonianField) -> list[int]:
-    """Count the field's network gradients (one per network) through instance attributes shadowing its methods."""
+class RecordedHamiltonianField(HamiltonianField):
+    """The field whose derivative loss is the written-out gradient's operations, recorded and differentiated."""
+
+    def derivative_loss(self, x: torch.Tensor, rates: torch.Tensor, mask: torch.Tensor,
+                        u: torch.Tensor | None = None) -> torch.Tensor:
+        return self._recorded_loss(x, rates, mask, u)
+
+
+def _counted(field: HamiltonianField, node: bool = False) -> list[int]:
+    """Count the field's network gradients (one per network) through instance attributes shadowing its methods.
+
+    ``node``: the derivative loss's own calls (one field evaluation each), which never call ``forward``.
+    """
     calls = [0]
     names = ("potential_gradient", "kinetic_gradient") if field.separable else ("forward",)
+    names = ("derivative_loss",) if node else names
     for name in names:
         method = getattr(field, name)
 
@@ -99,10 +117,11 @@ def _counted(field: HamiltonianField) -> list[int]:
     return calls
 
 
-def _iteration(field: HamiltonianField, seen: TrainingCapture, batch: int) -> Callable[[], tuple[float, int]]:
+def _iteration(field: HamiltonianField, seen: TrainingCapture, batch: int,
+               node: bool = False) -> Callable[[], tuple[float, int]]:
     batches = consecutive_batches(seen.train_data, batch)
     optimizer = torch.optim.AdamW(field.parameters(), lr=seen.learning_rate)
-    calls = _counted(field)
+    calls = _counted(field, node)
     step = 0
 
     def run() -> tuple[float, int]:
@@ -128,11 +147,15 @@ def main(rounds: int) -> None:
                           validation_fraction=0.0, random_state=0, n_threads=1, device="cpu", **settings).fit(frame)  # fmt: skip
             start = seen.module.state_dict()
             written = copy.deepcopy(seen.module)
+            written.__class__ = RecordedHamiltonianField  # the written-out operations, recorded by autograd
             baseline = copy.deepcopy(seen.module)
             baseline.__class__ = AutogradHamiltonianField  # the same module, its gradients taken by autograd
-            for field in (written, baseline):
+            node = copy.deepcopy(seen.module)  # the derivative loss as one node (fit_on="derivatives" only)
+            for field in (written, baseline, node):
                 field.load_state_dict(start)
             steps = {"autograd": _iteration(baseline, seen, batch), "written out": _iteration(written, seen, batch)}
+            if settings["fit_on"] == "derivatives":
+                steps["one node"] = _iteration(node, seen, batch, node=True)
             timed = rounds if size == "small" else max(5, rounds // 8)
             for row in compare_iterations(steps, timed, "autograd"):
                 rows.append({"task": task, "size": size, "batch": batch, **row})

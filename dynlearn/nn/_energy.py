@@ -106,6 +106,9 @@ def _network_gradient(net: nn.Module, x: torch.Tensor, value: bool = True) -> tu
     return energy, gradient
 
 
+# What HamiltonianField.derivative_loss's node computes in one pass, so a field that changes them takes its own.
+_FIELD_METHODS = ("forward", "gradients", "potential_gradient", "kinetic_gradient")
+
 # The kinds of InputMatrix: its ``kind`` argument and the estimators' ``input_matrix`` choices.
 INPUT_MATRICES = ("constant", "positions")
 
@@ -287,6 +290,9 @@ class HamiltonianField(nn.Module):
                     u: torch.Tensor | None) -> list | None:
         """The networks' written-out plans when :meth:`derivative_loss` can be one node, else None."""
         if u is not None or self.n_inputs or not torch.is_grad_enabled() or x.dim() != 2:
+            return None
+        if any(getattr(type(self), name) is not getattr(HamiltonianField, name) or name in self.__dict__
+               for name in _FIELD_METHODS):  # a field changed by a subclass or on the instance: its own loss
             return None
         if x.requires_grad or rates.requires_grad or mask.requires_grad:
             return None

@@ -283,6 +283,15 @@ def test_the_derivative_loss_takes_the_field_where_the_node_does_not_apply():
     assert not _is_node(loss)
     torch.testing.assert_close(torch.autograd.grad(loss, state)[0],
                                torch.autograd.grad(_reference_loss(field, state, rates, mask), state)[0])
+    class Damped(HamiltonianField):  # a field of its own: its loss is its own, not the node's
+        def forward(self, t, x, u=None):
+            return super().forward(t, x, u) - 0.1 * x
+
+    damped = _randomised(Damped(2, (8,), "tanh"), seed=5)
+    loss = damped.derivative_loss(x, rates, mask)
+    assert not _is_node(loss)
+    expected = ((_autograd_field(damped, x) - 0.1 * x - rates) ** 2 * mask).sum() / mask.sum()
+    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=0)
     gelu = _randomised(HamiltonianField(2, (8,), "gelu"), seed=6)
     driven = _randomised(HamiltonianField(2, (8,), "tanh", n_inputs=1), seed=7)
     u = torch.randn(24, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
