@@ -296,6 +296,8 @@ class HamiltonianField(nn.Module):
             return None
         if x.requires_grad or rates.requires_grad or mask.requires_grad:
             return None
+        if rates.shape != x.shape or mask.shape != x.shape:  # the formula's broadcasting is the recorded path's
+            return None
         networks = [self.kinetic, self.potential] if self.separable else [self.net]
         plans = [_written_out_layers(net) for net in networks]
         if any(plan is None for plan in plans):

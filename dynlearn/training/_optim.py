@@ -148,16 +148,17 @@ def _fused_adamw_calls(optimizer: torch.optim.Optimizer) -> list[tuple] | None:
     ]
     if any(registry is None or len(registry) for registry in hooks):
         return None
-    signature = _signature(optimizer)
     kept = _GATHERED.get(optimizer)
-    if kept is None or kept[0] != signature:
+    if kept is None or not _unchanged(kept[0], optimizer):
         gathered = _gather(optimizer)
         if gathered is None:
             return None
-        kept = (signature, gathered)
+        kept = (_signature(optimizer), gathered)
         _GATHERED[optimizer] = kept
     calls = []
     for group, params, exp_avgs, exp_avg_sqs, steps, unstarted in kept[1]:
+        if not all(_is_number(value) for value in (group["lr"], *group["betas"], group["weight_decay"], group["eps"])):
+            return None  # a tensor rate: torch's step moves it where the kernel wants it
         if any(p.grad is not None for p in unstarted):  # torch's step makes its state first
             return None
         grads = [p.grad for p in params]
@@ -174,10 +175,29 @@ def _fused_adamw_calls(optimizer: torch.optim.Optimizer) -> list[tuple] | None:
 
 
 def _signature(optimizer: torch.optim.Optimizer) -> tuple:
-    """What the gathered arguments depend on: the state and groups (as objects), each group's options and size."""
+    """What the gathered arguments depend on: the state and the groups (the objects themselves), options and sizes.
+
+    The objects are held, not their ``id``: a state loaded into the
+    optimiser is a new object, which could otherwise reuse a freed one's id.
+    """
     groups = optimizer.param_groups
-    return (id(optimizer.state), len(optimizer.state), id(groups),
-            *((id(g), id(g["params"]), len(g["params"]), *(g.get(k) for k in _OPTIONS)) for g in groups))
+    return (optimizer.state, len(optimizer.state), groups,
+            [(g, g["params"], len(g["params"]), tuple(g.get(k) for k in _OPTIONS)) for g in groups])
+
+
+def _unchanged(signature: tuple, optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer``'s state and groups are still those of ``signature``."""
+    state, size, groups, per_group = signature
+    if state is not optimizer.state or size != len(state) or groups is not optimizer.param_groups:
+        return False
+    if len(groups) != len(per_group):
+        return False
+    for group, (kept, params, n, options) in zip(groups, per_group):
+        if group is not kept or group["params"] is not params or len(params) != n:
+            return False
+        if tuple(group.get(k) for k in _OPTIONS) != options:
+            return False
+    return True
 
 
 # The group options the signature follows (the rates are read at each step).

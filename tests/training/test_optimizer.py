@@ -163,6 +163,8 @@ def test_a_step_that_is_more_than_one_kernel_call_goes_through_optimizer_step():
         warnings.simplefilter("error")  # no "lr_scheduler.step() before optimizer.step()" warning
         train_step(net, _loss, batch, optimizer)
         scheduler.step()
+    optimizer.param_groups[0]["lr"] = torch.tensor(0.01)  # a tensor rate: torch's step places it
+    assert _fused_adamw_calls(optimizer) is None
     (net, _), (optimizer, _), batch = _twins()
     optimizer.param_groups[0]["amsgrad"] = True
     train_step(net, _loss, batch, optimizer)
