@@ -36,7 +36,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-
 from harness import compare_iterations, write_rows
 from irregular import TrainingCapture, consecutive_batches
 

@@ -128,7 +128,7 @@ def test_the_direct_kernel_calls_follow_missing_gradients_late_parameters_and_a_
         return (module[2](hidden) ** 2).mean()
 
     for step in range(9):
-        train_step(ours, lambda m, b: loss(m, b, step), batch, mine, clip_grad_norm=None)
+        train_step(ours, lambda m, b, step=step: loss(m, b, step), batch, mine, clip_grad_norm=None)
         reference.zero_grad()
         loss(theirs, batch, step).backward()
         reference.step()
