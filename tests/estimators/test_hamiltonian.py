@@ -233,3 +233,35 @@ def test_gpu_fit_matches_cpu_and_unpickles_on_cpu():
     np.testing.assert_allclose(gpu.energy(frame)["energy"], cpu.energy(frame)["energy"], rtol=1e-6, atol=1e-9)
     restored = pickle.loads(pickle.dumps(gpu))
     np.testing.assert_allclose(restored.predict(frame, t=[11.0])[["q", "p"]], gpu.predict(frame, t=[11.0])[["q", "p"]])
+
+
+def test_a_derivative_fit_trains_the_same_weights_through_the_loss_node_and_the_direct_optimiser_step(monkeypatch):
+    """The loss node and the kernel called directly change the time of a fit, not what it learns.
+
+    Against the recorded loss and ``optimizer.step()``: the direct step is torch's bit for bit (the same weights
+    where both take the recorded loss), and the node's gradients are the recorded ones to rounding.
+    """
+    import dynlearn.training._optim as optim
+    from dynlearn.nn import HamiltonianField
+
+    frame = make_mass_spring(n_series=6, n_times=20, random_state=0)
+    settings = dict(hidden_layer_sizes=(16, 16), fit_on="derivatives", max_epochs=5, batch_size=16, **TRAINED)
+
+    def weights() -> list[torch.Tensor]:
+        return [p.detach().clone() for p in HamiltonianNN(**settings).fit(frame).module_.parameters()]
+
+    fast = weights()
+    with monkeypatch.context() as patch:
+        patch.setattr(optim, "_fused_adamw_calls", lambda optimizer: None)  # every step through optimizer.step()
+        through_step = weights()
+        patch.setattr(HamiltonianField, "_loss_plans", lambda *args: None)  # the recorded loss as well
+        recorded_through_step = weights()
+    with monkeypatch.context() as patch:
+        patch.setattr(HamiltonianField, "_loss_plans", lambda *args: None)
+        recorded = weights()
+    for a, b in zip(fast, through_step):
+        assert torch.equal(a, b)
+    for a, b in zip(recorded, recorded_through_step):
+        assert torch.equal(a, b)
+    for a, b in zip(fast, recorded):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
