@@ -51,6 +51,8 @@ ACCURACY_ITERATIONS = {True: 10, False: 100}
 # NeuralODE solver settings on both sides: dynlearn's defaults.
 RTOL, ATOL = 1e-3, 1e-4
 CLIP = 1.0
+# Where a family's sides are built unless told otherwise (``peers`` passes the run's device).
+CPU = torch.device("cpu")
 
 
 @dataclass
@@ -104,10 +106,10 @@ def mlp(sizes: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers[:-1])
 
 
-def capture(estimator: Any, frame: Any, **fit: Any) -> TrainingCapture:
+def capture(estimator: Any, frame: Any, device: torch.device, **fit: Any) -> TrainingCapture:
     seen = TrainingCapture()
     estimator.set_params(callbacks=[seen], max_epochs=1, patience=None, validation_fraction=0.0, random_state=0,
-                         n_threads=1, device="cpu").fit(frame, **fit)
+                         n_threads=1, device=str(device)).fit(frame, **fit)
     return seen
 
 
@@ -192,17 +194,18 @@ class CountedField(nn.Module):
         return self.net(y)
 
 
-def neural_ode_pair(hidden: tuple[int, ...], batch: int) -> dict[str, Side]:
+def neural_ode_pair(hidden: tuple[int, ...], batch: int, device: torch.device = CPU) -> dict[str, Side]:
     """dynlearn's NeuralODE against ``torchdiffeq.odeint`` on the shared grid of 16-row windows."""
     from torchdiffeq import odeint
 
     frame = make_damped_oscillator(n_series=64, n_times=50, random_state=0)
-    seen = capture(NeuralODE(hidden_layer_sizes=hidden, window_size=16, stabilize=False, rtol=RTOL, atol=ATOL), frame)
+    seen = capture(NeuralODE(hidden_layer_sizes=hidden, window_size=16, stabilize=False, rtol=RTOL, atol=ATOL), frame,
+                   device)
     data = seen.train_data
     grid = data["times"][0] - data["times"][0, 0]
     if not torch.allclose(data["times"] - data["times"][:, :1], grid.expand_as(data["times"])):
         raise RuntimeError("speed_vs_peers: the NeuralODE windows do not share one time grid; the odeint loop needs one.")
-    field = CountedField(mlp([2, *hidden, 2]))
+    field = CountedField(mlp([2, *hidden, 2])).to(device)
     field.net.load_state_dict(seen.module.field.net.state_dict())  # same initial weights
 
     def loss(part: dict) -> torch.Tensor:
@@ -233,7 +236,7 @@ class DrivenField(nn.Module):
         return self.net(torch.cat([y, u], dim=-1))
 
 
-def driven_pair(hidden: tuple[int, ...], batch: int, interpolation: str) -> dict[str, Side]:
+def driven_pair(hidden: tuple[int, ...], batch: int, interpolation: str, device: torch.device = CPU) -> dict[str, Side]:
     """dynlearn's NeuralODE driven by a known input (forced oscillators) against an ``odeint`` loop whose field
     reads the input itself, on the shared grid of 16-row windows.
 
@@ -247,12 +250,12 @@ def driven_pair(hidden: tuple[int, ...], batch: int, interpolation: str) -> dict
 
     frame = make_forced_oscillator(n_series=64, n_times=50, t_span=(0.0, 15.0), random_state=0)
     seen = capture(NeuralODE(hidden_layer_sizes=hidden, window_size=16, stabilize=False, rtol=RTOL, atol=ATOL,
-                             covariates=["u"], covariate_interpolation=interpolation), frame)  # fmt: skip
+                             covariates=["u"], covariate_interpolation=interpolation), frame, device)  # fmt: skip
     data = seen.train_data
     grid = data["times"][0] - data["times"][0, 0]
     if not torch.allclose(data["times"] - data["times"][:, :1], grid.expand_as(data["times"])):
         raise RuntimeError("speed_vs_peers: the driven windows do not share one time grid; the odeint loop needs one.")
-    field = DrivenField(mlp([3, *hidden, 2]), interpolation)
+    field = DrivenField(mlp([3, *hidden, 2]), interpolation).to(device)
     field.net.load_state_dict(seen.module.field.net.state_dict())
     samples = {"jump_t": grid[1:-1]}
 
@@ -287,14 +290,15 @@ def driven_pair(hidden: tuple[int, ...], batch: int, interpolation: str) -> dict
     return {"dynlearn": dynlearn_side(seen, batch, ode_evaluations), "peer": peer}
 
 
-def torchode_pair(hidden: tuple[int, ...], batch: int) -> dict[str, Side]:
+def torchode_pair(hidden: tuple[int, ...], batch: int, device: torch.device = CPU) -> dict[str, Side]:
     """dynlearn's per-series irregular solve against torchode's batched solve with per-series steps."""
     import torchode
 
     frame = make_damped_oscillator(n_series=64, n_times=50, irregular=True, random_state=0)
-    seen = capture(NeuralODE(hidden_layer_sizes=hidden, window_size=16, stabilize=False, rtol=RTOL, atol=ATOL), frame)
+    seen = capture(NeuralODE(hidden_layer_sizes=hidden, window_size=16, stabilize=False, rtol=RTOL, atol=ATOL), frame,
+                   device)
     data = seen.train_data
-    field = CountedField(mlp([2, *hidden, 2]))
+    field = CountedField(mlp([2, *hidden, 2])).to(device)
     field.net.load_state_dict(seen.module.field.net.state_dict())
     term = torchode.ODETerm(field)
     solver = torchode.AutoDiffAdjoint(
@@ -313,11 +317,11 @@ def torchode_pair(hidden: tuple[int, ...], batch: int) -> dict[str, Side]:
 
 
 # --------------------------------------------------------------- HamiltonianNN
-def hamiltonian_pair(hidden: tuple[int, ...], batch: int) -> dict[str, Side]:
+def hamiltonian_pair(hidden: tuple[int, ...], batch: int, device: torch.device = CPU) -> dict[str, Side]:
     """dynlearn's HamiltonianNN (derivative regression) against a plain autograd HNN step on the same rows."""
     frame = make_mass_spring(n_series=32, n_times=50, random_state=0)
-    seen = capture(HamiltonianNN(hidden_layer_sizes=hidden, fit_on="derivatives"), frame)
-    energy = mlp([2, *hidden, 1])
+    seen = capture(HamiltonianNN(hidden_layer_sizes=hidden, fit_on="derivatives"), frame, device)
+    energy = mlp([2, *hidden, 1]).to(device)
     energy.load_state_dict(seen.module.net.state_dict())
     counter = Counter(energy)
 
@@ -407,13 +411,13 @@ class PeerLatentSDE(nn.Module):
         return -elbo / mask.sum().clamp_min(1)
 
 
-def latent_sde_pair(hidden: tuple[int, ...], batch: int) -> dict[str, Side]:
+def latent_sde_pair(hidden: tuple[int, ...], batch: int, device: torch.device = CPU) -> dict[str, Side]:
     """dynlearn's LatentSDE against the torchsde loop above, Euler steps of 0.25 (196 per iteration)."""
     frame = make_damped_oscillator(n_series=SDE_BATCH, n_times=50, random_state=0)
     estimator = LatentSDE(hidden_layer_sizes=hidden, kl_anneal_epochs=0, batch_size=SDE_BATCH, dt=0.25)
-    seen = capture(estimator, frame)
+    seen = capture(estimator, frame, device)
     torch.manual_seed(0)
-    peer = PeerLatentSDE(hidden)
+    peer = PeerLatentSDE(hidden).to(device)
     peer.load_state_dict(seen.module.state_dict(), strict=True)  # same initial weights, same names
     ours = Counter(seen.module.dynamics.correction)  # one call per posterior drift evaluation
     count_fused_steps(seen.module.dynamics, ours)
@@ -467,6 +471,8 @@ def compare(family: str, size: str, sides: dict[str, Side], context: Context, it
         Record(NAME, f"{prefix}.ratio_dynlearn_over_peer", median(ratios), "x"),
         Record(NAME, f"{prefix}.rounds", len(ratios), "rounds"),
     ]
+    if context.device.type != "cpu":  # the floors read CPU self time, which on a GPU is launch time, not kernel time
+        return records + _trained(prefix, sides, len(ratios) + 2, iterations)
     profiled = matrix_product_profile({who: side.iteration for who, side in sides.items()}, PROFILED)
     for who, figures in profiled.items():
         records += [
@@ -481,24 +487,29 @@ def compare(family: str, size: str, sides: dict[str, Side], context: Context, it
         Record(NAME, f"{prefix}.ratio_floor_products_and_activations",
                (ours.product_seconds + ours.activation_seconds) / theirs, "x"),
     ]  # fmt: skip
-    done = len(ratios) + 2 + PROFILED  # the evaluation count, the warm-up and the profiled rounds were iterations too
+    # The evaluation count, the warm-up and the profiled rounds were iterations too.
+    return records + _trained(prefix, sides, len(ratios) + 2 + PROFILED, iterations)
+
+
+def _trained(prefix: str, sides: dict[str, Side], done: int, iterations: int) -> list[Record]:
+    """Each side's loss on all its training examples after ``iterations`` more iterations (``done`` before)."""
     for _ in range(iterations):
         for side in sides.values():
             side.iteration()
-    records += [Record(NAME, f"{prefix}.final_loss.{who}", side.full_loss(), "training loss") for who, side in sides.items()]
+    records = [Record(NAME, f"{prefix}.final_loss.{who}", side.full_loss(), "training loss") for who, side in sides.items()]
     return records + [Record(NAME, f"{prefix}.iterations_trained", done + iterations, "iterations")]
 
 
 # Iterations of each side profiled for the time inside matrix products.
 PROFILED = 4
 
-FAMILIES: dict[str, Callable[[tuple[int, ...], int], dict[str, Side]]] = {
+FAMILIES: dict[str, Callable[[tuple[int, ...], int, torch.device], dict[str, Side]]] = {
     "neural_ode": neural_ode_pair,
     "hamiltonian": hamiltonian_pair,
     "latent_sde": latent_sde_pair,
     "neural_ode_irregular_torchode": torchode_pair,
-    "neural_ode_driven_held": lambda hidden, batch: driven_pair(hidden, batch, "previous"),
-    "neural_ode_driven_linear": lambda hidden, batch: driven_pair(hidden, batch, "linear"),
+    "neural_ode_driven_held": lambda hidden, batch, device: driven_pair(hidden, batch, "previous", device),
+    "neural_ode_driven_linear": lambda hidden, batch, device: driven_pair(hidden, batch, "linear", device),
 }
 
 
@@ -515,7 +526,7 @@ def peers(context: Context, sizes: dict[str, tuple[tuple[int, ...], int]] | None
                 continue
             for size, (hidden, batch) in sizes.items():
                 torch.manual_seed(0)
-                records += compare(family, size, FAMILIES[family](hidden, batch), context, iterations)
+                records += compare(family, size, FAMILIES[family](hidden, batch, context.device), context, iterations)
     return records
 
 
@@ -559,7 +570,8 @@ def authors_rows(context: Context) -> list[Record]:
     "the peer's seconds per iteration: the ratio dynlearn would reach if its iteration were nothing but its matrix "
     "products; ratio_floor_products_and_activations adds the activation kernels and their derivatives' "
     "(activation_seconds_per_iteration). A floor above 0.5 says the 2x goal needs fewer or cheaper kernels, not "
-    "less overhead. authors.*: ODERNN / LatentODE against the authors' "
+    "less overhead; on a GPU (--device cuda) both sides are built there and the floors, which read CPU self time, are "
+    "not recorded. authors.*: ODERNN / LatentODE against the authors' "
     "code (irregular_speed_authors' comparison; skipped without $DYNLEARN_AUTHORS_LATENT_ODE).",
 )
 def speed_vs_peers(context: Context) -> list[Record]:

@@ -95,3 +95,15 @@ def test_without_a_checkout_the_authors_rows_say_what_to_set(monkeypatch):
     context = BenchContext(quick=True, device=torch.device("cpu"), seconds_per_comparison=0.0, repeats=1)
     (record,) = speed_vs_peers.authors_rows(context)
     assert record.metric == "authors.skipped" and "DYNLEARN_AUTHORS_LATENT_ODE" in record.unit
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_a_gpu_both_sides_are_built_there_and_the_cpu_floors_are_left_out():
+    context = BenchContext(quick=True, device=torch.device("cuda"), seconds_per_comparison=0.0, repeats=2)
+    values = _values(speed_vs_peers.peers(context, sizes=TINY, iterations=2, families=["neural_ode", "hamiltonian"]))
+    for family in ("neural_ode", "hamiltonian"):
+        assert math.isfinite(values[f"{family}.tiny.ratio_dynlearn_over_peer"])
+        assert f"{family}.tiny.ratio_floor_matrix_products_only" not in values  # CPU self time is launch time there
+        ours, theirs = (values[f"{family}.tiny.final_loss.{who}"] for who in ("dynlearn", "peer"))
+        assert ours == pytest.approx(theirs, rel=1e-2)

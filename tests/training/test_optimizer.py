@@ -201,3 +201,22 @@ def test_the_clip_coefficient_formed_on_the_host_is_torchs_bit_for_bit(dtype):
         torch.nn.utils.clip_grad_norm_(theirs, max_norm)
         for p, q in zip(ours, theirs):
             assert torch.equal(p.grad, q.grad), (trial, scale, max_norm)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_a_gpu_the_direct_kernel_call_is_torchs_step_bit_for_bit():
+    (ours, theirs), (_, _), batch = _twins()
+    ours, theirs = ours.cuda(), theirs.cuda()
+    mine, reference = (adamw([{"params": net[0].parameters()}, {"params": net[2].parameters(), "lr": 3e-3}], lr=1e-2,
+                             weight_decay=1e-2) for net in (ours, theirs))  # fmt: skip
+    batch = {"x": batch["x"].cuda()}
+    for i in range(4):
+        train_step(ours, _loss, batch, mine, clip_grad_norm=0.1)
+        if i == 0:
+            assert _fused_adamw_calls(mine) is not None
+        reference.zero_grad()
+        _loss(theirs, batch).backward()
+        torch.nn.utils.clip_grad_norm_(theirs.parameters(), 0.1)
+        reference.step()
+    _assert_same_state(mine, reference)
