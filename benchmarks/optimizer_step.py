@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 from harness import compare_iterations, write_rows
 from irregular import TrainingCapture, consecutive_batches
+from speed_vs_peers import CPU, capture
 
 from dynlearn import HamiltonianNN, NeuralODE
 from dynlearn.datasets import make_damped_oscillator, make_mass_spring
@@ -48,14 +49,12 @@ SIZES = {"small": ((32, 32), 16), "large": ((256, 256), 256)}
 
 
 def _captured(family: str, hidden: tuple[int, ...]) -> TrainingCapture:
-    seen = TrainingCapture()
-    common = {"hidden_layer_sizes": hidden, "callbacks": [seen], "max_epochs": 1, "patience": None,
-              "validation_fraction": 0.0, "random_state": 0, "n_threads": 1, "device": "cpu"}  # fmt: skip
+    """A one-epoch fit's loss and minibatches, as ``speed_vs_peers`` captures them."""
     if family == "hamiltonian":
-        HamiltonianNN(fit_on="derivatives", **common).fit(make_mass_spring(n_series=32, n_times=50, random_state=0))
-    else:
-        NeuralODE(stabilize=False, **common).fit(make_damped_oscillator(n_series=64, n_times=50, random_state=0))
-    return seen
+        frame = make_mass_spring(n_series=32, n_times=50, random_state=0)
+        return capture(HamiltonianNN(hidden_layer_sizes=hidden, fit_on="derivatives"), frame, CPU)
+    frame = make_damped_oscillator(n_series=64, n_times=50, random_state=0)
+    return capture(NeuralODE(hidden_layer_sizes=hidden, stabilize=False), frame, CPU)
 
 
 def _iteration(seen: TrainingCapture, batch: int, through_step: bool) -> Callable[[], tuple[float, int]]:

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from ..exceptions import IntegrationError
-from ._energy_loss import derivative_loss_node, times_derivative
+from ._energy_loss import Sweep, derivative_loss_node, network_tensors
 from ._mlp import make_mlp
 
 
@@ -81,7 +81,8 @@ def _network_gradient(net: nn.Module, x: torch.Tensor, value: bool = True) -> tu
     For a network of :func:`_written_out_layers` the gradient is written out:
     a forward sweep keeping each hidden layer's input ``z`` and output ``h``,
     then ``g = W_L`` and ``g = (g σ'(z)) W`` back through the hidden layers.
-    Anything else goes through :func:`_gradient`. Either way the gradient
+    (:class:`Sweep`, shared with the derivative loss's node). Anything else
+    goes through :func:`_gradient`. Either way the gradient
     keeps its graph while gradients are recorded and has none under
     ``torch.no_grad()``. With ``value=False`` the written-out path skips the
     last layer and returns None for the value.
@@ -90,20 +91,12 @@ def _network_gradient(net: nn.Module, x: torch.Tensor, value: bool = True) -> tu
     if plan is None:
         return _gradient(lambda z: net(z).squeeze(-1), x)
     linears, activations = plan
-    weights = [layer.weight for layer in linears]
-    inputs, outputs = [], []
-    h = x
-    for layer, weight, activation in zip(linears, weights, activations):
-        z = torch.addmm(layer.bias, h, weight.t())
-        h = activation(z)
-        inputs.append(z)
-        outputs.append(h)
-    last = weights[-1]
-    energy = torch.addmm(linears[-1].bias, h, last.t()).squeeze(-1) if value else None
-    gradient = last.expand(x.shape[0], last.shape[1])
-    for weight, activation, z, h in zip(weights[-2::-1], activations[::-1], inputs[::-1], outputs[::-1]):
-        gradient = times_derivative(activation, gradient, z, h).mm(weight)
-    return energy, gradient
+    sweep = Sweep(activations, network_tensors(linears), x)
+    energy = None
+    if value:
+        top = sweep.hs[-1] if sweep.hs else x
+        energy = torch.addmm(linears[-1].bias, top, linears[-1].weight.t()).squeeze(-1)
+    return energy, sweep.gradient
 
 
 # What HamiltonianField.derivative_loss's node computes in one pass, so a field that changes them takes its own.

@@ -91,19 +91,23 @@ def _curvature(activation: nn.Module, g: torch.Tensor, d: torch.Tensor, z: torch
     if kind is nn.ELU:
         return d * (h <= 0), 1.0
     if kind is nn.Softplus:
-        beta = activation.beta
-        s = torch.sigmoid(z * beta)
-        second = torch.addcmul(s, s, s, value=-1.0).mul_(z * beta <= activation.threshold)
+        beta, scaled = activation.beta, z * activation.beta
+        s = torch.sigmoid(scaled)
+        second = torch.addcmul(s, s, s, value=-1.0).mul_(scaled <= activation.threshold)
         return second.mul_(g), beta
     s = torch.sigmoid(z)  # SiLU
     return torch.addcmul(s, s, s, value=-1.0).mul_(z * (1.0 - 2.0 * s) + 2.0).mul_(g), 1.0
 
 
-class _Sweep:
+class Sweep:
     """One network's forward and gradient sweeps at ``x``: its layers' inputs and outputs, and ``∂H/∂x``.
 
     ``tensors`` are the hidden layers' weights and biases in turn, then the
-    output weights; ``activations`` the hidden activations.
+    output weights (:func:`network_tensors`); ``activations`` the hidden
+    activations. The operations are recorded when gradients are (the
+    field's written-out gradient, ``_network_gradient``) and not inside
+    :class:`_DerivativeLoss`, which differentiates them itself
+    (:meth:`parameter_gradients`).
     """
 
     def __init__(self, activations: Sequence[nn.Module], tensors: Sequence[torch.Tensor], x: torch.Tensor):
@@ -180,13 +184,13 @@ class _DerivativeLoss(torch.autograd.Function):
         ctx.recorded, ctx.tensors = recorded, tensors  # the parameters, for a differentiable backward
         d = n_coordinates
         if len(activations) == 1:  # the field is J ∂H/∂x, one product with the signed permutation J
-            sweep = _Sweep(activations[0], tensors, x)
+            sweep = Sweep(activations[0], tensors, x)
             symplectic = _symplectic_transpose(d, x.dtype, x.device)
             error = torch.addmm(rates, sweep.gradient, symplectic, beta=-1)
         else:
             split = 2 * len(activations[0]) + 1
-            sweeps = [_Sweep(activations[0], tensors[:split], x[:, d:]),
-                      _Sweep(activations[1], tensors[split:], x[:, :d])]
+            sweeps = [Sweep(activations[0], tensors[:split], x[:, d:]),
+                      Sweep(activations[1], tensors[split:], x[:, :d])]
             error = torch.cat([sweeps[0].gradient, sweeps[1].gradient.neg()], dim=1).sub_(rates)
         weighted = error * mask
         count = mask.sum().clamp_min_(1)
@@ -208,6 +212,14 @@ class _DerivativeLoss(torch.autograd.Function):
         return (None, None, None, None, None, None, *torch._foreach_mul(ctx.gradients, grad_loss))
 
 
+def network_tensors(linears: Sequence[nn.Linear]) -> list[torch.Tensor]:
+    """The tensors a :class:`Sweep` reads: each hidden layer's weight and bias, then the output weight.
+
+    The output bias does not reach ``∂H/∂x``.
+    """
+    return [*(t for layer in linears[:-1] for t in (layer.weight, layer.bias)), linears[-1].weight]
+
+
 def derivative_loss_node(networks: Sequence[tuple[list[nn.Linear], list[nn.Module]]], n_coordinates: int,
                          x: torch.Tensor, rates: torch.Tensor, mask: torch.Tensor,
                          recorded: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -217,10 +229,6 @@ def derivative_loss_node(networks: Sequence[tuple[list[nn.Linear], list[nn.Modul
     the same parameters: a backward pass that must itself be
     differentiable (``create_graph=True``) differentiates it instead.
     """
-    tensors = []
-    for linears, _ in networks:
-        for layer in linears[:-1]:
-            tensors += [layer.weight, layer.bias]
-        tensors.append(linears[-1].weight)
+    tensors = [tensor for linears, _ in networks for tensor in network_tensors(linears)]
     activations = [activations for _, activations in networks]
     return _DerivativeLoss.apply(activations, n_coordinates, recorded, x, rates, mask, *tensors)

@@ -166,9 +166,9 @@ def _fused_adamw_calls(optimizer: torch.optim.Optimizer) -> list[tuple] | None:
             # Parameters without a gradient this step are left as they are, as torch's step leaves them.
             if any(grad is not None and grad.is_sparse for grad in grads):
                 return None
-            kept_ = [i for i, grad in enumerate(grads) if grad is not None]
+            present = [i for i, grad in enumerate(grads) if grad is not None]
             params, grads, exp_avgs, exp_avg_sqs, steps = (
-                [items[i] for i in kept_] for items in (params, grads, exp_avgs, exp_avg_sqs, steps))
+                [items[i] for i in present] for items in (params, grads, exp_avgs, exp_avg_sqs, steps))
         if params:
             calls.append((group, params, grads, exp_avgs, exp_avg_sqs, steps))
     return calls
@@ -207,16 +207,15 @@ _OPTIONS = ("fused", "decoupled_weight_decay", *_PLAIN_GROUP)
 def _gather(optimizer: torch.optim.Optimizer) -> list[tuple] | None:
     """Per group: its parameters with state, their moments and step counts, and those without state yet.
 
-    None where the kernel does not apply: other options, rates that are
-    not numbers, complex parameters, or several devices or dtypes.
+    None where the kernel does not apply: other options, complex
+    parameters, or several devices or dtypes (the rates are checked at
+    each step, since a schedule may set them).
     """
     gathered, kind = [], None
     for group in optimizer.param_groups:
         if not group.get("fused") or not group.get("decoupled_weight_decay", True):
             return None
         if any(group.get(option, True) != value for option, value in _PLAIN_GROUP.items()):
-            return None
-        if not all(_is_number(value) for value in (group["lr"], *group["betas"], group["weight_decay"], group["eps"])):
             return None
         arguments: tuple[list, ...] = ([], [], [], [], [])
         for p in group["params"]:
