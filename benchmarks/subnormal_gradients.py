@@ -4,11 +4,13 @@ On x86 CPUs an arithmetic instruction that meets a subnormal float (below
 1.2e-38 in float32) takes a slow path, many times slower than a normal one;
 a few such entries in a matrix slow the whole product. For each model this
 script captures the training state of a short fit (its loss, module and
-prepared minibatches, through a public ``Callback``) and, at those weights,
+prepared minibatches, through a public ``Callback``) and, at the fit's
+initial weights (or, with ``--train-iterations N``, at the weights of the
+captured state after N further training iterations),
 
 - counts the subnormal entries that the nodes of one backward pass hand on
   (autograd node hooks: the gradients each node passes to its inputs),
-  summed over the first minibatches, and
+  summed over the minibatches the timed iterations step through, and
 - times training iterations stepped at a learning rate of 0 (the same work
   every round) with ``torch.set_flush_denormal`` off and on, alternating round
   by round: the ratio on / off is what subnormal numbers cost the iteration
@@ -21,7 +23,8 @@ rows start from). One torch thread.
 
 Run::
 
-    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/subnormal_gradients.py [--rounds 30] [--out DIR]
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/subnormal_gradients.py [--rounds 30] [--train-iterations 0] \\
+        [--models latent_ode ...] [--out DIR]
 
 Writes ``results.csv`` and ``report.md`` to ``benchmarks/results/subnormal_gradients`` (or ``--out``).
 """
@@ -104,13 +107,19 @@ def captured(name: str) -> tuple[TrainingCapture, int]:
 MODELS = ("latent_ode", "odernn", "neural_ode", "hamiltonian", "latent_sde")
 
 
-def measure(name: str, rounds: int, counted_batches: int = 4) -> dict:
+def measure(name: str, rounds: int, counted_batches: int | None = None, train_iterations: int = 0) -> dict:
     seen, batch = captured(name)
     torch.manual_seed(0)
+    iteration = dynlearn_iteration(seen, batch, frozen=True)  # a copy at the fit's initial weights, rate 0
+    if train_iterations:  # or at the weights of the captured state trained on
+        training = dynlearn_iteration(seen, batch)
+        for _ in range(train_iterations):
+            training()
+        iteration.module.load_state_dict(seen.module.state_dict())
+    module = iteration.module
+    module.train()
     batches = consecutive_batches(seen.train_data, batch)[:counted_batches]
-    seen.module.train()
-    count = sum(subnormal_gradients(seen.module, seen.loss_fn, part) for part in batches)
-    iteration = dynlearn_iteration(seen, batch, frozen=True)
+    count = sum(subnormal_gradients(module, seen.loss_fn, part) for part in batches)
     seconds: dict[bool, list[float]] = {False: [], True: []}
     try:
         for flush in (False, True):  # warm-up
@@ -126,7 +135,7 @@ def measure(name: str, rounds: int, counted_batches: int = 4) -> dict:
         torch.set_flush_denormal(False)
     ratios = [on / off for on, off in zip(seconds[True], seconds[False])]
     return {
-        "model": name, "minibatches_counted": len(batches), "subnormal_gradient_entries": count,
+        "model": name, "trained_iterations": train_iterations, "minibatches_counted": len(batches), "subnormal_gradient_entries": count,
         "seconds_per_iteration": statistics.median(seconds[False]),
         "seconds_per_iteration_flushed": statistics.median(seconds[True]),
         "ratio_flushed_over_not": statistics.median(ratios), "rounds": rounds,
@@ -137,18 +146,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--train-iterations", type=int, default=0,
+                        help="training iterations after the captured state, before counting and timing")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     if not torch.set_flush_denormal(False):
         raise SystemExit("subnormal_gradients: this CPU cannot flush subnormal numbers (no SSE3), so nothing to time.")
     torch.set_num_threads(1)
-    rows = [measure(name, args.rounds) for name in args.models]
+    rows = [measure(name, args.rounds, train_iterations=args.train_iterations) for name in args.models]
     report = [
         "# Subnormal numbers in training gradients",
         "",
-        (f"Command: `OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/subnormal_gradients.py --rounds {args.rounds}`, "
-         "one torch thread. Counts: subnormal entries handed on by the backward pass's nodes over the first "
+        (f"Command: `OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/subnormal_gradients.py --rounds {args.rounds} "
+         f"--train-iterations {args.train_iterations} --models {' '.join(args.models)}`, "
+         "one torch thread. Counts: subnormal entries handed on by the backward pass's nodes, summed over the "
          "minibatches; ratio: median per-round seconds with subnormals flushed to zero over without "
          "(below 1: they cost that much)."),
         "",
