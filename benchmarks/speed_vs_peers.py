@@ -580,3 +580,39 @@ def speed_vs_peers(context: Context) -> list[Record]:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     records.append(Record(NAME, "load_average_1min_at_end", load, "runnable processes"))
     return records + [Record(NAME, "wall_time", time.perf_counter() - started, "s")]
+
+
+def main() -> None:
+    """Family by family, each family's rows appended to ``--out``'s CSV as soon as it is done (``gpu_checks.sh``:
+    a run cut short by its time limit keeps the families it finished)."""
+    import argparse
+    import csv
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(description="speed_vs_peers family by family, rows written as each finishes.")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--quick", action="store_true", help="2 s per comparison and 10 accuracy iterations")
+    parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
+    parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--out", type=Path, required=True, help="CSV file the rows are appended to")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    context = Context(quick=args.quick, device=device, seconds_per_comparison=2.0 if args.quick else 20.0)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    for family in args.families:
+        started = time.perf_counter()
+        records = peers(context, {size: SIZES[size] for size in args.sizes}, families=[family])
+        with open(args.out, "a", newline="") as handle:
+            writer = csv.writer(handle)
+            if handle.tell() == 0:
+                writer.writerow(["benchmark", "metric", "value", "unit", "device", "quick"])
+            writer.writerows([r.benchmark, r.metric, r.value, r.unit, name, args.quick] for r in records)
+        print(f"{family}: {len(records)} rows, {time.perf_counter() - started:.0f} s", flush=True)
+        for record in records:
+            if ".ratio_dynlearn_over_peer" in record.metric:
+                print(f"  {record.metric} {record.value:.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
