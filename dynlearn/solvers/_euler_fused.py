@@ -193,16 +193,21 @@ def _run(plan: _Plan, y0, table, index, extra, u, dw, params, record: bool = Fal
     prior_z = prior_w[0][:, :d]
     first = corr_w[0]
     projected = table @ first[:, d + m : d + m + width].t()  # the context's share of the first layer, once per row
-    base = projected[index] + extra @ first[:, d + m + width :].t() + corr_b[0]  # (n, batch, hidden)
+    # (n, batch, hidden), summed in place: each new tensor of this size is fresh memory, slow to touch first.
+    base = projected[index].add_(extra @ first[:, d + m + width :].t()).add_(corr_b[0])
     if corr_inputs is not None:
-        base = base + corr_inputs
+        base = base.add_(corr_inputs)
     weight_z = first[:, :d]
     floor, logqp = plan.floor, plan.logqp
     new = (lambda *shape: None) if record else (lambda *shape: y0.new_empty(shape))
     states = _Buffer(new(n + 1, batch, d), y0)
     kls = _Buffer(new(n + 1, batch, 1), y0.new_zeros(batch, 1)) if logqp else None
-    prior_hidden = [_Buffer(new(n, batch, w.shape[0])) for w in prior_w[:-1]]
-    corr_hidden = [_Buffer(new(n, batch, w.shape[0])) for w in corr_w[:-1]]
+    # Each hidden layer's outputs over all steps, the buffer holding the layer's bias to start with (the first
+    # layers' per-step biases are themselves such tensors of this solve), so each step adds its product in place.
+    prior_hidden = [_Buffer.biased(None if record else (prior_base if j == 0 and prior_base is not None else b),
+                                   (n, batch, w.shape[0])) for j, (w, b) in enumerate(zip(prior_w[:-1], prior_b))]
+    corr_hidden = [_Buffer.biased(None if record else (base if j == 0 else b), (n, batch, w.shape[0]))
+                   for j, (w, b) in enumerate(zip(corr_w[:-1], corr_b))]
     hiddens, sigmoids = _Buffer(new(n, batch, *w1.shape)), _Buffer(new(n, batch, d))
     ratios = _Buffer(new(n, batch, d)) if logqp else None
     y, kl = y0, kls.last if logqp else None
@@ -249,12 +254,22 @@ class _Buffer:
         self.buffer[k] = value
         return self.buffer[k]
 
+    @classmethod
+    def biased(cls, bias: torch.Tensor | None, shape: tuple[int, int, int]) -> _Buffer:
+        """A hidden layer's buffer ``(n, batch, width)`` holding its bias at every step to start with (``bias``
+        ``(width,)``, copied in once; or ``(n, batch, width)``, a tensor of the solve's own, taken as the buffer),
+        for :meth:`activated`; recording (``bias`` None), a list."""
+        if bias is None:
+            return cls(None)
+        return cls(bias if bias.dim() == 3 else bias.new_empty(shape).copy_(bias.expand(shape)))
+
     def activated(self, k: int, name: str, bias: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """``σ(bias + x weightᵀ)``, written in place into step ``k``'s slot when unrecorded."""
-        if self.buffer is None or name == "softplus":
+        """``σ(bias + x weightᵀ)``; unrecorded, added in place to step ``k``'s slot, which holds ``bias``
+        (:meth:`biased`): one pass over fresh memory for all steps instead of a copy of the bias into each."""
+        if self.buffer is None:
             return self.put(k, _FORWARD[name](torch.addmm(bias, x, weight.t())))
-        out = torch.addmm(bias, x, weight.t(), out=self.buffer[k])
-        return _IN_PLACE[name](out)
+        out = self.buffer[k].addmm_(x, weight.t())
+        return out.copy_(_FORWARD[name](out)) if name == "softplus" else _IN_PLACE[name](out)
 
     def whole(self) -> torch.Tensor:
         return torch.stack(self.items) if self.buffer is None else self.buffer

@@ -164,15 +164,25 @@ class MLPLayers:
 _MODULES = {nn.Tanh: "tanh", nn.ReLU: "relu", nn.Softplus: "softplus", nn.ELU: "elu"}
 
 
+_TANH_GRAD = torch.ops.aten.tanh_backward.grad_input
+_THRESHOLD_GRAD = torch.ops.aten.threshold_backward.grad_input
+_ELU_GRAD = torch.ops.aten.elu_backward.grad_input
+
+
 def _activation_backward(name: str, grad: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``grad * σ'(z)`` from the activation's output ``out = σ(z)``."""
+    """``grad * σ'(z)`` from the activation's output ``out = σ(z)``, written over ``grad``.
+
+    ``grad`` must be a temporary of the caller's (a product's fresh output):
+    on CPU a new tensor of a large layer's size lands on memory not touched
+    yet, whose first writes cost more than the kernel's arithmetic.
+    """
     if name == "tanh":
-        return torch.ops.aten.tanh_backward(grad, out)  # autograd's own kernel for it: grad (1 - out²)
+        return _TANH_GRAD(grad, out, grad_input=grad)  # autograd's own kernel for it: grad (1 - out²)
     if name == "relu":
-        return torch.ops.aten.threshold_backward(grad, out, 0)
+        return _THRESHOLD_GRAD(grad, out, 0, grad_input=grad)
     if name == "softplus":
-        return grad * -torch.expm1(-out)
-    return torch.ops.aten.elu_backward(grad, 1.0, 1, 1, True, out)  # α = 1, from the output
+        return grad.mul_(torch.expm1(-out).neg_())
+    return _ELU_GRAD(grad, 1.0, 1, 1, True, out, grad_input=grad)  # α = 1, from the output
 
 
 def _stages(coupling, h, activations, box, reads, second_order, y0, k1, weights, biases):
