@@ -25,9 +25,15 @@ from dynlearn.bench import PERF, Environment, Record, format_value, median, regi
 from dynlearn.bench import BenchContext as Context
 
 __all__ = [
-    "PERF", "Arithmetic", "Context", "Environment", "Record", "compare_iterations", "matrix_product_profile",
+    "PERF", "Arithmetic", "Context", "Environment", "Record", "compare_iterations",
+    "default_seconds", "matrix_product_profile",
     "median", "register", "run_all", "time_interleaved", "warm_up", "write_results",
 ]  # fmt: skip
+
+
+def default_seconds(quick: bool) -> float:
+    """Seconds each comparison aims to spend unless told otherwise: 2 in a quick run, 20 in a full one."""
+    return 2.0 if quick else 20.0
 
 
 def register(name: str, description: str) -> Callable[[Callable[[Context], list[Record]]], Callable]:

@@ -23,7 +23,7 @@ from dynlearn import NeuralODE
 from dynlearn.datasets import make_damped_oscillator
 
 # harness.py sits beside this file, which Python puts on sys.path when run as a script.
-from harness import PERF, Context, Environment, Record, register, run_all, write_results
+from harness import PERF, Context, Environment, Record, default_seconds, register, run_all, write_results
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.pendulum_path is not None:
         # The benchmarks share one Context; the variable is how hnn_table1 learns the path.
         os.environ[PENDULUM_PATH_VARIABLE] = str(args.pendulum_path)
-    seconds = args.seconds or (2.0 if args.quick else 20.0)
+    seconds = args.seconds or default_seconds(args.quick)
     context = Context(args.quick, torch.device(args.device), seconds_per_comparison=seconds, repeats=args.repeats)
     names = args.only or list(PERF)
     records, spent = run_all(names, context)

@@ -37,7 +37,7 @@ from dynlearn.datasets import make_damped_oscillator, make_forced_oscillator, ma
 from dynlearn.solvers import count_evaluations
 from dynlearn.training import adamw, train_step
 
-from harness import Context, Record, matrix_product_profile, median, register, time_interleaved
+from harness import Context, Record, default_seconds, matrix_product_profile, median, register, time_interleaved
 from irregular import TrainingCapture, consecutive_batches
 from physics import torch_threads
 
@@ -597,8 +597,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="CSV file the rows are appended to")
     args = parser.parse_args()
     device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("speed_vs_peers: --device cuda, but torch sees no CUDA device; run with --device cpu.")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    context = Context(quick=args.quick, device=device, seconds_per_comparison=2.0 if args.quick else 20.0)
+    context = Context(quick=args.quick, device=device, seconds_per_comparison=default_seconds(args.quick))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for family in args.families:
         started = time.perf_counter()
