@@ -10,7 +10,7 @@ from torch import nn
 from ..exceptions import IntegrationError, input_error
 from ..solvers import FIXED_STEP_METHODS, fixed_step, ode_method, solve_ode
 from ._mlp import ACTIVATIONS, MLPVectorField, mlp_function
-from ._odernn_fused import euler_gru_loop, fusable_field, gru_cell_tensors, gru_unit_tensors
+from ._odernn_fused import euler_gru_loop, euler_rows, fusable_field, gru_cell_tensors, gru_unit_tensors
 
 
 def _step_size(options: dict[str, Any] | None) -> float | None:
@@ -350,7 +350,9 @@ class ODERNNEncoder(nn.Module):
         net = self.field.net
         max_num_steps = solve.get("max_num_steps", 10_000)
         if info.name in FIXED_STEP_METHODS:
-            net = mlp_function(net, rescaled=True)
+            # Unbounded Euler steps of a field the written-out rollout runs: one autograd node for all of them.
+            written_out = info.name == "euler" and bounds is None and fusable_field(net)
+            field_net, net = net, mlp_function(net, rescaled=True)
 
             def step(h: torch.Tensor, dt: torch.Tensor, held: torch.Tensor | None) -> torch.Tensor:
                 f = net if held is None else (lambda x: net(torch.cat([x, held], dim=-1)))
@@ -366,6 +368,8 @@ class ODERNNEncoder(nn.Module):
                 # rows that still have steps to take are stepped (cost: the sum of steps).
                 n_steps = _substeps(gaps, step_size, max_num_steps, rule)
                 dt = gaps / n_steps
+                if written_out and held is None and not dt.requires_grad:
+                    return euler_rows(h, dt, n_steps, field_net)
                 h = step(h, dt, held)
                 remaining = n_steps[:, 0]
                 for i in range(1, int(remaining.max())):

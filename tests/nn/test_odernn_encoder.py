@@ -371,3 +371,90 @@ def test_evolve_with_bounds_follows_the_projected_flow(method, options):
     start = torch.full((1, 5), 4.0, dtype=torch.float64)
     back = encoder.evolve(start, torch.tensor([-10.0], dtype=torch.float64), solve=solve, bounds=(lower, upper))
     torch.testing.assert_close(back[0], lower)
+
+
+def _stepped_row_by_row(net, h, dt, n_steps):
+    """Every row stepped once, then only the rows with steps left (``evolve``'s recorded path)."""
+    from dynlearn.nn import mlp_function
+    from dynlearn.solvers import fixed_step
+
+    f = mlp_function(net, rescaled=True)
+    h = fixed_step("euler", f, h, dt)
+    remaining = n_steps[:, 0]
+    for i in range(1, int(remaining.max())):
+        rows = torch.nonzero(remaining > i).squeeze(1)
+        h = h.index_copy(0, rows, fixed_step("euler", f, h.index_select(0, rows), dt.index_select(0, rows)))
+    return h
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_written_out_euler_rows_match_rows_stepped_one_at_a_time(activation, dtype):
+    """Rows with their own number of Euler steps, as one node: the recorded steps' values and gradients."""
+    from dynlearn.nn import make_mlp
+    from dynlearn.nn._odernn_fused import euler_rows
+
+    torch.manual_seed(3)
+    net = make_mlp(5, 5, (16, 12), activation=activation).to(dtype)
+    n_rows = 40
+    h = torch.randn(n_rows, 5, dtype=dtype, requires_grad=True)
+    n_steps = torch.randint(1, 6, (n_rows, 1)).to(dtype)
+    dt = 0.1 * torch.rand(n_rows, 1, dtype=dtype)
+    dt[:4] = 0.0  # rows that stay where they are
+    weights = torch.randn(n_rows, 5, dtype=dtype)
+    results = []
+    for stepped in (_stepped_row_by_row, euler_rows):
+        out = stepped(net, h, dt, n_steps) if stepped is _stepped_row_by_row else stepped(h, dt, n_steps, net)
+        grads = torch.autograd.grad((out * weights).sum(), [h, *net.parameters()])
+        results.append([out.detach(), *grads])
+    assert torch.equal(results[1][0][:4], h.detach()[:4])
+    tolerance = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-10, "atol": 1e-12}
+    for recorded, written_out in zip(*results):
+        assert written_out.abs().sum() > 0
+        torch.testing.assert_close(written_out, recorded, **tolerance)
+
+
+def test_evolve_takes_the_written_out_rows_only_where_they_apply(monkeypatch):
+    """Unbounded fixed Euler steps of an unforced encoder take one node; bounded steps and gaps that need a
+    gradient step the recorded way, to the same states."""
+    import dynlearn.nn._odernn as odernn
+
+    calls = []
+    written_out = odernn.euler_rows
+    monkeypatch.setattr(odernn, "euler_rows", lambda *args: calls.append(1) or written_out(*args))
+    encoder = _encoder(gru_hidden=7)
+    h = torch.randn(6, 5, dtype=torch.float64)
+    gaps = torch.tensor([0.0, 0.04, 0.3, 0.7, 1.3, -0.5], dtype=torch.float64)
+    solve = {"method": "euler", "options": {"step_size": 0.25}}
+    fast = encoder.evolve(h, gaps, solve=solve)
+    assert calls == [1]
+    needing = gaps.clone().requires_grad_(True)
+    recorded = encoder.evolve(h, needing, solve=solve)
+    wide = (torch.full((5,), -1e6, dtype=torch.float64), torch.full((5,), 1e6, dtype=torch.float64))
+    bounded = encoder.evolve(h, gaps, solve=solve, bounds=wide)
+    assert calls == [1]
+    torch.testing.assert_close(fast, recorded.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(fast, bounded, rtol=1e-12, atol=1e-12)
+    (gap_gradient,) = torch.autograd.grad(recorded.sum(), needing)
+    assert gap_gradient[1:].abs().min() > 0
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_written_out_euler_rows_run_on_cuda_as_on_cpu():
+    from dynlearn.nn import make_mlp
+    from dynlearn.nn._odernn_fused import euler_rows
+
+    torch.manual_seed(4)
+    net = make_mlp(5, 5, (16,)).double()
+    h = torch.randn(30, 5, dtype=torch.float64)
+    n_steps = torch.randint(1, 5, (30, 1)).double()
+    dt = 0.1 * torch.rand(30, 1, dtype=torch.float64)
+    results = []
+    for device in ("cpu", "cuda"):
+        moved, start = net.to(device), h.to(device).requires_grad_(True)
+        out = euler_rows(start, dt.to(device), n_steps.to(device), moved)
+        grads = torch.autograd.grad(out.square().sum(), [start, *moved.parameters()])
+        results.append([out.detach().cpu(), *(g.cpu() for g in grads)])
+    for cpu, cuda in zip(*results):
+        torch.testing.assert_close(cpu, cuda, rtol=1e-9, atol=1e-10)
