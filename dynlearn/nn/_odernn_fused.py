@@ -248,7 +248,7 @@ class _EulerGRULoop(torch.autograd.Function):
         n_rows, batch, hidden_dim = states.shape
         moving = ctx.moving
         new = states.new_empty
-        field_back = [_column_major(field[2 * i]).t() for i in range(n_hidden + 1)]
+        field_back = [_backward_factor(field[2 * i]) for i in range(n_hidden + 1)]
         # Each layer's gradient at its pre-activation (the last layer's: at the field's output), per moving row.
         field_grads = [new(len(moving), batch, field[2 * i].shape[1]) for i in range(n_hidden + 1)]
         outputs_j = [_rows(buffer)[0] for buffer in layer_outputs]
@@ -257,7 +257,7 @@ class _EulerGRULoop(torch.autograd.Function):
         if gru_kind == "unit":
             gates, zr, hr, hidden_c = buffers
             gates_back, gates_out_back, candidate_h_back, candidate_out_back = (
-                _column_major(gru[i]).t() for i in (5, 6, 8, 9)
+                _backward_factor(gru[i]) for i in (5, 6, 8, 9)
             )
             g_gates, g_zr, g_hidden_c = new(*gates.shape), new(*zr.shape), new(*hidden_c.shape)
             g_c = new(n_rows, batch, hidden_dim)
@@ -389,7 +389,7 @@ class _EulerRows(torch.autograd.Function):
         n_hidden = len(activations)
         dt, inputs, *rest = ctx.saved_tensors
         layer_outputs, field = rest[:n_hidden], rest[n_hidden:]
-        back = [_column_major(field[2 * i]).t() for i in range(n_hidden + 1)]
+        back = [_backward_factor(field[2 * i]) for i in range(n_hidden + 1)]
         field_grads = [inputs.new_empty(inputs.shape[0], field[2 * i].shape[1]) for i in range(n_hidden + 1)]
         g, end = grad_h.clone(), inputs.shape[0]
         for m in reversed(counts):
@@ -450,15 +450,17 @@ def _projected(inputs: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor)
     return out
 
 
-def _column_major(weight_t: torch.Tensor) -> torch.Tensor:
-    """``weight_t`` (in, out) laid out so that its transpose, the backward's right factor, is column-major.
+def _backward_factor(weight_t: torch.Tensor) -> torch.Tensor:
+    """``weight_tᵀ`` (out, in), the right factor of a layer's input-gradient product, laid out for speed.
 
-    A product ``(rows, k) @ (k, n)`` with ``k`` wide and ``n`` narrow (a
-    layer's input gradient, 100 or 200 wide to 10) runs about twice as fast
-    on CPU with the right factor column-major; for the square and widening
-    products the layout makes no difference. One copy per backward pass.
+    On CPU a product ``(rows, k) @ (k, n)`` with ``k`` wide and ``n``
+    narrow (100 or 200 wide to 10) runs about twice as fast with its right
+    factor column-major, while the square and widening ones run fastest
+    row-major. One copy per backward pass at most.
     """
-    return weight_t if weight_t.is_contiguous() else weight_t.contiguous()
+    if weight_t.shape[1] > weight_t.shape[0]:
+        return weight_t.contiguous().t()
+    return weight_t.t().contiguous()
 
 
 def _filled(buffer: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
