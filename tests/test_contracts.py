@@ -156,6 +156,13 @@ PRIVATE_IMPORTS_ALLOWED = {
         "the same skeleton: ConformalIntervals and its attributes, for the naive forecasters and for "
         "calibrating a winner from its backtest residuals"
     ),
+    ("dynlearn/nn/_energy_loss.py", "dynlearn.solvers._rk_mlp"): (
+        "the same layout rule (input_gradient_factor) for the Hamiltonian's written-out gradient sweep"
+    ),
+    ("dynlearn/nn/_odernn_fused.py", "dynlearn.solvers._rk_mlp"): (
+        "the layouts of the written-out backward passes' products (input_gradient_factor, weight_gradient): "
+        "one rule for every hand-written backward, and no name for users"
+    ),
     ("dynlearn/cli.py", "dynlearn.estimators._base"): (
         "an unpickled object is accepted only if it is a SeriesModel, the base of every estimator"
     ),

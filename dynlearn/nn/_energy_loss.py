@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..solvers._rk_mlp import input_gradient_factor
+
 _TANH_BACKWARD = torch.ops.aten.tanh_backward.default
 _THRESHOLD_BACKWARD = torch.ops.aten.threshold_backward.default
 _SOFTPLUS_BACKWARD = torch.ops.aten.softplus_backward.default
@@ -128,7 +130,7 @@ class Sweep:
         for k in range(n - 1, -1, -1):
             self.gs[k] = g
             self.ds[k] = times_derivative(activations[k], g, self.zs[k], self.hs[k])
-            g = self.ds[k].mm(self.weights[k])
+            g = self.ds[k].mm(input_gradient_factor(self.weights[k]))
         self.gradient = g  # ∂H/∂x, (batch, in)
 
     def parameter_gradients(self, v: torch.Tensor) -> list[torch.Tensor]:
@@ -138,8 +140,11 @@ class Sweep:
             return [v.sum(0, keepdim=True)]
         found: list[torch.Tensor] = [None] * (2 * n + 1)
         curvatures = [None] * n
+        # A layer reading fewer columns than it writes (the first, on a few coordinates) sums its weight's
+        # gradient transposed, the narrower side as the products' left factor (weight_gradient's rule).
+        narrow = [(self.hs[k - 1] if k else self.x).shape[1] < weights[k].shape[0] for k in range(n)]
         for k in range(n):  # the reverse of the gradient sweep, first layer to last
-            found[2 * k] = self.ds[k].t().mm(v)
+            found[2 * k] = v.t().mm(self.ds[k]) if narrow[k] else self.ds[k].t().mm(v)
             dd = F.linear(v, weights[k])
             curvature = _curvature(activations[k], self.gs[k], self.ds[k], self.zs[k], self.hs[k])
             if curvature is not None:
@@ -155,7 +160,11 @@ class Sweep:
                 e = torch.mul(a, b).mul_(c) if e is None else e.addcmul_(a, b, value=c)
             elif e is None:
                 e = torch.zeros_like(self.zs[k])
-            found[2 * k] = found[2 * k].addmm_(e.t(), self.hs[k - 1] if k else self.x)
+            source = self.hs[k - 1] if k else self.x
+            if narrow[k]:
+                found[2 * k] = found[2 * k].addmm_(source.t(), e).t()
+            else:
+                found[2 * k] = found[2 * k].addmm_(e.t(), source)
             found[2 * k + 1] = e.sum(0)
         return found
 

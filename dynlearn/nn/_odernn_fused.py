@@ -23,6 +23,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from ..solvers._rk_mlp import input_gradient_factor, weight_gradient
+
 # ``grad_input=`` writes the result into a given buffer.
 _SIGMOID_GRAD = torch.ops.aten.sigmoid_backward.grad_input
 _TANH_GRAD = torch.ops.aten.tanh_backward.grad_input
@@ -130,16 +132,9 @@ def _weight_grads(inputs: torch.Tensor, grads: torch.Tensor, bias: bool = True) 
     """A layer's weight (transposed) and bias gradients over every row: ``Σ_k inputs[k]ᵀ grads[k]``, ``Σ grads``.
 
     Without ``bias``, only the weight's (a layer whose bias another product carries).
-
-    The product over thousands of rows is taken with the narrower side as
-    its left factor (``(gradsᵀ inputs)ᵀ`` when the inputs are wider): on CPU
-    that runs the same sum up to twice as fast.
     """
     flat_grads, flat_inputs = grads.reshape(-1, grads.shape[-1]), inputs.reshape(-1, inputs.shape[-1])
-    if flat_inputs.shape[1] > flat_grads.shape[1]:
-        weight = flat_grads.t().mm(flat_inputs).t()
-    else:
-        weight = flat_inputs.t().mm(flat_grads)
+    weight = weight_gradient([flat_grads], [flat_inputs]).t()
     return [weight, flat_grads.sum(0)] if bias else [weight]
 
 
@@ -248,7 +243,7 @@ class _EulerGRULoop(torch.autograd.Function):
         n_rows, batch, hidden_dim = states.shape
         moving = ctx.moving
         new = states.new_empty
-        field_back = [_backward_factor(field[2 * i]) for i in range(n_hidden + 1)]
+        field_back = [input_gradient_factor(field[2 * i].t()) for i in range(n_hidden + 1)]
         # Each layer's gradient at its pre-activation (the last layer's: at the field's output), per moving row.
         field_grads = [new(len(moving), batch, field[2 * i].shape[1]) for i in range(n_hidden + 1)]
         outputs_j = [_rows(buffer)[0] for buffer in layer_outputs]
@@ -257,7 +252,7 @@ class _EulerGRULoop(torch.autograd.Function):
         if gru_kind == "unit":
             gates, zr, hr, hidden_c = buffers
             gates_back, gates_out_back, candidate_h_back, candidate_out_back = (
-                _backward_factor(gru[i]) for i in (5, 6, 8, 9)
+                input_gradient_factor(gru[i].t()) for i in (5, 6, 8, 9)
             )
             g_gates, g_zr, g_hidden_c = new(*gates.shape), new(*zr.shape), new(*hidden_c.shape)
             g_c = new(n_rows, batch, hidden_dim)
@@ -389,7 +384,7 @@ class _EulerRows(torch.autograd.Function):
         n_hidden = len(activations)
         dt, inputs, *rest = ctx.saved_tensors
         layer_outputs, field = rest[:n_hidden], rest[n_hidden:]
-        back = [_backward_factor(field[2 * i]) for i in range(n_hidden + 1)]
+        back = [input_gradient_factor(field[2 * i].t()) for i in range(n_hidden + 1)]
         field_grads = [inputs.new_empty(inputs.shape[0], field[2 * i].shape[1]) for i in range(n_hidden + 1)]
         g, end = grad_h.clone(), inputs.shape[0]
         for m in reversed(counts):
@@ -448,19 +443,6 @@ def _projected(inputs: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor)
     out = inputs.new_empty(*inputs.shape[:-1], weight_t.shape[1])
     torch.addmm(bias, inputs.reshape(-1, inputs.shape[-1]), weight_t, out=out.view(-1, weight_t.shape[1]))
     return out
-
-
-def _backward_factor(weight_t: torch.Tensor) -> torch.Tensor:
-    """``weight_tᵀ`` (out, in), the right factor of a layer's input-gradient product, laid out for speed.
-
-    On CPU a product ``(rows, k) @ (k, n)`` with ``k`` wide and ``n``
-    narrow (100 or 200 wide to 10) runs about twice as fast with its right
-    factor column-major, while the square and widening ones run fastest
-    row-major. One copy per backward pass at most.
-    """
-    if weight_t.shape[1] > weight_t.shape[0]:
-        return weight_t.contiguous().t()
-    return weight_t.t().contiguous()
 
 
 def _filled(buffer: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

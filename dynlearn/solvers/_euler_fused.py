@@ -38,7 +38,15 @@ from typing import Any
 
 import torch
 
-from ._rk_mlp import _ACCUMULATE_ABOVE, _FORWARD, OUTPUT_DERIVATIVES, MLPLayers, _activation_backward
+from ._rk_mlp import (
+    _ACCUMULATE_ABOVE,
+    _FORWARD,
+    OUTPUT_DERIVATIVES,
+    MLPLayers,
+    _activation_backward,
+    input_gradient_factor,
+    weight_gradient,
+)
 
 # torchsde's floor on |g| when it divides by the diffusion (misc.stable_division).
 _DIVISION_FLOOR = 1e-7
@@ -321,6 +329,9 @@ def _backward(ctx, grad_states, grad_kls):
     prior_w, _prior_b, corr_w, _corr_b, (w1, _b1, w2, _b2), wu = _unpack(plan, params)
     d, width, m = y0.shape[1], table.shape[1], plan.n_inputs
     weight_z = corr_w[0][:, :d]
+    # Each weight as the right factor of its input adjoint's product (the first layers': their state columns).
+    prior_back = [input_gradient_factor(w if j else w[:, :d]) for j, w in enumerate(prior_w)]
+    corr_back = [input_gradient_factor(w if j else weight_z) for j, w in enumerate(corr_w)]
     n = len(plan.steps)
     floor = plan.floor
 
@@ -342,9 +353,8 @@ def _backward(ctx, grad_states, grad_kls):
             scaled = (a_kl * step) * u  # the adjoint of u: a_kl · step · u
             a_c = a_c + scaled / divisor
             a_g = a_g - torch.where(above, scaled * u / divisor, 0.0)
-        grad_z = _mlp_backward(k, a_p, prior_w, plan.prior_activations, prior_hidden, prior_grads, prior_w[0][:, :d])
-        grad_z = grad_z + _mlp_backward(k, a_c, corr_w, plan.correction_activations, corr_hidden, corr_grads,
-                                        weight_z)  # fmt: skip
+        grad_z = _mlp_backward(k, a_p, prior_back, plan.prior_activations, prior_hidden, prior_grads)
+        grad_z = grad_z + _mlp_backward(k, a_c, corr_back, plan.correction_activations, corr_hidden, corr_grads)
         a_s = torch.ops.aten.sigmoid_backward(a_g, sigmoids[k])
         a_pre = _activation_backward(plan.activation, a_s.unsqueeze(-1) * w2, hiddens[k])
         sigmoid_grads.append(a_s)
@@ -371,12 +381,13 @@ def _backward(ctx, grad_states, grad_kls):
     return (a_y, grad_table, None, *grads)
 
 
-def _mlp_backward(k, grad, weights, activations, hidden, layers, first_weight):
-    """The adjoint of an MLP's input at step ``k`` (through ``first_weight``'s columns of the first layer);
-    each layer's output adjoint handed to its ``layers`` entry."""
-    for j in reversed(range(len(weights))):
+def _mlp_backward(k, grad, backs, activations, hidden, layers):
+    """The adjoint of an MLP's input at step ``k``, ``backs`` each layer's weight as its input adjoint's right
+    factor (the first layer's: its columns that the adjoint is wanted for); each layer's output adjoint handed to
+    its ``layers`` entry."""
+    for j in reversed(range(len(backs))):
         layers[j].add(k, grad)
-        grad = grad @ (weights[j] if j > 0 else first_weight)
+        grad = grad @ backs[j]
         if j > 0:
             grad = _activation_backward(activations[j - 1], grad, hidden[j - 1][k])
     return grad
@@ -392,6 +403,9 @@ class _LayerGrads:
     def __init__(self, source: torch.Tensor, width: int):
         self.source = source
         self.accumulate = source.shape[1] * (source.shape[2] + width) > _ACCUMULATE_ABOVE
+        # Accumulated as (sourceᵀ adjoint)ᵀ where the layer reads fewer columns than it writes (weight_gradient's
+        # narrower left factor).
+        self.transposed = source.shape[2] < width
         self.deltas: list[torch.Tensor] = []
         self.weight: torch.Tensor | None = None
         self.bias: torch.Tensor | None = None
@@ -400,10 +414,11 @@ class _LayerGrads:
         if not self.accumulate:
             self.deltas.append(delta)
             return
+        left, right = (self.source[k], delta) if self.transposed else (delta, self.source[k])
         if self.weight is None:
-            self.weight, self.bias = delta.t() @ self.source[k], delta.sum(0)
+            self.weight, self.bias = left.t() @ right, delta.sum(0)
         else:
-            self.weight.addmm_(delta.t(), self.source[k])
+            self.weight.addmm_(left.t(), right)
             self.bias.add_(delta.sum(0))
 
     def stacked(self) -> torch.Tensor:
@@ -411,9 +426,9 @@ class _LayerGrads:
 
     def result(self) -> list[torch.Tensor]:
         if self.accumulate:
-            return [self.weight, self.bias]
+            return [self.weight.t() if self.transposed else self.weight, self.bias]
         delta = self.stacked()
-        return [delta.t() @ self.source.reshape(delta.shape[0], -1), delta.sum(0)]
+        return [weight_gradient([delta], [self.source.reshape(delta.shape[0], -1)]), delta.sum(0)]
 
 
 class _FirstLayerGrads(_LayerGrads):
@@ -436,11 +451,11 @@ class _FirstLayerGrads(_LayerGrads):
     def result(self, projection: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The table's gradient (``projection``: the first layer's table columns) and ``[weight, bias]``."""
         if self.accumulate:
-            weight, bias, extra = self.weight, self.bias, self.extra_weight
+            weight, bias, extra = self.weight.t() if self.transposed else self.weight, self.bias, self.extra_weight
         else:
             delta = self.stacked()
             self.scattered.index_add_(0, self.index.reshape(-1), delta)
-            weight, bias = delta.t() @ self.source.reshape(delta.shape[0], -1), delta.sum(0)
+            weight, bias = weight_gradient([delta], [self.source.reshape(delta.shape[0], -1)]), delta.sum(0)
             extra = delta.t() @ self.extra.reshape(delta.shape[0], -1)
         grad_table = self.scattered @ projection
         return grad_table, [torch.cat([weight, self.scattered.t() @ self.table, extra], dim=1), bias]

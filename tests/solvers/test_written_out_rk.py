@@ -52,7 +52,10 @@ def test_field_is_read_at_torchdiffeqs_times(reverse):
     """Same stages at the same times: the last two just before the step's end, as torchdiffeq reads them.
 
     Step sizes agree to rounding amplified by the error estimate (a sum of
-    stages that cancels down to about the tolerance), not bitwise.
+    stages that cancels down to about the tolerance), not bitwise: on some
+    CPUs a time late in the reversed solve differs by 1.1e-9 of itself. A
+    different rule for the stages' times or the step sizes would differ by
+    far more than 1e-8.
     """
     t = torch.linspace(0.0, 3.0, 9, dtype=torch.float64)
     t = t.flip(0) if reverse else t
@@ -61,7 +64,7 @@ def test_field_is_read_at_torchdiffeqs_times(reverse):
     a = solve_written_out(ours, y0, t, "dopri5", 1e-7, 1e-9, {})
     b = _odeint_stacked(theirs, y0, t, method="dopri5", rtol=1e-7, atol=1e-9, options=dict(TORCHDIFFEQ))
     assert len(ours.times) == len(theirs.times)
-    assert [t for (t,) in ours.times] == pytest.approx([t for (t,) in theirs.times], rel=1e-9, abs=1e-12)
+    assert [t for (t,) in ours.times] == pytest.approx([t for (t,) in theirs.times], rel=1e-8, abs=1e-12)
     before_end = [i for i in range(1, len(ours.times)) if ours.times[i] == ours.times[i - 1]]
     assert len(before_end) >= 3  # the two last stages of each step share their time
     torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
