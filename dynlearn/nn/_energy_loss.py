@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..solvers._rk_mlp import input_gradient_factor
+from ..solvers._rk_mlp import input_gradient_factor, transposed_sum
 
 _TANH_BACKWARD = torch.ops.aten.tanh_backward.default
 _THRESHOLD_BACKWARD = torch.ops.aten.threshold_backward.default
@@ -130,7 +130,7 @@ class Sweep:
         for k in range(n - 1, -1, -1):
             self.gs[k] = g
             self.ds[k] = times_derivative(activations[k], g, self.zs[k], self.hs[k])
-            g = self.ds[k].mm(input_gradient_factor(self.weights[k]))
+            g = self.ds[k].mm(input_gradient_factor(self.weights[k], x.shape[0]))
         self.gradient = g  # ∂H/∂x, (batch, in)
 
     def parameter_gradients(self, v: torch.Tensor) -> list[torch.Tensor]:
@@ -142,7 +142,8 @@ class Sweep:
         curvatures = [None] * n
         # A layer reading fewer columns than it writes (the first, on a few coordinates) sums its weight's
         # gradient transposed, the narrower side as the products' left factor (weight_gradient's rule).
-        narrow = [(self.hs[k - 1] if k else self.x).shape[1] < weights[k].shape[0] for k in range(n)]
+        rows = self.x.shape[0]
+        narrow = [transposed_sum(rows, (self.hs[k - 1] if k else self.x).shape[1], weights[k].shape[0]) for k in range(n)]
         for k in range(n):  # the reverse of the gradient sweep, first layer to last
             found[2 * k] = v.t().mm(self.ds[k]) if narrow[k] else self.ds[k].t().mm(v)
             dd = F.linear(v, weights[k])

@@ -243,7 +243,7 @@ class _EulerGRULoop(torch.autograd.Function):
         n_rows, batch, hidden_dim = states.shape
         moving = ctx.moving
         new = states.new_empty
-        field_back = [input_gradient_factor(field[2 * i].t()) for i in range(n_hidden + 1)]
+        field_back = [input_gradient_factor(field[2 * i].t(), batch) for i in range(n_hidden + 1)]
         # Each layer's gradient at its pre-activation (the last layer's: at the field's output), per moving row.
         field_grads = [new(len(moving), batch, field[2 * i].shape[1]) for i in range(n_hidden + 1)]
         outputs_j = [_rows(buffer)[0] for buffer in layer_outputs]
@@ -252,7 +252,7 @@ class _EulerGRULoop(torch.autograd.Function):
         if gru_kind == "unit":
             gates, zr, hr, hidden_c = buffers
             gates_back, gates_out_back, candidate_h_back, candidate_out_back = (
-                input_gradient_factor(gru[i].t()) for i in (5, 6, 8, 9)
+                input_gradient_factor(gru[i].t(), batch) for i in (5, 6, 8, 9)
             )
             g_gates, g_zr, g_hidden_c = new(*gates.shape), new(*zr.shape), new(*hidden_c.shape)
             g_c = new(n_rows, batch, hidden_dim)
@@ -384,7 +384,7 @@ class _EulerRows(torch.autograd.Function):
         n_hidden = len(activations)
         dt, inputs, *rest = ctx.saved_tensors
         layer_outputs, field = rest[:n_hidden], rest[n_hidden:]
-        back = [input_gradient_factor(field[2 * i].t()) for i in range(n_hidden + 1)]
+        back = [input_gradient_factor(field[2 * i].t(), counts[0] if counts else 0) for i in range(n_hidden + 1)]
         field_grads = [inputs.new_empty(inputs.shape[0], field[2 * i].shape[1]) for i in range(n_hidden + 1)]
         g, end = grad_h.clone(), inputs.shape[0]
         for m in reversed(counts):

@@ -45,6 +45,7 @@ from ._rk_mlp import (
     MLPLayers,
     _activation_backward,
     input_gradient_factor,
+    transposed_sum,
     weight_gradient,
 )
 
@@ -330,8 +331,9 @@ def _backward(ctx, grad_states, grad_kls):
     d, width, m = y0.shape[1], table.shape[1], plan.n_inputs
     weight_z = corr_w[0][:, :d]
     # Each weight as the right factor of its input adjoint's product (the first layers': their state columns).
-    prior_back = [input_gradient_factor(w if j else w[:, :d]) for j, w in enumerate(prior_w)]
-    corr_back = [input_gradient_factor(w if j else weight_z) for j, w in enumerate(corr_w)]
+    batch = y0.shape[0]
+    prior_back = [input_gradient_factor(w if j else w[:, :d], batch) for j, w in enumerate(prior_w)]
+    corr_back = [input_gradient_factor(w if j else weight_z, batch) for j, w in enumerate(corr_w)]
     n = len(plan.steps)
     floor = plan.floor
 
@@ -405,7 +407,7 @@ class _LayerGrads:
         self.accumulate = source.shape[1] * (source.shape[2] + width) > _ACCUMULATE_ABOVE
         # Accumulated as (sourceᵀ adjoint)ᵀ where the layer reads fewer columns than it writes (weight_gradient's
         # narrower left factor).
-        self.transposed = source.shape[2] < width
+        self.transposed = transposed_sum(source.shape[1], source.shape[2], width)
         self.deltas: list[torch.Tensor] = []
         self.weight: torch.Tensor | None = None
         self.bias: torch.Tensor | None = None

@@ -185,16 +185,30 @@ def _activation_backward(name: str, grad: torch.Tensor, out: torch.Tensor) -> to
     return _ELU_GRAD(grad, 1.0, 1, 1, True, out, grad_input=grad)  # α = 1, from the output
 
 
-def input_gradient_factor(weight: torch.Tensor) -> torch.Tensor:
-    """``weight`` (out, in) as the right factor of ``grad @ weight``, a layer's input adjoint, laid out for speed.
+# Below this many entries in a layer's output adjoint (rows × out), the layouts below save less than the copy or
+# the extra dispatch costs (16 series of a 32-wide layer: 512; benchmarks/narrow_products.py).
+_RELAYOUT_ABOVE = 4096
+
+
+def transposed_sum(rows: int, n_in: int, n_out: int) -> bool:
+    """Whether a layer's weight gradient over ``rows`` rows is summed transposed, ``(Σ xᵀ grad)ᵀ``: where the
+    layer reads fewer columns than it writes and the products are large enough for the layout to pay."""
+    return n_in < n_out and rows * n_out >= _RELAYOUT_ABOVE
+
+
+def input_gradient_factor(weight: torch.Tensor, rows: int) -> torch.Tensor:
+    """``weight`` (out, in) as the right factor of ``grad @ weight``, a layer's input adjoint over ``rows`` rows,
+    laid out for speed.
 
     On CPU that product runs several times faster with its right factor
-    column-major where it narrows (``out > in``: the first layer of a field
-    of a few states, 256 wide to 2, about 4x; 100 to 10, about 2x), and
-    fastest row-major otherwise. A parameter is row-major, so a narrowing
-    one is copied, once per backward pass (``benchmarks/narrow_products.py``).
+    column-major where it narrows (``out > in``: a field's first layer read
+    by a few states, 256 wide to 2, about 4x; the ODE-RNN's 100 or 200 wide
+    to 10, about 2x), and fastest row-major otherwise. A parameter is
+    row-major, so a narrowing one is copied, once per backward pass, where
+    the products are large enough to pay for the copy
+    (``benchmarks/narrow_products.py``).
     """
-    if weight.shape[0] > weight.shape[1]:
+    if weight.shape[0] > weight.shape[1] and rows * weight.shape[0] >= _RELAYOUT_ABOVE:
         return weight if weight.stride(0) == 1 else weight.t().contiguous().t()
     return weight.contiguous()
 
@@ -202,12 +216,12 @@ def input_gradient_factor(weight: torch.Tensor) -> torch.Tensor:
 def weight_gradient(grads: Sequence[torch.Tensor], inputs: Sequence[torch.Tensor]) -> torch.Tensor:
     """``Σ_k grads[k]ᵀ inputs[k]`` (out, in): a Linear layer's weight gradient from its output adjoints and inputs.
 
-    Each product is taken with the narrower side as its left factor
-    (``(Σ inputsᵀ grads)ᵀ`` where the inputs are the narrower, as for a
-    first layer reading a few states): on CPU that runs the same sum up to
-    five times as fast. Pairs after the first are added in place.
+    Where :func:`transposed_sum` says so, each product is taken with the
+    inputs, the narrower side, as its left factor (``(Σ inputsᵀ grads)ᵀ``, as
+    for a first layer reading a few states): on CPU that runs the same sum
+    up to five times as fast. Pairs after the first are added in place.
     """
-    transposed = inputs[0].shape[-1] < grads[0].shape[-1]
+    transposed = transposed_sum(grads[0].shape[0], inputs[0].shape[-1], grads[0].shape[-1])
     left, right = (inputs, grads) if transposed else (grads, inputs)
     total = left[0].t() @ right[0]
     for a, b in zip(left[1:], right[1:]):
@@ -324,7 +338,7 @@ class MLPStep(torch.autograd.Function):
                     layer_grads[depth].append(grad)
                     layer_inputs[depth].append(layers[depth])
                     if backs[depth] is None:
-                        backs[depth] = input_gradient_factor(weights[depth])
+                        backs[depth] = input_gradient_factor(weights[depth], grad.shape[0])
                     grad = grad @ backs[depth]
                     if depth > 0:
                         grad = _activation_backward(activations[depth - 1], grad, layers[depth])

@@ -458,3 +458,14 @@ def test_written_out_euler_rows_run_on_cuda_as_on_cpu():
         results.append([out.detach().cpu(), *(g.cpu() for g in grads)])
     for cpu, cuda in zip(*results):
         torch.testing.assert_close(cpu, cuda, rtol=1e-9, atol=1e-10)
+
+
+def test_written_out_euler_rows_take_no_rows():
+    from dynlearn.nn import make_mlp
+    from dynlearn.nn._odernn_fused import euler_rows
+
+    net = make_mlp(3, 3, (8,))
+    h = torch.zeros(0, 3, requires_grad=True)
+    out = euler_rows(h, torch.zeros(0, 1), torch.ones(0, 1), net)
+    out.sum().backward()
+    assert out.shape == (0, 3) and h.grad.shape == (0, 3)

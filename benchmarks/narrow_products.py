@@ -1,0 +1,127 @@
+"""The layouts of the written-out backward passes' matrix products, timed at the shapes dynlearn's models use.
+
+A layer's input adjoint is ``grad @ W`` with ``W`` the layer's weight
+``(out, in)``. A parameter is row-major; where the layer narrows
+(``out > in``: a field's first layer read by a few states, 256 wide to 2, or
+the ODE-RNN's gates, 100 or 200 wide to 10), the same product runs several
+times faster on CPU with ``W`` column-major. A weight's gradient
+``Σ gradᵀ x`` over many rows likewise runs faster with the narrower side as
+the left factor, ``(xᵀ grad)ᵀ``. ``dynlearn.solvers._rk_mlp`` chooses both
+(``input_gradient_factor``, ``weight_gradient``) for every hand-written
+backward pass: the dopri5 step, the Euler–Maruyama solve, the Hamiltonian's
+gradient sweep and the ODE-RNN's loop and hidden rows.
+
+For each shape ``(rows, wide, narrow)`` this script times, round by round
+in one process with one torch thread (the two layouts alternating first):
+
+- ``input_adjoint``: ``grad (rows, wide) @ W (wide, narrow)`` with ``W``
+  row-major (as a parameter is, and as autograd's ``AddmmBackward`` uses it)
+  and column-major;
+- ``weight_gradient``: ``grad (rows, wide)ᵀ @ x (rows, narrow)`` as written,
+  and as ``(xᵀ grad)ᵀ``;
+- ``square`` and ``widening`` rows, where the rule keeps the row-major
+  layout: the column-major one there, for comparison.
+
+Run::
+
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/narrow_products.py [--rounds 30] [--out DIR]
+
+Writes ``results.csv`` (median seconds per product of each layout, and
+their ratio) and ``report.md`` to ``benchmarks/results/narrow_products``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from harness import write_rows
+
+RESULTS = Path(__file__).resolve().parent / "results" / "narrow_products"
+
+# (where, rows, wide, narrow): the products of the written-out backward passes at speed_vs_peers's and the
+# ODE-RNN speed comparison's sizes.
+SHAPES = [
+    ("NeuralODE small, first layer (16 series, 32 wide, 2 states)", 16, 32, 2),
+    ("NeuralODE large, first layer (256 series, 256 wide, 2 states)", 256, 256, 2),
+    ("HamiltonianNN small, first layer (800 rows, 32 wide, 2 coordinates)", 800, 32, 2),
+    ("HamiltonianNN large, first layer (800 rows, 256 wide, 2 coordinates)", 800, 256, 2),
+    ("ODE-RNN loop, gates' first layer (50 series, 200 wide, 10 states)", 50, 200, 10),
+    ("ODE-RNN loop, field's first layer (50 series, 100 wide, 10 states)", 50, 100, 10),
+    ("ODE-RNN hidden rows, field's first layer (2530 rows, 100 wide, 10 states)", 2530, 100, 10),
+]
+# Products the rule leaves row-major: (where, rows, k, n) of grad (rows, k) @ W (k, n).
+KEPT = [
+    ("square (256 series, 256 to 256)", 256, 256, 256),
+    ("square (50 series, 100 to 100)", 50, 100, 100),
+    ("widening (50 series, 10 to 100)", 50, 10, 100),
+]
+
+
+def _seconds(functions: dict, rounds: int, per_round: int) -> dict[str, float]:
+    """Median seconds per call of each function, timed round by round, the order alternating."""
+    for function in functions.values():  # warm-up
+        for _ in range(per_round):
+            function()
+    times: dict[str, list[float]] = {name: [] for name in functions}
+    for r in range(rounds):
+        for name in list(functions) if r % 2 == 0 else list(functions)[::-1]:
+            begun = time.perf_counter()
+            for _ in range(per_round):
+                functions[name]()
+            times[name].append((time.perf_counter() - begun) / per_round)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def _per_round(rows: int, k: int, n: int) -> int:
+    return max(5, min(2000, int(2e7 / max(1, rows * k * n))))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    rows_out, report = [], [
+        "# Layouts of the written-out backward passes' products",
+        "",
+        f"torch {torch.__version__}, one thread, median of {args.rounds} rounds. ratio = chosen / as written "
+        "(below 1: the layout dynlearn chooses is faster).",
+        "",
+        "| product | shape | as written (µs) | chosen (µs) | ratio |",
+        "|---|---|---:|---:|---:|",
+    ]
+
+    def record(product: str, where: str, shape: str, written: float, chosen: float) -> None:
+        rows_out.append({"product": product, "where": where, "shape": shape, "seconds_as_written": written,
+                         "seconds_chosen": chosen, "ratio_chosen_over_written": chosen / written})
+        report.append(f"| {product}: {where} | {shape} | {written * 1e6:.1f} | {chosen * 1e6:.1f} | "
+                      f"{chosen / written:.2f} |")
+
+    for where, rows, wide, narrow in SHAPES:
+        grad, x = torch.randn(rows, wide), torch.randn(rows, narrow)
+        weight = torch.randn(wide, narrow)  # a parameter (out, in): row-major
+        column = weight.t().contiguous().t()
+        per_round = _per_round(rows, wide, narrow)
+        seconds = _seconds({"row": lambda: grad @ weight, "column": lambda: grad @ column}, args.rounds, per_round)
+        record("input adjoint", where, f"({rows}, {wide}) @ ({wide}, {narrow})", seconds["row"], seconds["column"])
+        seconds = _seconds({"row": lambda: grad.t() @ x, "column": lambda: (x.t() @ grad).t()}, args.rounds,
+                           per_round)  # fmt: skip
+        record("weight gradient", where, f"({rows}, {wide})ᵀ @ ({rows}, {narrow})", seconds["row"], seconds["column"])
+    for where, rows, k, n in KEPT:
+        grad, weight = torch.randn(rows, k), torch.randn(k, n)
+        column = weight.t().contiguous().t()
+        seconds = _seconds({"row": lambda: grad @ weight, "column": lambda: grad @ column}, args.rounds,
+                           _per_round(rows, k, n))  # fmt: skip
+        # Kept row-major: the "chosen" layout is the row-major one, "as written" here the column-major.
+        record("kept row-major", where, f"({rows}, {k}) @ ({k}, {n})", seconds["column"], seconds["row"])
+    write_rows(args.out, rows_out, report=report)
+
+
+if __name__ == "__main__":
+    main()
