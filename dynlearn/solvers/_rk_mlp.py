@@ -203,14 +203,14 @@ def input_gradient_factor(weight: torch.Tensor, rows: int) -> torch.Tensor:
     On CPU that product runs several times faster with its right factor
     column-major where it narrows (``out > in``: a field's first layer read
     by a few states, 256 wide to 2, about 4x; the ODE-RNN's 100 or 200 wide
-    to 10, about 2x), and fastest row-major otherwise. A parameter is
-    row-major, so a narrowing one is copied, once per backward pass, where
-    the products are large enough to pay for the copy
-    (``benchmarks/narrow_products.py``).
+    to 10, about 2x), and as fast either way otherwise (``weight`` is then
+    returned as it is). A parameter is row-major, so a narrowing one is
+    copied, once per backward pass, where the products are large enough to
+    pay for the copy (``benchmarks/narrow_products.py``).
     """
     if weight.shape[0] > weight.shape[1] and rows * weight.shape[0] >= _RELAYOUT_ABOVE:
         return weight if weight.stride(0) == 1 else weight.t().contiguous().t()
-    return weight.contiguous()
+    return weight
 
 
 def weight_gradient(grads: Sequence[torch.Tensor], inputs: Sequence[torch.Tensor]) -> torch.Tensor:
