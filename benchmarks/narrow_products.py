@@ -80,6 +80,17 @@ def _per_round(rows: int, k: int, n: int) -> int:
     return max(5, min(2000, int(2e7 / max(1, rows * k * n))))
 
 
+def _adjoint(grad: torch.Tensor, weight: torch.Tensor) -> dict:
+    """``grad @ weight`` with ``weight`` row-major (a parameter's layout) and column-major."""
+    column = weight.t().contiguous().t()
+    return {"row": lambda: grad @ weight, "column": lambda: grad @ column}
+
+
+def _weight_gradient(grad: torch.Tensor, x: torch.Tensor) -> dict:
+    """``gradᵀ x`` as written and with the narrower ``x`` as the left factor."""
+    return {"row": lambda: grad.t() @ x, "column": lambda: (x.t() @ grad).t()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=30)
@@ -87,11 +98,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
+    header = (f"torch {torch.__version__}, one thread, median of {args.rounds} rounds. ratio = chosen / as written "
+              "(below 1: the layout dynlearn chooses is faster).")
     rows_out, report = [], [
         "# Layouts of the written-out backward passes' products",
         "",
-        f"torch {torch.__version__}, one thread, median of {args.rounds} rounds. ratio = chosen / as written "
-        "(below 1: the layout dynlearn chooses is faster).",
+        header,
         "",
         "| product | shape | as written (µs) | chosen (µs) | ratio |",
         "|---|---|---:|---:|---:|",
@@ -105,19 +117,13 @@ def main() -> None:
 
     for where, rows, wide, narrow in SHAPES:
         grad, x = torch.randn(rows, wide), torch.randn(rows, narrow)
-        weight = torch.randn(wide, narrow)  # a parameter (out, in): row-major
-        column = weight.t().contiguous().t()
         per_round = _per_round(rows, wide, narrow)
-        seconds = _seconds({"row": lambda: grad @ weight, "column": lambda: grad @ column}, args.rounds, per_round)
+        seconds = _seconds(_adjoint(grad, torch.randn(wide, narrow)), args.rounds, per_round)
         record("input adjoint", where, f"({rows}, {wide}) @ ({wide}, {narrow})", seconds["row"], seconds["column"])
-        seconds = _seconds({"row": lambda: grad.t() @ x, "column": lambda: (x.t() @ grad).t()}, args.rounds,
-                           per_round)  # fmt: skip
+        seconds = _seconds(_weight_gradient(grad, x), args.rounds, per_round)
         record("weight gradient", where, f"({rows}, {wide})ᵀ @ ({rows}, {narrow})", seconds["row"], seconds["column"])
     for where, rows, k, n in KEPT:
-        grad, weight = torch.randn(rows, k), torch.randn(k, n)
-        column = weight.t().contiguous().t()
-        seconds = _seconds({"row": lambda: grad @ weight, "column": lambda: grad @ column}, args.rounds,
-                           _per_round(rows, k, n))  # fmt: skip
+        seconds = _seconds(_adjoint(torch.randn(rows, k), torch.randn(k, n)), args.rounds, _per_round(rows, k, n))
         # Kept row-major: the "chosen" layout is the row-major one, "as written" here the column-major.
         record("kept row-major", where, f"({rows}, {k}) @ ({k}, {n})", seconds["column"], seconds["row"])
     write_rows(args.out, rows_out, report=report)

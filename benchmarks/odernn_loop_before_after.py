@@ -1,4 +1,4 @@
-"""ODERNN's Euler-GRU loop (``dynlearn/nn/_odernn_fused.py``) against an earlier version of the same file.
+"""ODERNN's Euler-GRU loop and hidden rows (``dynlearn/nn/_odernn_fused.py``) against an earlier version of the file.
 
 Times, round by round in one process with one torch thread, (1) one
 training iteration of the paper's ODE-RNN (``irregular.ODERNN_SPEED``,
@@ -11,6 +11,14 @@ for the loop; the values and gradients of both are compared first. With
 ``DYNLEARN_AUTHORS_LATENT_ODE`` naming a checkout of the authors' code, their
 ODE-RNN iteration at its initial weights (``authors_reference.py``'s equal-work
 comparison) is timed in the same rounds.
+
+The training loss also evolves the rows hidden from the encoder to their
+times (``ODERNNEncoder.evolve``, fixed Euler steps, each row its own number
+of them). Where the earlier file has no ``euler_rows`` (the written-out
+rollout of those rows), its side steps them as ``evolve`` did before it:
+every row once, then only the rows with steps left, recorded by autograd
+(:func:`_stepped_row_by_row`), so the iteration compares the two versions
+whole.
 
 Run::
 
@@ -48,6 +56,8 @@ from irregular import (
 import dynlearn.nn._odernn as odernn
 import dynlearn.nn._odernn_fused as after
 from dynlearn import ODERNN
+from dynlearn.nn import mlp_function
+from dynlearn.solvers import fixed_step
 
 RESULTS = Path(__file__).resolve().parent / "results" / "odernn_loop"
 
@@ -59,15 +69,33 @@ def _module(path: str):
     return module
 
 
+def _stepped_row_by_row(h: torch.Tensor, dt: torch.Tensor, n_steps: torch.Tensor, net: torch.nn.Sequential):
+    """The hidden rows as ``evolve`` stepped them before ``euler_rows``: every row once, then only the rows with
+    steps left, each step recorded by autograd."""
+    f = mlp_function(net, rescaled=True)
+    h = fixed_step("euler", f, h, dt)
+    remaining = n_steps[:, 0]
+    for i in range(1, int(remaining.max())):
+        rows = torch.nonzero(remaining > i).squeeze(1)
+        h = h.index_copy(0, rows, fixed_step("euler", f, h.index_select(0, rows), dt.index_select(0, rows)))
+    return h
+
+
+def _use(module) -> None:
+    """Point the encoder at ``module``'s loop and hidden-row rollout (the recorded rows where it has none)."""
+    odernn.euler_gru_loop = getattr(module, "euler_gru_loop", None)
+    odernn.euler_rows = getattr(module, "euler_rows", _stepped_row_by_row)
+
+
 def _interleaved(sides: dict, run, rounds: int, per_round: int) -> dict[str, list[float]]:
     """Seconds per call of ``run`` with each side's loop, sides alternating first and second round by round."""
     seconds: dict[str, list[float]] = {name: [] for name in sides}
     for name, module in sides.items():  # warm-up
-        odernn.euler_gru_loop = getattr(module, "euler_gru_loop", None)
+        _use(module)
         run(module)
     for r in range(rounds):
         for name, module in sides.items() if r % 2 == 0 else reversed(sides.items()):
-            odernn.euler_gru_loop = getattr(module, "euler_gru_loop", None)
+            _use(module)
             start = time.perf_counter()
             for _ in range(per_round):
                 run(module)
