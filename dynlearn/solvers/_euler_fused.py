@@ -288,6 +288,7 @@ _IN_PLACE = {
     "tanh": torch.Tensor.tanh_,
     "relu": torch.Tensor.relu_,
     "elu": lambda x: torch.nn.functional.elu_(x),
+    "sigmoid": torch.Tensor.sigmoid_,
 }
 
 

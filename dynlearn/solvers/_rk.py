@@ -183,6 +183,8 @@ def solve_written_out(
 
     # A field mlp([y, columns(t, u)]) steps through MLPStep (forwards in time; a backwards solve negates the field).
     layers = MLPLayers.declared_by(func) if field is func else None
+    if layers is not None and dtype == torch.float32:  # tanh layers as sigmoids (a float64 solve keeps tanh's rounding)
+        layers = layers.rescaled()
     counted = getattr(func, "counted", None)
 
     s0 = times[0]

@@ -21,15 +21,15 @@ times it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
 # Hidden activations whose derivative the backward pass writes from the layer's output ``a``:
-# tanh 1 - a², relu [a > 0], softplus (β = 1) 1 - exp(-a), elu (α = 1) 1 where a > 0 else a + 1.
-OUTPUT_DERIVATIVES = ("tanh", "relu", "softplus", "elu")
+# tanh 1 - a², relu [a > 0], softplus (β = 1) 1 - exp(-a), elu (α = 1) 1 where a > 0 else a + 1, sigmoid a (1 - a).
+OUTPUT_DERIVATIVES = ("tanh", "relu", "softplus", "elu", "sigmoid")
 
 # Above this many entries in a layer's output adjoint and input, its stages' weight gradients are summed by one
 # product each into one buffer; below it, the stages are stacked into one product (fewer operations, a copy).
@@ -41,6 +41,7 @@ _FORWARD: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": torch.relu,
     "softplus": torch.nn.functional.softplus,
     "elu": torch.nn.functional.elu,
+    "sigmoid": torch.sigmoid,
 }
 
 
@@ -136,6 +137,24 @@ class MLPLayers:
         ]  # fmt: skip
         return list(zip(columns, [None] * len(s) if scale is None else scale.unbind(0)))
 
+    def rescaled(self) -> MLPLayers:
+        """The same network with its tanh layers run as sigmoids: ``tanh(z) = 2 sigmoid(2z) - 1``, the factors
+        folded into the weights and biases on either side (built with autograd from them, so gradients reach
+        them). On CPU a sigmoid costs about a quarter of a tanh (256 × 256 float32: 64 µs against 236 µs,
+        ``benchmarks/kernel_choices.py``); the states differ from the tanh network's by rounding.
+        """
+        if "tanh" not in self.activations:
+            return self
+        weights, biases, activations = list(self.weights), list(self.biases), list(self.activations)
+        for i, name in enumerate(self.activations):
+            if name != "tanh":
+                continue
+            weights[i], biases[i], activations[i] = 2 * weights[i], 2 * biases[i], "sigmoid"
+            # The next layer reads 2 s - 1: W (2 s - 1) + b = (2 W) s + (b - W 1).
+            biases[i + 1] = biases[i + 1] - weights[i + 1].sum(1)
+            weights[i + 1] = 2 * weights[i + 1]
+        return replace(self, weights=tuple(weights), biases=tuple(biases), activations=tuple(activations))
+
     @staticmethod
     def declared_by(field: object) -> MLPLayers | None:
         """What ``field.mlp_layers()`` returns, or None for a field without that method."""
@@ -161,10 +180,11 @@ class MLPLayers:
         return cls(tuple(m.weight for m in linears), tuple(m.bias for m in linears), tuple(names))
 
 
-_MODULES = {nn.Tanh: "tanh", nn.ReLU: "relu", nn.Softplus: "softplus", nn.ELU: "elu"}
+_MODULES = {nn.Tanh: "tanh", nn.ReLU: "relu", nn.Softplus: "softplus", nn.ELU: "elu", nn.Sigmoid: "sigmoid"}
 
 
 _TANH_GRAD = torch.ops.aten.tanh_backward.grad_input
+_SIGMOID_GRAD = torch.ops.aten.sigmoid_backward.grad_input
 _THRESHOLD_GRAD = torch.ops.aten.threshold_backward.grad_input
 _ELU_GRAD = torch.ops.aten.elu_backward.grad_input
 
@@ -182,11 +202,13 @@ def _activation_backward(name: str, grad: torch.Tensor, out: torch.Tensor) -> to
         return _THRESHOLD_GRAD(grad, out, 0, grad_input=grad)
     if name == "softplus":
         return grad.mul_(torch.expm1(-out).neg_())
+    if name == "sigmoid":
+        return _SIGMOID_GRAD(grad, out, grad_input=grad)  # grad out (1 - out)
     return _ELU_GRAD(grad, 1.0, 1, 1, True, out, grad_input=grad)  # α = 1, from the output
 
 
 # Below this many entries in a layer's output adjoint (rows × out), the layouts below save less than the copy or
-# the extra dispatch costs (16 series of a 32-wide layer: 512; benchmarks/narrow_products.py).
+# the extra dispatch costs (16 series of a 32-wide layer: 512; benchmarks/kernel_choices.py).
 _RELAYOUT_ABOVE = 4096
 
 
@@ -206,7 +228,7 @@ def input_gradient_factor(weight: torch.Tensor, rows: int) -> torch.Tensor:
     to 10, about 2x), and as fast either way otherwise (``weight`` is then
     returned as it is). A parameter is row-major, so a narrowing one is
     copied, once per backward pass, where the products are large enough to
-    pay for the copy (``benchmarks/narrow_products.py``).
+    pay for the copy (``benchmarks/kernel_choices.py``).
     """
     if weight.shape[0] > weight.shape[1] and rows * weight.shape[0] >= _RELAYOUT_ABOVE:
         return weight if weight.stride(0) == 1 else weight.t().contiguous().t()

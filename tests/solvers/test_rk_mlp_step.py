@@ -10,7 +10,7 @@ from dynlearn.nn import MLPVectorField
 from dynlearn.solvers import SolverStats, count_evaluations, solve_ode, solve_ode_irregular
 from dynlearn.solvers._rk import DOPRI5
 from dynlearn.solvers import MLPLayers
-from dynlearn.solvers._rk_mlp import MLPStep, mlp_step
+from dynlearn.solvers._rk_mlp import _FORWARD, MLPStep, mlp_step
 
 ACTIVATIONS = ["tanh", "relu", "softplus", "elu"]
 
@@ -403,3 +403,66 @@ def test_a_second_order_field_steps_fused_with_the_same_states_and_gradients(dri
         t = torch.linspace(0.0, 2.0, 6, dtype=torch.float64)
         solve = lambda f, stats: solve_ode(f, y0, t, method="dopri5", rtol=1e-6, atol=1e-8, stats=stats)  # noqa: E731
     _compare(solve, field, [y0])
+
+
+def _run_layers(layers: MLPLayers, x: torch.Tensor) -> torch.Tensor:
+    for weight, bias, name in zip(layers.weights, layers.biases, layers.activations):
+        x = _FORWARD[name](x @ weight.t() + bias)
+    return x @ layers.weights[-1].t() + layers.biases[-1]
+
+
+def test_rescaled_layers_are_the_same_network_with_sigmoids_for_tanh():
+    """tanh(z) = 2 sigmoid(2z) - 1 folded into the layers on either side, two tanh layers in a row included."""
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 6), nn.Tanh(), nn.Linear(6, 5), nn.ReLU(),
+                        nn.Linear(5, 3)).double()  # fmt: skip
+    layers = MLPLayers.of(net)
+    rescaled = layers.rescaled()
+    assert rescaled.activations == ("sigmoid", "sigmoid", "relu")
+    x = torch.randn(7, 3, dtype=torch.float64)
+    torch.testing.assert_close(_run_layers(rescaled, x), net(x), rtol=1e-12, atol=1e-13)
+    folded = torch.autograd.grad(_run_layers(rescaled, x).square().sum(), list(net.parameters()))
+    direct = torch.autograd.grad(net(x).square().sum(), list(net.parameters()))
+    for mine, other in zip(folded, direct):
+        torch.testing.assert_close(mine, other, rtol=1e-10, atol=1e-12)
+    without_tanh = MLPLayers.of(nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 2)))
+    assert without_tanh.rescaled() is without_tanh
+
+
+def test_a_float32_solve_runs_tanh_layers_as_sigmoids_to_the_tanh_steps_rounding(monkeypatch):
+    calls = []
+    rescaled = MLPLayers.rescaled
+    monkeypatch.setattr(MLPLayers, "rescaled", lambda self: calls.append(1) or rescaled(self))
+    fused, plain = _pair("tanh")
+    fused.float()
+    y0 = torch.randn(5, 3, generator=torch.Generator().manual_seed(7))
+    t = torch.linspace(0.0, 2.0, 6)
+    results = []
+    for field in (fused, plain):
+        stats = SolverStats()
+        out = solve_ode(field, y0, t, method="dopri5", rtol=1e-4, atol=1e-5, stats=stats)
+        grads = torch.autograd.grad(out.square().sum(), list(fused.parameters()))
+        results.append((out, grads, stats.nfe))
+    assert calls == [1]  # the written-out steps only; the plain module steps stage by stage with tanh
+    (ours, our_grads, our_nfe), (theirs, their_grads, their_nfe) = results
+    assert our_nfe == their_nfe >= 14
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)  # float32 rounding over the steps
+    for mine, other in zip(our_grads, their_grads):
+        torch.testing.assert_close(mine, other, rtol=1e-4, atol=1e-4)
+
+
+def test_sigmoid_layers_step_as_one_node_like_the_stage_by_stage_step():
+    torch.manual_seed(4)
+    net = nn.Sequential(nn.Linear(3, 10), nn.Sigmoid(), nn.Linear(10, 3)).double()
+    layers = MLPLayers.of(net)
+    assert layers is not None and layers.activations == ("sigmoid",)
+    y0 = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    k1 = net(y0)
+    coupling = ((0.5,), (0.0, 1.0))  # the midpoint rule's stages, the solution's weights last
+    y1, *_ = mlp_step(coupling, 0.1, layers, y0, k1)
+    k2 = net(y0 + 0.05 * k1)
+    expected = y0 + 0.1 * k2
+    torch.testing.assert_close(y1, expected, rtol=1e-13, atol=1e-14)
+    for mine, other in zip(torch.autograd.grad(y1.sum(), [y0, *net.parameters()], retain_graph=True),
+                           torch.autograd.grad(expected.sum(), [y0, *net.parameters()])):  # fmt: skip
+        torch.testing.assert_close(mine, other, rtol=1e-10, atol=1e-12)

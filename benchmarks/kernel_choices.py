@@ -1,4 +1,4 @@
-"""The layouts of the written-out backward passes' matrix products, timed at the shapes dynlearn's models use.
+"""The kernels and layouts dynlearn's written-out passes choose, timed at the shapes its models use.
 
 A layer's input adjoint is ``grad @ W`` with ``W`` the layer's weight
 ``(out, in)``. A parameter is row-major; where the layer narrows
@@ -20,14 +20,18 @@ in one process with one torch thread (the two layouts alternating first):
 - ``weight_gradient``: ``grad (rows, wide)ᵀ @ x (rows, narrow)`` as written,
   and as ``(xᵀ grad)ᵀ``;
 - ``square`` and ``widening`` rows, where the rule keeps the row-major
-  layout: the column-major one there, for comparison.
+  layout: the column-major one there, for comparison;
+- ``activation``: a hidden tanh layer's activation as ``torch.tanh`` and as
+  the sigmoid that a float32 dopri5 step of an MLP field runs instead
+  (``MLPLayers.rescaled``: ``tanh(z) = 2 sigmoid(2z) - 1``, the factors
+  folded into the weights), in place as the step writes it.
 
 Run::
 
-    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/narrow_products.py [--rounds 30] [--out DIR]
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/kernel_choices.py [--rounds 30] [--out DIR]
 
-Writes ``results.csv`` (median seconds per product of each layout, and
-their ratio) and ``report.md`` to ``benchmarks/results/narrow_products``.
+Writes ``results.csv`` (median seconds per call of each choice, and
+their ratio) and ``report.md`` to ``benchmarks/results/kernel_choices``.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from pathlib import Path
 import torch
 from harness import write_rows
 
-RESULTS = Path(__file__).resolve().parent / "results" / "narrow_products"
+RESULTS = Path(__file__).resolve().parent / "results" / "kernel_choices"
 
 # (where, rows, wide, narrow): the products of the written-out backward passes at speed_vs_peers's and the
 # ODE-RNN speed comparison's sizes.
@@ -52,6 +56,11 @@ SHAPES = [
     ("ODE-RNN loop, gates' first layer (50 series, 200 wide, 10 states)", 50, 200, 10),
     ("ODE-RNN loop, field's first layer (50 series, 100 wide, 10 states)", 50, 100, 10),
     ("ODE-RNN hidden rows, field's first layer (2530 rows, 100 wide, 10 states)", 2530, 100, 10),
+]
+# Hidden activations of dopri5 fields: (where, rows, width).
+ACTIVATIONS = [
+    ("NeuralODE small (16 series, 32 wide)", 16, 32),
+    ("NeuralODE large (256 series, 256 wide)", 256, 256),
 ]
 # Products the rule leaves row-major: (where, rows, k, n) of grad (rows, k) @ W (k, n).
 KEPT = [
@@ -101,7 +110,7 @@ def main() -> None:
     header = (f"torch {torch.__version__}, one thread, median of {args.rounds} rounds. ratio = chosen / as written "
               "(below 1: the layout dynlearn chooses is faster).")
     rows_out, report = [], [
-        "# Layouts of the written-out backward passes' products",
+        "# Kernels and layouts of the written-out passes",
         "",
         header,
         "",
@@ -126,6 +135,11 @@ def main() -> None:
         seconds = _seconds(_adjoint(torch.randn(rows, k), torch.randn(k, n)), args.rounds, _per_round(rows, k, n))
         # Kept row-major: the "chosen" layout is the row-major one, "as written" here the column-major.
         record("kept row-major", where, f"({rows}, {k}) @ ({k}, {n})", seconds["column"], seconds["row"])
+    for where, rows, width in ACTIVATIONS:
+        z, out = torch.randn(rows, width), torch.empty(rows, width)
+        seconds = _seconds({"tanh": lambda: torch.tanh(z, out=out), "sigmoid": lambda: torch.sigmoid(z, out=out)},
+                           args.rounds, _per_round(rows, width, 1))  # fmt: skip
+        record("activation, tanh as sigmoid", where, f"({rows}, {width})", seconds["tanh"], seconds["sigmoid"])
     write_rows(args.out, rows_out, report=report)
 
 
