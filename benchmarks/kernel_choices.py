@@ -100,6 +100,12 @@ def _weight_gradient(grad: torch.Tensor, x: torch.Tensor) -> dict:
     return {"row": lambda: grad.t() @ x, "column": lambda: (x.t() @ grad).t()}
 
 
+def _activations(z: torch.Tensor) -> dict:
+    """``tanh(z)`` and ``sigmoid(z)``, each written into one output buffer."""
+    out = torch.empty_like(z)
+    return {"tanh": lambda: torch.tanh(z, out=out), "sigmoid": lambda: torch.sigmoid(z, out=out)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=30)
@@ -136,9 +142,7 @@ def main() -> None:
         # Kept row-major: the "chosen" layout is the row-major one, "as written" here the column-major.
         record("kept row-major", where, f"({rows}, {k}) @ ({k}, {n})", seconds["column"], seconds["row"])
     for where, rows, width in ACTIVATIONS:
-        z, out = torch.randn(rows, width), torch.empty(rows, width)
-        seconds = _seconds({"tanh": lambda: torch.tanh(z, out=out), "sigmoid": lambda: torch.sigmoid(z, out=out)},
-                           args.rounds, _per_round(rows, width, 1))  # fmt: skip
+        seconds = _seconds(_activations(torch.randn(rows, width)), args.rounds, _per_round(rows, width, 1))
         record("activation, tanh as sigmoid", where, f"({rows}, {width})", seconds["tanh"], seconds["sigmoid"])
     write_rows(args.out, rows_out, report=report)
 

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from ..solvers import MLPLayers
 from ..solvers._rk_mlp import input_gradient_factor, weight_gradient
 
 # ``grad_input=`` writes the result into a given buffer.
@@ -45,17 +46,8 @@ def field_layers(net: nn.Sequential) -> tuple[tuple[str, ...], list[torch.Tensor
     rescaled tanh, or ``"relu"``) and ``[W0ᵀ, b0, W1ᵀ, b1, ...]``, built
     with autograd from the parameters, so gradients reach them.
     """
-    linears = [layer for layer in net if isinstance(layer, nn.Linear)]
-    activations = [FUSED_ACTIVATIONS[type(layer)] for layer in net if not isinstance(layer, nn.Linear)]
-    tensors: list[torch.Tensor] = []
-    for i, layer in enumerate(linears):
-        weight_t, bias = layer.weight.t(), layer.bias
-        if i > 0 and activations[i - 1] == "tanh":
-            weight_t, bias = _linear_after_tanh(weight_t, bias)
-        if i < len(activations) and activations[i] == "tanh":
-            weight_t, bias = 2 * weight_t, 2 * bias
-        tensors += [weight_t, bias]
-    return tuple("sigmoid" if name == "tanh" else name for name in activations), tensors
+    layers = MLPLayers.of(net).rescaled()
+    return layers.activations, [t for weight, bias in zip(layers.weights, layers.biases) for t in (weight.t(), bias)]
 
 
 def fusable_field(net: nn.Sequential) -> bool:
