@@ -17,7 +17,7 @@ times (``ODERNNEncoder.evolve``, fixed Euler steps, each row its own number
 of them). Where the earlier file has no ``euler_rows`` (the written-out
 rollout of those rows), its side steps them as ``evolve`` did before it:
 every row once, then only the rows with steps left, recorded by autograd
-(:func:`_stepped_row_by_row`), so the iteration compares the two versions
+(the encoder's ``stepped_rows``), so the iteration compares the two versions
 whole.
 
 Run::
@@ -71,14 +71,9 @@ def _module(path: str):
 
 def _stepped_row_by_row(h: torch.Tensor, dt: torch.Tensor, n_steps: torch.Tensor, net: torch.nn.Sequential):
     """The hidden rows as ``evolve`` stepped them before ``euler_rows``: every row once, then only the rows with
-    steps left, each step recorded by autograd."""
+    steps left, each step recorded by autograd (the encoder's own ``stepped_rows``)."""
     f = mlp_function(net, rescaled=True)
-    h = fixed_step("euler", f, h, dt)
-    remaining = n_steps[:, 0]
-    for i in range(1, int(remaining.max())):
-        rows = torch.nonzero(remaining > i).squeeze(1)
-        h = h.index_copy(0, rows, fixed_step("euler", f, h.index_select(0, rows), dt.index_select(0, rows)))
-    return h
+    return odernn.stepped_rows(lambda x, step, _: fixed_step("euler", f, x, step), h, dt, n_steps)
 
 
 def _use(module) -> None:

@@ -52,6 +52,24 @@ def _substeps(gaps: torch.Tensor, step_size: float, max_num_steps: int, rule: st
     return n_steps
 
 
+def stepped_rows(
+    step: Any, h: torch.Tensor, dt: torch.Tensor, n_steps: torch.Tensor, held: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Each row of ``h`` after its own ``n_steps`` steps ``step(h, dt, held)``, each recorded by autograd.
+
+    Every row is stepped once, then only the rows that still have steps to
+    take (cost: the sum of steps). ``held`` (n_rows, n_inputs) or None: each
+    row's input, passed to ``step`` with the rows it steps.
+    """
+    h = step(h, dt, held)
+    remaining = n_steps[:, 0]
+    for i in range(1, int(remaining.max())):
+        rows = torch.nonzero(remaining > i).squeeze(1)
+        some = None if held is None else held.index_select(0, rows)
+        h = h.index_copy(0, rows, step(h.index_select(0, rows), dt.index_select(0, rows), some))
+    return h
+
+
 def _refine(
     inputs: torch.Tensor,
     update: torch.Tensor,
@@ -364,20 +382,11 @@ class ODERNNEncoder(nn.Module):
                     h = torch.clamp(h, *bounds)
                 if step_size is None:
                     return step(h, gaps, held)
-                # Each row takes its own number of equal steps; after the first, only the
-                # rows that still have steps to take are stepped (cost: the sum of steps).
                 n_steps = _substeps(gaps, step_size, max_num_steps, rule)
                 dt = gaps / n_steps
                 if written_out and held is None and not dt.requires_grad:
                     return euler_rows(h, dt, n_steps, field_net)
-                h = step(h, dt, held)
-                remaining = n_steps[:, 0]
-                for i in range(1, int(remaining.max())):
-                    rows = torch.nonzero(remaining > i).squeeze(1)
-                    some = None if held is None else held.index_select(0, rows)
-                    stepped = step(h.index_select(0, rows), dt.index_select(0, rows), some)
-                    h = h.index_copy(0, rows, stepped)
-                return h
+                return stepped_rows(step, h, dt, n_steps, held)
 
             return evolve_inline
 

@@ -209,10 +209,7 @@ class _EulerGRULoop(torch.autograd.Function):
         j = 0
         for k in range(n_rows):
             if k > 0 and moves[k]:
-                a = h
-                for i, act in enumerate(activations):
-                    a = outputs_j[i][j].addmm_(a, field[2 * i])
-                    a = a.sigmoid_() if act == "sigmoid" else a.relu_()
+                a = _hidden_forward(h, field, activations, outputs_j, j)
                 h = torch.addcmul(h, gap_k[k], torch.addmm(field[-1], a, field[-2]), out=prior_k[k])
                 j += 1
             else:
@@ -317,14 +314,7 @@ class _EulerGRULoop(torch.autograd.Function):
             g = g_h.add_(grad_priors_k[k])
             if k > 0 and moves[k]:
                 j -= 1
-                g_layer = torch.mul(g, gap_k[k], out=field_grads_j[-1][j])
-                for i in range(n_hidden - 1, -1, -1):
-                    back = torch.mm(g_layer, field_back[i + 1], out=field_grads_j[i][j])
-                    if activations[i] == "sigmoid":
-                        g_layer = _SIGMOID_GRAD(back, outputs_j[i][j], grad_input=back)
-                    else:
-                        g_layer = back.mul_(outputs_j[i][j] > 0)
-                g = g.addmm_(g_layer, field_back[0])
+                g = _euler_step_backward(g, gap_k[k], field_back, activations, outputs_j, field_grads_j, j)
         grads: list[torch.Tensor] = []
         if moving:
             before_step = states[[k - 1 for k in moving]]
@@ -375,10 +365,7 @@ class _EulerRows(torch.autograd.Function):
         h, start = h0.clone(), 0
         for m in counts:
             rows = slice(start, start + m)
-            a = inputs[rows].copy_(h[:m])
-            for i, act in enumerate(activations):
-                a = layer_outputs[i][rows].addmm_(a, field[2 * i])
-                a = a.sigmoid_() if act == "sigmoid" else a.relu_()
+            a = _hidden_forward(inputs[rows].copy_(h[:m]), field, activations, layer_outputs, rows)
             h[:m].addcmul_(dt[:m], torch.addmm(field[-1], a, field[-2]))
             start += m
         ctx.activations, ctx.counts = activations, counts
@@ -395,15 +382,7 @@ class _EulerRows(torch.autograd.Function):
         field_grads = [inputs.new_empty(inputs.shape[0], field[2 * i].shape[1]) for i in range(n_hidden + 1)]
         g, end = grad_h.clone(), inputs.shape[0]
         for m in reversed(counts):
-            rows = slice(end - m, end)
-            g_layer = torch.mul(g[:m], dt[:m], out=field_grads[-1][rows])
-            for i in range(n_hidden - 1, -1, -1):
-                b = torch.mm(g_layer, back[i + 1], out=field_grads[i][rows])
-                if activations[i] == "sigmoid":
-                    g_layer = _SIGMOID_GRAD(b, layer_outputs[i][rows], grad_input=b)
-                else:
-                    g_layer = b.mul_(layer_outputs[i][rows] > 0)
-            g[:m].addmm_(g_layer, back[0])
+            _euler_step_backward(g[:m], dt[:m], back, activations, layer_outputs, field_grads, slice(end - m, end))
             end -= m
         grads: list[torch.Tensor] = []
         for i, layer_grads in enumerate(field_grads):
@@ -440,9 +419,35 @@ def euler_rows(h: torch.Tensor, dt: torch.Tensor, n_steps: torch.Tensor, field_n
     # counts[i]: the rows with more than i steps, which step at step i (one host sync for all of them).
     counts = tuple(torch.bincount(steps).flip(0).cumsum(0).flip(0)[1:].tolist())
     stepped = _EulerRows.apply(activations, counts, dt.index_select(0, order), h.index_select(0, order), *field)
-    inverse = torch.empty_like(order)
-    inverse[order] = torch.arange(order.numel(), device=order.device)
-    return stepped.index_select(0, inverse)
+    return torch.empty_like(stepped).index_copy(0, order, stepped)  # back in the rows' own order
+
+
+def _hidden_forward(x: torch.Tensor, field: Sequence[torch.Tensor], activations: tuple, outputs: Sequence, at: Any):
+    """The field's hidden layers at ``x``, each added in place into ``outputs[i][at]`` (which holds its bias):
+    the last hidden layer's output. ``at``: a row of a tuple of rows, or a slice of a buffer."""
+    for i, act in enumerate(activations):
+        x = outputs[i][at].addmm_(x, field[2 * i])
+        x = x.sigmoid_() if act == "sigmoid" else x.relu_()
+    return x
+
+
+def _euler_step_backward(g: torch.Tensor, gap: torch.Tensor, backs: Sequence[torch.Tensor], activations: tuple,
+                         outputs: Sequence, grads: Sequence, at: Any) -> torch.Tensor:
+    """``g + J_fᵀ (gap g)`` written over ``g``, the state's gradient before an Euler step ``h + gap f(h)``.
+
+    ``backs`` are the field's weights as its input adjoints' right factors,
+    ``outputs[i][at]`` the hidden layers' outputs at that step, and each
+    layer's pre-activation gradient (the last's: at the field's output) is
+    written into ``grads[i][at]``, for the weights' gradients.
+    """
+    g_layer = torch.mul(g, gap, out=grads[-1][at])
+    for i in range(len(activations) - 1, -1, -1):
+        back = torch.mm(g_layer, backs[i + 1], out=grads[i][at])
+        if activations[i] == "sigmoid":
+            g_layer = _SIGMOID_GRAD(back, outputs[i][at], grad_input=back)
+        else:
+            g_layer = back.mul_(outputs[i][at] > 0)
+    return g.addmm_(g_layer, backs[0])
 
 
 def _projected(inputs: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

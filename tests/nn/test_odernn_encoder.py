@@ -374,17 +374,13 @@ def test_evolve_with_bounds_follows_the_projected_flow(method, options):
 
 
 def _stepped_row_by_row(net, h, dt, n_steps):
-    """Every row stepped once, then only the rows with steps left (``evolve``'s recorded path)."""
+    """Every row stepped once, then only the rows with steps left, each step recorded (``evolve``'s other path)."""
     from dynlearn.nn import mlp_function
+    from dynlearn.nn._odernn import stepped_rows
     from dynlearn.solvers import fixed_step
 
     f = mlp_function(net, rescaled=True)
-    h = fixed_step("euler", f, h, dt)
-    remaining = n_steps[:, 0]
-    for i in range(1, int(remaining.max())):
-        rows = torch.nonzero(remaining > i).squeeze(1)
-        h = h.index_copy(0, rows, fixed_step("euler", f, h.index_select(0, rows), dt.index_select(0, rows)))
-    return h
+    return stepped_rows(lambda x, step, _: fixed_step("euler", f, x, step), h, dt, n_steps)
 
 
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
