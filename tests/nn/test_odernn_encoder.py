@@ -465,3 +465,26 @@ def test_written_out_euler_rows_take_no_rows():
     out = euler_rows(h, torch.zeros(0, 1), torch.ones(0, 1), net)
     out.sum().backward()
     assert out.shape == (0, 3) and h.grad.shape == (0, 3)
+
+
+@pytest.mark.parametrize("gru_hidden", [None, 7])
+def test_written_out_loops_hand_back_ordinary_tensors_whatever_the_callers_grad_mode(gru_hidden):
+    """The loops run their rows in inference mode; what they return (states, the hidden rows, every gradient) is
+    an ordinary tensor that autograd and in-place updates accept, and no_grad or inference mode around the call
+    gives the same states."""
+    encoder = ODERNNEncoder(n_features=2, hidden_dim=5, ode_hidden=(16,), gru_hidden=gru_hidden)
+    values, mask, times, lengths = (x.float() if x.is_floating_point() else x for x in _panel())
+    solve = {"method": "euler", "options": {"step_size": 0.3}}
+    states, final = encoder(values, mask, times, lengths, solve=solve)
+    rows = encoder.evolve(final, torch.tensor([0.2, 0.7, 1.1]), solve=solve)
+    assert not any(x.is_inference() for x in (states, final, rows))
+    (states.square().sum() + rows.square().sum()).backward()
+    with torch.no_grad():
+        for p in encoder.parameters():
+            assert p.grad is not None and not p.grad.is_inference()
+            p.sub_(0.01 * p.grad)  # an optimiser's in-place step
+    states, final = encoder(values, mask, times, lengths, solve=solve)
+    for mode in (torch.no_grad, torch.inference_mode):
+        with mode():
+            again, _ = encoder(values, mask, times, lengths, solve=solve)
+        torch.testing.assert_close(again, states.detach(), rtol=0, atol=0)
