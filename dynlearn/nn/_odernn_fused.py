@@ -231,13 +231,20 @@ class _EulerGRULoop(torch.autograd.Function):
         ctx.config = config
         ctx.moving = moving
         ctx.save_for_backward(gaps, weight, states, priors, lever, *layer_outputs, *buffers, *tensors)
+        # The saved buffers' rows as the forward split them, for the backward to read: splitting a buffer into
+        # its rows costs about a microsecond a row (views of the saved buffers: no memory of their own). Not the
+        # priors': rows split before the tensor became this function's output made the backward slower.
+        if gru_kind == "unit":
+            ctx.rows = (gap_k, lever_k, outputs_j, gates_k, zr_k, hidden_c_k, keep_k, r_k)
+        else:
+            ctx.rows = (gap_k, lever_k, outputs_j, rz_k, c_out_k, r_k, z_k, hh_candidate_k)
         return states, priors
 
     @staticmethod
     def backward(ctx: Any, grad_states: torch.Tensor, grad_priors: torch.Tensor):
         activations, gru_kind, moves, updates_all = ctx.config
         n_hidden = len(activations)
-        gaps, weight, states, priors, lever, *rest = ctx.saved_tensors
+        _, weight, states, priors, _, *rest = ctx.saved_tensors  # the gaps and the lever: read by rows (ctx.rows)
         layer_outputs, rest = rest[:n_hidden], rest[n_hidden:]
         n_buffers = 4 if gru_kind == "unit" else 3
         buffers, tensors = rest[:n_buffers], rest[n_buffers:]
@@ -249,32 +256,28 @@ class _EulerGRULoop(torch.autograd.Function):
         field_back = [input_gradient_factor(field[2 * i].t(), batch) for i in range(n_hidden + 1)]
         # Each layer's gradient at its pre-activation (the last layer's: at the field's output), per moving row.
         field_grads = [new(len(moving), batch, field[2 * i].shape[1]) for i in range(n_hidden + 1)]
-        outputs_j = [_rows(buffer)[0] for buffer in layer_outputs]
         field_grads_j = [_rows(buffer)[0] for buffer in field_grads]
-        gap_k, prior_k, lever_k, grad_states_k, grad_priors_k = _rows(gaps, priors, lever, grad_states, grad_priors)
+        prior_k, grad_states_k, grad_priors_k = _rows(priors, grad_states, grad_priors)
+        gap_k, lever_k, outputs_j, *gru_rows = ctx.rows
         if gru_kind == "unit":
             gates, zr, hr, hidden_c = buffers
+            gates_k, zr_k, hidden_c_k, keep_k, r_k = gru_rows
             gates_back, gates_out_back, candidate_h_back, candidate_out_back = (
                 input_gradient_factor(gru[i].t(), batch) for i in (5, 6, 8, 9)
             )
             g_gates, g_zr, g_hidden_c = new(*gates.shape), new(*zr.shape), new(*hidden_c.shape)
             g_c = new(n_rows, batch, hidden_dim)
-            gates_k, zr_k, hidden_c_k, g_gates_k, g_zr_k, g_hidden_c_k, g_c_k = _rows(
-                gates, zr, hidden_c, g_gates, g_zr, g_hidden_c, g_c
-            )
-            keep_k, r_k, g_keep_k, g_r_k = _rows(
-                zr[..., :hidden_dim], zr[..., hidden_dim:], g_zr[..., :hidden_dim], g_zr[..., hidden_dim:]
-            )
+            g_gates_k, g_zr_k, g_hidden_c_k, g_c_k = _rows(g_gates, g_zr, g_hidden_c, g_c)
+            g_keep_k, g_r_k = _rows(g_zr[..., :hidden_dim], g_zr[..., hidden_dim:])
         else:
-            hh, rz, c_out = buffers
+            hh = buffers[0]
+            rz_k, c_out_k, r_k, z_k, hh_candidate_k = gru_rows
             weight_hh = gru[1].t()
             two = 2 * hidden_dim
             g_projected, g_hh = new(*hh.shape), new(*hh.shape)
             weight_k = None if all(updates_all) else _rows(weight)[0]
-            rz_k, c_out_k, g_hh_k = _rows(rz, c_out, g_hh)
-            r_k, z_k, hh_candidate_k, g_hh_candidate_k = _rows(
-                rz[..., :hidden_dim], rz[..., hidden_dim:], hh[..., two:], g_hh[..., two:]
-            )
+            (g_hh_k,) = _rows(g_hh)
+            (g_hh_candidate_k,) = _rows(g_hh[..., two:])
             g_gates_k, g_r_k, g_z_k, g_candidate_k = _rows(
                 g_projected[..., :two], g_projected[..., :hidden_dim], g_projected[..., hidden_dim:two],
                 g_projected[..., two:],
