@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..solvers._rk_mlp import input_gradient_factor, transposed_sum
+from ..solvers._rk_mlp import input_gradient_factor, transposed_sum, untracked
 
 _TANH_BACKWARD = torch.ops.aten.tanh_backward.default
 _THRESHOLD_BACKWARD = torch.ops.aten.threshold_backward.default
@@ -193,25 +193,27 @@ class _DerivativeLoss(torch.autograd.Function):
     def forward(ctx, activations, n_coordinates, recorded, x, rates, mask, *tensors):
         ctx.recorded, ctx.tensors = recorded, tensors  # the parameters, for a differentiable backward
         d = n_coordinates
-        if len(activations) == 1:  # the field is J ∂H/∂x, one product with the signed permutation J
-            sweep = Sweep(activations[0], tensors, x)
-            symplectic = _symplectic_transpose(d, x.dtype, x.device)
-            error = torch.addmm(rates, sweep.gradient, symplectic, beta=-1)
-        else:
-            split = 2 * len(activations[0]) + 1
-            sweeps = [Sweep(activations[0], tensors[:split], x[:, d:]),
-                      Sweep(activations[1], tensors[split:], x[:, :d])]
-            error = torch.cat([sweeps[0].gradient, sweeps[1].gradient.neg()], dim=1).sub_(rates)
-        weighted = error * mask
-        count = mask.sum().clamp_min_(1)
-        loss = error.mul_(weighted).sum().div_(count)
-        weighted = weighted.div_(count).mul_(2.0)  # ∂loss/∂field
-        if len(activations) == 1:
-            ctx.gradients = sweep.parameter_gradients(weighted.mm(symplectic.t()))
-        else:  # ∂loss/∂(∂T/∂p), then ∂loss/∂(∂V/∂q)
-            ctx.gradients = sweeps[0].parameter_gradients(weighted[:, :d]) + sweeps[1].parameter_gradients(
-                weighted[:, d:].neg())
-        return loss
+        # J is cached for every caller, so it is made outside the inference mode below.
+        symplectic = _symplectic_transpose(d, x.dtype, x.device) if len(activations) == 1 else None
+        with untracked():  # what is made here stays in this node; the loss goes out as an ordinary copy
+            if symplectic is not None:  # the field is J ∂H/∂x, one product with the signed permutation J
+                sweep = Sweep(activations[0], tensors, x)
+                error = torch.addmm(rates, sweep.gradient, symplectic, beta=-1)
+            else:
+                split = 2 * len(activations[0]) + 1
+                sweeps = [Sweep(activations[0], tensors[:split], x[:, d:]),
+                          Sweep(activations[1], tensors[split:], x[:, :d])]
+                error = torch.cat([sweeps[0].gradient, sweeps[1].gradient.neg()], dim=1).sub_(rates)
+            weighted = error * mask
+            count = mask.sum().clamp_min_(1)
+            loss = error.mul_(weighted).sum().div_(count)
+            weighted = weighted.div_(count).mul_(2.0)  # ∂loss/∂field
+            if symplectic is not None:
+                ctx.gradients = sweep.parameter_gradients(weighted.mm(symplectic.t()))
+            else:  # ∂loss/∂(∂T/∂p), then ∂loss/∂(∂V/∂q)
+                ctx.gradients = sweeps[0].parameter_gradients(weighted[:, :d]) + sweeps[1].parameter_gradients(
+                    weighted[:, d:].neg())
+        return loss.clone()
 
     @staticmethod
     def backward(ctx, grad_loss):

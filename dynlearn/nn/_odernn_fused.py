@@ -17,14 +17,13 @@ side: the same function, and on CPU a sigmoid costs a fraction of a tanh.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Any, Sequence
 
 import torch
 from torch import nn
 
-from ..solvers._rk_mlp import SIGMOID_GRAD, TANH_GRAD, input_gradient_factor, weight_gradient
+from ..solvers._rk_mlp import SIGMOID_GRAD, TANH_GRAD, input_gradient_factor, untracked, weight_gradient
 
 # Hidden activations the loop runs itself ("tanh" is run as a sigmoid of rescaled weights).
 FUSED_ACTIVATIONS = {nn.Tanh: "tanh", nn.ReLU: "relu"}
@@ -204,7 +203,7 @@ class _EulerGRULoop(torch.autograd.Function):
             r_k, z_k = _rows(rz[..., :hidden_dim], rz[..., hidden_dim:])
         h = gaps.new_zeros(batch, hidden_dim)
         j = 0
-        with _untracked():
+        with untracked():
             for k in range(n_rows):
                 if k > 0 and moves[k]:
                     a = _hidden_forward(h, field, activations, outputs_j, j)
@@ -285,7 +284,7 @@ class _EulerGRULoop(torch.autograd.Function):
         # Every g below is a temporary of this loop, so sums and products accumulate into it in place.
         g = torch.zeros_like(grad_states_k[0])
         j = len(moving)
-        with _untracked():
+        with untracked():
             for k in range(n_rows - 1, -1, -1):
                 g.add_(grad_states_k[k])
                 h = prior_k[k]
@@ -366,7 +365,7 @@ class _EulerRows(torch.autograd.Function):
         inputs = new(total, h0.shape[1])
         layer_outputs = [_filled(new(total, field[2 * i].shape[1]), field[2 * i + 1]) for i in range(len(activations))]
         h, start = h0.clone(), 0
-        with _untracked():
+        with untracked():
             for m in counts:
                 rows = slice(start, start + m)
                 a = _hidden_forward(inputs[rows].copy_(h[:m]), field, activations, layer_outputs, rows)
@@ -385,7 +384,7 @@ class _EulerRows(torch.autograd.Function):
         back = [input_gradient_factor(field[2 * i].t(), counts[0] if counts else 0) for i in range(n_hidden + 1)]
         field_grads = [inputs.new_empty(inputs.shape[0], field[2 * i].shape[1]) for i in range(n_hidden + 1)]
         g, end = grad_h.clone(), inputs.shape[0]
-        with _untracked():
+        with untracked():
             for m in reversed(counts):
                 _euler_step_backward(g[:m], dt[:m], back, activations, layer_outputs, field_grads, slice(end - m, end))
                 end -= m
@@ -425,18 +424,6 @@ def euler_rows(h: torch.Tensor, dt: torch.Tensor, n_steps: torch.Tensor, field_n
     counts = tuple(torch.bincount(steps).flip(0).cumsum(0).flip(0)[1:].tolist())
     stepped = _EulerRows.apply(activations, counts, dt.index_select(0, order), h.index_select(0, order), *field)
     return torch.empty_like(stepped).index_copy(0, order, stepped)  # back in the rows' own order
-
-
-def _untracked() -> Any:
-    """Inference mode for a loop of in-place row operations, unless its gradients are being recorded.
-
-    Grad mode is off in an autograd function's forward and in a backward
-    without ``create_graph``: there each operation can also skip autograd's
-    view and version bookkeeping (about a third of a microsecond of the two
-    or so each small operation costs). The loops write only into buffers made
-    before them, and return nothing made inside.
-    """
-    return contextlib.nullcontext() if torch.is_grad_enabled() else torch.inference_mode()
 
 
 def _hidden_forward(x: torch.Tensor, field: Sequence[torch.Tensor], activations: tuple, outputs: Sequence, at: Any):

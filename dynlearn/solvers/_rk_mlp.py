@@ -21,6 +21,7 @@ times it.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
@@ -191,6 +192,18 @@ def _direct(overload: Any) -> Any:
     them once per step and layer take the entry point directly.
     """
     return getattr(overload, "_op", overload)
+
+
+def untracked() -> Any:
+    """Inference mode for the written-out passes' own tensor operations, unless gradients are being recorded.
+
+    Grad mode is off in an autograd function's forward and in a backward
+    without ``create_graph``: there each small operation can also skip
+    autograd's view and version bookkeeping (about a third of a microsecond
+    of the two or so it costs). What is made inside is an inference tensor:
+    a caller writes into buffers made before, or hands back ordinary copies.
+    """
+    return contextlib.nullcontext() if torch.is_grad_enabled() else torch.inference_mode()
 
 
 # Activation-gradient kernels writing into ``grad_input=`` (autograd's own kernels for these activations).

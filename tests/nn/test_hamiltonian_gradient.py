@@ -256,6 +256,8 @@ def test_the_derivative_loss_node_gives_the_double_backward_loss_and_gradients(a
         if mine is not None:
             torch.testing.assert_close(mine, theirs, rtol=1e-10, atol=1e-12)
     assert max(g.abs().max() for g in ours if g is not None) > 1e-3
+    # The node works in inference mode inside; what it hands out is ordinary (autograd and in-place updates take it).
+    assert not loss.is_inference() and not any(g.is_inference() for g in ours if g is not None)
 
 
 def test_the_derivative_loss_node_scales_by_the_incoming_gradient_and_keeps_float32_close():
