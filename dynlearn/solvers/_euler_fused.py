@@ -46,6 +46,7 @@ from ._rk_mlp import (
     _activation_backward,
     input_gradient_factor,
     transposed_sum,
+    untracked,
     weight_gradient,
 )
 
@@ -220,30 +221,35 @@ def _run(plan: _Plan, y0, table, index, extra, u, dw, params, record: bool = Fal
     hiddens, sigmoids = _Buffer(new(n, batch, *w1.shape)), _Buffer(new(n, batch, d))
     ratios = _Buffer(new(n, batch, d)) if logqp else None
     y, kl = y0, kls.last if logqp else None
-    for k, step in enumerate(plan.steps):
-        x = y
-        for j, (weight, bias, name) in enumerate(zip(prior_w, prior_b, plan.prior_activations)):
-            if j == 0 and prior_base is not None:
-                weight, bias = prior_z, prior_base[k]
-            x = prior_hidden[j].activated(k, name, bias, x, weight)
-        if prior_base is None or prior_hidden:
-            p = torch.addmm(prior_b[-1], x, prior_w[-1].t())
-        else:
-            p = torch.addmm(prior_base[k], y, prior_z.t())
-        x = y
-        for j, name in enumerate(plan.correction_activations):
-            x = corr_hidden[j].activated(
-                k, name, base[k] if j == 0 else corr_b[j], x, weight_z if j == 0 else corr_w[j]
-            )
-        c = torch.addmm(base[k], y, weight_z.t()) if not corr_hidden else torch.addmm(corr_b[-1], x, corr_w[-1].t())
-        shift = b1 if diffusion_inputs is None else diffusion_inputs[k] + b1
-        hidden = hiddens.put(k, _FORWARD[plan.activation](torch.addcmul(shift, y.unsqueeze(-1), w1)))
-        sigmoid = sigmoids.put(k, torch.sigmoid((hidden * w2).sum(-1) + b2))
-        g = sigmoid + floor
-        if logqp:
-            u = ratios.put(k, c / stable_divisor(g))
-            kl = kls.put(k + 1, kl + 0.5 * (u**2).sum(dim=1, keepdim=True) * step)
-        y = states.put(k + 1, y + (p + c) * step + g * dw[k])
+    # The steps write into the buffers above; recording, they must be recorded (untracked then does nothing).
+    with untracked():
+        for k, step in enumerate(plan.steps):
+            x = y
+            for j, (weight, bias, name) in enumerate(zip(prior_w, prior_b, plan.prior_activations)):
+                if j == 0 and prior_base is not None:
+                    weight, bias = prior_z, prior_base[k]
+                x = prior_hidden[j].activated(k, name, bias, x, weight)
+            if prior_base is None or prior_hidden:
+                p = torch.addmm(prior_b[-1], x, prior_w[-1].t())
+            else:
+                p = torch.addmm(prior_base[k], y, prior_z.t())
+            x = y
+            for j, name in enumerate(plan.correction_activations):
+                x = corr_hidden[j].activated(
+                    k, name, base[k] if j == 0 else corr_b[j], x, weight_z if j == 0 else corr_w[j]
+                )
+            if corr_hidden:
+                c = torch.addmm(corr_b[-1], x, corr_w[-1].t())
+            else:
+                c = torch.addmm(base[k], y, weight_z.t())
+            shift = b1 if diffusion_inputs is None else diffusion_inputs[k] + b1
+            hidden = hiddens.put(k, _FORWARD[plan.activation](torch.addcmul(shift, y.unsqueeze(-1), w1)))
+            sigmoid = sigmoids.put(k, torch.sigmoid((hidden * w2).sum(-1) + b2))
+            g = sigmoid + floor
+            if logqp:
+                u = ratios.put(k, c / stable_divisor(g))
+                kl = kls.put(k + 1, kl + 0.5 * (u**2).sum(dim=1, keepdim=True) * step)
+            y = states.put(k + 1, y + (p + c) * step + g * dw[k])
     saved = [h.whole() for h in prior_hidden + corr_hidden] + [hiddens.whole(), sigmoids.whole()]
     return states.whole(), (kls.whole() if logqp else None), saved + ([ratios.whole()] if logqp else [])
 
@@ -345,28 +351,30 @@ def _backward(ctx, grad_states, grad_kls):
     corr_grads = [_FirstLayerGrads(inputs, table, index, extra, corr_w[0].shape[0])]
     corr_grads += [_LayerGrads(corr_hidden[j - 1], w.shape[0]) for j, w in enumerate(corr_w) if j > 0]
     sigmoid_grads, pre_grads = [], []
-    for k in reversed(range(n)):
-        step = plan.steps[k]
-        a_p = a_y * step
-        a_c, a_g = a_p, a_y * dw[k]
-        if a_kl is not None:
-            g = sigmoids[k] + floor
-            above, divisor = g.abs() > _DIVISION_FLOOR, stable_divisor(g)  # no gradient where the floor holds
-            u = ratios[k]
-            scaled = (a_kl * step) * u  # the adjoint of u: a_kl · step · u
-            a_c = a_c + scaled / divisor
-            a_g = a_g - torch.where(above, scaled * u / divisor, 0.0)
-        grad_z = _mlp_backward(k, a_p, prior_back, plan.prior_activations, prior_hidden, prior_grads)
-        grad_z = grad_z + _mlp_backward(k, a_c, corr_back, plan.correction_activations, corr_hidden, corr_grads)
-        a_s = torch.ops.aten.sigmoid_backward(a_g, sigmoids[k])
-        a_pre = _activation_backward(plan.activation, a_s.unsqueeze(-1) * w2, hiddens[k])
-        sigmoid_grads.append(a_s)
-        pre_grads.append(a_pre)
-        a_y = a_y + grad_z + (a_pre * w1).sum(-1)
-        if grad_states is not None:
-            a_y = a_y + grad_states[k]
-        if grad_kls is not None:
-            a_kl = a_kl + grad_kls[k] if a_kl is not None else grad_kls[k]
+    # Inference mode for the steps (see untracked); what they leave behind is made ordinary below.
+    with untracked():
+        for k in reversed(range(n)):
+            step = plan.steps[k]
+            a_p = a_y * step
+            a_c, a_g = a_p, a_y * dw[k]
+            if a_kl is not None:
+                g = sigmoids[k] + floor
+                above, divisor = g.abs() > _DIVISION_FLOOR, stable_divisor(g)  # no gradient where the floor holds
+                u = ratios[k]
+                scaled = (a_kl * step) * u  # the adjoint of u: a_kl · step · u
+                a_c = a_c + scaled / divisor
+                a_g = a_g - torch.where(above, scaled * u / divisor, 0.0)
+            grad_z = _mlp_backward(k, a_p, prior_back, plan.prior_activations, prior_hidden, prior_grads)
+            grad_z = grad_z + _mlp_backward(k, a_c, corr_back, plan.correction_activations, corr_hidden, corr_grads)
+            a_s = torch.ops.aten.sigmoid_backward(a_g, sigmoids[k])
+            a_pre = _activation_backward(plan.activation, a_s.unsqueeze(-1) * w2, hiddens[k])
+            sigmoid_grads.append(a_s)
+            pre_grads.append(a_pre)
+            a_y = a_y + grad_z + (a_pre * w1).sum(-1)
+            if grad_states is not None:
+                a_y = a_y + grad_states[k]
+            if grad_kls is not None:
+                a_kl = a_kl + grad_kls[k] if a_kl is not None else grad_kls[k]
 
     grads = [g for layer in prior_grads for g in layer.result()]
     grad_table, first = corr_grads[0].result(corr_w[0][:, d + m : d + m + width])
@@ -381,7 +389,14 @@ def _backward(ctx, grad_states, grad_kls):
     ]
     if wu is not None:
         grads.append((known.reshape(-1, m).t() @ a_pre.reshape(-1, a_pre[0, 0].numel())).reshape(wu.shape))
-    return (a_y, grad_table, None, *grads)
+    # Sums that the steps began (accumulated weight gradients, the state's adjoint) are inference tensors: copies
+    # go out, which autograd and the optimiser's in-place updates accept.
+    return tuple(_ordinary(x) for x in (a_y, grad_table, None, *grads))
+
+
+def _ordinary(x: torch.Tensor | None) -> torch.Tensor | None:
+    """``x``, or an ordinary copy of it where it was made in inference mode."""
+    return x.clone() if x is not None and x.is_inference() else x
 
 
 def _mlp_backward(k, grad, backs, activations, hidden, layers):

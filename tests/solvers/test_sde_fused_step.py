@@ -54,6 +54,8 @@ def _solve(dynamics, z0, ts, context, fused: bool, create_graph: bool = False, s
     loss = (ys**2).sum() + (kl * torch.arange(1.0, kl.shape[0] + 1, dtype=kl.dtype)[:, None]).sum()
     inputs = [z0, context, *dynamics.parameters()]
     grads = torch.autograd.grad(loss, inputs, create_graph=create_graph)
+    # The fused solve runs its steps in inference mode; what it hands out must be ordinary tensors.
+    assert not any(t.is_inference() for t in (ys, kl, *grads))
     return ys, kl, grads
 
 
