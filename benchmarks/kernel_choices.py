@@ -25,7 +25,14 @@ in one process with one torch thread (the two layouts alternating first):
 - ``activation``: a hidden tanh layer's activation as ``torch.tanh`` and as
   the sigmoid that a float32 dopri5 step of an MLP field runs instead
   (``MLPLayers.rescaled``: ``tanh(z) = 2 sigmoid(2z) - 1``, the factors
-  folded into the weights), each written into an output buffer.
+  folded into the weights), each written into an output buffer;
+- ``row operations``: at the ODE-RNN loop's sizes (a buffer of 90 rows of
+  50 series), a row's in-place product and activation over every row with
+  grad mode off and in inference mode (``untracked()``, which the ODE-RNN
+  loop, the latent SDE solve and the Hamiltonian derivative loss run in);
+  the activation gradient through torch's ``OpOverload`` and through its C++
+  entry point (``SIGMOID_GRAD``); and splitting the buffer into its rows,
+  once (``unbind``) or row by row (indexing).
 
 Run::
 
@@ -105,6 +112,41 @@ def _activations(z: torch.Tensor) -> dict:
     return {"tanh": lambda: torch.tanh(z, out=out), "sigmoid": lambda: torch.sigmoid(z, out=out)}
 
 
+def _row_operations(n_rows: int = 90, batch: int = 50, width: int = 100, narrow: int = 10) -> list[tuple]:
+    """``(product, where, shape, {"written": f, "alternative": g})`` for the per-row costs of the written-out loops:
+    each function walks every row of one buffer, as the ODE-RNN loop does."""
+    buffer, x, weight = torch.empty(n_rows, batch, width), torch.randn(batch, narrow), torch.randn(narrow, width)
+    rows = buffer.unbind(0)
+    grads = torch.randn(n_rows, batch, width).unbind(0)
+    sigmoid_grad = torch.ops.aten.sigmoid_backward.grad_input
+
+    def rows_under(mode):
+        def run():
+            with mode():
+                for row in rows:
+                    row.addmm_(x, weight).sigmoid_()
+        return run
+
+    def gradients(kernel):
+        def run():
+            with torch.no_grad():
+                for grad, row in zip(grads, rows):
+                    kernel(grad, row, grad_input=grad)
+        return run
+
+    shape = f"{n_rows} rows of ({batch}, {narrow}) @ ({narrow}, {width})"
+    return [
+        ("row operations, grad off / inference mode", "in-place product and sigmoid of each row", shape,
+         {"written": rows_under(torch.no_grad), "alternative": rows_under(torch.inference_mode)}),
+        ("row operations, overload / entry point", "sigmoid gradient of each row, in place",
+         f"{n_rows} rows of ({batch}, {width})",
+         {"written": gradients(sigmoid_grad), "alternative": gradients(getattr(sigmoid_grad, "_op", sigmoid_grad))}),
+        ("row operations, split once / row by row", "views of every row of a buffer",
+         f"({n_rows}, {batch}, {width})",
+         {"written": lambda: buffer.unbind(0), "alternative": lambda: [buffer[k] for k in range(n_rows)]}),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=30)
@@ -144,6 +186,9 @@ def main() -> None:
     for where, rows, width in ACTIVATIONS:
         seconds = _seconds(_activations(torch.randn(rows, width)), args.rounds, _per_round(rows, width, 1))
         record("activation, tanh as sigmoid", where, f"({rows}, {width})", seconds["tanh"], seconds["sigmoid"])
+    for product, where, shape, functions in _row_operations():
+        seconds = _seconds(functions, args.rounds, 20)
+        record(product, where, shape, seconds["written"], seconds["alternative"])
     write_rows(args.out, rows_out, report=report)
 
 

@@ -18,5 +18,8 @@ def test_the_benchmark_times_both_layouts_and_writes_its_rows(tmp_path, monkeypa
     kernel_choices.main()
     lines = (tmp_path / "results.csv").read_text().splitlines()
     assert lines[0].startswith("product,where,shape,seconds_as_written,seconds_alternative")
-    assert len(lines) == 1 + 4  # input adjoint and weight gradient of the shape, the kept product, the activation
-    assert "| kept row-major: widening" in (tmp_path / "report.md").read_text()
+    # input adjoint and weight gradient of the shape, the kept product, the activation, three row operations
+    assert len(lines) == 1 + 4 + 3
+    report = (tmp_path / "report.md").read_text()
+    assert "| kept row-major: widening" in report
+    assert "| row operations, grad off / inference mode" in report and "split once / row by row" in report
