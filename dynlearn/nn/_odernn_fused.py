@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ..solvers._rk_mlp import SIGMOID_GRAD, TANH_GRAD, input_gradient_factor, untracked, weight_gradient
+from ..solvers._rk_mlp import SIGMOID_GRAD, TANH_GRAD, MLPLayers, input_gradient_factor, untracked, weight_gradient
 
 # Hidden activations the loop runs itself ("tanh" is run as a sigmoid of rescaled weights).
 FUSED_ACTIVATIONS = {nn.Tanh: "tanh", nn.ReLU: "relu"}
@@ -37,28 +37,14 @@ def _linear_after_tanh(weight_t: torch.Tensor, bias: torch.Tensor) -> tuple[torc
 def field_layers(net: nn.Sequential) -> tuple[tuple[str, ...], list[torch.Tensor]]:
     """The vector field ``net`` (Linear, activation, ..., Linear) as hidden activations and transposed weights.
 
-    Returns the activation of each hidden layer (``"sigmoid"`` for a
-    rescaled tanh, or ``"relu"``) and ``[W0ᵀ, b0, W1ᵀ, b1, ...]``, built
-    with autograd from the parameters, so gradients reach them. The same
-    function as :meth:`dynlearn.solvers.MLPLayers.rescaled`, built here on
-    the transposed weights the loop multiplies by. Building it through
-    ``rescaled`` instead changed training by rounding somewhere (the tensors
-    and their gradients compared equal at one set of weights), enough to
-    move one default ``LatentODE`` fit on the panel of
-    ``tests/estimators/test_latent_ode_defaults.py`` from 7.5 to 2.8 times
-    better than the last value, so the ODE-RNN keeps this construction.
+    Returns the activation of each hidden layer (``"sigmoid"`` for a tanh
+    run as a sigmoid of rescaled weights, :meth:`dynlearn.solvers.MLPLayers.rescaled`,
+    or ``"relu"``) and ``[W0ᵀ, b0, W1ᵀ, b1, ...]``, built with autograd from
+    the parameters, so gradients reach them.
     """
-    linears = [layer for layer in net if isinstance(layer, nn.Linear)]
-    activations = [FUSED_ACTIVATIONS[type(layer)] for layer in net if not isinstance(layer, nn.Linear)]
-    tensors: list[torch.Tensor] = []
-    for i, layer in enumerate(linears):
-        weight_t, bias = layer.weight.t(), layer.bias
-        if i > 0 and activations[i - 1] == "tanh":
-            weight_t, bias = _linear_after_tanh(weight_t, bias)
-        if i < len(activations) and activations[i] == "tanh":
-            weight_t, bias = 2 * weight_t, 2 * bias
-        tensors += [weight_t, bias]
-    return tuple("sigmoid" if name == "tanh" else name for name in activations), tensors
+    layers = MLPLayers.of(net).rescaled()
+    tensors = [tensor for weight, bias in zip(layers.weights, layers.biases) for tensor in (weight.t(), bias)]
+    return layers.activations, tensors
 
 
 def fusable_field(net: nn.Sequential) -> bool:

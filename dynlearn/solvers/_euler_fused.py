@@ -42,6 +42,7 @@ from ._rk_mlp import (
     _ACCUMULATE_ABOVE,
     _FORWARD,
     OUTPUT_DERIVATIVES,
+    SIGMOID_GRAD,
     MLPLayers,
     _activation_backward,
     input_gradient_factor,
@@ -366,7 +367,7 @@ def _backward(ctx, grad_states, grad_kls):
                 a_g = a_g - torch.where(above, scaled * u / divisor, 0.0)
             grad_z = _mlp_backward(k, a_p, prior_back, plan.prior_activations, prior_hidden, prior_grads)
             grad_z = grad_z + _mlp_backward(k, a_c, corr_back, plan.correction_activations, corr_hidden, corr_grads)
-            a_s = torch.ops.aten.sigmoid_backward(a_g, sigmoids[k])
+            a_s = SIGMOID_GRAD(a_g, sigmoids[k], grad_input=a_g)  # a_g is this step's own temporary
             a_pre = _activation_backward(plan.activation, a_s.unsqueeze(-1) * w2, hiddens[k])
             sigmoid_grads.append(a_s)
             pre_grads.append(a_pre)
