@@ -76,9 +76,22 @@ def _stepped_row_by_row(h: torch.Tensor, dt: torch.Tensor, n_steps: torch.Tensor
     return odernn.stepped_rows(lambda x, step, _: fixed_step("euler", f, x, step), h, dt, n_steps)
 
 
+def _three_outputs(loop):
+    """``loop`` returning states, priors and the field values (None from a file whose loop returns no field values,
+    so the hidden rows evaluate the field at their first step, as before)."""
+    def run(*args):
+        out = loop(*args)
+        return out if len(out) == 3 else (*out, None)
+
+    return run
+
+
 def _use(module) -> None:
-    """Point the encoder at ``module``'s loop and hidden-row rollout (the recorded rows where it has none)."""
-    odernn.euler_gru_loop = getattr(module, "euler_gru_loop", None)
+    """Point the encoder at ``module``'s loop and hidden-row rollout (the recorded rows where it has none); None
+    for the authors' side."""
+    if module is None:
+        return
+    odernn.euler_gru_loop = _three_outputs(module.euler_gru_loop)
     odernn.euler_rows = getattr(module, "euler_rows", _stepped_row_by_row)
 
 
@@ -123,14 +136,14 @@ def main() -> None:
     odernn.euler_gru_loop = capture
     iteration()
     loop_args = captured[0]
-    states, priors = after.euler_gru_loop(*loop_args)
+    states, priors = after.euler_gru_loop(*loop_args)[:2]
     weights = [torch.randn_like(states), torch.randn_like(priors)]
     parameters = list(iteration.module.parameters())
 
     def loop(module) -> list[torch.Tensor]:
         for parameter in parameters:
             parameter.grad = None
-        states, priors = module.euler_gru_loop(*loop_args)
+        states, priors = module.euler_gru_loop(*loop_args)[:2]
         ((states * weights[0]).sum() + (priors * weights[1]).sum()).backward()
         return [states.detach(), priors.detach(), *(p.grad for p in parameters if p.grad is not None)]
 

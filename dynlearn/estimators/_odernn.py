@@ -218,10 +218,14 @@ def _interpolated(
     latest earlier shown row as anchor, for less work: a shown row's state,
     evolved from the previous shown row to its time, is what the encoder
     computed just before updating on it (``return_before``), so only the
-    hidden real rows are evolved here.
+    hidden real rows are evolved here. Each hidden row's first step reads
+    the field at its anchor's state where the encoder's Euler loop evaluated
+    it (``return_velocity``), so only its later steps evaluate the field.
     """
     (p_values, p_mask, p_times), lengths, latest = _shown_rows(keep, values, mask, times)
-    states, _, before = module.encoder(p_values, p_mask, p_times, lengths, solve=solve, return_before=True)
+    states, _, before, velocity = module.encoder(
+        p_values, p_mask, p_times, lengths, solve=solve, return_before=True, return_velocity=True
+    )
     batch, n_rows = keep.shape
     dim = states.shape[-1]
     position = (keep.cumsum(dim=1) - 1).clamp_min(0)  # packed index of each shown row
@@ -230,7 +234,8 @@ def _interpolated(
     if hidden.numel():
         series, anchor = hidden // n_rows, latest.reshape(-1)[hidden]
         gaps = times.reshape(-1)[hidden] - p_times[series, anchor]
-        h = h.index_copy(0, hidden, module.encoder.evolve(states[series, anchor], gaps, solve=solve))
+        start = None if velocity is None else velocity[series, anchor]  # the field there, evaluated by the encoder
+        h = h.index_copy(0, hidden, module.encoder.evolve(states[series, anchor], gaps, solve=solve, velocity=start))
     return module.decoder(h).reshape(batch, n_rows, -1)
 
 

@@ -330,6 +330,7 @@ class ODERNNEncoder(nn.Module):
         solve: dict[str, Any],
         bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
         covariates: torch.Tensor | None = None,
+        velocity: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Integrate hidden states ``h`` (N, H) by per-row time gaps ``gaps`` (N,).
 
@@ -340,10 +341,18 @@ class ODERNNEncoder(nn.Module):
         steps are clamped after each step; adaptive solves integrate a field
         whose components pointing out of the box vanish on its faces).
         ``covariates`` (N, n_inputs), required with ``n_inputs``: each row's
-        input, held over its gap. Returns (N, H).
+        input, held over its gap. ``velocity`` (N, H): the field at ``h``,
+        ``f(h)``, where the caller has it (the ``velocity`` the encoder
+        returns at its states): the written-out Euler rollout then takes each
+        row's first step from it instead of evaluating the field there (the
+        same states to rounding); other methods evaluate the field as usual.
+        Returns (N, H).
         """
         held = self._checked_held(covariates, h.shape[0])
-        return self._evolver(solve, bounds)(h, gaps.to(h.dtype).reshape(-1, 1), held)
+        if velocity is not None and velocity.shape != h.shape:
+            raise input_error("velocity", f"the field at h, of h's shape {tuple(h.shape)}",
+                              f"shape {tuple(velocity.shape)}", "Pass the encoder's velocity at the same rows as h.")
+        return self._evolver(solve, bounds)(h, gaps.to(h.dtype).reshape(-1, 1), held, velocity)
 
     def _checked_held(self, covariates: torch.Tensor | None, n_rows: int) -> torch.Tensor | None:
         n_inputs = getattr(self, "n_inputs", 0)
@@ -377,20 +386,27 @@ class ODERNNEncoder(nn.Module):
                 out = fixed_step(info.name, f, h, dt)
                 return out if bounds is None else torch.clamp(out, *bounds)
 
-            def evolve_inline(h: torch.Tensor, gaps: torch.Tensor, held: torch.Tensor | None = None) -> torch.Tensor:
+            def evolve_inline(h: torch.Tensor, gaps: torch.Tensor, held: torch.Tensor | None = None,
+                              velocity: torch.Tensor | None = None) -> torch.Tensor:
                 if bounds is not None:
                     h = torch.clamp(h, *bounds)
+                rolled_out = written_out and held is None and not gaps.requires_grad
                 if step_size is None:
+                    if rolled_out and velocity is not None:  # the one step, from the field value the caller has
+                        return torch.addcmul(h, gaps, velocity)
                     return step(h, gaps, held)
                 n_steps = _substeps(gaps, step_size, max_num_steps, rule)
                 dt = gaps / n_steps
-                if written_out and held is None and not dt.requires_grad:
+                if rolled_out:
+                    if velocity is not None:  # the first step from the field value the caller has
+                        h, n_steps = torch.addcmul(h, dt, velocity), n_steps - 1
                     return euler_rows(h, dt, n_steps, field_net)
                 return stepped_rows(step, h, dt, n_steps, held)
 
             return evolve_inline
 
-        def evolve_solver(h: torch.Tensor, gaps: torch.Tensor, held: torch.Tensor | None = None) -> torch.Tensor:
+        def evolve_solver(h: torch.Tensor, gaps: torch.Tensor, held: torch.Tensor | None = None,
+                          velocity: torch.Tensor | None = None) -> torch.Tensor:
             field: nn.Module = _GapScaledField(net, gaps, held)
             if bounds is not None:
                 h, field = torch.clamp(h, *bounds), _ProjectedField(field, *bounds)
@@ -448,8 +464,9 @@ class ODERNNEncoder(nn.Module):
         solve: dict[str, Any],
         reverse: bool = False,
         return_before: bool = False,
+        return_velocity: bool = False,
         covariates: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, ...]:
+    ) -> tuple[torch.Tensor | None, ...]:
         """Run the ODE-RNN over every series' observations.
 
         Parameters
@@ -485,6 +502,11 @@ class ODERNNEncoder(nn.Module):
             at each observation, i.e. evolved there from the previous one
             (the state at the first processed observation is zero); decoded,
             it predicts each observation from the ones before it alone.
+        velocity : Tensor of shape (batch, n_times, hidden_dim) or None
+            Only with ``return_velocity=True``: the vector field at each
+            state, ``f(states[:, k])``, where the written-out Euler loop ran
+            the rows (it evaluates the field there for its next step; see
+            :meth:`evolve`'s ``velocity``), else None.
         """
         batch, n_times, n_features = values.shape
         if covariates is not None or getattr(self, "n_inputs", 0):
@@ -540,16 +562,23 @@ class ODERNNEncoder(nn.Module):
         # The hand-written loop has no inputs in its field: a driven encoder takes the recorded loop.
         if fused and held is None and fusable_field(self.field.net):
             rows_first = [tensor.transpose(0, 1).contiguous() for tensor in (gaps, update, inputs)]
-            states, priors = euler_gru_loop(*rows_first[:2], moves, updates_all, self.field.net, self.gru, rows_first[2])
+            states, priors, velocity = euler_gru_loop(
+                *rows_first[:2], moves, updates_all, self.field.net, self.gru, rows_first[2]
+            )
             states, priors = states.transpose(0, 1), priors.transpose(0, 1)
             h = states[:, -1]
+            if return_velocity and velocity is not None:
+                velocity = self._completed_velocity(states, velocity.transpose(0, 1), moves)
         else:
             states, priors, h = self._loop(inputs, update, gaps, moves, updates_all, solve, held)
+            velocity = None
         before = priors if return_before else None
+        velocity = velocity if return_velocity else None
         if position is not None:
             where = position[..., None].expand(-1, -1, self.hidden_dim)
             states = states.gather(1, where)
             before = before.gather(1, where) if return_before else None
+            velocity = None if velocity is None else velocity.gather(1, where)
         if not torch.isfinite(h).all():
             raise IntegrationError(
                 "The ODE-RNN state became non-finite. Try a smaller learning rate, a step_size bound, "
@@ -560,4 +589,15 @@ class ODERNNEncoder(nn.Module):
             back = torch.where(real, lengths[:, None] - 1 - rows, torch.full_like(rows, n_times - 1))
             states = states.gather(1, back[..., None].expand_as(states))
             before = before.gather(1, back[..., None].expand_as(before)) if return_before else None
-        return (states, h, before) if return_before else (states, h)
+            velocity = None if velocity is None else velocity.gather(1, back[..., None].expand_as(velocity))
+        return (states, h) + ((before,) if return_before else ()) + ((velocity,) if return_velocity else ())
+
+    def _completed_velocity(self, states: torch.Tensor, velocity: torch.Tensor, moves: list[bool]) -> torch.Tensor:
+        """The loop's field values (batch, n_rows, hidden_dim) with the field evaluated at the rows it left out
+        (the last row, and rows before one where no series moves)."""
+        n_rows = states.shape[1]
+        missing = [k for k in range(n_rows) if k + 1 == n_rows or not moves[k + 1]]
+        at = torch.tensor(missing, device=states.device)
+        f = mlp_function(self.field.net, rescaled=True)
+        left_out = states.index_select(1, at)
+        return velocity.index_copy(1, at, f(left_out.reshape(-1, self.hidden_dim)).reshape(left_out.shape))

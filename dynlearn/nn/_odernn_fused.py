@@ -143,6 +143,12 @@ class _EulerGRULoop(torch.autograd.Function):
     exactly as it was and the gate's gradient ``s (1 - s)`` is exactly 0
     there: masking costs no operation per row, and the backward needs no
     ``where``.
+
+    Each Euler step's field value ``f(h)`` is written into a third output
+    (at the row of the state it was evaluated at) instead of a temporary:
+    callers that step the same states again, as the ODE-RNN's loss does for
+    the rows it hid from the encoder, take their first step from it, and its
+    gradient joins the step's own in the operation that scales it by the gap.
     """
 
     @staticmethod
@@ -155,6 +161,11 @@ class _EulerGRULoop(torch.autograd.Function):
         moving = [k for k in range(1, n_rows) if moves[k]]
         new = gaps.new_empty
         states, priors = new(n_rows, batch, hidden_dim), new(n_rows, batch, hidden_dim)
+        # The field at each state, where the next row's Euler step evaluates it; 0 at the rows where none does.
+        velocity = new(n_rows, batch, hidden_dim)
+        for k in range(n_rows):
+            if k + 1 == n_rows or not moves[k + 1]:
+                velocity[k].zero_()
         # Each hidden layer's output at every moving row, then the update's lever: c - h for the paper's GRU,
         # h - c for GRUCell. Buffers that a row's product adds to start out holding what it adds to (the bias, the
         # input's share), so the loop adds the product in place: no copy of the bias into every row first.
@@ -163,7 +174,7 @@ class _EulerGRULoop(torch.autograd.Function):
         ]
         lever = new(n_rows, batch, hidden_dim)
         weight = update.to(gaps.dtype)
-        gap_k, state_k, prior_k, lever_k = _rows(gaps, states, priors, lever)
+        gap_k, state_k, prior_k, lever_k, velocity_k = _rows(gaps, states, priors, lever, velocity)
         outputs_j = [_rows(buffer)[0] for buffer in layer_outputs]
         if gru_kind == "unit":
             inputs, gates_in, gates_in_bias, candidate_in, candidate_in_bias, *state_layers = gru
@@ -193,7 +204,8 @@ class _EulerGRULoop(torch.autograd.Function):
             for k in range(n_rows):
                 if k > 0 and moves[k]:
                     a = _hidden_forward(h, field, activations, outputs_j, j)
-                    h = torch.addcmul(h, gap_k[k], torch.addmm(field[-1], a, field[-2]), out=prior_k[k])
+                    f = torch.addmm(field[-1], a, field[-2], out=velocity_k[k - 1])
+                    h = torch.addcmul(h, gap_k[k], f, out=prior_k[k])
                     j += 1
                 else:
                     h = prior_k[k].copy_(h)
@@ -215,6 +227,7 @@ class _EulerGRULoop(torch.autograd.Function):
                         h = torch.where(update[k], torch.addcmul(c, z_k[k], d), h, out=state_k[k])
         ctx.config = config
         ctx.moving = moving
+        ctx.set_materialize_grads(False)  # an output the caller leaves unused costs its backward nothing
         ctx.save_for_backward(gaps, weight, states, priors, lever, *layer_outputs, *buffers, *tensors)
         # The saved buffers' rows as the forward split them, for the backward to read: splitting a buffer into
         # its rows costs about a microsecond a row (views of the saved buffers: no memory of their own). Not the
@@ -223,10 +236,11 @@ class _EulerGRULoop(torch.autograd.Function):
             ctx.rows = (gap_k, lever_k, outputs_j, gates_k, zr_k, hidden_c_k, keep_k, r_k)
         else:
             ctx.rows = (gap_k, lever_k, outputs_j, rz_k, c_out_k, r_k, z_k, hh_candidate_k)
-        return states, priors
+        return states, priors, velocity
 
     @staticmethod
-    def backward(ctx: Any, grad_states: torch.Tensor, grad_priors: torch.Tensor):
+    def backward(ctx: Any, grad_states: torch.Tensor | None, grad_priors: torch.Tensor | None,
+                 grad_velocity: torch.Tensor | None):
         activations, gru_kind, moves, updates_all = ctx.config
         n_hidden = len(activations)
         _, weight, states, priors, _, *rest = ctx.saved_tensors  # the gaps and the lever: read by rows (ctx.rows)
@@ -242,7 +256,9 @@ class _EulerGRULoop(torch.autograd.Function):
         # Each layer's gradient at its pre-activation (the last layer's: at the field's output), per moving row.
         field_grads = [new(len(moving), batch, field[2 * i].shape[1]) for i in range(n_hidden + 1)]
         field_grads_j = [_rows(buffer)[0] for buffer in field_grads]
+        grad_states, grad_priors = (torch.zeros_like(states) if g is None else g for g in (grad_states, grad_priors))
         prior_k, grad_states_k, grad_priors_k = _rows(priors, grad_states, grad_priors)
+        grad_velocity_k = None if grad_velocity is None else _rows(grad_velocity)[0]
         gap_k, lever_k, outputs_j, *gru_rows = ctx.rows
         if gru_kind == "unit":
             gates, zr, hr, hidden_c = buffers
@@ -302,7 +318,8 @@ class _EulerGRULoop(torch.autograd.Function):
                 g = g_h.add_(grad_priors_k[k])
                 if k > 0 and moves[k]:
                     j -= 1
-                    g = _euler_step_backward(g, gap_k[k], field_back, activations, outputs_j, field_grads_j, j)
+                    g = _euler_step_backward(g, gap_k[k], field_back, activations, outputs_j, field_grads_j, j,
+                                             None if grad_velocity_k is None else grad_velocity_k[k - 1])
         grads: list[torch.Tensor] = []
         if moving:
             before_step = states[[k - 1 for k in moving]]
@@ -422,15 +439,20 @@ def _hidden_forward(x: torch.Tensor, field: Sequence[torch.Tensor], activations:
 
 
 def _euler_step_backward(g: torch.Tensor, gap: torch.Tensor, backs: Sequence[torch.Tensor], activations: tuple,
-                         outputs: Sequence, grads: Sequence, at: Any) -> torch.Tensor:
+                         outputs: Sequence, grads: Sequence, at: Any, grad_f: torch.Tensor | None = None) -> torch.Tensor:
     """``g + J_fᵀ (gap g)`` written over ``g``, the state's gradient before an Euler step ``h + gap f(h)``.
 
     ``backs`` are the field's weights as its input adjoints' right factors,
     ``outputs[i][at]`` the hidden layers' outputs at that step, and each
     layer's pre-activation gradient (the last's: at the field's output) is
-    written into ``grads[i][at]``, for the weights' gradients.
+    written into ``grads[i][at]``, for the weights' gradients. ``grad_f``:
+    a gradient of ``f(h)`` itself, where the step's field value is also an
+    output (``J_fᵀ (gap g + grad_f)``, in the same one operation).
     """
-    g_layer = torch.mul(g, gap, out=grads[-1][at])
+    if grad_f is None:
+        g_layer = torch.mul(g, gap, out=grads[-1][at])
+    else:
+        g_layer = torch.addcmul(grad_f, g, gap, out=grads[-1][at])
     for i in range(len(activations) - 1, -1, -1):
         back = torch.mm(g_layer, backs[i + 1], out=grads[i][at])
         if activations[i] == "sigmoid":
@@ -465,8 +487,9 @@ def euler_gru_loop(
     field_net: nn.Sequential,
     gru: Any,
     inputs: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the ODE-RNN rows with Euler steps: states after each row's update and priors before it.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Run the ODE-RNN rows with Euler steps: states after each row's update, priors before it, and the field
+    at each state.
 
     Parameters
     ----------
@@ -485,6 +508,10 @@ def euler_gru_loop(
     Returns
     -------
     states, priors : Tensors of shape (n_rows, batch, hidden_dim)
+    velocity : Tensor of shape (n_rows, batch, hidden_dim)
+        ``f(states[k])``, which the Euler step into row ``k + 1`` evaluates,
+        at every row ``k`` followed by a moving row; 0 at the others (the
+        last row, and rows before one where no series moves).
     """
     activations, field = field_layers(field_net)
     if isinstance(gru, nn.GRUCell):

@@ -212,6 +212,48 @@ def test_euler_loop_with_its_own_backward_matches_the_recorded_loop(monkeypatch,
     assert all(g.abs().sum() > 0 for g in fused[2:])
 
 
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("step_size", [None, 0.3])
+def test_velocity_is_the_field_at_the_states_and_evolve_steps_from_it(monkeypatch, reverse, step_size):
+    """The encoder's ``velocity`` is ``f`` at every state (padding, inserted steps and the last row included), and
+    ``evolve`` from it gives the states and gradients it gives without it, with one field evaluation fewer a row."""
+    from dynlearn.nn import mlp_function
+
+    torch.manual_seed(4)
+    encoder = ODERNNEncoder(n_features=2, hidden_dim=5, ode_hidden=(16, 12), gru_hidden=7).double()
+    values, mask, times, lengths = _panel()
+    solve = {"method": "euler", "options": None if step_size is None else {"step_size": step_size}}
+    states, _, _, velocity = encoder(
+        values, mask, times, lengths, solve=solve, reverse=reverse, return_before=True, return_velocity=True
+    )
+    f = mlp_function(encoder.field.net, rescaled=True)
+    torch.testing.assert_close(velocity, f(states.reshape(-1, 5)).reshape(states.shape), rtol=1e-10, atol=1e-12)
+    gaps = torch.tensor([0.0, 0.1, 0.7, 1.3, -0.4], dtype=torch.float64)  # one, one, three and five steps of 0.3
+    rows = (torch.tensor([0, 0, 1, 2, 1]), torch.tensor([0, 4, 2, 0, 1]))
+    weights = torch.randn(5, 5, dtype=torch.float64)
+
+    def evolved(start_velocity):
+        encoder.zero_grad()
+        out = encoder.evolve(states[rows], gaps, solve=solve, velocity=start_velocity)
+        return [out, *torch.autograd.grad((out * weights).sum(), list(encoder.parameters()), allow_unused=True,
+                                                 retain_graph=True)]
+
+    import dynlearn.nn._odernn as odernn
+
+    steps = []
+    rollout = odernn.euler_rows
+    monkeypatch.setattr(odernn, "euler_rows", lambda h, dt, n, net: steps.append(int(n.sum())) or rollout(h, dt, n, net))
+    from_velocity, plain = evolved(velocity[rows]), evolved(None)
+    assert steps == ([] if step_size is None else [0 + 0 + 2 + 4 + 1, 1 + 1 + 3 + 5 + 2])
+    for a, b in zip(from_velocity, plain):
+        if a is None or b is None:
+            assert a is None and b is None
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="velocity"):
+        encoder.evolve(states[rows], gaps, solve=solve, velocity=velocity[0, :3])
+
+
 def _plain_euler(encoder, values, mask, times, n, step_size, reverse):
     """One series on its own, written out: ceil(gap / step_size) Euler steps of the field's module, then its GRU."""
     order = list(range(n - 1, -1, -1)) if reverse else list(range(n))
@@ -301,7 +343,8 @@ def test_times_that_need_a_gradient_get_one_from_the_euler_loop():
 
 
 def test_euler_loop_gives_inputs_that_need_one_the_recorded_loops_gradient():
-    """The paper's GRU's inputs, projected inside the hand-written loop, get the gradient a recorded loop gives them."""
+    """The paper's GRU's inputs, projected inside the hand-written loop, get the gradient a recorded loop gives them;
+    so do the field's weights through the field values the loop hands out (``velocity``)."""
     from dynlearn.nn._odernn import _GRUUnit
     from dynlearn.nn._odernn_fused import euler_gru_loop
 
@@ -313,19 +356,29 @@ def test_euler_loop_gives_inputs_that_need_one_the_recorded_loops_gradient():
     gaps[0] = 0.0
     update = torch.rand(n_rows, batch, 1) > 0.3
     inputs = torch.randn(n_rows, batch, n_inputs, dtype=torch.float64, requires_grad=True)
-    weights = torch.randn(2, n_rows, batch, hidden, dtype=torch.float64)
+    weights = torch.randn(3, n_rows, batch, hidden, dtype=torch.float64)
     updates_all = [bool(row.all()) for row in update]
-    states, priors = euler_gru_loop(gaps, update, [True] * n_rows, updates_all, field, gru, inputs)
-    (fused,) = torch.autograd.grad((states * weights[0]).sum() + (priors * weights[1]).sum(), inputs)
-    h, loss = torch.zeros(batch, hidden, dtype=torch.float64), 0.0
+    moves = [True, True, False, True]  # no series moves into row 2: the loop evaluates no field at row 1
+    wrt = (inputs, *field.parameters())
+    states, priors, velocity = euler_gru_loop(gaps, update, moves, updates_all, field, gru, inputs)
+    fused = torch.autograd.grad(sum((out * w).sum() for out, w in zip((states, priors, velocity), weights)), wrt)
+    h, loss, field_values = torch.zeros(batch, hidden, dtype=torch.float64), 0.0, []
     for k in range(n_rows):
-        h = h + gaps[k] * field(h)
+        if moves[k]:
+            h = h + gaps[k] * field(h)
         loss = loss + (h * weights[1][k]).sum()
         h = torch.where(update[k], gru(inputs[k], h), h)
         loss = loss + (h * weights[0][k]).sum()
-    (recorded,) = torch.autograd.grad(loss, inputs)
-    assert not all(updates_all) and fused.abs().sum() > 0
-    torch.testing.assert_close(fused, recorded, rtol=1e-10, atol=1e-12)
+        if k + 1 < n_rows and moves[k + 1]:
+            field_values.append(field(h))
+            loss = loss + (field_values[-1] * weights[2][k]).sum()
+        else:
+            field_values.append(torch.zeros_like(h))
+    recorded = torch.autograd.grad(loss, wrt)
+    assert not all(updates_all) and fused[0].abs().sum() > 0
+    torch.testing.assert_close(velocity, torch.stack(field_values), rtol=1e-12, atol=1e-12)
+    for ours, theirs in zip(fused, recorded):
+        torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.cuda
