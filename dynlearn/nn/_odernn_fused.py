@@ -17,7 +17,6 @@ side: the same function, and on CPU a sigmoid costs a fraction of a tanh.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import torch
@@ -138,11 +137,11 @@ class _EulerGRULoop(torch.autograd.Function):
 
     With the paper's GRU, the gate gives ``1 - z`` directly (see
     :func:`gru_unit_state_layers`) and the update is ``h + (1 - z)(c - h)``.
-    Where a series observes nothing at a row, its buffer holds ``-inf`` as
-    that gate's logit, so ``1 - z = sigmoid(-inf) = 0`` leaves its state
-    exactly as it was and the gate's gradient ``s (1 - s)`` is exactly 0
-    there: masking costs no operation per row, and the backward needs no
-    ``where``.
+    Only the series that observe something at a row run the paper's GRU
+    there (about half of them at each row on the paper's data): its buffers
+    hold the updates row after row, each row's rows gathered from the state
+    (``index_select``) and written back (``index_copy``), and the
+    weights' gradients are products over the updates alone.
 
     Each Euler step's field value ``f(h)`` is written into a third output
     (at the row of the state it was evaluated at) instead of a temporary:
@@ -172,24 +171,28 @@ class _EulerGRULoop(torch.autograd.Function):
         layer_outputs = [
             _filled(new(len(moving), batch, field[2 * i].shape[1]), field[2 * i + 1]) for i in range(len(activations))
         ]
-        lever = new(n_rows, batch, hidden_dim)
         weight = update.to(gaps.dtype)
-        gap_k, state_k, prior_k, lever_k, velocity_k = _rows(gaps, states, priors, lever, velocity)
+        gap_k, state_k, prior_k, velocity_k = _rows(gaps, states, priors, velocity)
         outputs_j = [_rows(buffer)[0] for buffer in layer_outputs]
         if gru_kind == "unit":
             inputs, gates_in, gates_in_bias, candidate_in, candidate_in_bias, *state_layers = gru
             gates_h, gates_out, gates_out_bias, candidate_h, candidate_out, candidate_bias = state_layers
-            # The inputs' share of the first layers, for every row at once, straight into the rows' buffers.
-            gates = _projected(inputs, gates_in, gates_in_bias)
-            hidden_c = _projected(inputs, candidate_in, candidate_in_bias)
-            zr, hr = _filled(new(n_rows, batch, 2 * hidden_dim), gates_out_bias), new(n_rows, batch, hidden_dim)
-            if not all(updates_all):
-                zr[..., :hidden_dim].masked_fill_(~update, -math.inf)
-            _filled(lever, candidate_bias)
-            buffers = [gates, zr, hr, hidden_c]
-            gates_k, zr_k, hr_k, hidden_c_k = _rows(gates, zr, hr, hidden_c)
-            keep_k, r_k = _rows(zr[..., :hidden_dim], zr[..., hidden_dim:])
+            # Only the series that observe something at a row run the GRU there: the updates, row after row, are
+            # the rows of compact buffers, and counts[k] of them belong to row k (series_k[k] say which series).
+            updates, counts, series_k = _updates(update)
+            # The inputs' share of the first layers, for every update at once, straight into the rows' buffers.
+            compact_inputs = inputs.reshape(-1, inputs.shape[-1]).index_select(0, updates)
+            gates = _projected(compact_inputs, gates_in, gates_in_bias)
+            hidden_c = _projected(compact_inputs, candidate_in, candidate_in_bias)
+            zr, hr = _filled(new(len(updates), 2 * hidden_dim), gates_out_bias), new(len(updates), hidden_dim)
+            lever, gru_h = _filled(new(len(updates), hidden_dim), candidate_bias), new(len(updates), hidden_dim)
+            buffers = [gates, zr, hr, hidden_c, gru_h]
+            gates_k, zr_k, hr_k, hidden_c_k, lever_k, gru_h_k, keep_k, r_k = (
+                buffer.split(counts) for buffer in (*buffers[:4], lever, gru_h, zr[:, :hidden_dim], zr[:, hidden_dim:])
+            )
         else:
+            lever = new(n_rows, batch, hidden_dim)
+            (lever_k,) = _rows(lever)
             projected, weight_hh_t, bias_hh = gru
             two = 2 * hidden_dim
             hh, rz, c_out = _filled(new(*projected.shape), bias_hh), new(n_rows, batch, two), new(*states.shape)
@@ -210,12 +213,20 @@ class _EulerGRULoop(torch.autograd.Function):
                 else:
                     h = prior_k[k].copy_(h)
                 if gru_kind == "unit":
-                    hidden = gates_k[k].addmm_(h, gates_h).sigmoid_()
+                    n = counts[k]
+                    if n == 0:
+                        h = state_k[k].copy_(h)
+                        continue
+                    x = gru_h_k[k].copy_(h) if n == batch else torch.index_select(h, 0, series_k[k], out=gru_h_k[k])
+                    hidden = gates_k[k].addmm_(x, gates_h).sigmoid_()
                     zr_k[k].addmm_(hidden, gates_out).sigmoid_()
-                    h_reset = torch.mul(h, r_k[k], out=hr_k[k])
+                    h_reset = torch.mul(x, r_k[k], out=hr_k[k])
                     candidate = hidden_c_k[k].addmm_(h_reset, candidate_h).sigmoid_()
-                    step = lever_k[k].addmm_(candidate, candidate_out).sub_(h)
-                    h = torch.addcmul(h, keep_k[k], step, out=state_k[k])
+                    step = lever_k[k].addmm_(candidate, candidate_out).sub_(x)
+                    if n == batch:
+                        h = torch.addcmul(x, keep_k[k], step, out=state_k[k])
+                    else:
+                        h = torch.index_copy(h, 0, series_k[k], torch.addcmul(x, keep_k[k], step), out=state_k[k])
                 else:
                     hh_k[k].addmm_(h, weight_hh_t)
                     torch.add(hh_gates_k[k], gates_x_k[k], out=rz_k[k]).sigmoid_()
@@ -233,7 +244,8 @@ class _EulerGRULoop(torch.autograd.Function):
         # its rows costs about a microsecond a row (views of the saved buffers: no memory of their own). Not the
         # priors': rows split before the tensor became this function's output made the backward slower.
         if gru_kind == "unit":
-            ctx.rows = (gap_k, lever_k, outputs_j, gates_k, zr_k, hidden_c_k, keep_k, r_k)
+            ctx.rows = (gap_k, lever_k, outputs_j, gates_k, zr_k, hidden_c_k, keep_k, r_k, gru_h_k, counts, series_k)
+            ctx.updates = updates
         else:
             ctx.rows = (gap_k, lever_k, outputs_j, rz_k, c_out_k, r_k, z_k, hh_candidate_k)
         return states, priors, velocity
@@ -245,7 +257,7 @@ class _EulerGRULoop(torch.autograd.Function):
         n_hidden = len(activations)
         _, weight, states, priors, _, *rest = ctx.saved_tensors  # the gaps and the lever: read by rows (ctx.rows)
         layer_outputs, rest = rest[:n_hidden], rest[n_hidden:]
-        n_buffers = 4 if gru_kind == "unit" else 3
+        n_buffers = 5 if gru_kind == "unit" else 3
         buffers, tensors = rest[:n_buffers], rest[n_buffers:]
         n_field = 2 * (n_hidden + 1)
         field, gru = tensors[:n_field], tensors[n_field:]
@@ -257,19 +269,19 @@ class _EulerGRULoop(torch.autograd.Function):
         field_grads = [new(len(moving), batch, field[2 * i].shape[1]) for i in range(n_hidden + 1)]
         field_grads_j = [_rows(buffer)[0] for buffer in field_grads]
         grad_states, grad_priors = (torch.zeros_like(states) if g is None else g for g in (grad_states, grad_priors))
-        prior_k, grad_states_k, grad_priors_k = _rows(priors, grad_states, grad_priors)
+        grad_states_k, grad_priors_k = _rows(grad_states, grad_priors)
         grad_velocity_k = None if grad_velocity is None else _rows(grad_velocity)[0]
         gap_k, lever_k, outputs_j, *gru_rows = ctx.rows
         if gru_kind == "unit":
-            gates, zr, hr, hidden_c = buffers
-            gates_k, zr_k, hidden_c_k, keep_k, r_k = gru_rows
+            gates, zr, hr, hidden_c, gru_h = buffers
+            gates_k, zr_k, hidden_c_k, keep_k, r_k, gru_h_k, counts, series_k = gru_rows
             gates_back, gates_out_back, candidate_h_back, candidate_out_back = (
                 input_gradient_factor(gru[i].t(), batch) for i in (5, 6, 8, 9)
             )
-            g_gates, g_zr, g_hidden_c = new(*gates.shape), new(*zr.shape), new(*hidden_c.shape)
-            g_c = new(n_rows, batch, hidden_dim)
-            g_gates_k, g_zr_k, g_hidden_c_k, g_c_k = _rows(g_gates, g_zr, g_hidden_c, g_c)
-            g_keep_k, g_r_k = _rows(g_zr[..., :hidden_dim], g_zr[..., hidden_dim:])
+            g_gates, g_zr, g_hidden_c, g_c = new(*gates.shape), new(*zr.shape), new(*hidden_c.shape), new(*gru_h.shape)
+            g_gates_k, g_zr_k, g_hidden_c_k, g_c_k, g_keep_k, g_r_k = (
+                buffer.split(counts) for buffer in (g_gates, g_zr, g_hidden_c, g_c, g_zr[:, :hidden_dim], g_zr[:, hidden_dim:])
+            )
         else:
             hh = buffers[0]
             rz_k, c_out_k, r_k, z_k, hh_candidate_k = gru_rows
@@ -289,19 +301,24 @@ class _EulerGRULoop(torch.autograd.Function):
         with untracked():
             for k in range(n_rows - 1, -1, -1):
                 g.add_(grad_states_k[k])
-                h = prior_k[k]
                 if gru_kind == "unit":
-                    # h' = h + (1 - z) (c - h): lever holds c - h, the gate's first half 1 - z (0 where masked).
-                    torch.mul(g, lever_k[k], out=g_keep_k[k])
-                    g_candidate = torch.mul(g, keep_k[k], out=g_c_k[k])
-                    back = torch.mm(g_candidate, candidate_out_back, out=g_hidden_c_k[k])
-                    g_pre_c = SIGMOID_GRAD(back, hidden_c_k[k], grad_input=back)
-                    g_hr = g_pre_c.mm(candidate_h_back)
-                    torch.mul(g_hr, h, out=g_r_k[k])
-                    g_pre_zr = SIGMOID_GRAD(g_zr_k[k], zr_k[k], grad_input=g_zr_k[k])
-                    back = torch.mm(g_pre_zr, gates_out_back, out=g_gates_k[k])
-                    g_pre_gates = SIGMOID_GRAD(back, gates_k[k], grad_input=back)
-                    g_h = torch.sub(g, g_candidate).addcmul_(g_hr, r_k[k]).addmm_(g_pre_gates, gates_back)
+                    # x' = x + (1 - z) (c - x) for the series that update (x: their prior rows); the others keep g.
+                    n = counts[k]
+                    if n:
+                        x = gru_h_k[k]
+                        g_x = g if n == batch else g.index_select(0, series_k[k])
+                        torch.mul(g_x, lever_k[k], out=g_keep_k[k])  # lever holds c - x, the gate's first half 1 - z
+                        g_candidate = torch.mul(g_x, keep_k[k], out=g_c_k[k])
+                        back = torch.mm(g_candidate, candidate_out_back, out=g_hidden_c_k[k])
+                        g_pre_c = SIGMOID_GRAD(back, hidden_c_k[k], grad_input=back)
+                        g_hr = g_pre_c.mm(candidate_h_back)
+                        torch.mul(g_hr, x, out=g_r_k[k])
+                        g_pre_zr = SIGMOID_GRAD(g_zr_k[k], zr_k[k], grad_input=g_zr_k[k])
+                        back = torch.mm(g_pre_zr, gates_out_back, out=g_gates_k[k])
+                        g_pre_gates = SIGMOID_GRAD(back, gates_k[k], grad_input=back)
+                        g_x = torch.sub(g_x, g_candidate).addcmul_(g_hr, r_k[k]).addmm_(g_pre_gates, gates_back)
+                        g = g_x if n == batch else g.index_copy_(0, series_k[k], g_x)
+                    g_h = g
                 else:
                     # h' = c + z (h - c) where the row updates, h elsewhere; lever holds h - c.
                     g_new = g if updates_all[k] else g * weight_k[k]
@@ -331,14 +348,17 @@ class _EulerGRULoop(torch.autograd.Function):
             gates_out_grads = _weight_grads(gates, g_zr)
             candidate_out_grads = _weight_grads(hidden_c, g_c)
             inputs, gates_in, _, candidate_in = gru[:4]
+            flat_inputs = inputs.reshape(-1, inputs.shape[-1])
+            compact_inputs = flat_inputs.index_select(0, ctx.updates)
             g_inputs = None
             if ctx.needs_input_grad[3 + n_field]:
-                g_inputs = g_gates.matmul(gates_in.t()).add_(g_hidden_c.matmul(candidate_in.t()))
+                g_compact = g_gates.matmul(gates_in.t()).add_(g_hidden_c.matmul(candidate_in.t()))
+                g_inputs = torch.zeros_like(flat_inputs).index_copy_(0, ctx.updates, g_compact).view_as(inputs)
             grads += [
                 g_inputs,
-                *_weight_grads(inputs, g_gates),
-                *_weight_grads(inputs, g_hidden_c),
-                *_weight_grads(priors, g_gates, bias=False),
+                *_weight_grads(compact_inputs, g_gates),
+                *_weight_grads(compact_inputs, g_hidden_c),
+                *_weight_grads(gru_h, g_gates, bias=False),
                 *gates_out_grads,
                 *_weight_grads(hr, g_hidden_c, bias=False),
                 *candidate_out_grads,
@@ -472,6 +492,15 @@ def _projected(inputs: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor)
 def _filled(buffer: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """``buffer`` with ``bias`` written into every row (one copy for all rows, not one per row)."""
     return buffer.copy_(bias.expand_as(buffer))
+
+
+def _updates(update: torch.Tensor) -> tuple[torch.Tensor, list[int], tuple[torch.Tensor, ...]]:
+    """The updates of ``update`` (n_rows, batch, 1), bool, row after row: their flat indices ``row * batch +
+    series``, how many each row has, and each row's series (one host sync)."""
+    flat = update.reshape(-1)
+    updates = flat.nonzero().squeeze(1)
+    counts = update.reshape(update.shape[0], -1).sum(1).tolist()
+    return updates, counts, (updates % update.shape[1]).split(counts)
 
 
 def _rows(*buffers: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
