@@ -95,6 +95,24 @@ def _use(module) -> None:
     odernn.euler_rows = getattr(module, "euler_rows", _stepped_row_by_row)
 
 
+def _hidden_rows(module, iteration) -> tuple[int, int]:
+    """The rows hidden from the encoder in one ``iteration`` with ``module``'s loop, and the field evaluations their
+    rollout takes (the Euler steps ``euler_rows`` is asked for)."""
+    _use(module)
+    rollout, seen = odernn.euler_rows, []
+
+    def counted(h, dt, n_steps, net):
+        seen.append((h.shape[0], int(n_steps.sum())))
+        return rollout(h, dt, n_steps, net)
+
+    odernn.euler_rows = counted
+    try:
+        iteration()
+    finally:
+        odernn.euler_rows = rollout
+    return sum(rows for rows, _ in seen), sum(steps for _, steps in seen)
+
+
 def _interleaved(sides: dict, run, rounds: int, per_round: int) -> dict[str, list[float]]:
     """Seconds per call of ``run`` with each side's loop, sides alternating first and second round by round."""
     seconds: dict[str, list[float]] = {name: [] for name in sides}
@@ -147,8 +165,16 @@ def main() -> None:
         ((states * weights[0]).sum() + (priors * weights[1]).sum()).backward()
         return [states.detach(), priors.detach(), *(p.grad for p in parameters if p.grad is not None)]
 
-    difference = max((a - b).abs().max().item() for a, b in zip(loop(sides["before"]), loop(after)))
-    report = [f"largest difference in values and gradients, loop alone: {difference:.3g}"]
+    pairs = list(zip(loop(sides["before"]), loop(after)))
+    difference = max((a - b).abs().max().item() for a, b in pairs)
+    relative = max(((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item() for a, b in pairs)
+    largest = f"{difference:.3g} ({relative:.3g} of the largest magnitude of the same tensor)"
+    report = [f"largest difference in values and gradients, loop alone: {largest}"]
+    update = loop_args[1]
+    report.append(f"GRU updates in the loop: {int(update.sum())} of {update.numel()} rows x series")
+    for name, module in sides.items():
+        rows, steps = _hidden_rows(module, iteration)
+        report.append(f"{name}: {rows} hidden rows, {steps} field evaluations in their rollout")
     rows = []
     def one_iteration(module) -> None:
         if module is None:

@@ -343,9 +343,10 @@ class ODERNNEncoder(nn.Module):
         ``covariates`` (N, n_inputs), required with ``n_inputs``: each row's
         input, held over its gap. ``velocity`` (N, H): the field at ``h``,
         ``f(h)``, where the caller has it (the ``velocity`` the encoder
-        returns at its states): the written-out Euler rollout then takes each
-        row's first step from it instead of evaluating the field there (the
-        same states to rounding); other methods evaluate the field as usual.
+        returns at its states). Where the written-out Euler rollout runs
+        (Euler steps of a tanh/ReLU field, no bounds or covariates), each
+        row's first step reads it instead of evaluating the field there (the
+        same states to rounding); elsewhere the field is evaluated as usual.
         Returns (N, H).
         """
         held = self._checked_held(covariates, h.shape[0])
