@@ -18,7 +18,12 @@ of them). Where the earlier file has no ``euler_rows`` (the written-out
 rollout of those rows), its side steps them as ``evolve`` did before it:
 every row once, then only the rows with steps left, recorded by autograd
 (the encoder's ``stepped_rows``), so the iteration compares the two versions
-whole.
+whole. Where the earlier file's loop returns no field values (its third
+output, from which the hidden rows take their first step), its side's hidden
+rows evaluate the field at their first step too, as before. The report also
+gives the relative size of the largest difference, the GRU's updates in the
+loop, and the hidden rows and their rollout's field evaluations in one
+iteration of each side (the rows are drawn afresh each iteration).
 
 Run::
 
