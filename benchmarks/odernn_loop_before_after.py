@@ -33,7 +33,9 @@ Run::
         --before /tmp/odernn_fused_before.py [--rounds 20] [--per-round 10]
 
 Writes ``benchmarks/results/odernn_loop/results.csv`` (seconds per round and side) and ``report.md``
-(medians).
+(medians). ``--default-sizes`` times ``ODERNN()``'s own sizes instead (hidden
+state 20, one hidden layer of 64, ``torch.nn.GRUCell``), with no authors' side,
+into ``results/odernn_loop/default_sizes``.
 """
 
 from __future__ import annotations
@@ -139,15 +141,18 @@ def main() -> None:
     parser.add_argument("--before", required=True, help="path of the earlier _odernn_fused.py")
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--per-round", type=int, default=10)
+    parser.add_argument("--default-sizes", action="store_true",
+                        help="time ODERNN's default sizes (GRUCell) instead of the paper's, without the authors' side")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
     sides = {"before": _module(args.before), "after": after}
     seen = TrainingCapture()
     frame = speed_minibatch("shared_times", SHARED_TRAIN_SERIES)
-    ODERNN(**ODERNN_SPEED, **ONE_EPOCH, callbacks=[seen], device="cpu").fit(frame)
+    sizes = {} if args.default_sizes else ODERNN_SPEED
+    ODERNN(**sizes, **ONE_EPOCH, callbacks=[seen], device="cpu").fit(frame)
     iteration = dynlearn_iteration(seen, SPEED_BATCH, frozen=True)
-    lib = authors_library()
+    lib = None if args.default_sizes else authors_library()
     authors = None if lib is None else authors_training(lib, "ode_rnn", torch.device("cpu"), frozen=True)[0]
 
     captured = []
@@ -200,7 +205,7 @@ def main() -> None:
             for side in timed
             for r, value in enumerate(seconds[side])
         ]
-    write_rows(RESULTS, rows, report=report)
+    write_rows(RESULTS / "default_sizes" if args.default_sizes else RESULTS, rows, report=report)
 
 
 if __name__ == "__main__":

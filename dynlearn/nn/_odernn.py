@@ -10,7 +10,15 @@ from torch import nn
 from ..exceptions import IntegrationError, input_error
 from ..solvers import FIXED_STEP_METHODS, fixed_step, ode_method, solve_ode
 from ._mlp import ACTIVATIONS, MLPVectorField, mlp_function
-from ._odernn_fused import euler_gru_loop, euler_rows, fusable_field, gru_cell_tensors, gru_unit_tensors
+from ._odernn_fused import (
+    FIELD_VALUES_WORTH_CARRYING,
+    euler_gru_loop,
+    euler_rows,
+    field_multiply_adds,
+    fusable_field,
+    gru_cell_tensors,
+    gru_unit_tensors,
+)
 
 
 def _step_size(options: dict[str, Any] | None) -> float | None:
@@ -507,7 +515,9 @@ class ODERNNEncoder(nn.Module):
             Only with ``return_velocity=True``: the vector field at each
             state, ``f(states[:, k])``, where the written-out Euler loop ran
             the rows (it evaluates the field there for its next step; see
-            :meth:`evolve`'s ``velocity``), else None.
+            :meth:`evolve`'s ``velocity``) and one evaluation of the field
+            takes at least 4096 multiply-adds; else None (a smaller field
+            costs less to evaluate again than its values cost to carry).
         """
         batch, n_times, n_features = values.shape
         if covariates is not None or getattr(self, "n_inputs", 0):
@@ -568,8 +578,11 @@ class ODERNNEncoder(nn.Module):
             )
             states, priors = states.transpose(0, 1), priors.transpose(0, 1)
             h = states[:, -1]
-            if return_velocity and velocity is not None:
+            carried = field_multiply_adds(self.field.net) >= FIELD_VALUES_WORTH_CARRYING
+            if return_velocity and velocity is not None and carried:
                 velocity = self._completed_velocity(states, velocity.transpose(0, 1), moves)
+            else:
+                velocity = None
         else:
             states, priors, h = self._loop(inputs, update, gaps, moves, updates_all, solve, held)
             velocity = None

@@ -56,6 +56,19 @@ def fusable_field(net: nn.Sequential) -> bool:
     )
 
 
+# The multiply-adds of one field evaluation from which its values, written out by the loop, are worth carrying to
+# the rows that step from the same states again (``ODERNNEncoder(return_velocity=True)``): the gathers and their
+# gradients cost more than evaluating a small field again in one batched product. On the paper's minibatch
+# (``benchmarks/odernn_loop_before_after.py``) the paper's field, 12,000 multiply-adds, gained 6% of an iteration and
+# ODERNN's default, 2,560, lost 4-9%.
+FIELD_VALUES_WORTH_CARRYING = 4096
+
+
+def field_multiply_adds(net: nn.Sequential) -> int:
+    """The multiply-adds of one evaluation of the field ``net`` (its Linear layers' weights)."""
+    return sum(layer.in_features * layer.out_features for layer in net if isinstance(layer, nn.Linear))
+
+
 def gru_unit_input_layers(gru: Any) -> list[torch.Tensor]:
     """The inputs' share of the paper's GRU's (``_GRUUnit``) first layers, tanh as sigmoid.
 

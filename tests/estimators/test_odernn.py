@@ -133,11 +133,16 @@ def test_values_under_the_mask_never_change_predictions(fitted, periodic_split):
     assert not np.allclose(fitted._predict_batch(batch, query), fitted._predict_batch(holes, query))
 
 
-@pytest.mark.parametrize(("solver", "tolerance"), [("euler", 1e-12), ("rk4", 1e-12), ("dopri5", 1e-5)])
-def test_interpolation_reuses_encoder_states_with_the_same_predictions(periodic_split, solver, tolerance):
-    """Shown rows take the encoder's state before their update; every row still equals evolving its anchor."""
+@pytest.mark.parametrize(
+    ("solver", "tolerance", "field"), [("euler", 1e-12, (16,)), ("euler", 1e-12, (64, 64)), ("rk4", 1e-12, (16,)),
+                                       ("dopri5", 1e-5, (16,))]
+)
+def test_interpolation_reuses_encoder_states_with_the_same_predictions(periodic_split, solver, tolerance, field):
+    """Shown rows take the encoder's state before their update; every row still equals evolving its anchor. With a
+    field large enough for its values to be carried (64, 64), hidden rows take their first step from the encoder's."""
     observed, _ = periodic_split
-    model = ODERNN(**{**SMALL, "max_epochs": 1}, gru_hidden_size=6, solver=solver, dtype="float64").fit(observed)
+    sizes = {**SMALL, "max_epochs": 1, "ode_hidden_layer_sizes": field}
+    model = ODERNN(**sizes, gru_hidden_size=6, solver=solver, dtype="float64").fit(observed)
     batch = model._check_input(observed)
     data = {k: model._tensor(v[:10]) for k, v in model._internal(batch).items()}
     values, mask, times, real, _ = _unpack(data)
