@@ -143,13 +143,15 @@ def main() -> None:
     parser.add_argument("--per-round", type=int, default=10)
     parser.add_argument("--default-sizes", action="store_true",
                         help="time ODERNN's default sizes (GRUCell) instead of the paper's, without the authors' side")
+    parser.add_argument("--gru-hidden-size", type=int, default=None,
+                        help="with --default-sizes: the paper's GRU of this width instead of GRUCell")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
     sides = {"before": _module(args.before), "after": after}
     seen = TrainingCapture()
     frame = speed_minibatch("shared_times", SHARED_TRAIN_SERIES)
-    sizes = {} if args.default_sizes else ODERNN_SPEED
+    sizes = ({"gru_hidden_size": args.gru_hidden_size} if args.gru_hidden_size else {}) if args.default_sizes else ODERNN_SPEED
     ODERNN(**sizes, **ONE_EPOCH, callbacks=[seen], device="cpu").fit(frame)
     iteration = dynlearn_iteration(seen, SPEED_BATCH, frozen=True)
     lib = None if args.default_sizes else authors_library()
@@ -205,7 +207,8 @@ def main() -> None:
             for side in timed
             for r, value in enumerate(seconds[side])
         ]
-    write_rows(RESULTS / "default_sizes" if args.default_sizes else RESULTS, rows, report=report)
+    folder = f"default_sizes_gru_{args.gru_hidden_size}" if args.gru_hidden_size else "default_sizes"
+    write_rows(RESULTS / folder if args.default_sizes else RESULTS, rows, report=report)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from ..exceptions import IntegrationError, input_error
 from ..solvers import FIXED_STEP_METHODS, fixed_step, ode_method, solve_ode
 from ._mlp import ACTIVATIONS, MLPVectorField, mlp_function
 from ._odernn_fused import (
-    FIELD_VALUES_WORTH_CARRYING,
+    MULTIPLY_ADDS_WORTH_INDEXING,
     euler_gru_loop,
     euler_rows,
     field_multiply_adds,
@@ -578,7 +578,7 @@ class ODERNNEncoder(nn.Module):
             )
             states, priors = states.transpose(0, 1), priors.transpose(0, 1)
             h = states[:, -1]
-            carried = field_multiply_adds(self.field.net) >= FIELD_VALUES_WORTH_CARRYING
+            carried = field_multiply_adds(self.field.net) >= MULTIPLY_ADDS_WORTH_INDEXING
             if return_velocity and velocity is not None and carried:
                 velocity = self._completed_velocity(states, velocity.transpose(0, 1), moves)
             else:

@@ -17,6 +17,7 @@ side: the same function, and on CPU a sigmoid costs a fraction of a tanh.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import torch
@@ -56,12 +57,14 @@ def fusable_field(net: nn.Sequential) -> bool:
     )
 
 
-# The multiply-adds of one field evaluation from which its values, written out by the loop, are worth carrying to
-# the rows that step from the same states again (``ODERNNEncoder(return_velocity=True)``): the gathers and their
-# gradients cost more than evaluating a small field again in one batched product. On the paper's minibatch
-# (``benchmarks/odernn_loop_before_after.py``) the paper's field, 12,000 multiply-adds, gained 6% of an iteration and
-# ODERNN's default, 2,560, lost 4-9%.
-FIELD_VALUES_WORTH_CARRYING = 4096
+# The multiply-adds of one evaluation (per state) from which moving rows by index pays: the gathers, their
+# gradients and their own Python cost more than a small network's work on the rows they spare. Used for the field
+# values the loop hands out to the rows that step from the same states again (``ODERNNEncoder(return_velocity=True)``)
+# and for running the paper's GRU on the updating series only. On the paper's minibatch
+# (``benchmarks/odernn_loop_before_after.py``): the paper's field, 12,000 multiply-adds, gained 6% of an iteration and
+# ODERNN's default field, 2,560, lost 4%; the paper's GRU, 8,000, gained 3%, and one of 20 units on a state of 20,
+# 3,200, lost 7%.
+MULTIPLY_ADDS_WORTH_INDEXING = 4096
 
 
 def field_multiply_adds(net: nn.Sequential) -> int:
@@ -150,11 +153,15 @@ class _EulerGRULoop(torch.autograd.Function):
 
     With the paper's GRU, the gate gives ``1 - z`` directly (see
     :func:`gru_unit_state_layers`) and the update is ``h + (1 - z)(c - h)``.
-    Only the series that observe something at a row run the paper's GRU
-    there (about half of them at each row on the paper's data): its buffers
-    hold the updates row after row, each row's rows gathered from the state
-    (``index_select``) and written back (``index_copy``), and the
-    weights' gradients are products over the updates alone.
+    A paper's GRU of at least ``MULTIPLY_ADDS_WORTH_INDEXING`` multiply-adds
+    an update runs only for the series that observe something at a row
+    (about half of them at each row on the paper's data): its buffers hold
+    the updates row after row, each row's rows gathered from the state
+    (``index_select``) and written back (``index_copy``), and the weights'
+    gradients are products over the updates alone. A smaller one runs for
+    every series, and a ``-inf`` logit of the update gate keeps the state of
+    those that observe nothing: ``1 - z = sigmoid(-inf) = 0``, its gradient
+    exactly 0.
 
     Each Euler step's field value ``f(h)`` is written into a third output
     (at the row of the state it was evaluated at) instead of a temporary:
@@ -165,7 +172,7 @@ class _EulerGRULoop(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, config: tuple, gaps: torch.Tensor, update: torch.Tensor, *tensors: torch.Tensor):
-        activations, gru_kind, moves, updates_all = config
+        activations, gru_kind, moves, updates_all, compact = config
         n_field = 2 * (len(activations) + 1)
         field, gru = tensors[:n_field], tensors[n_field:]
         n_rows, batch, _ = gaps.shape
@@ -190,19 +197,28 @@ class _EulerGRULoop(torch.autograd.Function):
         if gru_kind == "unit":
             inputs, gates_in, gates_in_bias, candidate_in, candidate_in_bias, *state_layers = gru
             gates_h, gates_out, gates_out_bias, candidate_h, candidate_out, candidate_bias = state_layers
-            # Only the series that observe something at a row run the GRU there: the updates, row after row, are
-            # the rows of compact buffers, and counts[k] of them belong to row k (series_k[k] say which series).
-            updates, counts, series_k = _updates(update)
+            # A GRU with enough work per state runs only for the series that observe something at a row: the
+            # updates, row after row, are the rows of compact buffers, counts[k] of them at row k (series_k[k]
+            # say which series). A smaller one runs for every series, as the updates of all of them, and a -inf
+            # logit of the update gate keeps the others' state: 1 - z = sigmoid(-inf) = 0, gradient exactly 0.
+            updates, counts, series_k = _updates(update) if gru_kind == "unit" and compact else (None, [batch] * n_rows, None)
+            flat_inputs = inputs.reshape(-1, inputs.shape[-1])
             # The inputs' share of the first layers, for every update at once, straight into the rows' buffers.
-            compact_inputs = inputs.reshape(-1, inputs.shape[-1]).index_select(0, updates)
+            compact_inputs = flat_inputs if updates is None else flat_inputs.index_select(0, updates)
+            n_updates = len(compact_inputs)
             gates = _projected(compact_inputs, gates_in, gates_in_bias)
             hidden_c = _projected(compact_inputs, candidate_in, candidate_in_bias)
-            zr, hr = _filled(new(len(updates), 2 * hidden_dim), gates_out_bias), new(len(updates), hidden_dim)
-            lever, gru_h = _filled(new(len(updates), hidden_dim), candidate_bias), new(len(updates), hidden_dim)
-            buffers = [gates, zr, hr, hidden_c, gru_h]
-            gates_k, zr_k, hr_k, hidden_c_k, lever_k, gru_h_k, keep_k, r_k = (
-                buffer.split(counts) for buffer in (*buffers[:4], lever, gru_h, zr[:, :hidden_dim], zr[:, hidden_dim:])
+            zr, hr = _filled(new(n_updates, 2 * hidden_dim), gates_out_bias), new(n_updates, hidden_dim)
+            lever = _filled(new(n_updates, hidden_dim), candidate_bias)
+            # The GRU's input states: gathered into a buffer of their own, or the priors themselves.
+            gru_h = new(n_updates, hidden_dim) if compact else None
+            if not compact and not all(updates_all):
+                zr[:, :hidden_dim].masked_fill_(~update.reshape(-1, 1), -math.inf)
+            buffers = [gates, zr, hr, hidden_c] + ([gru_h] if compact else [])
+            gates_k, zr_k, hr_k, hidden_c_k, lever_k, keep_k, r_k = (
+                buffer.split(counts) for buffer in (*buffers[:4], lever, zr[:, :hidden_dim], zr[:, hidden_dim:])
             )
+            gru_h_k = gru_h.split(counts) if compact else None
         else:
             lever = new(n_rows, batch, hidden_dim)
             (lever_k,) = _rows(lever)
@@ -230,7 +246,10 @@ class _EulerGRULoop(torch.autograd.Function):
                     if n == 0:
                         h = state_k[k].copy_(h)
                         continue
-                    x = gru_h_k[k].copy_(h) if n == batch else torch.index_select(h, 0, series_k[k], out=gru_h_k[k])
+                    if n < batch:
+                        x = torch.index_select(h, 0, series_k[k], out=gru_h_k[k])
+                    else:  # every series (the priors' row itself when the GRU runs for every series anyway)
+                        x = gru_h_k[k].copy_(h) if compact else h
                     hidden = gates_k[k].addmm_(x, gates_h).sigmoid_()
                     zr_k[k].addmm_(hidden, gates_out).sigmoid_()
                     h_reset = torch.mul(x, r_k[k], out=hr_k[k])
@@ -266,11 +285,11 @@ class _EulerGRULoop(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_states: torch.Tensor | None, grad_priors: torch.Tensor | None,
                  grad_velocity: torch.Tensor | None):
-        activations, gru_kind, moves, updates_all = ctx.config
+        activations, gru_kind, moves, updates_all, _ = ctx.config
         n_hidden = len(activations)
         _, weight, states, priors, _, *rest = ctx.saved_tensors  # the gaps and the lever: read by rows (ctx.rows)
         layer_outputs, rest = rest[:n_hidden], rest[n_hidden:]
-        n_buffers = 5 if gru_kind == "unit" else 3
+        n_buffers = (5 if ctx.config[-1] else 4) if gru_kind == "unit" else 3
         buffers, tensors = rest[:n_buffers], rest[n_buffers:]
         n_field = 2 * (n_hidden + 1)
         field, gru = tensors[:n_field], tensors[n_field:]
@@ -286,8 +305,13 @@ class _EulerGRULoop(torch.autograd.Function):
         grad_velocity_k = None if grad_velocity is None else _rows(grad_velocity)[0]
         gap_k, lever_k, outputs_j, *gru_rows = ctx.rows
         if gru_kind == "unit":
-            gates, zr, hr, hidden_c, gru_h = buffers
+            gates, zr, hr, hidden_c = buffers[:4]
             gates_k, zr_k, hidden_c_k, keep_k, r_k, gru_h_k, counts, series_k = gru_rows
+            if gru_h_k is None:  # the GRU ran for every series, from the priors' rows
+                gru_h = priors.reshape(-1, hidden_dim)
+                gru_h_k = gru_h.split(counts)
+            else:
+                gru_h = buffers[4]
             gates_back, gates_out_back, candidate_h_back, candidate_out_back = (
                 input_gradient_factor(gru[i].t(), batch) for i in (5, 6, 8, 9)
             )
@@ -362,11 +386,13 @@ class _EulerGRULoop(torch.autograd.Function):
             candidate_out_grads = _weight_grads(hidden_c, g_c)
             inputs, gates_in, _, candidate_in = gru[:4]
             flat_inputs = inputs.reshape(-1, inputs.shape[-1])
-            compact_inputs = flat_inputs.index_select(0, ctx.updates)
+            compact_inputs = flat_inputs if ctx.updates is None else flat_inputs.index_select(0, ctx.updates)
             g_inputs = None
             if ctx.needs_input_grad[3 + n_field]:
                 g_compact = g_gates.matmul(gates_in.t()).add_(g_hidden_c.matmul(candidate_in.t()))
-                g_inputs = torch.zeros_like(flat_inputs).index_copy_(0, ctx.updates, g_compact).view_as(inputs)
+                if ctx.updates is not None:
+                    g_compact = torch.zeros_like(flat_inputs).index_copy_(0, ctx.updates, g_compact)
+                g_inputs = g_compact.view_as(inputs)
             grads += [
                 g_inputs,
                 *_weight_grads(compact_inputs, g_gates),
@@ -560,5 +586,8 @@ def euler_gru_loop(
         gru_kind, gru_tensors = "cell", gru_cell_tensors(gru, inputs)
     else:
         gru_kind, gru_tensors = "unit", [inputs, *gru_unit_input_layers(gru), *gru_unit_state_layers(gru)]
-    config = (activations, gru_kind, tuple(moves), tuple(updates_all))
+    # The paper's GRU per update: the state's share of both gates' first layers (H x 2U), their block-diagonal last
+    # layer (2U x 2H), the candidate's layers (H x U, U x H).
+    compact = gru_kind == "unit" and 8 * gru.hidden_dim * gru.update[0].out_features >= MULTIPLY_ADDS_WORTH_INDEXING
+    config = (activations, gru_kind, tuple(moves), tuple(updates_all), compact)
     return _EulerGRULoop.apply(config, gaps, update, *field, *gru_tensors)

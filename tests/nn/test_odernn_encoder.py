@@ -184,10 +184,11 @@ def test_rejects_mismatched_shapes():
 
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
-@pytest.mark.parametrize("gru_hidden", [None, 7])
+@pytest.mark.parametrize("gru_hidden", [None, 7, 110])
 @pytest.mark.parametrize("step_size", [None, 0.3])
 def test_euler_loop_with_its_own_backward_matches_the_recorded_loop(monkeypatch, reverse, activation, gru_hidden, step_size):
-    """The Euler loop's hand-written backward gives autograd's values and gradients, masks and padding included."""
+    """The Euler loop's hand-written backward gives autograd's values and gradients, masks and padding included; the
+    paper's GRU of 7 units runs for every series (masked), of 110 units for the updating series only (gathered)."""
     import dynlearn.nn._odernn as odernn
 
     torch.manual_seed(3)
@@ -345,19 +346,22 @@ def test_times_that_need_a_gradient_get_one_from_the_euler_loop():
     assert torch.isfinite(gradient).all() and gradient.abs().sum() > 0
 
 
-def test_euler_loop_gives_inputs_that_need_one_the_recorded_loops_gradient():
+@pytest.mark.parametrize("gru_hidden", [7, 110])
+def test_euler_loop_gives_inputs_that_need_one_the_recorded_loops_gradient(gru_hidden):
     """The paper's GRU's inputs, projected inside the hand-written loop, get the gradient a recorded loop gives them;
-    so do the field's weights through the field values the loop hands out (``velocity``)."""
+    so do the field's weights through the field values the loop hands out (``velocity``). 110 units run for the
+    updating series only (a row where no series updates included), 7 for every series."""
     from dynlearn.nn._odernn import _GRUUnit
     from dynlearn.nn._odernn_fused import euler_gru_loop
 
     torch.manual_seed(5)
     n_rows, batch, n_inputs, hidden = 4, 3, 3, 5
-    gru = _GRUUnit(n_inputs, hidden, 7).double()
+    gru = _GRUUnit(n_inputs, hidden, gru_hidden).double()
     field = torch.nn.Sequential(torch.nn.Linear(hidden, 8), torch.nn.Tanh(), torch.nn.Linear(8, hidden)).double()
     gaps = torch.rand(n_rows, batch, 1, dtype=torch.float64)
     gaps[0] = 0.0
     update = torch.rand(n_rows, batch, 1) > 0.3
+    update[2] = False  # a row where no series updates
     inputs = torch.randn(n_rows, batch, n_inputs, dtype=torch.float64, requires_grad=True)
     weights = torch.randn(3, n_rows, batch, hidden, dtype=torch.float64)
     updates_all = [bool(row.all()) for row in update]
