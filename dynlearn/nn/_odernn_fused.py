@@ -201,7 +201,7 @@ class _EulerGRULoop(torch.autograd.Function):
             # updates, row after row, are the rows of compact buffers, counts[k] of them at row k (series_k[k]
             # say which series). A smaller one runs for every series, as the updates of all of them, and a -inf
             # logit of the update gate keeps the others' state: 1 - z = sigmoid(-inf) = 0, gradient exactly 0.
-            updates, counts, series_k = _updates(update) if gru_kind == "unit" and compact else (None, [batch] * n_rows, None)
+            updates, counts, series_k = _updates(update) if compact else (None, [batch] * n_rows, None)
             flat_inputs = inputs.reshape(-1, inputs.shape[-1])
             # The inputs' share of the first layers, for every update at once, straight into the rows' buffers.
             compact_inputs = flat_inputs if updates is None else flat_inputs.index_select(0, updates)
