@@ -587,7 +587,6 @@ class ODERNNEncoder(nn.Module):
             states, priors, h = self._loop(inputs, update, gaps, moves, updates_all, solve, held)
             velocity = None
         before = priors if return_before else None
-        velocity = velocity if return_velocity else None
         if position is not None:
             where = position[..., None].expand(-1, -1, self.hidden_dim)
             states = states.gather(1, where)
