@@ -146,6 +146,8 @@ def main() -> None:
     parser.add_argument("--gru-hidden-size", type=int, default=None,
                         help="with --default-sizes: the paper's GRU of this width instead of GRUCell")
     args = parser.parse_args()
+    if args.gru_hidden_size and not args.default_sizes:
+        parser.error("--gru-hidden-size sets the GRU of --default-sizes; the paper's sizes fix their own")
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
     sides = {"before": _module(args.before), "after": after}

@@ -578,8 +578,9 @@ class ODERNNEncoder(nn.Module):
             )
             states, priors = states.transpose(0, 1), priors.transpose(0, 1)
             h = states[:, -1]
-            carried = field_multiply_adds(self.field.net) >= MULTIPLY_ADDS_WORTH_INDEXING
-            if return_velocity and velocity is not None and carried:
+            # A field cheaper to evaluate again than its values are to carry hands out none.
+            carried = return_velocity and field_multiply_adds(self.field.net) >= MULTIPLY_ADDS_WORTH_INDEXING
+            if carried and velocity is not None:
                 velocity = self._completed_velocity(states, velocity.transpose(0, 1), moves)
             else:
                 velocity = None

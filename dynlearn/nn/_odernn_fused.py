@@ -285,11 +285,11 @@ class _EulerGRULoop(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_states: torch.Tensor | None, grad_priors: torch.Tensor | None,
                  grad_velocity: torch.Tensor | None):
-        activations, gru_kind, moves, updates_all, _ = ctx.config
+        activations, gru_kind, moves, updates_all, compact = ctx.config
         n_hidden = len(activations)
         _, weight, states, priors, _, *rest = ctx.saved_tensors  # the gaps and the lever: read by rows (ctx.rows)
         layer_outputs, rest = rest[:n_hidden], rest[n_hidden:]
-        n_buffers = (5 if ctx.config[-1] else 4) if gru_kind == "unit" else 3
+        n_buffers = (5 if compact else 4) if gru_kind == "unit" else 3
         buffers, tensors = rest[:n_buffers], rest[n_buffers:]
         n_field = 2 * (n_hidden + 1)
         field, gru = tensors[:n_field], tensors[n_field:]
@@ -307,11 +307,11 @@ class _EulerGRULoop(torch.autograd.Function):
         if gru_kind == "unit":
             gates, zr, hr, hidden_c = buffers[:4]
             gates_k, zr_k, hidden_c_k, keep_k, r_k, gru_h_k, counts, series_k = gru_rows
-            if gru_h_k is None:  # the GRU ran for every series, from the priors' rows
+            if compact:
+                gru_h = buffers[4]
+            else:  # the GRU ran for every series, from the priors' rows
                 gru_h = priors.reshape(-1, hidden_dim)
                 gru_h_k = gru_h.split(counts)
-            else:
-                gru_h = buffers[4]
             gates_back, gates_out_back, candidate_h_back, candidate_out_back = (
                 input_gradient_factor(gru[i].t(), batch) for i in (5, 6, 8, 9)
             )
