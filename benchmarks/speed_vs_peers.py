@@ -32,8 +32,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from dynlearn import HamiltonianNN, LatentSDE, NeuralODE
-from dynlearn.datasets import make_damped_oscillator, make_forced_oscillator, make_mass_spring
+from dynlearn import HamiltonianNN, LagrangianNN, LatentSDE, NeuralODE
+from dynlearn.datasets import make_damped_oscillator, make_forced_oscillator, make_mass_spring, make_pendulum
 from dynlearn.solvers import count_evaluations
 from dynlearn.training import adamw, train_step
 
@@ -98,11 +98,11 @@ def counted(counter: Counter | CallCounter, iteration: Callable[[], float]) -> C
     return evaluations
 
 
-def mlp(sizes: list[int]) -> nn.Sequential:
-    """Linear layers with tanh between them, as a user writes one."""
+def mlp(sizes: list[int], activation: type[nn.Module] = nn.Tanh) -> nn.Sequential:
+    """Linear layers with ``activation`` (tanh) between them, as a user writes one."""
     layers: list[nn.Module] = []
     for width_in, width_out in pairwise(sizes):
-        layers += [nn.Linear(width_in, width_out), nn.Tanh()]
+        layers += [nn.Linear(width_in, width_out), activation()]
     return nn.Sequential(*layers[:-1])
 
 
@@ -343,6 +343,40 @@ def hamiltonian_pair(hidden: tuple[int, ...], batch: int, device: torch.device =
     }
 
 
+def lagrangian_pair(hidden: tuple[int, ...], batch: int, device: torch.device = CPU) -> dict[str, Side]:
+    """dynlearn's LagrangianNN (derivative regression) against a plain autograd LNN step on the same rows.
+
+    The peer is the Euler–Lagrange solve of Cranmer et al. (2020) written on torch.autograd: ``∂L/∂x`` with its
+    graph, one more reverse pass per velocity for the rows of the Hessian, then ``q̈`` from
+    ``(∂²L/∂v²) q̈ = ∂L/∂q - (∂²L/∂v∂q) v``. It checks nothing; dynlearn also tests each velocity Hessian's
+    rank and the accelerations' finiteness, to raise ``IntegrationError`` where the dynamics are undetermined.
+    dynlearn forms the gradient and the Hessian's velocity rows as plain recorded operations
+    (``Sweep.hessian_rows``) instead of autograd's double backward.
+    """
+    frame = make_pendulum(n_series=32, n_times=50, random_state=0).rename(columns={"p": "dq"})  # m = l = 1: p = dq/dt
+    seen = capture(LagrangianNN(hidden_layer_sizes=hidden, fit_on="derivatives"), frame, device)
+    lagrangian = mlp([2, *hidden, 1], nn.Softplus).to(device)  # LagrangianNN's default activation
+    lagrangian.load_state_dict(seen.module.net.state_dict())
+    counter, d = Counter(lagrangian), 1
+
+    def loss(part: dict) -> torch.Tensor:
+        x = part["x"].detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(lagrangian(x).sum(), x, create_graph=True)
+        hessian = torch.stack([torch.autograd.grad(grad[:, d + j].sum(), x, create_graph=True)[0] for j in range(d)], 1)
+        velocity = x[:, d:]
+        force = grad[:, :d] - (hessian[:, :, :d] @ velocity.unsqueeze(-1)).squeeze(-1)
+        field = torch.cat([velocity, torch.linalg.solve(hessian[:, :, d:], force)], dim=-1)
+        return ((field - part["rates"]) ** 2 * part["mask"]).sum() / part["mask"].sum().clamp_min(1)
+
+    ours = CallCounter(seen.module, "acceleration")  # the written-out Hessian does not call the network module
+    side = dynlearn_side(seen, batch, lambda iteration: counted(ours, iteration))
+    side.full_loss = lambda: float(seen.loss_fn(seen.module, seen.train_data).detach())  # needs gradients of L
+    return {
+        "dynlearn": side,
+        "peer": peer_side(lagrangian, loss, seen.train_data, batch, seen.learning_rate, lambda: counter.calls, False),
+    }
+
+
 # ------------------------------------------------------------------- LatentSDE
 class PeerLatentSDE(nn.Module):
     """A latent SDE written directly on torchsde (Li et al. 2020), the model dynlearn's LatentSDE fits.
@@ -506,6 +540,7 @@ PROFILED = 4
 FAMILIES: dict[str, Callable[[tuple[int, ...], int, torch.device], dict[str, Side]]] = {
     "neural_ode": neural_ode_pair,
     "hamiltonian": hamiltonian_pair,
+    "lagrangian": lagrangian_pair,
     "latent_sde": latent_sde_pair,
     "neural_ode_irregular_torchode": torchode_pair,
     "neural_ode_driven_held": lambda hidden, batch, device: driven_pair(hidden, batch, "previous", device),

@@ -13,7 +13,11 @@ instead: a backward sweep through the layers in plain tensor operations,
 first. It is the same function as autograd's gradient, but a loss on the
 field is then differentiated once through ordinary operations rather than
 twice through autograd's backward graph, which on small layers costs more
-bookkeeping than arithmetic.
+bookkeeping than arithmetic. A Lagrangian network of the same kind
+writes out its gradient the same way, and the velocity rows of its Hessian
+as the gradient sweep's directional derivatives
+(``Sweep.hessian_rows``): the Euler–Lagrange
+accelerations then take no call of ``torch.autograd.grad`` at all.
 
 Known inputs ``u`` (``n_inputs > 0``) act as generalised forces
 ``B(q) u`` on the momenta (Hamiltonian) or in the Euler–Lagrange equations
@@ -369,7 +373,7 @@ class LagrangianField(nn.Module):
 
     def energy(self, x: torch.Tensor) -> torch.Tensor:
         """``E = v·∂L/∂v - L`` at states ``x`` of shape (batch, 2 d); returns (batch,)."""
-        lagrangian, grad = _gradient(self.lagrangian, x)
+        lagrangian, grad = _network_gradient(self.net, x)
         velocity = x[:, self.n_coordinates :]
         return (velocity * grad[:, self.n_coordinates :]).sum(-1) - lagrangian
 
@@ -377,25 +381,30 @@ class LagrangianField(nn.Module):
         """``q̈`` of shape (batch, d) at states ``x`` of shape (batch, 2 d) under inputs ``u`` (batch, n_inputs)."""
         d = self.n_coordinates
         create_graph = torch.is_grad_enabled()
-        with torch.enable_grad():
-            if not x.requires_grad:
-                x = x.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(self.lagrangian(x).sum(), x, create_graph=True)
-            # Row j holds ∂/∂x of ∂L/∂v_j: the mixed block, then the velocity block.
-            rows = [
-                torch.autograd.grad(grad[:, d + j].sum(), x, create_graph=create_graph, retain_graph=True)[0]
-                for j in range(d)
-            ]
-        hessian = torch.stack(rows, dim=1)
+        plan = _written_out_layers(self.net) if x.dim() == 2 else None
+        if plan is not None:  # the gradient and the Hessian's velocity rows as plain (recorded) operations
+            linears, activations = plan
+            sweep = Sweep(activations, network_tensors(linears), x)
+            grad, hessian = sweep.gradient, sweep.hessian_rows(d)
+        else:
+            with torch.enable_grad():
+                if not x.requires_grad:
+                    x = x.detach().requires_grad_(True)
+                (grad,) = torch.autograd.grad(self.lagrangian(x).sum(), x, create_graph=True)
+                # Row j holds ∂/∂x of ∂L/∂v_j: the mixed block, then the velocity block.
+                rows = [
+                    torch.autograd.grad(grad[:, d + j].sum(), x, create_graph=create_graph, retain_graph=True)[0]
+                    for j in range(d)
+                ]
+            hessian = torch.stack(rows, dim=1)
         mixed, mass = hessian[:, :, :d], hessian[:, :, d:]
         velocity = x[:, d:]
         force = grad[:, :d] - (mixed @ velocity.unsqueeze(-1)).squeeze(-1)
         if self.n_inputs:
             force = force + self.input_matrix.force(x[:, :d], u)
-        singular = self._singular(mass)
-        acceleration = torch.linalg.solve(mass, force) if not singular.any() else None
-        if acceleration is not None:
-            singular = ~torch.isfinite(acceleration).all(dim=1)
+        # One coordinate: the Hessian is a number per state. Either way, one host sync for both checks.
+        acceleration = force / mass[:, :, 0] if d == 1 else torch.linalg.solve_ex(mass, force)[0]
+        singular = self._singular(mass) | ~torch.isfinite(acceleration).all(dim=1)
         if singular.any():
             raise IntegrationError(
                 f"The learned Lagrangian's velocity Hessian ∂²L/∂q̇² is singular or too ill-conditioned at "
@@ -419,7 +428,8 @@ class LagrangianField(nn.Module):
         """Which velocity Hessians ``(batch, d, d)`` lack full numerical rank; returns (batch,) bool."""
         rcond = self.rcond if self.rcond is not None else self.n_coordinates * torch.finfo(mass.dtype).eps
         with torch.no_grad():
-            magnitudes = torch.linalg.eigvalsh(0.5 * (mass + mass.transpose(1, 2))).abs()
+            symmetric = mass if mass.shape[-1] == 1 else 0.5 * (mass + mass.transpose(1, 2))
+            magnitudes = symmetric.abs().flatten(1) if mass.shape[-1] == 1 else torch.linalg.eigvalsh(symmetric).abs()
             largest = magnitudes.max(dim=1).values
             smallest = magnitudes.min(dim=1).values
             return ~(torch.isfinite(largest) & (largest > 0) & (smallest > rcond * largest))

@@ -133,6 +133,45 @@ class Sweep:
             g = self.ds[k].mm(input_gradient_factor(self.weights[k], x.shape[0]))
         self.gradient = g  # ∂H/∂x, (batch, in)
 
+    def hessian_rows(self, first: int) -> torch.Tensor:
+        """Rows ``first, first + 1, ...`` of the Hessian ``∂²H/∂x²``, shape (batch, in - first, in).
+
+        The directional derivative of the gradient sweep along each input
+        axis ``i ≥ first`` (forward over reverse, written out): the forward
+        tangent ``ż_0 = W_0[:, i]``, ``ż_{k+1} = (ż_k ⊙ σ'(z_k)) W_{k+1}ᵀ``,
+        and the gradient sweep's tangent ``ḋ_k = ġ_k ⊙ σ'(z_k) + g_k ⊙ σ''(z_k)
+        ⊙ ż_k`` (``ġ`` zero at the output), ``ġ_{k-1} = ḋ_k W_k``. Every axis
+        is one more row of the same products. Recorded like the sweep itself.
+        """
+        activations, weights, n = self.activations, self.weights, len(self.activations)
+        rows, width = self.x.shape
+        if not n:  # H linear in x
+            return self.x.new_zeros(rows, width - first, width)
+        slopes, curvatures = [], []
+        for k in range(n):
+            z, h = self.zs[k], self.hs[k]
+            slopes.append(times_derivative(activations[k], torch.ones_like(z), z, h))  # σ'(z_k)
+            curvature = _curvature(activations[k], self.gs[k], self.ds[k], z, h)  # g_k ⊙ σ''(z_k)
+            curvatures.append(None if curvature is None else curvature[0] * curvature[1])
+        # Axis-major: (axes, batch, width) tensors, flattened to (axes * batch, width) for the products.
+        z_dots = [weights[0][:, first:].t().unsqueeze(1)]  # (axes, 1, width_0): the same for every row
+        for k in range(1, n):
+            h_dot = slopes[k - 1] * z_dots[k - 1]
+            z_dots.append(h_dot.reshape(-1, h_dot.shape[-1]).mm(weights[k].t()).view(-1, rows, weights[k].shape[0]))
+        g_dot = None  # the output weights are constant: ġ_{n-1} = 0
+        for k in range(n - 1, -1, -1):
+            d_dot = None if g_dot is None else slopes[k] * g_dot
+            if curvatures[k] is not None:
+                term = curvatures[k] * z_dots[k]
+                d_dot = term if d_dot is None else d_dot + term
+            if d_dot is None:  # σ'' = 0 all the way down so far (ReLU): no tangent yet
+                continue
+            d_dot = d_dot.expand(-1, rows, -1)
+            g_dot = d_dot.reshape(-1, d_dot.shape[-1]).mm(weights[k]).view(-1, rows, weights[k].shape[1])
+        if g_dot is None:
+            return self.x.new_zeros(rows, width - first, width)
+        return g_dot.transpose(0, 1)
+
     def parameter_gradients(self, v: torch.Tensor) -> list[torch.Tensor]:
         """The gradients of a loss with ``∂loss/∂(∂H/∂x) = v``, in the order of ``tensors``."""
         activations, weights, n = self.activations, self.weights, len(self.activations)

@@ -1,0 +1,120 @@
+"""The written-out Hessian rows of a Lagrangian network are autograd's, in values, training gradients and graphs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from dynlearn.exceptions import IntegrationError
+from dynlearn.nn import LagrangianField, _energy, make_mlp
+from dynlearn.nn._energy_loss import Sweep, network_tensors
+
+WRITTEN_OUT = ["tanh", "relu", "softplus", "elu", "silu"]
+
+
+def _randomised(module: nn.Module, seed: int = 0, scale: float = 1.0) -> nn.Module:
+    """``module`` in float64 with normal weights: both sides of every kink and saturation are reached."""
+    module = module.double()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.copy_(scale * torch.randn(parameter.shape, generator=generator, dtype=torch.float64))
+    return module
+
+
+def _states(n: int, width: int, seed: int = 1) -> torch.Tensor:
+    """Standard normal states, and a few scaled by 30 so that softplus passes its linear threshold (20)."""
+    x = torch.randn(n, width, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    x[:3] *= 30
+    return x
+
+
+def _autograd_rows(net: nn.Module, x: torch.Tensor, first: int) -> torch.Tensor:
+    """Rows ``first..`` of ``∂²net/∂x²`` by autograd's double backward, with their graph."""
+    x = x.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(net(x).sum(), x, create_graph=True)
+    rows = [torch.autograd.grad(grad[:, j].sum(), x, create_graph=True)[0] for j in range(first, x.shape[1])]
+    return torch.stack(rows, dim=1)
+
+
+def _recorded(monkeypatch) -> None:
+    """Every Lagrangian field below takes autograd's derivatives (the reference path)."""
+    monkeypatch.setattr(_energy, "_written_out_layers", lambda net: None)
+
+
+@pytest.mark.parametrize("hidden", [(), (8,), (7, 9), (5, 6, 4)])
+@pytest.mark.parametrize("activation", WRITTEN_OUT)
+@pytest.mark.parametrize("d", [1, 2])
+def test_hessian_rows_and_their_parameter_gradients_are_autograds(d, activation, hidden):
+    net = _randomised(make_mlp(2 * d, 1, hidden, activation))
+    plan = _energy._written_out_layers(net)
+    assert plan is not None
+    linears, activations = plan
+    x = _states(11, 2 * d)
+    rows = Sweep(activations, network_tensors(linears), x).hessian_rows(d)
+    assert rows.shape == (11, d, 2 * d)
+    if not hidden:  # a linear network: no curvature, and nothing for autograd to differentiate
+        assert not rows.any()
+        return
+    expected = _autograd_rows(net, x, d)
+    torch.testing.assert_close(rows, expected, rtol=1e-10, atol=1e-12)
+    # A loss on the rows trains the weights the same way (third derivatives of the network).
+    weights = torch.randn(rows.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    parameters = list(net.parameters())
+    def gradients(of: torch.Tensor) -> tuple:  # None where nothing reaches the weights (ReLU: zero curvature)
+        if not of.requires_grad:
+            return (None,) * len(parameters)
+        return torch.autograd.grad((of * weights).sum(), parameters, allow_unused=True)
+
+    found, wanted = gradients(rows), gradients(expected)
+    for ours, theirs, parameter in zip(found, wanted, parameters):
+        ours = torch.zeros_like(parameter) if ours is None else ours
+        theirs = torch.zeros_like(parameter) if theirs is None else theirs
+        torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("n_inputs", [0, 1])
+@pytest.mark.parametrize("activation", ["softplus", "tanh", "silu"])
+@pytest.mark.parametrize("d", [1, 2])
+def test_field_values_gradients_and_state_gradients_match_the_recorded_field(monkeypatch, d, activation, n_inputs):
+    field = _randomised(LagrangianField(d, (8, 8), activation=activation, n_inputs=n_inputs), scale=0.5)
+    generator = torch.Generator().manual_seed(2)
+    x = torch.randn(9, 2 * d, generator=generator, dtype=torch.float64, requires_grad=True)
+    u = torch.randn(9, n_inputs, generator=generator, dtype=torch.float64) if n_inputs else None
+    rates = torch.randn(9, 2 * d, generator=generator, dtype=torch.float64)
+    inputs = [x, *field.parameters()]
+
+    def run() -> tuple[torch.Tensor, ...]:
+        value = field(None, x, *([u] if n_inputs else []))
+        grads = torch.autograd.grad(((value - rates) ** 2).sum(), inputs, create_graph=True, allow_unused=True)
+        (second,) = torch.autograd.grad(grads[0].square().sum(), x)  # through a differentiable backward
+        with torch.no_grad():
+            unrecorded = field(None, x, *([u] if n_inputs else []))
+        return value, unrecorded, second, *(g if g is not None else torch.zeros(()) for g in grads)
+
+    ours = run()
+    assert not ours[1].requires_grad
+    _recorded(monkeypatch)
+    for found, wanted in zip(ours, run()):
+        scale = wanted.abs().max().clamp_min(1.0)
+        torch.testing.assert_close(found / scale, wanted / scale, rtol=0, atol=1e-10)
+
+
+def test_a_network_without_curvature_in_the_velocities_raises_like_the_recorded_field(monkeypatch):
+    for hidden, activation in (((), "softplus"), ((8,), "relu")):
+        for d in (1, 2):
+            field = _randomised(LagrangianField(d, hidden, activation=activation))
+            x = torch.randn(6, 2 * d, dtype=torch.float64)
+            with pytest.raises(IntegrationError, match="singular"):
+                field(None, x)
+    # One coordinate: the rank test reads the Hessian itself, with rcond's meaning unchanged.
+    field = _randomised(LagrangianField(1, (8,)))
+    x = torch.randn(6, 2, dtype=torch.float64)
+    field(None, x)
+    field.rcond = 1.0  # no number exceeds itself: every state is singular
+    with pytest.raises(IntegrationError, match="at 6 of 6 states"):
+        field(None, x)
+    _recorded(monkeypatch)
+    with pytest.raises(IntegrationError, match="at 6 of 6 states"):
+        field(None, x)
