@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dynlearn import HamiltonianNN, LagrangianNN, LatentSDE, NeuralODE
+from dynlearn import HamiltonianNN, LagrangianNN, LatentSDE, NeuralODE, NeuralSDE
 from dynlearn.datasets import make_damped_oscillator, make_forced_oscillator, make_mass_spring, make_pendulum
 from dynlearn.solvers import count_evaluations
 from dynlearn.training import adamw, train_step
@@ -377,6 +377,60 @@ def lagrangian_pair(hidden: tuple[int, ...], batch: int, device: torch.device = 
     }
 
 
+class PeerMomentSDE(nn.Module):
+    """NeuralSDE's training loss written by hand: a Gaussian carried through Euler–Maruyama sub-steps.
+
+    ``m ← m + h f(m)``, ``P ← A P Aᵀ + h diag(g(m)²)`` with ``A = I + h ∂f/∂x(m)``, the drift's Jacobian taken
+    by autograd, one reverse pass per feature with its graph; then the negative log-density of the observed
+    entries of each transition's end under ``N(m, P)``, per observed entry.
+    """
+
+    def __init__(self, hidden: tuple[int, ...], features: int = 2, step: float = 0.5, floor: float = 1e-3):
+        super().__init__()
+        self.drift_net, self.diffusion_net = mlp([features, *hidden, features]), mlp([features, *hidden, features])
+        self.step, self.floor, self.calls = step, floor, 0
+
+    def loss(self, part: dict) -> torch.Tensor:
+        gap, values, mask = part["gap"], part["values"], part["mask"].to(part["values"].dtype)
+        n_steps = max(1, math.ceil(float(gap.max()) / self.step - 1e-9))
+        h = (gap / n_steps)[:, None]
+        mean = part["x0"].detach().requires_grad_(True)
+        d = mean.shape[1]
+        cov, eye = mean.new_zeros(len(mean), d, d), torch.eye(d, dtype=mean.dtype, device=mean.device)
+        for _ in range(n_steps):
+            self.calls += 1
+            f = self.drift_net(mean)
+            jacobian = torch.stack([torch.autograd.grad(f[:, i].sum(), mean, create_graph=True)[0] for i in range(d)], 1)
+            g = nn.functional.softplus(self.diffusion_net(mean)) + self.floor
+            a = eye + h[..., None] * jacobian
+            cov = a @ cov @ a.transpose(1, 2) + h[..., None] * torch.diag_embed(g**2)
+            mean = mean + h * f
+        # The observed entries' marginal: the missing rows and columns replaced by the identity's.
+        marginal = cov * (mask[:, :, None] * mask[:, None, :]) + torch.diag_embed(1.0 - mask)
+        chol = torch.linalg.cholesky(marginal)
+        z = torch.linalg.solve_triangular(chol, ((values - mean) * mask).unsqueeze(-1), upper=False).squeeze(-1)
+        log_det = 2.0 * torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(1)
+        nll = 0.5 * ((z**2).sum(1) + log_det + mask.sum(1) * math.log(2 * math.pi)).sum()
+        return nll / mask.sum().clamp_min(1)
+
+
+def neural_sde_pair(hidden: tuple[int, ...], batch: int, device: torch.device = CPU) -> dict[str, Side]:
+    """dynlearn's NeuralSDE (Gaussian moment propagation over each transition) against the same loss by hand.
+
+    dynlearn takes the drift's Jacobian as the network's forward tangents, written out
+    (``dynlearn.nn.jacobian_columns``); the peer as autograd's reverse passes.
+    """
+    frame = make_damped_oscillator(n_series=64, n_times=50, random_state=0)
+    seen = capture(NeuralSDE(hidden_layer_sizes=hidden), frame, device)
+    peer = PeerMomentSDE(hidden).to(device)
+    peer.load_state_dict(seen.module.state_dict())  # same initial weights, same names
+    ours = CallCounter(seen.module, "_drift_and_jacobian")  # one call per sub-step
+    return {
+        "dynlearn": dynlearn_side(seen, batch, lambda iteration: counted(ours, iteration)),
+        "peer": peer_side(peer, peer.loss, seen.train_data, batch, seen.learning_rate, lambda: peer.calls, False),
+    }
+
+
 # ------------------------------------------------------------------- LatentSDE
 class PeerLatentSDE(nn.Module):
     """A latent SDE written directly on torchsde (Li et al. 2020), the model dynlearn's LatentSDE fits.
@@ -541,6 +595,7 @@ FAMILIES: dict[str, Callable[[tuple[int, ...], int, torch.device], dict[str, Sid
     "neural_ode": neural_ode_pair,
     "hamiltonian": hamiltonian_pair,
     "lagrangian": lagrangian_pair,
+    "neural_sde": neural_sde_pair,
     "latent_sde": latent_sde_pair,
     "neural_ode_irregular_torchode": torchode_pair,
     "neural_ode_driven_held": lambda hidden, batch, device: driven_pair(hidden, batch, "previous", device),

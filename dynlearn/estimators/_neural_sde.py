@@ -18,7 +18,7 @@ from .._random import stream_seed
 from ..data import QueryTimes, SeriesBatch, check_query_times, to_user_kind
 from ..exceptions import IntegrationError, input_error
 from ..metrics import QUANTILE_LEVEL  # noqa: F401  (the level predict_quantiles writes)
-from ..nn import ACTIVATIONS, make_mlp
+from ..nn import ACTIVATIONS, jacobian_columns, make_mlp
 from ..solvers import CONTROL_INTERPOLATIONS, ControlPath, sde_method, solve_sde_irregular
 from ._base import (
     SHARED_CONSTRAINTS,
@@ -101,20 +101,11 @@ class _SDEModel(nn.Module):
                             u: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Drift (batch, d) and its Jacobian (batch, d, d), rows independent.
 
-        One reverse pass per feature (the state is low-dimensional); the
-        graph is kept when gradients are being recorded, for training.
+        The drift network's forward tangents along the state's inputs, written
+        out (:func:`~dynlearn.nn.jacobian_columns`); the graph is kept when
+        gradients are being recorded, for training.
         """
-        training = torch.is_grad_enabled()
-        with torch.enable_grad():
-            if not y.requires_grad:
-                y = y.detach().requires_grad_(True)
-            f = self.drift(y, t, u)
-            rows = [
-                torch.autograd.grad(f[:, i].sum(), y, create_graph=training, retain_graph=True)[0]
-                for i in range(self.n_features)
-            ]
-        jacobian = torch.stack(rows, dim=1)
-        return (f, jacobian) if training else (f.detach(), jacobian.detach())
+        return jacobian_columns(self.drift_net, self._inputs(y, t, u), self.n_features)
 
     def moments(self, x0: torch.Tensor, t0: torch.Tensor, gap: torch.Tensor, n_steps: int,
                 covariance: bool = True, control: ControlPath | None = None, segment: int = 0,

@@ -1,6 +1,6 @@
 """Torch modules: vector fields and their building blocks."""
 
-from ._energy import INPUT_MATRICES, HamiltonianField, InputMatrix, LagrangianField
+from ._energy import INPUT_MATRICES, HamiltonianField, InputMatrix, LagrangianField, jacobian_columns
 from ._guard import BoxContraction
 from ._history import HistoryEncoder
 from ._mlp import ACTIVATIONS, MLPVectorField, SecondOrderField, make_mlp, mlp_function
@@ -17,6 +17,7 @@ __all__ = [
     "MLPVectorField",
     "ODERNNEncoder",
     "SecondOrderField",
+    "jacobian_columns",
     "make_mlp",
     "mlp_function",
 ]

@@ -31,10 +31,11 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..exceptions import IntegrationError
-from ._energy_loss import Sweep, derivative_loss_node, network_tensors
+from ._energy_loss import Sweep, _activate, derivative_loss_node, network_tensors, times_derivative
 from ._mlp import make_mlp
 
 
@@ -59,12 +60,12 @@ def _gradient(scalar: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -
 # Hidden activations whose derivative the written-out gradient forms (nn.GELU, for one, is left to autograd).
 _WRITTEN_OUT = (nn.Tanh, nn.ReLU, nn.Softplus, nn.ELU, nn.SiLU)
 
-def _written_out_layers(net: nn.Module) -> tuple[list[nn.Linear], list[nn.Module]] | None:
-    """``net``'s Linear layers and hidden activations when its gradient can be written out, else None.
+def _written_out_layers(net: nn.Module, scalar: bool = True) -> tuple[list[nn.Linear], list[nn.Module]] | None:
+    """``net``'s Linear layers and hidden activations when its derivatives can be written out, else None.
 
     That is an ``nn.Sequential`` alternating Linear layers with biases and
     activations of ``_WRITTEN_OUT`` (an ELU of nonnegative ``alpha``), and
-    ending in a Linear layer of one output, as :func:`make_mlp` builds.
+    ending in a Linear layer (of one output when ``scalar``), as :func:`make_mlp` builds.
     """
     if type(net) is not nn.Sequential:
         return None
@@ -72,7 +73,7 @@ def _written_out_layers(net: nn.Module) -> tuple[list[nn.Linear], list[nn.Module
     linears, activations = layers[::2], layers[1::2]
     if not len(layers) % 2 or any(type(layer) is not nn.Linear or layer.bias is None for layer in linears):
         return None
-    if linears[-1].out_features != 1:
+    if scalar and linears[-1].out_features != 1:
         return None
     if any(type(layer) not in _WRITTEN_OUT or (type(layer) is nn.ELU and layer.alpha < 0) for layer in activations):
         return None
@@ -101,6 +102,61 @@ def _network_gradient(net: nn.Module, x: torch.Tensor, value: bool = True) -> tu
         top = sweep.hs[-1] if sweep.hs else x
         energy = torch.addmm(linears[-1].bias, top, linears[-1].weight.t()).squeeze(-1)
     return energy, sweep.gradient
+
+
+def jacobian_columns(net: nn.Module, x: torch.Tensor, n_columns: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``net(x)`` of shape (batch, out) and its Jacobian in the first ``n_columns`` inputs, (batch, out, n_columns).
+
+    For Linear layers between the activations of a written-out gradient
+    (tanh, ReLU, softplus, ELU, SiLU; as :func:`make_mlp` builds) the
+    Jacobian is the forward pass's tangent along each of those inputs,
+    written out: ``ż_0 = W_0[:, i]``, ``ż_{k+1} = (σ'(z_k) ⊙ ż_k) W_{k+1}ᵀ``,
+    all columns in the same products. Any other network takes one reverse
+    pass of autograd per output. Either way the Jacobian keeps its graph
+    while gradients are recorded (a loss on it trains the weights) and has
+    none under ``torch.no_grad()``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dynlearn.nn import jacobian_columns, make_mlp
+    >>> net = make_mlp(3, 2, (8,), "tanh").double()
+    >>> x = torch.randn(5, 3, dtype=torch.float64)
+    >>> value, jacobian = jacobian_columns(net, x, 2)
+    >>> jacobian.shape
+    torch.Size([5, 2, 2])
+    >>> torch.allclose(jacobian[0], torch.autograd.functional.jacobian(net, x[:1])[0, :, 0, :2])
+    True
+    """
+    plan = _written_out_layers(net, scalar=False) if x.dim() == 2 else None
+    if plan is None:
+        recording = torch.is_grad_enabled()
+        with torch.enable_grad():
+            if not recording or not x.requires_grad:
+                x = x.detach().requires_grad_(True)
+            value = net(x)
+            rows = [torch.autograd.grad(value[:, i].sum(), x, create_graph=recording, retain_graph=True)[0]
+                    for i in range(value.shape[1])]
+        jacobian = torch.stack(rows, dim=1)[:, :, :n_columns]
+        return (value, jacobian) if recording else (value.detach(), jacobian.detach())
+    linears, activations = plan
+    batch = x.shape[0]
+    tangent = linears[0].weight[:, :n_columns].t().unsqueeze(1)  # (columns, 1, width): ż_0, the same for every row
+    h = x
+    for k, activation in enumerate(activations):
+        z = F.linear(h, linears[k].weight, linears[k].bias)
+        h = _activate(activation, z)
+        if k:
+            tangent = tangent.reshape(-1, tangent.shape[-1]).mm(linears[k].weight.t()).view(n_columns, batch, -1)
+        tangent = times_derivative(activation, torch.ones_like(z), z, h) * tangent  # ḣ_k = σ'(z_k) ⊙ ż_k
+    value = F.linear(h, linears[-1].weight, linears[-1].bias)
+    out = linears[-1].weight.t()
+    if activations:
+        jacobian = tangent.reshape(-1, tangent.shape[-1]).mm(out).view(n_columns, batch, -1).permute(1, 2, 0)
+    else:  # a view of the weight, which keeps requiring a gradient under no_grad
+        jacobian = out[:n_columns].t().expand(batch, -1, -1)
+        jacobian = jacobian if torch.is_grad_enabled() else jacobian.detach()
+    return value, jacobian
 
 
 # What HamiltonianField.derivative_loss's node computes in one pass, so a field that changes them takes its own.

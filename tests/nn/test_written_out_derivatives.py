@@ -1,4 +1,5 @@
-"""The written-out Hessian rows of a Lagrangian network are autograd's, in values, training gradients and graphs."""
+"""Written-out derivatives of networks are autograd's, in values, training gradients and graphs: the Hessian rows of
+a Lagrangian network (``Sweep.hessian_rows``) and the Jacobian columns of a vector-valued one (``jacobian_columns``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch
 from torch import nn
 
 from dynlearn.exceptions import IntegrationError
-from dynlearn.nn import LagrangianField, _energy, make_mlp
+from dynlearn.nn import LagrangianField, _energy, jacobian_columns, make_mlp
 from dynlearn.nn._energy_loss import Sweep, network_tensors
 
 WRITTEN_OUT = ["tanh", "relu", "softplus", "elu", "silu"]
@@ -130,3 +131,46 @@ def test_a_network_without_curvature_in_the_velocities_raises_like_the_recorded_
     _recorded(monkeypatch)
     with pytest.raises(IntegrationError, match="at 6 of 6 states"):
         field(None, x)
+
+
+def _autograd_jacobian(net: nn.Module, x: torch.Tensor, n_columns: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``net(x)`` and its Jacobian in the first ``n_columns`` inputs, one reverse pass per output, with their graph."""
+    if not x.requires_grad:
+        x = x.detach().requires_grad_(True)
+    value = net(x)
+    rows = [torch.autograd.grad(value[:, i].sum(), x, create_graph=True)[0] for i in range(value.shape[1])]
+    return value, torch.stack(rows, dim=1)[:, :, :n_columns]
+
+
+@pytest.mark.parametrize("hidden", [(), (8,), (7, 9)])
+@pytest.mark.parametrize("activation", [*WRITTEN_OUT, "gelu"])
+def test_jacobian_columns_and_their_parameter_gradients_are_autograds(activation, hidden):
+    net = _randomised(make_mlp(4, 3, hidden, activation))
+    # GELU's derivative is left to autograd; a network without hidden layers has no activation to write out.
+    assert (_energy._written_out_layers(net, scalar=False) is None) == (activation == "gelu" and bool(hidden))
+    x = _states(10, 4)
+    value, jacobian = jacobian_columns(net, x, 2)
+    expected_value, expected = _autograd_jacobian(net, x, 2)
+    assert jacobian.shape == (10, 3, 2)
+    torch.testing.assert_close(value, expected_value, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(jacobian, expected, rtol=1e-10, atol=1e-12)
+    generator = torch.Generator().manual_seed(5)
+    weights = torch.randn(jacobian.shape, generator=generator, dtype=torch.float64)
+    parameters = list(net.parameters())
+
+    def gradients(v: torch.Tensor, j: torch.Tensor) -> list[torch.Tensor]:
+        found = torch.autograd.grad((j * weights).sum() + v.square().sum(), parameters, allow_unused=True)
+        return [torch.zeros_like(p) if g is None else g for g, p in zip(found, parameters)]
+
+    for ours, theirs in zip(gradients(value, jacobian), gradients(expected_value, expected)):
+        torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-10)
+    with torch.no_grad():  # no graph, the same numbers
+        unrecorded = jacobian_columns(net, x, 2)
+    assert not unrecorded[1].requires_grad
+    torch.testing.assert_close(unrecorded[1], jacobian.detach(), rtol=0, atol=0)
+    # A state that requires a gradient gets the Jacobian's own (a second derivative, through recorded operations).
+    y = x.clone().requires_grad_(True)
+    (ours,) = torch.autograd.grad((jacobian_columns(net, y, 2)[1] * weights).sum(), y, materialize_grads=True)
+    z = x.clone().requires_grad_(True)
+    (theirs,) = torch.autograd.grad((_autograd_jacobian(net, z, 2)[1] * weights).sum(), z, materialize_grads=True)
+    torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-10)
