@@ -23,7 +23,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._backtest import check_length, frame_feature_columns, parse_length, row_times
 from ._compat import available_if
 from .data import QueryTimes, SeriesBatch, check_query_times, check_series, masked_mean_scale
-from .estimators._base import SeriesModel
+from .estimators._base import SeriesModel, _check_every_feature_observed
 from .estimators._intervals import CONFORMAL_ATTRIBUTES, ConformalIntervals, lead_times
 from .exceptions import TrainingError, input_error
 from .metrics import _as_frame, _cut_for_forecast, forecast_score
@@ -138,6 +138,7 @@ class LastValueForecaster(ConformalIntervals, SeriesModel):
             self.__dict__.pop("feature_names_in_", None)
         self._resolve_covariates(batch.spec)
         batch = self._split_inputs(batch)
+        _check_every_feature_observed(batch)  # a variable never seen has no last value: no silent 0 forecast
         mean, _ = masked_mean_scale(batch.values, batch.mask)
         self.mean_ = np.nan_to_num(np.asarray(mean, dtype=float))
         leads, residuals = self._forecast_residuals(batch, None, None, NAIVE_ORIGINS)

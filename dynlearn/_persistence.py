@@ -347,6 +347,11 @@ def _encode(value: Any, where: str) -> Any:
         return {_TAG: "dict", "items": [[_encode(k, where), _encode(v, where)] for k, v in value.items()]}
     if isinstance(value, np.ndarray):
         return _encode_array(value, where)
+    if isinstance(value, torch.Tensor):  # partial_fit's optimiser state: moments and step counts
+        if value.dtype == torch.bfloat16 or value.is_complex():
+            raise ModelFileError(f"{where}: a {value.dtype} tensor has no portable array to save; save with pickle.")
+        array = value.detach().cpu().numpy()
+        return {_TAG: "torch.Tensor", "array": _encode_array(array, where)}
     if isinstance(value, torch.device):
         return {_TAG: "torch.device", "value": str(value)}
     if isinstance(value, torch.dtype):
@@ -402,6 +407,8 @@ def _decode(value: Any) -> Any:
         return np.dtype(value["dtype"]).type(_decode(value["value"]))
     if tag == "ndarray":
         return _decode_array(value)
+    if tag == "torch.Tensor":
+        return torch.from_numpy(_decode_array(value["array"]))
     if tag == "torch.device":
         return torch.device(value["value"])
     if tag == "torch.dtype":

@@ -152,6 +152,10 @@ PRIVATE_IMPORTS_ALLOWED = {
         "dynlearn.estimators.__all__ is the model loader's allowlist of concrete estimators, so the skeleton "
         "is not exported there"
     ),
+    ("dynlearn/_auto.py", "dynlearn.estimators._base._check_every_feature_observed"): (
+        "the naive forecasters refuse a variable never observed with the same check and message as every "
+        "estimator, rather than forecasting it as 0"
+    ),
     ("dynlearn/_auto.py", "dynlearn.estimators._intervals"): (
         "the same skeleton: ConformalIntervals and its attributes, for the naive forecasters and for "
         "calibrating a winner from its backtest residuals"

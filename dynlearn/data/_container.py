@@ -76,6 +76,13 @@ class SeriesBatch:
     n_static : int
         How many of the inputs, the last ones, are per-series constants
         (static covariates); each holds its series' value at every row.
+    source_rows, source_index : ndarray of int and Index, or None
+        For a batch read from a frame: for each of the frame's rows, in its
+        order, the position of that row among the batch's rows taken series
+        by series (the order of ``np.nonzero(row_mask)``), and the frame's
+        index. Outputs at the batch's own times come back in the frame's
+        row order with its index (:func:`~dynlearn.data.check_query_times`
+        with ``t=None``). A batch whose rows were changed has None.
     """
 
     values: np.ndarray
@@ -87,6 +94,8 @@ class SeriesBatch:
     inputs: np.ndarray | None = None
     input_names: tuple[Any, ...] | None = None
     n_static: int = 0
+    source_rows: np.ndarray | None = None
+    source_index: Any = None
 
     @property
     def n_series(self) -> int:
@@ -120,17 +129,23 @@ class SeriesBatch:
             lengths=lengths,
             ids=self.ids[index],
             inputs=None if self.inputs is None else self.inputs[index, :width],
+            source_rows=None,
+            source_index=None,
         )
 
-    def filled_values(self) -> np.ndarray:
+    def filled_values(self, unobserved: np.ndarray | None = None) -> np.ndarray:
         """Values with each feature's gaps filled by linear interpolation in time.
 
         Before a feature's first observation its first value is used, after its
-        last the last value; a feature never observed in a series is 0. This is
-        how a state-space model gets a full initial state from a partly
-        observed row.
+        last the last value; a feature never observed in a series takes its
+        value in ``unobserved`` (n_features,), 0 where None: an estimator
+        passes its training means, so the fill does not depend on the
+        feature's units. This is how a state-space model gets a full initial
+        state from a partly observed row.
         """
         filled = np.zeros_like(self.values)
+        if unobserved is not None:
+            filled[:] = np.asarray(unobserved, dtype=filled.dtype)
         for i in range(self.n_series):
             n = self.lengths[i]
             times = self.times[i, :n]

@@ -192,7 +192,7 @@ def _from_frame(
         column_labels=tuple(features.columns),
         default_times=False,
     )
-    return _pack_long(np.asarray(ids), clock, values, spec, argument)
+    return replace(_pack_long(np.asarray(ids), clock, values, spec, argument), source_index=X.index)
 
 
 # Words that name a time or an id column, compared with the lower-case words of a column name.
@@ -488,6 +488,8 @@ def _pack_long(ids: np.ndarray, clock: np.ndarray, values: np.ndarray, spec: Inp
     pad = np.arange(width)[None, :] >= lengths[:, None]
     times[pad] = np.broadcast_to(last[:, None], times.shape)[pad]
     mask = ~np.isnan(padded)
+    source_rows = np.empty(len(order), dtype=np.int64)
+    source_rows[order] = np.arange(len(order))  # where each input row went: outputs come back in its order
     return SeriesBatch(
         values=np.where(mask, padded, 0.0),
         mask=mask,
@@ -495,6 +497,7 @@ def _pack_long(ids: np.ndarray, clock: np.ndarray, values: np.ndarray, spec: Inp
         lengths=lengths.astype(np.int64),
         ids=np.asarray(uniques),
         spec=spec,
+        source_rows=source_rows,
     )
 
 
@@ -739,13 +742,13 @@ def check_query_times(t: Any, batch: SeriesBatch, *, argument: str = "t") -> Que
     if batch.inputs is not None:
         # A model driven by known inputs needs their values at the query times.
         if t is None:
-            return own_inputs(QueryTimes(times=batch.times.copy(), mask=batch.row_mask), batch)
+            return own_inputs(_own_times(batch), batch)
         if not isinstance(t, pd.DataFrame):
             refuse_array_queries(batch, argument)
         return query_inputs(t, _query_frame(t, batch, argument), batch, argument)
     encoding = batch.spec.time_encoding
     if t is None:
-        return QueryTimes(times=batch.times.copy(), mask=batch.row_mask)
+        return _own_times(batch)
     if isinstance(t, pd.DataFrame):
         return _query_frame(t, batch, argument)
     if isinstance(t, (list, tuple)) and len(t) and not np.isscalar(t[0]) and np.ndim(t[0]) == 1:
@@ -781,6 +784,16 @@ def check_query_times(t: Any, batch: SeriesBatch, *, argument: str = "t") -> Que
     _check_finite_times(clock, argument)
     clock = np.broadcast_to(clock, (batch.n_series, clock.shape[-1]))
     return _pad_queries(list(clock), argument)
+
+
+def _own_times(batch: SeriesBatch) -> QueryTimes:
+    """The batch's own rows as queries; a batch read from a frame gets them back in the frame's row order with
+    its index (``source_rows``), as a frame of query rows does."""
+    query = QueryTimes(times=batch.times.copy(), mask=batch.row_mask)
+    rows = batch.source_rows
+    if rows is None or not batch.spec.is_frame or len(rows) != int(batch.lengths.sum()):
+        return query
+    return replace(query, rows=rows, index=batch.source_index)
 
 
 def _query_frame(t: pd.DataFrame, batch: SeriesBatch, argument: str) -> QueryTimes:

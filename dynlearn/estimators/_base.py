@@ -146,6 +146,8 @@ def guarded_fit(fit: Callable[..., Any]) -> Callable[..., Any]:
         if self.__dict__.get("_fitting"):  # a fit called from another fit: the outer one guards
             return fit(self, *args, **kwargs)
         started = time.perf_counter()
+        if fit.__name__ != "partial_fit":  # a fit steps an optimiser of its own: partial_fit's state no longer applies
+            self.__dict__.pop("_optimizer_state", None)
         before = dict(vars(self))
         # partial_fit always goes on from the fitted model, so a failure gives it back as it was.
         warm = (bool(self.warm_start) or fit.__name__ == "partial_fit") and "module_" in before
@@ -1373,7 +1375,10 @@ def _finite_difference(values: np.ndarray, times: np.ndarray, lengths: np.ndarra
     return velocity
 
 
-def _as_states(x: Any, width: int, argument: str) -> np.ndarray:
+def _as_states(x: Any, width: int, argument: str, names: Any = None) -> np.ndarray:
+    """States of shape (n, width) from ``x``; a labelled ``x`` (DataFrame columns, or a Series' index) is read by
+    the state ``names`` the model was fitted on, in their order, not by position."""
+    x = _by_state_names(x, width, argument, names)
     array = _as_numbers(x, argument, f"states of shape (n_series, {width})")
     if array.ndim == 1:
         array = array[None]
@@ -1382,6 +1387,26 @@ def _as_states(x: Any, width: int, argument: str) -> np.ndarray:
     if not np.isfinite(array).all():
         raise input_error(argument, "finite states", "NaN or inf", "Initial states must be fully known.")
     return array
+
+
+def _by_state_names(x: Any, width: int, argument: str, names: Any) -> Any:
+    """``x`` with its labelled states in the order of ``names``; unlabelled (default integer) states as given."""
+    if names is None or len(names) != width or not isinstance(x, (pd.DataFrame, pd.Series)):
+        return x
+    labels = x.columns if isinstance(x, pd.DataFrame) else x.index
+    if isinstance(labels, pd.RangeIndex) and len(labels) == width:  # no names: read by position
+        return x
+    found = {str(label): label for label in labels}
+    missing = [str(name) for name in names if str(name) not in found]
+    if missing:
+        raise input_error(
+            argument,
+            f"the state columns {[str(n) for n in names]} the model was fitted on",
+            f"labels {[str(label) for label in labels][:10]} (missing {missing})",
+            "Name the states as at fit (they are read by name, in any order), or pass a plain array in that order.",
+        )
+    chosen = [found[str(name)] for name in names]
+    return x[chosen] if isinstance(x, pd.DataFrame) else x.loc[chosen]
 
 
 def _finite_numbers(values: Any, argument: str, expected: str) -> np.ndarray:

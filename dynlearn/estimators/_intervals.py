@@ -502,5 +502,5 @@ def _cut_batch(batch: SeriesBatch, cuts: list[tuple[int, int, np.ndarray]]) -> t
         padded = [np.concatenate([future, np.repeat(future[-1:], n_queries - len(future))]) for _, _, future in cuts]
         q_inputs = np.stack([batch.inputs[i, rows] for (i, _, _), rows in zip(cuts, padded)])
     history = replace(batch, values=values, mask=mask, times=times, lengths=lengths,
-                      ids=np.arange(len(cuts)), inputs=inputs)
+                      ids=np.arange(len(cuts)), inputs=inputs, source_rows=None, source_index=None)
     return history, QueryTimes(times=q_times, mask=q_mask, inputs=q_inputs)

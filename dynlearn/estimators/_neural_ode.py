@@ -819,7 +819,7 @@ class NeuralODE(ConformalIntervals, SeriesModel):
 
     def _internal(self, batch: SeriesBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Standardised values (gaps filled), velocities, times, and scaled observed values."""
-        filled = self._scale_values(batch.filled_values())
+        filled = self._scale_values(batch.filled_values(self.mean_))
         times = self._scale_times(batch.times)
         observed = np.where(batch.mask, self._scale_values(batch.values), 0.0)
         velocity = _finite_difference(filled, times, batch.lengths) if self.second_order else None
@@ -1055,13 +1055,13 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         check_is_fitted(self, "module_")
         single = np.ndim(x0) == 1
         n_states = self._n_states
-        x0 = _as_states(x0, n_states, "x0")
+        x0 = _as_states(x0, n_states, "x0", self._state_names())
         raw_times = _output_times(t, len(x0))
         times = self._scale_times(raw_times)
         inputs = self._simulation_inputs(covariates, raw_times.shape, static_covariates)
         v = None
         if self.second_order:
-            v = np.zeros_like(x0) if v0 is None else _as_states(v0, n_states, "v0")
+            v = np.zeros_like(x0) if v0 is None else _as_states(v0, n_states, "v0", self._state_names())
             v = v / self.scale_ * self.time_scale_
         scaled = self._scale_values(x0)
         history = self._history_of_states(scaled, None if inputs is None else inputs[:, :1])
@@ -1097,7 +1097,7 @@ class NeuralODE(ConformalIntervals, SeriesModel):
         check_is_fitted(self, "module_")
         n = self._n_states
         width = 2 * n if self.second_order else n
-        x = _as_states(x, width, "x")
+        x = _as_states(x, width, "x", self._state_names())
         times = _point_times(t, len(x), self.time_offset_)
         inputs = self._simulation_inputs(covariates, (1, len(x)), static_covariates, per_time_static=True)
         extra = () if inputs is None else (self._tensor(inputs[0]),)

@@ -503,7 +503,7 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
 
     def _internal(self, batch: SeriesBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Standardised values with gaps filled, model times, and standardised observed values."""
-        filled = self._scale_values(batch.filled_values())
+        filled = self._scale_values(batch.filled_values(self.mean_))
         times = self._scale_times(batch.times)
         observed = np.where(batch.mask, self._scale_values(batch.values), 0.0)
         return filled, times, observed
@@ -770,7 +770,7 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
         """
         check_is_fitted(self, "module_")
         single = np.ndim(x0) == 1
-        states = _as_states(x0, self._n_states, "x0")
+        states = _as_states(x0, self._n_states, "x0", self._state_names())
         raw_times = _output_times(t, len(states))
         times = self._scale_times(raw_times)
         inputs = self._simulation_inputs(covariates, raw_times.shape, static_covariates)
@@ -845,7 +845,7 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
 
     def _coefficients(self, x: Any, t: Any, covariates: Any, static_covariates: Any = None) -> tuple[np.ndarray, np.ndarray]:
         check_is_fitted(self, "module_")
-        states = _as_states(x, self._n_states, "x")
+        states = _as_states(x, self._n_states, "x", self._state_names())
         times = _point_times(t, len(states), self.time_offset_)
         inputs = self._simulation_inputs(covariates, (1, len(states)), static_covariates, per_time_static=True)
         module = self.module_.eval()

@@ -184,7 +184,7 @@ class PhaseSpaceModel(ConformalIntervals, SeriesModel):
 
     def _internal(self, batch: SeriesBatch) -> tuple[np.ndarray, np.ndarray]:
         """Standardised states (gaps filled by interpolation) and times."""
-        return self._to_internal(batch.filled_values()), self._scale_times(batch.times)
+        return self._to_internal(batch.filled_values(self.mean_)), self._scale_times(batch.times)
 
     # -------------------------------------------------------------------- fit
     @guarded_fit
@@ -524,7 +524,7 @@ class PhaseSpaceModel(ConformalIntervals, SeriesModel):
         """
         check_is_fitted(self, "module_")
         single = np.ndim(x0) == 1
-        x0 = _as_states(x0, self._n_states, "x0")
+        x0 = _as_states(x0, self._n_states, "x0", self._state_names())
         raw_times = _output_times(t, len(x0))
         inputs = self._simulation_inputs(covariates, raw_times.shape)
         internal = self._integrate(self._to_internal(x0), self._scale_times(raw_times), inputs)
@@ -548,7 +548,7 @@ class PhaseSpaceModel(ConformalIntervals, SeriesModel):
         ndarray of shape (n_points, n_features)
         """
         check_is_fitted(self, "module_")
-        x = _as_states(x, self._n_states, "x")
+        x = _as_states(x, self._n_states, "x", self._state_names())
         extra = self._point_inputs(covariates, len(x))
         with torch.no_grad():
             internal = self.module_.eval()(None, self._tensor(self._to_internal(x)), *extra).cpu().double().numpy()
