@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dynlearn import NeuralODE, NeuralSDE, ODERNN, load
+from dynlearn import ODERNN, NeuralODE, NeuralSDE, load
 from dynlearn.datasets import make_damped_oscillator, make_lorenz
 
-TINY = dict(max_epochs=2, batch_size=16, random_state=0, n_threads=1)
+TINY = {"max_epochs": 2, "batch_size": 16, "random_state": 0, "n_threads": 1}
 
 
 @pytest.fixture(scope="module")
