@@ -105,8 +105,11 @@ def _frame_by_series(values: np.ndarray, query: QueryTimes, batch: SeriesBatch) 
     data = values[series, position]
     names = _column_names(spec, data.shape[1])
     if spec.kind == MULTIINDEX:
-        index = pd.MultiIndex.from_arrays([batch.ids[series], times], names=[spec.id_name, spec.time_name])
-        return pd.DataFrame(data, index=index, columns=names)
+        arrays, levels = [batch.ids[series], times], [spec.id_name, spec.time_name]
+        source = batch.source_index
+        if isinstance(source, pd.MultiIndex) and list(source.names) == levels[::-1]:  # X had (time, series)
+            arrays, levels = arrays[::-1], levels[::-1]
+        return pd.DataFrame(data, index=pd.MultiIndex.from_arrays(arrays, names=levels), columns=names)
     if spec.kind == LONG:
         frame = pd.DataFrame({spec.id_name: batch.ids[series], spec.time_name: times})
         return pd.concat([frame, pd.DataFrame(data, columns=names)], axis=1)

@@ -142,9 +142,12 @@ def _from_frame(
                 f"{X.index.nlevels} levels {list(X.index.names)}",
                 "Reset the extra levels with .reset_index(level=...).",
             )
-        ids = X.index.get_level_values(0)
-        times = X.index.get_level_values(1)
-        id_name, time_name = X.index.names
+        levels = list(X.index.names)
+        # Levels named as dynlearn names them are read by name; any other names by position (series, time).
+        swapped = levels == [TIME_COLUMN, ID_COLUMN]
+        ids = X.index.get_level_values(1 if swapped else 0)
+        times = X.index.get_level_values(0 if swapped else 1)
+        id_name, time_name = (levels[1], levels[0]) if swapped else levels
         features = X
         kind = MULTIINDEX
         time_in_column = False
@@ -799,7 +802,8 @@ def _own_times(batch: SeriesBatch) -> QueryTimes:
 def _query_frame(t: pd.DataFrame, batch: SeriesBatch, argument: str) -> QueryTimes:
     spec = batch.spec
     if isinstance(t.index, pd.MultiIndex):
-        ids, times = t.index.get_level_values(0), t.index.get_level_values(1)
+        swapped = list(t.index.names) == [TIME_COLUMN, ID_COLUMN]  # named as dynlearn names them: read by name
+        ids, times = t.index.get_level_values(int(swapped)), t.index.get_level_values(1 - int(swapped))
     elif ID_COLUMN in t.columns and TIME_COLUMN in t.columns:
         ids, times = t[ID_COLUMN], t[TIME_COLUMN]
     elif spec.kind == "frame" or batch.n_series == 1:

@@ -351,7 +351,7 @@ class SeriesModel(BaseEstimator):
         self._check_callbacks()
         if is_parquet_source(X):
             return self._setup_stream(X, t)
-        reference = self.input_spec_ if self._keeps_fitted() and self.__dict__.get("_continuing") else None
+        reference = self.input_spec_ if self._keeps_fitted() else None  # warm_start and partial_fit: the same columns
         batch = check_series(X, t, reference=reference, owner=type(self).__name__)
         self._record_spec(batch.spec)
         batch = self._split_inputs(batch)

@@ -108,3 +108,15 @@ def test_the_naive_forecaster_refuses_a_variable_never_observed(frame):
     blank = frame.assign(z=np.nan)
     with pytest.raises(InputError, match=r"every feature observed.*\['z'\]"):
         LastValueForecaster().fit(blank)
+
+
+def test_a_multiindex_named_time_then_series_is_read_by_its_names(frame, fitted):
+    model = fitted["LastValueForecaster"]
+    usual, swapped = frame.set_index(["series_id", "time"]), frame.set_index(["time", "series_id"])
+    out = model.predict(swapped)
+    assert out.index.names == ["time", "series_id"] and out.index.equals(swapped.index)
+    np.testing.assert_array_equal(out.to_numpy(), model.predict(usual).to_numpy())
+    queries = pd.DataFrame(index=pd.MultiIndex.from_tuples([(9.0, 1), (9.5, 0)], names=["time", "series_id"]))
+    ahead = model.predict(usual, t=queries)
+    expected = usual.groupby(level="series_id").last().loc[[1, 0]].to_numpy()
+    np.testing.assert_array_equal(ahead.to_numpy(), expected)

@@ -7,6 +7,7 @@ import pytest
 
 from dynlearn import ODERNN, NeuralODE, NeuralSDE, load
 from dynlearn.datasets import make_damped_oscillator, make_lorenz
+from dynlearn.exceptions import InputError
 
 TINY = {"max_epochs": 2, "batch_size": 16, "random_state": 0, "n_threads": 1}
 
@@ -43,3 +44,12 @@ def test_a_fit_after_partial_fit_forgets_the_optimiser_it_replaced(frames):
     lorenz = make_lorenz(n_series=6, n_times=20, random_state=0)
     reused.fit(lorenz).partial_fit(lorenz)
     assert np.isfinite(reused.predict(lorenz, t=[lorenz.time.max() + 0.1])[["x", "y", "z"]].to_numpy()).all()
+
+
+def test_a_warm_start_refit_checks_the_columns_against_the_first_fit(frames):
+    first, _ = frames
+    model = NeuralODE(**TINY, warm_start=True).fit(first)
+    before = _forecast(model, first)
+    with pytest.raises(InputError, match=r"feature columns \['q', 'p'\] in the order seen at fit"):
+        model.fit(first[["series_id", "time", "p", "q"]])
+    np.testing.assert_array_equal(_forecast(model, first), before)  # the refused refit changed nothing
