@@ -107,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--out", default="dynlearn_demo.png", help="where to write the plot (PNG; needs matplotlib)")
     demo.add_argument("--max-epochs", type=_positive_int, default=150, help="training epochs (default 150)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.add_argument("--seed", type=_seed, default=0, help="random seed, 0 to 2**32 - 1 (default 0)")
     demo.add_argument("--device", default="cpu", help="'cpu', 'cuda', 'cuda:1' or 'auto' (default cpu)")
     demo.set_defaults(run=_demo)
 
@@ -198,6 +198,17 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1; got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1; got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    """argparse type of a random seed: what numpy's generators take."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 2**32 - 1; got {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 2**32 - 1; got {value}")
     return value
 
 
@@ -625,7 +636,8 @@ def _params(pairs: Sequence[str], allowed: Any, owner: str) -> dict[str, Any]:
             raise CommandError(f"--param: expected NAME=VALUE; got {pair!r}. Write e.g. --param max_epochs=50.")
         if name not in allowed:
             close = difflib.get_close_matches(name, list(allowed), n=3)
-            hint = f"Did you mean {' or '.join(close)}?" if close else f"Valid names: {', '.join(sorted(allowed))}."
+            hint = (f"Did you mean {' or '.join(close)}?" if close else
+                    f"Valid names: {', '.join(sorted(allowed))}." if allowed else f"{owner} takes no --param.")
             raise CommandError(f"--param {name}: expected a parameter of {owner}; got unknown name {name!r}. {hint}")
         if value.strip().lower() in _LITERAL_HINTS and value.strip() not in ("True", "False", "None"):
             raise CommandError(f"--param {pair}: expected a Python literal; got the bare word {value.strip()!r}. "
@@ -661,7 +673,9 @@ def _datasets_fetch(args: argparse.Namespace) -> int:
     entry = dataset(args.name)
     if args.out:
         _check_out(args.out)
-    params = _params(args.param, _argument_names(entry.function), f"dataset {entry.name}")
+    # The command writes the observed table; the noise-free truth is for code (return_truth=True in Python).
+    names = [name for name in _argument_names(entry.function) if name != "return_truth"]
+    params = _params(args.param, names, f"dataset {entry.name}")
     if entry.kind == "download":
         params.update({k: v for k, v in (("path", args.path), ("data_home", args.data_home)) if v is not None})
     result = entry.function(**params)

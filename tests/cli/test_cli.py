@@ -82,6 +82,21 @@ def test_datasets_list_info_and_fetch(capsys, tmp_path):
     assert "dynlearn datasets list" in capsys.readouterr().err
 
 
+def test_bad_params_and_seeds_get_the_commands_own_errors(capsys, tmp_path):
+    out = str(tmp_path / "lorenz.csv")
+    # The table the command writes is the observed one: return_truth is Python's, not the command's.
+    assert main(["datasets", "fetch", "lorenz", "--param", "n_series=2", "--param", "return_truth=True",
+                 "--out", out]) == 1
+    err = capsys.readouterr().err
+    assert "unknown name 'return_truth'" in err and "n_series" in err and "return_truth," not in err
+    assert main(["datasets", "fetch", "lynx_hare", "--param", "n_series=2"]) == 1
+    assert "takes no --param" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_code:
+        main(["demo", "--seed", "-1"])
+    assert exit_code.value.code == 2
+    assert "--seed: expected a whole number from 0 to 2**32 - 1; got -1" in capsys.readouterr().err
+
+
 def test_datasets_fetch_offline_reads_a_local_copy_or_says_how(capsys, tmp_path):
     shared_data = Path(__file__).resolve().parents[2].parent / "shared" / "data"
     assert main(["datasets", "fetch", "real_pendulum", "--data-home", str(tmp_path), "--param",
