@@ -794,8 +794,8 @@ def _own_times(batch: SeriesBatch) -> QueryTimes:
     its index (``source_rows``), as a frame of query rows does."""
     query = QueryTimes(times=batch.times.copy(), mask=batch.row_mask)
     rows = batch.source_rows
-    if rows is None or not batch.spec.is_frame or len(rows) != int(batch.lengths.sum()):
-        return query
+    if rows is None or batch.source_index is None or not batch.spec.is_frame or len(rows) != int(batch.lengths.sum()):
+        return query  # arrays (outputs as frames too, set_output): series by series, as their axes are
     return replace(query, rows=rows, index=batch.source_index)
 
 
