@@ -125,7 +125,9 @@ class HamiltonianNN(PhaseSpaceModel):
     max_num_steps : int, default=1000
         Step limit of each solve; past it :class:`~dynlearn.exceptions.IntegrationError`.
     max_epochs : int, default=200
-        Most passes over the training data; early stopping (``patience``) may end training sooner.
+        Most passes over the training data of the first stage; early stopping (``patience``) may end training
+        sooner. With ``fit_on="auto"`` the trajectory stage after the derivative one adds ``max_epochs // 4``
+        (``n_epochs_`` counts both).
     batch_size : int or "auto", default=64
         Examples per minibatch (rows for derivatives, windows for trajectories).
         ``"auto"`` chooses it at fit from the number of training examples,

@@ -318,7 +318,9 @@ class NeuralODE(ConformalIntervals, SeriesModel):
     max_num_steps : int, default=1000
         Step limit of each solve; past it :class:`~dynlearn.exceptions.IntegrationError`.
     max_epochs : int, default=200
-        Most passes over the training data; early stopping (``patience``) may end training sooner.
+        Most passes over the training data on the final windows; early stopping (``patience``) may end
+        training sooner. The warm-up stages of a curriculum (see ``window_size``) come on top: at most half as
+        many again, at least one each (``n_epochs_`` counts them all).
     batch_size : int or "auto", default=64
         Windows per minibatch.
         ``"auto"`` chooses it at fit from the number of training examples,

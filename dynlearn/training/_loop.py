@@ -408,7 +408,8 @@ def train(
     if not state.stop and patience is not None:
         warnings.warn(
             f"Training stopped at {epochs_name}={max_epochs} while the loss was still improving "
-            f"(best at epoch {state.best_epoch}). Increase max_epochs or learning_rate.",
+            f"(best at epoch {state.best_epoch} of the {len(state.history)} in history_, counting any earlier "
+            "training stages). Increase max_epochs or learning_rate.",
             ConvergenceWarning,
             stacklevel=3,
         )
