@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from numbers import Integral, Real
 from typing import Any, Sequence
 
@@ -972,7 +974,32 @@ def _series_labels(y: Any, batch: SeriesBatch) -> np.ndarray:
             "A 2-D array X is one series (rows are times); pass a 3-D array (n_series, n_times, n_features), "
             "a list of series or a long frame, with one label per series.",
         )
+    _warn_if_order_is_ambiguous(batch)
     return labels
+
+
+def _warn_if_order_is_ambiguous(batch: SeriesBatch) -> None:
+    """Labels given by position for a frame are the series' in order of first appearance: say so where that order
+    is not the ids' sorted one (labels listed by sorted id, as ``groupby`` gives them, would be matched wrongly)."""
+    if not batch.spec.is_frame or batch.n_series < 2:
+        return
+    ids = pd.Index(batch.ids)
+    try:
+        ordered = ids.is_monotonic_increasing
+    except TypeError:  # ids of mixed types have no sorted order to confuse with
+        return
+    if not ordered:
+        warnings.warn(
+            f"y: labels given by position are matched to X's series in order of first appearance "
+            f"({_plain_ids(ids[:5])}{', ...' if len(ids) > 5 else ''}), which is not the order of their sorted ids. "
+            "Pass y as a pandas Series indexed by series id to match labels by id.",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
+def _plain_ids(ids: pd.Index) -> str:
+    return ", ".join(repr(i.item() if isinstance(i, np.generic) else i) for i in ids)
 
 
 class _SeriesClassifier:

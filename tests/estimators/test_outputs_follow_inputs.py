@@ -3,6 +3,8 @@ labelled states are read by name, and a variable a series never observed does no
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -120,3 +122,19 @@ def test_a_multiindex_named_time_then_series_is_read_by_its_names(frame, fitted)
     ahead = model.predict(usual, t=queries)
     expected = usual.groupby(level="series_id").last().loc[[1, 0]].to_numpy()
     np.testing.assert_array_equal(ahead.to_numpy(), expected)
+
+
+def test_labels_by_position_warn_where_first_appearance_is_not_the_sorted_order():
+    from dynlearn import ODERNNClassifier
+
+    panel = make_damped_oscillator(n_series=4, n_times=12, random_state=0)
+    log = panel.assign(time=panel.time + panel.series_id % 2).sort_values(["time", "series_id"])  # 1, 3 first
+    assert log.series_id.drop_duplicates().tolist() != [0, 1, 2, 3]
+    labels = pd.Series([0, 1, 0, 1], index=[0, 1, 2, 3])
+    classifier = ODERNNClassifier(max_epochs=1, random_state=0, n_threads=1)
+    with pytest.warns(UserWarning, match="order of first appearance"):
+        classifier.fit(log, labels.to_numpy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        classifier.fit(log, labels)  # by id: nothing to say
+        classifier.fit(panel, labels.to_numpy())  # first appearance is the sorted order
