@@ -152,7 +152,9 @@ class Sweep:
             z, h = self.zs[k], self.hs[k]
             slopes.append(times_derivative(activations[k], torch.ones_like(z), z, h))  # σ'(z_k)
             curvature = _curvature(activations[k], self.gs[k], self.ds[k], z, h)  # g_k ⊙ σ''(z_k)
-            curvatures.append(None if curvature is None else curvature[0] * curvature[1])
+            if curvature is not None and curvature[1] != 1.0:
+                curvature = (curvature[0] * curvature[1], 1.0)
+            curvatures.append(None if curvature is None else curvature[0])
         # Axis-major: (axes, batch, width) tensors, flattened to (axes * batch, width) for the products.
         z_dots = [weights[0][:, first:].t().unsqueeze(1)]  # (axes, 1, width_0): the same for every row
         for k in range(1, n):
