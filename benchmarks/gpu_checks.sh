@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks in one run, on the first CUDA device, each step under a time limit (about seven minutes at most):
+# The GPU checks in one run, on the first CUDA device, each step under a time limit (about eight minutes at most):
 #   1. the card, driver and torch build (device.txt); without a CUDA device the script stops here;
 #   2. the CUDA-marked tests (cuda_tests.log);
 #   3. speed_vs_peers family by family, both sides on the GPU, each family's rows appended to
@@ -18,7 +18,7 @@ set -uo pipefail
 out=${1:-benchmarks/results/gpu}
 device=${2:-cuda}
 python=${PYTHON:-python3}
-families=${FAMILIES-"neural_ode hamiltonian neural_ode_driven_held neural_ode_driven_linear latent_sde neural_ode_irregular_torchode"}
+families=${FAMILIES-"neural_ode hamiltonian lagrangian neural_sde neural_ode_driven_held neural_ode_driven_linear latent_sde neural_ode_irregular_torchode"}
 benchmarks=${BENCHMARKS-"adjoint_memory sde_adjoint_memory"}
 mkdir -p "$out"
 export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -55,7 +55,7 @@ fi
 
 if [ -n "$families" ]; then
     # shellcheck disable=SC2086  # the families are separate words
-    timeout 220 "$python" benchmarks/speed_vs_peers.py --quick --device "$device" --families $families \
+    timeout 280 "$python" benchmarks/speed_vs_peers.py --quick --device "$device" --families $families \
         --out "$out/speed_vs_peers.csv" 2>&1 | grep -v '^USDT' > "$out/speed_vs_peers.log" || status=1
     cat "$out/speed_vs_peers.log"
 fi

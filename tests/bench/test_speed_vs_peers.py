@@ -20,8 +20,8 @@ from harness import Environment, write_results
 from dynlearn.bench import BenchContext
 
 TINY = {"tiny": ((8,), 16)}
-FAMILIES = ["neural_ode", "hamiltonian", "latent_sde", "neural_ode_irregular_torchode", "neural_ode_driven_held",
-            "neural_ode_driven_linear"]
+FAMILIES = ["neural_ode", "hamiltonian", "lagrangian", "neural_sde", "latent_sde", "neural_ode_irregular_torchode",
+            "neural_ode_driven_held", "neural_ode_driven_linear"]
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_every_family_has_its_rows_and_finite_positive_ratios(records):
 def test_the_hand_written_loops_train_the_same_model(records):
     values = _values(records)
     # Deterministic training from the same weights on the same minibatches: the same loss up to round-off.
-    for family in ("neural_ode", "hamiltonian"):
+    for family in ("neural_ode", "hamiltonian", "lagrangian", "neural_sde"):
         ours, theirs = (values[f"{family}.tiny.final_loss.{who}"] for who in ("dynlearn", "peer"))
         assert ours == pytest.approx(theirs, rel=1e-3)
         evaluations = (values[f"{family}.tiny.evaluations_per_iteration.{who}"] for who in ("dynlearn", "peer"))
