@@ -11,6 +11,7 @@ fitting each member.
 from __future__ import annotations
 
 from numbers import Integral
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,7 +36,9 @@ class SeedEnsemble(BaseEstimator):
     ``predict_interval`` average their quantiles level by level (quantile
     averaging, which keeps lower ≤ upper and sits between the members'
     bands); ``sample`` pools draws from every member, so the spread between
-    members enters the samples.
+    members enters the samples. An estimator with a ``checkpoint`` gives each
+    member a folder of its own inside it (``member_0``, ``member_1``, ...),
+    so a refit with the same seeds resumes every member.
 
     Parameters
     ----------
@@ -93,13 +96,26 @@ class SeedEnsemble(BaseEstimator):
         """
         self._check_params()
         seeds = _stream(self.random_state, "members").integers(0, 2**31 - 1, size=self.n_members)
-        members = [clone(self.estimator).set_params(random_state=int(seed)).fit(X, y, **fit_params) for seed in seeds]
+        members = [self._member(k, seed).fit(X, y, **fit_params) for k, seed in enumerate(seeds)]
         self.estimators_ = members
         self.member_seeds_ = seeds
         for name in ("n_features_in_", "feature_names_in_"):
             if hasattr(members[0], name):
                 setattr(self, name, getattr(members[0], name))
         return self
+
+    def _member(self, k: int, seed: Any) -> Any:
+        """The ``k``-th member: a clone with its seed, and a checkpoint folder of its own (``member_k``) when the
+        estimator checkpoints (one folder would hold one member's run, which the next member's seed refuses)."""
+        member = clone(self.estimator).set_params(random_state=int(seed))
+        checkpoint = member.get_params(deep=False).get("checkpoint")
+        if checkpoint is not None:
+            from .training import Checkpoint
+
+            every = checkpoint.every if isinstance(checkpoint, Checkpoint) else 1
+            folder = Path(checkpoint.directory if isinstance(checkpoint, Checkpoint) else checkpoint) / f"member_{k}"
+            member.set_params(checkpoint=Checkpoint(folder, every=every))
+        return member
 
     def _check_params(self) -> None:
         if self.estimator is None or not hasattr(self.estimator, "fit") or not hasattr(self.estimator, "predict"):

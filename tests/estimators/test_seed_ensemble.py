@@ -91,3 +91,14 @@ def test_simulate_averages_the_members_free_runs():
     assert mean.shape == (len(times), 2)
     np.testing.assert_allclose(mean, np.mean(members, axis=0))
     assert not np.allclose(members[0], members[1])
+
+
+def test_checkpointing_members_each_get_a_folder_and_a_refit_resumes_them(frame, fitted, tmp_path):
+    ensemble = SeedEnsemble(NeuralODE(**FAST, checkpoint=tmp_path), n_members=3, random_state=0).fit(frame)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["member_0", "member_1", "member_2"]
+    history = frame[frame.time <= 4]
+    expected = fitted.predict(history, t=[5.0])  # the same seeds without checkpoints
+    pd.testing.assert_frame_equal(ensemble.predict(history, t=[5.0]), expected)
+    again = SeedEnsemble(NeuralODE(**FAST, checkpoint=tmp_path), n_members=3, random_state=0).fit(frame)
+    pd.testing.assert_frame_equal(again.predict(history, t=[5.0]), expected)  # each member restored its run
+    assert ensemble.estimator.checkpoint == tmp_path  # the template is left as given
