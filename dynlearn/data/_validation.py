@@ -142,12 +142,7 @@ def _from_frame(
                 f"{X.index.nlevels} levels {list(X.index.names)}",
                 "Reset the extra levels with .reset_index(level=...).",
             )
-        levels = list(X.index.names)
-        # Levels named as dynlearn names them are read by name; any other names by position (series, time).
-        swapped = levels == [TIME_COLUMN, ID_COLUMN]
-        ids = X.index.get_level_values(1 if swapped else 0)
-        times = X.index.get_level_values(0 if swapped else 1)
-        id_name, time_name = (levels[1], levels[0]) if swapped else levels
+        ids, times, (id_name, time_name) = _series_and_time_levels(X.index)
         features = X
         kind = MULTIINDEX
         time_in_column = False
@@ -196,6 +191,14 @@ def _from_frame(
         default_times=False,
     )
     return replace(_pack_long(np.asarray(ids), clock, values, spec, argument), source_index=X.index)
+
+
+def _series_and_time_levels(index: pd.MultiIndex) -> tuple[pd.Index, pd.Index, tuple[Any, Any]]:
+    """A (series, time) MultiIndex's ids, times and those two level names: levels named as dynlearn names them
+    (``time``, ``series_id``) are read by name, in either order; any other names by position (series, time)."""
+    order = (1, 0) if list(index.names) == [TIME_COLUMN, ID_COLUMN] else (0, 1)
+    return (index.get_level_values(order[0]), index.get_level_values(order[1]),
+            (index.names[order[0]], index.names[order[1]]))
 
 
 # Words that name a time or an id column, compared with the lower-case words of a column name.
@@ -802,8 +805,7 @@ def _own_times(batch: SeriesBatch) -> QueryTimes:
 def _query_frame(t: pd.DataFrame, batch: SeriesBatch, argument: str) -> QueryTimes:
     spec = batch.spec
     if isinstance(t.index, pd.MultiIndex):
-        swapped = list(t.index.names) == [TIME_COLUMN, ID_COLUMN]  # named as dynlearn names them: read by name
-        ids, times = t.index.get_level_values(int(swapped)), t.index.get_level_values(1 - int(swapped))
+        ids, times, _ = _series_and_time_levels(t.index)
     elif ID_COLUMN in t.columns and TIME_COLUMN in t.columns:
         ids, times = t[ID_COLUMN], t[TIME_COLUMN]
     elif spec.kind == "frame" or batch.n_series == 1:

@@ -146,15 +146,15 @@ def guarded_fit(fit: Callable[..., Any]) -> Callable[..., Any]:
         if self.__dict__.get("_fitting"):  # a fit called from another fit: the outer one guards
             return fit(self, *args, **kwargs)
         started = time.perf_counter()
-        if fit.__name__ != "partial_fit":  # a fit steps an optimiser of its own: partial_fit's state no longer applies
-            self.__dict__.pop("_optimizer_state", None)
-        before = dict(vars(self))
+        before = dict(vars(self))  # a failed fit gives back the optimiser state dropped below too
         # partial_fit always goes on from the fitted model, so a failure gives it back as it was.
         warm = (bool(self.warm_start) or fit.__name__ == "partial_fit") and "module_" in before
         if warm:  # training changes the module and the history in place
             before["module_"] = copy.deepcopy(self.module_)
             before["history_"] = copy.deepcopy(self.history_)
         self._fitting = True
+        if fit.__name__ != "partial_fit":  # a fit steps an optimiser of its own: partial_fit's state no longer applies
+            self.__dict__.pop("_optimizer_state", None)
         try:
             fitted = fit(self, *args, **kwargs)
             self.training_time_ = time.perf_counter() - started

@@ -991,15 +991,13 @@ def _warn_if_order_is_ambiguous(batch: SeriesBatch) -> None:
     if not ordered:
         warnings.warn(
             f"y: labels given by position are matched to X's series in order of first appearance "
-            f"({_plain_ids(ids[:5])}{', ...' if len(ids) > 5 else ''}), which is not the order of their sorted ids. "
+            f"({', '.join(map(repr, ids[:5].tolist()))}{', ...' if len(ids) > 5 else ''}), which is not the order of "
+            "their sorted ids. "
             "Pass y as a pandas Series indexed by series id to match labels by id.",
             UserWarning,
             stacklevel=4,
         )
 
-
-def _plain_ids(ids: pd.Index) -> str:
-    return ", ".join(repr(i.item() if isinstance(i, np.generic) else i) for i in ids)
 
 
 class _SeriesClassifier:

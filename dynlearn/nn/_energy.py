@@ -35,7 +35,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..exceptions import IntegrationError
-from ._energy_loss import Sweep, _activate, derivative_loss_node, network_tensors, times_derivative
+from ._energy_loss import (
+    Sweep,
+    activation_slopes,
+    derivative_loss_node,
+    forward_tangents,
+    hidden_layers,
+    network_tensors,
+)
 from ._mlp import make_mlp
 
 
@@ -141,18 +148,14 @@ def jacobian_columns(net: nn.Module, x: torch.Tensor, n_columns: int) -> tuple[t
         return (value, jacobian) if recording else (value.detach(), jacobian.detach())
     linears, activations = plan
     batch = x.shape[0]
-    tangent = linears[0].weight[:, :n_columns].t().unsqueeze(1)  # (columns, 1, width): ż_0, the same for every row
-    h = x
-    for k, activation in enumerate(activations):
-        z = F.linear(h, linears[k].weight, linears[k].bias)
-        h = _activate(activation, z)
-        if k:
-            tangent = tangent.reshape(-1, tangent.shape[-1]).mm(linears[k].weight.t()).view(n_columns, batch, -1)
-        tangent = times_derivative(activation, torch.ones_like(z), z, h) * tangent  # ḣ_k = σ'(z_k) ⊙ ż_k
-    value = F.linear(h, linears[-1].weight, linears[-1].bias)
+    weights = [layer.weight for layer in linears]
+    zs, hs = hidden_layers(activations, weights, [layer.bias for layer in linears], x)
+    value = F.linear(hs[-1] if hs else x, linears[-1].weight, linears[-1].bias)
     out = linears[-1].weight.t()
     if activations:
-        jacobian = tangent.reshape(-1, tangent.shape[-1]).mm(out).view(n_columns, batch, -1).permute(1, 2, 0)
+        slopes = activation_slopes(activations, zs, hs)
+        h_dot = slopes[-1] * forward_tangents(weights, slopes, slice(None, n_columns), batch)[-1]  # ḣ of the last
+        jacobian = h_dot.reshape(-1, h_dot.shape[-1]).mm(out).view(n_columns, batch, -1).permute(1, 2, 0)
     else:  # a view of the weight, which keeps requiring a gradient under no_grad
         jacobian = out[:n_columns].t().expand(batch, -1, -1)
         jacobian = jacobian if torch.is_grad_enabled() else jacobian.detach()
@@ -484,8 +487,10 @@ class LagrangianField(nn.Module):
         """Which velocity Hessians ``(batch, d, d)`` lack full numerical rank; returns (batch,) bool."""
         rcond = self.rcond if self.rcond is not None else self.n_coordinates * torch.finfo(mass.dtype).eps
         with torch.no_grad():
-            symmetric = mass if mass.shape[-1] == 1 else 0.5 * (mass + mass.transpose(1, 2))
-            magnitudes = symmetric.abs().flatten(1) if mass.shape[-1] == 1 else torch.linalg.eigvalsh(symmetric).abs()
+            if mass.shape[-1] == 1:  # one coordinate: the Hessian is its own eigenvalue
+                magnitudes = mass.abs().flatten(1)
+            else:
+                magnitudes = torch.linalg.eigvalsh(0.5 * (mass + mass.transpose(1, 2))).abs()
             largest = magnitudes.max(dim=1).values
             smallest = magnitudes.min(dim=1).values
             return ~(torch.isfinite(largest) & (largest > 0) & (smallest > rcond * largest))

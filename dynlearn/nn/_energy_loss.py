@@ -101,6 +101,36 @@ def _curvature(activation: nn.Module, g: torch.Tensor, d: torch.Tensor, z: torch
     return torch.addcmul(s, s, s, value=-1.0).mul_(z * (1.0 - 2.0 * s) + 2.0).mul_(g), 1.0
 
 
+def hidden_layers(activations: Sequence[nn.Module], weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
+                  x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Each hidden layer's input ``z_k = h_{k-1} W_kᵀ + b_k`` and output ``h_k = σ(z_k)`` (``h_{-1} = x``)."""
+    zs, hs, h = [], [], x
+    for activation, weight, bias in zip(activations, weights, biases):
+        z = F.linear(h, weight, bias)
+        h = _activate(activation, z)
+        zs.append(z)
+        hs.append(h)
+    return zs, hs
+
+
+def activation_slopes(activations: Sequence[nn.Module], zs: Sequence[torch.Tensor],
+                      hs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """``σ'(z_k)`` of every hidden layer."""
+    return [times_derivative(a, torch.ones_like(z), z, h) for a, z, h in zip(activations, zs, hs)]
+
+
+def forward_tangents(weights: Sequence[torch.Tensor], slopes: Sequence[torch.Tensor], columns: slice,
+                     rows: int) -> list[torch.Tensor]:
+    """The hidden layers' input tangents ``ż_k`` along the input axes ``columns``: ``ż_0 = W_0[:, i]``,
+    ``ż_{k+1} = (σ'(z_k) ⊙ ż_k) W_{k+1}ᵀ``. Axis-major, (axes, rows, width_k), flattened to (axes * rows, width)
+    for the products; ``ż_0`` is (axes, 1, width_0), the same for every row."""
+    z_dots = [weights[0][:, columns].t().unsqueeze(1)]
+    for k in range(1, len(slopes)):
+        h_dot = slopes[k - 1] * z_dots[k - 1]
+        z_dots.append(h_dot.reshape(-1, h_dot.shape[-1]).mm(weights[k].t()).view(-1, rows, weights[k].shape[0]))
+    return z_dots
+
+
 class Sweep:
     """One network's forward and gradient sweeps at ``x``: its layers' inputs and outputs, and ``∂H/∂x``.
 
@@ -115,14 +145,8 @@ class Sweep:
     def __init__(self, activations: Sequence[nn.Module], tensors: Sequence[torch.Tensor], x: torch.Tensor):
         self.activations, self.x = activations, x
         n = len(activations)
-        self.weights, biases = tensors[0:-1:2], tensors[1:-1:2]
-        self.zs, self.hs = [], []
-        h = x
-        for activation, weight, bias in zip(activations, self.weights, biases):
-            z = F.linear(h, weight, bias)
-            h = _activate(activation, z)
-            self.zs.append(z)
-            self.hs.append(h)
+        self.weights = tensors[0:-1:2]
+        self.zs, self.hs = hidden_layers(activations, self.weights, tensors[1:-1:2], x)
         g = tensors[-1]  # (1, width): the kernels broadcast it over the batch
         if not n:
             g = g.expand(x.shape[0], g.shape[1])
@@ -147,28 +171,18 @@ class Sweep:
         rows, width = self.x.shape
         if not n:  # H linear in x
             return self.x.new_zeros(rows, width - first, width)
-        slopes, curvatures = [], []
-        for k in range(n):
-            z, h = self.zs[k], self.hs[k]
-            slopes.append(times_derivative(activations[k], torch.ones_like(z), z, h))  # σ'(z_k)
-            curvature = _curvature(activations[k], self.gs[k], self.ds[k], z, h)  # g_k ⊙ σ''(z_k)
-            if curvature is not None and curvature[1] != 1.0:
-                curvature = (curvature[0] * curvature[1], 1.0)
-            curvatures.append(None if curvature is None else curvature[0])
-        # Axis-major: (axes, batch, width) tensors, flattened to (axes * batch, width) for the products.
-        z_dots = [weights[0][:, first:].t().unsqueeze(1)]  # (axes, 1, width_0): the same for every row
-        for k in range(1, n):
-            h_dot = slopes[k - 1] * z_dots[k - 1]
-            z_dots.append(h_dot.reshape(-1, h_dot.shape[-1]).mm(weights[k].t()).view(-1, rows, weights[k].shape[0]))
+        slopes = activation_slopes(activations, self.zs, self.hs)
+        z_dots = forward_tangents(weights, slopes, slice(first, None), rows)
         g_dot = None  # the output weights are constant: ġ_{n-1} = 0
         for k in range(n - 1, -1, -1):
             d_dot = None if g_dot is None else slopes[k] * g_dot
-            if curvatures[k] is not None:
-                term = curvatures[k] * z_dots[k]
+            curvature = _curvature(activations[k], self.gs[k], self.ds[k], self.zs[k], self.hs[k])
+            if curvature is not None:  # g_k ⊙ σ''(z_k) = c a
+                a, c = curvature
+                term = a * z_dots[k] if c == 1.0 else a.mul(c) * z_dots[k]
                 d_dot = term if d_dot is None else d_dot + term
             if d_dot is None:  # σ'' = 0 all the way down so far (ReLU): no tangent yet
                 continue
-            d_dot = d_dot.expand(-1, rows, -1)
             g_dot = d_dot.reshape(-1, d_dot.shape[-1]).mm(weights[k]).view(-1, rows, weights[k].shape[1])
         if g_dot is None:
             return self.x.new_zeros(rows, width - first, width)
