@@ -120,25 +120,31 @@ class _SDEModel(nn.Module):
         With a ``control``, sub-step ``k`` reads the inputs on its
         ``segment`` at fraction ``k / n_steps`` (its start, as Euler–Maruyama
         does). ``cov0`` is the covariance of ``x0`` (zero when None).
+
+        From a known state (``cov0`` None) the first sub-step's ``A P Aᵀ``
+        is zero, so that step takes the drift alone, without its Jacobian:
+        with one sub-step per gap no Jacobian is formed at all.
         """
         h = (gap / n_steps)[:, None]
-        mean = x0
-        cov = None
-        if covariance:
-            cov = cov0 if cov0 is not None else x0.new_zeros(x0.shape[0], self.n_features, self.n_features)
+        mean, cov = x0, cov0  # cov None: a known state, zero covariance
         eye = torch.eye(self.n_features, dtype=x0.dtype, device=x0.device)
         index = torch.tensor(segment, device=x0.device)
         for k in range(n_steps):
             t = t0 + k * h[:, 0]
             u = None if control is None else control.on_segment(index, torch.tensor(k / n_steps))
-            if covariance:
+            if covariance and cov is not None:
                 f, jacobian = self._drift_and_jacobian(mean, t, u)
-                g = self.diffusion(mean, t, u)
-                a = eye + h[..., None] * jacobian
-                noise = torch.diag_embed(g**2) if self.noise_type == "diagonal" else g[:, :, None] * g[:, None, :]
-                cov = a @ cov @ a.transpose(1, 2) + h[..., None] * noise
             else:
                 f = self.drift(mean, t, u)
+            if covariance:
+                g = self.diffusion(mean, t, u)
+                noise = torch.diag_embed(g**2) if self.noise_type == "diagonal" else g[:, :, None] * g[:, None, :]
+                noise = h[..., None] * noise
+                if cov is None:
+                    cov = noise
+                else:
+                    a = eye + h[..., None] * jacobian
+                    cov = a @ cov @ a.transpose(1, 2) + noise
             mean = mean + h * f
         return mean, cov
 
