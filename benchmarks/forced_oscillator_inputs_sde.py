@@ -114,9 +114,9 @@ def main() -> None:
             fitted[(name, driven)] = model
 
     lines += ["", "## 90% intervals of the driven NeuralSDE", "",
-              "Process noise σ=0.3 (`forced_langevin`). Each seed's model forecasts the second half of the split's "
-              f"8 held-out series and of {FRESH} fresh series (own forces, seed 1) from their first half; coverage of "
-              "all forecast entries, and of the first forecast step alone.", "",
+              ("Process noise σ=0.3 (`forced_langevin`). Each seed's model forecasts the second half of the split's "
+               f"8 held-out series and of {FRESH} fresh series (own forces, seed 1) from their first half; coverage "
+               "of all forecast entries, and of the first forecast step alone."), "",
               "| fit seed | intervals | 8 held-out | fresh | fresh, first step |", "|---:|---|---:|---:|---:|"]
     train_l, history_l, future_l = _split(forced_langevin(24, 60, 15.0, sigma=0.3, seed=0))
     fresh = forced_langevin(FRESH, 60, 15.0, sigma=0.3, seed=1)

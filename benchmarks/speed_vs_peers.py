@@ -354,8 +354,10 @@ def lagrangian_pair(hidden: tuple[int, ...], batch: int, device: torch.device = 
     graph, one more reverse pass per velocity for the rows of the Hessian, then ``q̈`` from
     ``(∂²L/∂v²) q̈ = ∂L/∂q - (∂²L/∂v∂q) v``. It checks nothing; dynlearn also tests each velocity Hessian's
     rank and the accelerations' finiteness, to raise ``IntegrationError`` where the dynamics are undetermined.
-    dynlearn forms the gradient and the Hessian's velocity rows as plain recorded operations
-    (``Sweep.hessian_rows``) instead of autograd's double backward.
+    dynlearn's loss is one autograd node: the gradient and the Hessian's velocity rows as plain operations
+    (``Sweep.hessian_rows``), and the weights' gradient written out in the same pass
+    (``LagrangianField.derivative_loss``; at the large size, past the node's size rule, the same operations
+    recorded instead).
     """
     frame = make_pendulum(n_series=32, n_times=50, random_state=0).rename(columns={"p": "dq"})  # m = l = 1: p = dq/dt
     seen = capture(LagrangianNN(hidden_layer_sizes=hidden, fit_on="derivatives"), frame, device)
@@ -372,7 +374,7 @@ def lagrangian_pair(hidden: tuple[int, ...], batch: int, device: torch.device = 
         field = torch.cat([velocity, torch.linalg.solve(hessian[:, :, d:], force)], dim=-1)
         return ((field - part["rates"]) ** 2 * part["mask"]).sum() / part["mask"].sum().clamp_min(1)
 
-    ours = CallCounter(seen.module, "acceleration")  # the written-out Hessian does not call the network module
+    ours = CallCounter(seen.module, "derivative_loss")  # one node: it calls neither the network module nor acceleration
     side = dynlearn_side(seen, batch, lambda iteration: counted(ours, iteration))
     side.full_loss = lambda: float(seen.loss_fn(seen.module, seen.train_data).detach())  # needs gradients of L
     return {

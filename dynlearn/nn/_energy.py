@@ -41,7 +41,9 @@ from ._energy_loss import (
     derivative_loss_node,
     forward_tangents,
     hidden_layers,
+    lagrangian_loss_node,
     network_tensors,
+    solve_mass,
 )
 from ._mlp import make_mlp
 
@@ -162,6 +164,16 @@ def jacobian_columns(net: nn.Module, x: torch.Tensor, n_columns: int) -> tuple[t
     return value, jacobian
 
 
+# The activations whose third derivative LagrangianField.derivative_loss's node writes out.
+_SMOOTH = (nn.Tanh, nn.Softplus, nn.ELU, nn.SiLU)
+# Above this many multiply-adds per call (rows times the network's weights) LagrangianField.derivative_loss takes
+# the recorded path: its node runs 14 products of a wide layer's size where autograd runs 12, which pays only while
+# per-operation costs weigh more. speed_vs_peers' lagrangian family (peers(..., sizes=..., iterations=0), one
+# thread, two cores), dynlearn / peer on the recorded path and with the node: hidden (32, 32) and 16 rows 0.79 and
+# 0.59, (64, 64) and 64 rows 0.82 and 0.63, (256, 256) and 64 rows (4.2 million) 0.88 and 0.80, 128 rows (8.5
+# million) 0.92 and 0.89; at 256 rows (17 million) 0.955, 0.956, 0.957 and 0.961, 1.026, 0.983 (three runs each).
+_NODE_MULTIPLY_ADDS = 2**24
+
 # What HamiltonianField.derivative_loss's node computes in one pass, so a field that changes them takes its own.
 _FIELD_METHODS = ("forward", "gradients", "potential_gradient", "kinetic_gradient")
 
@@ -231,7 +243,32 @@ class InputMatrix(nn.Module):
         return (self(q) @ u.unsqueeze(-1)).squeeze(-1)
 
 
-class HamiltonianField(nn.Module):
+class _RegressedField(nn.Module):
+    """A field whose derivative loss may run as one node: the recorded loss, and when the node's inputs allow it."""
+
+    n_inputs: int
+
+    def _recorded_loss(self, x: torch.Tensor, rates: torch.Tensor, mask: torch.Tensor,
+                       u: torch.Tensor | None) -> torch.Tensor:
+        """``derivative_loss`` through the field's recorded operations."""
+        predicted = self(None, x, *([] if u is None else [u]))
+        return ((predicted - rates) ** 2 * mask).sum() / mask.sum().clamp_min(1)
+
+    def _node_may_apply(self, x: torch.Tensor, rates: torch.Tensor, mask: torch.Tensor, u: torch.Tensor | None,
+                        methods: Sequence[str], base: type) -> bool:
+        """Whether the loss's inputs and this field leave the node's formula exact: no inputs, gradients recorded
+        for the weights only, the shapes it assumes, and ``methods`` as ``base`` defines them (a field changed by a
+        subclass or on the instance takes its own loss)."""
+        if u is not None or self.n_inputs or not torch.is_grad_enabled() or x.dim() != 2:
+            return False
+        if any(getattr(type(self), name) is not getattr(base, name) or name in self.__dict__ for name in methods):
+            return False
+        if x.requires_grad or rates.requires_grad or mask.requires_grad:
+            return False
+        return rates.shape == x.shape and mask.shape == x.shape  # the formula's broadcasting is the recorded path's
+
+
+class HamiltonianField(_RegressedField):
     """Hamilton's equations of a learned ``H(q, p)``: ``dq/dt = ∂H/∂p``, ``dp/dt = -∂H/∂q``.
 
     The vector field is the symplectic gradient of one scalar, so its flow
@@ -336,23 +373,10 @@ class HamiltonianField(nn.Module):
                                         lambda: self._recorded_loss(x, rates, mask, u))
         return self._recorded_loss(x, rates, mask, u)
 
-    def _recorded_loss(self, x: torch.Tensor, rates: torch.Tensor, mask: torch.Tensor,
-                       u: torch.Tensor | None) -> torch.Tensor:
-        """:meth:`derivative_loss` through the field's recorded operations."""
-        predicted = self(None, x, *([] if u is None else [u]))
-        return ((predicted - rates) ** 2 * mask).sum() / mask.sum().clamp_min(1)
-
     def _loss_plans(self, x: torch.Tensor, rates: torch.Tensor, mask: torch.Tensor,
                     u: torch.Tensor | None) -> list | None:
         """The networks' written-out plans when :meth:`derivative_loss` can be one node, else None."""
-        if u is not None or self.n_inputs or not torch.is_grad_enabled() or x.dim() != 2:
-            return None
-        if any(getattr(type(self), name) is not getattr(HamiltonianField, name) or name in self.__dict__
-               for name in _FIELD_METHODS):  # a field changed by a subclass or on the instance: its own loss
-            return None
-        if x.requires_grad or rates.requires_grad or mask.requires_grad:
-            return None
-        if rates.shape != x.shape or mask.shape != x.shape:  # the formula's broadcasting is the recorded path's
+        if not self._node_may_apply(x, rates, mask, u, _FIELD_METHODS, HamiltonianField):
             return None
         networks = [self.kinetic, self.potential] if self.separable else [self.net]
         plans = [_written_out_layers(net) for net in networks]
@@ -369,7 +393,7 @@ class HamiltonianField(nn.Module):
         return (grad_p * self.input_matrix.force(q, u)).sum(-1)
 
 
-class LagrangianField(nn.Module):
+class LagrangianField(_RegressedField):
     """Euler–Lagrange equations of a learned ``L(q, q̇)`` (Cranmer et al., 2020).
 
     With ``v = q̇``, the accelerations solve
@@ -461,8 +485,12 @@ class LagrangianField(nn.Module):
         force = grad[:, :d] - (mixed @ velocity.unsqueeze(-1)).squeeze(-1)
         if self.n_inputs:
             force = force + self.input_matrix.force(x[:, :d], u)
-        # One coordinate: the Hessian is a number per state. Either way, one host sync for both checks.
-        acceleration = force / mass[:, :, 0] if d == 1 else torch.linalg.solve_ex(mass, force)[0]
+        acceleration = solve_mass(mass, force)  # one coordinate: the Hessian is a number per state
+        self._check_determined(mass, acceleration)
+        return acceleration if create_graph else acceleration.detach()
+
+    def _check_determined(self, mass: torch.Tensor, acceleration: torch.Tensor) -> None:
+        """Raise ``IntegrationError`` where a velocity Hessian is singular or an acceleration not finite (one sync)."""
         singular = self._singular(mass) | ~torch.isfinite(acceleration).all(dim=1)
         if singular.any():
             raise IntegrationError(
@@ -472,7 +500,41 @@ class LagrangianField(nn.Module):
                 "('softplus' or 'tanh', not 'relu'), more (or less noisy) data, some weight_decay, or "
                 "dtype='float64'."
             )
-        return acceleration if create_graph else acceleration.detach()
+
+    def derivative_loss(self, x: torch.Tensor, rates: torch.Tensor, mask: torch.Tensor,
+                        u: torch.Tensor | None = None) -> torch.Tensor:
+        """The masked mean squared error of the field at ``x`` against measured ``rates``, a scalar.
+
+        ``((self(t, x, u) - rates) ** 2 * mask).sum() / max(mask.sum(), 1)``
+        for states, rates and mask of shape (batch, 2 d). While gradients
+        are recorded, a field without inputs whose network is Linear layers
+        between tanh, ReLU, softplus, ELU or SiLU activations computes the
+        loss and its gradient with respect to the weights in one pass, as
+        one autograd node (the same values to rounding as differentiating
+        the field; a backward pass with ``create_graph=True``
+        differentiates the field's recorded loss instead). States that
+        require a gradient, other networks, inputs, and evaluation without
+        gradients take the field itself.
+        """
+        plan = self._loss_plan(x, rates, mask, u)
+        if plan is not None:
+            return lagrangian_loss_node(*plan, self.n_coordinates, self._check_determined, x, rates, mask,
+                                        lambda: self._recorded_loss(x, rates, mask, u))
+        return self._recorded_loss(x, rates, mask, u)
+
+    def _loss_plan(self, x: torch.Tensor, rates: torch.Tensor, mask: torch.Tensor,
+                   u: torch.Tensor | None) -> tuple | None:
+        """The network's written-out plan when :meth:`derivative_loss` can be one node, else None."""
+        if not self._node_may_apply(x, rates, mask, u, ("forward", "acceleration", "lagrangian"), LagrangianField):
+            return None
+        plan = _written_out_layers(self.net)
+        if plan is None or not plan[1] or any(type(activation) not in _SMOOTH for activation in plan[1]):
+            return None  # without a hidden layer or with ReLU the Hessian is zero, and the field raises
+        if not any(layer.weight.requires_grad for layer in plan[0]):
+            return None
+        if x.shape[0] * sum(layer.in_features * layer.out_features for layer in plan[0]) > _NODE_MULTIPLY_ADDS:
+            return None
+        return plan
 
     def forward(self, t: torch.Tensor, x: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
         """``d[q, v]/dt = [v, q̈]`` of shape (batch, 2 d) under inputs ``u`` (batch, n_inputs); ``t`` is unused."""

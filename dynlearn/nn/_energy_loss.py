@@ -299,3 +299,153 @@ def derivative_loss_node(networks: Sequence[tuple[list[nn.Linear], list[nn.Modul
     tensors = [tensor for linears, _ in networks for tensor in network_tensors(linears)]
     activations = [activations for _, activations in networks]
     return _DerivativeLoss.apply(activations, n_coordinates, recorded, x, rates, mask, *tensors)
+
+
+def solve_mass(mass: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``mass⁻¹ b`` for velocity Hessians ``mass`` (batch, d, d) and ``b`` (batch, d): one coordinate divides."""
+    return b / mass[:, :, 0] if mass.shape[-1] == 1 else torch.linalg.solve_ex(mass, b)[0]
+
+
+class _LagrangianLoss(torch.autograd.Function):
+    """``mean over mask of ([v, q̈] - rates)²`` for a Lagrangian network of ``_written_out_layers``, as one node.
+
+    The forward pass forms the Euler–Lagrange accelerations as the field does
+    (the gradient sweep, its Hessian rows, ``M q̈ = r`` with ``M = ∂²L/∂v²``,
+    ``r = ∂L/∂q - (∂²L/∂v∂q) v``), checks them with ``check(mass, q̈)``, and
+    the loss; then every weight's gradient in the same pass. With
+    ``g = ∂loss/∂q̈`` and ``λ = M⁻ᵀ g``, ``∂loss/∂θ = λ·∂r/∂θ - λ·(∂M/∂θ) q̈``,
+    which is ``∂/∂θ`` of ``(λ, 0)·∇L - (0, λ)ᵀ H w`` at fixed ``λ`` and
+    ``w = (v, q̈)`` (:func:`hessian_vector_gradients`). The backward scales
+    those gradients by the incoming one; a backward that must itself be
+    differentiable (``create_graph=True``) differentiates ``recorded()``
+    instead.
+    """
+
+    @staticmethod
+    def forward(ctx, activations, n_coordinates, check, recorded, x, rates, mask, *tensors):
+        ctx.recorded, ctx.tensors = recorded, tensors
+        d = n_coordinates
+        with untracked():  # what is made here stays in this node; the loss goes out as an ordinary copy
+            sweep = Sweep(activations, tensors, x)
+            hessian = sweep.hessian_rows(d)
+            mixed, mass = hessian[:, :, :d], hessian[:, :, d:]
+            velocity = x[:, d:]
+            force = sweep.gradient[:, :d] - (mixed @ velocity.unsqueeze(-1)).squeeze(-1)
+            acceleration = solve_mass(mass, force)
+            check(mass, acceleration)
+            field = torch.cat([velocity, acceleration], dim=1)
+            error = field - rates
+            weighted = error * mask
+            count = mask.sum().clamp_min_(1)
+            loss = error.mul_(weighted).sum().div_(count)
+            lam = solve_mass(mass.transpose(1, 2), weighted[:, d:].div(count).mul_(2.0))  # M⁻ᵀ ∂loss/∂q̈
+            zeros = torch.zeros_like(lam)
+            ctx.gradients = hessian_vector_gradients(sweep, field, torch.cat([lam, zeros], dim=1),
+                                                     torch.cat([zeros, lam.neg()], dim=1))
+        return loss.clone()
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        if torch.is_grad_enabled():  # create_graph: the gradient must have a graph, so the recorded loss gives it
+            found = torch.autograd.grad(ctx.recorded(), ctx.tensors, grad_loss, create_graph=True, allow_unused=True)
+            return (None,) * 7 + tuple(found)
+        return (None,) * 7 + tuple(torch._foreach_mul(ctx.gradients, grad_loss))
+
+
+def lagrangian_loss_node(linears: Sequence[nn.Linear], activations: Sequence[nn.Module], n_coordinates: int,
+                         check: Callable[[torch.Tensor, torch.Tensor], None], x: torch.Tensor, rates: torch.Tensor,
+                         mask: torch.Tensor, recorded: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """:class:`_LagrangianLoss` of a Lagrangian network (a plan of ``_written_out_layers``) at ``x``."""
+    return _LagrangianLoss.apply(list(activations), n_coordinates, check, recorded, x, rates, mask,
+                                 *network_tensors(linears))
+
+
+def _second_and_third(activation: nn.Module, z: torch.Tensor, h: torch.Tensor,
+                      slope: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """σ'' and σ''' at ``z`` of a smooth activation of ``_WRITTEN_OUT`` (not ReLU), given ``h = σ(z)`` and σ'.
+
+    tanh: ``σ'' = -2 h σ'``, ``σ''' = σ' (6 h² - 2)``; softplus (``s = sigmoid(β z)``, linear past its
+    threshold): ``β s (1 - s)`` and ``β² s (1 - s)(1 - 2 s)``; ELU: both σ' where ``h ≤ 0``; SiLU
+    (``s' = s (1 - s)``): ``s' (2 + z (1 - 2 s))`` and ``s' ((1 - 2 s)(2 + z (1 - 2 s)) + 1 - 2 s - 2 z s')``.
+    """
+    kind = type(activation)
+    if kind is nn.Tanh:
+        return -2.0 * h * slope, slope * (6.0 * h * h - 2.0)
+    if kind is nn.ELU:
+        below = slope * (h <= 0)
+        return below, below
+    if kind is nn.Softplus:
+        beta, scaled = activation.beta, z * activation.beta
+        s = torch.sigmoid(scaled)
+        ds = s * (1.0 - s) * (scaled <= activation.threshold)
+        return beta * ds, (beta * beta) * ds * (1.0 - 2.0 * s)
+    s = torch.sigmoid(z)  # SiLU
+    ds, odd = s * (1.0 - s), 1.0 - 2.0 * s
+    curve = 2.0 + z * odd
+    return ds * curve, ds * (odd * curve + odd - 2.0 * z * ds)
+
+
+def hessian_vector_gradients(sweep: Sweep, w: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> list[torch.Tensor]:
+    """The weights' gradients of ``Σ_rows a·∇L(x) + b·(H(x) w)``, in the order of the sweep's ``tensors``.
+
+    ``sweep`` is the network's sweep at ``x`` (at least one hidden layer, of
+    a smooth activation); ``w``, ``a`` and ``b`` are (batch, in). ``H w`` is
+    the gradient sweep's tangent along ``w``: the forward tangents
+    ``ż_0 = w W_0ᵀ``, ``ż_{k+1} = (s_k ⊙ ż_k) W_{k+1}ᵀ`` (``s = σ'``,
+    ``c = σ''``), then ``ḋ_k = ġ_k ⊙ s_k + g_k ⊙ c_k ⊙ ż_k`` and
+    ``ġ_{k-1} = ḋ_k W_k`` (``ġ`` zero at the output). The reverse pass goes
+    back through the gradient sweep and its tangent together (one product
+    per layer for both), then through the forward tangents, then through
+    the forward sweep, where ``s`` and ``c`` hand their gradients to ``z``
+    through ``c`` and σ'''.
+    """
+    activations, weights, x = sweep.activations, sweep.weights, sweep.x
+    n, rows = len(activations), x.shape[0]
+    zs, hs, gs, ds = sweep.zs, sweep.hs, sweep.gs, sweep.ds
+    slopes = activation_slopes(activations, zs, hs)
+    curves, thirds = zip(*(_second_and_third(*layer) for layer in zip(activations, zs, hs, slopes)))
+    z_dots, h_dots = [w.mm(weights[0].t())], []
+    for k in range(1, n):
+        h_dots.append(slopes[k - 1] * z_dots[k - 1])
+        z_dots.append(h_dots[-1].mm(weights[k].t()))
+    d_dots: list[torch.Tensor] = [None] * n
+    g_dots: list[torch.Tensor | None] = [None] * n  # ġ_k; zero at the last layer
+    for k in range(n - 1, -1, -1):
+        d_dots[k] = gs[k] * curves[k] * z_dots[k]
+        if g_dots[k] is not None:
+            d_dots[k] = d_dots[k].addcmul_(g_dots[k], slopes[k])
+        if k:
+            g_dots[k - 1] = d_dots[k].mm(weights[k])
+    found: list[torch.Tensor] = [None] * (2 * n + 1)
+    g_bar, g_dot_bar = a, b  # the gradients on g_{k-1} and ġ_{k-1}, from k = 0 up
+    slope_bars, curve_bars, z_dot_bars = [None] * n, [None] * n, [None] * n
+    for k in range(n):
+        bars = torch.cat([g_bar, g_dot_bar])
+        found[2 * k] = torch.cat([ds[k], d_dots[k]]).t().mm(bars)
+        both = bars.mm(weights[k].t())
+        d_bar, d_dot_bar = both[:rows], both[rows:]
+        gc = gs[k] * curves[k]
+        curve_bars[k] = d_dot_bar * gs[k] * z_dots[k]
+        z_dot_bars[k] = d_dot_bar * gc
+        slope_bars[k] = d_bar * gs[k]
+        if g_dots[k] is not None:
+            slope_bars[k] = slope_bars[k].addcmul_(d_dot_bar, g_dots[k])
+        g_bar = (d_bar * slopes[k]).addcmul_(d_dot_bar, curves[k] * z_dots[k])
+        g_dot_bar = d_dot_bar * slopes[k]
+    found[2 * n] = g_bar.sum(0, keepdim=True)  # g_{n-1} is the output weight, the same for every row
+    for k in range(n - 1, 0, -1):  # back through the forward tangents
+        found[2 * k] = found[2 * k].addmm_(z_dot_bars[k].t(), h_dots[k - 1])
+        h_dot_bar = z_dot_bars[k].mm(weights[k])
+        z_dot_bars[k - 1] = z_dot_bars[k - 1].addcmul_(h_dot_bar, slopes[k - 1])
+        slope_bars[k - 1] = slope_bars[k - 1].addcmul_(h_dot_bar, z_dots[k - 1])
+    found[0] = found[0].addmm_(z_dot_bars[0].t(), w)
+    h_bar = None
+    for k in range(n - 1, -1, -1):  # back through the forward sweep: e = ∂/∂z_k
+        e = (slope_bars[k] * curves[k]).addcmul_(curve_bars[k], thirds[k])
+        if h_bar is not None:
+            e = e.addcmul_(h_bar, slopes[k])
+        found[2 * k] = found[2 * k].addmm_(e.t(), hs[k - 1] if k else x)
+        found[2 * k + 1] = e.sum(0)
+        if k:
+            h_bar = e.mm(weights[k])
+    return found

@@ -1,5 +1,6 @@
 """Written-out derivatives of networks are autograd's, in values, training gradients and graphs: the Hessian rows of
-a Lagrangian network (``Sweep.hessian_rows``) and the Jacobian columns of a vector-valued one (``jacobian_columns``)."""
+a Lagrangian network (``Sweep.hessian_rows``), its derivative loss as one node with the weights' gradients written out
+(``LagrangianField.derivative_loss``), and the Jacobian columns of a vector-valued one (``jacobian_columns``)."""
 
 from __future__ import annotations
 
@@ -131,6 +132,88 @@ def test_a_network_without_curvature_in_the_velocities_raises_like_the_recorded_
     _recorded(monkeypatch)
     with pytest.raises(IntegrationError, match="at 6 of 6 states"):
         field(None, x)
+
+
+def _derivative_problem(d: int, activation: str, hidden: tuple, seed: int = 4) -> tuple:
+    """A float64 Lagrangian field and states, rates and a mask with holes, as LagrangianNN's derivative loss sees.
+
+    Seed 4: with other draws a one-layer ELU field on two coordinates is often singular at one of the 13 states.
+    """
+    field = _randomised(LagrangianField(d, hidden, activation=activation.removesuffix("_beta2")), seed=seed, scale=0.5)
+    if activation.endswith("_beta2"):  # make_mlp's softplus has beta 1; a network of its own may not
+        for i, layer in enumerate(field.net):
+            if isinstance(layer, nn.Softplus):
+                field.net[i] = nn.Softplus(beta=2.0)
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(13, 2 * d, generator=generator, dtype=torch.float64)
+    rates = torch.randn(13, 2 * d, generator=generator, dtype=torch.float64)
+    mask = (torch.rand(13, 2 * d, generator=generator) > 0.25).double()
+    return field, x, rates, mask
+
+
+@pytest.mark.parametrize("hidden", [(8,), (7, 9), (5, 6, 4)])
+@pytest.mark.parametrize("activation", ["softplus", "softplus_beta2", "tanh", "elu", "silu"])
+@pytest.mark.parametrize("d", [1, 2])
+def test_the_derivative_loss_node_gives_the_recorded_loss_and_weight_gradients(d, activation, hidden):
+    field, x, rates, mask = _derivative_problem(d, activation, hidden)
+    parameters = list(field.parameters())
+    loss = field.derivative_loss(x, rates, mask)
+    assert type(loss.grad_fn).__name__ == "_LagrangianLossBackward"  # the node, not the recorded operations
+    recorded = field._recorded_loss(x, rates, mask, None)
+    # Independently: the masked error of autograd's Hessian rows and a general solve.
+    reference = ((_reference_field(field, x.clone().requires_grad_(True), None) - rates) ** 2 * mask).sum() / mask.sum()
+    torch.testing.assert_close(loss, recorded, rtol=1e-12, atol=0)
+    torch.testing.assert_close(loss, reference, rtol=1e-10, atol=0)
+    found = torch.autograd.grad(loss, parameters, allow_unused=True)
+    wanted = torch.autograd.grad(reference, parameters, allow_unused=True)
+    for ours, theirs, parameter in zip(found, wanted, parameters):
+        if parameter is field.net[-1].bias:  # L's constant reaches no acceleration
+            assert ours is None and theirs is None
+            continue
+        scale = theirs.abs().max().clamp_min(1.0)
+        torch.testing.assert_close(ours / scale, theirs / scale, rtol=0, atol=1e-11)
+
+
+def test_the_derivative_loss_node_differentiates_the_recorded_loss_for_a_differentiable_backward():
+    field, x, rates, mask = _derivative_problem(1, "softplus", (8, 8))
+    parameters = list(field.parameters())[:-1]  # the output bias reaches nothing
+    def penalty(loss: torch.Tensor) -> torch.Tensor:  # a gradient penalty: the backward itself is differentiated
+        grads = torch.autograd.grad(loss, parameters, create_graph=True)
+        return sum((g**2).sum() for g in grads)
+
+    found = torch.autograd.grad(penalty(field.derivative_loss(x, rates, mask)), parameters)
+    wanted = torch.autograd.grad(penalty(field._recorded_loss(x, rates, mask, None)), parameters)
+    for ours, theirs in zip(found, wanted):
+        torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-12)
+
+
+def test_the_derivative_loss_takes_the_recorded_field_where_its_node_does_not_apply():
+    field, x, rates, mask = _derivative_problem(1, "softplus", (8,))
+    kinds = {
+        "states that require a gradient": lambda: field.derivative_loss(x.clone().requires_grad_(True), rates, mask),
+        "no gradients recorded": lambda: torch.no_grad()(field.derivative_loss)(x, rates, mask),
+        "a broadcast mask": lambda: field.derivative_loss(x, rates, mask[:, :1]),
+    }
+    for kind, loss in kinds.items():
+        value = loss()
+        assert value.grad_fn is None or type(value.grad_fn).__name__ != "_LagrangianLossBackward", kind
+    wide = _randomised(LagrangianField(1, (1024, 1024)), scale=0.01)  # past the node's size: autograd's products
+    states = torch.randn(32, 2, dtype=torch.float64)
+    value = wide.derivative_loss(states, states, torch.ones_like(states))
+    assert type(value.grad_fn).__name__ != "_LagrangianLossBackward"
+    driven = _randomised(LagrangianField(1, (8,), n_inputs=1))
+    value = driven.derivative_loss(x, rates, mask, torch.ones(13, 1, dtype=torch.float64))
+    assert type(value.grad_fn).__name__ != "_LagrangianLossBackward"
+    torch.testing.assert_close(value, ((_reference_field(driven, x.clone().requires_grad_(True),
+                                                         torch.ones(13, 1, dtype=torch.float64)) - rates) ** 2
+                                       * mask).sum() / mask.sum())
+
+
+def test_the_derivative_loss_node_raises_like_the_field_on_a_singular_hessian():
+    field, x, rates, mask = _derivative_problem(1, "softplus", (8,))
+    field.rcond = 1.0  # no number exceeds itself: every state is singular
+    with pytest.raises(IntegrationError, match="at 13 of 13 states"):
+        field.derivative_loss(x, rates, mask)
 
 
 def _autograd_jacobian(net: nn.Module, x: torch.Tensor, n_columns: int) -> tuple[torch.Tensor, torch.Tensor]:
