@@ -664,7 +664,7 @@ def authors_rows(context: Context) -> list[Record]:
     "(dynlearn: fit's fused AdamW; peer: torch.optim.AdamW), gradient norm clipped at 1. ratio = dynlearn / peer seconds per iteration (median of per-round ratios; < 1: "
     "dynlearn faster). evaluations_per_iteration: field evaluations of one forward pass (dynlearn's "
     "count_evaluations for ODE solves, calls of HamiltonianField.derivative_loss for the HNN, of "
-    "LagrangianField.acceleration and of NeuralSDE's drift (with or without its Jacobian); forward hooks / the "
+    "LagrangianField.derivative_loss and of NeuralSDE's drift (with or without its Jacobian); forward hooks / the "
     "peer's own counter otherwise). final_loss: loss on "
     "all training examples after iterations_trained iterations of each side (the same number for both). "
     "matrix_product_seconds_per_iteration: self time of the matrix-product operators (torch profiler, 4 iterations "
