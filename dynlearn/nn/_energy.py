@@ -508,13 +508,24 @@ class LagrangianField(_RegressedField):
         ``((self(t, x, u) - rates) ** 2 * mask).sum() / max(mask.sum(), 1)``
         for states, rates and mask of shape (batch, 2 d). While gradients
         are recorded, a field without inputs whose network is Linear layers
-        between tanh, ReLU, softplus, ELU or SiLU activations computes the
-        loss and its gradient with respect to the weights in one pass, as
-        one autograd node (the same values to rounding as differentiating
-        the field; a backward pass with ``create_graph=True``
-        differentiates the field's recorded loss instead). States that
-        require a gradient, other networks, inputs, and evaluation without
-        gradients take the field itself.
+        between tanh, softplus, ELU or SiLU activations computes the loss
+        and its gradient with respect to the weights in one pass, as one
+        autograd node (the same values to rounding as differentiating the
+        field; a backward pass with ``create_graph=True`` differentiates the
+        field's recorded loss instead), up to 2^24 multiply-adds a call
+        (rows times the network's weights), past which autograd's products
+        are the cheaper. States that require a gradient, other networks,
+        inputs, and evaluation without gradients take the field itself.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from dynlearn.nn import LagrangianField
+        >>> field = LagrangianField(1, (16,)).double()
+        >>> x, rates = torch.randn(8, 2, dtype=torch.float64), torch.randn(8, 2, dtype=torch.float64)
+        >>> loss = field.derivative_loss(x, rates, torch.ones_like(x))
+        >>> torch.allclose(loss, ((field(None, x) - rates) ** 2).mean())
+        True
         """
         plan = self._loss_plan(x, rates, mask, u)
         if plan is not None:
