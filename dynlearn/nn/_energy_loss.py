@@ -27,6 +27,13 @@ training gradient, ``create_graph=True``) differentiates the loss
 recomputed through recorded operations instead, so higher derivatives are
 autograd's; :meth:`HamiltonianField.derivative_loss` takes that recorded
 path from the start whenever the states require a gradient.
+
+A Lagrangian network's derivative loss is one node the same way
+(:class:`_LagrangianLoss`): its accelerations solve ``M q̈ = r`` with the
+velocity Hessian ``M``, so the weights' gradient is that of
+``(λ, 0)·∇L - (0, λ)ᵀ H w`` at fixed ``λ = M⁻ᵀ ∂loss/∂q̈`` and
+``w = (v, q̈)``, which :func:`hessian_vector_gradients` writes out: third
+derivatives of the network.
 """
 
 from __future__ import annotations
