@@ -80,12 +80,13 @@ def _split(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFram
     return train, test[test.time <= CUT], test[test.time > CUT]
 
 
-def _covered(truth: np.ndarray, low: pd.DataFrame, high: pd.DataFrame) -> float:
-    return float(((truth >= low[STATES].to_numpy()) & (truth <= high[STATES].to_numpy())).mean())
+def _inside(truth: np.ndarray, low: pd.DataFrame, high: pd.DataFrame) -> np.ndarray:
+    """Which entries of ``truth`` lie inside the interval bounds ``low`` and ``high``."""
+    return (truth >= low[STATES].to_numpy()) & (truth <= high[STATES].to_numpy())
 
 
 def main() -> None:
-    from dynlearn import LatentSDE, NeuralSDE
+    from dynlearn import LastValueForecaster, LatentSDE, NeuralSDE
     from dynlearn.datasets import make_forced_oscillator
     from dynlearn.metrics import r2_score
 
@@ -117,7 +118,8 @@ def main() -> None:
               ("Process noise σ=0.3 (`forced_langevin`). Each seed's model forecasts the second half of the split's "
                f"8 held-out series and of {FRESH} fresh series (own forces, seed 1) from their first half; coverage "
                "of all forecast entries, and of the first forecast step alone."), "",
-              "| fit seed | intervals | 8 held-out | fresh | fresh, first step |", "|---:|---|---:|---:|---:|"]
+              "| fit seed | intervals | 8 held-out | fresh | fresh, first step | fresh, mean width |",
+              "|---:|---|---:|---:|---:|---:|"]
     train_l, history_l, future_l = _split(forced_langevin(24, 60, 15.0, sigma=0.3, seed=0))
     fresh = forced_langevin(FRESH, 60, 15.0, sigma=0.3, seed=1)
     history_f, future_f = fresh[fresh.time <= CUT], fresh[fresh.time > CUT]
@@ -131,20 +133,30 @@ def main() -> None:
             for past, ahead in ((history_l, future_l), (history_f, future_f)):
                 low, high = model.predict_interval(past, t=ahead[["series_id", "time", "u"]], coverage=0.9,
                                                    n_samples=n_samples, random_state=0)
-                truth_ = ahead[STATES].to_numpy()
-                shares.append((truth_ >= low[STATES].to_numpy()) & (truth_ <= high[STATES].to_numpy()))
+                shares.append(_inside(ahead[STATES].to_numpy(), low, high))
+            width = (high[STATES] - low[STATES]).to_numpy().mean()
             lines.append(f"| {seed} | {kind} | {shares[0].mean():.3f} | {shares[1].mean():.3f} | "
-                         f"{shares[1][first].mean():.3f} |")
+                         f"{shares[1][first].mean():.3f} | {width:.3f} |")
             print(lines[-1], flush=True)
+    # What a user has without a model: the last value, with conformal intervals from its validation series.
+    naive = LastValueForecaster().fit(train_l.drop(columns="u"))
+    shares = []
+    for past, ahead in ((history_l, future_l), (history_f, future_f)):
+        low, high = naive.predict_interval(past.drop(columns="u"), t=ahead[["series_id", "time"]], coverage=0.9)
+        shares.append(_inside(ahead[STATES].to_numpy(), low, high))
+    width = (high[STATES] - low[STATES]).to_numpy().mean()
+    lines.append(f"| LastValueForecaster | conformal | {shares[0].mean():.3f} | {shares[1].mean():.3f} | "
+                 f"{shares[1][first].mean():.3f} | {width:.3f} |")
+    print(lines[-1], flush=True)
     lines += ["", "| data | intervals | coverage |", "|---|---|---:|"]
     driven = fitted[("NeuralSDE", True)]
     low, high = driven.predict_interval(history, t=future[["series_id", "time", "u"]], coverage=0.9)
     lines.append(f"| observation noise 0.05, forecasts | Gaussian moments | "
-                 f"{_covered(future[STATES].to_numpy(), low, high):.3f} |")
+                 f"{_inside(future[STATES].to_numpy(), low, high).mean():.3f} |")
     test = noisy[noisy.series_id >= 16].reset_index(drop=True)
     low, high = driven.predict_interval(test, coverage=0.9)
     later = (test.groupby("series_id").cumcount() > 0).to_numpy()
-    inside = (test[STATES].to_numpy() >= low[STATES].to_numpy()) & (test[STATES].to_numpy() <= high[STATES].to_numpy())
+    inside = _inside(test[STATES].to_numpy(), low, high)
     lines.append(f"| observation noise 0.05, one step ahead | Gaussian moments | {inside[later].mean():.3f} |")
     print(*lines[-2:], sep="\n", flush=True)
     OUT.mkdir(parents=True, exist_ok=True)

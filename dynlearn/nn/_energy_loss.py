@@ -164,6 +164,11 @@ class Sweep:
             g = self.ds[k].mm(input_gradient_factor(self.weights[k], x.shape[0]))
         self.gradient = g  # ∂H/∂x, (batch, in)
 
+    @functools.cached_property
+    def slopes(self) -> list[torch.Tensor]:
+        """``σ'(z_k)`` of every hidden layer, formed once for the derivatives that need it."""
+        return activation_slopes(self.activations, self.zs, self.hs)
+
     def hessian_rows(self, first: int) -> torch.Tensor:
         """Rows ``first, first + 1, ...`` of the Hessian ``∂²H/∂x²``, shape (batch, in - first, in).
 
@@ -178,7 +183,7 @@ class Sweep:
         rows, width = self.x.shape
         if not n:  # H linear in x
             return self.x.new_zeros(rows, width - first, width)
-        slopes = activation_slopes(activations, self.zs, self.hs)
+        slopes = self.slopes
         z_dots = forward_tangents(weights, slopes, slice(first, None), rows)
         g_dot = None  # the output weights are constant: ġ_{n-1} = 0
         for k in range(n - 1, -1, -1):
@@ -408,9 +413,9 @@ def hessian_vector_gradients(sweep: Sweep, w: torch.Tensor, a: torch.Tensor, b: 
     """
     activations, weights, x = sweep.activations, sweep.weights, sweep.x
     n, rows = len(activations), x.shape[0]
-    zs, hs, gs, ds = sweep.zs, sweep.hs, sweep.gs, sweep.ds
-    slopes = activation_slopes(activations, zs, hs)
+    zs, hs, gs, ds, slopes = sweep.zs, sweep.hs, sweep.gs, sweep.ds, sweep.slopes
     curves, thirds = zip(*(_second_and_third(*layer) for layer in zip(activations, zs, hs, slopes)))
+    gcs = [g * c for g, c in zip(gs, curves)]  # g_k ⊙ σ''(z_k)
     z_dots, h_dots = [w.mm(weights[0].t())], []
     for k in range(1, n):
         h_dots.append(slopes[k - 1] * z_dots[k - 1])
@@ -418,7 +423,7 @@ def hessian_vector_gradients(sweep: Sweep, w: torch.Tensor, a: torch.Tensor, b: 
     d_dots: list[torch.Tensor] = [None] * n
     g_dots: list[torch.Tensor | None] = [None] * n  # ġ_k; zero at the last layer
     for k in range(n - 1, -1, -1):
-        d_dots[k] = gs[k] * curves[k] * z_dots[k]
+        d_dots[k] = gcs[k] * z_dots[k]
         if g_dots[k] is not None:
             d_dots[k] = d_dots[k].addcmul_(g_dots[k], slopes[k])
         if k:
@@ -431,9 +436,8 @@ def hessian_vector_gradients(sweep: Sweep, w: torch.Tensor, a: torch.Tensor, b: 
         found[2 * k] = torch.cat([ds[k], d_dots[k]]).t().mm(bars)
         both = bars.mm(weights[k].t())
         d_bar, d_dot_bar = both[:rows], both[rows:]
-        gc = gs[k] * curves[k]
         curve_bars[k] = d_dot_bar * gs[k] * z_dots[k]
-        z_dot_bars[k] = d_dot_bar * gc
+        z_dot_bars[k] = d_dot_bar * gcs[k]
         slope_bars[k] = d_bar * gs[k]
         if g_dots[k] is not None:
             slope_bars[k] = slope_bars[k].addcmul_(d_dot_bar, g_dots[k])
