@@ -127,10 +127,11 @@ class _SDEModel(nn.Module):
         """
         h = (gap / n_steps)[:, None]
         mean, cov = x0, cov0  # cov None: a known state, zero covariance
-        eye = torch.eye(self.n_features, dtype=x0.dtype, device=x0.device)
-        index = torch.tensor(segment, device=x0.device)
+        eye = torch.eye(self.n_features, dtype=x0.dtype, device=x0.device) if covariance else None
+        index = None if control is None else torch.tensor(segment, device=x0.device)
         for k in range(n_steps):
-            t = t0 + k * h[:, 0]
+            # The networks read the time only when time-dependent: each skipped operation is per sub-step.
+            t = t0 + k * h[:, 0] if self.time_dependent and k else t0
             u = None if control is None else control.on_segment(index, torch.tensor(k / n_steps))
             if covariance and cov is not None:
                 f, jacobian = self._drift_and_jacobian(mean, t, u)
@@ -149,26 +150,36 @@ class _SDEModel(nn.Module):
         return mean, cov
 
 
-def _masked_gaussian_nll(y: torch.Tensor, mask: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
-    """Negative log-density of the observed entries of each row under N(mean, cov), summed over rows.
+def _gaussian_nll_per_entry(y: torch.Tensor, mask: torch.Tensor, mean: torch.Tensor,
+                            cov: torch.Tensor) -> torch.Tensor:
+    """Negative log-density of the observed entries of each row under N(mean, cov), per observed entry.
 
     The marginal of a Gaussian over the observed entries ``o`` is
     ``N(mean_o, cov_oo)``; it is evaluated on the full matrix by replacing
     the rows and columns of missing entries with those of the identity and
     zeroing their residuals, which leaves the determinant and quadratic form
-    of ``cov_oo``. Returns NaN when a covariance is not positive definite,
-    which the training loop turns into an error.
+    of ``cov_oo``. Where every entry is observed that replacement is skipped
+    (it changes nothing). Returns NaN when a covariance is not positive
+    definite, which the training loop turns into an error.
     """
-    m = mask.to(cov.dtype)
-    outer = m[:, :, None] * m[:, None, :]
-    marginal = cov * outer + torch.diag_embed(1.0 - m)
-    chol, info = torch.linalg.cholesky_ex(marginal)
-    if bool(info.any()):
+    residual = y - mean
+    if bool(mask.all()):
+        observed: torch.Tensor | int = mask.numel()
+        entries: torch.Tensor | int = max(observed, 1)
+    else:
+        m = mask.to(cov.dtype)
+        cov = cov * (m[:, :, None] * m[:, None, :]) + torch.diag_embed(1.0 - m)
+        residual = residual * m
+        observed = m.sum()
+        entries = observed.clamp_min(1)
+    try:
+        chol = torch.linalg.cholesky(cov)
+    except torch.linalg.LinAlgError:
         return cov.new_tensor(float("nan"))
-    residual = ((y - mean) * m).unsqueeze(-1)
-    z = torch.linalg.solve_triangular(chol, residual, upper=False).squeeze(-1)
-    log_det = 2.0 * torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(dim=1)
-    return 0.5 * ((z**2).sum(dim=1) + log_det + m.sum(dim=1) * math.log(2 * math.pi)).sum()
+    z = torch.linalg.solve_triangular(chol, residual.unsqueeze(-1), upper=False)
+    # log det = 2 sum log diag(chol); each observed entry adds log(2 pi) / 2
+    half_log_det = torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum()
+    return ((z**2).sum() * 0.5 + half_log_det + observed * (0.5 * math.log(2 * math.pi))) / entries
 
 
 class NeuralSDE(ForecastIntervals, SeriesModel):
@@ -485,8 +496,7 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
                 control = module.control(knots, data["inputs"], (data["lead_gap"], data["lead_inputs"]))
             mean, cov = module.moments(data["x0"], data["t0"], data["gap"], self._n_substeps(data["gap"]),
                                        control=control)
-            nll = _masked_gaussian_nll(data["values"], data["mask"], mean, cov)
-            return nll / data["mask"].sum().clamp_min(1)
+            return _gaussian_nll_per_entry(data["values"], data["mask"], mean, cov)
 
         self._train(loss_fn, train_data, valid_data)
         return self

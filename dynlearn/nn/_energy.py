@@ -491,11 +491,11 @@ class LagrangianField(_RegressedField):
 
     def _check_determined(self, mass: torch.Tensor, acceleration: torch.Tensor) -> None:
         """Raise ``IntegrationError`` where a velocity Hessian is singular or an acceleration not finite (one sync)."""
-        singular = self._singular(mass) | ~torch.isfinite(acceleration).all(dim=1)
-        if singular.any():
+        determined = self._determined(mass) & torch.isfinite(acceleration).all(dim=1)
+        if not bool(determined.all()):
             raise IntegrationError(
                 f"The learned Lagrangian's velocity Hessian ∂²L/∂q̇² is singular or too ill-conditioned at "
-                f"{int(singular.sum())} of {len(singular)} states, so the Euler–Lagrange equations do not "
+                f"{int((~determined).sum())} of {len(determined)} states, so the Euler–Lagrange equations do not "
                 "determine the accelerations there. Use a smooth activation with a nonzero second derivative "
                 "('softplus' or 'tanh', not 'relu'), more (or less noisy) data, some weight_decay, or "
                 "dtype='float64'."
@@ -556,14 +556,17 @@ class LagrangianField(_RegressedField):
         d = self.n_coordinates
         return (x[:, d:] * self.input_matrix.force(x[:, :d], u)).sum(-1)
 
-    def _singular(self, mass: torch.Tensor) -> torch.Tensor:
-        """Which velocity Hessians ``(batch, d, d)`` lack full numerical rank; returns (batch,) bool."""
+    def _determined(self, mass: torch.Tensor) -> torch.Tensor:
+        """Which velocity Hessians ``(batch, d, d)`` have full numerical rank; returns (batch,) bool."""
         rcond = self.rcond if self.rcond is not None else self.n_coordinates * torch.finfo(mass.dtype).eps
         with torch.no_grad():
-            if mass.shape[-1] == 1:  # one coordinate: the Hessian is its own eigenvalue
+            if mass.shape[-1] == 1 and rcond < 1:  # one coordinate: the Hessian is its own eigenvalue
+                magnitude = mass.abs().flatten()
+                return torch.isfinite(magnitude) & (magnitude > 0)  # then above rcond times itself
+            if mass.shape[-1] == 1:
                 magnitudes = mass.abs().flatten(1)
             else:
                 magnitudes = torch.linalg.eigvalsh(0.5 * (mass + mass.transpose(1, 2))).abs()
             largest = magnitudes.max(dim=1).values
             smallest = magnitudes.min(dim=1).values
-            return ~(torch.isfinite(largest) & (largest > 0) & (smallest > rcond * largest))
+            return torch.isfinite(largest) & (largest > 0) & (smallest > rcond * largest)

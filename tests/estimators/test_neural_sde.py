@@ -13,7 +13,7 @@ from scipy.stats import multivariate_normal
 
 from dynlearn import ConvergenceWarning, InputError, NeuralSDE
 from dynlearn.datasets import make_geometric_brownian_motion, make_ou_process
-from dynlearn.estimators._neural_sde import _masked_gaussian_nll, _SDEModel
+from dynlearn.estimators._neural_sde import _gaussian_nll_per_entry, _SDEModel
 from dynlearn.metrics import interval_coverage
 
 TINY = dict(hidden_layer_sizes=(8,), max_epochs=3, random_state=0, device="cpu")
@@ -147,16 +147,33 @@ def test_masked_likelihood_is_the_marginal_over_observed_entries():
     cov = a @ a.T + 0.5 * np.eye(3)
     mean, y = rng.normal(size=3), rng.normal(size=3)
     mask = np.array([True, False, True])
-    got = _masked_gaussian_nll(torch.tensor(y)[None], torch.tensor(mask)[None], torch.tensor(mean)[None],
-                               torch.tensor(cov)[None])
-    expected = -multivariate_normal(mean[mask], cov[np.ix_(mask, mask)]).logpdf(y[mask])
+    got = _gaussian_nll_per_entry(torch.tensor(y)[None], torch.tensor(mask)[None], torch.tensor(mean)[None],
+                                  torch.tensor(cov)[None])
+    expected = -multivariate_normal(mean[mask], cov[np.ix_(mask, mask)]).logpdf(y[mask]) / mask.sum()
     assert float(got) == pytest.approx(expected, rel=1e-10)
     # What is hidden by the mask cannot change the likelihood.
     y2 = y.copy()
     y2[1] = 1e6
-    again = _masked_gaussian_nll(torch.tensor(y2)[None], torch.tensor(mask)[None], torch.tensor(mean)[None],
-                                 torch.tensor(cov)[None])
+    again = _gaussian_nll_per_entry(torch.tensor(y2)[None], torch.tensor(mask)[None], torch.tensor(mean)[None],
+                                    torch.tensor(cov)[None])
     assert float(again) == float(got)
+
+
+@pytest.mark.parametrize("complete", [True, False])
+def test_likelihood_per_entry_sums_the_rows_densities(complete):
+    """Complete rows take the unmasked path; both give the rows' summed densities over the observed entries."""
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(4, 3, 3))
+    cov = a @ a.transpose(0, 2, 1) + 0.3 * np.eye(3)
+    mean, y = rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
+    mask = np.ones((4, 3), bool) if complete else rng.random((4, 3)) < 0.7
+    mask[:, 0] = True
+    got = _gaussian_nll_per_entry(*(torch.tensor(v) for v in (y, mask, mean, cov)))
+    expected = -sum(multivariate_normal(mean[i, m], cov[i][np.ix_(m, m)]).logpdf(y[i, m]) for i, m in enumerate(mask))
+    assert float(got) == pytest.approx(expected / mask.sum(), rel=1e-10)
+    singular = cov.copy()
+    singular[1] = np.zeros((3, 3))  # not positive definite: NaN, which the training loop turns into an error
+    assert math.isnan(float(_gaussian_nll_per_entry(*(torch.tensor(v) for v in (y, mask, mean, singular)))))
 
 
 def test_scalar_noise_and_missing_entries_fit_and_sample():
