@@ -233,6 +233,11 @@ class LagrangianNN(PhaseSpaceModel):
 
     _conjugate = "velocities"
     _auto_fit_on = ("derivatives",)
+    _from_scratch_advice = (
+        "Trajectory matching started from random weights here, whose velocity Hessian is often near singular: "
+        "fit on derivatives first (fit_on='auto', the default), then refine with "
+        "set_params(fit_on='trajectories', warm_start=True).fit(X)."
+    )
     _parameter_constraints = {**PHASE_SPACE_CONSTRAINTS, "velocities": ["array-like", None]}
 
     def __init__(

@@ -13,7 +13,7 @@ from torch import nn
 
 from .._compat import Interval, StrOptions
 from ..data import InputSpec, QueryTimes, SeriesBatch, check_query_times, check_series, to_user_kind
-from ..exceptions import input_error
+from ..exceptions import IntegrationError, input_error
 from ..nn import ACTIVATIONS, INPUT_MATRICES
 from ..solvers import CONTROL_INTERPOLATIONS, ControlPath, ode_method, solve_ode_irregular
 from ._base import guarded_fit
@@ -68,6 +68,8 @@ class PhaseSpaceModel(ConformalIntervals, SeriesModel):
 
     _conjugate: str
     _auto_fit_on: tuple[str, ...]
+    # Added to a failed solve's advice when trajectory matching starts from random weights (None: nothing to add).
+    _from_scratch_advice: str | None = None
 
     # ----------------------------------------------------------- coordinates
     def _resolve_coordinates(self, spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -217,16 +219,22 @@ class PhaseSpaceModel(ConformalIntervals, SeriesModel):
         measured = None if derivatives is None else self._measured_rates(batch, derivatives, t)
         stages = self._stages(batch, measured)
         self.fit_on_ = tuple(mode for mode, _, _ in stages)
+        from_scratch = not self._keeps_fitted()
         self._init_module(self._build_module)
-        for mode, examples, epochs in stages:
+        for stage, (mode, examples, epochs) in enumerate(stages):
             train_data, valid_data = self._split_examples(examples, batch)
-            self._train(
-                self._derivative_loss if mode == "derivatives" else self._trajectory_loss,
-                train_data,
-                valid_data,
-                max_epochs=epochs,
-                epochs_name="max_epochs" if epochs == self.max_epochs else f"max_epochs // 4 (the {mode} stage)",
-            )
+            try:
+                self._train(
+                    self._derivative_loss if mode == "derivatives" else self._trajectory_loss,
+                    train_data,
+                    valid_data,
+                    max_epochs=epochs,
+                    epochs_name="max_epochs" if epochs == self.max_epochs else f"max_epochs // 4 (the {mode} stage)",
+                )
+            except IntegrationError as error:
+                if mode != "trajectories" or stage or not from_scratch or self._from_scratch_advice is None:
+                    raise
+                raise IntegrationError(f"{error} {self._from_scratch_advice}") from error
             # The records without a stage are this stage's (a resumed stage gets its earlier ones back unlabelled).
             for record in self.history_:
                 record.setdefault("fit_on", mode)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import copy
 import pickle
+import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
 
 from dynlearn import IntegrationError, LagrangianNN, NeuralODE
 from dynlearn.datasets import make_pendulum
@@ -71,6 +73,20 @@ def test_singular_velocity_hessian_raises_a_clear_error():
     # A ReLU network is piecewise linear in the velocities: ∂²L/∂q̇² = 0 everywhere.
     with pytest.raises(IntegrationError, match=r"singular.*softplus"):
         LagrangianNN(**{**SMALL, "activation": "relu"}).fit(frame)
+
+
+def test_trajectories_from_random_weights_fail_with_the_route_that_works():
+    """From a random L trajectory matching meets a near-singular Hessian; the error names the route that fits."""
+    frame = make_pendulum(n_series=16, n_times=50, random_state=0).rename(columns={"p": "dq"})
+    settings = dict(hidden_layer_sizes=(32, 32), random_state=3, device="cpu")
+    with pytest.raises(IntegrationError, match=r"singular.*fit_on='auto'.*warm_start=True"):
+        LagrangianNN(**settings, fit_on="trajectories", max_epochs=5).fit(frame)
+    model = LagrangianNN(**settings, max_epochs=60).fit(frame)
+    assert model.fit_on_ == ("derivatives",)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # two epochs: still improving
+        model.set_params(fit_on="trajectories", warm_start=True, max_epochs=2).fit(frame)
+    assert model.fit_on_ == ("trajectories",) and model.score(frame) > 0.99
 
 
 # ------------------------------------------------------- clone and pickle
