@@ -141,9 +141,12 @@ def observe(
     """Add Gaussian noise and set a random fraction of entries to NaN."""
     observed = states + noise * rng.standard_normal(states.shape)
     if missing_fraction > 0:
-        drop = rng.uniform(size=states.shape) < missing_fraction
+        draws = rng.uniform(size=states.shape)
+        drop = draws < missing_fraction
         if states.shape[-1] > 1:  # keep rows partly observed so the row (a time point) stays
-            drop[drop.all(axis=-1), 0] = False
+            # The kept entry of a fully dropped row is its largest draw: a column drawn uniformly, no extra draw.
+            emptied = np.nonzero(drop.all(axis=-1))
+            drop[(*emptied, draws[emptied].argmax(axis=-1))] = False
         # A series with nothing observed is no data at all (check_series rejects it).
         drop[drop.all(axis=(1, 2)), 0, 0] = False
         observed = np.where(drop, np.nan, observed)
