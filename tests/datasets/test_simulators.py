@@ -166,6 +166,9 @@ def test_missing_fraction_is_the_share_of_nan_entries(function, fraction):
     assert abs(missing.mean() - expected) < tolerance
     if n_vars > 1:
         assert not missing.all(axis=1).any()
+        # The kept entry is any of the row's variables alike: every column has the same share missing.
+        per_column = 4.5 * np.sqrt(expected * (1 - expected) / len(missing))
+        assert np.all(np.abs(missing.mean(axis=0) - expected) < per_column), missing.mean(axis=0)
 
 
 def test_every_series_keeps_an_observation_even_when_almost_everything_is_missing():
