@@ -55,6 +55,7 @@ def test_every_family_has_its_rows_and_finite_positive_ratios(records):
             assert values[f"{prefix}.matrix_product_seconds_per_iteration.{who}"] > 0
             assert values[f"{prefix}.evaluations_per_iteration.{who}"] >= 1
             assert math.isfinite(values[f"{prefix}.final_loss.{who}"])
+            assert values[f"{prefix}.final_loss_range.{who}"] >= 0  # spread of the points final_loss averages
 
 
 def test_the_hand_written_loops_train_the_same_model(records):
