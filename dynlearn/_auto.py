@@ -201,10 +201,22 @@ class SeasonalNaiveForecaster(LastValueForecaster):
     observation in those steps, rounded, modulo ``period``. The data should
     be sampled regularly, with gaps allowed.
 
+    With ``drift=True`` it is the seasonal random walk with drift
+    (``y_t = y_{t-m} + c + e_t``; Hyndman & Athanasopoulos, section 5.2, and
+    fable's ``SNAIVE(y ~ drift())``): each forecast adds ``k c``, where ``k``
+    counts the whole cycles between the query and the observation it
+    repeats and ``c``, per series and variable, is the mean change over one
+    cycle, the mean of the differences between observations exactly one
+    cycle apart in the history given to ``predict`` (0 where it has no such
+    pair). It carries a trend on top of the season, which the plain seasonal
+    naive forecast does not.
+
     Parameters
     ----------
     period : int, default=12
         Observations per cycle, at least 2.
+    drift : bool, default=False
+        Add the mean change per cycle, once per cycle ahead (see above).
     covariates, static_covariates : list of str or int, str or None, default=None
         Known inputs, not forecast (see :class:`LastValueForecaster`).
 
@@ -226,13 +238,18 @@ class SeasonalNaiveForecaster(LastValueForecaster):
     >>> X = np.array([1.0, 5.0, 3.0, 2.0, 6.0, 4.0])[:, None]  # two cycles of three
     >>> SeasonalNaiveForecaster(period=3).fit(X).predict(X, t=[6.0, 7.0, 8.0, 9.0]).ravel().tolist()
     [2.0, 6.0, 4.0, 2.0]
+    >>> trend = np.array([1.0, 6.0, 5.0, 4.0, 9.0, 8.0])[:, None]  # a cycle of three, three higher per cycle
+    >>> SeasonalNaiveForecaster(period=3, drift=True).fit(trend).predict(trend, t=[6.0, 9.0]).ravel().tolist()
+    [7.0, 10.0]
     """
 
-    _parameter_constraints: dict[str, list[Any]] = {**LastValueForecaster._parameter_constraints}
+    _parameter_constraints: dict[str, list[Any]] = {**LastValueForecaster._parameter_constraints, "drift": ["boolean"]}
 
-    def __init__(self, period: int = 12, covariates: Any = None, static_covariates: Any = None) -> None:
+    def __init__(self, period: int = 12, drift: bool = False, covariates: Any = None,
+                 static_covariates: Any = None) -> None:
         super().__init__(covariates=covariates, static_covariates=static_covariates)
         self.period = period
+        self.drift = drift
 
     def fit(self, X: Any, y: Any = None, *, t: Any = None) -> SeasonalNaiveForecaster:
         """Record the data's spacing and calibrate the forecast intervals on it (see :class:`LastValueForecaster`)."""
@@ -251,11 +268,16 @@ class SeasonalNaiveForecaster(LastValueForecaster):
         self.origin_ = float(batch.times[:, 0].min())
         return super().fit(X, t=t)
 
+    def _steps(self, times: np.ndarray) -> np.ndarray:
+        """Whole steps of the fitted spacing from the first observation fit saw."""
+        return np.rint((np.asarray(times, dtype=float) - self.origin_) / self.step_).astype(np.int64)
+
     def _season(self, times: np.ndarray) -> np.ndarray:
-        return np.rint((np.asarray(times, dtype=float) - self.origin_) / self.step_).astype(np.int64) % self.period
+        return self._steps(times) % self.period
 
     def _predict_batch(self, batch: SeriesBatch, query: QueryTimes) -> np.ndarray:
         out = super()._predict_batch(batch, query)  # the latest value, where a season has no earlier observation
+        drift = getattr(self, "drift", False)  # models saved before the parameter existed have none
         for i in range(batch.n_series):
             n = batch.lengths[i]
             wanted = self._season(query.times[i])
@@ -263,14 +285,27 @@ class SeasonalNaiveForecaster(LastValueForecaster):
                 seen = np.flatnonzero(batch.mask[i, :n, j])
                 if len(seen) == 0:
                     continue
-                seasons = self._season(batch.times[i, seen])
+                steps = self._steps(batch.times[i, seen])
+                seasons = steps % self.period
+                change = self._change_per_cycle(steps, batch.values[i, seen, j]) if drift else 0.0
                 for season in np.unique(wanted):
                     rows = seen[seasons == season]  # this season's observations, in time order
                     asked = np.flatnonzero(wanted == season)
                     before = np.searchsorted(batch.times[i, rows], query.times[i, asked], side="left") - 1
                     found = before >= 0
                     out[i, asked[found], j] = batch.values[i, rows[before[found]], j]
+                    if drift:
+                        source = self._steps(batch.times[i, rows[before[found]]])
+                        cycles = (self._steps(query.times[i, asked[found]]) - source) // self.period
+                        out[i, asked[found], j] += cycles * change
         return out
+
+    def _change_per_cycle(self, steps: np.ndarray, values: np.ndarray) -> float:
+        """Mean difference between the observations (at ``steps``) exactly one cycle apart; 0 without any."""
+        later = np.searchsorted(steps, steps + self.period)
+        paired = later < len(steps)
+        paired[paired] = steps[later[paired]] == steps[paired] + self.period
+        return float(np.mean(values[later[paired]] - values[paired])) if paired.any() else 0.0
 
 
 # ------------------------------------------------------------------- auto
@@ -315,7 +350,8 @@ class AutoForecaster(BaseEstimator):
         folds not yet started are recorded as skipped. A fit that has
         started is not interrupted, so the backtest can overrun the budget by
         one fold's fit, and the refit of the winner comes on top. The naive
-        candidates (last value, seasonal naive) are always backtested, whatever the budget.
+        candidates (last value, seasonal naive with and without drift) are
+        always backtested, whatever the budget.
     cv : int or cross-validator, default=3
         An int: that many folds of ``SeriesTimeSplit(horizon=horizon)``.
         Otherwise an object with ``split(X)`` yielding row positions of a
@@ -329,8 +365,9 @@ class AutoForecaster(BaseEstimator):
     seasonal_period : int or None, default=None
         Observations per cycle when the data have a fixed season (12 for
         monthly data with a yearly cycle, 4 for quarterly, 7 for daily data
-        with a weekly one): the default candidates then include a
-        :class:`SeasonalNaiveForecaster` with that period. None: no seasonal
+        with a weekly one): the default candidates then include
+        :class:`SeasonalNaiveForecaster` with that period, without and with
+        drift. None: no seasonal
         candidate (the neural candidates learn cycles from the data, but a
         fixed calendar season is better given than learned from a few cycles).
     covariates : list of str or int, str or None, default=None
@@ -441,8 +478,10 @@ class AutoForecaster(BaseEstimator):
           GRU over the history (``hidden_init="encoder"``);
         - ``odernn``: ODERNN trained to extrapolate (``task="extrapolation"``);
         - ``neural_sde``: NeuralSDE, 2 × 32, drift and diffusion on the state;
-        - ``seasonal_naive``: :class:`SeasonalNaiveForecaster` with
-          ``seasonal_period``, when that is given.
+        - ``seasonal_naive`` and ``seasonal_naive_drift``:
+          :class:`SeasonalNaiveForecaster` with ``seasonal_period``, without
+          and with ``drift`` (a trend on top of the season), when that is
+          given.
 
         Neural candidates train at most 150 epochs with early stopping.
 
@@ -463,7 +502,10 @@ class AutoForecaster(BaseEstimator):
         from .estimators import ODERNN, NeuralODE, NeuralSDE
 
         common = dict(max_epochs=150, patience=15, random_state=random_state)
-        seasonal = {} if seasonal_period is None else {"seasonal_naive": SeasonalNaiveForecaster(seasonal_period)}
+        seasonal = {} if seasonal_period is None else {
+            "seasonal_naive": SeasonalNaiveForecaster(seasonal_period),
+            "seasonal_naive_drift": SeasonalNaiveForecaster(seasonal_period, drift=True),
+        }
         return {**seasonal,
             BASELINE_NAME: LastValueForecaster(),
             "node_delay": NeuralODE(hidden_layer_sizes=(32, 32), augment_dim=2, hidden_init="delay",

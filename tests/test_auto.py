@@ -304,6 +304,23 @@ def test_seasonal_naive_skips_gaps_and_falls_back_to_the_last_value():
     assert model.predict(X, X_t=t).ravel().tolist()[:3] == [1.0, 1.0, 5.0]
 
 
+def test_seasonal_naive_with_drift_carries_a_trend_on_top_of_the_season():
+    from dynlearn import SeasonalNaiveForecaster
+
+    index = pd.date_range("2000-01-01", periods=60, freq="MS", name="time")
+    truth = 10 + 5 * np.sin(2 * np.pi * np.arange(84) / 12) + 0.1 * np.arange(84)  # 1.2 higher per year
+    frame = pd.DataFrame({"y": truth[:60]}, index=index).drop(index[[7, 30, 31]])  # gaps: fewer pairs, same mean
+    queries = pd.date_range("2005-01-01", periods=24, freq="MS", name="time")
+    forecast = SeasonalNaiveForecaster(period=12, drift=True).fit(frame).predict(frame, t=queries)
+    np.testing.assert_allclose(forecast["y"].to_numpy(), truth[60:], atol=1e-9)
+    plain = SeasonalNaiveForecaster(period=12).fit(frame).predict(frame, t=queries)
+    assert np.abs(plain["y"].to_numpy() - truth[60:]).min() > 1.0  # a year behind, or two
+    # Without two observations a cycle apart there is no change to carry: the plain seasonal forecast.
+    short = frame.iloc[:10]
+    np.testing.assert_array_equal(SeasonalNaiveForecaster(period=12, drift=True).fit(short).predict(short, t=queries),
+                                  SeasonalNaiveForecaster(period=12).fit(short).predict(short, t=queries))
+
+
 @pytest.mark.parametrize("period", [1, 2.5, True, "12"])
 def test_seasonal_period_must_be_a_count(period):
     from dynlearn import SeasonalNaiveForecaster
@@ -321,10 +338,16 @@ def test_auto_with_a_season_picks_the_seasonal_candidate_on_a_seasonal_series():
     X = (np.where(t % 12 < 6, 10.0, -10.0) + rng.normal(0, 0.5, t.size))[:, None]  # a square season
     auto = AutoForecaster(horizon=12, cv=2, seasonal_period=12, candidates=None, time_budget=0.01).fit(X)
     board = auto.leaderboard_.set_index("candidate")
-    # The budget is spent before any model: the two naive forecasters are still compared.
-    assert board.loc["seasonal_naive", "status"] == "ok"
-    assert auto.best_name_ == "seasonal_naive"
-    assert board.loc["seasonal_naive", "mean_error"] < 0.1 * board.loc["last_value", "mean_error"]
+    # The budget is spent before any model: the naive forecasters are still compared.
+    assert (board.loc[["seasonal_naive", "seasonal_naive_drift"], "status"] == "ok").all()
+    assert auto.best_name_ in ("seasonal_naive", "seasonal_naive_drift")
+    assert board.loc[auto.best_name_, "mean_error"] < 0.1 * board.loc["last_value", "mean_error"]
+    # With a trend on top of the season, the drift's forecast wins the backtest.
+    trending = X + 0.5 * t[:, None]
+    auto = AutoForecaster(horizon=24, cv=2, seasonal_period=12, candidates=None, time_budget=0.01).fit(trending)
+    board = auto.leaderboard_.set_index("candidate")
+    assert auto.best_name_ == "seasonal_naive_drift"
+    assert board.loc["seasonal_naive_drift", "mean_error"] < 0.5 * board.loc["seasonal_naive", "mean_error"]
 
 
 def test_with_covariates_every_candidate_reads_the_inputs_and_one_that_cannot_is_skipped():
