@@ -448,7 +448,9 @@ def test_a_float32_solve_runs_tanh_layers_as_sigmoids_to_the_tanh_steps_rounding
     assert our_nfe == their_nfe >= 14
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)  # float32 rounding over the steps
     for mine, other in zip(our_grads, their_grads):
-        torch.testing.assert_close(mine, other, rtol=1e-4, atol=1e-4)
+        # Float32 gradients through 14+ dopri5 steps: 1e-3 of an entry (one of 36 entries differed by 4.8e-4 of
+        # itself on one machine); a wrong fold of the factors would differ by order one.
+        torch.testing.assert_close(mine, other, rtol=1e-3, atol=1e-4)
 
 
 def test_sigmoid_layers_step_as_one_node_like_the_stage_by_stage_step():

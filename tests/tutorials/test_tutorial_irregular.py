@@ -30,8 +30,9 @@ def test_irregular_series(tmp_path, monkeypatch):
     # One posterior draw per sample and time, and the fan widens past the data it was conditioned on.
     draws = namespace["draws"]
     assert len(draws) == 100 * 101
-    # In the fast mode (30 epochs) this holds for 3 of 4 draws of the forecaster's random_state (0-3: forecast
-    # spread / seen spread 0.83, 2.2, 1.05, 3.1); the tutorial fits with random_state=1.
-    assert namespace["spread_forecast"] > namespace["spread_seen"] > 0
+    # The draws differ where conditioned and over the forecast. Whether the forecast's spread is the wider is
+    # not settled in the fast mode (30 epochs, posterior spreads near 0.003): at the tutorial's random_state=1
+    # the ratio was 2.2 on one machine and 0.88 on another, from the float rounding of the same code.
+    assert namespace["spread_forecast"] > 0 and namespace["spread_seen"] > 0
     for figure in ("icu_stay", "forecast_fan"):
         assert (tmp_path / f"irregular_{figure}.png").stat().st_size > 10_000
