@@ -78,7 +78,7 @@ def test_singular_velocity_hessian_raises_a_clear_error():
 def test_trajectories_from_random_weights_fail_with_the_route_that_works():
     """From a random L trajectory matching meets a near-singular Hessian; the error names the route that fits."""
     frame = make_pendulum(n_series=16, n_times=50, random_state=0).rename(columns={"p": "dq"})
-    settings = dict(hidden_layer_sizes=(32, 32), random_state=3, device="cpu")
+    settings = {"hidden_layer_sizes": (32, 32), "random_state": 3, "device": "cpu"}
     with pytest.raises(IntegrationError, match=r"singular.*fit_on='auto'.*warm_start=True"):
         LagrangianNN(**settings, fit_on="trajectories", max_epochs=5).fit(frame)
     model = LagrangianNN(**settings, max_epochs=60).fit(frame)
