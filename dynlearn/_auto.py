@@ -272,15 +272,13 @@ class SeasonalNaiveForecaster(LastValueForecaster):
         """Whole steps of the fitted spacing from the first observation fit saw."""
         return np.rint((np.asarray(times, dtype=float) - self.origin_) / self.step_).astype(np.int64)
 
-    def _season(self, times: np.ndarray) -> np.ndarray:
-        return self._steps(times) % self.period
-
     def _predict_batch(self, batch: SeriesBatch, query: QueryTimes) -> np.ndarray:
         out = super()._predict_batch(batch, query)  # the latest value, where a season has no earlier observation
         drift = getattr(self, "drift", False)  # models saved before the parameter existed have none
         for i in range(batch.n_series):
             n = batch.lengths[i]
-            wanted = self._season(query.times[i])
+            query_steps = self._steps(query.times[i])
+            wanted = query_steps % self.period
             for j in range(batch.n_features):
                 seen = np.flatnonzero(batch.mask[i, :n, j])
                 if len(seen) == 0:
@@ -289,14 +287,14 @@ class SeasonalNaiveForecaster(LastValueForecaster):
                 seasons = steps % self.period
                 change = self._change_per_cycle(steps, batch.values[i, seen, j]) if drift else 0.0
                 for season in np.unique(wanted):
-                    rows = seen[seasons == season]  # this season's observations, in time order
+                    in_season = seasons == season
+                    rows = seen[in_season]  # this season's observations, in time order
                     asked = np.flatnonzero(wanted == season)
                     before = np.searchsorted(batch.times[i, rows], query.times[i, asked], side="left") - 1
                     found = before >= 0
                     out[i, asked[found], j] = batch.values[i, rows[before[found]], j]
-                    if drift:
-                        source = self._steps(batch.times[i, rows[before[found]]])
-                        cycles = (self._steps(query.times[i, asked[found]]) - source) // self.period
+                    if drift:  # whole cycles from the observation repeated to the query
+                        cycles = (query_steps[asked[found]] - steps[in_season][before[found]]) // self.period
                         out[i, asked[found], j] += cycles * change
         return out
 

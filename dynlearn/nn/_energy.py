@@ -560,10 +560,7 @@ class LagrangianField(_RegressedField):
         """Which velocity Hessians ``(batch, d, d)`` have full numerical rank; returns (batch,) bool."""
         rcond = self.rcond if self.rcond is not None else self.n_coordinates * torch.finfo(mass.dtype).eps
         with torch.no_grad():
-            if mass.shape[-1] == 1 and rcond < 1:  # one coordinate: the Hessian is its own eigenvalue
-                magnitude = mass.abs().flatten()
-                return torch.isfinite(magnitude) & (magnitude > 0)  # then above rcond times itself
-            if mass.shape[-1] == 1:
+            if mass.shape[-1] == 1:  # one coordinate: the Hessian is its own eigenvalue
                 magnitudes = mass.abs().flatten(1)
             else:
                 magnitudes = torch.linalg.eigvalsh(0.5 * (mass + mass.transpose(1, 2))).abs()
