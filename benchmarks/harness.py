@@ -55,6 +55,7 @@ MATRIX_PRODUCTS = (
 ACTIVATIONS = (
     "aten::tanh", "aten::tanh_backward", "aten::relu", "aten::threshold_backward", "aten::softplus",
     "aten::softplus_backward", "aten::elu", "aten::elu_backward", "aten::sigmoid", "aten::sigmoid_backward",
+    "aten::tanh_", "aten::relu_", "aten::elu_", "aten::sigmoid_",
 )  # fmt: skip
 
 

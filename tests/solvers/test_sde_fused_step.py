@@ -16,30 +16,30 @@ D, CONTEXT, DT = 3, 5, 0.3
 
 def _dynamics(
     activation: str = "tanh", hidden: tuple[int, ...] = (8, 7), n_series: int = 6, seed: int = 0, repeats: int = 1,
-    n_inputs: int = 0, interpolation: str = "previous",
+    n_inputs: int = 0, interpolation: str = "previous", dtype: torch.dtype = torch.float64,
 ):
     """Dynamics conditioned on a random context (and ``n_inputs`` random input signals read by
     ``interpolation``), with the tensors a solve reads: (dynamics, z0, ts, context)."""
     torch.manual_seed(seed)
-    dynamics = _LatentDynamics(D, CONTEXT, hidden, 4, activation, "ito", n_inputs).double()
+    dynamics = _LatentDynamics(D, CONTEXT, hidden, 4, activation, "ito", n_inputs).to(dtype)
     with torch.no_grad():  # make_mlp's shrunken last layers would leave the correction and so the KL nearly still
         dynamics.correction[-1].weight.mul_(10.0)
         dynamics.prior[-1].weight.mul_(10.0)
     generator = torch.Generator().manual_seed(seed + 1)
     width = 5
-    context = torch.randn(n_series, width, CONTEXT, generator=generator, dtype=torch.float64, requires_grad=True)
-    times = torch.sort(torch.rand(n_series, width, generator=generator, dtype=torch.float64) * 3.0, dim=1).values
+    context = torch.randn(n_series, width, CONTEXT, generator=generator, dtype=dtype, requires_grad=True)
+    times = torch.sort(torch.rand(n_series, width, generator=generator, dtype=dtype) * 3.0, dim=1).values
     times[:, 0] = 0.0
     lengths = torch.randint(2, width + 1, (n_series,), generator=generator)
     control = None
     if n_inputs:  # knots of their own, between and beyond the observations, some met by a step start
-        knots = torch.sort(torch.rand(n_series, 8, generator=generator, dtype=torch.float64) * 3.0, dim=1).values
+        knots = torch.sort(torch.rand(n_series, 8, generator=generator, dtype=dtype) * 3.0, dim=1).values
         knots[:, 0], knots[:, 3] = 0.0, 2 * DT
-        values = torch.randn(n_series, 8, n_inputs, generator=generator, dtype=torch.float64)
-        lead = (torch.full((n_series,), 0.5, dtype=torch.float64), torch.randn(n_series, n_inputs, dtype=torch.float64))
+        values = torch.randn(n_series, 8, n_inputs, generator=generator, dtype=dtype)
+        lead = (torch.full((n_series,), 0.5, dtype=dtype), torch.randn(n_series, n_inputs, dtype=dtype))
         control = ControlPath(knots, values, interpolation, lead)
     dynamics.condition(context, times, lengths, 1e-3 * DT, repeats=repeats, control=control)
-    z0 = torch.randn(n_series * repeats, D, generator=generator, dtype=torch.float64, requires_grad=True)
+    z0 = torch.randn(n_series * repeats, D, generator=generator, dtype=dtype, requires_grad=True)
     return dynamics, z0, torch.unique(times), context
 
 
@@ -129,6 +129,27 @@ def test_large_layers_accumulate_their_gradients_step_by_step():
     dynamics, z0, ts, context = _dynamics("tanh", (150,), n_series=120)
     assert 120 * (150 + D) > _euler_fused._ACCUMULATE_ABOVE  # the other way of summing the weight gradients
     assert _same(_solve(dynamics, z0, ts, context, True), _solve(dynamics, z0, ts, context, False))
+
+
+@pytest.mark.parametrize("driven", [dict(), dict(n_inputs=2, interpolation="linear")], ids=["undriven", "driven"])
+def test_a_float32_solve_runs_tanh_layers_as_sigmoids_to_the_tanh_steps_rounding(monkeypatch, driven):
+    """float32: the prior's, the correction's and the diffusion's tanh layers run as rescaled sigmoids (a sigmoid
+    costs a fraction of a tanh on CPU); the paths, KL and gradients are the tanh steps' to float32 rounding."""
+    calls = []
+    rescaled = PosteriorLayers.rescaled
+    monkeypatch.setattr(PosteriorLayers, "rescaled", lambda self: calls.append(self) or rescaled(self))
+    dynamics, z0, ts, context = _dynamics("tanh", (8, 7), dtype=torch.float32, **driven)
+    fused, plain = _solve(dynamics, z0, ts, context, True), _solve(dynamics, z0, ts, context, False)
+    assert len(calls) == 1  # in the fused solve only
+    run = rescaled(calls[0])
+    assert run.prior.activations == run.correction.activations == ("sigmoid", "sigmoid") and run.activation == "sigmoid"
+    assert float(fused[1].detach().abs().max()) > 1e-3
+    for ours, theirs in zip([fused[0], fused[1], *fused[2]], [plain[0], plain[1], *plain[2]]):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4 * max(1.0, float(theirs.detach().abs().max())))
+    # float64 keeps tanh: no rescaling.
+    calls.clear()
+    _solve(*_dynamics("tanh", (8, 7), **driven), True)
+    assert calls == []
 
 
 def test_repeated_series_read_their_own_context_rows():
