@@ -26,6 +26,10 @@ in one process with one torch thread (the two layouts alternating first):
   the sigmoid that a float32 dopri5 step of an MLP field runs instead
   (``MLPLayers.rescaled``: ``tanh(z) = 2 sigmoid(2z) - 1``, the factors
   folded into the weights), each written into an output buffer;
+- ``activation, recorded tanh via sigmoid``: a recorded tanh's forward and
+  backward as ``torch.tanh`` and as ``tanh_via_sigmoid``, which the
+  written-out sweeps of the Hamiltonian and the drift Jacobian take for
+  float32 layers of at least 2**15 entries;
 - ``row operations``: at the ODE-RNN loop's sizes (a buffer of 90 rows of
   50 series), a row's in-place product and activation over every row with
   grad mode off and in inference mode (``untracked()``, which the ODE-RNN
@@ -52,6 +56,8 @@ from pathlib import Path
 import torch
 from harness import write_rows
 
+from dynlearn.solvers._rk_mlp import tanh_via_sigmoid
+
 RESULTS = Path(__file__).resolve().parent / "results" / "kernel_choices"
 
 # (where, rows, wide, narrow): the products of the written-out backward passes at speed_vs_peers's and the
@@ -67,6 +73,12 @@ SHAPES = [
 ACTIVATIONS = [
     ("NeuralODE small (16 series, 32 wide)", 16, 32),
     ("NeuralODE large (256 series, 256 wide)", 256, 256),
+]
+# Recorded tanh layers read as they are (tanh_via_sigmoid from 2**15 entries): (where, rows, width).
+UNFOLDED = [
+    ("below the threshold (16 series, 32 wide)", 16, 32),
+    ("at the threshold (128 rows, 256 wide)", 128, 256),
+    ("HamiltonianNN and NeuralSDE large (256 series, 256 wide)", 256, 256),
 ]
 # Products the rule leaves row-major: (where, rows, k, n) of grad (rows, k) @ W (k, n).
 KEPT = [
@@ -110,6 +122,13 @@ def _activations(z: torch.Tensor) -> dict:
     """``tanh(z)`` and ``sigmoid(z)``, each written into one output buffer."""
     out = torch.empty_like(z)
     return {"tanh": lambda: torch.tanh(z, out=out), "sigmoid": lambda: torch.sigmoid(z, out=out)}
+
+
+def _unfolded_tanh(z: torch.Tensor) -> dict:
+    """A recorded tanh's forward and backward as ``torch.tanh`` and as ``tanh_via_sigmoid`` (``2 sigmoid(2z) - 1``,
+    one node with tanh's backward), for an activation whose output is read as it is."""
+    z = z.clone().requires_grad_(True)
+    return {"tanh": lambda: torch.tanh(z).sum().backward(), "sigmoid": lambda: tanh_via_sigmoid(z).sum().backward()}
 
 
 def _row_operations(n_rows: int = 90, batch: int = 50, width: int = 100, narrow: int = 10) -> list[tuple]:
@@ -186,6 +205,10 @@ def main() -> None:
     for where, rows, width in ACTIVATIONS:
         seconds = _seconds(_activations(torch.randn(rows, width)), args.rounds, _per_round(rows, width, 1))
         record("activation, tanh as sigmoid", where, f"({rows}, {width})", seconds["tanh"], seconds["sigmoid"])
+    for where, rows, width in UNFOLDED:
+        seconds = _seconds(_unfolded_tanh(torch.randn(rows, width)), args.rounds, _per_round(rows, width, 4))
+        record("activation, recorded tanh via sigmoid", where, f"({rows}, {width})", seconds["tanh"],
+               seconds["sigmoid"])
     for product, where, shape, functions in _row_operations():
         seconds = _seconds(functions, args.rounds, 20)
         record(product, where, shape, seconds["written"], seconds["alternative"])

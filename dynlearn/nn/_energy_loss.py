@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..solvers._rk_mlp import input_gradient_factor, transposed_sum, untracked
+from ..solvers._rk_mlp import input_gradient_factor, tanh_via_sigmoid, transposed_sum, untracked
 
 _TANH_BACKWARD = torch.ops.aten.tanh_backward.default
 _THRESHOLD_BACKWARD = torch.ops.aten.threshold_backward.default
@@ -77,7 +77,7 @@ def _activate(activation: nn.Module, z: torch.Tensor) -> torch.Tensor:
     """``activation(z)`` without the module call."""
     kind = type(activation)
     if kind is nn.Tanh:
-        return torch.tanh(z)
+        return tanh_via_sigmoid(z)
     if kind is nn.ReLU:
         return torch.relu(z)
     return activation(z)

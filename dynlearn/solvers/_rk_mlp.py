@@ -141,7 +141,7 @@ class MLPLayers:
     def rescaled(self) -> MLPLayers:
         """The same network with its tanh layers run as sigmoids: ``tanh(z) = 2 sigmoid(2z) - 1``, the factors
         folded into the weights and biases on either side (built with autograd from them, so gradients reach
-        them). On CPU a sigmoid costs about a quarter of a tanh (256 × 256 float32: 64 µs against 236 µs,
+        them). On CPU a sigmoid costs a quarter of a tanh or less (256 × 256 float32: 22 µs against 170 µs,
         ``benchmarks/kernel_choices.py``); the states differ from the tanh network's by rounding.
         """
         if "tanh" not in self.activations:
@@ -205,6 +205,43 @@ def untracked() -> Any:
     back ordinary copies.
     """
     return contextlib.nullcontext() if torch.is_grad_enabled() else torch.inference_mode()
+
+
+# From this many entries up, a float32 tanh on CPU runs as ``2 sigmoid(2z) - 1`` (tanh_via_sigmoid); below it the
+# extra operations cost more than the slow kernel. One thread, forward and backward: (128, 256) 60 µs against
+# 110 µs for torch.tanh, (256, 256) 80 against 198; (16, 32) 63 against 26 (benchmarks/kernel_choices.py).
+_TANH_VIA_SIGMOID_FROM = 2**15
+
+
+def tanh_via_sigmoid(z: torch.Tensor) -> torch.Tensor:
+    """``tanh(z)``; a large float32 CPU tensor's as ``2 sigmoid(2z) - 1`` (the same function, to float32 rounding).
+
+    On CPU torch's float32 tanh kernel costs several times its sigmoid
+    kernel (``benchmarks/kernel_choices.py``). Where the layers around an
+    activation can absorb the factors (:meth:`MLPLayers.rescaled`) the
+    solvers fold them into the weights; this is for activations whose
+    output is read as it is, such as a network's forward sweep beside its
+    written-out derivatives. Recorded, it is one autograd node whose
+    backward is tanh's, ``g (1 - h²)``, itself differentiable.
+    """
+    if z.dtype != torch.float32 or z.device.type != "cpu" or z.numel() < _TANH_VIA_SIGMOID_FROM:
+        return torch.tanh(z)
+    if torch.is_grad_enabled() and z.requires_grad:
+        return _TanhViaSigmoid.apply(z)
+    return torch.mul(z, 2.0).sigmoid_().mul_(2.0).sub_(1.0)
+
+
+class _TanhViaSigmoid(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, z: torch.Tensor) -> torch.Tensor:
+        h = torch.mul(z, 2.0).sigmoid_().mul_(2.0).sub_(1.0)
+        ctx.save_for_backward(h)
+        return h
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (h,) = ctx.saved_tensors
+        return torch.ops.aten.tanh_backward(grad, h)
 
 
 # Activation-gradient kernels writing into ``grad_input=`` (autograd's own kernels for these activations).

@@ -10,7 +10,7 @@ from dynlearn.nn import MLPVectorField
 from dynlearn.solvers import SolverStats, count_evaluations, solve_ode, solve_ode_irregular
 from dynlearn.solvers._rk import DOPRI5
 from dynlearn.solvers import MLPLayers
-from dynlearn.solvers._rk_mlp import _FORWARD, MLPStep, mlp_step
+from dynlearn.solvers._rk_mlp import _FORWARD, _TANH_VIA_SIGMOID_FROM, MLPStep, mlp_step, tanh_via_sigmoid
 
 ACTIVATIONS = ["tanh", "relu", "softplus", "elu"]
 
@@ -427,6 +427,24 @@ def test_rescaled_layers_are_the_same_network_with_sigmoids_for_tanh():
         torch.testing.assert_close(mine, other, rtol=1e-10, atol=1e-12)
     without_tanh = MLPLayers.of(nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 2)))
     assert without_tanh.rescaled() is without_tanh
+
+
+def test_tanh_via_sigmoid_is_tanh_with_its_derivatives_to_float32_rounding():
+    z = torch.randn(_TANH_VIA_SIGMOID_FROM // 64, 64, generator=torch.Generator().manual_seed(0)) * 3
+    z.requires_grad_(True)
+    h = tanh_via_sigmoid(z)
+    assert type(h.grad_fn).__name__ == "_TanhViaSigmoidBackward"  # the sigmoid path: one node
+    torch.testing.assert_close(h, torch.tanh(z), rtol=0, atol=3e-7)
+    weights = torch.linspace(-1.0, 2.0, z.numel()).reshape(z.shape)
+    firsts = [torch.autograd.grad((f(z) * weights).sum(), z, create_graph=True)[0] for f in (tanh_via_sigmoid, torch.tanh)]
+    torch.testing.assert_close(firsts[0], firsts[1], rtol=0, atol=2e-6)
+    seconds = [torch.autograd.grad(first.square().sum(), z)[0] for first in firsts]  # σ'' through the saved output
+    torch.testing.assert_close(seconds[0], seconds[1], rtol=1e-4, atol=2e-5)
+    with torch.no_grad():  # unrecorded: the same numbers in place
+        torch.testing.assert_close(tanh_via_sigmoid(z), h.detach(), rtol=0, atol=0)
+    # Small, float64 or not on the CPU: torch's own tanh, bit for bit.
+    for x in (z.detach()[:4], z.detach().double()):
+        assert torch.equal(tanh_via_sigmoid(x), torch.tanh(x))
 
 
 def test_a_float32_solve_runs_tanh_layers_as_sigmoids_to_the_tanh_steps_rounding(monkeypatch):

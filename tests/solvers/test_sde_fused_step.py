@@ -131,7 +131,7 @@ def test_large_layers_accumulate_their_gradients_step_by_step():
     assert _same(_solve(dynamics, z0, ts, context, True), _solve(dynamics, z0, ts, context, False))
 
 
-@pytest.mark.parametrize("driven", [dict(), dict(n_inputs=2, interpolation="linear")], ids=["undriven", "driven"])
+@pytest.mark.parametrize("driven", [{}, {"n_inputs": 2, "interpolation": "linear"}], ids=["undriven", "driven"])
 def test_a_float32_solve_runs_tanh_layers_as_sigmoids_to_the_tanh_steps_rounding(monkeypatch, driven):
     """float32: the prior's, the correction's and the diffusion's tanh layers run as rescaled sigmoids (a sigmoid
     costs a fraction of a tanh on CPU); the paths, KL and gradients are the tanh steps' to float32 rounding."""
