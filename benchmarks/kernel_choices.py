@@ -56,7 +56,7 @@ from pathlib import Path
 import torch
 from harness import write_rows
 
-from dynlearn.solvers._rk_mlp import tanh_via_sigmoid
+from dynlearn.solvers import tanh_via_sigmoid
 
 RESULTS = Path(__file__).resolve().parent / "results" / "kernel_choices"
 

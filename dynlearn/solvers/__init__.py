@@ -10,7 +10,7 @@ from ._euler_fused import PosteriorLayers
 from ._fixed import FIXED_STEP_METHODS, fixed_step
 from ._ode import DEFAULT_MAX_NUM_STEPS, SolverStats, count_evaluations, solve_ode, solve_ode_irregular
 from ._penalty import DynamicsPenalty
-from ._rk_mlp import MLPLayers
+from ._rk_mlp import MLPLayers, tanh_via_sigmoid
 from ._registry import (
     ODE_METHODS,
     SYMPLECTIC_METHODS,
@@ -55,4 +55,5 @@ __all__ = [
     "solve_sde",
     "solve_sde_irregular",
     "symplectic_method",
+    "tanh_via_sigmoid",
 ]
