@@ -569,8 +569,10 @@ def compare(family: str, size: str, sides: dict[str, Side], context: Context, it
         Record(NAME, f"{prefix}.ratio_dynlearn_over_peer", median(ratios), "x"),
         Record(NAME, f"{prefix}.rounds", len(ratios), "rounds"),
     ]
+    back_to_back, block_iterations = _back_to_back(prefix, sides, seconds, ratios, context)
+    records += back_to_back
     if context.device.type != "cpu":  # the floors read CPU self time, which on a GPU is launch time, not kernel time
-        return records + _trained(prefix, sides, len(ratios) + 2, iterations)
+        return records + _trained(prefix, sides, len(ratios) + 2 + block_iterations, iterations)
     profiled = matrix_product_profile({who: side.iteration for who, side in sides.items()}, PROFILED)
     for who, figures in profiled.items():
         records += [
@@ -585,8 +587,44 @@ def compare(family: str, size: str, sides: dict[str, Side], context: Context, it
         Record(NAME, f"{prefix}.ratio_floor_products_and_activations",
                (ours.product_seconds + ours.activation_seconds) / theirs, "x"),
     ]  # fmt: skip
-    # The evaluation count, the warm-up and the profiled rounds were iterations too.
-    return records + _trained(prefix, sides, len(ratios) + 2 + PROFILED, iterations)
+    # The evaluation count, the warm-up, the back-to-back blocks and the profiled rounds were iterations too.
+    return records + _trained(prefix, sides, len(ratios) + 2 + block_iterations + PROFILED, iterations)
+
+
+def _back_to_back(prefix: str, sides: dict[str, Side], seconds: dict[str, list[float]], ratios: list[float],
+                  context: Context) -> tuple[list[Record], int]:
+    """Seconds per iteration with each side run for a block of consecutive iterations, the blocks interleaved
+    (A A A…, B B B…, A A A…), and their ratio; and the iterations that took.
+
+    The rounds of :func:`compare` alternate single iterations, so each
+    starts with the caches holding the other side's code and tensors: on a
+    small model that costs both sides a large share of an iteration, which
+    a fit, running its iterations back to back, does not pay. A block lasts
+    at least ``BLOCK_SECONDS`` of the faster side. Where one iteration
+    already does (the large sizes), the rounds above are back to back and
+    their figures are recorded again, without more timing.
+    """
+    fastest = min(median(values) for values in seconds.values())
+    block = max(1, math.ceil(BLOCK_SECONDS / max(fastest, 1e-9)))
+    if block == 1:
+        per_iteration, block_ratios, done = seconds, ratios, 0
+    else:
+        def run(iteration: Callable[[], float]) -> Callable[[], None]:
+            def blocked() -> None:
+                for _ in range(block):
+                    iteration()
+            return blocked
+
+        timed = time_interleaved({who: run(side.iteration) for who, side in sides.items()}, context)
+        per_iteration = {who: [t / block for t in values] for who, values in timed.items()}
+        block_ratios = [ours / theirs for ours, theirs in zip(per_iteration["dynlearn"], per_iteration["peer"])]
+        done = (len(block_ratios) + 1) * block  # the timed blocks and time_interleaved's warm-up block
+    records = [Record(NAME, f"{prefix}.seconds_per_iteration_back_to_back.{who}", median(per_iteration[who]), "s")
+               for who in sides]  # fmt: skip
+    return records + [
+        Record(NAME, f"{prefix}.ratio_back_to_back", median(block_ratios), "x"),
+        Record(NAME, f"{prefix}.iterations_per_block", block, "iterations"),
+    ], done
 
 
 def _trained(prefix: str, sides: dict[str, Side], done: int, iterations: int) -> list[Record]:
@@ -615,6 +653,8 @@ def _trained(prefix: str, sides: dict[str, Side], done: int, iterations: int) ->
 
 # Iterations of each side profiled for the time inside matrix products.
 PROFILED = 4
+# Shortest block of consecutive iterations (of the faster side) in the back-to-back timing.
+BLOCK_SECONDS = 0.02
 
 FAMILIES: dict[str, Callable[[tuple[int, ...], int, torch.device], dict[str, Side]]] = {
     "neural_ode": neural_ode_pair,
@@ -679,7 +719,10 @@ def authors_rows(context: Context) -> list[Record]:
     "steps across the samples (naive). small: hidden (32, 32), minibatch 16; large: (256, 256), 256 "
     "(LatentSDE: 128 at both). Same prepared minibatches, same initial weights, AdamW at the estimator's rate "
     "(dynlearn: fit's fused AdamW; peer: torch.optim.AdamW), gradient norm clipped at 1. ratio = dynlearn / peer seconds per iteration (median of per-round ratios; < 1: "
-    "dynlearn faster). evaluations_per_iteration: field evaluations of one forward pass (dynlearn's "
+    "dynlearn faster), rounds of one iteration of each side in turn. ratio_back_to_back: the same from rounds of a "
+    "block of consecutive iterations of each side (iterations_per_block, at least 20 ms of the faster side; 1, and "
+    "the ratio above, where one iteration takes that long), as a fit runs them: a single iteration after the other "
+    "side's starts with its caches holding the other side's code and data. evaluations_per_iteration: field evaluations of one forward pass (dynlearn's "
     "count_evaluations for ODE solves, calls of HamiltonianField.derivative_loss for the HNN, of "
     "LagrangianField.derivative_loss and of NeuralSDE's drift (with or without its Jacobian); forward hooks / the "
     "peer's own counter otherwise). final_loss: the loss on "

@@ -7,6 +7,7 @@ import csv
 import importlib.util
 import math
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,11 @@ FAMILIES = ["neural_ode", "hamiltonian", "lagrangian", "neural_sde", "latent_sde
 @pytest.fixture(scope="module")
 def records():
     context = BenchContext(quick=True, device=torch.device("cpu"), seconds_per_comparison=0.0, repeats=2)
-    return speed_vs_peers.peers(context, sizes=TINY, iterations=2, families=FAMILIES)
+    # No back-to-back blocks (one iteration is a block): the two sides' training, equal up to round-off, is compared
+    # after the same few iterations; the blocks are tested on their own below.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(speed_vs_peers, "BLOCK_SECONDS", 0.0)
+        return speed_vs_peers.peers(context, sizes=TINY, iterations=2, families=FAMILIES)
 
 
 def _values(records) -> dict[str, float]:
@@ -45,12 +50,18 @@ def test_every_family_has_its_rows_and_finite_positive_ratios(records):
         ratio = values[f"{prefix}.ratio_dynlearn_over_peer"]
         assert math.isfinite(ratio) and ratio > 0
         assert values[f"{prefix}.rounds"] == 2
-        # counted, warm-up, timed rounds, profiled; then 2 more
-        assert values[f"{prefix}.iterations_trained"] == 2 + 2 + speed_vs_peers.PROFILED + 2
+        # counted, warm-up, timed rounds, back-to-back blocks (2 timed and a warm-up, where a block is more than
+        # one iteration), profiled; then 2 more
+        block = values[f"{prefix}.iterations_per_block"]
+        blocks = 3 * block if block > 1 else 0
+        assert values[f"{prefix}.iterations_trained"] == 2 + 2 + blocks + speed_vs_peers.PROFILED + 2
+        back_to_back = values[f"{prefix}.ratio_back_to_back"]
+        assert math.isfinite(back_to_back) and back_to_back > 0 and block >= 1
         floor = values[f"{prefix}.ratio_floor_matrix_products_only"]
         assert 0 < floor <= values[f"{prefix}.ratio_floor_products_and_activations"]
         for who in ("dynlearn", "peer"):
             assert values[f"{prefix}.seconds_per_iteration.{who}"] > 0
+            assert values[f"{prefix}.seconds_per_iteration_back_to_back.{who}"] > 0
             assert values[f"{prefix}.matrix_products_per_iteration.{who}"] >= 1
             assert values[f"{prefix}.matrix_product_seconds_per_iteration.{who}"] > 0
             assert values[f"{prefix}.evaluations_per_iteration.{who}"] >= 1
@@ -78,6 +89,33 @@ def test_the_hand_written_loops_train_the_same_model(records):
         evaluations = [values[f"{family}.tiny.evaluations_per_iteration.{who}"] for who in ("dynlearn", "peer")]
         assert min(evaluations) >= 6 * 15 + 2 and abs(evaluations[0] - evaluations[1]) <= 6
         assert values[f"{family}.tiny.solve_error.naive"] > 3 * values[f"{family}.tiny.solve_error.peer"]
+
+
+def test_back_to_back_blocks_time_consecutive_iterations_of_each_side(monkeypatch):
+    order = []
+
+    def side(who: str, seconds: float) -> speed_vs_peers.Side:
+        def iteration() -> float:
+            order.append(who)
+            time.sleep(seconds)
+            return 0.0
+        return speed_vs_peers.Side(iteration, lambda: 1, lambda: 0.0)
+
+    sides = {"dynlearn": side("dynlearn", 0.002), "peer": side("peer", 0.004)}
+    context = BenchContext(quick=True, device=torch.device("cpu"), seconds_per_comparison=0.0, repeats=2)
+    monkeypatch.setattr(speed_vs_peers, "BLOCK_SECONDS", 0.008)
+    records, done = speed_vs_peers._back_to_back("x", sides, {"dynlearn": [0.002], "peer": [0.004]}, [0.5], context)
+    values = _values(records)
+    assert values["x.iterations_per_block"] == 4 and done == 3 * 4  # a warm-up block and two timed ones
+    assert order == (["dynlearn"] * 4 + ["peer"] * 4) * 3
+    assert values["x.seconds_per_iteration_back_to_back.dynlearn"] == pytest.approx(0.002, rel=0.5)
+    assert values["x.ratio_back_to_back"] == pytest.approx(0.5, rel=0.4)
+    # An iteration as long as a block: the interleaved rounds' figures, no more timing.
+    order.clear()
+    records, done = speed_vs_peers._back_to_back("x", sides, {"dynlearn": [0.01], "peer": [0.02]}, [0.5], context)
+    values = _values(records)
+    assert not order and done == 0 and values["x.iterations_per_block"] == 1
+    assert values["x.ratio_back_to_back"] == 0.5 and values["x.seconds_per_iteration_back_to_back.peer"] == 0.02
 
 
 def test_the_rows_reach_the_csv(records, tmp_path):
