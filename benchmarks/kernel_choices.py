@@ -125,10 +125,12 @@ def _activations(z: torch.Tensor) -> dict:
 
 
 def _unfolded_tanh(z: torch.Tensor) -> dict:
-    """A recorded tanh's forward and backward as ``torch.tanh`` and as ``tanh_via_sigmoid`` (``2 sigmoid(2z) - 1``,
-    one node with tanh's backward), for an activation whose output is read as it is."""
+    """A recorded tanh's forward and backward as ``torch.tanh`` and as ``tanh_via_sigmoid``'s sigmoid form
+    (``2 sigmoid(2z) - 1``, one node with tanh's backward; forced at every size, ``min_entries=0``), for an
+    activation whose output is read as it is."""
     z = z.clone().requires_grad_(True)
-    return {"tanh": lambda: torch.tanh(z).sum().backward(), "sigmoid": lambda: tanh_via_sigmoid(z).sum().backward()}
+    return {"tanh": lambda: torch.tanh(z).sum().backward(),
+            "sigmoid": lambda: tanh_via_sigmoid(z, min_entries=0).sum().backward()}
 
 
 def _row_operations(n_rows: int = 90, batch: int = 50, width: int = 100, narrow: int = 10) -> list[tuple]:

@@ -141,7 +141,7 @@ class MLPLayers:
     def rescaled(self) -> MLPLayers:
         """The same network with its tanh layers run as sigmoids: ``tanh(z) = 2 sigmoid(2z) - 1``, the factors
         folded into the weights and biases on either side (built with autograd from them, so gradients reach
-        them). On CPU a sigmoid costs a quarter of a tanh or less (256 × 256 float32: 22 µs against 170 µs,
+        them). On CPU a sigmoid costs a quarter of a tanh or less (256 × 256 float32: 18 µs against 166 µs,
         ``benchmarks/kernel_choices.py``); the states differ from the tanh network's by rounding.
         """
         if "tanh" not in self.activations:
@@ -208,13 +208,14 @@ def untracked() -> Any:
 
 
 # From this many entries up, a float32 tanh on CPU runs as ``2 sigmoid(2z) - 1`` (tanh_via_sigmoid); below it the
-# extra operations cost more than the slow kernel. One thread, forward and backward: (128, 256) 60 µs against
-# 110 µs for torch.tanh, (256, 256) 80 against 198; (16, 32) 63 against 26 (benchmarks/kernel_choices.py).
+# extra operations cost more than the slow kernel. One thread, forward and backward: (128, 256) 57 µs against
+# 105 µs for torch.tanh, (256, 256) 78 against 191; (16, 32) 38 against 20 (benchmarks/kernel_choices.py).
 _TANH_VIA_SIGMOID_FROM = 2**15
 
 
-def tanh_via_sigmoid(z: torch.Tensor) -> torch.Tensor:
-    """``tanh(z)``; a large float32 CPU tensor's as ``2 sigmoid(2z) - 1`` (the same function, to float32 rounding).
+def tanh_via_sigmoid(z: torch.Tensor, min_entries: int = _TANH_VIA_SIGMOID_FROM) -> torch.Tensor:
+    """``tanh(z)``; a float32 CPU tensor's of at least ``min_entries`` entries (default 2^15) as
+    ``2 sigmoid(2z) - 1``, the same function to float32 rounding.
 
     On CPU torch's float32 tanh kernel costs several times its sigmoid
     kernel (``benchmarks/kernel_choices.py``). Where the layers around an
@@ -232,7 +233,7 @@ def tanh_via_sigmoid(z: torch.Tensor) -> torch.Tensor:
     >>> bool((tanh_via_sigmoid(z) - torch.tanh(z)).abs().max() < 1e-6)
     True
     """
-    if z.dtype != torch.float32 or z.device.type != "cpu" or z.numel() < _TANH_VIA_SIGMOID_FROM:
+    if z.dtype != torch.float32 or z.device.type != "cpu" or z.numel() < min_entries:
         return torch.tanh(z)
     if torch.is_grad_enabled() and z.requires_grad:
         return _TanhViaSigmoid.apply(z)

@@ -442,9 +442,11 @@ def test_tanh_via_sigmoid_is_tanh_with_its_derivatives_to_float32_rounding():
     torch.testing.assert_close(seconds[0], seconds[1], rtol=1e-4, atol=2e-5)
     with torch.no_grad():  # unrecorded: the same numbers in place
         torch.testing.assert_close(tanh_via_sigmoid(z), h.detach(), rtol=0, atol=0)
-    # Small, float64 or not on the CPU: torch's own tanh, bit for bit.
+    # Small, float64 or not on the CPU: torch's own tanh, bit for bit; a small one by the sigmoid when asked.
     for x in (z.detach()[:4], z.detach().double()):
         assert torch.equal(tanh_via_sigmoid(x), torch.tanh(x))
+    small = z.detach()[:4].clone().requires_grad_(True)
+    assert type(tanh_via_sigmoid(small, min_entries=0).grad_fn).__name__ == "_TanhViaSigmoidBackward"
 
 
 def test_a_float32_solve_runs_tanh_layers_as_sigmoids_to_the_tanh_steps_rounding(monkeypatch):
