@@ -601,7 +601,7 @@ def _back_to_back(prefix: str, sides: dict[str, Side], seconds: dict[str, list[f
     small model that costs both sides a large share of an iteration, which
     a fit, running its iterations back to back, does not pay. A block lasts
     at least ``BLOCK_SECONDS`` of the faster side. Where one iteration
-    already does (the large sizes), the rounds above are back to back and
+    already does (most large rows), the rounds above are back to back and
     their figures are recorded again, without more timing.
     """
     fastest = min(median(values) for values in seconds.values())
