@@ -45,9 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..solvers._rk_mlp import input_gradient_factor, tanh_via_sigmoid, transposed_sum, untracked
+from ..solvers._rk_mlp import TANH_BACKWARD, input_gradient_factor, tanh_via_sigmoid, transposed_sum, untracked
 
-_TANH_BACKWARD = torch.ops.aten.tanh_backward.default
 _THRESHOLD_BACKWARD = torch.ops.aten.threshold_backward.default
 _SOFTPLUS_BACKWARD = torch.ops.aten.softplus_backward.default
 _ELU_BACKWARD = torch.ops.aten.elu_backward.default
@@ -62,7 +61,7 @@ def times_derivative(activation: nn.Module, g: torch.Tensor, z: torch.Tensor, h:
     """
     kind = type(activation)
     if kind is nn.Tanh:
-        return _TANH_BACKWARD(g, h)
+        return TANH_BACKWARD(g, h)
     if kind is nn.ReLU:
         return _THRESHOLD_BACKWARD(g, h, 0)
     if kind is nn.Softplus:

@@ -250,11 +250,13 @@ class _TanhViaSigmoid(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
         (h,) = ctx.saved_tensors
-        return torch.ops.aten.tanh_backward(grad, h)
+        return TANH_BACKWARD(grad, h)
 
 
 # Activation-gradient kernels writing into ``grad_input=`` (autograd's own kernels for these activations).
 TANH_GRAD = _direct(torch.ops.aten.tanh_backward.grad_input)
+# The same kernel returning a new tensor, differentiable (tanh_via_sigmoid's backward, the written-out sweeps).
+TANH_BACKWARD = torch.ops.aten.tanh_backward.default
 SIGMOID_GRAD = _direct(torch.ops.aten.sigmoid_backward.grad_input)
 _THRESHOLD_GRAD = _direct(torch.ops.aten.threshold_backward.grad_input)
 _ELU_GRAD = _direct(torch.ops.aten.elu_backward.grad_input)

@@ -27,7 +27,7 @@ def test_irregular_series(tmp_path, monkeypatch):
     errors = namespace["errors"]
     assert errors.shape == (5, 3) and np.isfinite(errors.to_numpy()).all()
     assert (errors.loc["Temp"] < 5).all()  # °C: a unit mix-up would show here
-    # One posterior draw per sample and time, and the fan widens past the data it was conditioned on.
+    # One posterior draw per sample and time.
     draws = namespace["draws"]
     assert len(draws) == 100 * 101
     # The draws differ where conditioned and over the forecast. Whether the forecast's spread is the wider is
