@@ -78,10 +78,13 @@ class Counter:
 
 
 class CallCounter:
-    """Counts the calls of some methods of an object, together (each wrapped on the instance)."""
+    """Counts the calls of some methods of an object, together (each wrapped on the instance).
 
-    def __init__(self, owner: Any, *names: str):
-        self.calls = 0
+    ``per_call(*args)`` is what one call adds (one when None), for a method that evaluates a network several times.
+    """
+
+    def __init__(self, owner: Any, *names: str, per_call: Callable[..., int] | None = None):
+        self.calls, self.per_call = 0, per_call
         for name in names:
             self._wrap(owner, name)
 
@@ -89,7 +92,7 @@ class CallCounter:
         method = getattr(owner, name)
 
         def count(*args: Any, **kwargs: Any) -> Any:
-            self.calls += 1
+            self.calls += 1 if self.per_call is None else self.per_call(*args)
             return method(*args, **kwargs)
 
         setattr(owner, name, count)
@@ -433,8 +436,9 @@ def neural_sde_pair(hidden: tuple[int, ...], batch: int, device: torch.device = 
     seen = capture(NeuralSDE(hidden_layer_sizes=hidden), frame, device)
     peer = PeerMomentSDE(hidden).to(device)
     peer.load_state_dict(seen.module.state_dict())  # same initial weights, same names
-    # One call per sub-step: the first, from a known state, takes the drift alone (its Jacobian would be unused).
-    ours = CallCounter(seen.module, "_drift_and_jacobian", "drift")
+    # One drift evaluation per sub-step (the first, from a known state, takes the drift alone: its Jacobian would be
+    # unused); transition_loss(x0, t0, gap, n_steps, ...) takes n_steps of them, in one node or recorded.
+    ours = CallCounter(seen.module, "transition_loss", per_call=lambda x0, t0, gap, n_steps, *rest: n_steps)
     return {
         "dynlearn": dynlearn_side(seen, batch, lambda iteration: counted(ours, iteration)),
         "peer": peer_side(peer, peer.loss, seen.train_data, batch, seen.learning_rate, lambda: peer.calls, False),

@@ -167,6 +167,13 @@ PRIVATE_IMPORTS_ALLOWED = {
         "the layouts of the written-out backward passes' products (input_gradient_factor, weight_gradient): "
         "one rule for every hand-written backward, and no name for users"
     ),
+    ("dynlearn/nn/_moment_loss.py", "dynlearn.solvers._rk_mlp"): (
+        "the same layout rule (weight_gradient) and inference-mode switch (untracked) as every written-out backward"
+    ),
+    ("dynlearn/estimators/_neural_sde.py", "dynlearn.nn._moment_loss"): (
+        "NeuralSDE's training loss as one autograd node: it computes what that estimator's private model records, "
+        "so it has no name for users"
+    ),
     ("dynlearn/cli.py", "dynlearn.estimators._base"): (
         "an unpickled object is accepted only if it is a SeriesModel, the base of every estimator"
     ),

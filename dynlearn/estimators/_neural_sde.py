@@ -19,6 +19,7 @@ from ..data import QueryTimes, SeriesBatch, check_query_times, to_user_kind
 from ..exceptions import IntegrationError, input_error
 from ..metrics import QUANTILE_LEVEL  # noqa: F401  (the level predict_quantiles writes)
 from ..nn import ACTIVATIONS, jacobian_columns, make_mlp
+from ..nn._moment_loss import moment_loss_node
 from ..solvers import CONTROL_INTERPOLATIONS, ControlPath, sde_method, solve_sde_irregular
 from ._base import (
     SHARED_CONSTRAINTS,
@@ -148,6 +149,66 @@ class _SDEModel(nn.Module):
                     cov = a @ cov @ a.transpose(1, 2) + noise
             mean = mean + h * f
         return mean, cov
+
+    def transition_loss(self, x0: torch.Tensor, t0: torch.Tensor, gap: torch.Tensor, n_steps: int,
+                        values: torch.Tensor, mask: torch.Tensor, control: ControlPath | None = None) -> torch.Tensor:
+        """Negative log-likelihood per observed entry of ``values`` after ``gap`` under :meth:`moments`' Gaussian.
+
+        While gradients are recorded for the weights only, a model whose
+        networks are Linear layers between tanh, ReLU,
+        softplus, ELU or SiLU activations (at least one hidden layer each)
+        takes one autograd node that forms the loss and every weight's
+        gradient in one pass (``dynlearn.nn._moment_loss``; the same values
+        to rounding). Anything else, and a backward pass with
+        ``create_graph=True``, takes the recorded operations.
+        """
+        def recorded() -> torch.Tensor:
+            mean, cov = self.moments(x0, t0, gap, n_steps, control=control)
+            return _gaussian_nll_per_entry(values, mask, mean, cov)
+
+        if not self._node_may_apply(control, x0, t0, gap, values, mask):
+            return recorded()
+        columns = self._step_columns(x0, t0, gap, n_steps, control)
+        if columns is not None and any(column.requires_grad for column in columns):
+            return recorded()
+        node = moment_loss_node(self.drift_net, self.diffusion_net, n_steps, self.noise_type != "diagonal",
+                                self.floor, columns, x0, gap, values, mask, recorded)
+        return recorded() if node is None else node
+
+    def _step_columns(self, x0: torch.Tensor, t0: torch.Tensor, gap: torch.Tensor, n_steps: int,
+                      control: ControlPath | None) -> list[torch.Tensor] | None:
+        """What the networks read beside the state at each of :meth:`moments`' sub-steps (the time, the known
+        inputs), as :meth:`_inputs` appends them; None when they read the state alone."""
+        if not self.time_dependent and control is None:
+            return None
+        h = gap / n_steps
+        inputs = None
+        if control is not None:  # on segment 0 at fractions k / n_steps, the values moments reads one by one
+            fractions = torch.tensor([k / n_steps for k in range(n_steps)])
+            inputs = control.on_segments(torch.zeros(n_steps, dtype=torch.long, device=x0.device),
+                                         fractions.to(x0.device)).to(x0.dtype)
+        columns = []
+        for k in range(n_steps):
+            parts = [(t0 + k * h if k else t0).to(x0.dtype).reshape(-1, 1)] if self.time_dependent else []
+            if inputs is not None:
+                parts.append(inputs[k])
+            columns.append(parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1))
+        return columns
+
+    def _node_may_apply(self, control: ControlPath | None, *data: torch.Tensor) -> bool:
+        """Whether :meth:`transition_loss`'s node computes what this model's methods would: gradients recorded for
+        the weights only, and the methods the node writes out as this class defines them."""
+        if not torch.is_grad_enabled() or (getattr(self, "n_inputs", 0) and control is None):
+            return False
+        if any(name in self.__dict__ for name in _NODE_METHODS):
+            return False  # a method replaced on the instance: the loss is what it computes
+        if any(getattr(type(self), name) is not getattr(_SDEModel, name) for name in _NODE_METHODS):
+            return False
+        return data[0].dim() == 2 and not any(tensor.requires_grad for tensor in data)
+
+
+# What transition_loss's node computes in one pass, so a model that changes them takes its own.
+_NODE_METHODS = ("moments", "drift", "diffusion", "_drift_and_jacobian", "_inputs")
 
 
 def _gaussian_nll_per_entry(y: torch.Tensor, mask: torch.Tensor, mean: torch.Tensor,
@@ -494,9 +555,8 @@ class NeuralSDE(ForecastIntervals, SeriesModel):
             if "inputs" in data:
                 knots = torch.stack([data["t0"], data["t0"] + data["gap"]], dim=1)
                 control = module.control(knots, data["inputs"], (data["lead_gap"], data["lead_inputs"]))
-            mean, cov = module.moments(data["x0"], data["t0"], data["gap"], self._n_substeps(data["gap"]),
-                                       control=control)
-            return _gaussian_nll_per_entry(data["values"], data["mask"], mean, cov)
+            return module.transition_loss(data["x0"], data["t0"], data["gap"], self._n_substeps(data["gap"]),
+                                          data["values"], data["mask"], control=control)
 
         self._train(loss_fn, train_data, valid_data)
         return self
