@@ -59,7 +59,6 @@ class _Network:
         self.weights, biases = tensors[0::2], tensors[1::2]
         self.zs, self.hs = hidden_layers(activations, self.weights[:-1], biases[:-1], x)
         self.out = F.linear(self.hs[-1], self.weights[-1], biases[-1])
-        self.z_dots: list[torch.Tensor] | None = None
         if n_columns:  # the tangents along the first n_columns inputs, axis-major (columns, rows, width)
             rows = x.shape[0]
             self.slopes = activation_slopes(activations, self.zs, self.hs)
@@ -72,16 +71,10 @@ class _Network:
             self.jacobian = (self.h_dots[-1].mm(self.weights[-1].t())
                              .view(n_columns, rows, -1).permute(1, 2, 0))  # (rows, out, columns)
 
-    def reverse(self, out_bar: torch.Tensor, jacobian_bar: torch.Tensor | None,
-                pairs: list[list[tuple[torch.Tensor, torch.Tensor]]], bias_bars: list[list[torch.Tensor]],
-                first_tangent: list[torch.Tensor]) -> torch.Tensor:
-        """The input's gradient (rows, in), given the output's and (with tangents) the Jacobian's.
-
-        Each layer's (output adjoint, input) pairs go to ``pairs[layer]``,
-        its bias gradients to ``bias_bars[layer]``; the first layer's
-        weight gradient through its tangent, ``Σ_rows ż̄_0`` (columns,
-        width), to ``first_tangent``.
-        """
+    def reverse(self, out_bar: torch.Tensor, jacobian_bar: torch.Tensor | None, grads: _Gradients) -> torch.Tensor:
+        """The input's gradient (rows, in), given the output's and (with tangents) the Jacobian's (rows, out,
+        columns); the weights' and biases' shares go to ``grads``."""
+        pairs, bias_bars = grads.pairs, grads.bias_bars
         n, weights = len(self.activations), self.weights
         rows = self.x.shape[0]
         pairs[n].append((out_bar, self.hs[-1]))
@@ -110,13 +103,15 @@ class _Network:
                 pairs[k].append((flat, self.h_dots[k - 1]))
                 h_dot_bar = flat.mm(weights[k]).view(columns, rows, -1)
             elif tangent:
-                first_tangent.append(z_dot_bar.sum(1))  # ż_0 = W_0[:, j] on every row
+                grads.first_tangent.append(z_dot_bar.sum(1))  # ż_0 = W_0[:, j] on every row
             h_bar = z_bar.mm(weights[k])
         return h_bar
 
 
 class _Gradients:
-    """The weight and bias gradients of one network, gathered over the sub-steps and summed at the end."""
+    """The weight and bias gradients of one network, gathered over the sub-steps and summed at the end: each layer's
+    (output adjoint, input) pairs and bias adjoints, and the first layer's weight gradient through its tangents,
+    ``Σ_rows ż̄_0`` (columns, width)."""
 
     def __init__(self, n_layers: int):
         self.pairs: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in range(n_layers)]
@@ -164,6 +159,7 @@ class _MomentLoss(torch.autograd.Function):
 
 def _forward_and_gradients(drift_acts, diffusion_acts, drift_tensors, diffusion_tensors, n_steps, scalar_noise,
                            floor, columns, x0, gap, values, mask):
+    """The loss and the gradients of both networks' tensors (drift's, then diffusion's), in plain operations."""
     d = x0.shape[1]
     h = (gap / n_steps)[:, None]
     hh = h[..., None]
@@ -229,10 +225,9 @@ def _forward_and_gradients(drift_acts, diffusion_acts, drift_tensors, diffusion_
         if start is not None:
             jacobian_bar = (cov_bar @ a @ start).mul_(2.0 * hh)
             cov_bar = a.transpose(1, 2) @ cov_bar @ a
-        x_bar = drift.reverse(h * mean_bar, jacobian_bar, drift_grads.pairs, drift_grads.bias_bars,
-                              drift_grads.first_tangent)
+        x_bar = drift.reverse(h * mean_bar, jacobian_bar, drift_grads)
         out_bar = _SOFTPLUS_BACKWARD(g_bar, diffusion.out, 1, 20)
-        x_bar = x_bar + diffusion.reverse(out_bar, None, diffusion_grads.pairs, diffusion_grads.bias_bars, [])
+        x_bar = x_bar + diffusion.reverse(out_bar, None, diffusion_grads)
         mean_bar = mean_bar + x_bar[:, :d]
     return loss, drift_grads.result(drift_tensors) + diffusion_grads.result(diffusion_tensors)
 
