@@ -189,6 +189,9 @@ BENCHMARK_PRIVATE_IMPORTS_ALLOWED = {
     ("benchmarks/fixed_steps_written_out.py", "dynlearn.solvers._ode"): (
         "switches the written-out fixed steps off to time the segment clock on the same fit; no user needs that switch"
     ),
+    ("benchmarks/neural_sde_loss_node.py", "dynlearn.estimators._neural_sde"): (
+        "switches NeuralSDE's loss node off to time the recorded loss on the same steps; no user needs that switch"
+    ),
     ("benchmarks/odernn_loop_before_after.py", "dynlearn.nn._odernn"): (
         "points the encoder at an earlier version of its Euler-GRU loop to time the two on the same fit"
     ),
