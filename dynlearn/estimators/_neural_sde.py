@@ -155,11 +155,11 @@ class _SDEModel(nn.Module):
         """Negative log-likelihood per observed entry of ``values`` after ``gap`` under :meth:`moments`' Gaussian.
 
         While gradients are recorded for the weights only, a model whose
-        networks are Linear layers between tanh, ReLU,
-        softplus, ELU or SiLU activations (at least one hidden layer each)
-        takes one autograd node that forms the loss and every weight's
-        gradient in one pass (``dynlearn.nn._moment_loss``; the same values
-        to rounding). Anything else, and a backward pass with
+        networks are Linear layers between tanh, ReLU, softplus, ELU or SiLU
+        activations (at least one hidden layer each) takes one autograd node
+        that forms the loss and every weight's gradient in one pass
+        (``dynlearn.nn._moment_loss``; the same values to rounding), with or
+        without known inputs. Anything else, and a backward pass with
         ``create_graph=True``, takes the recorded operations.
         """
         def recorded() -> torch.Tensor:
