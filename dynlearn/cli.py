@@ -551,8 +551,9 @@ def _parse_times(text: str, estimator: Any) -> Any:
     if not items:
         raise CommandError(f"--times: expected comma-separated times; got {text!r}. Pass e.g. --times 8,9,10.")
     try:
-        if kind == "float":
-            return np.array([float(item) for item in items])
+        if kind == "float":  # whole numbers stay integers: beyond 2^53 a float would merge neighbouring times
+            numbers = [int(item) if item.lstrip("+-").isdigit() else float(item) for item in items]
+            return np.array(numbers, dtype=np.int64 if all(isinstance(n, int) for n in numbers) else np.float64)
         if kind == "timedelta":
             return pd.TimedeltaIndex([pd.Timedelta(item) for item in items])
         stamps = pd.DatetimeIndex([pd.Timestamp(item) for item in items])

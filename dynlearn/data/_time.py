@@ -13,6 +13,8 @@ from ..exceptions import input_error
 _SECOND = pd.Timedelta(seconds=1)
 _NS_PER_SECOND = 1e9
 _UNITS = ("s", "ms", "us", "ns")
+# Every integer up to this magnitude is a float64; past it integer times are counted from an origin.
+_EXACT_INTEGERS = 2**53
 
 
 @dataclass(frozen=True)
@@ -22,7 +24,10 @@ class TimeEncoding:
     ``kind`` is ``"float"`` (used as given), ``"datetime"`` (seconds since
     ``origin``) or ``"timedelta"`` (seconds). The encoding found at ``fit`` is
     reused for every later call, so a forecast asked for in datetimes comes
-    back on the same clock.
+    back on the same clock. Integer times beyond 2^53, which float64 cannot
+    hold exactly (nanoseconds since the epoch, say), are counted from their
+    earliest value at ``fit`` (``origin``, an int) in integer arithmetic, so
+    distinct times stay distinct and come back exactly.
 
     ``dtype`` is the dtype of the times seen at ``fit`` and ``resolution``
     the coarsest of ``"s"``, ``"ms"``, ``"us"``, ``"ns"`` in which they were
@@ -56,7 +61,12 @@ class TimeEncoding:
                 f"Pass {self.kind} times or refit on data with {kind} times.",
             )
         if kind == "float":
-            return np.asarray(values, dtype=np.float64)
+            if self.origin is None:
+                return np.asarray(values, dtype=np.float64)
+            values = np.asarray(values)
+            if np.issubdtype(values.dtype, np.integer):  # in int64, before the cast rounds them
+                return (values.astype(np.int64) - np.int64(self.origin)).astype(np.float64)
+            return np.asarray(values, dtype=np.float64) - float(self.origin)
         shape = np.shape(values)
         if kind == "timedelta":
             return np.asarray(_timedelta_index(values) / _SECOND, dtype=np.float64).reshape(shape)
@@ -75,7 +85,12 @@ class TimeEncoding:
         """User times for a 1-D float ``clock``: an ndarray, DatetimeIndex or TimedeltaIndex."""
         clock = np.asarray(clock, dtype=np.float64)
         if self.kind == "float":
-            return _decode_numbers(clock, self.dtype)
+            decoded = _decode_numbers(clock, self.dtype)
+            if self.origin is None:
+                return decoded
+            if np.issubdtype(decoded.dtype, np.integer):
+                return (decoded.astype(np.int64) + np.int64(self.origin)).astype(self.dtype)
+            return decoded + float(self.origin)
         delta = _decode_timedeltas(clock, self.resolution, _unit(self.dtype))
         if self.kind == "timedelta":
             return delta
@@ -175,4 +190,8 @@ def encoding_for(values: Any) -> TimeEncoding:
     dtype = getattr(values, "dtype", None)
     if dtype is None or not pd.api.types.is_integer_dtype(dtype):
         return TimeEncoding("float")
-    return TimeEncoding("float", dtype=np.dtype(dtype) if isinstance(dtype, np.dtype) else np.int64)
+    dtype = np.dtype(dtype) if isinstance(dtype, np.dtype) else np.int64
+    ticks = np.asarray(values, dtype=np.int64).ravel() if len(values) else np.zeros(0, np.int64)
+    if len(ticks) and max(abs(int(ticks.min())), abs(int(ticks.max()))) > _EXACT_INTEGERS:
+        return TimeEncoding("float", origin=int(ticks.min()), dtype=dtype)
+    return TimeEncoding("float", dtype=dtype)

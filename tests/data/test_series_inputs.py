@@ -310,6 +310,27 @@ def test_integer_times_stay_integers_unless_a_query_falls_between():
     assert between.index.tolist() == [2.0, 2.5]
 
 
+def test_integer_times_beyond_float64s_integers_stay_distinct_and_come_back_exactly():
+    # Nanoseconds since the epoch as plain integers: consecutive ones are the same float64.
+    start = 1_700_000_000_123_456_789
+    X = pd.DataFrame({"series_id": [0, 0, 0, 1, 1], "time": start + np.array([0, 1, 3, 2, 7]),
+                      "x": [1.0, 2.0, 3.0, 4.0, 5.0]})
+    assert float(start) == float(start + 1)
+    batch = check_series(X)  # no duplicate (series, time) rows
+    assert_array_equal(np.sort(batch.times[batch.row_mask]), [0.0, 1.0, 2.0, 3.0, 7.0])  # counted from the first
+    back = batch_to_user_kind(batch)
+    assert back["time"].dtype == np.int64
+    assert back.sort_values(["series_id", "time"])["time"].tolist() == (start + np.array([0, 1, 3, 2, 7])).tolist()
+    query = check_query_times(np.array([start + 8, start + 9]), batch)
+    out = to_user_kind(outputs(batch, 2), query, batch)
+    assert out["time"].tolist() == [start + 8, start + 9] * 2
+    from dynlearn import NeuralODE
+
+    model = NeuralODE(hidden_layer_sizes=(4,), max_epochs=1, random_state=0).fit(X)
+    forecast = model.predict(X, t=np.array([start + 8, start + 9]))
+    assert forecast["time"].tolist() == [start + 8, start + 9] * 2 and np.isfinite(forecast["x"]).all()
+
+
 def test_panel_outputs_have_series_by_query_shape(panel):
     batch = check_series(panel)
     query = check_query_times(np.linspace(0.0, 5.0, 7), batch)
