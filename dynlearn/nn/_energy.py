@@ -491,6 +491,12 @@ class LagrangianField(_RegressedField):
 
     def _check_determined(self, mass: torch.Tensor, acceleration: torch.Tensor) -> None:
         """Raise ``IntegrationError`` where a velocity Hessian is singular or an acceleration not finite (one sync)."""
+        if mass.shape[-1] == 1 and self._rcond(mass.dtype) < 1:
+            # One coordinate: the Hessian is its own eigenvalue, of full rank where finite and nonzero, and a zero
+            # one leaves a non-finite acceleration; so one finiteness test of both decides (the count below is for
+            # the error).
+            if bool(torch.isfinite(torch.cat([mass.flatten(1), acceleration], dim=1)).all()):
+                return
         determined = self._determined(mass) & torch.isfinite(acceleration).all(dim=1)
         if not bool(determined.all()):
             raise IntegrationError(
@@ -556,9 +562,12 @@ class LagrangianField(_RegressedField):
         d = self.n_coordinates
         return (x[:, d:] * self.input_matrix.force(x[:, :d], u)).sum(-1)
 
+    def _rcond(self, dtype: torch.dtype) -> float:
+        return self.rcond if self.rcond is not None else self.n_coordinates * torch.finfo(dtype).eps
+
     def _determined(self, mass: torch.Tensor) -> torch.Tensor:
         """Which velocity Hessians ``(batch, d, d)`` have full numerical rank; returns (batch,) bool."""
-        rcond = self.rcond if self.rcond is not None else self.n_coordinates * torch.finfo(mass.dtype).eps
+        rcond = self._rcond(mass.dtype)
         with torch.no_grad():
             if mass.shape[-1] == 1:  # one coordinate: the Hessian is its own eigenvalue
                 magnitudes = mass.abs().flatten(1)

@@ -83,13 +83,17 @@ def _activate(activation: nn.Module, z: torch.Tensor) -> torch.Tensor:
 
 
 def _curvature(activation: nn.Module, g: torch.Tensor, d: torch.Tensor, z: torch.Tensor,
-               h: torch.Tensor) -> tuple[torch.Tensor, float] | None:
-    """``(a, c)`` with ``g ⊙ σ''(z) = c a`` (None where σ'' is zero), given ``d = g ⊙ σ'(z)``.
+               h: torch.Tensor, slope: torch.Tensor | None = None) -> tuple[torch.Tensor, float] | None:
+    """``(a, c)`` with ``g ⊙ σ''(z) = c a`` (None where σ'' is zero), given ``d = g ⊙ σ'(z)`` (and ``σ'(z)``
+    itself, ``slope``, where the caller has it).
 
     σ'' is what autograd differentiates :func:`times_derivative`'s kernels
     to: ``-2 h σ'`` for tanh, zero for ReLU, ``β s (1 - s)`` below the
     threshold for softplus (``s = sigmoid(β z)``), ``σ'`` where ``h ≤ 0``
-    for ELU, and ``s (1 - s) (2 + z (1 - 2 s))`` for SiLU.
+    for ELU, and ``s (1 - s) (2 + z (1 - 2 s))`` for SiLU. Softplus's
+    slope is ``s`` below its threshold and exactly 1 past it, so with the
+    slope given, ``d - d σ'`` is ``g s (1 - s)`` there and zero past it, in
+    one operation.
     """
     kind = type(activation)
     if kind is nn.Tanh:
@@ -98,6 +102,8 @@ def _curvature(activation: nn.Module, g: torch.Tensor, d: torch.Tensor, z: torch
         return None
     if kind is nn.ELU:
         return d * (h <= 0), 1.0
+    if kind is nn.Softplus and slope is not None:
+        return torch.addcmul(d, d, slope, value=-1.0), activation.beta
     if kind is nn.Softplus:
         beta, scaled = activation.beta, z * activation.beta
         s = torch.sigmoid(scaled)
@@ -187,7 +193,7 @@ class Sweep:
         g_dot = None  # the output weights are constant: ġ_{n-1} = 0
         for k in range(n - 1, -1, -1):
             d_dot = None if g_dot is None else slopes[k] * g_dot
-            curvature = _curvature(activations[k], self.gs[k], self.ds[k], self.zs[k], self.hs[k])
+            curvature = _curvature(activations[k], self.gs[k], self.ds[k], self.zs[k], self.hs[k], slopes[k])
             if curvature is not None:  # g_k ⊙ σ''(z_k) = c a
                 a, c = curvature
                 term = a * z_dots[k] if c == 1.0 else a.mul(c) * z_dots[k]
@@ -376,7 +382,8 @@ def _second_and_third(activation: nn.Module, z: torch.Tensor, h: torch.Tensor,
     """σ'' and σ''' at ``z`` of a smooth activation of ``_WRITTEN_OUT`` (not ReLU), given ``h = σ(z)`` and σ'.
 
     tanh: ``σ'' = -2 h σ'``, ``σ''' = σ' (6 h² - 2)``; softplus (``s = sigmoid(β z)``, linear past its
-    threshold): ``β s (1 - s)`` and ``β² s (1 - s)(1 - 2 s)``; ELU: both σ' where ``h ≤ 0``; SiLU
+    threshold): ``β s (1 - s)`` and ``β² s (1 - s)(1 - 2 s)``, from σ', which is ``s`` below the threshold and
+    1 past it, where both vanish; ELU: both σ' where ``h ≤ 0``; SiLU
     (``s' = s (1 - s)``): ``s' (2 + z (1 - 2 s))`` and ``s' ((1 - 2 s)(2 + z (1 - 2 s)) + 1 - 2 s - 2 z s')``.
     """
     kind = type(activation)
@@ -385,11 +392,11 @@ def _second_and_third(activation: nn.Module, z: torch.Tensor, h: torch.Tensor,
     if kind is nn.ELU:
         below = slope * (h <= 0)
         return below, below
-    if kind is nn.Softplus:
-        beta, scaled = activation.beta, z * activation.beta
-        s = torch.sigmoid(scaled)
-        ds = s * (1.0 - s) * (scaled <= activation.threshold)
-        return beta * ds, (beta * beta) * ds * (1.0 - 2.0 * s)
+    if kind is nn.Softplus:  # the slope is s below the threshold and exactly 1 past it, where both vanish
+        ds = torch.addcmul(slope, slope, slope, value=-1.0)  # s (1 - s)
+        third = torch.addcmul(ds, ds, slope, value=-2.0)  # s (1 - s)(1 - 2 s)
+        beta = activation.beta
+        return (ds, third) if beta == 1 else (ds.mul_(beta), third.mul_(beta * beta))
     s = torch.sigmoid(z)  # SiLU
     ds, odd = s * (1.0 - s), 1.0 - 2.0 * s
     curve = 2.0 + z * odd

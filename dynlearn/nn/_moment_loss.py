@@ -91,7 +91,7 @@ class _Network:
             z_bar = times_derivative(activation, h_bar, z, h)
             if tangent:
                 q = (h_dot_bar * self.z_dots[k]).sum(0)  # Σ_j ḣ̄_j ⊙ ż_j, (rows, width)
-                curvature = _curvature(activation, q, q * self.slopes[k], z, h)
+                curvature = _curvature(activation, q, q * self.slopes[k], z, h, self.slopes[k])
                 if curvature is not None:
                     z_bar = z_bar + (curvature[0] if curvature[1] == 1.0 else curvature[0].mul(curvature[1]))
                 z_dot_bar = h_dot_bar * self.slopes[k]  # (columns, rows, width)
