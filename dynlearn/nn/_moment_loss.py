@@ -92,8 +92,8 @@ class _Network:
             if tangent:
                 q = (h_dot_bar * self.z_dots[k]).sum(0)  # Σ_j ḣ̄_j ⊙ ż_j, (rows, width)
                 curvature = _curvature(activation, q, q * self.slopes[k], z, h, self.slopes[k])
-                if curvature is not None:
-                    z_bar = z_bar + (curvature[0] if curvature[1] == 1.0 else curvature[0].mul(curvature[1]))
+                if curvature is not None:  # z_bar is the kernel's fresh output
+                    z_bar = z_bar.add_(curvature[0], alpha=curvature[1])
                 z_dot_bar = h_dot_bar * self.slopes[k]  # (columns, rows, width)
             below = self.hs[k - 1] if k else self.x
             pairs[k].append((z_bar, below))
@@ -216,14 +216,15 @@ def _forward_and_gradients(drift_acts, diffusion_acts, drift_tensors, diffusion_
         cov_bar = cov_bar * both
         mean_bar = mean_bar * m
     drift_grads, diffusion_grads = _Gradients(len(drift_acts) + 1), _Gradients(len(diffusion_acts) + 1)
+    two_h = h + h  # a Python number as an operand costs a float32 operation a cast of its own
     for drift, diffusion, g, a, start in reversed(steps):
         if scalar_noise:
-            g_bar = (cov_bar @ g.unsqueeze(-1)).squeeze(-1).mul_(2.0 * h)
+            g_bar = (cov_bar @ g.unsqueeze(-1)).squeeze(-1).mul_(two_h)
         else:
-            g_bar = torch.diagonal(cov_bar, dim1=1, dim2=2).mul(g).mul_(2.0 * h)
+            g_bar = torch.diagonal(cov_bar, dim1=1, dim2=2).mul(g).mul_(two_h)
         jacobian_bar = None
         if start is not None:
-            jacobian_bar = (cov_bar @ a @ start).mul_(2.0 * hh)
+            jacobian_bar = (cov_bar @ a @ start).mul_(two_h[..., None])
             cov_bar = a.transpose(1, 2) @ cov_bar @ a
         x_bar = drift.reverse(h * mean_bar, jacobian_bar, drift_grads)
         out_bar = _SOFTPLUS_BACKWARD(g_bar, diffusion.out, 1, 20)

@@ -113,9 +113,11 @@ def optimizer_step(optimizer: torch.optim.Optimizer) -> None:
         optimizer.step()
         return
     with torch.no_grad():
-        for group, params, grads, exp_avgs, exp_avg_sqs, steps in calls:
+        for group, params, grads, exp_avgs, exp_avg_sqs, steps, ones in calls:
             beta1, beta2 = group["betas"]
-            torch._foreach_add_(steps, 1)
+            # With a list of tensors the step counts take one kernel; with the number 1 each takes its own, and a
+            # cast of the number to the count's dtype (18.8 against 5.6 us for 12 counts, one thread).
+            torch._foreach_add_(steps, ones)
             _FUSED_ADAMW(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=group["lr"],
                          beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
                          maximize=False, grad_scale=None, found_inf=None)  # fmt: skip
@@ -156,7 +158,7 @@ def _fused_adamw_calls(optimizer: torch.optim.Optimizer) -> list[tuple] | None:
         kept = (_signature(optimizer), gathered)
         _GATHERED[optimizer] = kept
     calls = []
-    for group, params, exp_avgs, exp_avg_sqs, steps, unstarted in kept[1]:
+    for group, params, exp_avgs, exp_avg_sqs, steps, unstarted, ones in kept[1]:
         if not all(_is_number(value) for value in (group["lr"], *group["betas"], group["weight_decay"], group["eps"])):
             return None  # a tensor rate: torch's step moves it where the kernel wants it
         if any(p.grad is not None for p in unstarted):  # torch's step makes its state first
@@ -167,10 +169,10 @@ def _fused_adamw_calls(optimizer: torch.optim.Optimizer) -> list[tuple] | None:
             if any(grad is not None and grad.is_sparse for grad in grads):
                 return None
             present = [i for i, grad in enumerate(grads) if grad is not None]
-            params, grads, exp_avgs, exp_avg_sqs, steps = (
-                [items[i] for i in present] for items in (params, grads, exp_avgs, exp_avg_sqs, steps))
+            params, grads, exp_avgs, exp_avg_sqs, steps, ones = (
+                [items[i] for i in present] for items in (params, grads, exp_avgs, exp_avg_sqs, steps, ones))
         if params:
-            calls.append((group, params, grads, exp_avgs, exp_avg_sqs, steps))
+            calls.append((group, params, grads, exp_avgs, exp_avg_sqs, steps, ones))
     return calls
 
 
@@ -205,7 +207,8 @@ _OPTIONS = ("fused", "decoupled_weight_decay", *_PLAIN_GROUP)
 
 
 def _gather(optimizer: torch.optim.Optimizer) -> list[tuple] | None:
-    """Per group: its parameters with state, their moments and step counts, and those without state yet.
+    """Per group: its parameters with state, their moments and step counts, those without state yet, and a one
+    beside each count (what a step adds to it).
 
     None where the kernel does not apply: other options, complex
     parameters, or several devices or dtypes (the rates are checked at
@@ -217,7 +220,7 @@ def _gather(optimizer: torch.optim.Optimizer) -> list[tuple] | None:
             return None
         if any(group.get(option, True) != value for option, value in _PLAIN_GROUP.items()):
             return None
-        arguments: tuple[list, ...] = ([], [], [], [], [])
+        arguments: tuple[list, ...] = ([], [], [], [], [], [])
         for p in group["params"]:
             if p.is_complex() or (kind is not None and (p.device, p.dtype) != kind):
                 return None
@@ -228,6 +231,7 @@ def _gather(optimizer: torch.optim.Optimizer) -> list[tuple] | None:
                 continue
             for found, tensor in zip(arguments, (p, state["exp_avg"], state["exp_avg_sq"], state["step"])):
                 found.append(tensor)
+            arguments[5].append(torch.ones_like(state["step"]))
         gathered.append((group, *arguments))
     return gathered
 
@@ -264,6 +268,12 @@ def clip_gradients(parameters: list[torch.Tensor], max_norm: float) -> bool:
         elif coefficient >= 1.0:  # the clip multiplies by the coefficient clamped at 1: nothing to do at 1
             return True
         if all(g.device == grads[0].device for g in grads):
+            if not isinstance(coefficient, torch.Tensor) and grads[0].device.type == "cpu" and all(
+                    g.dtype == grads[0].dtype for g in grads):
+                # As a number, the coefficient is cast once per tensor, each in its own kernel; as a tensor of the
+                # gradients' dtype (the same value: that cast), it is one kernel (18.3 against 5.5 us for 12
+                # small tensors, one thread).
+                coefficient = torch.tensor(coefficient, dtype=grads[0].dtype)
             torch._foreach_mul_(grads, coefficient)
         else:  # a model split across devices
             for g in grads:
