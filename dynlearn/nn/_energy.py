@@ -491,12 +491,11 @@ class LagrangianField(_RegressedField):
 
     def _check_determined(self, mass: torch.Tensor, acceleration: torch.Tensor) -> None:
         """Raise ``IntegrationError`` where a velocity Hessian is singular or an acceleration not finite (one sync)."""
-        if mass.shape[-1] == 1 and self._rcond(mass.dtype) < 1:
-            # One coordinate: the Hessian is its own eigenvalue, of full rank where finite and nonzero, and a zero
-            # one leaves a non-finite acceleration; so one finiteness test of both decides (the count below is for
-            # the error).
-            if bool(torch.isfinite(torch.cat([mass.flatten(1), acceleration], dim=1)).all()):
-                return
+        # One coordinate: the Hessian is its own eigenvalue, of full rank where finite and nonzero, and a zero one
+        # leaves a non-finite acceleration; so one finiteness test of both decides (the count below is for the error).
+        if (mass.shape[-1] == 1 and self._rcond(mass.dtype) < 1
+                and bool(torch.isfinite(torch.cat([mass.flatten(1), acceleration], dim=1)).all())):
+            return
         determined = self._determined(mass) & torch.isfinite(acceleration).all(dim=1)
         if not bool(determined.all()):
             raise IntegrationError(
