@@ -36,7 +36,12 @@ in one process with one torch thread (the two layouts alternating first):
   loop, the latent SDE solve and the Hamiltonian derivative loss run in);
   the activation gradient through torch's ``OpOverload`` and through its C++
   entry point (``SIGMOID_GRAD``); and splitting the buffer into its rows,
-  once (``unbind``) or row by row (indexing).
+  once (``unbind``) or row by row (indexing);
+- ``number operands``: a float32 operation with a Python number as its
+  operand, which torch casts to the tensor's dtype in a kernel of its own
+  (once per tensor in a ``_foreach`` call), and with a 0-dim tensor of that
+  dtype (the same value); as the optimiser's step counts (a list of ones)
+  and its clip's coefficient take them.
 
 Run::
 
@@ -168,6 +173,25 @@ def _row_operations(n_rows: int = 90, batch: int = 50, width: int = 100, narrow:
     ]
 
 
+def _number_operands() -> list[tuple]:
+    """``(product, where, shape, {"written": f, "alternative": g})``: a Python number as an operand of float32
+    operations (written) against a 0-dim tensor of the same value (alternative)."""
+    x, c = torch.randn(16, 32), torch.tensor(2.0)
+    shapes = [(32, 2), (32,), (32, 32), (32,), (2, 32), (2,)] * 2  # NeuralSDE small's drift and diffusion tensors
+    steps, ones = [torch.tensor(1.0) for _ in shapes], [torch.tensor(1.0) for _ in shapes]
+    grads, one = [torch.randn(shape) for shape in shapes], torch.tensor(1.0)
+    return [
+        ("number operands", "x * 2.0 against x * c (c a 0-dim float32 tensor)", "(16, 32)",
+         {"written": lambda: x * 2.0, "alternative": lambda: x * c}),
+        ("number operands", "the fused AdamW's step counts: _foreach_add_(steps, 1) against a list of ones",
+         f"{len(steps)} counts", {"written": lambda: torch._foreach_add_(steps, 1),
+                                  "alternative": lambda: torch._foreach_add_(steps, ones)}),
+        ("number operands", "the clip: _foreach_mul_(grads, 1.0) against a 0-dim tensor",
+         f"{len(grads)} gradients of NeuralSDE small", {"written": lambda: torch._foreach_mul_(grads, 1.0),
+                                                        "alternative": lambda: torch._foreach_mul_(grads, one)}),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=30)
@@ -211,7 +235,7 @@ def main() -> None:
         seconds = _seconds(_unfolded_tanh(torch.randn(rows, width)), args.rounds, _per_round(rows, width, 4))
         record("activation, recorded tanh via sigmoid", where, f"({rows}, {width})", seconds["tanh"],
                seconds["sigmoid"])
-    for product, where, shape, functions in _row_operations():
+    for product, where, shape, functions in _row_operations() + _number_operands():
         seconds = _seconds(functions, args.rounds, 20)
         record(product, where, shape, seconds["written"], seconds["alternative"])
     write_rows(args.out, rows_out, report=report)

@@ -116,7 +116,7 @@ def optimizer_step(optimizer: torch.optim.Optimizer) -> None:
         for group, params, grads, exp_avgs, exp_avg_sqs, steps, ones in calls:
             beta1, beta2 = group["betas"]
             # With a list of tensors the step counts take one kernel; with the number 1 each takes its own, and a
-            # cast of the number to the count's dtype (18.8 against 5.6 us for 12 counts, one thread).
+            # cast of the number to the count's dtype (17.2 against 5.8 us for 12 counts, benchmarks/kernel_choices.py).
             torch._foreach_add_(steps, ones)
             _FUSED_ADAMW(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=group["lr"],
                          beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
@@ -271,7 +271,7 @@ def clip_gradients(parameters: list[torch.Tensor], max_norm: float) -> bool:
             if not isinstance(coefficient, torch.Tensor) and grads[0].device.type == "cpu" and all(
                     g.dtype == grads[0].dtype for g in grads):
                 # As a number, the coefficient is cast once per tensor, each in its own kernel; as a tensor of the
-                # gradients' dtype (the same value: that cast), it is one kernel (18.3 against 5.5 us for 12
+                # gradients' dtype (the same value: that cast), it is one kernel (18.2 against 5.6 us for 12
                 # small tensors, one thread).
                 coefficient = torch.tensor(coefficient, dtype=grads[0].dtype)
             torch._foreach_mul_(grads, coefficient)

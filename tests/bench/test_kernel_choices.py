@@ -20,8 +20,9 @@ def test_the_benchmark_times_both_layouts_and_writes_its_rows(tmp_path, monkeypa
     lines = (tmp_path / "results.csv").read_text().splitlines()
     assert lines[0].startswith("product,where,shape,seconds_as_written,seconds_alternative")
     # input adjoint and weight gradient of the shape, the kept product, the activation, the recorded tanh via
-    # sigmoid, three row operations
-    assert len(lines) == 1 + 5 + 3
+    # sigmoid, three row operations, three number operands
+    assert len(lines) == 1 + 5 + 3 + 3
     report = (tmp_path / "report.md").read_text()
     assert "| kept row-major: widening" in report and "| activation, recorded tanh via sigmoid" in report
     assert "| row operations, grad off / inference mode" in report and "split once / row by row" in report
+    assert "| number operands: the fused AdamW's step counts" in report
