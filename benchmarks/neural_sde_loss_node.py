@@ -102,12 +102,12 @@ def main(rounds: int, large_rounds: int) -> None:
     lines = [
         "# NeuralSDE's transition likelihood: one node against the recorded loss",
         "",
-        "Training steps as fit takes them (fused AdamW, gradient norm clipped at 1), one torch thread, the sides "
-        f"interleaved round by round in one process ({rounds} rounds; {large_rounds} at the large size); 1-minute "
-        f"load average {load:.2f} at the start. undriven: speed_vs_peers' neural_sde family (the transitions of "
-        "make_damped_oscillator(64, 50); small: hidden (32, 32), minibatch 16; large: (256, 256), 256) and its "
-        "hand-written peer; driven: NeuralSDE(covariates=['u'], covariate_interpolation='linear') on "
-        "make_forced_oscillator(64, 50), hidden (32, 32), minibatch 16.",
+        ("Training steps as fit takes them (fused AdamW, gradient norm clipped at 1), one torch thread, the sides "
+         f"interleaved round by round in one process ({rounds} rounds; {large_rounds} at the large size); 1-minute "
+         f"load average {load:.2f} at the start. undriven: speed_vs_peers' neural_sde family (the transitions of "
+         "make_damped_oscillator(64, 50); small: hidden (32, 32), minibatch 16; large: (256, 256), 256) and its "
+         "hand-written peer; driven: NeuralSDE(covariates=['u'], covariate_interpolation='linear') on "
+         "make_forced_oscillator(64, 50), hidden (32, 32), minibatch 16."),
         "",
         "| case | node (ms) | recorded (ms) | peer (ms) | node ÷ recorded | node ÷ peer | recorded ÷ peer |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -116,8 +116,8 @@ def main(rounds: int, large_rounds: int) -> None:
         n, r, p = by[(case, "node")], by[(case, "recorded")], by.get((case, "peer"))
         peer_cells = f"{p * 1e3:.3f} | {n / r:.2f} | {n / p:.2f} | {r / p:.2f}" if p else f"– | {n / r:.2f} | – | –"
         lines.append(f"| {case} | {n * 1e3:.3f} | {r * 1e3:.3f} | {peer_cells} |")
-    lines += ["", f"Command: `OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/neural_sde_loss_node.py --rounds {rounds} "
-              f"--large-rounds {large_rounds}`"]
+    lines += ["", (f"Command: `OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/neural_sde_loss_node.py --rounds {rounds} "
+                   f"--large-rounds {large_rounds}`")]
     write_rows(RESULTS, rows, report=lines)
 
 
