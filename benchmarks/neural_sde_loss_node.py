@@ -112,7 +112,7 @@ def main(rounds: int, large_rounds: int) -> None:
         "| case | node (ms) | recorded (ms) | peer (ms) | node ÷ recorded | node ÷ peer | recorded ÷ peer |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for case in ("undriven small", "undriven large", "driven small"):
+    for case in (*(f"undriven {size}" for size in SIZES), "driven small"):
         n, r, p = by[(case, "node")], by[(case, "recorded")], by.get((case, "peer"))
         peer_cells = f"{p * 1e3:.3f} | {n / r:.2f} | {n / p:.2f} | {r / p:.2f}" if p else f"– | {n / r:.2f} | – | –"
         lines.append(f"| {case} | {n * 1e3:.3f} | {r * 1e3:.3f} | {peer_cells} |")
