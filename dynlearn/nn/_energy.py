@@ -156,8 +156,9 @@ def jacobian_columns(net: nn.Module, x: torch.Tensor, n_columns: int) -> tuple[t
     out = linears[-1].weight.t()
     if activations:
         slopes = activation_slopes(activations, zs, hs)
-        h_dot = slopes[-1] * forward_tangents(weights, slopes, slice(None, n_columns), batch)[-1]  # ḣ of the last
-        jacobian = h_dot.reshape(-1, h_dot.shape[-1]).mm(out).view(n_columns, batch, -1).permute(1, 2, 0)
+        h_dots: list[torch.Tensor] = []  # every hidden layer's output tangent; the last one's reaches the output
+        forward_tangents(weights, slopes, slice(None, n_columns), batch, h_dots)
+        jacobian = h_dots[-1].mm(out).view(n_columns, batch, -1).permute(1, 2, 0)
     else:  # a view of the weight, which keeps requiring a gradient under no_grad
         jacobian = out[:n_columns].t().expand(batch, -1, -1)
         jacobian = jacobian if torch.is_grad_enabled() else jacobian.detach()

@@ -132,14 +132,19 @@ def activation_slopes(activations: Sequence[nn.Module], zs: Sequence[torch.Tenso
 
 
 def forward_tangents(weights: Sequence[torch.Tensor], slopes: Sequence[torch.Tensor], columns: slice,
-                     rows: int) -> list[torch.Tensor]:
+                     rows: int, h_dots: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
     """The hidden layers' input tangents ``ż_k`` along the input axes ``columns``: ``ż_0 = W_0[:, i]``,
     ``ż_{k+1} = (σ'(z_k) ⊙ ż_k) W_{k+1}ᵀ``. Axis-major, (axes, rows, width_k), flattened to (axes * rows, width)
-    for the products; ``ż_0`` is (axes, 1, width_0), the same for every row."""
+    for the products; ``ż_0`` is (axes, 1, width_0), the same for every row. A list ``h_dots`` receives every
+    hidden layer's output tangent ``ḣ_k = σ'(z_k) ⊙ ż_k``, flattened, the last one's included."""
     z_dots = [weights[0][:, columns].t().unsqueeze(1)]
-    for k in range(1, len(slopes)):
+    for k in range(1, len(slopes) + (h_dots is not None)):
         h_dot = slopes[k - 1] * z_dots[k - 1]
-        z_dots.append(h_dot.reshape(-1, h_dot.shape[-1]).mm(weights[k].t()).view(-1, rows, weights[k].shape[0]))
+        h_dot = h_dot.reshape(-1, h_dot.shape[-1])
+        if h_dots is not None:
+            h_dots.append(h_dot)
+        if k < len(slopes):
+            z_dots.append(h_dot.mm(weights[k].t()).view(-1, rows, weights[k].shape[0]))
     return z_dots
 
 
@@ -289,11 +294,17 @@ class _DerivativeLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss):
-        if torch.is_grad_enabled():  # create_graph: the gradient must have a graph, so the recorded loss gives it
-            found = torch.autograd.grad(ctx.recorded(), ctx.tensors, grad_loss, create_graph=True,
-                                        allow_unused=True)
-            return (None, None, None, None, None, None, *found)
-        return (None, None, None, None, None, None, *torch._foreach_mul(ctx.gradients, grad_loss))
+        return loss_node_backward(ctx, grad_loss, 6)
+
+
+def loss_node_backward(ctx, grad_loss: torch.Tensor, n_leading: int) -> tuple:
+    """The backward of a loss node whose forward formed ``ctx.gradients`` of ``ctx.tensors``, its last inputs after
+    ``n_leading`` others that get none: those gradients scaled by the incoming one. A backward that must itself be
+    differentiable (``create_graph=True``) differentiates ``ctx.recorded()``, the loss through recorded operations."""
+    if torch.is_grad_enabled():
+        found = torch.autograd.grad(ctx.recorded(), ctx.tensors, grad_loss, create_graph=True, allow_unused=True)
+        return (None,) * n_leading + tuple(found)
+    return (None,) * n_leading + tuple(torch._foreach_mul(ctx.gradients, grad_loss))
 
 
 def network_tensors(linears: Sequence[nn.Linear]) -> list[torch.Tensor]:
@@ -363,10 +374,7 @@ class _LagrangianLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss):
-        if torch.is_grad_enabled():  # create_graph: the gradient must have a graph, so the recorded loss gives it
-            found = torch.autograd.grad(ctx.recorded(), ctx.tensors, grad_loss, create_graph=True, allow_unused=True)
-            return (None,) * 7 + tuple(found)
-        return (None,) * 7 + tuple(torch._foreach_mul(ctx.gradients, grad_loss))
+        return loss_node_backward(ctx, grad_loss, 7)
 
 
 def lagrangian_loss_node(linears: Sequence[nn.Linear], activations: Sequence[nn.Module], n_coordinates: int,

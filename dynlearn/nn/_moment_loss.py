@@ -40,7 +40,14 @@ from torch import nn
 
 from ..solvers._rk_mlp import untracked, weight_gradient
 from ._energy import _written_out_layers
-from ._energy_loss import _curvature, activation_slopes, hidden_layers, times_derivative
+from ._energy_loss import (
+    _curvature,
+    activation_slopes,
+    forward_tangents,
+    hidden_layers,
+    loss_node_backward,
+    times_derivative,
+)
 
 _SOFTPLUS_BACKWARD = torch.ops.aten.softplus_backward.default
 
@@ -62,12 +69,8 @@ class _Network:
         if n_columns:  # the tangents along the first n_columns inputs, axis-major (columns, rows, width)
             rows = x.shape[0]
             self.slopes = activation_slopes(activations, self.zs, self.hs)
-            z_dot = self.weights[0][:, :n_columns].t().unsqueeze(1)  # ż_0 = W_0[:, j], the same on every row
-            self.z_dots, self.h_dots = [z_dot], []
-            for k, slope in enumerate(self.slopes):
-                self.h_dots.append((slope * self.z_dots[k]).reshape(-1, slope.shape[-1]))  # (columns * rows, width)
-                if k + 1 < len(self.slopes):
-                    self.z_dots.append(self.h_dots[k].mm(self.weights[k + 1].t()).view(n_columns, rows, -1))
+            self.h_dots: list[torch.Tensor] = []  # (columns * rows, width) each
+            self.z_dots = forward_tangents(self.weights, self.slopes, slice(None, n_columns), rows, self.h_dots)
             self.jacobian = (self.h_dots[-1].mm(self.weights[-1].t())
                              .view(n_columns, rows, -1).permute(1, 2, 0))  # (rows, out, columns)
 
@@ -118,12 +121,9 @@ class _Gradients:
         self.bias_bars: list[list[torch.Tensor]] = [[] for _ in range(n_layers)]
         self.first_tangent: list[torch.Tensor] = []
 
-    def result(self, like: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    def result(self) -> list[torch.Tensor]:
         found = []
-        for k, (pairs, bars) in enumerate(zip(self.pairs, self.bias_bars)):
-            if not pairs:  # a network the loss never reached (a sub-step count of zero)
-                found += [torch.zeros_like(like[2 * k]), torch.zeros_like(like[2 * k + 1])]
-                continue
+        for k, (pairs, bars) in enumerate(zip(self.pairs, self.bias_bars)):  # every sub-step reaches every layer
             weight = weight_gradient([g for g, _ in pairs], [x for _, x in pairs])
             if k == 0 and self.first_tangent:
                 columns = self.first_tangent[0].shape[0]
@@ -151,10 +151,7 @@ class _MomentLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss):
-        if torch.is_grad_enabled():  # create_graph: the gradient must have a graph, so the recorded loss gives it
-            found = torch.autograd.grad(ctx.recorded(), ctx.tensors, grad_loss, create_graph=True, allow_unused=True)
-            return (None,) * 8 + tuple(found)
-        return (None,) * 8 + tuple(torch._foreach_mul(ctx.gradients, grad_loss))
+        return loss_node_backward(ctx, grad_loss, 8)
 
 
 def _forward_and_gradients(drift_acts, diffusion_acts, drift_tensors, diffusion_tensors, n_steps, scalar_noise,
@@ -230,7 +227,7 @@ def _forward_and_gradients(drift_acts, diffusion_acts, drift_tensors, diffusion_
         out_bar = _SOFTPLUS_BACKWARD(g_bar, diffusion.out, 1, 20)
         x_bar = x_bar + diffusion.reverse(out_bar, None, diffusion_grads)
         mean_bar = mean_bar + x_bar[:, :d]
-    return loss, drift_grads.result(drift_tensors) + diffusion_grads.result(diffusion_tensors)
+    return loss, drift_grads.result() + diffusion_grads.result()
 
 
 def moment_loss_node(drift_net: nn.Module, diffusion_net: nn.Module, n_steps: int, scalar_noise: bool, floor: float,
